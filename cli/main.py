@@ -1,0 +1,74 @@
+"""``pybuild`` entry point: a lazy table of commands.
+
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+Only the module of the command being run is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pybuild import __version__
+from pybuild.errors import PybuildError, UsageError
+
+# name -> (module, one-line summary).  Order is the order of `pybuild --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "parse": ("pybuild.cli._parse", "Parse a Dockerfile and print its instructions"),
+}
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+
+def _top_level_help() -> str:
+    width = max(len(name) for name in COMMANDS)
+    rows = "\n".join(f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items())
+    return (
+        "usage: pybuild [--version] [--help] COMMAND [ARGS...]\n\n"
+        "A Dockerfile build engine: parallel, content-addressed, OCI images.\n\n"
+        f"Commands:\n{rows}\n\n"
+        "Run 'pybuild COMMAND --help' for more on a command.\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(args)
+    except PybuildError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(_top_level_help())
+        return 0 if args else 2
+    if args[0] in ("-v", "--version", "version"):
+        print(f"pybuild {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        raise UsageError(f"unknown command {name!r}", hint="run 'pybuild --help' for the list")
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = _ArgumentParser(prog=f"pybuild {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    try:
+        parsed = parser.parse_args(rest)
+    except SystemExit as exit_:  # --help prints and exits 0
+        return int(exit_.code or 0)
+    return int(module.run(parsed))
+
+
+def entry() -> None:
+    sys.exit(main())
