@@ -3,7 +3,7 @@
 General layout (DESIGN.md). Each folder is one layer and imports point one way:
 
     cli -> dag -> oci -> cache -> grammar
-            \-> executors -------/
+            dag -> executors -> grammar
 
 An arrow means "may import".  ``executors`` sits beside ``oci`` and ``cache``
 and knows neither.

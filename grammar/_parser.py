@@ -1,0 +1,243 @@
+"""Dockerfile text -> ``Ast`` (generic nodes), using the Lark grammar.
+
+``lark`` is imported here and nowhere else in pybuild; its exceptions are
+translated into ``DockerfileSyntaxError`` at this edge.  The grammar's rule
+callbacks run inline during the LALR parse (no parse tree is built) and only
+record each line's shape; the shapes are then finished into nodes by
+BuildKit's per-instruction argument rules (``_nodes.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from pybuild.errors import DockerfileSyntaxError, Location
+
+from ._nodes import (
+    ArgumentError,
+    Heredoc,
+    Node,
+    Span,
+    healthcheck_arguments,
+    heredoc_capable,
+    split_arguments,
+)
+from ._scanner import LogicalLine, ScanError, scan
+from ._words import extract_flags, go_trim_space
+
+
+@dataclass(frozen=True)
+class Ast:
+    """A parsed Dockerfile, before instructions are typed and grouped into stages."""
+
+    file: str
+    nodes: tuple[Node, ...]
+    directives: tuple[tuple[str, str], ...]
+    escape: str
+    warnings: tuple[str, ...] = ()
+
+    def directive(self, name: str) -> str | None:
+        return dict(self.directives).get(name)
+
+
+class _Shape(NamedTuple):
+    """What the grammar saw on one line: tokens, not yet interpreted."""
+
+    rule: str  # "instruction" | "healthcheck" | "onbuild"
+    keyword: Any  # the keyword token (carries .line, .end_pos)
+    flags: tuple[Any, ...]
+    arguments: Any | None
+    nested: _Shape | None
+
+
+def _shape(rule: str):
+    def callback(self: Any, children: list[Any]) -> _Shape:
+        keyword, *rest = children
+        flags = tuple(c for c in rest if not isinstance(c, _Shape) and c.type == "FLAG")
+        arguments = next((c for c in rest if not isinstance(c, _Shape) and c.type == "ARGUMENTS"), None)
+        nested = next((c for c in rest if isinstance(c, _Shape)), None)
+        return _Shape(rule, keyword, flags, arguments, nested)
+
+    return callback
+
+
+@functools.cache
+def _lark() -> Any:
+    from lark import Lark, Transformer
+
+    class Shapes(Transformer):
+        instruction = _shape("instruction")
+        healthcheck = _shape("healthcheck")
+        onbuild = _shape("onbuild")
+
+        def start(self, children: list[Any]) -> list[_Shape]:
+            return children
+
+    return Lark.open_from_package(
+        "pybuild.grammar",
+        "dockerfile.lark",
+        parser="lalr",
+        lexer="contextual",
+        transformer=Shapes(),
+        maybe_placeholders=False,
+    )
+
+
+class _LineError(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _Partial(NamedTuple):
+    keyword: str
+    flags: tuple[str, ...]
+    args: tuple[str, ...]
+    json: bool
+    sub: _Partial | None
+
+
+class _Finisher:
+    """Turns shapes into keyword, flags and arguments by BuildKit's rules."""
+
+    def __init__(self, text: str, escape: str) -> None:
+        self.text = text
+        self.escape = escape
+
+    def finish(self, shape: _Shape) -> _Partial:
+        line = shape.keyword.line
+        flags, terminator = self._flags(shape.flags)
+        if terminator is not None:
+            # After a bare `--` the rest is arguments, whatever it looks like.
+            return self._from_text(shape.rule, str(shape.keyword).lower(), flags, self._rest_after(terminator), line)
+        if shape.rule == "onbuild":
+            sub = self.finish(shape.nested) if shape.nested is not None else None
+            return _Partial("onbuild", flags, (), False, sub)
+        arguments = go_trim_space(str(shape.arguments)) if shape.arguments is not None else ""
+        return self._from_text(shape.rule, str(shape.keyword).lower(), flags, arguments, line)
+
+    def _from_text(self, rule: str, keyword: str, flags: tuple[str, ...], rest: str, line: int) -> _Partial:
+        try:
+            if rule == "onbuild":
+                sub = self._parse_nested(rest, line) if rest else None
+                return _Partial("onbuild", flags, (), False, sub)
+            if rule == "healthcheck":
+                args, is_json = healthcheck_arguments(rest)
+            else:
+                args, is_json = split_arguments(keyword, rest, self.escape)
+        except ArgumentError as error:
+            raise _LineError(str(error), line) from None
+        return _Partial(keyword, flags, args, is_json, None)
+
+    def _flags(self, tokens: tuple[Any, ...]) -> tuple[tuple[str, ...], Any | None]:
+        """Unquoted flag words, and the ``--`` token that ended them if any."""
+        flags: list[str] = []
+        for token in tokens:
+            words, _ = extract_flags(go_trim_space(str(token)))
+            if not words:
+                return tuple(flags), token
+            flags.extend(words)
+        return tuple(flags), None
+
+    def _rest_after(self, token: Any) -> str:
+        end = self.text.find("\n", token.end_pos)
+        return go_trim_space(self.text[token.end_pos : end if end >= 0 else len(self.text)])
+
+    def _parse_nested(self, text: str, line: int) -> _Partial:
+        [partial] = _parse_lines([text], self.escape)
+        return partial
+
+
+def _parse_lines(texts: list[str], escape: str) -> list[_Partial]:
+    from lark.exceptions import LarkError, UnexpectedInput
+
+    joined = "\n".join(texts)
+    try:
+        shapes = _lark().parse(joined)
+    except UnexpectedInput as error:
+        raise _LineError(f"unexpected input: {error.get_context(joined).strip()}", error.line) from None
+    except LarkError as error:  # pragma: no cover - the grammar accepts every line
+        raise _LineError(str(error), 1) from None
+    finisher = _Finisher(joined, escape)
+    return [finisher.finish(shape) for shape in shapes]
+
+
+def parse_ast(text: str | bytes, file: str = "Dockerfile") -> Ast:
+    """Parse Dockerfile text into generic nodes, as BuildKit's parser does."""
+    source = _decode(text, file)
+    try:
+        scanned = scan(source, heredoc_capable)
+    except ScanError as error:
+        raise DockerfileSyntaxError(str(error), location=Location(file, error.line, error.end_line)) from None
+    logical = scanned.lines
+    if not logical:
+        raise DockerfileSyntaxError(
+            "file with no instructions",
+            location=Location(file, max(1, source.count("\n"))),
+            hint="a Dockerfile needs at least a FROM instruction",
+        )
+    try:
+        partials = _parse_lines([go_trim_space(line.text) for line in logical], scanned.escape)
+    except _LineError as error:
+        line = logical[min(error.line, len(logical)) - 1]
+        raise DockerfileSyntaxError(
+            str(error), location=Location(file, line.start_line, line.end_line), excerpt=line.text
+        ) from None
+    return Ast(
+        file=file,
+        nodes=tuple(_node(partial, line) for partial, line in zip(partials, logical, strict=True)),
+        directives=tuple(scanned.directives.items()),
+        escape=scanned.escape,
+        warnings=tuple(scanned.warnings),
+    )
+
+
+def _node(partial: _Partial, line: LogicalLine) -> Node:
+    span = Span(line.start_line, line.end_line)
+    original = go_trim_space(line.text)
+    heredocs = tuple(
+        Heredoc(
+            name=body.marker.name,
+            content=body.content,
+            expand=body.marker.expand,
+            chomp=body.marker.chomp,
+            file_descriptor=body.marker.file_descriptor,
+        )
+        for body in line.heredocs
+    )
+    return Node(
+        keyword=partial.keyword,
+        flags=partial.flags,
+        args=partial.args,
+        json=partial.json,
+        span=span,
+        original=original,
+        heredocs=heredocs,
+        sub=_sub_node(partial.sub, span, original) if partial.sub is not None else None,
+        comments=line.comments,
+    )
+
+
+def _sub_node(partial: _Partial, span: Span, original: str) -> Node:
+    sub = _sub_node(partial.sub, span, original) if partial.sub is not None else None
+    return Node(partial.keyword, partial.flags, partial.args, partial.json, span, original, sub=sub)
+
+
+def _decode(text: str | bytes, file: str) -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = text.count(b"\n", 0, error.start) + 1
+            raise DockerfileSyntaxError(
+                f"invalid UTF-8 (byte 0x{text[error.start]:02x} at offset {error.start})",
+                location=Location(file, line),
+                hint="save the Dockerfile as UTF-8",
+            ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise DockerfileSyntaxError("NUL byte in the Dockerfile", location=Location(file, line), hint="is this a binary file?")
+    return text

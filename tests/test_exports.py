@@ -1,0 +1,37 @@
+"""Every public name of a package is exported exactly once, from a private module (STYLE 1)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ["grammar", "dag", "executors", "cache", "oci"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_public_names_exported_once(package: str) -> None:
+    source = (REPO / package / "__init__.py").read_text()
+    names: list[str] = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ImportFrom):
+            names += [alias.asname or alias.name for alias in node.names]
+    assert len(names) == len(set(names)), "a name is exported twice"
+    module = importlib.import_module(f"pybuild.{package}")
+    for name in names:
+        assert hasattr(module, name), name
+        assert not name.startswith("_"), name
+
+
+def test_grammar_exports_parse() -> None:
+    grammar = importlib.import_module("pybuild.grammar")
+    assert callable(grammar.parse) and callable(grammar.parse_ast) and callable(grammar.dump)
+
+
+def test_lark_types_stay_inside_grammar() -> None:
+    for package in ("dag", "executors", "cache", "oci", "cli"):
+        for path in (REPO / package).rglob("*.py"):
+            assert "import lark" not in path.read_text() and "from lark" not in path.read_text(), path
