@@ -10,7 +10,9 @@ BuildKit's per-instruction argument rules (``_nodes.py``).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from pybuild.errors import DockerfileSyntaxError, Location
@@ -65,6 +67,14 @@ def _shape(rule: str):
 
 @functools.cache
 def _lark() -> Any:
+    """The LALR parser, loaded from a per-user cache when the grammar is unchanged.
+
+    Analysing the grammar takes tens of milliseconds, more than parsing a
+    typical Dockerfile.  The cache lives in the user's private cache directory
+    (never in the installed package); lark stores the hash of the grammar and
+    its options in it and rebuilds when they differ or the file is unreadable.
+    """
+    import lark
     from lark import Lark, Transformer
 
     class Shapes(Transformer):
@@ -75,14 +85,28 @@ def _lark() -> Any:
         def start(self, children: list[Any]) -> list[_Shape]:
             return children
 
+    cache = _cache_dir()
     return Lark.open_from_package(
         "pybuild.grammar",
         "dockerfile.lark",
         parser="lalr",
         lexer="contextual",
-        transformer=Shapes(),
+        transformer=Shapes(visit_tokens=False),
         maybe_placeholders=False,
+        # lark checks the grammar's hash before trusting the cache file
+        cache=str(cache / f"dockerfile-lark-{lark.__version__}.cache") if cache else False,
     )
+
+
+def _cache_dir() -> Path | None:
+    """The user's cache directory for pybuild, created private; None if unusable."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "pybuild"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 class _LineError(Exception):

@@ -1,0 +1,105 @@
+"""Parser throughput and CLI start-up time.
+
+    .venv/bin/python benchmarks/parse.py
+
+Measures (median of several runs): parse() of a generated 50,000-line
+multi-stage Dockerfile; parse() of every BuildKit conformance file; the wall
+time of `pybuild --version` as a fresh process.  Targets (issue 2): at least
+50,000 lines/s, and `pybuild --version` under 150 ms.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFORMANCE = REPO.parent / "shared" / "conformance" / "buildkit-parser" / "testfiles"
+
+
+def generate(lines: int = 50_000, seed: int = 1) -> str:
+    """A multi-stage Dockerfile mixing every common form, `lines` physical lines long."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    count = stage = 0
+    while count < lines:
+        if count % 250 == 0:
+            source = f"stage{stage - 1}" if stage else "busybox"
+            out.append(f"FROM {source} AS stage{stage}")
+            stage += 1
+            count += 1
+            continue
+        kind = rng.randrange(9)
+        if kind == 0:
+            out.append(f"RUN echo {count} && \\\n    ls -la /tmp/{count}")
+            count += 2
+        elif kind == 1:
+            out.append(f'ENV A{count}=value{count} B{count}="quoted {count}"')
+            count += 1
+        elif kind == 2:
+            out.append(f"COPY --chown=1000:1000 --from=stage0 src/{count} /app/{count}")
+            count += 1
+        elif kind == 3:
+            out.append(f'CMD ["sh", "-c", "echo {count}"]')
+            count += 1
+        elif kind == 4:
+            out.append(f"# comment {count}")
+            count += 1
+        elif kind == 5:
+            out.append(f"RUN <<EOF\necho {count}\necho more\nEOF")
+            count += 4
+        elif kind == 6:
+            out.append(f"LABEL version{count}={count} other=x")
+            count += 1
+        elif kind == 7:
+            out.append(f"RUN --mount=type=cache,target=/root/.cache pip install pkg{count}")
+            count += 1
+        else:
+            out.append(f"WORKDIR /app/{count}")
+            count += 1
+    return "\n".join(out) + "\n"
+
+
+def median_seconds(fn, runs: int = 5) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    from pybuild.grammar import parse
+
+    parse("FROM x\n")  # load the grammar once, as a build does
+    text = generate()
+    lines = text.count("\n")
+    seconds = median_seconds(lambda: parse(text))
+    print(f"generated Dockerfile: {lines} lines, {len(text) / 1e6:.1f} MB: {seconds * 1000:.0f} ms, {lines / seconds:,.0f} lines/s")
+
+    files = [(p / "Dockerfile").read_bytes() for p in sorted(CONFORMANCE.iterdir())]
+    conformance_lines = sum(f.count(b"\n") + 1 for f in files)
+
+    def parse_all() -> None:
+        from pybuild.grammar import parse_ast
+
+        for data in files:
+            parse_ast(data)
+
+    seconds = median_seconds(parse_all, runs=20)
+    print(f"conformance files: {len(files)} files, {conformance_lines} lines: {seconds * 1000:.1f} ms, {conformance_lines / seconds:,.0f} lines/s")
+
+    pybuild = REPO / ".venv" / "bin" / "pybuild"
+    command = [str(pybuild)] if pybuild.exists() else [sys.executable, "-m", "pybuild"]
+    subprocess.run([*command, "--version"], check=True, capture_output=True)
+    seconds = median_seconds(lambda: subprocess.run([*command, "--version"], check=True, capture_output=True), runs=15)
+    print(f"`pybuild --version`: {seconds * 1000:.0f} ms (median of 15)")
+
+
+if __name__ == "__main__":
+    main()
