@@ -20,6 +20,8 @@ class FlagSpec:
 
 def parse_flags(words: Sequence[str], allowed: Mapping[str, FlagSpec]) -> dict[str, object]:
     """``--name=value`` words -> values by name; unknown or malformed flags raise FlagError."""
+    if not words:
+        return {name: (() if spec.kind == LIST else spec.default) for name, spec in allowed.items()}
     values: dict[str, object] = {}
     for word in words:
         if not word.startswith("--"):

@@ -56,11 +56,16 @@ class _Shape(NamedTuple):
 
 def _shape(rule: str):
     def callback(self: Any, children: list[Any]) -> _Shape:
-        keyword, *rest = children
-        flags = tuple(c for c in rest if not isinstance(c, _Shape) and c.type == "FLAG")
-        arguments = next((c for c in rest if not isinstance(c, _Shape) and c.type == "ARGUMENTS"), None)
-        nested = next((c for c in rest if isinstance(c, _Shape)), None)
-        return _Shape(rule, keyword, flags, arguments, nested)
+        flags = []
+        arguments = nested = None
+        for child in children[1:]:
+            if type(child) is _Shape:
+                nested = child
+            elif child.type == "FLAG":
+                flags.append(child)
+            else:
+                arguments = child
+        return _Shape(rule, children[0], tuple(flags), arguments, nested)
 
     return callback
 
