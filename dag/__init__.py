@@ -1,6 +1,26 @@
 """The build graph: ops, Dockerfile -> graph conversion, and the trio solver.
 
-Imports ``grammar`` (instructions), and reaches ``oci``, ``cache`` and
-``executors`` only through the small Protocols declared here, so solver tests
-run with fakes and no root.  ``networkx`` is imported here and nowhere else.
+Imports ``grammar`` (instructions), ``oci``, ``cache`` and ``executors``; the
+solver reaches those layers only through small Protocols, so its tests run
+with fakes and no root.  ``networkx`` is imported here and nowhere else.
 """
+
+from ._convert import BuildOptions as BuildOptions
+from ._convert import BuildPlan as BuildPlan
+from ._convert import ImageLookup as ImageLookup
+from ._convert import MissingImages as MissingImages
+from ._convert import ResolvedImage as ResolvedImage
+from ._convert import StageResult as StageResult
+from ._convert import convert as convert
+from ._graph import Definition as Definition
+from ._image import HistoryStep as HistoryStep
+from ._image import StageImage as StageImage
+from ._ops import ExecOp as ExecOp
+from ._ops import FileOp as FileOp
+from ._ops import ImageSource as ImageSource
+from ._ops import LocalSource as LocalSource
+from ._ops import MergeOp as MergeOp
+from ._ops import OpMeta as OpMeta
+from ._ops import op_digest as op_digest
+from ._platform import Platform as Platform
+from ._platform import host_platform as host_platform

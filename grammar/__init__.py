@@ -8,6 +8,7 @@ no lark type leaves this package.  Everything here is synchronous.
     parse_ast(text)        -> Ast (generic nodes, as BuildKit's parser)
     dump(ast)              -> BuildKit's s-expression dump
     format_ast(ast)        -> canonical Dockerfile text of the same instructions
+    ShellLex(escape)       -> BuildKit's shell-word expansion ($VAR, ${VAR:-x} ...)
 """
 
 from ._dump import dump as dump
@@ -44,6 +45,8 @@ from ._nodes import Node as Node
 from ._nodes import Span as Span
 from ._parser import Ast as Ast
 from ._parser import parse_ast as parse_ast
+from ._shell import ShellLex as ShellLex
+from ._shell import WordResult as WordResult
 
 
 def parse(text: str | bytes, file: str = "Dockerfile") -> Dockerfile:

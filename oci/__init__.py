@@ -1,6 +1,9 @@
 """Images: OCI/Docker formats, layer tar diff/apply, compression, the local
 image store, exporters and the registry client.
 
-Imports ``cache`` (blobs and snapshots live there); ``httpx`` is imported here
-and nowhere else.
+Imports ``cache`` (blobs and snapshots live there); ``httpx``, ``zstandard``
+and ``isal`` are imported here and nowhere else.
 """
+
+from ._reference import Reference as Reference
+from ._reference import parse_reference as parse_reference

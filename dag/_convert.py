@@ -1,0 +1,705 @@
+"""Dockerfile -> build graph and image config, as BuildKit's dockerfile2llb.
+
+Synchronous and pure: base images are looked up through ``ImageLookup``
+(sync); a base that is not known locally raises ``MissingImages`` so the
+caller can pull it and convert again.  Only the stages the target needs are
+converted, so a stage nobody needs never runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from pybuild.errors import DockerfileError, ExpansionError, Location
+from pybuild.grammar import (
+    Add,
+    Arg,
+    Cmd,
+    Copy,
+    Dockerfile,
+    Entrypoint,
+    Env,
+    Expose,
+    Healthcheck,
+    Instruction,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    ShellLex,
+    Stage,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
+    parse_ast,
+)
+from pybuild.grammar._instructions import parse_node
+
+from ._copy import convert_copy
+from ._graph import Definition, GraphBuilder
+from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
+from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, OpMeta, RunMount
+from ._platform import Platform, host_platform, platform_args
+from ._runmount import MountSyntaxError, parse_mount
+from ._signals import parse_signal
+from ._words import go_list, go_quoted_list, port_specs, duration_string
+
+PROXY_ARGS = frozenset(
+    name
+    for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+    for name in (base, base.lower())
+)
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """A base image known to the image store: its pinned digest and config."""
+
+    ref: str  # normalized, with tag
+    manifest_digest: str
+    config: Mapping[str, Any]  # the image config JSON
+
+
+class ImageLookup(Protocol):
+    def lookup(self, ref: str, platform: Platform) -> ResolvedImage | None:
+        """The image ``ref`` names, if it is available without network access."""
+
+
+class MissingImages(Exception):
+    """Base images that must be pulled before the graph can be built."""
+
+    def __init__(self, refs: list[str]) -> None:
+        super().__init__(", ".join(refs))
+        self.refs = refs
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    platform: Platform = field(default_factory=host_platform)
+    network: str = "default"
+    no_cache: bool = False
+    no_cache_stages: frozenset[str] = frozenset()
+    source_date_epoch: int | None = None
+    context: str = "context"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    index: int
+    name: str  # the stage's name, or "stage-N"
+    op: str | None  # the op whose result is the stage's filesystem; None for scratch
+    image: StageImage
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    definition: Definition
+    target: StageResult
+    stages: tuple[StageResult, ...]
+    context_op: str | None  # the build context source, if any step reads it
+    warnings: tuple[str, ...] = ()
+
+
+def _normalize_ref(ref: str) -> str:
+    from pybuild.oci import parse_reference
+
+    return str(parse_reference(ref))
+
+
+@dataclass
+class _State:
+    """A stage while it is being converted (mutable, private to this module)."""
+
+    index: int
+    name: str
+    op: str | None
+    env: list[str]  # the step environment: image Env plus ARGs, in order
+    config: dict[str, Any]
+    os: str
+    architecture: str
+    variant: str
+    author: str | None
+    base_history: tuple[Mapping[str, Any], ...]
+    base_diff_ids: tuple[str, ...]
+    history: list[HistoryStep]
+    args: list[tuple[str, str | None]]  # ARGs declared in the stage (BuildKit's d.buildArgs)
+    cmd_set: bool = False
+    step: int = 0
+    total: int = 0
+
+    def env_map(self) -> dict[str, str]:
+        return dict(item.partition("=")[::2] for item in self.env)
+
+    @property
+    def workdir(self) -> str:
+        return self.config.get("WorkingDir") or "/"
+
+    @property
+    def user(self) -> str:
+        return self.config.get("User") or ""
+
+    def finish(self) -> StageResult:
+        image = StageImage(
+            config=MappingProxyType(copy.deepcopy(self.config)),
+            os=self.os,
+            architecture=self.architecture,
+            variant=self.variant,
+            author=self.author,
+            base_history=self.base_history,
+            base_diff_ids=self.base_diff_ids,
+            history=tuple(self.history),
+        )
+        return StageResult(self.index, self.name, self.op, image)
+
+
+class _Converter:
+    def __init__(self, dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup) -> None:
+        self.dockerfile = dockerfile
+        self.options = options
+        self.images = images
+        self.lex = ShellLex(dockerfile.escape)
+        self.graph = GraphBuilder()
+        self.platform = options.platform
+        self.missing: list[str] = []
+        self.context_op: str | None = None
+        self.results: dict[int, StageResult] = {}
+        self.global_args = self._global_args()
+
+    # ----------------------------------------------------------- errors
+
+    def error(self, instruction: Instruction | Stage, message: str, hint: str | None = None) -> DockerfileError:
+        span = instruction.span
+        return DockerfileError(
+            message,
+            location=Location(self.dockerfile.file, span.start, span.end),
+            excerpt=instruction.from_.original if isinstance(instruction, Stage) else instruction.original,
+            hint=hint,
+        )
+
+    def expand(self, where: Instruction | Stage, word: str, env: Mapping[str, str]) -> str:
+        try:
+            return self.lex.process_word(word, env)
+        except ExpansionError as error:
+            raise self.error(where, str(error)) from None
+
+    def expand_words(self, where: Instruction | Stage, word: str, env: Mapping[str, str]) -> list[str]:
+        try:
+            return self.lex.process_words(word, env)
+        except ExpansionError as error:
+            raise self.error(where, str(error)) from None
+
+    # ----------------------------------------------------------- args
+
+    def _global_args(self) -> dict[str, str]:
+        """Platform ARGs plus the ARGs before the first FROM (BuildKit's meta args)."""
+        scope = platform_args(host_platform(), self.platform)
+        for arg in self.dockerfile.global_args:
+            for decl in arg.args:
+                if decl.name in self.options.build_args:
+                    scope[decl.name] = self.options.build_args[decl.name]
+                elif decl.default is not None:
+                    scope[decl.name] = self.expand(arg, decl.default, scope)
+        return scope
+
+    # ----------------------------------------------------------- stages
+
+    def stage_index(self, name: str) -> int | None:
+        stage = self.dockerfile.stage(name)
+        return stage.index if stage is not None else None
+
+    def base_name(self, stage: Stage) -> str:
+        name = self.expand(stage, stage.base, self.global_args)
+        if not name:
+            raise self.error(stage, f"base name ({stage.base}) should not be blank")
+        return name
+
+    def dependencies(self, stage: Stage) -> set[int]:
+        deps: set[int] = set()
+        base = self.base_name(stage)
+        index = self.stage_index(base) if not base.isdigit() else None
+        if index is not None and index < stage.index:
+            deps.add(index)
+        for instruction in stage.instructions:
+            for source in self.stage_sources(instruction, stage):
+                deps.add(source)
+        return deps
+
+    def stage_sources(self, instruction: Instruction, stage: Stage) -> list[int]:
+        names: list[str] = []
+        if isinstance(instruction, Copy) and instruction.from_:
+            names.append(instruction.from_)
+        if isinstance(instruction, Run):
+            for value in instruction.mounts:
+                try:
+                    mount = parse_mount(value)
+                except MountSyntaxError as error:
+                    raise self.error(instruction, str(error)) from None
+                if mount.from_:
+                    names.append(mount.from_)
+        if isinstance(instruction, Onbuild):
+            return self.stage_sources(instruction.trigger, stage)
+        out = []
+        for name in names:
+            index = int(name) if name.isdigit() else self.stage_index(name)
+            if index is None:
+                continue  # an image, not a stage
+            if index >= stage.index:
+                raise self.error(
+                    instruction,
+                    f"cannot copy from stage {name!r}, it needs to be defined before current stage {stage.name or stage.index!r}",
+                )
+            out.append(index)
+        return out
+
+    def target_stage(self) -> Stage:
+        if self.options.target is None:
+            return self.dockerfile.stages[-1]
+        stage = self.dockerfile.stage(self.options.target)
+        if stage is None or self.options.target.isdigit():
+            names = [s.name for s in self.dockerfile.stages if s.name]
+            hint = f"stages are: {', '.join(names)}" if names else "name a stage with FROM image AS name"
+            raise DockerfileError(f"target stage {self.options.target!r} could not be found", hint=hint)
+        return stage
+
+    def needed_stages(self, target: Stage) -> list[Stage]:
+        needed: set[int] = set()
+        stack = [target.index]
+        while stack:
+            index = stack.pop()
+            if index in needed:
+                continue
+            needed.add(index)
+            stack.extend(self.dependencies(self.dockerfile.stages[index]))
+        return [s for s in self.dockerfile.stages if s.index in needed]
+
+    def convert(self) -> BuildPlan:
+        target = self.target_stage()
+        stages = self.needed_stages(target)
+        for stage in stages:
+            self.results[stage.index] = self.convert_stage(stage)
+        if self.missing:
+            raise MissingImages(sorted(set(self.missing)))
+        result = self.results[target.index]
+        if self.options.labels:
+            config = dict(result.image.config)
+            config["Labels"] = {**(config.get("Labels") or {}), **self.options.labels}
+            result = replace(result, image=replace(result.image, config=MappingProxyType(config)))
+        return BuildPlan(
+            definition=self.graph.build(),
+            target=result,
+            stages=tuple(self.results[s.index] for s in stages),
+            context_op=self.context_op,
+        )
+
+    def image_source(self, where: Instruction | Stage, name: str) -> tuple[str | None, ResolvedImage | None]:
+        """The op and config of an image; (None, None) when it must be pulled first."""
+        try:
+            ref = _normalize_ref(name)
+        except Exception as error:  # ImageError from the reference parser
+            raise self.error(where, str(error)) from None
+        image = self.images.lookup(ref, self.platform)
+        if image is None:
+            self.missing.append(ref)
+            return None, None
+        if not image.config.get("rootfs", {}).get("diff_ids"):
+            return None, image  # an image with no layers is scratch
+        op = ImageSource(ref=image.ref, manifest_digest=image.manifest_digest, platform=str(self.platform))
+        digest = self.graph.add(op, OpMeta(f"FROM {image.ref}@{image.manifest_digest}", internal=True))
+        return digest, image
+
+    def convert_stage(self, stage: Stage) -> _State:
+        base = self.base_name(stage)
+        name = stage.name or f"stage-{stage.index}"
+        base_index = self.stage_index(base)
+        triggers: list[str] = []
+        if base_index is not None and base_index < stage.index:
+            parent = self.results[base_index]
+            state = self.state_from_result(stage, name, parent)
+        elif base.lower() == "scratch":
+            state = self.empty_state(stage, name)
+        else:
+            op, image = self.image_source(stage, base)
+            state = self.empty_state(stage, name)
+            if image is not None:
+                state = self.state_from_image(stage, name, op, image)
+                triggers = list(image.config.get("config", {}).get("OnBuild") or [])
+                state.config.pop("OnBuild", None)
+        if not any(item.startswith("PATH=") for item in state.config.get("Env") or []):
+            state.config["Env"] = [*(state.config.get("Env") or []), f"PATH={DEFAULT_PATH}"]
+        state.env = list(state.config.get("Env") or [])
+        state.total = self.step_total(stage, base_index is not None or base.lower() == "scratch")
+        instructions = [self.trigger(stage, text) for text in triggers] + list(stage.instructions)
+        for instruction in instructions:
+            self.dispatch(state, stage, instruction)
+        return state.finish()
+
+    def trigger(self, stage: Stage, text: str) -> Instruction:
+        """An ONBUILD trigger of the base image, parsed as an instruction of this stage."""
+        try:
+            node = parse_ast(text, self.dockerfile.file).nodes[0]
+            node = replace(node, span=stage.from_.span)
+            return parse_node(node)
+        except Exception as error:
+            raise self.error(stage, f"invalid ONBUILD trigger {text!r} in the base image: {error}") from None
+
+    @staticmethod
+    def step_total(stage: Stage, from_stage_or_scratch: bool) -> int:
+        kinds = (Add, Copy, Run, Workdir)
+        return (0 if from_stage_or_scratch else 1) + sum(isinstance(i, kinds) for i in stage.instructions)
+
+    def empty_state(self, stage: Stage, name: str) -> _State:
+        return _State(
+            index=stage.index, name=name, op=None, env=[], config={"Env": [f"PATH={DEFAULT_PATH}"]},
+            os=self.platform.os, architecture=self.platform.architecture, variant=self.platform.variant,
+            author=None, base_history=(), base_diff_ids=(), history=[], args=[],
+        )
+
+    def state_from_image(self, stage: Stage, name: str, op: str | None, image: ResolvedImage) -> _State:
+        config = copy.deepcopy(dict(image.config.get("config") or {}))
+        return _State(
+            index=stage.index, name=name, op=op, env=[], config=config,
+            os=image.config.get("os", self.platform.os),
+            architecture=image.config.get("architecture", self.platform.architecture),
+            variant=image.config.get("variant", ""),
+            author=image.config.get("author"),
+            base_history=tuple(image.config.get("history") or ()),
+            base_diff_ids=tuple((image.config.get("rootfs") or {}).get("diff_ids") or ()),
+            history=[], args=[],
+        )
+
+    def state_from_result(self, stage: Stage, name: str, parent: StageResult) -> _State:
+        image = parent.image
+        config = copy.deepcopy(dict(image.config))
+        config.pop("OnBuild", None)  # triggers do not carry over from a base stage
+        state = _State(
+            index=stage.index, name=name, op=parent.op, env=[], config=config,
+            os=image.os, architecture=image.architecture, variant=image.variant, author=image.author,
+            base_history=image.base_history, base_diff_ids=image.base_diff_ids,
+            history=list(image.history), args=list(getattr(parent, "args", ())),
+        )
+        return state
+
+    # ----------------------------------------------------------- steps
+
+    def meta(self, state: _State, instruction: Instruction, description: str) -> OpMeta:
+        state.step += 1
+        prefix = f"[{state.name} {state.step}/{max(state.total, state.step)}] "
+        return OpMeta(
+            description=prefix + description,
+            stage=state.name,
+            span=(instruction.span.start, instruction.span.end),
+            step=(state.step, state.total),
+        )
+
+    def ignore_cache(self, state: _State) -> bool:
+        return self.options.no_cache or state.name in self.options.no_cache_stages
+
+    def history(self, state: _State, created_by: str, layer_op: str | None = None) -> None:
+        state.history.append(HistoryStep(created_by=created_by, layer_op=layer_op))
+
+    def dispatch(self, state: _State, stage: Stage, instruction: Instruction) -> None:
+        handler = getattr(self, f"do_{type(instruction).__name__.lower()}")
+        handler(state, stage, instruction)
+
+    def do_env(self, state: _State, stage: Stage, env: Env) -> None:
+        scope = state.env_map()
+        words = []
+        for pair in env.pairs:
+            key = self.expand(env, pair.key, scope)
+            value = self.expand(env, pair.value, scope)
+            words.append(f"{key}={value}")
+            state.env = set_env(state.env, key, value)
+            state.config["Env"] = set_env(list(state.config.get("Env") or []), key, value)
+        self.history(state, "ENV " + " ".join(words))
+
+    def do_label(self, state: _State, stage: Stage, label: Label) -> None:
+        scope = state.env_map()
+        labels = dict(state.config.get("Labels") or {})
+        words = []
+        for pair in label.pairs:
+            key = self.expand(label, pair.key, scope)
+            value = self.expand(label, pair.value, scope)
+            labels[key] = value
+            words.append(f"{key}={value}")
+        state.config["Labels"] = labels
+        self.history(state, "LABEL " + " ".join(words))
+
+    def do_maintainer(self, state: _State, stage: Stage, maintainer: Maintainer) -> None:
+        state.author = maintainer.maintainer
+        self.history(state, f"MAINTAINER {maintainer.maintainer}")
+
+    def do_arg(self, state: _State, stage: Stage, arg: Arg) -> None:
+        words = []
+        for decl in arg.args:
+            value: str | None
+            if decl.name in self.options.build_args:
+                value = self.options.build_args[decl.name]
+            elif decl.default is not None:
+                value = self.expand(arg, decl.default, state.env_map())
+            else:
+                value = self.global_args.get(decl.name)
+            if value is not None:
+                state.env = set_env(state.env, decl.name, value)
+            state.args.append((decl.name, value))
+            words.append(decl.name if value is None else f"{decl.name}={value}")
+        self.history(state, "ARG " + " ".join(words))
+
+    def do_workdir(self, state: _State, stage: Stage, workdir: Workdir) -> None:
+        path = self.expand(workdir, workdir.path, state.env_map())
+        current = state.workdir
+        joined = path if path.startswith("/") else posixpath.join("/", current, path)
+        normalized = posixpath.normpath(joined)
+        if normalized.startswith("//"):
+            normalized = normalized[1:]
+        state.config["WorkingDir"] = normalized
+        layer = None
+        if normalized != "/":
+            chown = None
+            if state.user:
+                from ._ops import Chown
+
+                user, _, group = state.user.partition(":")
+                chown = Chown(user, group or None)
+            op = FileOp(
+                base=state.op,
+                actions=(MkdirAction(normalized, 0o755, True, chown, self.options.source_date_epoch),),
+                ignore_cache=self.ignore_cache(state),
+            )
+            state.op = layer = self.graph.add(op, self.meta(state, workdir, f"WORKDIR {path}"))
+        self.history(state, f"WORKDIR {normalized}", layer)
+
+    def do_user(self, state: _State, stage: Stage, user: User) -> None:
+        value = self.expand(user, user.user, state.env_map())
+        state.config["User"] = value
+        self.history(state, f"USER {value}")
+
+    def do_volume(self, state: _State, stage: Stage, volume: Volume) -> None:
+        scope = state.env_map()
+        volumes = dict(state.config.get("Volumes") or {})
+        expanded = []
+        for path in volume.volumes:
+            value = self.expand(volume, path, scope)
+            if value == "":
+                raise self.error(volume, "VOLUME specified can not be an empty string")
+            volumes[value] = {}
+            expanded.append(value)
+        state.config["Volumes"] = volumes
+        self.history(state, f"VOLUME {go_list(expanded)}")
+
+    def do_stopsignal(self, state: _State, stage: Stage, stopsignal: StopSignal) -> None:
+        value = self.expand(stopsignal, stopsignal.signal, state.env_map())
+        try:
+            parse_signal(value)
+        except ValueError as error:
+            raise self.error(stopsignal, str(error)) from None
+        state.config["StopSignal"] = value
+        self.history(state, f"STOPSIGNAL {value}")
+
+    def do_shell(self, state: _State, stage: Stage, shell: Shell) -> None:
+        state.config["Shell"] = list(shell.shell)
+        self.history(state, f"SHELL {go_list(shell.shell)}")
+
+    def with_shell(self, state: _State, args: tuple[str, ...]) -> list[str]:
+        shell = list(state.config.get("Shell") or ["/bin/sh", "-c"])
+        return [*shell, " ".join(args)]
+
+    def do_cmd(self, state: _State, stage: Stage, cmd: Cmd) -> None:
+        args = self.with_shell(state, cmd.command.args) if cmd.command.prepend_shell else list(cmd.command.args)
+        state.config["Cmd"] = args
+        state.config["ArgsEscaped"] = True
+        state.cmd_set = True
+        self.history(state, f"CMD {go_quoted_list(args)}")
+
+    def do_entrypoint(self, state: _State, stage: Stage, entrypoint: Entrypoint) -> None:
+        command = entrypoint.command
+        if command.prepend_shell:
+            args = self.with_shell(state, command.args)
+        else:
+            args = list(command.args) if command.args else None
+        state.config["Entrypoint"] = args
+        if not state.cmd_set:
+            state.config["Cmd"] = None
+        self.history(state, f"ENTRYPOINT {go_quoted_list(args or [])}")
+
+    def do_healthcheck(self, state: _State, stage: Stage, healthcheck: Healthcheck) -> None:
+        config: dict[str, Any] = {"Test": list(healthcheck.test)}
+        for key, value in (
+            ("Interval", healthcheck.interval),
+            ("Timeout", healthcheck.timeout),
+            ("StartPeriod", healthcheck.start_period),
+            ("StartInterval", healthcheck.start_interval),
+            ("Retries", healthcheck.retries),
+        ):
+            if value:
+                config[key] = value
+        state.config["Healthcheck"] = config
+        self.history(
+            state,
+            "HEALTHCHECK {Test:%s Interval:%s Timeout:%s StartPeriod:%s StartInterval:%s Retries:%d}"
+            % (
+                go_list(healthcheck.test),
+                duration_string(healthcheck.interval),
+                duration_string(healthcheck.timeout),
+                duration_string(healthcheck.start_period),
+                duration_string(healthcheck.start_interval),
+                healthcheck.retries,
+            ),
+        )
+
+    def do_expose(self, state: _State, stage: Stage, expose: Expose) -> None:
+        scope = state.env_map()
+        ports = dict(state.config.get("ExposedPorts") or {})
+        words: list[str] = []
+        for port in expose.ports:
+            words.extend(self.expand_words(expose, port, scope))
+        try:
+            specs = port_specs(words)
+        except ValueError as error:
+            raise self.error(expose, str(error)) from None
+        for spec in specs:
+            ports[spec] = {}
+        state.config["ExposedPorts"] = ports
+        self.history(state, f"EXPOSE {' '.join(sorted(words))}")
+
+    def do_onbuild(self, state: _State, stage: Stage, onbuild: Onbuild) -> None:
+        state.config["OnBuild"] = [*(state.config.get("OnBuild") or []), onbuild.expression]
+
+    # ----------------------------------------------------------- RUN
+
+    def do_run(self, state: _State, stage: Stage, run: Run) -> None:
+        args = list(run.command.args)
+        files = run.files
+        mounts: list[RunMount] = []
+        summary = ""
+        if files:
+            if len(args) != 1 or not run.command.prepend_shell:
+                raise self.error(run, f"parsing produced an invalid run command: {args}")
+            from pybuild.grammar._heredoc import chomp_content, parse_marker
+
+            marker = parse_marker(args[0])
+            if marker is not None:
+                data = chomp_content(files[0].data) if files[0].chomp else files[0].data
+                if data.startswith("#!"):
+                    script = FileOp(base=None, actions=(self.mkfile(files[0].name, data, 0o755),))
+                    source = self.graph.add(script, OpMeta("preparing inline document", stage=state.name, internal=True))
+                    mounts.append(RunMount(kind="bind", target="/dev/pipes", source=source, source_path="/"))
+                    args = [posixpath.join("/dev/pipes", files[0].name)]
+                else:
+                    args = [data]
+                lines = files[0].data.strip().replace("\r\n", "\n").split("\n")
+                summary = f" ({lines[0]}{'...' if len(lines) > 1 else ''})"
+            else:
+                args = [args[0] + "".join(f"\n{f.data}{f.name}" for f in files)]
+        argv = self.with_shell(state, tuple(args)) if run.command.prepend_shell else args
+        scope = state.env_map()
+        for value in run.mounts:
+            mounts.append(self.run_mount(state, stage, run, value, scope))
+        network = run.network or self.options.network
+        if network not in ("default", "none", "host"):
+            raise self.error(run, f"unsupported network mode {network!r} (default, none or host)")
+        proxy = tuple(f"{k}={v}" for k, v in sorted(self.options.build_args.items()) if k in PROXY_ARGS)
+        op = ExecOp(
+            rootfs=state.op,
+            args=tuple(argv),
+            env=tuple(state.env),
+            cwd=state.workdir,
+            user=state.user,
+            network=network,
+            mounts=tuple(mounts),
+            proxy_env=proxy,
+            ignore_cache=self.ignore_cache(state),
+        )
+        shown = self.lex_display(run.original, scope)
+        state.op = self.graph.add(op, self.meta(state, run, shown + summary))
+        self.history(state, "RUN " + self.run_command_string(state, argv) + " # buildkit", state.op)
+
+    def lex_display(self, text: str, scope: Mapping[str, str]) -> str:
+        """The instruction as BuildKit shows it in progress: keyword upper-cased, $vars filled in."""
+        keyword, _, rest = text.partition(" ")
+        try:
+            shown = ShellLex(self.dockerfile.escape, raw_quotes=True, skip_unset_env=True).process_word(rest, scope)
+        except ExpansionError:
+            shown = rest
+        return f"{keyword.upper()} {shown}".rstrip()
+
+    def run_command_string(self, state: _State, argv: list[str]) -> str:
+        scope = state.env_map()
+        values: dict[str, str] = {}
+        for key, value in state.args:
+            values[key] = scope.get(key, value or "")
+        prefix = [f"|{len(values)}", *(f"{k}={v}" for k, v in values.items())] if values else []
+        return " ".join([*prefix, *argv])
+
+    def run_mount(self, state: _State, stage: Stage, run: Run, value: str, scope: Mapping[str, str]) -> RunMount:
+        try:
+            mount = parse_mount(self.expand(run, value, scope))
+        except MountSyntaxError as error:
+            raise self.error(run, str(error)) from None
+        target = mount.target
+        if target and not target.startswith("/"):
+            target = posixpath.join(state.workdir, target)
+        source_op = None
+        if mount.kind in ("bind", "cache") and mount.from_:
+            source_op = self.source_op(run, stage, mount.from_)
+        elif mount.kind == "bind":
+            source_op = self.context()
+        return RunMount(
+            kind=mount.kind,
+            target=target or "",
+            source=source_op,
+            source_path=posixpath.normpath("/" + (mount.source or "")),
+            readonly=mount.readonly,
+            cache_id=(mount.cache_id or target) if mount.kind == "cache" else None,
+            sharing=mount.sharing,
+            mode=mount.mode,
+            uid=mount.uid,
+            gid=mount.gid,
+            size=mount.size,
+            secret_id=mount.secret_id,
+            env=mount.env,
+            required=mount.required,
+        )
+
+    def source_op(self, where: Instruction, stage: Stage, name: str) -> str | None:
+        """The op of ``--from=name``: an earlier stage (by name or index) or an image."""
+        index = int(name) if name.isdigit() else self.stage_index(name)
+        if index is not None:
+            if index not in self.results:
+                raise self.error(where, f"stage {name!r} is not converted yet")
+            return self.results[index].op
+        op, _ = self.image_source(where, name)
+        return op
+
+    def context(self) -> str:
+        if self.context_op is None:
+            self.context_op = self.graph.add(LocalSource(self.options.context), OpMeta("load build context", internal=True))
+        return self.context_op
+
+    @staticmethod
+    def mkfile(name: str, data: str, mode: int):  # type: ignore[no-untyped-def]
+        from ._ops import MkfileAction
+
+        return MkfileAction(path="/" + name.lstrip("/"), data=data, mode=mode)
+
+    # ----------------------------------------------------------- COPY / ADD
+
+    def do_copy(self, state: _State, stage: Stage, copy_: Copy) -> None:
+        convert_copy(self, state, stage, copy_)
+
+    def do_add(self, state: _State, stage: Stage, add: Add) -> None:
+        convert_copy(self, state, stage, add)
+
+
+def convert(dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup) -> BuildPlan:
+    """Build the graph and image config for ``options.target`` (default: the last stage)."""
+    return _Converter(dockerfile, options, images).convert()

@@ -1,0 +1,192 @@
+"""COPY and ADD -> file actions (BuildKit's dispatchCopy)."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from pybuild.errors import ExpansionError
+from pybuild.grammar import Add, Copy, ShellLex, Stage
+
+from ._chmod import validate_chmod
+from ._ops import Chown, CopyAction, FileOp, GitSource, HttpSource, MergeOp, MkfileAction, OpMeta
+
+if TYPE_CHECKING:
+    from ._convert import _Converter, _State
+
+_GIT_URL = re.compile(r"^(?:git@[^:]+:|git://|ssh://|https?://[^#]+\.git(?:#|$)|https?://[^#]+#)")
+
+
+def is_git_source(src: str) -> bool:
+    return bool(_GIT_URL.match(src))
+
+
+def is_http_source(src: str) -> bool:
+    return src.startswith(("http://", "https://")) and not is_git_source(src)
+
+
+def contains_wildcards(name: str) -> bool:
+    i = 0
+    while i < len(name):
+        if name[i] in "*?[":
+            return True
+        if name[i] == "\\":
+            i += 1
+        i += 1
+    return False
+
+
+def dest_path(workdir: str, dest: str) -> str:
+    """The destination made absolute against WORKDIR, keeping a trailing slash."""
+    if dest in ("", "."):
+        dest = "./"
+    keep_slash = dest.endswith("/") or dest.endswith("/.")
+    joined = dest if dest.startswith("/") else posixpath.join(workdir or "/", dest)
+    clean = posixpath.normpath(joined)
+    if clean.startswith("//"):
+        clean = clean[1:]
+    if keep_slash and clean != "/":
+        clean += "/"
+    return clean
+
+
+def _source_path(src: str) -> str:
+    clean = posixpath.normpath("/" + src)
+    return clean[1:] if clean.startswith("//") else clean
+
+
+def _chown(value: str | None) -> Chown | None:
+    if not value:
+        return None
+    user, _, group = value.partition(":")
+    return Chown(user, group or None)
+
+
+def _git_parts(src: str) -> tuple[str, str | None, str | None]:
+    remote, _, fragment = src.partition("#")
+    ref, _, subdir = fragment.partition(":")
+    return remote, ref or None, subdir or None
+
+
+def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add) -> None:
+    is_add = isinstance(cmd, Add)
+    keyword = "ADD" if is_add else "COPY"
+    scope = state.env_map()
+    sources = [conv.expand(cmd, s, scope) for s in cmd.sources]
+    dest_written = conv.expand(cmd, cmd.dest, scope)
+    chown = conv.expand(cmd, cmd.chown, scope) if cmd.chown else None
+    chmod = conv.expand(cmd, cmd.chmod, scope) if cmd.chmod else None
+    if chmod:
+        try:
+            validate_chmod(chmod)
+        except ValueError as error:
+            raise conv.error(cmd, str(error)) from None
+    checksum = cmd.checksum if is_add else None
+    unpack = cmd.unpack if is_add else None
+    if checksum:
+        if len(sources) != 1 or not (is_http_source(sources[0]) or is_git_source(sources[0])):
+            raise conv.error(cmd, "checksum requires a single HTTP(S) or Git source")
+    if len(sources) + len(cmd.files) > 1 and not dest_written.endswith("/"):
+        raise conv.error(
+            cmd,
+            f"When using {keyword} with more than one source file, the destination must be a directory and end with a /",
+        )
+    dest = dest_path(state.workdir, dest_written)
+    mtime = conv.options.source_date_epoch
+    common: dict[str, Any] = {"chown": _chown(chown), "chmod": chmod, "mtime": mtime}
+
+    from_op: str | None = None
+    if isinstance(cmd, Copy) and cmd.from_:
+        if conv.lex.process_word(cmd.from_, {}) != cmd.from_:
+            raise conv.error(
+                cmd,
+                "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+            )
+        from_op = conv.source_op(cmd, stage, cmd.from_)
+
+    actions: list[CopyAction] = []
+    message = [keyword]
+    if isinstance(cmd, Copy) and cmd.parents:
+        message.append("--parents")
+    if chown:
+        message.append(f"--chown={chown}")
+    if chmod:
+        message.append(f"--chmod={chmod}")
+    for src in sources:
+        message.append(src)
+        if is_git_source(src) and not (isinstance(cmd, Copy) and cmd.from_):
+            if not is_add:
+                raise conv.error(cmd, "source can't be a git ref for COPY")
+            remote, ref, subdir = _git_parts(src)
+            git = conv.graph.add(
+                GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=cmd.keep_git_dir),
+                OpMeta(f"git {remote}", stage=state.name, internal=True),
+            )
+            actions.append(CopyAction(source=git, src="/", dest=dest, **common))
+        elif is_http_source(src) and not (isinstance(cmd, Copy) and cmd.from_):
+            if not is_add:
+                raise conv.error(cmd, "source can't be a URL for COPY")
+            name = posixpath.basename(urlparse(src).path) or "__unnamed__"
+            if name in (".", "/"):
+                name = "__unnamed__"
+            http = conv.graph.add(
+                HttpSource(url=src, filename=name, checksum=checksum),
+                OpMeta(f"https {src}", stage=state.name, internal=True),
+            )
+            actions.append(CopyAction(source=http, src=name, dest=dest, attempt_unpack=bool(unpack), **common))
+        else:
+            source = from_op if (isinstance(cmd, Copy) and cmd.from_) else conv.context()
+            include: tuple[str, ...] = ()
+            required: tuple[str, ...] = ()
+            base_src = src
+            if isinstance(cmd, Copy) and cmd.parents:
+                parent, sep, pattern = src.partition("/./")
+                if not sep:
+                    parent, pattern = "/", src
+                base_src = parent
+                pattern = _source_path(pattern).lstrip("/")
+                include = (pattern,)
+                if not contains_wildcards(parent) and not contains_wildcards(pattern):
+                    required = (_source_path(posixpath.join(parent, pattern)),)
+            actions.append(
+                CopyAction(
+                    source=source,
+                    src=_source_path(base_src),
+                    dest=dest,
+                    include_patterns=include,
+                    required_paths=required,
+                    exclude_patterns=tuple(cmd.excludes),
+                    attempt_unpack=is_add if unpack is None else unpack,
+                    **common,
+                )
+            )
+    for inline in cmd.files:
+        message.append(f"<<{inline.name}")
+        data = inline.data
+        if inline.expand:
+            try:
+                data = ShellLex("\\", skip_process_quotes=True).process_word(data, scope)
+            except ExpansionError as error:
+                raise conv.error(cmd, str(error)) from None
+        name = "/" + inline.name.lstrip("/")
+        document = conv.graph.add(
+            FileOp(base=None, actions=(MkfileAction(name, data, 0o644),)),
+            OpMeta("preparing inline document", stage=state.name, internal=True),
+        )
+        actions.append(CopyAction(source=document, src=name, dest=dest, **common))
+    message.append(dest_written)
+
+    shown = conv.lex_display(cmd.original, scope)
+    ignore = conv.ignore_cache(state)
+    if cmd.link and not chmod:
+        layer = conv.graph.add(
+            FileOp(base=None, actions=tuple(actions), ignore_cache=ignore),
+            OpMeta(shown, stage=state.name, internal=True),
+        )
+        layers = (state.op, layer) if state.op else (layer,)
+        state.op = conv.graph.add(MergeOp(layers=layers), conv.meta(state, cmd, "LINK " + shown))
+    else:
+        state.op = conv.graph.add(FileOp(base=state.op, actions=tuple(actions), ignore_cache=ignore), conv.meta(state, cmd, shown))
+    conv.history(state, " ".join(message) + " # buildkit", state.op)

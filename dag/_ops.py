@@ -1,0 +1,203 @@
+"""Ops: the nodes of the build graph, plain frozen data (BuildKit's LLB, in Python).
+
+An op's digest is the sha256 of its canonical JSON, which includes the
+digests of its inputs, so identical subgraphs have identical digests and run
+once.  Descriptions, Dockerfile spans and progress names are ``OpMeta``,
+kept beside the op and never hashed.  Fields marked ``cache_neutral`` are
+part of the op (the step needs them) but not of its cache key (proxy
+variables, for instance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from ._canonical import digest_of
+
+
+def cache_neutral(default=None):  # type: ignore[no-untyped-def]
+    """A field that is hashed into the op digest but left out of its cache key."""
+    return field(default=default, metadata={"cache_neutral": True})
+
+
+# ---------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A base image, pinned to its manifest digest for one platform."""
+
+    ref: str  # normalized reference, e.g. docker.io/library/busybox:latest
+    manifest_digest: str
+    platform: str
+
+    def inputs(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """The build context (or another named local directory)."""
+
+    name: str = "context"
+
+    def inputs(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class HttpSource:
+    url: str
+    filename: str
+    checksum: str | None = None
+
+    def inputs(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class GitSource:
+    remote: str
+    ref: str | None = None
+    subdir: str | None = None
+    keep_git_dir: bool = False
+
+    def inputs(self) -> tuple[str, ...]:
+        return ()
+
+
+# ---------------------------------------------------------------- exec
+
+
+@dataclass(frozen=True)
+class RunMount:
+    """One ``RUN --mount``; ``source`` is the digest of the op it mounts, if any."""
+
+    kind: str  # bind | cache | tmpfs | secret | ssh
+    target: str
+    source: str | None = None
+    source_path: str = "/"
+    readonly: bool = True
+    cache_id: str | None = None
+    sharing: str = "shared"
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    secret_id: str | None = None
+    env: str | None = None  # a secret exposed as an environment variable
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class ExecOp:
+    rootfs: str | None  # digest of the op whose result is the root filesystem
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    user: str
+    network: str = "default"
+    mounts: tuple[RunMount, ...] = ()
+    proxy_env: tuple[str, ...] = cache_neutral(())
+    ignore_cache: bool = cache_neutral(False)
+
+    def inputs(self) -> tuple[str, ...]:
+        own = (self.rootfs,) if self.rootfs else ()
+        return own + tuple(m.source for m in self.mounts if m.source)
+
+
+# ---------------------------------------------------------------- files
+
+
+@dataclass(frozen=True)
+class Chown:
+    user: str  # a name or a number, resolved against the destination rootfs
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class CopyAction:
+    """Copy ``src`` (a path or wildcard pattern in ``source``) to ``dest``."""
+
+    source: str | None  # digest of the source op; None for scratch
+    src: str
+    dest: str
+    chown: Chown | None = None
+    chmod: str | None = None  # octal or symbolic
+    dir_contents_only: bool = True
+    follow_symlinks: bool = True
+    allow_wildcard: bool = True
+    allow_empty_wildcard: bool = True
+    create_dest_path: bool = True
+    attempt_unpack: bool = False
+    include_patterns: tuple[str, ...] = ()
+    exclude_patterns: tuple[str, ...] = ()
+    required_paths: tuple[str, ...] = ()
+    mtime: int | None = None
+
+
+@dataclass(frozen=True)
+class MkdirAction:
+    path: str
+    mode: int = 0o755
+    parents: bool = True
+    chown: Chown | None = None
+    mtime: int | None = None
+
+
+@dataclass(frozen=True)
+class MkfileAction:
+    path: str
+    data: str
+    mode: int = 0o644
+    chown: Chown | None = None
+    mtime: int | None = None
+
+
+@dataclass(frozen=True)
+class RmAction:
+    path: str
+    allow_not_found: bool = True
+
+
+FileAction = Union[CopyAction, MkdirAction, MkfileAction, RmAction]
+
+
+@dataclass(frozen=True)
+class FileOp:
+    base: str | None  # digest of the op whose result is changed; None for scratch
+    actions: tuple[FileAction, ...]
+    ignore_cache: bool = cache_neutral(False)
+
+    def inputs(self) -> tuple[str, ...]:
+        own = (self.base,) if self.base else ()
+        return own + tuple(a.source for a in self.actions if isinstance(a, CopyAction) and a.source)
+
+
+@dataclass(frozen=True)
+class MergeOp:
+    """Layers stacked on each other (COPY --link): ``layers`` bottom first."""
+
+    layers: tuple[str, ...]
+
+    def inputs(self) -> tuple[str, ...]:
+        return self.layers
+
+
+Op = Union[ImageSource, LocalSource, HttpSource, GitSource, ExecOp, FileOp, MergeOp]
+
+
+def op_digest(op: Op) -> str:
+    return digest_of(op)
+
+
+@dataclass(frozen=True)
+class OpMeta:
+    """What is shown about an op; never part of its digest."""
+
+    description: str
+    stage: str | None = None
+    span: tuple[int, int] | None = None
+    step: tuple[int, int] | None = None  # (index, total) within its stage, as BuildKit's [2/4]
+    internal: bool = False  # e.g. "load build context"
