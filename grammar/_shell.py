@@ -139,12 +139,14 @@ class ShellLex:
         parts: list[str] = []
         try:
             result = _drive(state.stop_on(None, self.raw_escapes, parts, kinds))
-        except _Failure as failure:
-            raise ExpansionError(
-                f"failed to process {_quote_word(word)}: {failure.message}", hint=failure.hint
-            ) from None
-        words = _split_words(parts, kinds) if kinds is not None else ()
-        return result, words, state.matched, state.unmatched
+        except _Failure as caught:
+            failure = caught
+        else:
+            words = _split_words(parts, kinds) if kinds is not None else ()
+            return result, words, state.matched, state.unmatched
+        # Raised outside the handler, so that the internal failure (and the
+        # frames in its traceback) is not kept as the error's context.
+        raise ExpansionError(f"failed to process {_quote_word(word)}: {failure.message}", hint=failure.hint)
 
 
 def _char_class(chars: str) -> re.Pattern[str]:

@@ -32,6 +32,7 @@ def test_required_variable_messages_are_buildkits() -> None:
     unset = expansion_error("${VAR:?}")
     assert str(unset) == 'failed to process "${VAR:?}": VAR: is not allowed to be unset'
     assert unset.location is None  # the caller adds the Dockerfile location
+    assert unset.__context__ is None and unset.__cause__ is None  # nothing internal leaks
     assert isinstance(unset, DockerfileError)
     assert unset.hint is not None and "VAR" in unset.hint
     empty = expansion_error("${VAR:?}", {"VAR": ""})
@@ -171,7 +172,8 @@ def test_skip_process_quotes_makes_quotes_ordinary() -> None:
 
 @pytest.mark.parametrize(
     "word",
-    ["$X", "${X}", "${X:-a}", "${X-a}", "${X:+a}", "${X?a}", "${X#a}", "${X%%a}", "${X/a/b}", "${X//a/b}", "${X:x}"],
+    ["$X", "${X}", "${X:-a}", "${X-a}", "${X:+a}", "${X?a}", "${X#a}", "${X%%a}"]
+    + ["${X/a/b}", "${X//a/b}", "${X:x}"],
 )
 def test_skip_unset_env_keeps_unset_references(word: str) -> None:
     lex = ShellLex(skip_unset_env=True)
