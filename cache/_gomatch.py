@@ -1,0 +1,261 @@
+"""Go's path rules, as Docker applies them to `.dockerignore` and COPY sources.
+
+Three pieces of Go behaviour are reproduced here because users write their
+patterns against them:
+
+- ``go_clean``: ``filepath.Clean`` (lexical: no file system access).
+- ``check_syntax`` / ``compile_element``: ``filepath.Match`` on one path
+  element, used for COPY wildcards (``*`` and ``?`` never match ``/``;
+  ``[...]`` classes with ``^`` negation and ``\\`` escapes).
+- ``compile_ignore_pattern``: moby/patternmatcher's translation of a
+  `.dockerignore` pattern (adds ``**``) into one of four match kinds.
+
+Two deliberate differences, both where patternmatcher disagrees with the
+``filepath.Match`` syntax it validates against: an escaped character
+(``\\d``) is always literal here, where Go's regexp would read a character
+class; and ``*``/``?`` inside ``[...]`` are class members here, where
+patternmatcher turns them into regexp repetitions.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Go's unicode.IsSpace, which strings.TrimSpace uses (Python's str.strip()
+# would also strip U+001C..U+001F).
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+class BadPattern(ValueError):
+    """A pattern ``filepath.Match`` would reject with ErrBadPattern."""
+
+
+def go_clean(path: str) -> str:
+    """``filepath.Clean`` on a slash-separated path."""
+    cleaned = posixpath.normpath(path) if path else "."
+    # POSIX keeps a leading "//"; Go does not.
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned
+
+
+def has_wildcards(element: str) -> bool:
+    """True if a COPY source element holds an unescaped ``*``, ``?`` or ``[``."""
+    i = 0
+    while i < len(element):
+        ch = element[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "*?[":
+            return True
+        i += 1
+    return False
+
+
+def unescape(element: str) -> str:
+    """Drop the backslashes of an element that has no wildcards."""
+    return re.sub(r"\\(.)", r"\1", element, flags=re.DOTALL)
+
+
+def _class_char(pattern: str, i: int) -> tuple[str, int]:
+    """One character of a ``[...]`` class (Go's getEsc); returns it and the next index."""
+    if i >= len(pattern) or pattern[i] in "-]":
+        raise BadPattern(pattern)
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            raise BadPattern(pattern)
+    ch = pattern[i]
+    i += 1
+    if i >= len(pattern):  # the class is never closed
+        raise BadPattern(pattern)
+    return ch, i
+
+
+def _parse_class(pattern: str, i: int) -> tuple[bool, list[tuple[str, str]], int]:
+    """Parse a class starting just after ``[``; returns (negated, ranges, next index)."""
+    negated = i < len(pattern) and pattern[i] == "^"
+    if negated:
+        i += 1
+    ranges: list[tuple[str, str]] = []
+    while True:
+        if i < len(pattern) and pattern[i] == "]" and ranges:
+            return negated, ranges, i + 1
+        lo, i = _class_char(pattern, i)
+        hi = lo
+        if pattern[i] == "-":
+            hi, i = _class_char(pattern, i + 1)
+        ranges.append((lo, hi))
+
+
+def _class_regex(negated: bool, ranges: list[tuple[str, str]], *, strict_ranges: bool) -> str:
+    parts = []
+    for lo, hi in ranges:
+        if lo > hi:
+            if strict_ranges:  # Go's regexp rejects [z-a]; filepath.Match just never matches it
+                raise BadPattern(f"{lo}-{hi}")
+            continue
+        parts.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
+    if not parts:
+        return "[^/]" if negated else "(?!)"
+    return "[" + ("^" if negated else "") + "".join(parts) + "]"
+
+
+def check_syntax(pattern: str) -> None:
+    """Raise BadPattern where ``filepath.Match(pattern, ".")`` would return an error."""
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= len(pattern):
+                raise BadPattern(pattern)
+            i += 2
+        elif ch == "[":
+            _, _, i = _parse_class(pattern, i + 1)
+        else:
+            i += 1
+
+
+def compile_element(element: str) -> Callable[[str], bool]:
+    """``filepath.Match(element, name)`` for a single path element, as a predicate."""
+    check_syntax(element)
+    if not has_wildcards(element):
+        literal = unescape(element)
+        return literal.__eq__
+    out = []
+    i = 0
+    while i < len(element):
+        ch = element[i]
+        if ch == "*":
+            out.append("[^/]*")
+            i += 1
+        elif ch == "?":
+            out.append("[^/]")
+            i += 1
+        elif ch == "\\":
+            out.append(re.escape(element[i + 1]))
+            i += 2
+        elif ch == "[":
+            negated, ranges, i = _parse_class(element, i + 1)
+            out.append(_class_regex(negated, ranges, strict_ranges=False))
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    regex = re.compile("".join(out), re.DOTALL)
+    return lambda name: regex.fullmatch(name) is not None
+
+
+# --- moby/patternmatcher -------------------------------------------------
+
+# Characters Go's regexp treats specially that mean nothing to filepath.Match,
+# so patternmatcher escapes them.
+_REGEX_ESCAPED = frozenset(".+()|{}$")
+
+
+@dataclass(frozen=True)
+class IgnoreMatcher:
+    """A compiled patternmatcher pattern: one of four ways to compare a path."""
+
+    kind: str  # "exact" | "prefix" | "suffix" | "regexp"
+    text: str  # the cleaned pattern (exact), or the prefix / suffix to compare
+    regex: re.Pattern[str] | None = None
+
+    def __call__(self, path: str) -> bool:
+        if self.kind == "exact":
+            return path == self.text
+        if self.kind == "prefix":
+            return path.startswith(self.text)
+        if self.kind == "suffix":
+            if path.endswith(self.text):
+                return True
+            # "**/foo" also matches "foo" at the top
+            return self.text[:1] == "/" and path == self.text[1:]
+        assert self.regex is not None
+        return self.regex.fullmatch(path) is not None
+
+
+def compile_ignore_pattern(pattern: str) -> IgnoreMatcher:
+    """Translate one cleaned `.dockerignore` pattern (without its ``!``).
+
+    The pattern is read left to right.  ``**`` matches any number of whole
+    path elements (``**/`` also zero of them); a pattern that starts with
+    ``**`` and has no other wildcard is a plain suffix comparison, and one
+    that ends in ``**`` with no wildcard before it a prefix comparison.
+    Everything else becomes an anchored regular expression.
+    """
+    check_syntax(pattern)
+    kind = "exact"
+    out: list[str] = []
+    in_class = False
+    i = 0
+    n = len(pattern)
+    step = 0
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*" and not in_class:
+            if i < n and pattern[i] == "*":
+                i += 1
+                if i < n and pattern[i] == "/":
+                    i += 1
+                if i >= n:
+                    if kind == "exact":
+                        kind = "prefix"
+                    else:
+                        out.append(".*")
+                        kind = "regexp"
+                else:
+                    out.append("(.*/)?")
+                    kind = "regexp"
+                if step == 0:
+                    kind = "suffix"
+            else:
+                out.append("[^/]*")
+                kind = "regexp"
+        elif ch == "?" and not in_class:
+            out.append("[^/]")
+            kind = "regexp"
+        elif ch == "\\":
+            # check_syntax guarantees a character follows
+            out.append(re.escape(pattern[i]))
+            i += 1
+            kind = "regexp"
+        elif ch == "[" and not in_class:
+            out.append("[")
+            in_class = True
+            kind = "regexp"
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+        elif ch == "]" and in_class:
+            out.append("]")
+            in_class = False
+        elif in_class:
+            # inside a class only these would confuse Python's re (nested sets)
+            out.append("\\" + ch if ch in "[&~|" else ch)
+        elif ch == "[" or ch == "]":
+            out.append(ch)
+            kind = "regexp"
+        elif ch in _REGEX_ESCAPED:
+            out.append("\\" + ch)
+        else:
+            # other characters go through as they are ("^" stays an anchor,
+            # as it does in Go's regexp)
+            out.append(ch)
+        step += 1
+
+    if kind == "prefix":
+        return IgnoreMatcher("prefix", pattern[:-2])
+    if kind == "suffix":
+        return IgnoreMatcher("suffix", pattern[2:])
+    if kind == "exact":
+        return IgnoreMatcher("exact", pattern)
+    try:
+        regex = re.compile("".join(out))
+    except re.error as error:  # e.g. a reversed range [z-a], which Go's regexp rejects too
+        raise BadPattern(pattern) from error
+    return IgnoreMatcher("regexp", pattern, regex)
