@@ -1,0 +1,536 @@
+"""The cache index: one SQLite database (``index.db``, WAL) shared by processes.
+
+It holds what must be looked up by key and updated transactionally:
+
+- cache records: cache key -> snapshot id, diff id and compressed blobs;
+- step history: the inputs a step had last time, to explain a cache miss;
+- image tags and the image table of the local image store;
+- leases: what running builds use, so garbage collection leaves it alone;
+- the stat cache: (device, inode, size, mtime, ctime) -> sha256 of a file.
+
+Each thread gets its own connection; ``busy_timeout`` lets writers of
+several processes wait their turn, and every write is one ``BEGIN
+IMMEDIATE`` transaction so nobody fails upgrading a read lock.  The schema
+carries its version in ``PRAGMA user_version``; migrations run in a write
+transaction that re-checks the version, so racing processes migrate once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pybuild.errors import StoreError
+
+from ._util import my_identity, process_alive
+
+StatKey = tuple[int, int, int, int, int]
+"""(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of a regular file."""
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A compressed form of a layer in the content store."""
+
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """What a cache key resolved to.  ``created``/``last_used`` of 0 mean "now"."""
+
+    snapshot_id: str | None
+    diff_id: str | None = None
+    blobs: Mapping[str, BlobRef] = field(default_factory=dict)
+    created: float = 0.0
+    last_used: float = 0.0
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blobs", dict(self.blobs))
+        object.__setattr__(self, "meta", dict(self.meta))
+
+
+class Tag(NamedTuple):
+    name: str
+    digest: str
+    updated: float
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    digest: str
+    created: float
+    size: int
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # version 1
+    (
+        """CREATE TABLE cache_records (
+            key TEXT PRIMARY KEY,
+            snapshot_id TEXT,
+            diff_id TEXT,
+            created REAL NOT NULL,
+            last_used REAL NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX cache_records_snapshot ON cache_records(snapshot_id)",
+        """CREATE TABLE cache_blobs (
+            key TEXT NOT NULL REFERENCES cache_records(key) ON DELETE CASCADE,
+            compression TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            media_type TEXT NOT NULL,
+            PRIMARY KEY (key, compression)
+        )""",
+        "CREATE INDEX cache_blobs_digest ON cache_blobs(digest)",
+        """CREATE TABLE step_history (
+            step_id TEXT PRIMARY KEY,
+            key TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            updated REAL NOT NULL
+        )""",
+        """CREATE TABLE tags (
+            name TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            updated REAL NOT NULL
+        )""",
+        """CREATE TABLE images (
+            digest TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            size INTEGER NOT NULL,
+            meta TEXT NOT NULL
+        )""",
+        """CREATE TABLE leases (
+            id TEXT PRIMARY KEY,
+            pid INTEGER NOT NULL,
+            start_time INTEGER NOT NULL,
+            boot_id TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        """CREATE TABLE lease_resources (
+            lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+            resource TEXT NOT NULL,
+            PRIMARY KEY (lease_id, resource)
+        )""",
+        "CREATE INDEX lease_resources_resource ON lease_resources(resource)",
+        """CREATE TABLE stat_cache (
+            dev INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            ctime_ns INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (dev, ino)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_BUSY_TIMEOUT_MS = 60_000
+_LOOKUP_CHUNK = 500  # inodes per "IN (...)" query
+
+
+def _s64(value: int) -> int:
+    """SQLite integers are signed 64-bit; inode numbers may use the top bit."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _translate(error: sqlite3.Error, where: str) -> StoreError:
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        hint = "another pybuild process held the cache index too long; try again"
+    elif "malformed" in text or "not a database" in text:
+        hint = "the index is damaged: remove index.db in the pybuild root to start a fresh cache"
+    elif "readonly" in text or "unable to open" in text:
+        hint = "set PYBUILD_ROOT to a directory you can write, or run as root"
+    else:
+        hint = None
+    return StoreError(f"cache index {where}: {text}", hint=hint)
+
+
+class Lease:
+    """Resources a running build uses; garbage collection leaves them alone."""
+
+    def __init__(self, index: CacheIndex, lease_id: str) -> None:
+        self._index = index
+        self.id = lease_id
+
+    def add(self, resources: Iterable[str]) -> None:
+        """Protect more resources (snapshot ids, blob digests) under this lease."""
+        rows = [(self.id, r) for r in set(resources)]
+        with self._index._write() as c:
+            c.executemany("INSERT OR IGNORE INTO lease_resources (lease_id, resource) VALUES (?, ?)", rows)
+
+    def release(self) -> None:
+        with self._index._write() as c:
+            c.execute("DELETE FROM leases WHERE id = ?", (self.id,))
+
+
+class CacheIndex:
+    """The SQLite cache index at ``path``.  ``CacheIndex.memory()`` is the same
+    code on a private in-memory database (the test double)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._memory = self.path == ":memory:"
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        # An in-memory database lives in one connection; share it under a lock.
+        self._shared_lock = threading.RLock() if self._memory else None
+        self._migrate()
+
+    @classmethod
+    def memory(cls) -> CacheIndex:
+        return cls(":memory:")
+
+    # -- connections and transactions -----------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._memory and self._connections:
+            conn = self._connections[0]
+        else:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as error:
+                raise _translate(error, f"at {self.path} cannot be opened") from None
+            with self._connections_lock:
+                self._connections.append(conn)
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        lock = self._shared_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            yield self._connection()
+        except sqlite3.Error as error:
+            raise _translate(error, "read failed") from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the database's write lock throughout."""
+        lock = self._shared_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise _translate(error, "write failed") from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _migrate(self) -> None:
+        conn = self._connection()
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if not self._memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as error:
+            raise _translate(error, f"at {self.path} cannot be read") from None
+        with self._write() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"cache index {self.path} has schema version {version}; this pybuild knows {SCHEMA_VERSION}",
+                    hint="use a newer pybuild, or a separate PYBUILD_ROOT for this one",
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close every thread's connection (the index must not be used after)."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    # -- cache records --------------------------------------------------------
+
+    def lookup(self, key: str) -> CacheRecord | None:
+        """The record for a cache key.  Before trusting it, take a lease on its
+        snapshot/blobs and check they exist: prune may have removed them."""
+        with self._read() as c:
+            row = c.execute(
+                "SELECT snapshot_id, diff_id, created, last_used, meta FROM cache_records WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return None
+            blobs = c.execute(
+                "SELECT compression, digest, size, media_type FROM cache_blobs WHERE key = ?", (key,)
+            ).fetchall()
+        return CacheRecord(
+            snapshot_id=row[0],
+            diff_id=row[1],
+            blobs={comp: BlobRef(d, s, m) for comp, d, s, m in blobs},
+            created=row[2],
+            last_used=row[3],
+            meta=json.loads(row[4]),
+        )
+
+    def record(self, key: str, rec: CacheRecord) -> None:
+        """Store (or replace) the record for a key, with its blobs."""
+        now = time.time()
+        with self._write() as c:
+            c.execute("DELETE FROM cache_blobs WHERE key = ?", (key,))
+            c.execute(
+                "INSERT OR REPLACE INTO cache_records (key, snapshot_id, diff_id, created, last_used, meta)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    rec.snapshot_id,
+                    rec.diff_id,
+                    rec.created or now,
+                    rec.last_used or now,
+                    json.dumps(dict(rec.meta), sort_keys=True),
+                ),
+            )
+            c.executemany(
+                "INSERT INTO cache_blobs (key, compression, digest, size, media_type) VALUES (?, ?, ?, ?, ?)",
+                [(key, comp, b.digest, b.size, b.media_type) for comp, b in rec.blobs.items()],
+            )
+
+    def add_blob(self, key: str, compression: str, blob: BlobRef) -> bool:
+        """Attach a compressed form to a record; False if there is no such record."""
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM cache_records WHERE key = ?", (key,)).fetchone() is None:
+                return False
+            c.execute(
+                "INSERT OR REPLACE INTO cache_blobs (key, compression, digest, size, media_type) VALUES (?, ?, ?, ?, ?)",
+                (key, compression, blob.digest, blob.size, blob.media_type),
+            )
+            return True
+
+    def set_diff_id(self, key: str, diff_id: str) -> bool:
+        with self._write() as c:
+            return c.execute("UPDATE cache_records SET diff_id = ? WHERE key = ?", (diff_id, key)).rowcount > 0
+
+    def touch(self, key: str) -> bool:
+        """Mark a record used now (prune keeps recently used records longest)."""
+        with self._write() as c:
+            return c.execute("UPDATE cache_records SET last_used = ? WHERE key = ?", (time.time(), key)).rowcount > 0
+
+    def delete_record(self, key: str) -> bool:
+        with self._write() as c:
+            return c.execute("DELETE FROM cache_records WHERE key = ?", (key,)).rowcount > 0
+
+    def records(self) -> list[tuple[str, CacheRecord]]:
+        """Every record, oldest use first."""
+        with self._read() as c:
+            c.execute("BEGIN")
+            try:
+                rows = c.execute(
+                    "SELECT key, snapshot_id, diff_id, created, last_used, meta FROM cache_records ORDER BY last_used, key"
+                ).fetchall()
+                blob_rows = c.execute("SELECT key, compression, digest, size, media_type FROM cache_blobs").fetchall()
+            finally:
+                c.execute("COMMIT")
+        blobs: dict[str, dict[str, BlobRef]] = {}
+        for key, comp, d, s, m in blob_rows:
+            blobs.setdefault(key, {})[comp] = BlobRef(d, s, m)
+        return [
+            (key, CacheRecord(snap, diff, blobs.get(key, {}), created, used, json.loads(meta)))
+            for key, snap, diff, created, used, meta in rows
+        ]
+
+    # -- step history ---------------------------------------------------------
+
+    def remember_inputs(self, step_id: str, key: str, inputs: Mapping[str, str]) -> None:
+        """Keep the cache key and named inputs a step had, to explain the next miss."""
+        data = json.dumps(dict(inputs), sort_keys=True, separators=(",", ":"))
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO step_history (step_id, key, inputs, updated) VALUES (?, ?, ?, ?)",
+                (step_id, key, data, time.time()),
+            )
+
+    def previous_inputs(self, step_id: str) -> tuple[str, Mapping[str, str]] | None:
+        with self._read() as c:
+            row = c.execute("SELECT key, inputs FROM step_history WHERE step_id = ?", (step_id,)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    # -- tags and images --------------------------------------------------------
+
+    def set_tag(self, name: str, digest: str) -> str | None:
+        """Point a tag at a digest; returns the digest it pointed at before."""
+        with self._write() as c:
+            row = c.execute("SELECT digest FROM tags WHERE name = ?", (name,)).fetchone()
+            c.execute(
+                "INSERT OR REPLACE INTO tags (name, digest, updated) VALUES (?, ?, ?)", (name, digest, time.time())
+            )
+        return None if row is None else row[0]
+
+    def get_tag(self, name: str) -> str | None:
+        with self._read() as c:
+            row = c.execute("SELECT digest FROM tags WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def delete_tag(self, name: str) -> str | None:
+        """Remove a tag; returns the digest it pointed at."""
+        with self._write() as c:
+            row = c.execute("SELECT digest FROM tags WHERE name = ?", (name,)).fetchone()
+            c.execute("DELETE FROM tags WHERE name = ?", (name,))
+        return None if row is None else row[0]
+
+    def tags(self) -> list[Tag]:
+        with self._read() as c:
+            rows = c.execute("SELECT name, digest, updated FROM tags ORDER BY name").fetchall()
+        return [Tag(*row) for row in rows]
+
+    def put_image(
+        self, digest: str, *, size: int, meta: Mapping[str, Any] | None = None, created: float | None = None
+    ) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO images (digest, created, size, meta) VALUES (?, ?, ?, ?)",
+                (digest, time.time() if created is None else created, size, json.dumps(dict(meta or {}), sort_keys=True)),
+            )
+
+    def get_image(self, digest: str) -> ImageRecord | None:
+        with self._read() as c:
+            row = c.execute("SELECT digest, created, size, meta FROM images WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else ImageRecord(row[0], row[1], row[2], json.loads(row[3]))
+
+    def delete_image(self, digest: str) -> bool:
+        with self._write() as c:
+            return c.execute("DELETE FROM images WHERE digest = ?", (digest,)).rowcount > 0
+
+    def images(self) -> list[ImageRecord]:
+        with self._read() as c:
+            rows = c.execute("SELECT digest, created, size, meta FROM images ORDER BY created, digest").fetchall()
+        return [ImageRecord(d, cr, s, json.loads(m)) for d, cr, s, m in rows]
+
+    # -- leases ---------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, resources: Iterable[str] = ()) -> Iterator[Lease]:
+        """Hold resources for the duration of a ``with`` block.
+
+        A lease names its process (pid, start time, boot id); if the process
+        dies without releasing it, the lease expires.
+        """
+        lease = self.new_lease(resources)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    def new_lease(self, resources: Iterable[str] = ()) -> Lease:
+        """A lease held until ``release()`` (or this process's death)."""
+        lease_id = uuid.uuid4().hex
+        pid, start, boot = my_identity()
+        rows = [(lease_id, r) for r in set(resources)]
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO leases (id, pid, start_time, boot_id, created) VALUES (?, ?, ?, ?, ?)",
+                (lease_id, pid, start, boot, time.time()),
+            )
+            c.executemany("INSERT OR IGNORE INTO lease_resources (lease_id, resource) VALUES (?, ?)", rows)
+        return Lease(self, lease_id)
+
+    def _live_leased(self, c: sqlite3.Connection) -> set[str]:
+        """Inside a write transaction: drop dead processes' leases, return the rest's resources."""
+        dead = [
+            (lease_id,)
+            for lease_id, pid, start, boot in c.execute("SELECT id, pid, start_time, boot_id FROM leases").fetchall()
+            if not process_alive(pid, start, boot)
+        ]
+        if dead:
+            c.executemany("DELETE FROM leases WHERE id = ?", dead)
+        return {row[0] for row in c.execute("SELECT DISTINCT resource FROM lease_resources")}
+
+    def leased(self) -> set[str]:
+        """Resources held by leases of live processes (expired leases are dropped)."""
+        with self._write() as c:
+            return self._live_leased(c)
+
+    # -- stat cache -------------------------------------------------------------
+
+    def get_stat_digest(self, key: StatKey) -> str | None:
+        dev, ino, size, mtime_ns, ctime_ns = key
+        with self._read() as c:
+            row = c.execute(
+                "SELECT digest FROM stat_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND ctime_ns = ?",
+                (_s64(dev), _s64(ino), size, mtime_ns, ctime_ns),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def get_stat_digests(self, keys: Sequence[StatKey]) -> dict[StatKey, str]:
+        """Batch form of ``get_stat_digest``: the keys found, with their digests."""
+        by_dev: dict[int, dict[int, list[StatKey]]] = {}
+        for key in keys:
+            by_dev.setdefault(key[0], {}).setdefault(_s64(key[1]), []).append(key)
+        found: dict[StatKey, str] = {}
+        with self._read() as c:
+            for dev, wanted in by_dev.items():
+                inodes = list(wanted)
+                for start in range(0, len(inodes), _LOOKUP_CHUNK):
+                    chunk = inodes[start : start + _LOOKUP_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for ino, size, mtime_ns, ctime_ns, digest in c.execute(
+                        f"SELECT ino, size, mtime_ns, ctime_ns, digest FROM stat_cache WHERE dev = ? AND ino IN ({marks})",
+                        (_s64(dev), *chunk),
+                    ):
+                        for key in wanted[ino]:
+                            if key[2:] == (size, mtime_ns, ctime_ns):
+                                found[key] = digest
+        return found
+
+    def put_stat_digests(self, rows: Iterable[tuple[StatKey, str]]) -> None:
+        """Remember file digests by stat key, in one transaction."""
+        values = [
+            (_s64(dev), _s64(ino), size, mtime_ns, ctime_ns, digest)
+            for (dev, ino, size, mtime_ns, ctime_ns), digest in rows
+        ]
+        if not values:
+            return
+        with self._write() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO stat_cache (dev, ino, size, mtime_ns, ctime_ns, digest) VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+    def clear_stat_cache(self) -> None:
+        with self._write() as c:
+            c.execute("DELETE FROM stat_cache")
+

@@ -1,0 +1,126 @@
+"""The pybuild root: one directory holding all of pybuild's state.
+
+    <root>/blobs/sha256/<hex>     content store
+    <root>/snapshots/<id>/        committed layer trees (meta.json + tree/)
+    <root>/index.db               SQLite cache index (WAL)
+    <root>/tmp/<process>/         per-process temp areas (+ <process>.lock)
+    <root>/cache-mounts/<name>/   RUN --mount=type=cache directories
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ._content import FileContentStore
+from ._index import CacheIndex, CacheRecord
+from ._snapshots import DirSnapshotter
+from ._tmp import clean_stale, process_area
+from ._util import store_error
+
+ENV_ROOT = "PYBUILD_ROOT"
+
+
+def default_root_path() -> Path:
+    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` for root, else ``$XDG_DATA_HOME/pybuild``."""
+    configured = os.environ.get(ENV_ROOT)
+    if configured:
+        return Path(configured)
+    if os.geteuid() == 0:
+        return Path("/var/lib/pybuild")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "pybuild"
+
+
+class Root:
+    """An open pybuild root.  Thread-safe; several processes may open one root."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp_root = path / "tmp"
+        self.blobs = FileContentStore(path / "blobs", self._area_path)
+        self.snapshots = DirSnapshotter(path / "snapshots", self._area_path)
+        self.index = CacheIndex(path / "index.db")
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> Root:
+        """Open (creating if needed) the root at ``path`` or the default place.
+
+        Creates the layout, migrates the index and removes temp areas left by
+        dead processes.  Cheap when nothing needs doing.
+        """
+        path = Path(path) if path is not None else default_root_path()
+        path = path.absolute()
+        try:
+            for sub in ("blobs/sha256", "snapshots", "tmp", "cache-mounts"):
+                os.makedirs(path / sub, exist_ok=True)
+            clean_stale(path / "tmp")
+        except OSError as error:
+            raise store_error(f"cannot use pybuild root {path}", error) from None
+        return cls(path)
+
+    def _area_path(self) -> Path:
+        try:
+            return process_area(self._tmp_root).path
+        except OSError as error:
+            raise store_error(f"cannot create a temp directory in {self._tmp_root}", error) from None
+
+    def tmp_dir(self, prefix: str = "tmp-") -> Path:
+        """A fresh empty directory in this process's temp area (removed at exit
+        or, after a crash, by the next process that opens the root)."""
+        try:
+            return process_area(self._tmp_root).new_dir(prefix)
+        except OSError as error:
+            raise store_error(f"cannot create a temp directory in {self._tmp_root}", error) from None
+
+    def cache_mount_dir(self, mount_id: str) -> Path:
+        """The persistent directory of ``RUN --mount=type=cache,id=<mount_id>``.
+
+        Ids are free text (they may hold ``/`` or ``..``), so the directory
+        is named by a hash of the id.
+        """
+        path = self.path / "cache-mounts" / self.cache_mount_name(mount_id)
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as error:
+            raise store_error(f"cannot create cache mount {mount_id!r}", error) from None
+        return path
+
+    @staticmethod
+    def cache_mount_name(mount_id: str) -> str:
+        return hashlib.sha256(mount_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+    @classmethod
+    def cache_mount_resource(cls, mount_id: str) -> str:
+        """The name to lease so prune leaves a cache mount in use alone."""
+        return "cache-mount:" + cls.cache_mount_name(mount_id)
+
+    def usable_record(self, key: str) -> CacheRecord | None:
+        """``index.lookup(key)`` if its snapshot is whole, with only the blobs present.
+
+        Take a lease on the snapshot first when you mean to use it: prune
+        runs concurrently and only spares what is leased.
+        """
+        record = self.index.lookup(key)
+        if record is None:
+            return None
+        if record.snapshot_id is not None and not self.snapshots.exists(record.snapshot_id):
+            return None
+        blobs = {c: b for c, b in record.blobs.items() if self.blobs.has(b.digest)}
+        if record.snapshot_id is None and not blobs:
+            return None
+        return CacheRecord(record.snapshot_id, record.diff_id, blobs, record.created, record.last_used, record.meta)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Root:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Root({str(self.path)!r})"
+

@@ -1,0 +1,264 @@
+"""Snapshots: committed layer trees, each on top of a parent snapshot.
+
+A snapshot is ``snapshots/<id>/`` holding ``meta.json`` (its parent) and
+``tree/``, a directory in overlayfs upper-dir format (whiteouts are 0/0
+character devices, opaque directories carry ``trusted.overlay.opaque=y``).
+Trees are moved, never copied, so those markers survive untouched.
+
+An active snapshot is built in the process temp area as ``upper/`` and
+``work/`` (an overlay mount needs both on one file system).  Commit writes
+``meta.json`` beside ``upper``, renames ``upper`` to ``tree`` and renames the
+whole directory to ``snapshots/<id>`` in one step: a snapshot directory
+either appears complete or not at all.  Removal renames it into the temp
+area first, so a half-deleted tree is never visible under its id.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pybuild.errors import StoreError
+
+from ._util import check_name, remove_tree, store_error, tree_disk_usage
+
+_META = "meta.json"
+_TREE = "tree"
+_SIZE = "size"
+_MAX_CHAIN = 1000  # a longer parent chain is a cycle or corruption
+
+
+@dataclass(frozen=True)
+class ActiveSnapshot:
+    """A layer being built: write into ``upper``; ``work`` is overlayfs's workdir."""
+
+    upper: Path
+    work: Path
+    base: Path  # the directory holding both; what commit renames
+
+
+@runtime_checkable
+class Snapshotter(Protocol):
+    """Committed layer trees by id.  All methods are thread-safe."""
+
+    def new_active(self) -> ActiveSnapshot:
+        """A fresh empty upper dir and an overlay work dir on the same file system."""
+
+    def commit(self, active: ActiveSnapshot, parent: str | None, snapshot_id: str | None = None) -> str:
+        """Make ``active.upper`` the tree of a snapshot on ``parent``; returns its id.
+
+        If ``snapshot_id`` already exists (another build committed the same
+        thing), ``active`` is discarded and the existing id returned.
+        """
+
+    def discard(self, active: ActiveSnapshot) -> None:
+        """Throw an active snapshot away."""
+
+    def tree(self, snapshot_id: str) -> Path:
+        """The snapshot's tree (StoreError if it is missing or incomplete)."""
+
+    def created(self, snapshot_id: str) -> float | None:
+        """When it was committed; None if it is missing or incomplete."""
+        meta = self._read_meta(snapshot_id)
+        if meta is None:
+            return None
+        created = meta.get("created")
+        return float(created) if isinstance(created, (int, float)) else 0.0
+
+    def chain(self, snapshot_id: str) -> tuple[str, ...]:
+        """This snapshot, its parent, ... down to the base (StoreError if any is missing)."""
+
+    def exists(self, snapshot_id: str) -> bool:
+        """Is it complete, with its whole parent chain?"""
+
+    def remove(self, snapshot_id: str) -> bool:
+        """Delete it (not its parents); returns whether it was there."""
+
+    def size(self, snapshot_id: str) -> int:
+        """Bytes its own tree occupies on disk."""
+
+    def list(self) -> list[str]:
+        """Ids of every snapshot directory present (complete or not)."""
+
+
+class DirSnapshotter:
+    """Snapshots as directories under ``directory``; in-progress and trashed
+    trees live in ``staging()``, a directory on the same file system.
+
+    Also the test double for solver tests: point it at a temp directory.
+    """
+
+    def __init__(self, directory: Path, staging: Callable[[], Path]) -> None:
+        self.directory = Path(directory)
+        self._staging = staging
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, snapshot_id: str) -> Path:
+        return self.directory / check_name("snapshot id", snapshot_id)
+
+    def _read_meta(self, snapshot_id: str) -> dict | None:
+        """Its metadata if the snapshot is complete, else None."""
+        d = self._dir(snapshot_id)
+        try:
+            with open(d / _META, "rb") as f:
+                meta = json.loads(f.read())
+            if not os.path.isdir(d / _TREE) or os.path.islink(d / _TREE):
+                return None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict):
+            return None
+        return meta
+
+    # -- making -------------------------------------------------------------
+
+    def new_active(self) -> ActiveSnapshot:
+        try:
+            base = Path(os.path.join(self._staging(), "active-" + secrets.token_hex(8)))
+            os.mkdir(base, 0o700)
+            os.mkdir(base / "upper", 0o755)
+            os.mkdir(base / "work", 0o700)
+        except OSError as error:
+            raise store_error("cannot create a snapshot directory", error) from None
+        return ActiveSnapshot(base / "upper", base / "work", base)
+
+    def commit(self, active: ActiveSnapshot, parent: str | None, snapshot_id: str | None = None) -> str:
+        if parent is not None and not self.exists(parent):
+            raise StoreError(
+                f"cannot commit on snapshot {parent}: it is missing or incomplete",
+                hint="the cache was pruned meanwhile or damaged; build again",
+            )
+        snapshot_id = check_name("snapshot id", snapshot_id or secrets.token_hex(16))
+        base = active.base
+        meta = {"parent": parent, "created": time.time()}
+        try:
+            with open(base / _META, "x") as f:
+                json.dump(meta, f)
+            os.rename(active.upper, base / _TREE)
+            remove_tree(active.work)
+        except OSError as error:
+            raise store_error(f"cannot commit snapshot {snapshot_id}", error) from None
+        target = self._dir(snapshot_id)
+        for _ in range(3):
+            try:
+                os.rename(base, target)
+                return snapshot_id
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    remove_tree(base)
+                    raise store_error(f"cannot commit snapshot {snapshot_id}", error) from None
+            # Someone else committed this id.  Use theirs if it is whole;
+            # otherwise it is debris (damaged by hand): move it away, retry.
+            if self._read_meta(snapshot_id) is not None:
+                remove_tree(base)
+                return snapshot_id
+            self._trash(target)
+        remove_tree(base)
+        raise StoreError(f"cannot commit snapshot {snapshot_id}: its directory keeps changing")
+
+    def discard(self, active: ActiveSnapshot) -> None:
+        remove_tree(active.base)
+
+    # -- reading ------------------------------------------------------------
+
+    def tree(self, snapshot_id: str) -> Path:
+        if self._read_meta(snapshot_id) is None:
+            raise StoreError(
+                f"snapshot {snapshot_id} is missing or incomplete",
+                hint="the cache was pruned meanwhile or damaged; build again",
+            )
+        return self._dir(snapshot_id) / _TREE
+
+    def parent(self, snapshot_id: str) -> str | None:
+        meta = self._read_meta(snapshot_id)
+        if meta is None:
+            raise StoreError(
+                f"snapshot {snapshot_id} is missing or incomplete",
+                hint="the cache was pruned meanwhile or damaged; build again",
+            )
+        return meta.get("parent")
+
+    def created(self, snapshot_id: str) -> float | None:
+        """When it was committed; None if it is missing or incomplete."""
+        meta = self._read_meta(snapshot_id)
+        if meta is None:
+            return None
+        created = meta.get("created")
+        return float(created) if isinstance(created, (int, float)) else 0.0
+
+    def chain(self, snapshot_id: str) -> tuple[str, ...]:
+        ids: list[str] = []
+        current: str | None = snapshot_id
+        while current is not None:
+            if len(ids) >= _MAX_CHAIN or current in ids:
+                raise StoreError(f"snapshot {snapshot_id} has a broken parent chain")
+            ids.append(current)
+            current = self.parent(current)
+        return tuple(ids)
+
+    def exists(self, snapshot_id: str) -> bool:
+        try:
+            self.chain(snapshot_id)
+        except StoreError:
+            return False
+        return True
+
+    def size(self, snapshot_id: str) -> int:
+        """Computed once (a snapshot never changes) and kept in ``<id>/size``."""
+        tree = self.tree(snapshot_id)
+        size_file = tree.parent / _SIZE
+        try:
+            return int(size_file.read_text())
+        except (OSError, ValueError):
+            pass
+        size = tree_disk_usage(tree)
+        temp = tree.parent / f".size-{secrets.token_hex(4)}"
+        try:
+            temp.write_text(str(size))
+            os.rename(temp, size_file)
+        except OSError:
+            remove_tree(temp)  # only a cache of the number; fine to skip
+        return size
+
+    def list(self) -> list[str]:
+        try:
+            names = os.listdir(self.directory)
+        except OSError as error:
+            raise store_error("cannot list snapshots", error) from None
+        return sorted(n for n in names if not n.startswith("."))
+
+    def iter_complete(self) -> Iterator[str]:
+        for snapshot_id in self.list():
+            if self._read_meta(snapshot_id) is not None:
+                yield snapshot_id
+
+    # -- removing -----------------------------------------------------------
+
+    def _trash(self, path: Path) -> Path | None:
+        """Atomically move ``path`` into the temp area; returns where it went."""
+        trash = Path(os.path.join(self._staging(), "trash-" + secrets.token_hex(8)))
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise store_error(f"cannot remove {path}", error) from None
+        return trash
+
+    def detach(self, snapshot_id: str) -> Path | None:
+        """Make a snapshot vanish at once; returns its new place, to delete later."""
+        return self._trash(self._dir(snapshot_id))
+
+    def remove(self, snapshot_id: str) -> bool:
+        trash = self.detach(snapshot_id)
+        if trash is None:
+            return False
+        remove_tree(trash)
+        return True
