@@ -127,10 +127,10 @@ class Glob:
 
     def search(self, text: str, pos: int = 0) -> tuple[int, int] | None:
         """The leftmost (then longest) match starting at or after ``pos``."""
-        literal = self.literal
-        if literal is not None:
-            found = text.find(literal, pos)
-            return None if found < 0 else (found, found + len(literal))
+        if len(self.segments) == 1:  # no star: one fixed-length segment
+            only = self.segments[0]
+            found = only.first(text, pos, len(text))
+            return None if found < 0 else (found, found + only.length)
         if self.has_newline:
             match = _compiled(self.regex_source(greedy=True, anchored=False)).search(text, pos)
             return None if match is None else match.span()
@@ -185,6 +185,12 @@ class Glob:
             # string; str.replace also inserts around every character for "",
             # as Go does for an empty match at each position.
             return text.replace(literal, template.expand(literal))
+        if len(self.segments) == 1:
+            # No star and at least one `?`: matches are never empty, so Go's
+            # loop is plain non-overlapping substitution.
+            regex = self.segments[0].regex
+            assert regex is not None
+            return regex.sub(lambda match: template.expand(match.group()), text)
         out: list[str] = []
         last_end = 0
         pos = 0
