@@ -15,9 +15,10 @@ never by Python's recursion limit.
 Deliberate differences from BuildKit (each one a BuildKit bug or an unclear
 message; see the tests):
 
-- words: BuildKit (since it shares one buffer between nesting levels) drops
-  the text before a ``${VAR:-x}`` from the word being built
-  (``a${X:-b}c`` -> ``["bc"]``); here it is ``["abc"]``.
+- words: current BuildKit shares one word buffer between nesting levels, so
+  a ``${VAR:-x}`` drops the text before it from the word being built
+  (``a${X:-b}c`` -> ``["bc"]``, only EXPOSE sees it); here it is ``["abc"]``,
+  as in BuildKit before that buffer was shared.
 - with ``skip_unset_env``, ``${VAR//p/r}`` of an unset VAR is kept as
   written; BuildKit writes it back as ``${VAR/p/r}``.
 - ``${VAR`` at the end of the word says "missing '}'" (BuildKit: "unsupported
