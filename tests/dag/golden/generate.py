@@ -170,10 +170,14 @@ def build(docker: str, dockerfile: Path, context: Path, tag: str, spec: dict) ->
 def error_line(stderr: str) -> str:
     """The final error of a failed `docker build`, without progress prefixes."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "failed to solve" in line or line.startswith("error"):
-            return re.sub(r"^#\d+\s+(ERROR:\s*)?", "", line)
-    return lines[-1] if lines else "(no output)"
+    line = lines[-1] if lines else "(no output)"
+    for candidate in reversed(lines):
+        if "failed to solve" in candidate or candidate.startswith("error"):
+            line = re.sub(r"^#\d+\s+(ERROR:\s*)?", "", candidate)
+            break
+    # A failed registry request ends in a resolver/socket error that names
+    # this machine's DNS server; keep only that the request failed.
+    return re.sub(r"(failed to do request: \S+ \S+): .*$", r"\1: <network error>", line)
 
 
 # -- cases -------------------------------------------------------------------
