@@ -1,0 +1,2 @@
+FROM pybuild-test/busybox:1
+LABEL a=base b=base
