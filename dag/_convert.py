@@ -49,7 +49,7 @@ from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, OpMeta,
 from ._platform import Platform, host_platform, platform_args
 from ._runmount import MountSyntaxError, parse_mount
 from ._signals import parse_signal
-from ._words import go_list, go_quoted_list, port_specs, duration_string
+from ._words import duration_string, go_list, go_quote, go_quote_rune, go_quoted_list, port_specs
 
 PROXY_ARGS = frozenset(
     name
@@ -325,6 +325,7 @@ class _Converter:
         if base_index is not None and base_index < stage.index:
             parent = self.results[base_index]
             state = self.state_from_result(stage, name, parent)
+            triggers = list(parent.image.config.get("OnBuild") or [])
         elif base.lower() == "scratch":
             state = self.empty_state(stage, name)
         else:
@@ -359,7 +360,7 @@ class _Converter:
 
     def empty_state(self, stage: Stage, name: str) -> _State:
         return _State(
-            index=stage.index, name=name, op=None, env=[], config={"Env": [f"PATH={DEFAULT_PATH}"]},
+            index=stage.index, name=name, op=None, env=[], config={"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
             os=self.platform.os, architecture=self.platform.architecture, variant=self.platform.variant,
             author=None, base_history=(), base_diff_ids=(), history=[], args=[],
         )
@@ -399,6 +400,7 @@ class _Converter:
             stage=state.name,
             span=(instruction.span.start, instruction.span.end),
             step=(state.step, state.total),
+            args=frozenset(name for name, _ in state.args),
         )
 
     def ignore_cache(self, state: _State) -> bool:
@@ -442,16 +444,18 @@ class _Converter:
         words = []
         for decl in arg.args:
             value: str | None
+            default = self.expand(arg, decl.default, state.env_map()) if decl.default is not None else None
             if decl.name in self.options.build_args:
                 value = self.options.build_args[decl.name]
-            elif decl.default is not None:
-                value = self.expand(arg, decl.default, state.env_map())
+            elif default is not None:
+                value = default
             else:
                 value = self.global_args.get(decl.name)
             if value is not None:
                 state.env = set_env(state.env, decl.name, value)
             state.args.append((decl.name, value))
-            words.append(decl.name if value is None else f"{decl.name}={value}")
+            # BuildKit's history shows the ARG as declared, not the value it got
+            words.append(decl.name if default is None else f"{decl.name}={default}")
         self.history(state, "ARG " + " ".join(words))
 
     def do_workdir(self, state: _State, stage: Stage, workdir: Workdir) -> None:
@@ -543,18 +547,16 @@ class _Converter:
             if value:
                 config[key] = value
         state.config["Healthcheck"] = config
-        self.history(
-            state,
-            "HEALTHCHECK {Test:%s Interval:%s Timeout:%s StartPeriod:%s StartInterval:%s Retries:%d}"
-            % (
-                go_list(healthcheck.test),
-                duration_string(healthcheck.interval),
-                duration_string(healthcheck.timeout),
-                duration_string(healthcheck.start_period),
-                duration_string(healthcheck.start_interval),
-                healthcheck.retries,
-            ),
-        )
+        fields = [
+            go_quoted_list(healthcheck.test),
+            go_quote(duration_string(healthcheck.interval)),
+            go_quote(duration_string(healthcheck.timeout)),
+            go_quote(duration_string(healthcheck.start_period)),
+        ]
+        if healthcheck.start_interval:
+            fields.append(go_quote(duration_string(healthcheck.start_interval)))
+        fields.append(go_quote_rune(healthcheck.retries))
+        self.history(state, "HEALTHCHECK &{" + " ".join(fields) + "}")
 
     def do_expose(self, state: _State, stage: Stage, expose: Expose) -> None:
         scope = state.env_map()
@@ -569,7 +571,7 @@ class _Converter:
         for spec in specs:
             ports[spec] = {}
         state.config["ExposedPorts"] = ports
-        self.history(state, f"EXPOSE {' '.join(sorted(words))}")
+        self.history(state, "EXPOSE map[" + " ".join(f"{spec}:{{}}" for spec in sorted(set(specs))) + "]")
 
     def do_onbuild(self, state: _State, stage: Stage, onbuild: Onbuild) -> None:
         state.config["OnBuild"] = [*(state.config.get("OnBuild") or []), onbuild.expression]
@@ -633,11 +635,10 @@ class _Converter:
         return f"{keyword.upper()} {shown}".rstrip()
 
     def run_command_string(self, state: _State, argv: list[str]) -> str:
+        """BuildKit's history text of a RUN: ``|N K=V ... argv`` for the ARGs in scope."""
         scope = state.env_map()
-        values: dict[str, str] = {}
-        for key, value in state.args:
-            values[key] = scope.get(key, value or "")
-        prefix = [f"|{len(values)}", *(f"{k}={v}" for k, v in values.items())] if values else []
+        pairs = [f"{key}={scope.get(key, value or '')}" for key, value in state.args]
+        prefix = [f"|{len(pairs)}", *pairs] if pairs else []
         return " ".join([*prefix, *argv])
 
     def run_mount(self, state: _State, stage: Stage, run: Run, value: str, scope: Mapping[str, str]) -> RunMount:

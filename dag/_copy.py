@@ -110,10 +110,7 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
     message = [keyword]
     if isinstance(cmd, Copy) and cmd.parents:
         message.append("--parents")
-    if chown:
-        message.append(f"--chown={chown}")
-    if chmod:
-        message.append(f"--chmod={chmod}")
+    # this BuildKit (docker.io 20.10) leaves --chown/--chmod out of the history text
     for src in sources:
         message.append(src)
         if is_git_source(src) and not (isinstance(cmd, Copy) and cmd.from_):

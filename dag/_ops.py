@@ -201,3 +201,4 @@ class OpMeta:
     span: tuple[int, int] | None = None
     step: tuple[int, int] | None = None  # (index, total) within its stage, as BuildKit's [2/4]
     internal: bool = False  # e.g. "load build context"
+    args: frozenset[str] = frozenset()  # ARG names in scope (to explain cache misses)

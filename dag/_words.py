@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from pybuild.grammar import go_quote
 
+__all__ = ["duration_string", "go_list", "go_quote", "go_quote_rune", "go_quoted_list", "port_specs"]
+
 
 def go_list(items: Sequence[str]) -> str:
     """fmt's %v of a []string: ``[a b c]``."""
@@ -71,3 +73,11 @@ def port_specs(words: Sequence[str]) -> list[str]:
             raise ValueError(f"invalid containerPort: {port}")
         out.extend(f"{p}/{proto}" for p in range(start, end + 1))
     return out
+
+
+def go_quote_rune(value: int) -> str:
+    """fmt's %q of an integer: a Go character literal such as ``'\\x03'`` or ``'A'``."""
+    if value == ord("'"):
+        return "'\\''"
+    quoted = go_quote(chr(value))[1:-1]
+    return f"'{quoted.replace(chr(92) + chr(34), chr(34))}'"

@@ -1,0 +1,425 @@
+"""File operations of a FileOp, run inside the step's root (COPY, ADD, WORKDIR, heredocs).
+
+``apply_file_plan`` runs in a child process that the executor has given a
+private mount namespace with the step's overlay rootfs at ``root`` and each
+source mounted under ``root`` (``FilePlan.sources``).  It chroots into the
+root first, so every path -- a destination, a symlink in the image, a name
+from a tar archive -- is resolved by the kernel inside the root and nothing
+outside it can be read or written.  The semantics are BuildKit's fileop
+copy: wildcards, directory contents, trailing-slash destinations, created
+parents, symlinks kept, hardlinks kept, --chown/--chmod, ADD auto-extract.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from pybuild.errors import BuildError
+
+from ._chmod import apply_chmod
+from ._ops import Chown, CopyAction, MkdirAction, MkfileAction, RmAction
+
+MAX_SYMLINK_HOPS = 255
+
+
+@dataclass(frozen=True)
+class PlannedCopy:
+    """A CopyAction with its source resolved to a path inside the chroot."""
+
+    action: CopyAction
+    source_root: str  # where the source is mounted, inside the root ("/" for scratch)
+    context_files: bool  # sources from the build context count as uid/gid 0
+    selected: tuple[str, ...] | None = None  # context entries the cache key covered (None: all)
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    steps: tuple[PlannedCopy | MkdirAction | MkfileAction | RmAction, ...]
+
+
+class FileOpError(BuildError):
+    reference = "file-op"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _split(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def resolve_in(base: str, path: str, *, follow_last: bool = True) -> str:
+    """``path`` inside ``base`` with symlinks resolved as if ``base`` were ``/``."""
+    parts = _split(path)
+    resolved = base.rstrip("/") or "/"
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved != (base.rstrip("/") or "/"):
+                resolved = posixpath.dirname(resolved)
+            continue
+        candidate = posixpath.join(resolved, part)
+        if (parts or follow_last) and os.path.islink(candidate):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise FileOpError(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = base.rstrip("/") or "/"
+            parts = _split(target) + parts
+            continue
+        resolved = candidate
+    return resolved
+
+
+class _Owner:
+    """Resolves --chown names from the root's own /etc/passwd and /etc/group."""
+
+    def __init__(self, chown: Chown | None) -> None:
+        self.ids: tuple[int, int] | None = None
+        if chown is not None:
+            self.ids = _resolve_chown(chown)
+
+
+def _resolve_chown(chown: Chown) -> tuple[int, int]:
+    from pybuild.executors._passwd import parse_group, parse_passwd
+
+    def read(path: str) -> str:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    if chown.user.isdigit():
+        uid = int(chown.user)
+    else:
+        entry = next((e for e in parse_passwd(read("/etc/passwd")) if e.name == chown.user), None)
+        if entry is None:
+            raise FileOpError(f"unable to convert uid/gid chown string to host mapping: can't find uid for user {chown.user}: no such user: {chown.user}")
+        uid = entry.uid
+    if chown.group is None:
+        return uid, uid  # Docker: a user without a group uses the same number as the GID
+    if chown.group.isdigit():
+        return uid, int(chown.group)
+    group = next((g for g in parse_group(read("/etc/group")) if g.name == chown.group), None)
+    if group is None:
+        raise FileOpError(f"unable to convert uid/gid chown string to host mapping: can't find gid for group {chown.group}: no such group: {chown.group}")
+    return uid, group.gid
+
+
+def _mkdir_parents(path: str, owner: tuple[int, int] | None, mtime: int | None, mode: int = 0o755) -> None:
+    """mkdir -p; created directories get ``owner`` and ``mtime``."""
+    missing = []
+    current = path
+    while current not in ("/", "") and not os.path.lexists(current):
+        missing.append(current)
+        current = posixpath.dirname(current)
+    if current not in ("/", "") and not os.path.isdir(current):
+        raise FileOpError(f"cannot create directory {path}: {current} is not a directory")
+    for directory in reversed(missing):
+        os.mkdir(directory, mode)
+        os.chmod(directory, mode)
+        if owner is not None:
+            os.lchown(directory, *owner)
+        if mtime is not None:
+            os.utime(directory, ns=(mtime * 10**9, mtime * 10**9), follow_symlinks=False)
+
+
+# ------------------------------------------------------------------ copy
+
+
+class _Copier:
+    def __init__(self, planned: PlannedCopy) -> None:
+        self.planned = planned
+        self.action = planned.action
+        self.owner = _Owner(self.action.chown).ids
+        self.links: dict[tuple[int, int], str] = {}
+        self.excludes = tuple(p.strip("/") for p in self.action.exclude_patterns)
+        self.selected: set[str] | None = None
+        if planned.selected is not None:
+            # the selected entries and every directory above them
+            self.selected = set()
+            for relative in planned.selected:
+                while relative and relative not in self.selected:
+                    self.selected.add(relative)
+                    relative = posixpath.dirname(relative)
+
+    # -- entry metadata
+
+    def _ids(self, st: os.stat_result) -> tuple[int, int]:
+        if self.owner is not None:
+            return self.owner
+        if self.planned.context_files:
+            return 0, 0
+        return st.st_uid, st.st_gid
+
+    def _mode(self, st: os.stat_result) -> int:
+        if self.action.chmod:
+            return apply_chmod(self.action.chmod, st.st_mode, stat.S_ISDIR(st.st_mode))
+        return stat.S_IMODE(st.st_mode)
+
+    def _finish(self, target: str, st: os.stat_result) -> None:
+        uid, gid = self._ids(st)
+        os.lchown(target, uid, gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(target, self._mode(st))
+        mtime = self.action.mtime * 10**9 if self.action.mtime is not None else st.st_mtime_ns
+        os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
+
+    # -- selection
+
+    def _excluded(self, relative: str) -> bool:
+        return any(fnmatchcase(relative, pattern) or fnmatchcase(posixpath.basename(relative), pattern) for pattern in self.excludes)
+
+    def _in_selection(self, source_path: str) -> bool:
+        if self.selected is None:
+            return True
+        relative = posixpath.relpath(source_path, self.planned.source_root)
+        return relative == "." or relative in self.selected
+
+    def matches(self) -> list[str]:
+        root = self.planned.source_root
+        src = self.action.src
+        if self.action.allow_wildcard and any(ch in src for ch in "*?["):
+            found = self._glob(root, _split(src))
+            if not found and not self.action.allow_empty_wildcard:
+                raise FileOpError(f"no source files were specified matching {src}")
+            return sorted(found)
+        path = resolve_in(root, src, follow_last=False)
+        if not os.path.lexists(path):
+            raise FileOpError(f'failed to calculate checksum: "{src}": not found')
+        return [path]
+
+    def _glob(self, directory: str, parts: list[str]) -> list[str]:
+        if not parts:
+            return [directory]
+        head, rest = parts[0], parts[1:]
+        if not any(ch in head for ch in "*?["):
+            candidate = posixpath.join(directory, head)
+            if os.path.lexists(candidate):
+                return self._glob(resolve_in(self.planned.source_root, posixpath.relpath(candidate, self.planned.source_root)) if rest else candidate, rest)
+            return []
+        try:
+            names = sorted(os.listdir(directory))
+        except (NotADirectoryError, FileNotFoundError):
+            return []
+        out = []
+        for name in names:
+            if fnmatchcase(name, head):
+                out.extend(self._glob(posixpath.join(directory, name), rest))
+        return [p for p in out if self._in_selection(p)]
+
+    # -- copying
+
+    def run(self) -> None:
+        sources = self.matches()
+        dest = self.action.dest
+        dest_dir_hint = dest.endswith("/") or len(sources) > 1
+        for source in sources:
+            self._copy_one(source, dest, dest_dir_hint)
+
+    def _copy_one(self, source: str, dest: str, dest_dir_hint: bool) -> None:
+        if self.action.follow_symlinks and os.path.islink(source):
+            source = resolve_in(self.planned.source_root, posixpath.relpath(source, self.planned.source_root))
+            if not os.path.lexists(source):
+                raise FileOpError(f"{self.action.src}: symlink points outside the source or to nothing")
+        st = os.lstat(source)
+        if stat.S_ISDIR(st.st_mode) and self.action.dir_contents_only:
+            target = resolve_in("/", dest)
+            if self.action.create_dest_path:
+                _mkdir_parents(target, self.owner, self.action.mtime)
+            elif not os.path.isdir(target):
+                raise FileOpError(f"destination {dest} does not exist")
+            if not os.path.isdir(target):
+                raise FileOpError(f"cannot copy directory {self.action.src} to {dest}: not a directory")
+            self._copy_tree(source, target, "")
+            return
+        if self.action.attempt_unpack and stat.S_ISREG(st.st_mode) and _is_archive(source):
+            target = resolve_in("/", dest)
+            _mkdir_parents(target, self.owner, self.action.mtime)
+            _extract(source, target, self.owner)
+            return
+        existing = resolve_in("/", dest)
+        if dest_dir_hint or os.path.isdir(existing):
+            directory = existing
+            if self.action.create_dest_path:
+                _mkdir_parents(directory, self.owner, self.action.mtime)
+            target = posixpath.join(directory, posixpath.basename(source))
+        else:
+            parent = resolve_in("/", posixpath.dirname(dest) or "/")
+            if self.action.create_dest_path:
+                _mkdir_parents(parent, self.owner, self.action.mtime)
+            target = posixpath.join(parent, posixpath.basename(dest))
+        self._copy_entry(source, target, st)
+
+    def _copy_tree(self, source_dir: str, target_dir: str, relative: str) -> None:
+        with os.scandir(source_dir) as entries:
+            children = sorted(entries, key=lambda e: e.name)
+        for entry in children:
+            child_relative = posixpath.join(relative, entry.name) if relative else entry.name
+            if self.excludes and self._excluded(child_relative):
+                continue
+            if not self._in_selection(entry.path):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            target = posixpath.join(target_dir, entry.name)
+            if stat.S_ISDIR(st.st_mode):
+                if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+                    _remove(target)
+                created = not os.path.lexists(target)
+                if created:
+                    os.mkdir(target, 0o700)
+                self._copy_tree(entry.path, target, child_relative)
+                if created:
+                    self._finish(target, st)
+            else:
+                self._copy_entry(entry.path, target, st)
+
+    def _copy_entry(self, source: str, target: str, st: os.stat_result) -> None:
+        if os.path.lexists(target):
+            if os.path.isdir(target) and not os.path.islink(target):
+                if stat.S_ISDIR(st.st_mode):
+                    return
+                raise FileOpError(f"cannot copy {posixpath.basename(source)}: {target} is a directory")
+            os.unlink(target)
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            first = self.links.get((st.st_dev, st.st_ino))
+            if first is not None:
+                os.link(first, target)
+                return
+            self.links[(st.st_dev, st.st_ino)] = target
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(source), target)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(source, target, follow_symlinks=False)
+            _copy_xattrs(source, target)
+        elif stat.S_ISDIR(st.st_mode):
+            os.mkdir(target, 0o700)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(target, 0o600)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            os.mknod(target, st.st_mode, st.st_rdev)
+        else:
+            return  # sockets are not copied, as in BuildKit
+        self._finish(target, st)
+
+
+def _copy_xattrs(source: str, target: str) -> None:
+    try:
+        names = os.listxattr(source, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(("user.", "security.capability")):
+            try:
+                os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
+            except OSError:
+                pass
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def _is_archive(path: str) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if any(head.startswith(m) for m in _MAGIC):
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def _extract(archive: str, target: str, owner: tuple[int, int] | None) -> None:
+    """Unpack a local tar (plain, gzip, bzip2, xz) as ADD does; the chroot keeps it inside."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = member.name.lstrip("/")
+                if any(part == ".." for part in name.split("/")):
+                    raise FileOpError(f"refusing archive entry {member.name!r}: it leaves the destination")
+                if member.islnk() and any(part == ".." for part in member.linkname.split("/")):
+                    raise FileOpError(f"refusing archive hardlink {member.name!r} -> {member.linkname!r}")
+                member.name = name
+                if member.islnk():
+                    member.linkname = posixpath.join(target, member.linkname.lstrip("/"))
+                tar.extract(member, target, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+                if owner is not None:
+                    os.lchown(posixpath.join(target, name), *owner)
+    except (tarfile.TarError, EOFError) as error:
+        raise FileOpError(f"cannot unpack {posixpath.basename(archive)}: {error}") from None
+
+
+# ------------------------------------------------------------------ other actions
+
+
+def _mkdir(action: MkdirAction) -> None:
+    target = resolve_in("/", action.path)
+    owner = _Owner(action.chown).ids
+    if os.path.isdir(target):
+        return
+    if os.path.lexists(target):
+        raise FileOpError(f"cannot create directory {action.path}: a file is in the way")
+    if action.parents:
+        _mkdir_parents(target, owner, action.mtime, action.mode)
+    else:
+        os.mkdir(target, action.mode)
+        if owner:
+            os.lchown(target, *owner)
+
+
+def _mkfile(action: MkfileAction) -> None:
+    parent = resolve_in("/", posixpath.dirname(action.path) or "/")
+    _mkdir_parents(parent, None, action.mtime)
+    target = posixpath.join(parent, posixpath.basename(action.path))
+    with open(target, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(action.data)
+    os.chmod(target, action.mode)
+    owner = _Owner(action.chown).ids
+    if owner:
+        os.lchown(target, *owner)
+    if action.mtime is not None:
+        os.utime(target, ns=(action.mtime * 10**9,) * 2)
+
+
+def _rm(action: RmAction) -> None:
+    target = resolve_in("/", action.path, follow_last=False)
+    if not os.path.lexists(target):
+        if action.allow_not_found:
+            return
+        raise FileOpError(f"cannot remove {action.path}: not found")
+    _remove(target)
+
+
+def apply_file_plan(root: str, plan: FilePlan) -> None:
+    """Apply ``plan`` to the filesystem at ``root`` (chrooting into it first)."""
+    os.chroot(root)
+    os.chdir("/")
+    os.umask(0)
+    try:
+        for step in plan.steps:
+            if isinstance(step, PlannedCopy):
+                _Copier(step).run()
+            elif isinstance(step, MkdirAction):
+                _mkdir(step)
+            elif isinstance(step, MkfileAction):
+                _mkfile(step)
+            else:
+                _rm(step)
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        raise FileOpError(f"file operation failed:{where}: {os.strerror(error.errno or errno.EIO)}") from None

@@ -1,0 +1,484 @@
+"""The real op runner: cache keys, cache lookups and execution of each op.
+
+The solver (``_solver.py``) decides *when* an op runs; the worker decides
+*what running it means*, reaching the lower layers only through what it is
+given: the pybuild root (snapshots, cache index), an ``Executor`` for RUN, a
+``RootfsCaller`` for file operations, an ``ImageChains`` for base images and
+a ``Fetcher`` for ADD of URLs and git repositories.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from pybuild.errors import BuildError, SandboxError, StepFailed
+
+from ._events import EventSink, StepLog
+from ._fileops import FilePlan, PlannedCopy, apply_file_plan
+from ._graph import Definition
+from ._keys import make_key
+from ._ops import (
+    CopyAction,
+    ExecOp,
+    FileOp,
+    GitSource,
+    HttpSource,
+    ImageSource,
+    LocalSource,
+    MergeOp,
+    Op,
+    RunMount,
+)
+from ._solver import CacheKey, Result
+
+SOURCE_MOUNTS = "/.pybuild-sources"
+OUTPUT_TAIL_LINES = 20
+
+
+class ImageChains(Protocol):
+    async def chain(self, source: ImageSource) -> tuple[str, ...]:
+        """The snapshot ids (top first) of the image's layers, unpacked if needed."""
+
+
+class Fetcher(Protocol):
+    async def http(self, source: HttpSource, dest: Path) -> str:
+        """Download into ``dest/source.filename`` (mode 0600); return its sha256 digest."""
+
+    async def git(self, source: GitSource, dest: Path) -> str:
+        """Clone into ``dest``; return the commit it checked out."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """The build context as the worker sees it."""
+
+    path: Path
+    hasher: Any  # cache.ContextHasher
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    allow_host_network: bool = False
+    secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    ssh: Mapping[str, str] = field(default_factory=dict)
+    step_timeout: float | None = None
+    hostname: str = "buildkitsandbox"
+
+
+def _hex(key: str) -> str:
+    return key.split(":", 1)[1]
+
+
+class Worker:
+    def __init__(
+        self,
+        definition: Definition,
+        *,
+        root: Any,  # cache.Root
+        executor: Any,  # executors.Executor
+        files: Any,  # executors.RootfsCaller
+        images: ImageChains,
+        context: Context | None = None,
+        fetcher: Fetcher | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        step_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        self.definition = definition
+        self.root = root
+        self.executor = executor
+        self.files = files
+        self.images = images
+        self.context = context
+        self.fetcher = fetcher
+        self.options = options
+        self.step_ids = dict(step_ids or {})
+        self._selections: dict[tuple[str, int], Any] = {}
+        self._fetched: dict[str, Path] = {}
+
+    # ------------------------------------------------------------ keys
+
+    async def cache_key(self, digest: str, op: Op, inputs: Mapping[str, Result]) -> CacheKey:
+        input_keys = {d: r.key for d, r in inputs.items()}
+        explain: dict[str, str] = {}
+        contents: dict[str, str] = {}
+        if isinstance(op, ImageSource):
+            explain["base image"] = op.manifest_digest
+        elif isinstance(op, (HttpSource, GitSource)):
+            content = await self._fetch(digest, op)
+            contents["content"] = content
+            explain["content"] = content
+        elif isinstance(op, FileOp):
+            for index, action in enumerate(op.actions):
+                if isinstance(action, CopyAction) and action.source and isinstance(self.definition.ops[action.source], LocalSource):
+                    selection = await self._select(action)
+                    self._selections[(digest, index)] = selection
+                    contents[f"copy{index}"] = selection.digest()
+                    for path, entry in selection.entries.items():
+                        explain[f"file:{path}"] = entry
+        elif isinstance(op, ExecOp):
+            arg_names = self.definition.meta[digest].args
+            for item in op.env:
+                name, _, value = item.partition("=")
+                explain[f"{'arg' if name in arg_names else 'env'}:{name}"] = value
+            explain["command"] = " ".join(op.args)
+            explain["user"] = op.user
+            explain["workdir"] = op.cwd
+            explain["network"] = op.network
+            for mount in op.mounts:
+                if mount.kind == "bind" and mount.source and isinstance(self.definition.ops[mount.source], LocalSource):
+                    selection = await trio.to_thread.run_sync(self.context.hasher.whole) if self.context else None
+                    if selection is not None:
+                        contents[f"bind:{mount.target}"] = selection.digest()
+        for name, dependency in _named_inputs(op):
+            explain[name] = input_keys[dependency]
+        key = make_key(op, input_keys, contents)
+        return CacheKey(key, explain, self.step_ids.get(digest))
+
+    async def _select(self, action: CopyAction) -> Any:
+        if self.context is None:
+            raise BuildError("this step reads the build context, but there is none", hint="pass a context directory")
+        sources = [action.src] if not action.include_patterns else [
+            f"{action.src.rstrip('/')}/{pattern}" for pattern in action.include_patterns
+        ]
+        return await trio.to_thread.run_sync(
+            lambda: self.context.hasher.select(
+                sources, excludes=list(action.exclude_patterns), allow_empty_wildcard=action.allow_empty_wildcard
+            )
+        )
+
+    async def _fetch(self, digest: str, op: HttpSource | GitSource) -> str:
+        if self.fetcher is None:
+            raise BuildError(f"cannot fetch {getattr(op, 'url', getattr(op, 'remote', ''))}: no fetcher configured")
+        dest = self.root.tmp_dir("fetch-")
+        if isinstance(op, HttpSource):
+            content = await self.fetcher.http(op, dest)
+        else:
+            content = await self.fetcher.git(op, dest)
+        self._fetched[digest] = dest
+        return content
+
+    async def explain_miss(self, digest: str, op: Op, key: CacheKey) -> str | None:
+        if key.step_id is None or isinstance(op, (ImageSource, LocalSource, MergeOp)):
+            return None
+        previous = await trio.to_thread.run_sync(self.root.index.previous_inputs, key.step_id)
+        if previous is None:
+            return None
+        old_key, old_inputs = previous
+        if old_key == key.key:
+            return "the cached result is gone or was pruned"
+        return describe_changes(old_inputs, key.inputs, self.definition, op)
+
+    # ------------------------------------------------------------ load
+
+    async def load(self, digest: str, op: Op, key: CacheKey, inputs: Mapping[str, Result]) -> Result | None:
+        if isinstance(op, ImageSource):
+            chain = await self.images.chain(op)
+            return Result(key.key, chain=chain, layer=chain[0] if chain else None, cached=True)
+        if isinstance(op, LocalSource):
+            path = str(self.context.path) if self.context else None
+            return Result(key.key, path=path, cached=True)
+        if isinstance(op, (HttpSource, GitSource)):
+            return Result(key.key, path=str(self._fetched[digest]), cached=True)
+        if isinstance(op, MergeOp):
+            chain: tuple[str, ...] = ()
+            for layer in op.layers:
+                chain = _stack(chain, inputs[layer].chain)
+            top = inputs[op.layers[-1]]
+            return Result(key.key, chain=chain, layer=top.layer, cached=all(inputs[l].cached for l in op.layers))
+        if getattr(op, "ignore_cache", False):
+            return None
+        record = await trio.to_thread.run_sync(self.root.index.lookup, key.key)
+        if record is None:
+            return None
+        layer = record.snapshot_id
+        if layer is not None and not await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
+            return None
+        await self._remember(key)
+        await trio.to_thread.run_sync(self.root.index.touch, key.key)
+        return Result(key.key, chain=((layer,) if layer else ()) + self._base_chain(op, inputs), layer=layer, cached=True)
+
+    @staticmethod
+    def _base_chain(op: Op, inputs: Mapping[str, Result]) -> tuple[str, ...]:
+        base = op.rootfs if isinstance(op, ExecOp) else op.base if isinstance(op, FileOp) else None
+        return inputs[base].chain if base else ()
+
+    async def _remember(self, key: CacheKey) -> None:
+        if key.step_id is not None:
+            await trio.to_thread.run_sync(self.root.index.remember_inputs, key.step_id, key.key, dict(key.inputs))
+
+    # ------------------------------------------------------------ run
+
+    async def run(self, digest: str, op: Op, key: CacheKey, inputs: Mapping[str, Result], emit: EventSink) -> Result:
+        if isinstance(op, ExecOp):
+            return await self._run_exec(digest, op, key, inputs, emit)
+        if isinstance(op, FileOp):
+            return await self._run_file(digest, op, key, inputs)
+        raise BuildError(f"{type(op).__name__} cannot be executed")  # sources always load
+
+    def _lowers(self, chain: Sequence[str]) -> tuple[str, ...]:
+        return tuple(str(self.root.snapshots.tree(s)) for s in chain)
+
+    async def _commit(self, op: Op, key: CacheKey, active: Any, inputs: Mapping[str, Result]) -> Result:
+        # An empty change still makes a layer: the BuildKit this project compares
+        # with (docker.io 20.10) keeps one for `RUN true` (tests/dag/golden/run_empty_diff).
+        base_chain = self._base_chain(op, inputs)
+        parent = base_chain[0] if base_chain else None
+        layer = await trio.to_thread.run_sync(
+            lambda: self.root.snapshots.commit(active, parent, snapshot_id=_hex(key.key))
+        )
+        from pybuild.cache import CacheRecord
+
+        record = CacheRecord(snapshot_id=layer)
+        await trio.to_thread.run_sync(self.root.index.record, key.key, record)
+        await self._remember(key)
+        return Result(key.key, chain=((layer,) if layer else ()) + base_chain, layer=layer)
+
+    async def _run_exec(self, digest: str, op: ExecOp, key: CacheKey, inputs: Mapping[str, Result], emit: EventSink) -> Result:
+        from pybuild.executors import ProcessSpec, Rootfs
+
+        if op.network == "host" and not self.options.allow_host_network:
+            raise BuildError(
+                "network host is not allowed for this build",
+                hint="pass --allow network.host to pybuild build",
+            )
+        base_chain = self._base_chain(op, inputs)
+        active = await trio.to_thread.run_sync(self.root.snapshots.new_active)
+        scratch: list[Path] = []
+        locks: list[int] = []
+        tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        pending = {"stdout": b"", "stderr": b""}
+
+        def on_output(stream: str, data: bytes) -> None:
+            emit(StepLog(digest, stream, data, trio.current_time()))
+            text = pending[stream] + data
+            *lines, pending[stream] = text.split(b"\n")
+            tail.extend(line.decode("utf-8", "replace") for line in lines)
+
+        try:
+            mounts, secret_env = await self._exec_mounts(op, inputs, scratch, locks)
+            spec = ProcessSpec(
+                args=op.args,
+                env=op.env + op.proxy_env,
+                cwd=op.cwd,
+                user=op.user,
+                network=op.network,
+                hostname=self.options.hostname,
+                timeout=self.options.step_timeout,
+                secret_env=tuple(secret_env),
+            )
+            rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
+            result = await self.executor.run(rootfs, spec, mounts, on_output=on_output)
+        except BaseException:
+            await trio.to_thread.run_sync(self.root.snapshots.discard, active)
+            raise
+        finally:
+            for fd in locks:
+                os.close(fd)
+            for path in scratch:
+                await trio.to_thread.run_sync(shutil.rmtree, path, True)
+        for stream, rest in pending.items():
+            if rest:
+                tail.append(rest.decode("utf-8", "replace"))
+        if result.exit_code != 0:
+            await trio.to_thread.run_sync(self.root.snapshots.discard, active)
+            shown = " ".join(op.args)
+            why = "timed out" if result.timed_out else f"exit code: {result.exit_code}"
+            raise StepFailed(
+                f'process "{shown}" did not complete successfully: {why}',
+                exit_code=result.exit_code,
+                output_tail="\n".join(tail),
+            )
+        return await self._commit(op, key, active, inputs)
+
+    async def _exec_mounts(
+        self, op: ExecOp, inputs: Mapping[str, Result], scratch: list[Path], locks: list[int]
+    ) -> tuple[list[Any], list[str]]:
+        from pybuild.executors import BindMount, OverlayMount, SecretMount, TmpfsMount
+
+        mounts: list[Any] = []
+        secret_env: list[str] = []
+        for mount in op.mounts:
+            if mount.kind == "tmpfs":
+                mounts.append(TmpfsMount(mount.target, mount.size))
+            elif mount.kind == "secret":
+                data = self.options.secrets.get(mount.secret_id or "")
+                if data is None:
+                    if mount.required:
+                        raise BuildError(f"secret {mount.secret_id} is required but was not provided", hint=f"pass --secret id={mount.secret_id},src=FILE")
+                    continue
+                if mount.env:
+                    secret_env.append(f"{mount.env}={data.decode('utf-8', 'surrogateescape')}")
+                if mount.target and (not mount.env or mount.target != f"/run/secrets/{mount.secret_id}"):
+                    mounts.append(SecretMount(mount.target, data, mount.mode or 0o400, mount.uid or 0, mount.gid or 0))
+            elif mount.kind == "ssh":
+                socket = self.options.ssh.get(mount.secret_id or "default")
+                if socket is None:
+                    if mount.required:
+                        raise BuildError(f"ssh agent {mount.secret_id} is required but was not provided", hint="pass --ssh default")
+                    continue
+                mounts.append(BindMount(socket, mount.target, readonly=False))
+            elif mount.kind == "cache":
+                mounts.append(await self._cache_mount(mount, locks, scratch))
+            else:
+                mounts.append(await self._bind_mount(mount, inputs, scratch))
+        return mounts, secret_env
+
+    async def _cache_mount(self, mount: RunMount, locks: list[int], scratch: list[Path]) -> Any:
+        from pybuild.executors import BindMount
+
+        directory = await trio.to_thread.run_sync(self.root.cache_mount_dir, mount.cache_id or mount.target)
+        lock_path = str(directory) + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if mount.sharing == "locked":
+            await trio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+            locks.append(fd)
+        elif mount.sharing == "private":
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locks.append(fd)
+            except BlockingIOError:
+                os.close(fd)
+                directory = self.root.tmp_dir("cache-private-")
+                scratch.append(directory)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # shared users; prune takes LOCK_EX
+            locks.append(fd)
+        if mount.uid is not None or mount.gid is not None or mount.mode is not None:
+            if not any(directory.iterdir()):
+                os.chown(directory, mount.uid or 0, mount.gid or 0)
+                os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
+        return BindMount(str(directory), mount.target, readonly=False)
+
+    async def _bind_mount(self, mount: RunMount, inputs: Mapping[str, Result], scratch: list[Path]) -> Any:
+        from pybuild.executors import BindMount, OverlayMount
+
+        source = inputs[mount.source] if mount.source else None
+        sub = mount.source_path.strip("/")
+        if source is not None and source.path is not None:
+            lowers: tuple[str, ...] = (os.path.join(source.path, sub) if sub else source.path,)
+        else:
+            chain = source.chain if source is not None else ()
+            lowers = tuple(os.path.join(t, sub) if sub else t for t in self._lowers(chain))
+            lowers = tuple(l for l in lowers if os.path.isdir(l)) or (str(self._empty_dir(scratch)),)
+        if mount.readonly:
+            if len(lowers) == 1 and source is not None and source.path is not None:
+                return BindMount(lowers[0], mount.target, readonly=True)
+            return OverlayMount(lowers, mount.target)
+        upper = self.root.tmp_dir("rw-upper-")
+        work = self.root.tmp_dir("rw-work-")
+        scratch.extend([upper, work])
+        return OverlayMount(lowers, mount.target, str(upper), str(work))
+
+    def _empty_dir(self, scratch: list[Path]) -> Path:
+        path = self.root.tmp_dir("empty-")
+        scratch.append(path)
+        return path
+
+    async def _run_file(self, digest: str, op: FileOp, key: CacheKey, inputs: Mapping[str, Result]) -> Result:
+        from pybuild.executors import BindMount, OverlayMount, Rootfs
+
+        base_chain = self._base_chain(op, inputs)
+        active = await trio.to_thread.run_sync(self.root.snapshots.new_active)
+        scratch: list[Path] = []
+        mounts: list[Any] = []
+        steps: list[Any] = []
+        try:
+            for index, action in enumerate(op.actions):
+                if not isinstance(action, CopyAction):
+                    steps.append(action)
+                    continue
+                target = f"{SOURCE_MOUNTS}/{index}"
+                source = inputs[action.source] if action.source else None
+                selection = self._selections.get((digest, index))
+                if source is not None and source.path is not None:
+                    mounts.append(BindMount(source.path, target, readonly=True))
+                elif source is not None and source.chain:
+                    mounts.append(OverlayMount(self._lowers(source.chain), target))
+                else:
+                    mounts.append(BindMount(str(self._empty_dir(scratch)), target, readonly=True))
+                is_context = action.source is not None and isinstance(self.definition.ops[action.source], LocalSource)
+                selected = tuple(selection.entries) if selection is not None else None
+                steps.append(PlannedCopy(action, target, is_context, selected))
+            rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
+            await self.files.call(rootfs, mounts, apply_file_plan, FilePlan(tuple(steps)))
+            await trio.to_thread.run_sync(_remove_mountpoints, Path(active.upper), self._lowers(base_chain))
+        except BaseException:
+            await trio.to_thread.run_sync(self.root.snapshots.discard, active)
+            raise
+        finally:
+            for path in scratch:
+                await trio.to_thread.run_sync(shutil.rmtree, path, True)
+        return await self._commit(op, key, active, inputs)
+
+
+def _stack(below: tuple[str, ...], above: tuple[str, ...]) -> tuple[str, ...]:
+    """Put the layers of ``above`` (top first) on top of ``below`` (top first)."""
+    seen = set(below)
+    return tuple(s for s in above if s not in seen) + below
+
+
+def _remove_mountpoints(upper: Path, lowers: Sequence[str]) -> None:
+    """The source mount points are not part of the step's change."""
+    name = SOURCE_MOUNTS.strip("/")
+    if any(os.path.lexists(os.path.join(lower, name)) for lower in lowers):
+        return
+    shutil.rmtree(upper / name, ignore_errors=True)
+
+
+def _named_inputs(op: Op) -> list[tuple[str, str]]:
+    out = []
+    if isinstance(op, ExecOp) and op.rootfs:
+        out.append(("base", op.rootfs))
+    if isinstance(op, FileOp) and op.base:
+        out.append(("base", op.base))
+    if isinstance(op, ExecOp):
+        out += [(f"mount:{m.target}", m.source) for m in op.mounts if m.source]
+    if isinstance(op, FileOp):
+        out += [(f"source{i}", a.source) for i, a in enumerate(op.actions) if isinstance(a, CopyAction) and a.source]
+    if isinstance(op, MergeOp):
+        out += [(f"layer{i}", l) for i, l in enumerate(op.layers)]
+    return out
+
+
+def describe_changes(old: Mapping[str, str], new: Mapping[str, str], definition: Definition, op: Op) -> str:
+    """Why a step's key differs from last time, in the words a user thinks in."""
+    from pybuild.cache import diff_entries
+
+    old_files = {k[5:]: v for k, v in old.items() if k.startswith("file:")}
+    new_files = {k[5:]: v for k, v in new.items() if k.startswith("file:")}
+    reasons: list[str] = []
+    changes = diff_entries(old_files, new_files)
+    if changes:
+        reasons.append(changes.describe())
+    for name in sorted(set(old) | set(new)):
+        if name.startswith("file:") or old.get(name) == new.get(name):
+            continue
+        kind, _, detail = name.partition(":")
+        if kind == "arg":
+            reasons.append(f"build-arg {detail} changed")
+        elif kind == "env":
+            reasons.append(f"env {detail} changed")
+        elif name == "base":
+            base_op = definition.ops.get(getattr(op, "rootfs", None) or getattr(op, "base", None) or "")
+            if isinstance(base_op, ImageSource):
+                reasons.append("base image digest changed")
+            else:
+                reasons.append("the previous step changed")
+        elif name == "base image":
+            reasons.append("base image digest changed")
+        elif kind in ("command", "user", "workdir", "network"):
+            reasons.append(f"{kind} changed")
+        elif kind.startswith("source") or kind.startswith("mount"):
+            reasons.append(f"{detail or 'a source'} changed")
+        else:
+            reasons.append(f"{name} changed")
+    return ", ".join(dict.fromkeys(reasons)) or "inputs changed"
