@@ -1,0 +1,590 @@
+"""Build-context hashing: what a COPY/ADD source list selects, and its digest.
+
+Selection follows BuildKit: a source is cleaned as an absolute path, so
+``../x`` and ``/x`` both mean ``x`` at the context root; a source element may
+hold ``*``, ``?`` and ``[...]`` wildcards (Go's ``filepath.Match``, one path
+element each); a directory selects its subtree; a symlink named by a source
+is followed, but only inside the context (an absolute target or ``..`` stops
+at the context root), while symlinks met inside a selected directory are
+kept as symlinks.  Paths `.dockerignore` excludes do not exist, and COPY
+``--exclude`` patterns apply relative to each matched source.
+
+Each selected entry gets a digest of its relative path's type, permission
+and special mode bits, size, symlink target, extended attributes and the
+sha256 of its bytes.  Owners count as 0:0 and times never count, so a
+``touch`` or a fresh checkout gives the same digest.
+
+Reading is confined to the context: every directory is opened relative to
+its parent with ``O_NOFOLLOW`` and every file with ``O_NOFOLLOW`` relative
+to its directory, so a path swapped for a symlink meanwhile fails instead of
+leading outside.  Only selected files are read; unchanged files are not read
+at all when a stat cache remembers them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pybuild.errors import ContextError
+
+from ._gomatch import BadPattern, compile_element, go_clean, has_wildcards, unescape
+from ._ignore import DockerIgnore
+from ._index import StatKey
+
+_DIGEST_PREFIX = b"pybuild-context/v1\0"
+_EMPTY_SHA256 = "sha256:" + hashlib.sha256(b"").hexdigest()
+_SMALL_FILE = 1 << 20  # read whole below this; stream with file_digest above
+_MAX_LINKS = 255
+_HOST_XATTRS = frozenset({"security.selinux"})  # host labelling, not content
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+@runtime_checkable
+class StatCache(Protocol):
+    """Remembers file digests by (dev, ino, size, mtime_ns, ctime_ns)."""
+
+    def get_stat_digest(self, key: StatKey) -> str | None: ...
+
+    def get_stat_digests(self, keys: Sequence[StatKey]) -> Mapping[StatKey, str]: ...
+
+    def put_stat_digests(self, rows: Iterable[tuple[StatKey, str]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ContextPath:
+    """One thing a source matched: ``path`` as named, ``resolved`` after following
+    a symlink at ``path`` (inside the context), and the kind of ``resolved``."""
+
+    path: str  # relative to the context; "." is the context itself
+    resolved: str
+    kind: str  # "dir" | "file" | "symlink" | "other"
+
+
+@dataclass(frozen=True)
+class HashStats:
+    entries: int = 0
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    stat_cache_hits: int = 0
+
+
+@dataclass(frozen=True)
+class EntryChanges:
+    """How two selections' entries differ, by relative path."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.modified)
+
+    def describe(self, limit: int = 3) -> str:
+        """A short text such as ``src/main.py changed, b.txt added (+2 more)``."""
+        items = (
+            [f"{p} changed" for p in self.modified]
+            + [f"{p} added" for p in self.added]
+            + [f"{p} removed" for p in self.removed]
+        )
+        text = ", ".join(items[:limit])
+        if len(items) > limit:
+            text += f" (+{len(items) - limit} more)"
+        return text
+
+
+def diff_entries(old: Mapping[str, str], new: Mapping[str, str]) -> EntryChanges:
+    """What changed between two ``Selection.entries`` (e.g. the last build's and this one's)."""
+    return EntryChanges(
+        added=tuple(sorted(new.keys() - old.keys())),
+        removed=tuple(sorted(old.keys() - new.keys())),
+        modified=tuple(sorted(p for p in new.keys() & old.keys() if new[p] != old[p])),
+    )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The entries some sources select from a context, each with its digest."""
+
+    sources: tuple[str, ...]
+    excludes: tuple[str, ...]
+    entries: Mapping[str, str]  # relative path -> entry digest
+    root_paths: Mapping[str, tuple[ContextPath, ...]]  # source -> what it matched
+    stats: HashStats = field(default_factory=HashStats, compare=False)
+
+    def digest(self) -> str:
+        """sha256 over every entry's path and digest, in path order."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            h = hashlib.sha256(_DIGEST_PREFIX)
+            for path in sorted(self.entries):
+                h.update(b"%s\0%s\n" % (os.fsencode(path), self.entries[path].encode()))
+            cached = "sha256:" + h.hexdigest()
+            object.__setattr__(self, "_digest", cached)
+        return cached
+
+
+# -- entry digests ---------------------------------------------------------
+
+
+def _entry_digest(kind: bytes, mode: int, size: int, extra: bytes, xattrs: bytes, content: str) -> str:
+    data = b"%s\0%o\0%d\0%s\0%s\0%s" % (kind, stat.S_IMODE(mode), size, extra, xattrs, content.encode())
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _kind(mode: int) -> bytes:
+    if stat.S_ISREG(mode):
+        return b"file"
+    if stat.S_ISDIR(mode):
+        return b"dir"
+    if stat.S_ISLNK(mode):
+        return b"symlink"
+    if stat.S_ISCHR(mode):
+        return b"char"
+    if stat.S_ISBLK(mode):
+        return b"block"
+    if stat.S_ISFIFO(mode):
+        return b"fifo"
+    return b"socket"
+
+
+def _encode_xattrs(target: int | str) -> bytes:
+    """Sorted name=value pairs of a file's extended attributes."""
+    try:
+        names = os.listxattr(target, follow_symlinks=False) if isinstance(target, str) else os.listxattr(target)
+    except OSError as error:
+        if error.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
+            return b""
+        raise
+    names = [n for n in names if n not in _HOST_XATTRS]
+    if not names:
+        return b""
+    parts = []
+    for name in sorted(names):
+        try:
+            if isinstance(target, str):
+                value = os.getxattr(target, name, follow_symlinks=False)
+            else:
+                value = os.getxattr(target, name)
+        except OSError:
+            continue  # removed meanwhile, or not readable
+        parts.append(b"%s=%d:%s;" % (os.fsencode(name), len(value), value))
+    return b"".join(parts)
+
+
+def _stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _Job:
+    """One ``select`` call: the open context, its entries and counters."""
+
+    def __init__(self, hasher: ContextHasher, excludes: DockerIgnore | None) -> None:
+        self.hasher = hasher
+        self.context_dir = hasher.context_dir
+        self.ignore = hasher.ignore
+        self.excludes = excludes
+        self.entries: dict[str, str] = {}
+        self.walked: set[str] = set()
+        self.new_stat_rows: list[tuple[StatKey, str]] = []
+        self.files_hashed = 0
+        self.bytes_hashed = 0
+        self.cache_hits = 0
+        self.racy_before_ns = time.time_ns() - hasher.racy_window_ns
+        try:
+            self.root_fd = os.open(self.context_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            raise ContextError(
+                f"cannot read the build context {self.context_dir}: {error.strerror}",
+                hint="check that the context directory exists and is readable",
+            ) from None
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    # -- errors -------------------------------------------------------------
+
+    def _error(self, rel: str, error: OSError) -> ContextError:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENXIO):
+            return ContextError(
+                f"{rel} in the build context changed while it was read",
+                hint="do not modify the context during a build; run the build again",
+            )
+        return ContextError(
+            f"cannot read {rel} in the build context: {error.strerror}",
+            hint="make it readable, or exclude it in .dockerignore",
+        )
+
+    # -- resolving source paths -----------------------------------------------
+
+    def hidden(self, rel: str, is_dir: bool) -> bool:
+        """Does .dockerignore make this path absent from the context?"""
+        if not self.ignore or rel == ".":
+            return False
+        return self.ignore.matches(rel) and not (is_dir and self.ignore.could_include_below(rel))
+
+    def lstat(self, rel: str) -> os.stat_result | None:
+        try:
+            return os.lstat(os.path.join(self.context_dir, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise self._error(rel, error) from None
+
+    def resolve(self, parts: Sequence[str], follow_final: bool) -> str | None:
+        """Resolve a path inside the context as if the context were ``/``: each
+        symlink is followed (``..`` and absolute targets stop at the context
+        root).  None if it does not exist; the result holds no symlinks."""
+        current: list[str] = []
+        remaining = list(reversed(parts))
+        links = 0
+        while remaining:
+            part = remaining.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if current:
+                    current.pop()
+                continue
+            rel = "/".join([*current, part])
+            st = self.lstat(rel)
+            if st is None or self.hidden(rel, stat.S_ISDIR(st.st_mode)):
+                return None
+            if stat.S_ISLNK(st.st_mode) and (remaining or follow_final):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise ContextError(
+                        f"too many levels of symbolic links at {rel} in the build context",
+                        hint="a symlink in the context points at itself through others",
+                    )
+                target = os.readlink(os.path.join(self.context_dir, rel))
+                if target.startswith("/"):
+                    current = []
+                remaining.extend(reversed(target.split("/")))
+                continue
+            if remaining and not stat.S_ISDIR(st.st_mode):
+                return None
+            current.append(part)
+        return "/".join(current) or "."
+
+    def _kind_of(self, rel: str) -> str:
+        st = os.lstat(self.context_dir) if rel == "." else self.lstat(rel)
+        if st is None:
+            return "other"
+        return {b"dir": "dir", b"file": "file", b"symlink": "symlink"}.get(_kind(st.st_mode), "other")
+
+    def match_source(self, source: str, allow_empty_wildcard: bool) -> tuple[ContextPath, ...]:
+        rel = go_clean("/" + source).lstrip("/")
+        parts = rel.split("/") if rel else []
+        wild = next((i for i, part in enumerate(parts) if has_wildcards(part)), None)
+        if wild is None:
+            parts = [unescape(p) for p in parts]
+            name = "/".join(parts) or "."
+            resolved = self.resolve(parts, follow_final=True)
+            if resolved is None:
+                raise _not_found(name, "not found")
+            return (ContextPath(name, resolved, self._kind_of(resolved)),)
+
+        prefix = [unescape(p) for p in parts[:wild]]
+        base = self.resolve(prefix, follow_final=True)
+        matches: list[tuple[str, str]] = []
+        if base is not None and self._kind_of(base) == "dir":
+            try:
+                matchers = [compile_element(p) for p in parts[wild:]]
+            except BadPattern:
+                raise ContextError(
+                    f"invalid wildcard in source {source!r}",
+                    hint="check the [...] classes and backslashes",
+                ) from None
+            self._expand(base, "/".join(prefix), matchers, matches)
+        result = []
+        for named, real in matches:
+            st = self.lstat(real)
+            resolved: str | None = real
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                resolved = self.resolve(real.split("/"), follow_final=True)
+                if resolved is None:
+                    raise _not_found(named, "not found (a dangling symlink)")
+            result.append(ContextPath(named, resolved, self._kind_of(resolved)))
+        if not result and not allow_empty_wildcard:
+            raise _not_found(rel, "no files match")
+        return tuple(result)
+
+    def _expand(self, real_dir: str, named_dir: str, matchers: list, out: list[tuple[str, str]]) -> None:
+        """Wildcard elements, one directory level at a time, like filepath.Match
+        over a walk that does not follow symlinks."""
+        try:
+            with os.scandir(os.path.join(self.context_dir, real_dir)) as it:
+                children = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+        except OSError as error:
+            raise self._error(real_dir, error) from None
+        match, rest = matchers[0], matchers[1:]
+        for name, is_dir in children:
+            if not match(name):
+                continue
+            real = name if real_dir == "." else f"{real_dir}/{name}"
+            if self.hidden(real, is_dir):
+                continue
+            named = f"{named_dir}/{name}" if named_dir else name
+            if not rest:
+                out.append((named, real))
+            elif is_dir:
+                self._expand(real, named, rest, out)
+
+    # -- walking and hashing ----------------------------------------------------
+
+    def open_dir(self, rel: str) -> int:
+        """An fd for a context directory, opened one element at a time without
+        following symlinks."""
+        fd = os.dup(self.root_fd)
+        if rel == ".":
+            return fd
+        try:
+            for part in rel.split("/"):
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except OSError as error:
+            os.close(fd)
+            raise self._error(rel, error) from None
+        return fd
+
+    def add_root(self, match: ContextPath) -> None:
+        if match.path != match.resolved:
+            # the symlink the source named is part of what is copied, too
+            self._add_single(match.path)
+        rel = match.resolved
+        if rel in self.walked:
+            return
+        self.walked.add(rel)
+        if rel == ".":
+            fd = self.open_dir(".")
+            try:
+                st = os.fstat(fd)
+                self._walk(fd, ".", 0, 0, 0)
+                self.entries["."] = _entry_digest(b"dir", st.st_mode, 0, b"", _encode_xattrs(fd), "")
+            except OSError as error:
+                raise self._error(".", error) from None
+            finally:
+                os.close(fd)
+            return
+
+        # the .dockerignore state of the root's parents
+        state = 0
+        parts = rel.split("/")
+        if self.ignore:
+            for depth in range(1, len(parts)):
+                _, state = self.ignore.check("/".join(parts[:depth]), state)
+            ignored, state = self.ignore.check(rel, state)
+        else:
+            ignored = False
+        parent_fd = self.open_dir("/".join(parts[:-1]) or ".")
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+                try:
+                    below = self._walk(fd, rel, state, 0, len(rel) + 1)
+                    if not ignored or below:
+                        self.entries[rel] = _entry_digest(b"dir", st.st_mode, 0, b"", _encode_xattrs(fd), "")
+                    else:
+                        raise _not_found(rel, "not found (excluded by .dockerignore)")
+                finally:
+                    os.close(fd)
+            elif not ignored:
+                self._add_entries(parent_fd, [(rel, name, st)])
+        except OSError as error:
+            raise self._error(rel, error) from None
+        finally:
+            os.close(parent_fd)
+
+    def _add_single(self, rel: str) -> None:
+        parts = rel.split("/")
+        parent_fd = self.open_dir("/".join(parts[:-1]) or ".")
+        try:
+            st = os.stat(parts[-1], dir_fd=parent_fd, follow_symlinks=False)
+            self._add_entries(parent_fd, [(rel, parts[-1], st)])
+        except OSError as error:
+            raise self._error(rel, error) from None
+        finally:
+            os.close(parent_fd)
+
+    def _walk(self, dir_fd: int, rel: str, ign_state: int, exc_state: int, base_len: int) -> bool:
+        """Add the entries below a directory; True if any was added."""
+        prefix = "" if rel == "." else rel + "/"
+        ignore = self.ignore if self.ignore else None
+        excludes = self.excludes if self.excludes else None
+        try:
+            with os.scandir(dir_fd) as it:
+                children = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+        except OSError as error:
+            raise self._error(rel, error) from None
+        added = False
+        leaves: list[tuple[str, str, os.stat_result]] = []
+        for name, st in children:
+            child = prefix + name
+            ignored, child_ign = ignore.check(child, ign_state) if ignore else (False, 0)
+            excluded, child_exc = excludes.check(child[base_len:], exc_state) if excludes else (False, 0)
+            if stat.S_ISDIR(st.st_mode):
+                if ignored and not ignore.could_include_below(child):  # type: ignore[union-attr]
+                    continue
+                if excluded and not excludes.could_include_below(child[base_len:]):  # type: ignore[union-attr]
+                    continue
+                try:
+                    sub_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError as error:
+                    raise self._error(child, error) from None
+                try:
+                    below = self._walk(sub_fd, child, child_ign, child_exc, base_len)
+                    if below or not (ignored or excluded):
+                        self.entries[child] = _entry_digest(b"dir", st.st_mode, 0, b"", _encode_xattrs(sub_fd), "")
+                        added = True
+                finally:
+                    os.close(sub_fd)
+            elif not (ignored or excluded):
+                leaves.append((child, name, st))
+        if leaves:
+            self._add_entries(dir_fd, leaves)
+            added = True
+        return added
+
+    def _xattrs_at(self, dir_fd: int, name: str, rel: str) -> bytes:
+        if _PROC_FD:
+            return _encode_xattrs(f"/proc/self/fd/{dir_fd}/{name}")
+        return _encode_xattrs(os.path.join(self.context_dir, rel))
+
+    def _add_entries(self, dir_fd: int, leaves: list[tuple[str, str, os.stat_result]]) -> None:
+        """Entries for the non-directories of one directory; regular files are
+        looked up in the stat cache together and read only if missing there."""
+        cache = self.hasher.stat_cache
+        keys = [_stat_key(st) for _, _, st in leaves if stat.S_ISREG(st.st_mode) and st.st_size]
+        known = cache.get_stat_digests(keys) if cache is not None and keys else {}
+        for rel, name, st in leaves:
+            try:
+                mode = st.st_mode
+                if stat.S_ISREG(mode):
+                    if not st.st_size:
+                        content = _EMPTY_SHA256
+                    else:
+                        content = known.get(_stat_key(st))
+                        if content is None:
+                            content, st = self._read(dir_fd, name, rel)
+                        else:
+                            self.cache_hits += 1
+                    digest = _entry_digest(b"file", st.st_mode, st.st_size, b"", self._xattrs_at(dir_fd, name, rel), content)
+                elif stat.S_ISLNK(mode):
+                    target = os.fsencode(os.readlink(name, dir_fd=dir_fd))
+                    digest = _entry_digest(b"symlink", mode, 0, target, self._xattrs_at(dir_fd, name, rel), "")
+                else:
+                    kind = _kind(mode)
+                    extra = b"%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in (b"char", b"block") else b""
+                    digest = _entry_digest(kind, mode, 0, extra, self._xattrs_at(dir_fd, name, rel), "")
+            except OSError as error:
+                raise self._error(rel, error) from None
+            self.entries[rel] = digest
+
+    def _read(self, dir_fd: int, name: str, rel: str) -> tuple[str, os.stat_result]:
+        """sha256 of a regular file's bytes, and the stat it was read under."""
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                raise ContextError(
+                    f"{rel} in the build context changed while it was read",
+                    hint="do not modify the context during a build; run the build again",
+                )
+            if before.st_size < _SMALL_FILE:
+                chunks = []
+                while chunk := os.read(fd, _SMALL_FILE):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+                h = hashlib.sha256(data)
+                size = len(data)
+            else:
+                with open(fd, "rb", buffering=0, closefd=False) as f:
+                    h = hashlib.file_digest(f, "sha256")
+                size = before.st_size
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        content = "sha256:" + h.hexdigest()
+        self.files_hashed += 1
+        self.bytes_hashed += size
+        unchanged = _stat_key(before) == _stat_key(after) and size == before.st_size
+        # "Racy" files, changed within the window before now, could change
+        # again without a new mtime/ctime tick: do not remember them.
+        if unchanged and before.st_ctime_ns < self.racy_before_ns and self.hasher.stat_cache is not None:
+            self.new_stat_rows.append((_stat_key(before), content))
+        return content, before
+
+    def stats(self) -> HashStats:
+        return HashStats(len(self.entries), self.files_hashed, self.bytes_hashed, self.cache_hits)
+
+
+def _not_found(rel: str, what: str) -> ContextError:
+    return ContextError(
+        f'failed to compute cache key: "/{"" if rel == "." else rel}": {what}',
+        hint="the path must exist inside the build context and not be excluded by .dockerignore",
+    )
+
+
+class ContextHasher:
+    """Selects and hashes files of one build context directory.
+
+    ``stat_cache`` (the cache index, usually) lets unchanged files skip
+    re-reading.  Files whose ctime is within ``racy_window`` seconds of the
+    hash are not remembered, since a change in the same clock tick could go
+    unseen.  Thread-safe: concurrent ``select`` calls share nothing.
+    """
+
+    def __init__(
+        self,
+        context_dir: Path,
+        ignore: DockerIgnore | None = None,
+        stat_cache: StatCache | None = None,
+        *,
+        racy_window: float = 1.0,
+    ) -> None:
+        self.context_dir = Path(context_dir).absolute()
+        self.ignore = ignore if ignore is not None else DockerIgnore()
+        self.stat_cache = stat_cache
+        self.racy_window_ns = int(racy_window * 1e9)
+
+    def select(
+        self, sources: Sequence[str], *, excludes: Sequence[str] = (), allow_empty_wildcard: bool = False
+    ) -> Selection:
+        """The entries ``sources`` select (COPY/ADD semantics), hashed.
+
+        ContextError names a source that matches nothing (a wildcard that
+        matches nothing too, unless ``allow_empty_wildcard``).
+        """
+        if isinstance(sources, str):
+            raise TypeError("sources must be a sequence of paths, not one string")
+        exclude_rules = DockerIgnore(tuple(excludes), source="--exclude") if excludes else None
+        job = _Job(self, exclude_rules)
+        try:
+            root_paths = {}
+            for source in sources:
+                matches = job.match_source(source, allow_empty_wildcard)
+                root_paths[source] = matches
+                for match in matches:
+                    job.add_root(match)
+        finally:
+            job.close()
+        if job.new_stat_rows and self.stat_cache is not None:
+            self.stat_cache.put_stat_digests(job.new_stat_rows)
+        return Selection(tuple(sources), tuple(excludes), job.entries, root_paths, job.stats())
+
+    def whole(self) -> Selection:
+        """Everything in the context that .dockerignore keeps (``RUN --mount=type=bind``)."""
+        return self.select(["."])
