@@ -2,4 +2,93 @@
 keys, build-context hashing and ``.dockerignore``, prune/du, remote caches.
 
 Imports ``grammar`` at most; ``oci`` and ``dag`` build on top of it.
+
+Everything here is synchronous and thread-safe (the solver calls it from
+worker threads) and safe across processes sharing one root: SQLite in WAL
+mode for the index, atomic renames for blobs and snapshots, per-process temp
+areas that a crash leaves for the next process to remove.  Only the standard
+library is used.
+
+    Root.open()          the pybuild root: .blobs, .snapshots, .index, .tmp_dir()
+    ContentStore         blobs by sha256 (FileContentStore; MemoryContentStore fake)
+    Snapshotter          committed layer trees (DirSnapshotter)
+    CacheIndex           cache records, step history, tags, images, leases, stat cache
+    DockerIgnore         .dockerignore rules (moby/patternmatcher semantics)
+    ContextHasher        what COPY/ADD sources select from a context, and its digest
+    open_tar_context     a context sent as a tar stream, unpacked safely
+    disk_usage, prune    `pybuild du` / `pybuild prune`
 """
+
+from ._conformance import check_cache_index as check_cache_index
+from ._conformance import check_content_store as check_content_store
+from ._conformance import check_snapshotter as check_snapshotter
+from ._content import BlobWriter as BlobWriter
+from ._content import ContentStore as ContentStore
+from ._content import FileContentStore as FileContentStore
+from ._content import MemoryContentStore as MemoryContentStore
+from ._context import ContextHasher as ContextHasher
+from ._context import ContextPath as ContextPath
+from ._context import EntryChanges as EntryChanges
+from ._context import HashStats as HashStats
+from ._context import Selection as Selection
+from ._context import StatCache as StatCache
+from ._context import diff_entries as diff_entries
+from ._ignore import DockerIgnore as DockerIgnore
+from ._ignore import find_ignore_file as find_ignore_file
+from ._index import BlobRef as BlobRef
+from ._index import CacheIndex as CacheIndex
+from ._index import CacheRecord as CacheRecord
+from ._index import ImageRecord as ImageRecord
+from ._index import Lease as Lease
+from ._index import StatKey as StatKey
+from ._index import Tag as Tag
+from ._prune import PruneResult as PruneResult
+from ._prune import Usage as Usage
+from ._prune import disk_usage as disk_usage
+from ._prune import prune as prune
+from ._root import Root as Root
+from ._root import default_root_path as default_root_path
+from ._snapshots import ActiveSnapshot as ActiveSnapshot
+from ._snapshots import DirSnapshotter as DirSnapshotter
+from ._snapshots import Snapshotter as Snapshotter
+from ._tarctx import TarContext as TarContext
+from ._tarctx import extract_context_tar as extract_context_tar
+from ._tarctx import open_tar_context as open_tar_context
+
+__all__ = [
+    "ActiveSnapshot",
+    "BlobRef",
+    "BlobWriter",
+    "CacheIndex",
+    "CacheRecord",
+    "ContentStore",
+    "ContextHasher",
+    "ContextPath",
+    "DirSnapshotter",
+    "DockerIgnore",
+    "EntryChanges",
+    "FileContentStore",
+    "HashStats",
+    "ImageRecord",
+    "Lease",
+    "MemoryContentStore",
+    "PruneResult",
+    "Root",
+    "Selection",
+    "Snapshotter",
+    "StatCache",
+    "StatKey",
+    "Tag",
+    "TarContext",
+    "Usage",
+    "check_cache_index",
+    "check_content_store",
+    "check_snapshotter",
+    "diff_entries",
+    "default_root_path",
+    "disk_usage",
+    "extract_context_tar",
+    "find_ignore_file",
+    "open_tar_context",
+    "prune",
+]
