@@ -1,0 +1,360 @@
+"""Context selection and hashing: what COPY sources select, and when the digest changes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from pybuild.cache import CacheIndex, ContextHasher, ContextPath, DockerIgnore, diff_entries
+from pybuild.errors import ContextError
+
+
+def make_tree(root: Path, spec: dict[str, str]) -> None:
+    """Files from a {relative path: content} map; "->target" makes a symlink, "/" a directory."""
+    for rel, content in spec.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == "/":
+            path.mkdir(exist_ok=True)
+        elif content.startswith("->"):
+            os.symlink(content[2:], path)
+        else:
+            path.write_text(content)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    context = tmp_path / "ctx"
+    make_tree(
+        context,
+        {
+            "Dockerfile": "FROM scratch\n",
+            "src/main.py": "print('hi')\n",
+            "src/util.py": "X = 1\n",
+            "src/pkg/__init__.py": "",
+            "src/pkg/mod.py": "Y = 2\n",
+            "docs/guide.md": "# guide\n",
+            "README.md": "readme\n",
+            "a1.txt": "a1",
+            "a2.txt": "a2",
+            "b1.txt": "b1",
+            "empty/": "/",
+        },
+    )
+    return context
+
+
+def hasher(context: Path, ignore: str = "", **kw) -> ContextHasher:
+    return ContextHasher(context, DockerIgnore.from_text(ignore), **kw)
+
+
+# -- what is selected ---------------------------------------------------------
+
+
+def test_directory_selects_its_subtree(ctx: Path) -> None:
+    sel = hasher(ctx).select(["src"])
+    assert set(sel.entries) == {"src", "src/main.py", "src/util.py", "src/pkg", "src/pkg/__init__.py", "src/pkg/mod.py"}
+    assert sel.root_paths == {"src": (ContextPath("src", "src", "dir"),)}
+    assert all(d.startswith("sha256:") and len(d) == 71 for d in sel.entries.values())
+
+
+def test_file_and_whole_context(ctx: Path) -> None:
+    h = hasher(ctx)
+    assert set(h.select(["README.md"]).entries) == {"README.md"}
+    whole = h.whole()
+    assert "." in whole.entries and "src/pkg/mod.py" in whole.entries and "empty" in whole.entries
+    assert h.select(["."]).digest() == whole.digest() == h.select(["./"]).digest()
+
+
+@pytest.mark.parametrize(
+    ("source", "matched"),
+    [
+        ("*.txt", ["a1.txt", "a2.txt", "b1.txt"]),
+        ("a?.txt", ["a1.txt", "a2.txt"]),
+        ("[ab]1.txt", ["a1.txt", "b1.txt"]),
+        ("[^a]1.txt", ["b1.txt"]),
+        ("src/*.py", ["src/main.py", "src/util.py"]),
+        ("*/pkg", ["src/pkg"]),
+        ("s*/p*/m*", ["src/pkg/mod.py"]),
+        ("*", ["Dockerfile", "README.md", "a1.txt", "a2.txt", "b1.txt", "docs", "empty", "src"]),
+    ],
+)
+def test_wildcards(ctx: Path, source: str, matched: list[str]) -> None:
+    sel = hasher(ctx).select([source])
+    assert [m.path for m in sel.root_paths[source]] == matched
+    for path in matched:
+        assert path in sel.entries
+
+
+def test_escaped_wildcard_is_literal(ctx: Path) -> None:
+    make_tree(ctx, {"weird*name": "w"})
+    sel = hasher(ctx).select(["weird\\*name"])
+    assert set(sel.entries) == {"weird*name"}
+
+
+def test_a_source_matching_nothing_is_named(ctx: Path) -> None:
+    h = hasher(ctx)
+    with pytest.raises(ContextError) as info:
+        h.select(["src", "missing/file.py"])
+    assert '"/missing/file.py"' in str(info.value) and "not found" in str(info.value)
+    with pytest.raises(ContextError) as info:
+        h.select(["*.nothing"])
+    assert "*.nothing" in str(info.value)
+    assert h.select(["*.nothing"], allow_empty_wildcard=True).entries == {}
+    with pytest.raises(ContextError):
+        h.select(["README.md/inside"])  # a file is not a directory
+
+
+def test_invalid_wildcard_is_a_context_error(ctx: Path) -> None:
+    with pytest.raises(ContextError):
+        hasher(ctx).select(["[a-"])
+
+
+# -- the context boundary -----------------------------------------------------
+
+
+def test_sources_outside_the_context_are_clamped_to_it(ctx: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside.txt").write_text("outside")
+    h = hasher(ctx)
+    assert h.select(["../README.md"]).digest() == h.select(["README.md"]).digest()
+    assert h.select(["/src/../README.md"]).digest() == h.select(["README.md"]).digest()
+    assert h.select(["../../../"]).digest() == h.whole().digest()
+    with pytest.raises(ContextError):
+        h.select(["../outside.txt"])  # means <context>/outside.txt, which does not exist
+
+
+def test_symlinks_inside_a_selection_are_hashed_not_followed(ctx: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret v1")
+    os.symlink(secret, ctx / "src" / "escape")
+    h = hasher(ctx)
+    before = h.select(["src"])
+    assert "src/escape" in before.entries
+    secret.write_text("secret v2, longer")
+    after = h.select(["src"])
+    assert after.digest() == before.digest(), "the file outside is never read"
+    os.unlink(ctx / "src" / "escape")
+    os.symlink("/somewhere/else", ctx / "src" / "escape")
+    moved = h.select(["src"])
+    assert diff_entries(before.entries, moved.entries).modified == ("src/escape",)
+
+
+def test_a_symlink_source_is_followed_inside_the_context_only(ctx: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0")
+    os.symlink("/etc/passwd", ctx / "abs-link")  # means <context>/etc/passwd
+    os.symlink("../../../README.md", ctx / "src" / "up-link")  # climbs to the context root
+    os.symlink("src", ctx / "dir-link")
+    h = hasher(ctx)
+    with pytest.raises(ContextError):
+        h.select(["abs-link"])
+    make_tree(ctx, {"etc/passwd": "context's own"})
+    sel = h.select(["abs-link"])
+    assert sel.root_paths["abs-link"] == (ContextPath("abs-link", "etc/passwd", "file"),)
+    assert set(sel.entries) == {"abs-link", "etc/passwd"}
+
+    up = h.select(["src/up-link"])
+    assert up.root_paths["src/up-link"][0].resolved == "README.md"
+
+    via = h.select(["dir-link"])
+    assert via.root_paths["dir-link"][0] == ContextPath("dir-link", "src", "dir")
+    assert "src/pkg/mod.py" in via.entries
+    before = via.digest()
+    (ctx / "src" / "pkg" / "mod.py").write_text("Y = 3\n")
+    assert h.select(["dir-link"]).digest() != before, "content behind a followed link counts"
+
+    os.symlink("nowhere", ctx / "dangling")
+    with pytest.raises(ContextError):
+        h.select(["dangling"])
+
+
+def test_symlink_loops_are_an_error(ctx: Path) -> None:
+    os.symlink("loop-b", ctx / "loop-a")
+    os.symlink("loop-a", ctx / "loop-b")
+    with pytest.raises(ContextError) as info:
+        hasher(ctx).select(["loop-a"])
+    assert "symbolic links" in str(info.value)
+
+
+def test_wildcards_do_not_descend_through_symlinked_directories(ctx: Path) -> None:
+    os.symlink("src", ctx / "srclink")
+    sel = hasher(ctx).select(["*/main.py"])
+    assert [m.path for m in sel.root_paths["*/main.py"]] == ["src/main.py"]
+
+
+# -- what the digest depends on ----------------------------------------------
+
+
+def test_mtime_and_owner_do_not_count(ctx: Path) -> None:
+    h = hasher(ctx)
+    before = h.select(["src"])
+    os.utime(ctx / "src" / "main.py", (1, 1))
+    os.utime(ctx / "src" / "pkg", (2, 2))
+    if os.geteuid() == 0:
+        os.chown(ctx / "src" / "util.py", 1234, 5678)
+    assert h.select(["src"]).digest() == before.digest()
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (lambda c: (c / "src/main.py").write_text("print('bye')\n"), "src/main.py"),
+        (lambda c: (c / "src/main.py").write_text("print('hI')\n"), "src/main.py"),  # same size
+        (lambda c: os.chmod(c / "src/util.py", 0o755), "src/util.py"),
+        (lambda c: os.chmod(c / "src/pkg", 0o700), "src/pkg"),
+        (lambda c: os.chmod(c / "src/util.py", 0o4644), "src/util.py"),
+        (lambda c: os.setxattr(c / "src/util.py", "user.note", b"v"), "src/util.py"),
+    ],
+)
+def test_content_and_metadata_changes_count(ctx: Path, change, path: str) -> None:
+    h = hasher(ctx)
+    before = h.select(["src"])
+    change(ctx)
+    after = h.select(["src"])
+    assert after.digest() != before.digest()
+    changes = diff_entries(before.entries, after.entries)
+    assert changes.modified == (path,) and not changes.added and not changes.removed
+    assert path in changes.describe()
+
+
+def test_added_and_removed_files_are_reported(ctx: Path) -> None:
+    h = hasher(ctx)
+    before = h.select(["src"])
+    (ctx / "src" / "new.py").write_text("")
+    os.unlink(ctx / "src" / "util.py")
+    changes = diff_entries(before.entries, h.select(["src"]).entries)
+    assert changes.added == ("src/new.py",) and changes.removed == ("src/util.py",)
+    assert "src/new.py added" in changes.describe() and "src/util.py removed" in changes.describe()
+
+
+def test_changes_to_unselected_or_ignored_files_do_not_count(ctx: Path) -> None:
+    make_tree(ctx, {"src/generated.log": "log"})
+    h = hasher(ctx, "**/*.log\n")
+    before = h.select(["src"])
+    assert "src/generated.log" not in before.entries
+    (ctx / "src" / "generated.log").write_text("a different log")
+    (ctx / "README.md").write_text("changed, but not selected")
+    (ctx / "docs" / "new.md").write_text("new")
+    after = h.select(["src"])
+    assert after.digest() == before.digest()
+    # main.py, util.py, mod.py (the empty __init__.py needs no reading)
+    assert after.stats.files_hashed == 3, "only the selected files are read"
+
+
+def test_digest_is_independent_of_the_context_location(tmp_path: Path) -> None:
+    spec = {"a/b.txt": "b", "a/c/d.txt": "d", "link": "->a/b.txt"}
+    make_tree(tmp_path / "one", spec)
+    make_tree(tmp_path / "two", spec)
+    assert hasher(tmp_path / "one").whole().digest() != ""
+    assert hasher(tmp_path / "one").select(["a", "link"]).digest() == hasher(tmp_path / "two").select(["a", "link"]).digest()
+
+
+def test_non_utf8_names(tmp_path: Path) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    name = os.fsdecode(b"caf\xe9.txt")
+    (context / name).write_text("x")
+    sel = hasher(context).whole()
+    assert name in sel.entries
+    assert sel.digest().startswith("sha256:")
+
+
+# -- .dockerignore and --exclude ----------------------------------------------
+
+
+def test_ignored_paths_do_not_exist(ctx: Path) -> None:
+    h = hasher(ctx, "docs\n*.txt\n!b1.txt\nsrc/pkg\n")
+    with pytest.raises(ContextError) as info:
+        h.select(["docs"])
+    assert "/docs" in str(info.value)
+    with pytest.raises(ContextError):
+        h.select(["a1.txt"])
+    assert [m.path for m in h.select(["*.txt"]).root_paths["*.txt"]] == ["b1.txt"]
+    assert set(h.select(["src"]).entries) == {"src", "src/main.py", "src/util.py"}
+    assert "docs" not in h.whole().entries
+
+
+def test_exceptions_reach_into_ignored_directories(ctx: Path) -> None:
+    h = hasher(ctx, "src\n!src/pkg/mod.py\n")
+    sel = h.select(["src"])
+    assert set(sel.entries) == {"src", "src/pkg", "src/pkg/mod.py"}
+    whole = h.whole()
+    assert {"src", "src/pkg", "src/pkg/mod.py"} <= set(whole.entries)
+    assert "src/main.py" not in whole.entries
+
+
+def test_copy_excludes_apply_below_each_source(ctx: Path) -> None:
+    h = hasher(ctx)
+    sel = h.select(["src"], excludes=["*.py"])
+    assert set(sel.entries) == {"src", "src/pkg", "src/pkg/__init__.py", "src/pkg/mod.py"}
+    sel = h.select(["src"], excludes=["**/*.py", "!pkg/mod.py"])
+    assert set(sel.entries) == {"src", "src/pkg", "src/pkg/mod.py"}
+    assert h.select(["src"], excludes=["pkg"]).digest() != h.select(["src"]).digest()
+
+
+# -- the stat cache -----------------------------------------------------------
+
+
+def test_stat_cache_skips_unchanged_files_and_rereads_touched_ones(ctx: Path) -> None:
+    index = CacheIndex.memory()
+    h = hasher(ctx, stat_cache=index, racy_window=0)
+    cold = h.select(["."])
+    assert cold.stats.files_hashed == 9 and cold.stats.stat_cache_hits == 0
+    warm = h.select(["."])
+    assert warm.digest() == cold.digest()
+    assert warm.stats.files_hashed == 0 and warm.stats.stat_cache_hits == 9
+    for path in ctx.rglob("*"):
+        os.utime(path, follow_symlinks=False)
+    touched = h.select(["."])
+    assert touched.digest() == cold.digest()
+    assert touched.stats.files_hashed == 9, "a touched file is read again"
+    (ctx / "src" / "main.py").write_text("print('hI')\n")  # same size
+    changed = h.select(["."])
+    assert changed.digest() != cold.digest()
+    assert diff_entries(cold.entries, changed.entries).modified == ("src/main.py",)
+    index.close()
+
+
+def test_recently_changed_files_are_not_cached(ctx: Path) -> None:
+    index = CacheIndex.memory()
+    h = hasher(ctx, stat_cache=index, racy_window=3600)
+    h.select(["src"])
+    again = h.select(["src"])
+    assert again.stats.stat_cache_hits == 0 and again.stats.files_hashed == 3
+    index.close()
+
+
+def test_parallel_selections_agree(ctx: Path, tmp_path: Path) -> None:
+    index = CacheIndex(tmp_path / "index.db")
+    h = hasher(ctx, stat_cache=index, racy_window=0)
+    expected = h.select(["src", "*.txt"]).digest()
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                results.append(h.select(["src", "*.txt"]).digest())
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [expected] * 20
+    index.close()
+
+
+def test_unreadable_file_is_a_context_error(ctx: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads everything")
+    os.chmod(ctx / "src" / "main.py", 0)
+    with pytest.raises(ContextError) as info:
+        hasher(ctx).select(["src"])
+    assert "src/main.py" in str(info.value)

@@ -1,0 +1,124 @@
+"""`.dockerignore`: the pattern table, ignore-file parsing, lookup and the pruning walk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pybuild.cache import DockerIgnore, find_ignore_file
+from pybuild.errors import ContextError
+
+CASES = json.loads((Path(__file__).parent / "dockerignore_cases.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("pattern", "path", "expected"), CASES["single"])
+def test_single_pattern(pattern: str, path: str, expected: bool) -> None:
+    assert DockerIgnore.from_text(pattern).matches(path) is expected
+
+
+@pytest.mark.parametrize(("patterns", "path", "expected"), CASES["multi"])
+def test_patterns_in_order(patterns: list[str], path: str, expected: bool) -> None:
+    assert DockerIgnore.from_text("\n".join(patterns)).matches(path) is expected
+
+
+@pytest.mark.parametrize("pattern", CASES["bad"])
+def test_malformed_pattern_is_a_context_error(pattern: str) -> None:
+    with pytest.raises(ContextError) as info:
+        DockerIgnore.from_text(f"ok\n{pattern}\n")
+    assert ".dockerignore" in str(info.value)
+    assert info.value.hint
+
+
+def test_ignore_file_lines() -> None:
+    lines = CASES["file_lines"]
+    assert DockerIgnore.from_text(lines["text"]).patterns == tuple(lines["patterns"])
+
+
+def test_empty_rules_ignore_nothing() -> None:
+    rules = DockerIgnore()
+    assert not rules
+    assert not rules.matches("anything/at/all")
+    assert not DockerIgnore.from_text("# only a comment\n\n").matches("x")
+
+
+def test_could_include_below_is_exact_for_plain_exceptions() -> None:
+    rules = DockerIgnore.from_text("vendor\nbuild\n!build/keep/*.txt\n")
+    assert not rules.could_include_below("vendor")
+    assert rules.could_include_below("build")
+    assert rules.could_include_below("build/keep")
+    assert not rules.could_include_below("build/other")
+    assert not rules.could_include_below("build/keep/deeper")  # "*.txt" is one element
+    assert DockerIgnore.from_text("x\n!**/keep").could_include_below("x/y/z")
+
+
+def _tree(root: Path, files: list[str]) -> None:
+    for rel in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rel)
+
+
+def test_walk_lists_what_is_kept(tmp_path: Path) -> None:
+    _tree(
+        tmp_path,
+        ["a.go", "b.md", "docs/README.md", "docs/x.md", "node_modules/m/i.js", "build/out/keep.txt", "build/out/o.bin"],
+    )
+    rules = DockerIgnore.from_text("*.md\n!docs/README.md\nnode_modules\nbuild\n!build/out/keep.txt\n")
+    walked = list(rules.walk(tmp_path))
+    # "*.md" is anchored at the root: "*" never crosses "/", so docs/x.md stays
+    assert walked == ["a.go", "build", "build/out", "build/out/keep.txt", "docs", "docs/README.md", "docs/x.md"]
+    # the walk agrees with matches() for every path in the tree
+    everything = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    kept_files = [p for p in everything if (tmp_path / p).is_file() and not rules.matches(p)]
+    assert kept_files == [p for p in walked if (tmp_path / p).is_file()]
+
+
+def test_walk_skips_ignored_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tree(tmp_path, ["src/a.py", "node_modules/deep/er/x.js"])
+    opened: list[str] = []
+    real_scandir = os.scandir
+
+    def spying_scandir(target):
+        if isinstance(target, int):
+            opened.append(os.readlink(f"/proc/self/fd/{target}"))
+        return real_scandir(target)
+
+    monkeypatch.setattr(os, "scandir", spying_scandir)
+    assert list(DockerIgnore.from_text("node_modules").walk(tmp_path)) == ["src", "src/a.py"]
+    assert not any("node_modules" in p for p in opened)
+    assert any(p.endswith("/src") for p in opened)
+
+
+def test_walk_does_not_follow_symlinks(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    _tree(outside, ["secret"])
+    context = tmp_path / "ctx"
+    context.mkdir()
+    os.symlink(outside, context / "link")
+    assert list(DockerIgnore().walk(context)) == ["link"]
+
+
+def test_dockerfile_specific_ignore_file_wins(tmp_path: Path) -> None:
+    (tmp_path / ".dockerignore").write_text("a\n")
+    dockerfile = tmp_path / "build" / "Dockerfile.prod"
+    dockerfile.parent.mkdir()
+    dockerfile.write_text("FROM scratch\n")
+    assert find_ignore_file(tmp_path, dockerfile) == tmp_path / ".dockerignore"
+    specific = Path(f"{dockerfile}.dockerignore")
+    specific.write_text("b\n")
+    assert find_ignore_file(tmp_path, dockerfile) == specific
+    assert DockerIgnore.load(tmp_path, dockerfile).patterns == ("b",)
+    assert DockerIgnore.load(tmp_path).patterns == ("a",)
+
+
+def test_ignore_file_symlink_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.write_text("*\n")
+    context = tmp_path / "ctx"
+    context.mkdir()
+    os.symlink(outside, context / ".dockerignore")
+    assert find_ignore_file(context) is None
+    assert not DockerIgnore.load(context)

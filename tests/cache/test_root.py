@@ -1,0 +1,204 @@
+"""The root: layout, temp areas, damaged state, blob and snapshot details."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from pybuild.cache import BlobRef, CacheIndex, CacheRecord, Root, default_root_path
+from pybuild.errors import CorruptContent, StoreError
+
+from .conftest import run_child
+
+
+def test_open_creates_the_layout(tmp_path: Path) -> None:
+    with Root.open(tmp_path / "r") as root:
+        for sub in ("blobs/sha256", "snapshots", "tmp", "cache-mounts"):
+            assert (root.path / sub).is_dir()
+        assert (root.path / "index.db").is_file()
+        assert root.index is not None and root.blobs is not None and root.snapshots is not None
+    # opening again is fine and keeps what was there
+    with Root.open(tmp_path / "r") as root:
+        digest = root.blobs.put(b"x")
+    with Root.open(tmp_path / "r") as root:
+        assert root.blobs.has(digest)
+
+
+def test_default_root_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "env-root"))
+    assert default_root_path() == tmp_path / "env-root"
+    with Root.open() as root:
+        assert root.path == tmp_path / "env-root"
+    monkeypatch.delenv("PYBUILD_ROOT")
+    expected = Path("/var/lib/pybuild") if os.geteuid() == 0 else None
+    if expected is not None:
+        assert default_root_path() == expected
+
+
+def test_unusable_root_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError) as info:
+        Root.open(blocker / "root")
+    assert str(blocker) in str(info.value)
+
+
+def test_tmp_dir_is_fresh_and_inside_the_root(root: Root) -> None:
+    a, b = root.tmp_dir(), root.tmp_dir()
+    assert a != b and a.is_dir() and b.is_dir() and not any(a.iterdir())
+    assert root.path / "tmp" in a.parents
+
+
+def test_cache_mount_dir_is_stable_and_confined(root: Root) -> None:
+    path = root.cache_mount_dir("../../etc")
+    assert path.parent == root.path / "cache-mounts" and path.is_dir()
+    assert root.cache_mount_dir("../../etc") == path
+    assert root.cache_mount_dir("go-build") != path
+
+
+def test_failed_writes_leave_no_temp_files(root: Root) -> None:
+    with pytest.raises(CorruptContent):
+        with root.blobs.writer(expected_size=2) as w:
+            w.write(b"abc")
+    with pytest.raises(CorruptContent):
+        with root.blobs.writer(expected_digest="sha256:" + "0" * 64) as w:
+            w.write(b"abc")
+            w.commit()
+    with root.blobs.writer() as w:
+        w.write(b"abandoned")
+    area = [p for p in (root.path / "tmp").iterdir() if p.is_dir()]
+    assert all(not any(p.iterdir()) for p in area)
+    assert list(root.blobs.list()) == []
+
+
+_HOLD_AREA = """
+import sys, time
+from pybuild.cache import Root
+root = Root.open(sys.argv[1])
+d = root.tmp_dir()
+(d / "partial").write_bytes(b"half")
+print(d, flush=True)
+time.sleep(60)
+"""
+
+
+def test_stale_temp_areas_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    Root.open(path).close()
+    live = run_child(_HOLD_AREA, str(path), stdout=-1, text=True)
+    dead = run_child(_HOLD_AREA, str(path), stdout=-1, text=True)
+    try:
+        live_dir = Path(live.stdout.readline().strip())
+        dead_dir = Path(dead.stdout.readline().strip())
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        with Root.open(path):
+            assert live_dir.exists(), "a live process's temp area is left alone"
+            assert not dead_dir.exists(), "a dead process's temp area is removed"
+            assert not dead_dir.parent.exists()
+            assert not Path(f"{dead_dir.parent}.lock").exists()
+        # debris without a lock file (its owner died before locking) goes too
+        orphan = path / "tmp" / "p1-orphan"
+        orphan.mkdir()
+        (orphan / "x").write_text("x")
+        Root.open(path).close()
+        assert not orphan.exists()
+    finally:
+        live.kill()
+        live.wait()
+        live.stdout.close()
+        dead.stdout.close()
+
+
+def test_temp_area_is_removed_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    child = run_child(_HOLD_AREA.replace("time.sleep(60)", ""), str(path), stdout=-1, text=True)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0
+    assert not Path(out.strip()).exists()
+    assert os.listdir(path / "tmp") == []
+
+
+def test_damaged_snapshot_is_detected(root: Root) -> None:
+    active = root.snapshots.new_active()
+    (active.upper / "f").write_text("f")
+    snap = root.snapshots.commit(active, None)
+    child_active = root.snapshots.new_active()
+    child = root.snapshots.commit(child_active, snap)
+
+    os.unlink(root.snapshots.directory / snap / "meta.json")
+    assert not root.snapshots.exists(snap)
+    assert not root.snapshots.exists(child), "a child of a damaged snapshot is not usable"
+    with pytest.raises(StoreError) as info:
+        root.snapshots.tree(snap)
+    assert snap in str(info.value) and info.value.hint
+
+    # committing the same id again replaces the debris
+    again = root.snapshots.new_active()
+    (again.upper / "f").write_text("again")
+    assert root.snapshots.commit(again, None, snap) == snap
+    assert (root.snapshots.tree(snap) / "f").read_text() == "again"
+    assert root.snapshots.exists(child)
+
+
+def test_snapshot_with_missing_tree_is_detected(root: Root) -> None:
+    active = root.snapshots.new_active()
+    snap = root.snapshots.commit(active, None)
+    os.rmdir(root.snapshots.directory / snap / "tree")
+    assert not root.snapshots.exists(snap)
+    with pytest.raises(StoreError):
+        root.snapshots.chain(snap)
+
+
+def test_commit_keeps_overlay_whiteouts_and_opaque_dirs(root: Root, require_root: None) -> None:
+    active = root.snapshots.new_active()
+    os.mknod(active.upper / "deleted", stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    (active.upper / "opaque").mkdir()
+    os.setxattr(active.upper / "opaque", "trusted.overlay.opaque", b"y")
+    inode = os.lstat(active.upper / "deleted").st_ino
+    snap = root.snapshots.commit(active, None)
+    tree = root.snapshots.tree(snap)
+    st = os.lstat(tree / "deleted")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
+    assert st.st_ino == inode, "trees are moved, not copied"
+    assert os.getxattr(tree / "opaque", "trusted.overlay.opaque") == b"y"
+
+
+def test_usable_record_checks_what_it_points_at(root: Root) -> None:
+    active = root.snapshots.new_active()
+    snap = root.snapshots.commit(active, None)
+    present = root.blobs.put(b"layer")
+    absent = "sha256:" + "1" * 64
+    root.index.record(
+        "k",
+        CacheRecord(snap, None, {"gzip": BlobRef(present, 5, "gz"), "zstd": BlobRef(absent, 5, "zst")}),
+    )
+    usable = root.usable_record("k")
+    assert usable is not None and set(usable.blobs) == {"gzip"}
+    root.snapshots.remove(snap)
+    assert root.usable_record("k") is None
+    assert root.usable_record("unknown") is None
+
+
+def test_index_from_a_newer_pybuild_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    CacheIndex(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(StoreError) as info:
+        CacheIndex(path)
+    assert "999" in str(info.value) and info.value.hint
+
+
+def test_damaged_index_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError) as info:
+        CacheIndex(path)
+    assert "index.db" in (info.value.hint or "")
