@@ -3,4 +3,24 @@ network, user, capabilities) and a fake executor for tests.
 
 Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` is
 imported here and nowhere else.
+
+Inside this package the trio side (``_executor``, ``_caller``, ``_cgroups``)
+may import anything above; the sandbox side (``_zygote``, ``_sandbox``,
+``_overlay``, ``_linux``, ``_passwd``, ``_caps``, ``_netfiles``, ``_wire``)
+imports only the standard library and its own siblings, because the zygote
+runs it as ``python -I -S`` without pybuild on its path.
 """
+
+from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
+from ._executor import SandboxExecutor as SandboxExecutor
+from ._protocol import Executor as Executor
+from ._protocol import RootfsCaller as RootfsCaller
+from ._spec import DEFAULT_PIDS_LIMIT as DEFAULT_PIDS_LIMIT
+from ._spec import BindMount as BindMount
+from ._spec import ExecResult as ExecResult
+from ._spec import Mount as Mount
+from ._spec import OverlayMount as OverlayMount
+from ._spec import ProcessSpec as ProcessSpec
+from ._spec import Rootfs as Rootfs
+from ._spec import SecretMount as SecretMount
+from ._spec import TmpfsMount as TmpfsMount

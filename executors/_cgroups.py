@@ -1,0 +1,236 @@
+"""Per-step cgroups: a pids limit, an optional memory limit, device rules, kill-all.
+
+Each step gets ``pybuild/<pid>-<n>`` in every hierarchy it uses.  Which
+hierarchy serves what is decided from ``/proc/self/mountinfo``:
+
+- pids and memory: the cgroup v1 controller if it is mounted, else the v2
+  controller if the v2 root offers it (then enabled in ``pybuild``'s subtree).
+- devices: cgroup v1 only.  Every device is denied except the ones the
+  sandbox binds into /dev, and those only for read and write, never for
+  mknod ("m"): a step cannot create device nodes although it keeps Docker's
+  CAP_MKNOD.  The kernel exempts overlay whiteouts (0/0) from the check.
+  On a v2-only machine no device rules are applied (see ``describe``).
+- kill: the v2 hierarchy's ``cgroup.kill`` when a v2 hierarchy is mounted
+  (it needs no controller), else SIGKILL to every pid listed by a v1 group.
+
+The monitor process joins the groups by writing its pid to the
+``cgroup.procs`` files returned by ``create``; everything it forks inherits
+them.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import signal
+from dataclasses import dataclass, field
+
+CGROUP_PARENT = "pybuild"
+
+# (type, major, minor) readable and writable in the sandbox; see _sandbox.DEVICES.
+ALLOWED_DEVICES = (
+    "c 1:3 rw",  # null
+    "c 1:5 rw",  # zero
+    "c 1:7 rw",  # full
+    "c 1:8 rw",  # random
+    "c 1:9 rw",  # urandom
+    "c 5:0 rw",  # tty
+    "c 5:2 rw",  # ptmx
+    "c 136:* rw",  # pts/*
+)
+
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class CgroupLayout:
+    """Where each cgroup feature lives on this machine."""
+
+    v1: dict[str, str] = field(default_factory=dict)  # controller -> mount point
+    v2: str | None = None  # cgroup2 mount point
+    v2_controllers: frozenset[str] = frozenset()
+
+    def home(self, controller: str) -> str | None:
+        """"v1", "v2" or None: which hierarchy serves a controller."""
+        if controller in self.v1:
+            return "v1"
+        if controller in self.v2_controllers:
+            return "v2"
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        for controller in ("pids", "memory", "devices"):
+            parts.append(f"{controller}: {self.home(controller) or 'unavailable'}")
+        parts.append("kill: " + ("v2 cgroup.kill" if self.v2 else "v1 signals"))
+        return ", ".join(parts)
+
+
+def parse_layout(mountinfo: str, read_controllers=None) -> CgroupLayout:
+    """The layout from /proc/self/mountinfo text (``read_controllers(path)`` reads a v2 root's list)."""
+    v1: dict[str, str] = {}
+    v2: str | None = None
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 3:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        fstype, super_options = tail[0], tail[2].split(",")
+        if fstype == "cgroup":
+            for controller in ("pids", "memory", "devices", "freezer"):
+                if controller in super_options:
+                    v1.setdefault(controller, mount_point)
+        elif fstype == "cgroup2" and v2 is None:
+            v2 = mount_point
+    controllers: frozenset[str] = frozenset()
+    if v2 is not None:
+        text = (read_controllers or _read_controllers)(v2)
+        controllers = frozenset(text.split()) - set(v1)
+    return CgroupLayout(v1=v1, v2=v2, v2_controllers=controllers)
+
+
+def _read_controllers(root: str) -> str:
+    try:
+        with open(os.path.join(root, "cgroup.controllers")) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def detect_layout() -> CgroupLayout:
+    with open("/proc/self/mountinfo") as f:
+        return parse_layout(f.read())
+
+
+class CgroupError(Exception):
+    pass
+
+
+class StepCgroups:
+    """The cgroups of one step; ``create`` then, after the step, ``kill`` and ``remove``."""
+
+    def __init__(self, layout: CgroupLayout, name: str | None = None) -> None:
+        self.layout = layout
+        self.name = name or f"{os.getpid()}-{next(_counter)}"
+        self.paths: list[str] = []
+
+    def create(self, pids_limit: int | None, memory_limit: int | None) -> list[str]:
+        """Make the groups, apply the limits; return the cgroup.procs files to join."""
+        layout = self.layout
+        if memory_limit is not None and layout.home("memory") is None:
+            raise CgroupError("a memory limit needs the memory cgroup controller, which is not available")
+        try:
+            if layout.v2 is not None:
+                wanted = [c for c in ("pids", "memory") if layout.home(c) == "v2"]
+                path = self._make(layout.v2, wanted)
+                if "pids" in wanted and pids_limit is not None:
+                    _write(path, "pids.max", str(pids_limit))
+                if "memory" in wanted and memory_limit is not None:
+                    _write(path, "memory.max", str(memory_limit))
+                    _write(path, "memory.swap.max", "0", missing_ok=True)
+            if layout.home("pids") == "v1" and pids_limit is not None:
+                path = self._make(layout.v1["pids"])
+                _write(path, "pids.max", str(pids_limit))
+            if layout.home("memory") == "v1" and memory_limit is not None:
+                path = self._make(layout.v1["memory"])
+                _write(path, "memory.limit_in_bytes", str(memory_limit))
+                _write(path, "memory.memsw.limit_in_bytes", str(memory_limit), missing_ok=True)
+            if "devices" in layout.v1:
+                path = self._make(layout.v1["devices"])
+                _write(path, "devices.deny", "a")
+                for rule in ALLOWED_DEVICES:
+                    _write(path, "devices.allow", rule)
+        except OSError as e:
+            self.remove()
+            raise CgroupError(f"cannot create the step's cgroup: {e.strerror} ({e.filename})") from None
+        return [os.path.join(p, "cgroup.procs") for p in self.paths]
+
+    def _make(self, root: str, enable: list[str] = ()) -> str:
+        parent = os.path.join(root, CGROUP_PARENT)
+        try:
+            os.mkdir(parent, 0o755)
+        except FileExistsError:
+            pass
+        if enable:
+            # v2: a controller must be enabled in every ancestor's subtree.
+            for directory in (root, parent):
+                _write(directory, "cgroup.subtree_control", " ".join("+" + c for c in enable))
+        path = os.path.join(parent, self.name)
+        os.mkdir(path, 0o755)
+        self.paths.append(path)
+        return path
+
+    def kill(self) -> None:
+        """SIGKILL every process still in the step's groups."""
+        for path in self.paths:
+            if self.layout.v2 is not None and path.startswith(self.layout.v2.rstrip("/") + "/"):
+                _write(path, "cgroup.kill", "1", missing_ok=True, ignore_errors=True)
+                continue
+            for pid in _pids(path):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def populated(self) -> bool:
+        return any(_pids(path) for path in self.paths)
+
+    def remove(self) -> bool:
+        """Remove the groups; False while one still has processes (try again)."""
+        remaining = []
+        for path in self.paths:
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+                remaining.append(path)
+        self.paths = remaining
+        return not remaining
+
+
+def remove_stale(layout: CgroupLayout) -> None:
+    """Remove empty step groups left by pybuild processes that no longer exist."""
+    roots = set(layout.v1.values()) | ({layout.v2} if layout.v2 else set())
+    for root in roots:
+        parent = os.path.join(root, CGROUP_PARENT)
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            owner = name.split("-", 1)[0]
+            if not owner.isdigit() or int(owner) == os.getpid() or os.path.exists(f"/proc/{owner}"):
+                continue
+            try:
+                os.rmdir(os.path.join(parent, name))
+            except OSError:
+                pass
+
+
+def _pids(path: str) -> list[int]:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(line) for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def _write(directory: str, name: str, value: str, *, missing_ok: bool = False, ignore_errors: bool = False) -> None:
+    try:
+        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
+    try:
+        os.write(fd, value.encode())
+    except OSError:
+        if not ignore_errors:
+            raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,374 @@
+"""SandboxExecutor: RUN steps in Linux namespaces, driven from trio.
+
+This is the trio side.  It owns the per-step cgroups, the pipes and the
+control socket, and a zygote process (``_zygote.py``) that forks the actual
+sandbox processes (``_sandbox.py``), so nothing here ever forks a
+multi-threaded interpreter.  Cancellation and timeouts send "kill" to the
+step's monitor, which SIGKILLs the sandbox's pid 1 (the kernel then kills
+the whole pid namespace); the step's v2 cgroup is killed as well, then
+pybuild waits until the zygote has reaped the monitor, i.e. until every
+mount of the step is gone, and removes the cgroups.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import trio
+
+from pybuild.errors import SandboxError
+
+from . import _wire as wire
+from ._cgroups import CgroupError, CgroupLayout, StepCgroups, detect_layout, remove_stale
+from ._sandbox import DEFAULT_PATH
+from ._spec import NETWORK_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ZYGOTE = os.path.join(_HERE, "_zygote.py")
+
+# How long cleanup waits for a killed sandbox to be reaped before giving up on it.
+_REAP_TIMEOUT = 20.0
+
+
+class SandboxExecutor:
+    """The real ``Executor``: each ``run`` is a fresh sandbox (see ``_sandbox``).
+
+    ``state_dir`` is where the executor keeps its private directory (a mount
+    point that is only ever used inside the steps' own mount namespaces, and
+    flattened prefixes of very deep layer chains); default: the system's temp
+    dir.  Use ``async with`` or call ``aclose()`` to stop the zygote and
+    remove the directory.
+    """
+
+    def __init__(self, *, state_dir: str | None = None, slirp4netns: str | None = None, python: str | None = None) -> None:
+        self._state_parent = state_dir
+        self._python = python or sys.executable
+        self._slirp4netns = slirp4netns or shutil.which("slirp4netns") or "/usr/bin/slirp4netns"
+        self._state: str | None = None
+        self._zygote: _Zygote | None = None
+        self._start_lock = trio.Lock()
+        self._layout: CgroupLayout | None = None
+
+    @property
+    def cgroup_layout(self) -> CgroupLayout:
+        """Which cgroup hierarchy serves pids, memory, devices and kill here."""
+        if self._layout is None:
+            self._layout = detect_layout()
+        return self._layout
+
+    async def __aenter__(self) -> SandboxExecutor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self._zygote is not None:
+                await self._zygote.aclose()
+                self._zygote = None
+            if self._state is not None:
+                shutil.rmtree(self._state, ignore_errors=True)
+                self._state = None
+
+    async def run(
+        self,
+        rootfs: Rootfs,
+        process: ProcessSpec,
+        mounts: Sequence[Mount] = (),
+        *,
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> ExecResult:
+        validate(rootfs, process, mounts)
+        zygote = await self._ensure_zygote()
+        assert self._state is not None
+        cgroups = StepCgroups(self.cgroup_layout)
+        try:
+            procs = cgroups.create(process.pids_limit, process.memory_limit)
+        except CgroupError as e:
+            raise SandboxError(str(e), hint="run pybuild as root on a machine with cgroups mounted") from None
+        request = _request(rootfs, process, mounts, procs, self._state, self._slirp4netns)
+        step = _Step(on_output)
+        try:
+            await step.start(zygote, request)
+            await step.wait(process.timeout)
+        finally:
+            with trio.CancelScope(shield=True):
+                await step.finish(cgroups)
+        return step.result()
+
+    async def _ensure_zygote(self) -> _Zygote:
+        async with self._start_lock:
+            if self._zygote is not None and self._zygote.alive:
+                return self._zygote
+            if self._zygote is not None:
+                await self._zygote.aclose()
+            if self._state is None:
+                self._state = tempfile.mkdtemp(prefix="pybuild-sandbox-", dir=self._state_parent)
+                os.mkdir(os.path.join(self._state, "mnt"), 0o700)
+                os.mkdir(os.path.join(self._state, "flat"), 0o700)
+                remove_stale(self.cgroup_layout)
+            self._zygote = await _Zygote.start(self._python, self._state)
+            return self._zygote
+
+
+def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> None:
+    """Reject specs the sandbox cannot honour, with a clear message."""
+    if not process.args or not all(isinstance(a, str) for a in process.args):
+        raise SandboxError("a RUN step needs a command", hint="give RUN a command to run")
+    if process.network not in NETWORK_MODES:
+        raise SandboxError(
+            f"unknown network mode {process.network!r}", hint="use --network=default, --network=none or --network=host"
+        )
+    if not process.cwd.startswith("/"):
+        raise SandboxError(f"working directory {process.cwd!r} is not absolute", hint="WORKDIR takes an absolute path")
+    if not process.hostname or len(process.hostname.encode()) > 64 or "/" in process.hostname:
+        raise SandboxError(f"invalid hostname {process.hostname!r}")
+    texts = [*process.args, *process.env, process.cwd, process.user, *process.extra_hosts]
+    for mount in mounts:
+        if not isinstance(mount, (BindMount, OverlayMount, TmpfsMount, SecretMount)):
+            raise SandboxError(f"unknown mount {type(mount).__name__}")
+        if not mount.target.startswith("/"):
+            raise SandboxError(f"mount target {mount.target!r} is not absolute", hint="RUN --mount target= takes an absolute path")
+        texts.append(mount.target)
+    for entry in process.env:
+        if "=" not in entry:
+            raise SandboxError(f"environment entry {entry!r} has no '='")
+    if any("=" not in entry or "\0" in entry for entry in process.secret_env):
+        raise SandboxError("a secret environment entry is malformed", hint="secret env entries are NAME=value")
+    if any("\0" in text for text in texts):
+        raise SandboxError("a NUL character cannot appear in a command, path or environment variable")
+    if not rootfs.readonly and not (os.path.isdir(rootfs.upper) and os.path.isdir(rootfs.work)):
+        raise SandboxError("the step's upper and work directories must exist", hint="this is a pybuild bug")
+
+
+def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], procs: list[str], state: str, slirp: str) -> dict:
+    def mount_tuple(mount: Mount) -> tuple:
+        if isinstance(mount, BindMount):
+            return ("bind", mount.target, mount.source, mount.readonly)
+        if isinstance(mount, OverlayMount):
+            return ("overlay", mount.target, tuple(mount.lowers), mount.upper, mount.work)
+        if isinstance(mount, TmpfsMount):
+            return ("tmpfs", mount.target, mount.size, mount.mode)
+        return ("secret", mount.target, mount.data, mount.mode, mount.uid, mount.gid)
+
+    return {
+        "rootfs": (tuple(rootfs.lowers), rootfs.upper, rootfs.work, rootfs.readonly),
+        "mounts": [mount_tuple(m) for m in mounts],
+        "process": {
+            "args": list(process.args),
+            "env": list(process.env),
+            "secret_env": list(process.secret_env),
+            "cwd": process.cwd,
+            "user": process.user,
+            "network": process.network,
+            "hostname": process.hostname,
+            "extra_hosts": list(process.extra_hosts),
+        },
+        "cgroup_procs": procs,
+        "state_dir": os.path.join(state, "mnt"),
+        "flatten_dir": os.path.join(state, "flat"),
+        "slirp4netns": slirp,
+    }
+
+
+class _Zygote:
+    def __init__(self, process: trio.Process, sock: trio.socket.SocketType, log_path: str) -> None:
+        self.process = process
+        self.sock = sock
+        self.log_path = log_path
+        self.broken = False
+
+    @classmethod
+    async def start(cls, python: str, state: str) -> _Zygote:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_path = os.path.join(state, "zygote.log")
+        try:
+            with open(log_path, "wb") as log:
+                process = await trio.lowlevel.open_process(
+                    [python, "-I", "-S", _ZYGOTE, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env={"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"},
+                    cwd="/",
+                )
+        except OSError as e:
+            ours.close()
+            raise SandboxError(f"cannot start the sandbox helper: {e.strerror}", hint=f"check that {python} runs") from None
+        finally:
+            theirs.close()
+        return cls(process, trio.socket.from_stdlib_socket(ours), log_path)
+
+    @property
+    def alive(self) -> bool:
+        return not self.broken and self.process.returncode is None
+
+    def failure_detail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read()[-4096:].decode(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    async def submit(self, fds: list[int]) -> None:
+        try:
+            await self.sock.sendmsg([b"step"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        except OSError as e:
+            self.broken = True
+            detail = self.failure_detail()
+            raise SandboxError(
+                "the sandbox helper process is not running" + (f": {detail}" if detail else ""),
+                hint="this is a pybuild bug; the next step starts a new helper",
+            ) from e
+
+    async def aclose(self) -> None:
+        self.sock.close()  # the zygote exits at end of file, killing its monitors
+        with trio.move_on_after(5):
+            await self.process.wait()
+            return
+        self.process.kill()
+        await self.process.wait()
+
+
+class _Step:
+    """One step's conversation with its monitor."""
+
+    def __init__(self, on_output: Callable[[str, bytes], None] | None) -> None:
+        self.on_output = on_output
+        self.zygote: _Zygote | None = None
+        self.ctl: trio.socket.SocketType | None = None
+        self.streams: list[tuple[str, trio.lowlevel.FdStream]] = []
+        self.decoder = wire.Decoder()
+        self.status: int | None = None
+        self.error: tuple[str, str | None] | None = None
+        self.reaped = False
+        self.lost = False
+        self.timed_out = False
+        self.kill_sent = False
+        self.started = 0.0
+        self.ended: float | None = None
+
+    async def start(self, zygote: _Zygote, request: dict) -> None:
+        self.zygote = zygote
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ctl = trio.socket.from_stdlib_socket(ours)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.streams = [("stdout", trio.lowlevel.FdStream(out_r)), ("stderr", trio.lowlevel.FdStream(err_r))]
+        self.started = time.monotonic()
+        try:
+            await zygote.submit([theirs.fileno(), out_w, err_w])
+        finally:
+            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
+        data = memoryview(wire.encode(request))
+        while data:
+            try:
+                sent = await self.ctl.send(data)
+            except OSError:
+                return  # the monitor is gone already; wait() sees the end of file
+            data = data[sent:]
+
+    async def wait(self, timeout: float | None) -> None:
+        drained = trio.Event()
+        open_streams = [len(self.streams)]
+        async with trio.open_nursery() as nursery:
+            for name, stream in self.streams:
+                nursery.start_soon(self._pump, name, stream, open_streams, drained)
+            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                await self._read_control(until_exit=True)
+            if scope.cancelled_caught:
+                self.timed_out = True
+                await self._kill()
+            await self._read_control(until_exit=False)
+            # Every writer is dead once the monitor is reaped; the grace period
+            # only guards against a bug keeping a pipe open.
+            with trio.move_on_after(_REAP_TIMEOUT):
+                await drained.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _pump(self, name: str, stream: trio.lowlevel.FdStream, open_streams: list[int], drained: trio.Event) -> None:
+        try:
+            while True:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                if self.on_output is not None:
+                    self.on_output(name, chunk)
+        finally:
+            open_streams[0] -= 1
+            if not open_streams[0]:
+                drained.set()
+
+    async def _read_control(self, *, until_exit: bool) -> None:
+        assert self.ctl is not None
+        while not self.reaped and not self.lost:
+            if until_exit and (self.status is not None or self.error is not None):
+                return
+            data = await self.ctl.recv(65536)
+            if not data:
+                self.lost = True
+                return
+            for message in self.decoder.feed(data):
+                kind = message[0]
+                if kind == "exit":
+                    self.status = message[1]
+                    self.ended = time.monotonic()
+                elif kind == "error":
+                    self.error = (message[1], message[2])
+                elif kind == "reaped":
+                    self.reaped = True
+
+    async def _kill(self) -> None:
+        if self.kill_sent or self.ctl is None:
+            return
+        self.kill_sent = True
+        try:
+            await self.ctl.send(wire.encode(("kill",)))
+        except OSError:
+            pass
+
+    async def finish(self, cgroups: StepCgroups) -> None:
+        """Make sure the sandbox is gone, then release everything (runs shielded)."""
+        if self.ctl is not None and not self.reaped and not self.lost:
+            await self._kill()
+            cgroups.kill()
+            with trio.move_on_after(_REAP_TIMEOUT):
+                await self._read_control(until_exit=False)
+        cgroups.kill()
+        for _ in range(400):
+            if cgroups.remove():
+                break
+            await trio.sleep(0.005)
+        if self.ctl is not None:
+            self.ctl.close()
+        for _, stream in self.streams:
+            await stream.aclose()
+
+    def result(self) -> ExecResult:
+        if self.error is not None:
+            raise SandboxError(self.error[0], hint=self.error[1])
+        if self.status is None:
+            detail = self.zygote.failure_detail() if self.zygote is not None else ""
+            raise SandboxError(
+                "the sandbox ended before reporting the command's exit" + (f": {detail}" if detail else ""),
+                hint="this is a pybuild bug",
+            )
+        duration = (self.ended or time.monotonic()) - self.started
+        if os.WIFSIGNALED(self.status):
+            sig = os.WTERMSIG(self.status)
+            return ExecResult(exit_code=128 + sig, duration=duration, signal=sig, timed_out=self.timed_out)
+        return ExecResult(exit_code=os.WEXITSTATUS(self.status), duration=duration, timed_out=self.timed_out)

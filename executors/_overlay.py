@@ -1,0 +1,217 @@
+"""Overlay mounts of snapshot chains, including chains longer than overlay allows.
+
+Options keep the upper dir a faithful layer diff: ``redirect_dir=off`` (a
+renamed directory is copied up whole instead of leaving a redirect xattr),
+``metacopy=off`` (a chmod copies data too, so the upper file is complete) and
+``index=off``.
+
+Overlay stacks at most 500 lower layers (``lowerdir+`` of the new mount API,
+Linux >= 6.8; older kernels take one ``lowerdir=a:b`` string of one page
+through mount(2)).  Longer chains are split: the bottom part is *flattened*
+into a plain directory (its merged view copied once with ``cp -a``) and used
+as the lowest layer.  Only a bottom part can be flattened: a whiteout in a
+flattened group would otherwise stop hiding files of the layers below it.
+Flattened prefixes are cut at fixed positions from the bottom (multiples of
+``FLATTEN_CHUNK``), so a chain that grows at the top reuses them.
+
+Stdlib only (imported by the zygote, see ``_zygote.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+if __package__:
+    from . import _linux as linux
+else:  # loaded by the zygote as a top-level module
+    import _linux as linux
+
+MAX_LOWERS = 500  # the kernel's OVL_MAX_STACK
+FLATTEN_CHUNK = 250
+_PAGE = 4096
+
+FAITHFUL_OPTIONS = (("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"))
+
+
+@dataclass(frozen=True)
+class OverlayPlan:
+    """How to mount a chain: ``direct`` layers (top first) above an optional flattened prefix.
+
+    ``flatten`` lists prefix lengths (bottom-up layer counts) to materialise,
+    shortest first; the last one is the lowest layer of the mount.
+    """
+
+    direct: tuple[str, ...]
+    flatten: tuple[int, ...]
+
+
+def plan_chain(lowers: tuple[str, ...], max_lowers: int = MAX_LOWERS, chunk: int = FLATTEN_CHUNK) -> OverlayPlan:
+    """Split a chain (top first) into direct layers and flattened bottom prefixes."""
+    if len(lowers) <= max_lowers:
+        return OverlayPlan(direct=tuple(lowers), flatten=())
+    chunk = max(1, min(chunk, max_lowers - 1))
+    count = len(lowers)
+    # The shortest prefix at a chunk boundary that leaves room for it as one more layer.
+    prefix = -(-(count - (max_lowers - 1)) // chunk) * chunk
+    steps = tuple(range(chunk, prefix + 1, chunk))
+    return OverlayPlan(direct=tuple(lowers[: count - prefix]), flatten=steps)
+
+
+def flatten_key(bottom_up: list[str]) -> str:
+    """A name for a flattened prefix: the layer paths and their directory identities."""
+    digest = hashlib.sha256()
+    for path in bottom_up:
+        st = os.stat(path)
+        digest.update(f"{path}\0{st.st_dev}:{st.st_ino}\0".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32]
+
+
+def mount_overlay_fd(lowers: tuple[str, ...], upper: str | None = None, work: str | None = None) -> int:
+    """A detached overlay mount (fd) of ``lowers`` (top first, at most MAX_LOWERS).
+
+    Read-only when ``upper`` is None.  Overlay refuses a single lower layer
+    without an upper one, so that case is made a read-only bind of the layer.
+    """
+    if upper is None and len(lowers) == 1:
+        fd = linux.open_tree(lowers[0], linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+        linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY)
+        return fd
+    fs_fd = linux.fsopen("overlay")
+    try:
+        for layer in lowers:
+            linux.fsconfig_string(fs_fd, "lowerdir+", layer)
+        if upper is not None:
+            linux.fsconfig_string(fs_fd, "upperdir", upper)
+            linux.fsconfig_string(fs_fd, "workdir", work or "")
+        for key, value in FAITHFUL_OPTIONS:
+            linux.fsconfig_string(fs_fd, key, value)
+        linux.fsconfig_create(fs_fd)
+        return linux.fsmount(fs_fd, 0 if upper is not None else linux.MOUNT_ATTR_RDONLY)
+    finally:
+        os.close(fs_fd)
+
+
+def legacy_overlay_options(lowers: tuple[str, ...], upper: str | None, work: str | None) -> str:
+    """The mount(2) option string (kernels without ``lowerdir+``); paths escaped."""
+
+    def escape(path: str) -> str:
+        return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+    options = ["lowerdir=" + ":".join(escape(layer) for layer in lowers)]
+    if upper is not None:
+        options += [f"upperdir={escape(upper)}", f"workdir={escape(work or '')}"]
+    options += [f"{key}={value}" for key, value in FAITHFUL_OPTIONS]
+    return ",".join(options)
+
+
+def legacy_max_lowers(lowers: tuple[str, ...]) -> int:
+    """How many layers of ``lowers`` fit in one page of mount(2) options."""
+    longest = max((len(os.fsencode(layer)) * 2 + 1 for layer in lowers), default=1)
+    return max(2, min(MAX_LOWERS, (_PAGE - 512) // longest))
+
+
+def _has_lowerdir_plus() -> bool:
+    try:
+        fs_fd = linux.fsopen("overlay")
+    except OSError:
+        return False
+    try:
+        linux.fsconfig_string(fs_fd, "lowerdir+", "/")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fs_fd)
+
+
+_LOWERDIR_PLUS: bool | None = None
+
+
+def lowerdir_plus_supported() -> bool:
+    global _LOWERDIR_PLUS
+    if _LOWERDIR_PLUS is None:
+        _LOWERDIR_PLUS = _has_lowerdir_plus()
+    return _LOWERDIR_PLUS
+
+
+def mount_overlay_at(
+    target: str,
+    lowers: tuple[str, ...],
+    upper: str | None,
+    work: str | None,
+    *,
+    scratch: str,
+    flatten_dir: str,
+) -> None:
+    """Mount the chain ``lowers`` (top first) at ``target``, flattening if it is too long.
+
+    ``scratch`` is a private directory for temporary mount points;
+    ``flatten_dir`` keeps flattened prefixes between steps.  Must run in a
+    private mount namespace.
+    """
+    if lowerdir_plus_supported():
+        plan = plan_chain(lowers)
+    else:
+        plan = plan_chain(lowers, max_lowers=legacy_max_lowers(lowers))
+    chain = plan.direct
+    if plan.flatten:
+        chain = chain + (_flattened(lowers, plan.flatten, scratch, flatten_dir),)
+    if lowerdir_plus_supported():
+        fd = mount_overlay_fd(chain, upper, work)
+        try:
+            linux.move_mount_to(fd, target)
+        finally:
+            os.close(fd)
+        return
+    if upper is None and len(chain) == 1:
+        linux.mount(chain[0], target, None, linux.MS_BIND | linux.MS_REC)
+        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+        return
+    flags = 0 if upper is not None else linux.MS_RDONLY
+    linux.mount("overlay", target, "overlay", flags, legacy_overlay_options(chain, upper, work))
+
+
+def _flattened(lowers: tuple[str, ...], prefixes: tuple[int, ...], scratch: str, flatten_dir: str) -> str:
+    """The flattened directory of the longest prefix, building shorter ones first."""
+    bottom_up = list(reversed(lowers))
+    step = prefixes[0]
+    below: str | None = None
+    for length in prefixes:
+        group = bottom_up[length - step if below is not None else 0 : length]
+        path = os.path.join(flatten_dir, flatten_key(bottom_up[:length]))
+        if not os.path.isdir(path):
+            layers = tuple(reversed(group)) + ((below,) if below is not None else ())
+            _materialise(layers, path, scratch)
+        below = path
+    assert below is not None
+    return below
+
+
+def _materialise(layers: tuple[str, ...], dest: str, scratch: str) -> None:
+    """Copy the merged view of ``layers`` (top first, the bottom of a chain) to ``dest``."""
+    view = os.path.join(scratch, "flatten-view")
+    os.makedirs(view, exist_ok=True)
+    if len(layers) == 1:
+        linux.mount(layers[0], view, None, linux.MS_BIND | linux.MS_REC)
+    else:
+        mount_overlay_at(view, layers, None, None, scratch=scratch, flatten_dir=os.path.dirname(dest))
+    partial = f"{dest}.partial-{os.getpid()}"
+    try:
+        # cp -a keeps owners, modes, times, xattrs, hard links and device nodes.
+        subprocess.run(["cp", "-a", "--", view, partial], check=True, stdin=subprocess.DEVNULL, capture_output=True)
+        try:
+            os.rename(partial, dest)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(partial, ignore_errors=True)  # another step made it first
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        linux.umount2(view, linux.MNT_DETACH)

@@ -1,0 +1,878 @@
+"""The sandbox side of a RUN step, run in a process forked from the zygote.
+
+Three processes per step, none of them the (multi-threaded) trio process:
+
+``monitor`` (forked by the zygote, host pid namespace)
+    Reads the request, builds a private mount namespace with the overlay
+    rootfs on a tmpfs that only it can see, joins the step's cgroups, makes the
+    uts/ipc/cgroup/net namespaces, starts slirp4netns for the ``default``
+    network, then unshares a pid namespace and forks the init.  It waits for
+    the init (or a "kill" from pybuild), reports the exit status, unmounts
+    everything and removes the mount-point stubs it had to create in the
+    layer.  It dies with the zygote (PR_SET_PDEATHSIG).
+``init`` (pid 1 of the new pid namespace)
+    Unshares its own mount namespace, pivots into the rootfs and detaches the
+    host's tree, so every later path is resolved inside the sandbox (an
+    image's symlinks cannot point out of it).  Then it mounts /proc, /dev,
+    /sys, the masks, /etc/hosts & co. and the step's mounts (prepared by the
+    monitor as detached mounts before the pivot), resolves USER from the
+    image's own files, drops capabilities and execs the command.  The
+    command *is* pid 1: when it exits the kernel kills every other process
+    of the namespace, double-forked daemons included.
+``slirp4netns`` (network ``default`` only)
+    Forked before the monitor joins the step's cgroups (it needs /dev/net/tun
+    which the step's devices cgroup denies) and stopped through its exit fd.
+
+Errors are reported to pybuild as ``("error", message, hint)``; the command's
+end as ``("exit", wait_status)``.  Stdlib only: this module runs in the
+zygote, which is started as ``python -I -S`` (see ``_zygote.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+
+if __package__:
+    from . import _caps as caps
+    from . import _linux as linux
+    from . import _netfiles as netfiles
+    from . import _overlay as overlay
+    from . import _passwd as passwd
+    from . import _wire as wire
+else:  # loaded by the zygote as top-level modules
+    import _caps as caps
+    import _linux as linux
+    import _netfiles as netfiles
+    import _overlay as overlay
+    import _passwd as passwd
+    import _wire as wire
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Device nodes bound from the host into the sandbox's /dev (all allowed "rw"
+# by the step's devices cgroup; nothing is allowed "m", so mknod fails).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+# Docker's defaults (moby oci/defaults.go): masked paths get /dev/null (files)
+# or an empty read-only tmpfs (directories); read-only paths a read-only bind.
+MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+ETC_FILES = ("hosts", "resolv.conf", "hostname")
+
+SLIRP_READY_TIMEOUT = 30.0
+_MAX_ACCOUNT_FILE = 16 << 20
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_IFREQ = struct.Struct("16sH22x")
+
+
+class SetupError(Exception):
+    """The sandbox could not be made; the message is shown to the user."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def reset_signals() -> None:
+    """Undo what the Python runtime of the zygote changed (ignored SIGPIPE ...)."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+# --------------------------------------------------------------------------
+# the monitor
+
+
+def monitor_main(ctl: int, out_fd: int, err_fd: int) -> int:
+    """Entry point of the monitor process (returns its exit status)."""
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    reset_signals()
+    request = wire.read_message(ctl)
+    if request is None:
+        return 1
+    return _Monitor(ctl, out_fd, err_fd, request).run()
+
+
+class _Monitor:
+    def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict) -> None:
+        self.ctl = ctl
+        self.out_fd = out_fd
+        self.err_fd = err_fd
+        self.request = request
+        self.process = request["process"]
+        self.state = request["state_dir"]
+        self.network = self.process["network"]
+        self.slirp: _Slirp | None = None
+        self.mounted = False
+        self.stubs: list[tuple[str, str]] = []
+        self.parents: dict[str, tuple] = {}
+
+    def send(self, message: object) -> None:
+        try:
+            wire.write_message(self.ctl, message)
+        except OSError:
+            pass  # pybuild went away; the step is being torn down anyway
+
+    def run(self) -> int:
+        try:
+            try:
+                prepared = self.prepare()
+            except SetupError as e:
+                self.send(("error", e.message, e.hint))
+                return 0
+            except OSError as e:
+                self.send(("error", f"cannot set up the sandbox: {e.strerror or e}" + _where(e), None))
+                return 0
+            try:
+                status, error = self.supervise(prepared)
+            except OSError as e:
+                self.send(("error", f"sandbox failed: {e.strerror or e}", None))
+                return 0
+            if error is not None:
+                self.send(("error", error[0], error[1]))
+            else:
+                self.send(("exit", status))
+            return 0
+        finally:
+            self.teardown()
+
+    # -- preparation (host side of the pivot) ------------------------------
+
+    def prepare(self) -> "_Prepared":
+        request = self.request
+        if self.network == "default":
+            self.slirp = _Slirp.fork(request["slirp4netns"])
+
+        linux.unshare(linux.CLONE_NEWNS)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        _mount_state_tmpfs(self.state)
+        self.mounted = True
+        rootfs_dir = os.path.join(self.state, "rootfs")
+        scratch = os.path.join(self.state, "scratch")
+        for path in (rootfs_dir, scratch):
+            os.mkdir(path, 0o700)
+
+        lowers, upper, work, readonly = request["rootfs"]
+        if not lowers:
+            empty = os.path.join(self.state, "empty")
+            os.mkdir(empty, 0o755)
+            lowers = (empty,)
+        try:
+            fd = _overlay_fd(lowers, None if readonly else upper, None if readonly else work, scratch, request["flatten_dir"])
+        except OSError as e:
+            raise SetupError(f"cannot mount the root filesystem: {e.strerror}" + _where(e)) from None
+        try:
+            linux.move_mount_to(fd, rootfs_dir)
+        finally:
+            os.close(fd)
+        mounts = [self.prepare_mount(spec, index, scratch) for index, spec in enumerate(request["mounts"])]
+
+        # Cgroups before the namespaces: the cgroup namespace is rooted at the step's cgroup.
+        for procs in request["cgroup_procs"]:
+            _write_text(procs, str(os.getpid()))
+        flags = linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
+        if self.network != "host":
+            flags |= linux.CLONE_NEWNET
+        linux.unshare(flags)
+        if self.slirp is not None:
+            self.slirp.start(os.getpid())
+
+        etc = self.prepare_etc_files()
+        devices = [
+            (name, linux.open_tree(f"/dev/{name}", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)) for name in DEVICES
+        ]
+        devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        if self.slirp is not None:
+            self.slirp.wait_ready()
+        return _Prepared(rootfs_dir, mounts, etc, devices, devnull, readonly)
+
+    def prepare_mount(self, spec: tuple, index: int, scratch: str) -> tuple[str, int, bool]:
+        """A detached mount for one step mount: (target, mount fd, target is a file)."""
+        kind, target = spec[0], spec[1]
+        try:
+            if kind == "bind":
+                _, _, source, readonly = spec
+                try:
+                    is_file = not stat.S_ISDIR(os.stat(source).st_mode)
+                except FileNotFoundError:
+                    raise SetupError(f"mount source {source} does not exist") from None
+                fd = linux.open_tree(source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+                if readonly:
+                    linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY)
+                return target, fd, is_file
+            if kind == "overlay":
+                _, _, lowers, upper, work = spec
+                return target, _overlay_fd(tuple(lowers), upper, work, scratch, self.request["flatten_dir"]), False
+            if kind == "tmpfs":
+                _, _, size, mode = spec
+                fs_fd = linux.fsopen("tmpfs")
+                try:
+                    linux.fsconfig_string(fs_fd, "mode", f"{mode:o}")
+                    if size is not None:
+                        linux.fsconfig_string(fs_fd, "size", str(size))
+                    linux.fsconfig_create(fs_fd)
+                    return target, linux.fsmount(fs_fd, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV), False
+                finally:
+                    os.close(fs_fd)
+            if kind == "secret":
+                _, _, data, mode, uid, gid = spec
+                secrets = os.path.join(self.state, "secrets")
+                os.makedirs(secrets, 0o700, exist_ok=True)
+                path = os.path.join(secrets, str(index))
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+                fd = linux.open_tree(path, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+                linux.mount_setattr(
+                    fd, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+                )
+                return target, fd, True
+        except OSError as e:
+            # Never name a secret's bytes; the target and the errno are enough.
+            raise SetupError(f"cannot prepare the {kind} mount at {target}: {e.strerror}") from None
+        raise SetupError(f"unknown mount type {kind!r}")
+
+    def prepare_etc_files(self) -> list[tuple[str, int]]:
+        process = self.process
+        try:
+            with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        try:
+            contents = {
+                "hosts": netfiles.hosts_file(process["hostname"], tuple(process["extra_hosts"])),
+                "resolv.conf": netfiles.resolv_conf(host_resolv, self.network),
+                "hostname": netfiles.hostname_file(process["hostname"]),
+            }
+        except netfiles.BadExtraHost as e:
+            raise SetupError(str(e), "extra hosts are written name:ip") from None
+        directory = os.path.join(self.state, "etc")
+        os.mkdir(directory, 0o755)
+        result = []
+        for name in ETC_FILES:
+            path = os.path.join(directory, name)
+            with open(path, "wb") as f:
+                f.write(contents[name])
+            os.chmod(path, 0o644)
+            fd = linux.open_tree(path, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+            linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV)
+            result.append((name, fd))
+        return result
+
+    # -- running ------------------------------------------------------------
+
+    def supervise(self, prepared: "_Prepared") -> tuple[int, tuple[str, str | None] | None]:
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(report_r)
+            _init_main(self, prepared, report_w)  # never returns
+        os.close(report_w)
+        for fd in (self.out_fd, self.err_fd):
+            os.close(fd)
+        prepared.close()
+
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(self.ctl, select.POLLIN)
+        poller.register(report_r, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        control = wire.Decoder()
+        report = wire.Decoder()
+        messages: list = []
+        status = None
+        killed = False
+        while status is None:
+            for fd, _events in poller.poll():
+                if fd == pidfd:
+                    _, status = os.waitpid(pid, 0)
+                elif fd == report_r:
+                    data = os.read(report_r, 65536)
+                    if data:
+                        messages += report.feed(data)
+                    else:
+                        poller.unregister(report_r)
+                elif fd == self.ctl:
+                    data = _read_or_empty(self.ctl)
+                    if not data:
+                        poller.unregister(self.ctl)
+                    # "kill" or pybuild going away: end the step now.
+                    if (not data or "kill" in [m[0] for m in control.feed(data)]) and not killed:
+                        killed = True
+                        linux.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.close(pidfd)
+        while True:  # the init is gone: the report pipe has no writer left
+            data = os.read(report_r, 65536)
+            if not data:
+                break
+            messages += report.feed(data)
+        os.close(report_r)
+        error = None
+        for message in messages:
+            if message[0] == "stubs":
+                self.stubs, self.parents = message[1], message[2]
+            elif message[0] == "error":
+                error = (message[1], message[2])
+        return status, error
+
+    # -- after the step -------------------------------------------------------
+
+    def teardown(self) -> None:
+        if self.mounted:
+            try:
+                linux.umount2(self.state, linux.MNT_DETACH)
+            except OSError:
+                pass
+        if self.stubs and not self.request["rootfs"][3]:
+            remove_stubs(self.request["rootfs"][1], self.stubs, self.parents)
+        if self.slirp is not None:
+            self.slirp.stop()
+
+
+class _Prepared:
+    """Detached mounts and fds the init attaches after the pivot."""
+
+    def __init__(self, rootfs_dir, mounts, etc, devices, devnull, readonly) -> None:
+        self.rootfs_dir = rootfs_dir
+        self.mounts = mounts
+        self.etc = etc
+        self.devices = devices
+        self.devnull = devnull
+        self.readonly = readonly
+
+    def close(self) -> None:
+        for _, fd, _ in self.mounts:
+            os.close(fd)
+        for _, fd in self.etc + self.devices:
+            os.close(fd)
+        os.close(self.devnull)
+
+
+def _mount_state_tmpfs(path: str) -> None:
+    # noswap (Linux >= 6.4) keeps secrets off the swap device too.
+    try:
+        linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700,noswap")
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
+
+
+def _overlay_fd(lowers: tuple, upper: str | None, work: str | None, scratch: str, flatten_dir: str) -> int:
+    """A detached overlay mount of a chain of any length."""
+    if overlay.lowerdir_plus_supported() and len(lowers) <= overlay.MAX_LOWERS:
+        return overlay.mount_overlay_fd(tuple(lowers), upper, work)
+    point = os.path.join(scratch, f"overlay-{len(os.listdir(scratch))}")
+    os.mkdir(point)
+    overlay.mount_overlay_at(point, tuple(lowers), upper, work, scratch=scratch, flatten_dir=flatten_dir)
+    try:
+        return linux.open_tree(point, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+    finally:
+        linux.umount2(point, linux.MNT_DETACH)
+
+
+def _write_text(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_or_empty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except ConnectionResetError:
+        return b""
+
+
+def _where(e: OSError) -> str:
+    return f" ({e.filename})" if getattr(e, "filename", None) else ""
+
+
+class _Slirp:
+    """slirp4netns for the ``default`` network, forked before the namespaces exist."""
+
+    def __init__(self, pid: int, go_w: int, ready_r: int, exit_w: int, err_r: int) -> None:
+        self.pid, self.go_w, self.ready_r, self.exit_w, self.err_r = pid, go_w, ready_r, exit_w, err_r
+
+    @classmethod
+    def fork(cls, binary: str) -> "_Slirp":
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in (go_w, ready_r, exit_w, err_r):
+                    os.close(fd)
+                target = os.read(go_r, 64)
+                if not target:
+                    os._exit(1)
+                os.dup2(err_w, 2)
+                os.dup2(err_w, 1)
+                # Only the two pipes reach slirp4netns: an inherited stdout of
+                # the step would keep pybuild waiting for its end of file.
+                linux.close_range_cloexec(3)
+                os.set_inheritable(ready_w, True)
+                os.set_inheritable(exit_r, True)
+                args = [
+                    binary,
+                    "--configure",
+                    "--mtu=65520",
+                    "--disable-host-loopback",
+                    "--enable-sandbox",
+                    "--enable-seccomp",
+                    f"--ready-fd={ready_w}",
+                    f"--exit-fd={exit_r}",
+                    target.decode(),
+                    "tap0",
+                ]
+                os.execv(binary, args)
+            except BaseException:
+                pass
+            os._exit(127)
+        for fd in (go_r, ready_w, exit_r, err_w):
+            os.close(fd)
+        return cls(pid, go_w, ready_r, exit_w, err_r)
+
+    def start(self, target_pid: int) -> None:
+        os.write(self.go_w, str(target_pid).encode())
+        os.close(self.go_w)
+        self.go_w = -1
+
+    def wait_ready(self) -> None:
+        poller = select.poll()
+        poller.register(self.ready_r, select.POLLIN)
+        if poller.poll(int(SLIRP_READY_TIMEOUT * 1000)) and os.read(self.ready_r, 1) == b"1":
+            return
+        detail = b""
+        try:
+            os.set_blocking(self.err_r, False)
+            detail = os.read(self.err_r, 4096)
+        except OSError:
+            pass
+        text = detail.decode(errors="replace").strip().splitlines()
+        raise SetupError(
+            "cannot start the default network (slirp4netns)" + (f": {text[-1]}" if text else ""),
+            "install slirp4netns (Debian package) or use RUN --network=none",
+        )
+
+    def stop(self) -> None:
+        for fd in (self.go_w, self.ready_r, self.exit_w, self.err_r):
+            if fd >= 0:
+                os.close(fd)
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            return
+        try:
+            if not select.select([pidfd], [], [], 2.0)[0]:
+                linux.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        finally:
+            os.close(pidfd)
+
+
+# --------------------------------------------------------------------------
+# mount-point stubs
+
+
+# Overlay's own bookkeeping (origin, impure) says nothing about the layer's
+# content; these do.
+_MEANINGFUL_OVERLAY_XATTRS = frozenset(
+    {"trusted.overlay.opaque", "trusted.overlay.redirect", "trusted.overlay.metacopy", "trusted.overlay.whiteouts"}
+)
+
+
+def remove_stubs(upper: str, stubs: list[tuple[str, str]], parents: dict[str, tuple]) -> None:
+    """Remove from ``upper`` the mount points the init had to create.
+
+    ``stubs`` are ("dir" | "file", path) in creation order; only a stub still
+    empty is removed.  ``parents`` are metadata of existing directories the
+    stubs were created in: a directory copied up only to hold a stub, empty
+    again and unchanged, is removed too, so the layer does not show it.
+    Paths are walked without following symlinks: the step could have replaced
+    a directory by a link to somewhere on the host.
+    """
+    try:
+        root = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for kind, path in reversed(stubs):
+            _remove_if_stub(root, path, kind)
+        for path in sorted(parents, key=lambda p: -p.count("/")):
+            _remove_if_unchanged_copy(root, path, parents[path])
+    finally:
+        os.close(root)
+
+
+def _open_parent(root: int, path: str) -> tuple[int, str] | None:
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return None
+    fd = os.dup(root)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except OSError:
+        os.close(fd)
+        return None
+    return fd, parts[-1]
+
+
+def _remove_if_stub(root: int, path: str, kind: str) -> None:
+    opened = _open_parent(root, path)
+    if opened is None:
+        return
+    fd, name = opened
+    try:
+        st = os.lstat(name, dir_fd=fd)
+        if kind == "dir" and stat.S_ISDIR(st.st_mode):
+            os.rmdir(name, dir_fd=fd)  # fails (and is kept) unless empty
+        elif kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            os.unlink(name, dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_if_unchanged_copy(root: int, path: str, meta: tuple) -> None:
+    opened = _open_parent(root, path)
+    if opened is None:
+        return
+    fd, name = opened
+    try:
+        st = os.lstat(name, dir_fd=fd)
+        if not stat.S_ISDIR(st.st_mode) or (st.st_mode, st.st_uid, st.st_gid) != meta[:3]:
+            return
+        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            if os.listdir(child):
+                return
+            names = os.listxattr(child)
+            if any(n in _MEANINGFUL_OVERLAY_XATTRS for n in names):
+                return  # an opaque directory hides the layers below: keep it
+            xattrs = {n: os.getxattr(child, n) for n in names if not n.startswith("trusted.overlay.")}
+        finally:
+            os.close(child)
+        if xattrs == meta[3]:
+            os.rmdir(name, dir_fd=fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# the init (pid 1), after fork
+
+
+def _init_main(monitor: _Monitor, prepared: _Prepared, report_w: int) -> None:
+    status = 125
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()
+        os.dup2(prepared.devnull, 0)
+        os.dup2(monitor.out_fd, 1)
+        os.dup2(monitor.err_fd, 2)
+        linux.unshare(linux.CLONE_NEWNS)
+        os.chdir(prepared.rootfs_dir)
+        linux.pivot_root(".", ".")
+        linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+        _Inside(monitor.process, prepared, report_w).run()
+    except SetupError as e:
+        _report(report_w, ("error", e.message, e.hint))
+    except OSError as e:
+        _report(report_w, ("error", f"cannot set up the sandbox: {e.strerror or e}" + _where(e), None))
+    except BaseException as e:  # noqa: BLE001 - the init must never unwind into the monitor's code
+        _report(report_w, ("error", f"cannot set up the sandbox: {type(e).__name__}: {e}", None))
+    os._exit(status)
+
+
+def _report(fd: int, message: object) -> None:
+    try:
+        wire.write_message(fd, message)
+    except OSError:
+        pass
+
+
+class _Inside:
+    """Setup inside the pivoted root: every path here is the sandbox's own."""
+
+    def __init__(self, process: dict, prepared: _Prepared, report_w: int) -> None:
+        self.process = process
+        self.prepared = prepared
+        self.report_w = report_w
+        self.stubs: list[tuple[str, str]] = []
+        self.parents: dict[str, tuple] = {}
+
+    def run(self) -> None:
+        process = self.process
+        self.mount_system()
+        self.mount_etc_files()
+        self.mount_step_mounts()
+        _report(self.report_w, ("stubs", self.stubs, self.parents))
+        socket.sethostname(process["hostname"])
+        if process["network"] != "host":
+            _loopback_up()
+        user = self.resolve_user()
+        cwd = self.enter_workdir(process["cwd"])
+        env = _environment(process["env"], process["secret_env"], user.home)
+        os.umask(0o022)
+        _drop_privileges(user)
+        # Cleared by the uid change above, so set again: dies with the monitor.
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        linux.close_range_cloexec(3)
+        _exec(process["args"], env, cwd)
+
+    # -- mounts ---------------------------------------------------------------
+
+    def mount_system(self) -> None:
+        hardened = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        self.ensure("/proc", directory=True)
+        linux.mount("proc", "/proc", "proc", hardened)
+
+        self.ensure("/dev", directory=True)
+        linux.mount("tmpfs", "/dev", "tmpfs", linux.MS_NOSUID, "mode=755,size=65536")
+        for name, fd in self.prepared.devices:
+            path = f"/dev/{name}"
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            linux.move_mount_to(fd, path)
+        os.mkdir("/dev/pts", 0o755)
+        linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        os.symlink("pts/ptmx", "/dev/ptmx")
+        os.mkdir("/dev/shm", 0o1777)
+        linux.mount("shm", "/dev/shm", "tmpfs", hardened, "mode=1777,size=67108864")
+        os.mkdir("/dev/mqueue", 0o755)
+        linux.mount("mqueue", "/dev/mqueue", "mqueue", hardened)
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, f"/dev/{name}")
+
+        self.ensure("/sys", directory=True)
+        linux.mount("sysfs", "/sys", "sysfs", hardened | linux.MS_RDONLY)
+
+        for path in MASKED_PATHS:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY | hardened)
+            else:
+                linux.mount("/dev/null", path, None, linux.MS_BIND)
+        for path in READONLY_PATHS:
+            if not os.path.lexists(path):
+                continue
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(None, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | hardened)
+
+    def mount_etc_files(self) -> None:
+        for name, fd in self.prepared.etc:
+            try:
+                path = self.ensure(f"/etc/{name}", directory=False)
+            except (SetupError, OSError):
+                continue  # an image without a usable /etc (read-only or odd): skip, as BuildKit does
+            linux.move_mount_to(fd, path)
+
+    def mount_step_mounts(self) -> None:
+        # Parents before children, whatever order the caller gave.
+        for target, fd, is_file in sorted(self.prepared.mounts, key=lambda m: _depth(m[0])):
+            path = self.ensure(target, directory=not is_file)
+            try:
+                linux.move_mount_to(fd, path)
+            except OSError as e:
+                raise SetupError(f"cannot mount at {target}: {e.strerror}") from None
+
+    def ensure(self, target: str, *, directory: bool) -> str:
+        """Resolve ``target`` in the sandbox, creating a stub mount point if missing."""
+        resolved = os.path.realpath(os.path.normpath("/" + target))
+        parts = [p for p in resolved.split("/") if p]
+        current = "/"
+        created_here = False
+        for index, part in enumerate(parts):
+            path = os.path.join(current, part)
+            last = index == len(parts) - 1
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                st = None
+            if st is None:
+                if not created_here and current not in self.parents:
+                    self.parents[current] = _dir_meta(current)
+                try:
+                    if last and not directory:
+                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+                        self.stubs.append(("file", path))
+                    else:
+                        os.mkdir(path, 0o755)
+                        self.stubs.append(("dir", path))
+                except OSError as e:
+                    if e.errno == errno.EROFS:
+                        raise SetupError(f"mount point {target} does not exist in the read-only root filesystem") from None
+                    raise SetupError(f"cannot create mount point {target}: {e.strerror}") from None
+                created_here = True
+            elif last:
+                if directory and not stat.S_ISDIR(st.st_mode):
+                    raise SetupError(f"cannot mount a directory at {target}: it is not a directory in the image")
+                if not directory and stat.S_ISDIR(st.st_mode):
+                    raise SetupError(f"cannot mount a file at {target}: it is a directory in the image")
+            elif not stat.S_ISDIR(st.st_mode):
+                raise SetupError(f"cannot mount at {target}: {path} is not a directory in the image")
+            current = path
+        return resolved
+
+    # -- process --------------------------------------------------------------
+
+    def resolve_user(self) -> passwd.ResolvedUser:
+        spec = self.process["user"]
+        passwd_text = _read_account_file("/etc/passwd")
+        group_text = _read_account_file("/etc/group")
+        try:
+            return passwd.resolve_user(spec, passwd_text, group_text)
+        except passwd.UnknownUserError as e:
+            raise SetupError(str(e), "add the user to the image (e.g. RUN adduser) or use USER uid:gid") from None
+
+    def enter_workdir(self, cwd: str) -> str:
+        path = os.path.normpath("/" + cwd)
+        try:
+            os.makedirs(path, 0o755, exist_ok=True)
+            os.chdir(path)
+        except OSError as e:
+            raise SetupError(f"cannot use working directory {cwd}: {e.strerror}") from None
+        return path
+
+
+def _depth(path: str) -> int:
+    return len([p for p in os.path.normpath("/" + path).split("/") if p])
+
+
+def _dir_meta(path: str) -> tuple:
+    st = os.lstat(path)
+    try:
+        xattrs = {n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
+    except OSError:
+        xattrs = {}
+    return (st.st_mode, st.st_uid, st.st_gid, xattrs)
+
+
+def _read_account_file(path: str) -> str | None:
+    """Read /etc/passwd or /etc/group as a plain file (never a fifo or device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MAX_ACCOUNT_FILE)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = _IFREQ.unpack(fcntl.ioctl(s, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
+
+
+def _environment(env: list, secret_env: list, home: str) -> dict[bytes, bytes]:
+    result: dict[bytes, bytes] = {}
+    for entry in list(env) + list(secret_env):
+        key, _, value = entry.partition("=")
+        result[os.fsencode(key)] = os.fsencode(value)
+    result.setdefault(b"HOME", os.fsencode(home or "/"))
+    return result
+
+
+def _drop_privileges(user: passwd.ResolvedUser) -> None:
+    last = linux.cap_last_cap()
+    for cap in caps.capabilities_to_drop(caps.DOCKER_DEFAULT_MASK, last):
+        try:
+            linux.prctl(linux.PR_CAPBSET_DROP, cap)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: a capability this kernel does not know
+                raise
+    linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    os.setgroups(list(user.supplementary_gids))
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    if user.uid == 0:
+        linux.capset(caps.DOCKER_DEFAULT_MASK, caps.DOCKER_DEFAULT_MASK, 0)
+    else:
+        linux.capset(0, 0, 0)
+
+
+def _exec(args: list, env: dict[bytes, bytes], cwd: str) -> None:
+    """execve like a shell would look the command up; on failure exit 126/127 with a message."""
+    if not args:
+        _die(127, "pybuild: no command to run")
+    program = args[0]
+    argv = [os.fsencode(a) for a in args]
+    if "/" in program:
+        candidates = [program]
+    else:
+        path = env.get(b"PATH", os.fsencode(DEFAULT_PATH)).decode(errors="surrogateescape")
+        candidates = [os.path.join(d or ".", program) for d in path.split(":")]
+    error: OSError | None = None
+    for candidate in candidates:
+        try:
+            os.execve(candidate, argv, env)
+        except OSError as e:
+            if error is None or e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                error = e
+    if error is None or error.errno in (errno.ENOENT, errno.ENOTDIR):
+        where = "" if "/" in program else " in $PATH"
+        _die(127, f'pybuild: exec "{program}": executable file not found{where}')
+    _die(126, f'pybuild: exec "{program}": {error.strerror}')
+
+
+def _die(code: int, message: str) -> None:
+    try:
+        os.write(2, message.encode(errors="replace") + b"\n")
+    finally:
+        os._exit(code)

@@ -1,0 +1,122 @@
+"""The values an executor is given and returns (all frozen dataclasses).
+
+Paths named "host path" are paths in the caller's mount namespace; paths named
+"inside" are absolute paths in the sandbox's root.  Secret bytes and secret
+environment values are kept out of ``repr()`` so they cannot reach a log line
+or an error message by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+NETWORK_MODES = ("default", "none", "host")
+
+# Enough for parallel compilers and thread-heavy tools, small enough that a
+# fork bomb stops long before the host runs out of pids or memory.
+DEFAULT_PIDS_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    """The step's root: an overlay of ``lowers`` (top first) with a fresh ``upper``.
+
+    ``lowers`` are layer trees in overlay upper-dir format (whiteouts are 0/0
+    character devices, opaque directories carry ``trusted.overlay.opaque=y``);
+    empty means scratch.  ``upper`` and ``work`` are empty directories on one
+    filesystem, created by the caller; after the step ``upper`` holds exactly
+    the step's change.  ``readonly`` mounts the lowers alone, read-only.
+    """
+
+    lowers: tuple[str, ...]
+    upper: str
+    work: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A host file or directory bound at ``target`` inside (read-only by default)."""
+
+    source: str
+    target: str
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class OverlayMount:
+    """A snapshot chain (top first) at ``target``; writable into ``upper`` if given.
+
+    Without ``upper`` the mount is read-only.  With ``upper``/``work`` (scratch
+    directories the caller discards after the step) writes are visible to the
+    step and never reach the rootfs: ``RUN --mount=type=bind,rw``.
+    """
+
+    lowers: tuple[str, ...]
+    target: str
+    upper: str | None = None
+    work: str | None = None
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    """A fresh tmpfs at ``target``; ``size`` in bytes (None: the kernel's default)."""
+
+    target: str
+    size: int | None = None
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    """A file holding ``data`` at ``target``; the bytes live only in a tmpfs in the sandbox."""
+
+    target: str
+    data: bytes = field(default=b"", repr=False)
+    mode: int = 0o400
+    uid: int = 0
+    gid: int = 0
+
+
+Mount = Union[BindMount, OverlayMount, TmpfsMount, SecretMount]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run and how.
+
+    ``args`` is the full argv (the caller has already applied SHELL for the
+    shell form).  ``env`` are ``K=V`` strings; ``secret_env`` too, but never
+    shown.  ``user`` is a Dockerfile USER value (empty: root).  ``network`` is
+    one of ``default``, ``none``, ``host`` (the caller checks the
+    ``network.host`` entitlement).  ``extra_hosts`` are ``name:ip`` or
+    ``name=ip`` lines for ``/etc/hosts``.  ``timeout`` is in seconds.
+    """
+
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    network: str = "default"
+    hostname: str = "buildkitsandbox"
+    timeout: float | None = None
+    pids_limit: int | None = DEFAULT_PIDS_LIMIT
+    memory_limit: int | None = None
+    secret_env: tuple[str, ...] = field(default=(), repr=False)
+    extra_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a step ended.
+
+    ``exit_code`` follows the shell's convention: the process's exit status, or
+    128 + signal number when it was killed (then ``signal`` is set).
+    ``timed_out`` means pybuild killed it because ``ProcessSpec.timeout`` passed.
+    """
+
+    exit_code: int
+    duration: float
+    signal: int | None = None
+    timed_out: bool = False
