@@ -16,7 +16,11 @@ from pybuild.errors import PybuildError, UsageError
 
 # name -> (module, one-line summary).  Order is the order of `pybuild --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("pybuild.cli._build", "Build an image from a Dockerfile"),
+    "import": ("pybuild.cli._import", "Create an image from a root filesystem tarball"),
     "parse": ("pybuild.cli._parse", "Parse a Dockerfile and print its instructions"),
+    "check": ("pybuild.cli._check", "Check a Dockerfile against build-check rules"),
+    "graph": ("pybuild.cli._graph", "Show the build graph of a Dockerfile"),
 }
 
 

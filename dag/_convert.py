@@ -41,6 +41,7 @@ from pybuild.grammar import (
     parse_ast,
 )
 from pybuild.grammar._instructions import parse_node
+from pybuild.oci import ResolvedImage
 
 from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
@@ -56,15 +57,6 @@ PROXY_ARGS = frozenset(
     for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
     for name in (base, base.lower())
 )
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    """A base image known to the image store: its pinned digest and config."""
-
-    ref: str  # normalized, with tag
-    manifest_digest: str
-    config: Mapping[str, Any]  # the image config JSON
 
 
 class ImageLookup(Protocol):
@@ -338,7 +330,9 @@ class _Converter:
         if not any(item.startswith("PATH=") for item in state.config.get("Env") or []):
             state.config["Env"] = [*(state.config.get("Env") or []), f"PATH={DEFAULT_PATH}"]
         state.env = list(state.config.get("Env") or [])
-        state.total = self.step_total(stage, base_index is not None or base.lower() == "scratch")
+        from_is_a_step = not (base_index is not None or base.lower() == "scratch")
+        state.total = self.step_total(stage, not from_is_a_step)
+        state.step = 1 if from_is_a_step else 0  # BuildKit counts FROM image as step 1
         instructions = [self.trigger(stage, text) for text in triggers] + list(stage.instructions)
         for instruction in instructions:
             self.dispatch(state, stage, instruction)

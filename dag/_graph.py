@@ -118,7 +118,7 @@ class Definition:
         short = {d: f"op{i + 1}" for i, d in enumerate(self.ops)}
         lines = ["digraph pybuild {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
         for digest, op in self.ops.items():
-            label = json.dumps(f"{type(op).__name__}\\n{self.meta[digest].description}")[1:-1]
+            label = json.dumps(f"{type(op).__name__}\n{self.meta[digest].description}")[1:-1]
             lines.append(f'  {short[digest]} [label="{label}"];')
         for digest, op in self.ops.items():
             for dependency in op.inputs():

@@ -7,3 +7,8 @@ and ``isal`` are imported here and nowhere else.
 
 from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
+from ._store import ImageStore as ImageStore
+from ._store import Layer as Layer
+from ._store import ResolvedImage as ResolvedImage
+from ._store import StoredImage as StoredImage
+from ._store import chain_ids as chain_ids

@@ -1,0 +1,224 @@
+"""``pybuild build``: Docker's build flags -> one build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pybuild.errors import PybuildError, UsageError
+
+from ._io import read_dockerfile
+from ._runtime import cpu_count, image_store, open_root, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("context", nargs="?", default=".", help="the build context: a directory, or - for a tar on stdin")
+    parser.add_argument("-f", "--file", help="the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)")
+    parser.add_argument("-t", "--tag", action="append", default=[], help="name the image NAME[:TAG] (repeatable)")
+    parser.add_argument("--target", help="build this stage (default: the last)")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="K=V", help="set a build-time variable (K alone takes it from the environment)")
+    parser.add_argument("--label", action="append", default=[], metavar="K=V", help="add a label to the image")
+    parser.add_argument("--no-cache", action="store_true", help="do not use the cache")
+    parser.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE", help="do not use the cache for these stages")
+    parser.add_argument("--pull", action="store_true", help="always pull base images")
+    parser.add_argument("--platform", help="target platform (only the host's platform is supported)")
+    parser.add_argument("--network", default="default", choices=["default", "none", "host"], help="network mode of RUN steps")
+    parser.add_argument("--allow", action="append", default=[], help="extra privileges: network.host")
+    parser.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount=type=secret")
+    parser.add_argument("--ssh", action="append", default=[], metavar="default|ID=SOCKET", help="forward an SSH agent to RUN --mount=type=ssh")
+    parser.add_argument("--progress", default="auto", choices=["auto", "tty", "plain", "rawjson", "quiet"], help="how to show progress")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    parser.add_argument("--iidfile", help="write the image ID to this file")
+    parser.add_argument("--metadata-file", help="write build results as JSON to this file")
+    parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
+    parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"], help="layer compression")
+    parser.add_argument("--compression-level", type=int, help="compression level")
+    parser.add_argument("--root", help="the pybuild root (default: $PYBUILD_ROOT or /var/lib/pybuild)")
+
+
+def _pairs(values: list[str], what: str, *, from_env: bool = False) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, eq, rest = value.partition("=")
+        if not key:
+            raise UsageError(f"invalid {what} {value!r}: expected KEY=VALUE")
+        if not eq:
+            if not from_env:
+                raise UsageError(f"invalid {what} {value!r}: expected KEY=VALUE")
+            if key not in os.environ:
+                continue  # as docker: an unset variable is simply not passed
+            rest = os.environ[key]
+        out[key] = rest
+    return out
+
+
+def _secrets(values: list[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for value in values:
+        fields = dict(part.partition("=")[::2] for part in value.split(","))
+        secret_id = fields.get("id")
+        if not secret_id:
+            raise UsageError(f"invalid --secret {value.split(',')[0]!r}...: an id is required", hint="--secret id=NAME,src=FILE")
+        if "src" in fields or "source" in fields:
+            path = fields.get("src") or fields.get("source") or ""
+            try:
+                out[secret_id] = Path(path).read_bytes()
+            except OSError as error:
+                raise UsageError(f"secret {secret_id}: cannot read {path}: {error.strerror}") from None
+        elif "env" in fields:
+            if fields["env"] not in os.environ:
+                raise UsageError(f"secret {secret_id}: environment variable {fields['env']} is not set")
+            out[secret_id] = os.environ[fields["env"]].encode()
+        elif secret_id in os.environ:
+            out[secret_id] = os.environ[secret_id].encode()
+        else:
+            raise UsageError(f"secret {secret_id}: give src=FILE or env=VAR")
+    return out
+
+
+def _ssh(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, _, socket = value.partition("=")
+        socket = socket or os.environ.get("SSH_AUTH_SOCK", "")
+        if not socket:
+            raise UsageError(f"--ssh {value}: no agent socket (SSH_AUTH_SOCK is not set)")
+        out[name] = socket
+    return out
+
+
+def _progress(mode: str, quiet: bool) -> Any:
+    from ._progress import JsonProgress, PlainProgress, QuietProgress
+
+    if quiet or mode == "quiet":
+        return QuietProgress()
+    if mode == "rawjson":
+        return JsonProgress()
+    if mode in ("tty", "auto") and sys.stderr.isatty():
+        from ._tty import TtyProgress
+
+        return TtyProgress()
+    return PlainProgress()
+
+
+def run(args: argparse.Namespace) -> int:
+    import trio
+
+    from pybuild.cache import DockerIgnore, find_ignore_file
+    from pybuild.dag import BuildOptions, Platform, host_platform
+    from pybuild.dag._build import ExportOptions, StoreImageChains, build, step_ids
+    from pybuild.dag._worker import Context, Worker, WorkerOptions
+    from pybuild.grammar import parse
+
+    platform = host_platform()
+    if args.platform and args.platform not in ("local",):
+        try:
+            wanted = Platform.parse(args.platform)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if (wanted.os, wanted.architecture) != (platform.os, platform.architecture):
+            raise UsageError(
+                f"platform {args.platform} is not supported yet: pybuild builds for the host ({platform})",
+                hint="drop --platform or pass the host's platform",
+            )
+    for entitlement in args.allow:
+        if entitlement not in ("network.host", "security.insecure"):
+            raise UsageError(f"unknown entitlement {entitlement!r}", hint="pybuild knows network.host")
+    if args.network == "host" and "network.host" not in args.allow:
+        raise UsageError("--network=host needs --allow network.host")
+
+    context_dir, dockerfile_path = _context(args)
+    data, name = read_dockerfile(dockerfile_path)
+    dockerfile = parse(data, name)
+    build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
+    source_date_epoch = _source_date_epoch(build_args)
+    options = BuildOptions(
+        build_args=build_args,
+        target=args.target,
+        labels=_pairs(args.label, "--label"),
+        platform=platform,
+        network=args.network,
+        no_cache=args.no_cache,
+        no_cache_stages=frozenset(s.lower() for value in args.no_cache_filter for s in value.split(",") if s),
+        source_date_epoch=source_date_epoch,
+    )
+    worker_options = WorkerOptions(
+        allow_host_network="network.host" in args.allow,
+        secrets=_secrets(args.secret),
+        ssh=_ssh(args.ssh),
+    )
+    root = open_root(args.root)
+    store = image_store(root)
+    from ._runtime import executors
+
+    executor, files = executors()
+    ignore_file = find_ignore_file(context_dir, Path(args.file) if args.file and args.file != "-" else None)
+    ignore = DockerIgnore.from_file(ignore_file) if ignore_file else DockerIgnore()
+
+    def make_runner(plan: Any) -> Worker:
+        from pybuild.cache import ContextHasher
+
+        context = Context(context_dir, ContextHasher(context_dir, ignore, root.index)) if plan.context_op else None
+        return Worker(
+            plan.definition,
+            root=root,
+            executor=executor,
+            files=files,
+            images=StoreImageChains(store),
+            context=context,
+            options=worker_options,
+            step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
+        )
+
+    progress = _progress(args.progress, args.quiet)
+    export = ExportOptions(tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level)
+
+    async def main() -> Any:
+        return await build(
+            dockerfile, options, store=store, make_runner=make_runner, pull=args.pull,
+            jobs=args.jobs or cpu_count(), export=export, emit=progress,
+        )
+
+    try:
+        outcome = trio.run(main)
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()
+    image = outcome.image
+    if args.iidfile:
+        Path(args.iidfile).write_text(image.id)
+    if args.metadata_file:
+        Path(args.metadata_file).write_text(json.dumps({
+            "containerimage.config.digest": image.id,
+            "containerimage.digest": image.manifest_digest,
+            "image.name": ",".join(image.tags),
+        }, indent=2) + "\n")
+    if args.quiet:
+        print(image.id)
+    else:
+        tags = "".join(f"\nnaming to {t}" for t in image.tags)
+        print(f"writing image {image.id}{tags}", file=sys.stderr)
+    return 0
+
+
+def _source_date_epoch(build_args: dict[str, str]) -> int | None:
+    value = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH must be a number of seconds, not {value!r}")
+    return int(value)
+
+
+def _context(args: argparse.Namespace) -> tuple[Path, str]:
+    if args.context == "-":
+        raise UsageError("a context on stdin is not supported yet", hint="pass a directory")
+    context = Path(args.context)
+    if not context.is_dir():
+        raise UsageError(f"unable to prepare context: path {args.context!r} not found", hint="the context is a directory")
+    dockerfile = args.file or str(context / "Dockerfile")
+    return context.absolute(), dockerfile

@@ -1,0 +1,61 @@
+"""``pybuild graph``: the ops a build would run, their inputs and Dockerfile lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ._io import read_dockerfile
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--file", default="Dockerfile", help="the Dockerfile (- for stdin)")
+    parser.add_argument("--target", help="show what building this stage needs")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    parser.add_argument("--format", default="text", choices=["text", "json", "dot"], help="text, json, or Graphviz dot")
+    parser.add_argument("--root", help="the pybuild root (base images are looked up there)")
+
+
+class _AnyImage:
+    """Base images as the store knows them, or an unresolved stand-in (the graph needs no pull)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def lookup(self, ref: str, platform: Any) -> Any:
+        from pybuild.oci import ResolvedImage
+
+        found = self.store.lookup(ref, platform) if self.store is not None else None
+        if found is not None:
+            return found
+        config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": ["unresolved"]}}
+        return ResolvedImage(ref, "unresolved", config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pybuild.dag import BuildOptions, convert
+    from pybuild.grammar import parse
+
+    from ._build import _pairs
+
+    data, name = read_dockerfile(args.file)
+    dockerfile = parse(data, name)
+    store = None
+    try:
+        from ._runtime import image_store, open_root
+
+        store = image_store(open_root(args.root))
+    except Exception:  # noqa: BLE001 - the graph is useful without a root
+        store = None
+    plan = convert(dockerfile, BuildOptions(build_args=_pairs(args.build_arg, "--build-arg"), target=args.target), _AnyImage(store))
+    definition = plan.definition.needed_by([plan.target.op] if plan.target.op else [])
+    if args.format == "json":
+        json.dump(definition.to_json(), sys.stdout, indent=2)
+        print()
+    elif args.format == "dot":
+        sys.stdout.write(definition.to_dot())
+    else:
+        sys.stdout.write(definition.to_text())
+    return 0

@@ -1,0 +1,43 @@
+"""Wiring: the real implementations behind the seams, built for one command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pybuild.errors import UsageError
+
+
+def open_root(path: str | None = None) -> Any:
+    from pybuild.cache import Root
+
+    return Root.open(Path(path) if path else None)
+
+
+def image_store(root: Any) -> Any:
+    from pybuild.oci import ImageStore
+
+    return ImageStore(root)
+
+
+def executors() -> tuple[Any, Any]:
+    """The RUN executor and the file-operation caller (one sandbox runtime)."""
+    from pybuild.executors import SandboxExecutor
+
+    runtime = SandboxExecutor()
+    return runtime, runtime
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"expected a number, got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
