@@ -226,6 +226,10 @@ class DockerIgnore:
                 continue
             try:
                 sub_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except PermissionError:
+                if ignored:
+                    continue  # unreadable but ignored: only an exception could have needed it
+                raise ContextError(f"cannot read {child} in the build context: permission denied") from None
             except OSError as error:
                 raise ContextError(f"cannot read {child} in the build context: {error.strerror}") from None
             try:

@@ -18,6 +18,7 @@ transaction that re-checks the version, so racing processes migrate once.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -191,6 +192,7 @@ class CacheIndex:
         self._connections_lock = threading.Lock()
         # An in-memory database lives in one connection; share it under a lock.
         self._shared_lock = threading.RLock() if self._memory else None
+        self._pid = os.getpid()
         self._migrate()
 
     @classmethod
@@ -200,6 +202,12 @@ class CacheIndex:
     # -- connections and transactions -----------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            # A forked child must not touch its parent's connections (SQLite
+            # forbids carrying them across fork): start afresh, leave those be.
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._connections = []
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
@@ -517,7 +525,12 @@ class CacheIndex:
         return found
 
     def put_stat_digests(self, rows: Iterable[tuple[StatKey, str]]) -> None:
-        """Remember file digests by stat key, in one transaction."""
+        """Remember file digests by stat key, in one transaction.
+
+        Only for files without extended attributes: ContextHasher takes a hit
+        to mean "no xattrs" (adding one changes the ctime, hence the key)
+        and skips listxattr.
+        """
         values = [
             (_s64(dev), _s64(ino), size, mtime_ns, ctime_ns, digest)
             for (dev, ino, size, mtime_ns, ctime_ns), digest in rows
