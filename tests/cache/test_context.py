@@ -241,8 +241,8 @@ def test_changes_to_unselected_or_ignored_files_do_not_count(ctx: Path) -> None:
     (ctx / "docs" / "new.md").write_text("new")
     after = h.select(["src"])
     assert after.digest() == before.digest()
-    # main.py, util.py, mod.py (the empty __init__.py needs no reading)
-    assert after.stats.files_hashed == 3, "only the selected files are read"
+    # main.py, util.py, pkg/__init__.py, pkg/mod.py
+    assert after.stats.files_hashed == 4, "only the selected files are read"
 
 
 def test_digest_is_independent_of_the_context_location(tmp_path: Path) -> None:
@@ -303,19 +303,33 @@ def test_stat_cache_skips_unchanged_files_and_rereads_touched_ones(ctx: Path) ->
     index = CacheIndex.memory()
     h = hasher(ctx, stat_cache=index, racy_window=0)
     cold = h.select(["."])
-    assert cold.stats.files_hashed == 9 and cold.stats.stat_cache_hits == 0
+    assert cold.stats.files_hashed == 10 and cold.stats.stat_cache_hits == 0
     warm = h.select(["."])
     assert warm.digest() == cold.digest()
-    assert warm.stats.files_hashed == 0 and warm.stats.stat_cache_hits == 9
+    assert warm.stats.files_hashed == 0 and warm.stats.stat_cache_hits == 10
     for path in ctx.rglob("*"):
         os.utime(path, follow_symlinks=False)
     touched = h.select(["."])
     assert touched.digest() == cold.digest()
-    assert touched.stats.files_hashed == 9, "a touched file is read again"
+    assert touched.stats.files_hashed == 10, "a touched file is read again"
     (ctx / "src" / "main.py").write_text("print('hI')\n")  # same size
     changed = h.select(["."])
     assert changed.digest() != cold.digest()
     assert diff_entries(cold.entries, changed.entries).modified == ("src/main.py",)
+    index.close()
+
+
+def test_files_with_xattrs_are_never_taken_from_the_stat_cache(ctx: Path) -> None:
+    index = CacheIndex.memory()
+    h = hasher(ctx, stat_cache=index, racy_window=0)
+    os.setxattr(ctx / "src" / "util.py", "user.origin", b"one")
+    first = h.select(["src"])
+    second = h.select(["src"])
+    assert second.digest() == first.digest()
+    assert second.stats.files_hashed == 1 and second.stats.stat_cache_hits == 3
+    os.removexattr(ctx / "src" / "util.py", "user.origin")
+    third = h.select(["src"])
+    assert diff_entries(first.entries, third.entries).modified == ("src/util.py",)
     index.close()
 
 
@@ -324,7 +338,7 @@ def test_recently_changed_files_are_not_cached(ctx: Path) -> None:
     h = hasher(ctx, stat_cache=index, racy_window=3600)
     h.select(["src"])
     again = h.select(["src"])
-    assert again.stats.stat_cache_hits == 0 and again.stats.files_hashed == 3
+    assert again.stats.stat_cache_hits == 0 and again.stats.files_hashed == 4
     index.close()
 
 
