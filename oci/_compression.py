@@ -1,0 +1,444 @@
+"""Layer compression: gzip (isal), zstd (zstandard), none; decompression by magic.
+
+Writing a layer computes, in one pass over the tar, the uncompressed digest
+(the diffID, for the image config) and the compressed digest and size (the
+descriptor, for the manifest) while the compressed bytes go to the caller's
+sink.
+
+Determinism: the input is cut into fixed ``BLOCK`` pieces before it reaches
+the compressor, so the output depends only on the bytes, the kind and the
+level -- not on how the caller chunked its writes, nor on the number of CPUs:
+
+- gzip: ``isal.igzip_threaded`` compresses each block on a worker thread
+  with the previous block's last 32 KiB as dictionary (pigz's scheme).  One
+  gzip member; the header has no name, mtime 0 and OS 255.  Levels 0-9 map
+  onto isal's four: 0 → 0, 1-3 → 1, 4-6 → 2 (the default, like gzip's 6),
+  7-9 → 3.
+- zstd: ``zstandard`` in multi-threaded mode (``threads=-1``); zstd's
+  multi-threaded output is the same for every worker count.  Level 3 by
+  default, 1-22.
+"""
+
+from __future__ import annotations
+
+import bz2
+import enum
+import hashlib
+import io
+import lzma
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Protocol
+
+import zstandard
+from isal import igzip, igzip_threaded, isal_zlib
+
+from pybuild.errors import ImageError, UsageError
+
+from ._formats import (
+    MEDIA_TYPE_DOCKER_LAYER,
+    MEDIA_TYPE_DOCKER_LAYER_GZIP,
+    MEDIA_TYPE_OCI_LAYER,
+    MEDIA_TYPE_OCI_LAYER_GZIP,
+    MEDIA_TYPE_OCI_LAYER_ZSTD,
+)
+from ._layers import LayerStats, write_layer
+
+BLOCK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+XZ_MEMORY_LIMIT = 1 << 30
+
+
+class Compression(enum.Enum):
+    """How a layer blob is compressed."""
+
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    NONE = "none"
+    # Read only: found in pulled images and ADD archives.
+    BZIP2 = "bzip2"
+    XZ = "xz"
+
+    @classmethod
+    def parse(cls, text: str) -> Compression:
+        """``gzip``, ``zstd``, ``none`` (or ``uncompressed``) as a user writes them."""
+        value = text.strip().lower()
+        if value == "uncompressed":
+            return cls.NONE
+        if value in ("gzip", "zstd", "none"):
+            return cls(value)
+        raise UsageError(
+            f"unknown compression {text!r}",
+            hint="use one of: gzip, zstd, uncompressed",
+        )
+
+
+_LEVELS = {Compression.GZIP: (0, 9, 6), Compression.ZSTD: (1, 22, 3), Compression.NONE: (0, 0, 0)}
+
+
+def compression_level(kind: Compression, level: int | None) -> int:
+    """The effective level for ``kind``: the default for None, else checked."""
+    low, high, default = _LEVELS.get(kind, (0, 0, 0))
+    if level is None:
+        return default
+    if kind is Compression.NONE:
+        return 0
+    if not low <= level <= high:
+        raise UsageError(
+            f"compression level {level} is out of range for {kind.value}",
+            hint=f"{kind.value} levels are {low}-{high}",
+        )
+    return level
+
+
+def isal_level(gzip_level: int) -> int:
+    """gzip's 0-9 onto isal's 0-3 (fast, fast, default, best)."""
+    if gzip_level <= 0:
+        return 0
+    if gzip_level <= 3:
+        return 1
+    if gzip_level <= 6:
+        return 2
+    return 3
+
+
+def layer_media_type(kind: Compression, *, docker: bool = False) -> str:
+    """The layer media type; ``docker=True`` for schema 2 / docker-archive.
+
+    Docker has no zstd layer type; BuildKit uses the OCI one there too.
+    """
+    if kind is Compression.GZIP:
+        return MEDIA_TYPE_DOCKER_LAYER_GZIP if docker else MEDIA_TYPE_OCI_LAYER_GZIP
+    if kind is Compression.ZSTD:
+        return MEDIA_TYPE_OCI_LAYER_ZSTD
+    if kind is Compression.NONE:
+        return MEDIA_TYPE_DOCKER_LAYER if docker else MEDIA_TYPE_OCI_LAYER
+    raise UsageError(f"cannot write {kind.value} layers", hint="use gzip, zstd or uncompressed")
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """A written layer: its diffID, the blob's digest, size and media type."""
+
+    diff_id: str
+    digest: str
+    size: int
+    media_type: str
+    compression: Compression
+    uncompressed_size: int = 0
+    stats: LayerStats | None = None
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _HashingSink:
+    """Counts and hashes the compressed bytes on their way to the caller's sink."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self._sink.write(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+
+class LayerBlobWriter:
+    """Write an uncompressed tar into it; ``close()`` gives the ``LayerBlob``.
+
+    ``threads`` is for tests (to show the output does not depend on it).
+    """
+
+    def __init__(
+        self,
+        kind: Compression | str,
+        level: int | None,
+        sink: _Sink,
+        *,
+        docker_media_types: bool = False,
+        threads: int = -1,
+    ) -> None:
+        self.kind = Compression.parse(kind) if isinstance(kind, str) else kind
+        self.media_type = layer_media_type(self.kind, docker=docker_media_types)
+        level = compression_level(self.kind, level)
+        self._diff = hashlib.sha256()
+        self._size = 0
+        self._pending = bytearray()
+        self._blob = _HashingSink(sink)
+        self._encoder: BinaryIO | _HashingSink
+        if self.kind is Compression.GZIP:
+            self._encoder = igzip_threaded.open(
+                self._blob, "wb", compresslevel=isal_level(level), threads=threads, block_size=BLOCK
+            )
+        elif self.kind is Compression.ZSTD:
+            compressor = zstandard.ZstdCompressor(level=level, threads=threads)
+            self._encoder = compressor.stream_writer(self._blob, closefd=False, write_return_read=True)
+        else:
+            self._encoder = self._blob
+        self._closed = False
+
+    def write(self, data: bytes) -> int:
+        self._diff.update(data)
+        self._size += len(data)
+        if self._encoder is self._blob:
+            self._blob.write(data)
+            return len(data)
+        pending = self._pending
+        if not pending and len(data) == BLOCK:
+            self._encoder.write(data)
+            return BLOCK
+        pending += data
+        if len(pending) >= BLOCK:
+            view = memoryview(pending)
+            start = 0
+            while len(pending) - start >= BLOCK:
+                self._encoder.write(bytes(view[start : start + BLOCK]))
+                start += BLOCK
+            view.release()
+            del pending[:start]
+        return len(data)
+
+    def close(self) -> LayerBlob:
+        if self._closed:
+            raise ValueError("layer writer already closed")
+        self._closed = True
+        if self._encoder is not self._blob:
+            try:
+                if self._pending:
+                    self._encoder.write(bytes(self._pending))
+                    self._pending.clear()
+            finally:
+                self._encoder.close()
+        return LayerBlob(
+            diff_id="sha256:" + self._diff.hexdigest(),
+            digest="sha256:" + self._blob.hash.hexdigest(),
+            size=self._blob.size,
+            media_type=self.media_type,
+            compression=self.kind,
+            uncompressed_size=self._size,
+        )
+
+    def abort(self) -> None:
+        """Stop worker threads after a failure; the sink's content is garbage."""
+        if not self._closed:
+            self._closed = True
+            if self._encoder is not self._blob:
+                try:
+                    self._encoder.close()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+
+
+def compress_layer(
+    tree: Path,
+    kind: Compression | str,
+    level: int | None,
+    sink: _Sink,
+    *,
+    mtime: int | None = None,
+    docker_media_types: bool = False,
+) -> LayerBlob:
+    """Archive the layer tree ``tree``, compress it into ``sink``, and describe the blob."""
+    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types)
+    try:
+        stats = write_layer(tree, writer, mtime=mtime)  # type: ignore[arg-type]
+    except BaseException:
+        writer.abort()
+        raise
+    blob = writer.close()
+    return LayerBlob(
+        diff_id=blob.diff_id,
+        digest=blob.digest,
+        size=blob.size,
+        media_type=blob.media_type,
+        compression=blob.compression,
+        uncompressed_size=blob.uncompressed_size,
+        stats=stats,
+    )
+
+
+def compress_stream(
+    source: BinaryIO,
+    kind: Compression | str,
+    level: int | None,
+    sink: _Sink,
+    *,
+    docker_media_types: bool = False,
+) -> LayerBlob:
+    """Recompress a layer: ``source`` (any compression) → ``kind`` into ``sink``."""
+    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types)
+    try:
+        plain = open_decompressed(source)
+        while chunk := plain.read(BLOCK):
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+# --- reading ---------------------------------------------------------------
+
+
+def detect_compression(prefix: bytes) -> Compression:
+    """The compression whose magic bytes start ``prefix`` (NONE if none does)."""
+    if prefix.startswith(GZIP_MAGIC):
+        return Compression.GZIP
+    if prefix.startswith(ZSTD_MAGIC):
+        return Compression.ZSTD
+    if prefix.startswith(XZ_MAGIC):
+        return Compression.XZ
+    if prefix.startswith(BZIP2_MAGIC) and len(prefix) > 3 and 0x31 <= prefix[3] <= 0x39:
+        return Compression.BZIP2
+    return Compression.NONE
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix`` then the rest of ``stream``: magic bytes peeked without seeking."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self._prefix = prefix
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size is None or size < 0:
+                data, self._prefix = self._prefix + self._stream.read(), b""
+                return data
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        return self._stream.read(size)
+
+
+class _StreamDecompressor(io.RawIOBase):
+    """Multi-stream bzip2/xz decoding with bounded output per read."""
+
+    def __init__(self, source: BinaryIO, factory: Callable[[], object]) -> None:
+        self._source = source
+        self._factory = factory
+        self._decoder = factory()
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(BLOCK), b""))
+        decoder = self._decoder
+        while not self._eof:
+            if decoder.eof:  # type: ignore[attr-defined]
+                rest = decoder.unused_data  # type: ignore[attr-defined]
+                if not rest:
+                    rest = self._source.read(BLOCK)
+                if not rest:
+                    self._eof = True
+                    break
+                decoder = self._decoder = self._factory()
+                data = decoder.decompress(rest, size)  # type: ignore[attr-defined]
+            elif decoder.needs_input:  # type: ignore[attr-defined]
+                chunk = self._source.read(BLOCK)
+                if not chunk:
+                    raise EOFError("compressed stream ends before its end marker")
+                data = decoder.decompress(chunk, size)  # type: ignore[attr-defined]
+            else:
+                data = decoder.decompress(b"", size)  # type: ignore[attr-defined]
+            if data:
+                return data
+        return b""
+
+
+_DECODE_ERRORS = (OSError, EOFError, zstandard.ZstdError, isal_zlib.error, lzma.LZMAError, ValueError)
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing reader whose codec errors become ``ImageError``."""
+
+    def __init__(self, reader: BinaryIO, kind: Compression) -> None:
+        self._reader = reader
+        self.compression = kind
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except _DECODE_ERRORS as e:
+            raise ImageError(
+                f"cannot decompress {self.compression.value} data: {e}",
+                hint="the blob or archive is damaged or truncated",
+            ) from None
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        finally:
+            super().close()
+
+
+def open_decompressed(stream: BinaryIO) -> BinaryIO:
+    """A reader of ``stream``'s content, decompressed by its magic bytes.
+
+    gzip (multi-member), zstd (multi-frame), bzip2, xz or plain.  The result
+    reads forward only; errors in the compressed data raise ``ImageError``.
+    Closing it does not close ``stream``.
+    """
+    prefix = b""
+    while len(prefix) < 6:
+        chunk = stream.read(6 - len(prefix))
+        if not chunk:
+            break
+        prefix += chunk
+    kind = detect_compression(prefix)
+    source = _Prefixed(prefix, stream)
+    reader: BinaryIO
+    if kind is Compression.NONE:
+        return source  # type: ignore[return-value]
+    if kind is Compression.GZIP:
+        reader = igzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
+    elif kind is Compression.ZSTD:
+        reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False)
+    elif kind is Compression.BZIP2:
+        reader = _StreamDecompressor(source, bz2.BZ2Decompressor)  # type: ignore[assignment]
+    else:
+        reader = _StreamDecompressor(source, lambda: lzma.LZMADecompressor(memlimit=XZ_MEMORY_LIMIT))  # type: ignore[assignment]
+    return _Decompressed(reader, kind)  # type: ignore[return-value]
