@@ -1,0 +1,249 @@
+"""Layer tree (overlayfs upper-dir format) → layer tar, deterministically.
+
+A layer tree marks a deleted path with a character device 0/0 of that name
+and an opaque directory (lower contents hidden) with the xattr
+``trusted.overlay.opaque=y``.  In the tar, as the OCI image-spec's layer
+changeset section says, a deleted ``x`` becomes an empty file ``.wh.x`` and an
+opaque ``d`` becomes the directory entry followed by ``d/.wh..wh..opq``.
+
+Determinism: entries come in depth-first order with each directory's names
+sorted bytewise (so parents precede children); ids are numeric with empty
+user and group names; times are whole seconds and only mtime is written; the
+headers come from ``_tar_format.encode_header``.  The same tree gives the
+same bytes, and with ``mtime`` (SOURCE_DATE_EPOCH) every time is clamped to
+at most that value.
+
+Output goes to ``out.write`` in chunks of about ``CHUNK`` bytes: small
+entries are gathered in one buffer, big files stream through.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import StoreError
+
+from ._tar_format import (
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    END_OF_ARCHIVE,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    encode_header,
+    padding,
+)
+
+CHUNK = 1 << 20
+OPAQUE_XATTR = "trusted.overlay.opaque"
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_MARKER = b".wh..wh..opq"
+
+_NS = 1_000_000_000
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ZEROS = b"\0" * 512
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """What a layer held: tar entries, file bytes, the tar's length, whiteouts.
+
+    ``whiteouts`` counts deleted paths and opaque directories.  ``diff_id``
+    (``sha256:`` of the uncompressed tar) is set by ``apply_layer``.
+    """
+
+    entries: int
+    content_bytes: int
+    tar_bytes: int
+    whiteouts: int
+    diff_id: str | None = None
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    """True for overlayfs's whiteout: a character device with device number 0/0."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class _Writer:
+    def __init__(self, out: BinaryIO, mtime: int | None) -> None:
+        self._out = out
+        self._clamp = mtime
+        self._buffer = bytearray()
+        self._links: dict[tuple[int, int], bytes] = {}
+        self.entries = 0
+        self.content_bytes = 0
+        self.tar_bytes = 0
+        self.whiteouts = 0
+
+    def _emit(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self.tar_bytes += len(self._buffer)
+            self._out.write(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _mtime(self, st: os.stat_result) -> int:
+        seconds = st.st_mtime_ns // _NS
+        if self._clamp is not None and seconds > self._clamp:
+            return self._clamp
+        return seconds
+
+    def run(self, root: bytes) -> None:
+        # Iterative depth-first walk: a stack of (prefix, sorted entries, index).
+        stack = [(b"", _sorted_entries(root), 0)]
+        while stack:
+            prefix, entries, index = stack[-1]
+            if index == len(entries):
+                stack.pop()
+                continue
+            stack[-1] = (prefix, entries, index + 1)
+            entry = entries[index]
+            name = prefix + entry.name
+            descend = self._entry(entry.path, name)
+            if descend:
+                stack.append((name + b"/", _sorted_entries(entry.path), 0))
+        self._emit(END_OF_ARCHIVE)
+        self._flush()
+
+    def _entry(self, path: bytes, name: bytes) -> bool:
+        """Write one entry; True when it is a directory to descend into."""
+        st = os.lstat(path)
+        mode = st.st_mode
+        base = name.rpartition(b"/")[2]
+        if base.startswith(WHITEOUT_PREFIX):
+            raise StoreError(
+                f"cannot put {os.fsdecode(name)!r} in a layer: names starting with .wh. mean deletions in image layers",
+                hint="rename the file; OCI layers cannot hold it",
+            )
+        if is_whiteout(st):
+            parent, _, base = name.rpartition(b"/")
+            wh_name = (parent + b"/" if parent else b"") + WHITEOUT_PREFIX + base
+            self.whiteouts += 1
+            self.entries += 1
+            self._emit(
+                encode_header(wh_name, REGULAR, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=self._mtime(st))
+            )
+            return False
+        xattrs, opaque = _xattrs(path)
+        common = {"mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self._mtime(st), "xattrs": xattrs}
+        self.entries += 1
+        if stat.S_ISDIR(mode):
+            self._emit(encode_header(name, DIRECTORY, **common))
+            if opaque:
+                self.whiteouts += 1
+                self.entries += 1
+                self._emit(encode_header(name + b"/" + OPAQUE_MARKER, REGULAR, mode=0, mtime=common["mtime"]))
+            return True
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self._links.get(key)
+            if first is not None:
+                # The link shares the first entry's inode: its xattrs are already there.
+                common["xattrs"] = None
+                self._emit(encode_header(name, HARDLINK, linkname=first, **common))
+                return False
+            self._links[key] = name
+        if stat.S_ISREG(mode):
+            self._regular(path, name, st.st_size, common)
+        elif stat.S_ISLNK(mode):
+            self._emit(encode_header(name, SYMLINK, linkname=os.readlink(path), **common))
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            kind = CHARDEV if stat.S_ISCHR(mode) else BLOCKDEV
+            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            self._emit(encode_header(name, kind, devmajor=major, devminor=minor, **common))
+        elif stat.S_ISFIFO(mode):
+            self._emit(encode_header(name, FIFO, **common))
+        else:
+            self.entries -= 1  # sockets cannot be archived (docker skips them too)
+        return False
+
+    def _regular(self, path: bytes, name: bytes, size: int, common: dict) -> None:
+        self._emit(encode_header(name, REGULAR, size=size, **common))
+        fd = os.open(path, _READ_FLAGS)
+        try:
+            if size <= CHUNK:
+                data = os.read(fd, size) if size else b""
+                if len(data) != size:
+                    raise _changed(name)
+                self._emit(data)
+            else:
+                self._flush()
+                left = size
+                while left:
+                    data = os.read(fd, min(left, CHUNK))
+                    if not data:
+                        raise _changed(name)
+                    self.tar_bytes += len(data)
+                    self._out.write(data)
+                    left -= len(data)
+        finally:
+            os.close(fd)
+        pad = padding(size)
+        if pad:
+            self._emit(_ZEROS[:pad])
+        self.content_bytes += size
+
+
+def _changed(name: bytes) -> StoreError:
+    return StoreError(
+        f"{os.fsdecode(name)!r} changed size while it was being archived",
+        hint="layer trees must not change while a layer is written",
+    )
+
+
+def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
+    with os.scandir(path) as it:
+        entries = list(it)
+    entries.sort(key=lambda e: e.name)
+    return entries
+
+
+def _xattrs(path: bytes) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
+    names = os.listxattr(path, follow_symlinks=False)
+    if not names:
+        return None, False
+    opaque = False
+    out = []
+    for key in names:
+        if key.startswith(OVERLAY_XATTR_PREFIX):
+            if key == OPAQUE_XATTR:
+                opaque = os.getxattr(path, key, follow_symlinks=False) == b"y"
+            continue
+        out.append((os.fsencode(key), os.getxattr(path, key, follow_symlinks=False)))
+    out.sort()
+    return out or None, opaque
+
+
+def write_layer(tree: Path, out: BinaryIO, *, mtime: int | None = None) -> LayerStats:
+    """Write the layer tree ``tree`` as a deterministic PAX tar into ``out``.
+
+    ``mtime`` clamps every entry's modification time to at most that many
+    seconds since the epoch (SOURCE_DATE_EPOCH, BuildKit's rewrite-timestamp).
+    Sockets are skipped.  Raises ``StoreError`` when the tree cannot be read.
+    """
+    writer = _Writer(out, mtime)
+    try:
+        writer.run(os.fsencode(tree))
+    except OSError as e:
+        where = os.fsdecode(e.filename) if e.filename else os.fspath(tree)
+        raise StoreError(
+            f"cannot read layer tree at {where}: {e.strerror}",
+            hint="the snapshot is damaged or was changed while being archived",
+        ) from None
+    return LayerStats(
+        entries=writer.entries,
+        content_bytes=writer.content_bytes,
+        tar_bytes=writer.tar_bytes,
+        whiteouts=writer.whiteouts,
+    )

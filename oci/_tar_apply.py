@@ -1,0 +1,349 @@
+"""Layer tar → layer tree (overlayfs upper-dir format), safely.
+
+``.wh.x`` becomes a character device 0/0 named ``x``; ``d/.wh..wh..opq`` sets
+``trusted.overlay.opaque=y`` on ``d``.  Everything else is created as the tar
+says: files, directories, hard and symbolic links, devices, fifos, with
+mode, numeric owner, mtime and xattrs (except ``*.overlay.*`` xattrs, which
+would steer overlayfs).
+
+Nothing in the tar can reach outside ``dest``:
+
+- names are split into components; ``..`` anywhere is refused and a leading
+  ``/`` is dropped (an absolute name lands inside ``dest``);
+- every parent is opened relative to its own parent with
+  ``O_DIRECTORY | O_NOFOLLOW`` starting from a descriptor of ``dest``, and
+  every file is created relative to its parent's descriptor with
+  ``O_NOFOLLOW | O_EXCL``, so a symlink (from this tar or already in
+  ``dest``) is never followed while writing;
+- a hard link's target is resolved the same way and must already exist;
+- the byte and entry budgets stop decompression bombs.
+
+The caller applies into a fresh directory and publishes it (rename) only
+after ``apply_layer`` returns: a failure leaves a partial tree that must be
+discarded.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from pybuild.errors import ImageError
+
+from ._compression import open_decompressed
+from ._layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX, LayerStats
+from ._tar_format import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
+
+DEFAULT_SIZE_BUDGET = 256 << 30
+DEFAULT_ENTRY_BUDGET = 10_000_000
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
+_OPAQUE = os.fsencode(OPAQUE_XATTR)
+
+
+class _Refused(Exception):
+    """An entry that must not be applied; becomes an ImageError naming it."""
+
+
+def clean_name(name: bytes) -> tuple[bytes, ...]:
+    """A tar name as components inside the tree: ``/`` and ``.`` dropped, ``..`` refused."""
+    parts = tuple(p for p in name.split(b"/") if p and p != b".")
+    if b".." in parts:
+        raise _Refused("its name contains '..'")
+    return parts
+
+
+class _Tree:
+    """Descriptors of ``dest`` and of the parents of the entry being applied."""
+
+    def __init__(self, dest: Path) -> None:
+        self.root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._stack: list[tuple[bytes, int]] = []
+
+    def close(self) -> None:
+        self._truncate(0)
+        os.close(self.root)
+
+    def _truncate(self, depth: int) -> None:
+        while len(self._stack) > depth:
+            os.close(self._stack.pop()[1])
+
+    def parent(self, parts: tuple[bytes, ...], *, create: bool = True) -> int:
+        """A descriptor of the directory ``parts``, creating missing ones (0755)."""
+        stack = self._stack
+        common = 0
+        limit = min(len(stack), len(parts))
+        while common < limit and stack[common][0] == parts[common]:
+            common += 1
+        self._truncate(common)
+        fd = stack[-1][1] if stack else self.root
+        for component in parts[common:]:
+            fd = _open_dir(fd, component, parts, create=create)
+            stack.append((component, fd))
+        return fd
+
+    def lookup(self, parts: tuple[bytes, ...]) -> int:
+        """A fresh descriptor of directory ``parts`` (caller closes); never creates."""
+        fd = os.dup(self.root)
+        try:
+            for component in parts:
+                child = _open_dir(fd, component, parts, create=False)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _open_dir(fd: int, component: bytes, parts: tuple[bytes, ...], *, create: bool) -> int:
+    try:
+        return os.open(component, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise _Refused(f"{os.fsdecode(b'/'.join(parts))!r} does not exist in the layer") from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _Refused(
+                f"its parent {os.fsdecode(component)!r} is a symlink or not a directory"
+            ) from None
+        raise
+    os.mkdir(component, 0o755, dir_fd=fd)
+    return os.open(component, _DIR_FLAGS, dir_fd=fd)
+
+
+def _remove(parent: int, base: bytes, keep_dir: bool) -> bool:
+    """Make room for ``base``; True when an existing directory is kept."""
+    try:
+        st = os.lstat(base, dir_fd=parent)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        if keep_dir:
+            return True
+        shutil.rmtree(base, dir_fd=parent)
+    else:
+        os.unlink(base, dir_fd=parent)
+    return False
+
+
+def _set_xattrs(target: int | str, xattrs: dict[bytes, bytes], follow: bool = True) -> None:
+    for key, value in xattrs.items():
+        if key.startswith(_IGNORED_XATTRS):
+            continue
+        os.setxattr(target, key, value, follow_symlinks=follow)
+
+
+class _Applier:
+    def __init__(self, dest: Path) -> None:
+        self.tree = _Tree(dest)
+        self.dir_times: list[tuple[tuple[bytes, ...], int]] = []
+        self.content_bytes = 0
+        self.whiteouts = 0
+
+    def apply(self, entry: TarEntry, reader: TarReader) -> None:
+        parts = clean_name(entry.name)
+        if not parts:
+            if entry.typeflag == DIRECTORY:  # "./": the tree's own root
+                self._dir_metadata(self.tree.root, entry)
+                self.dir_times.append(((), entry.mtime_ns))
+            return
+        base = parts[-1]
+        for component in parts[:-1]:
+            if component.startswith(WHITEOUT_PREFIX):
+                if component.startswith(WHITEOUT_PREFIX * 2):
+                    return  # inside aufs metadata (.wh..wh.plnk/): not part of the image
+                raise _Refused("a whiteout name is used as a directory")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, entry)
+            return
+        parent = self.tree.parent(parts[:-1])
+        kind = entry.typeflag
+        kept = _remove(parent, base, keep_dir=kind == DIRECTORY)
+        if kind == REGULAR:
+            self._regular(parent, base, entry, reader)
+        elif kind == DIRECTORY:
+            if not kept:
+                os.mkdir(base, 0o700, dir_fd=parent)
+            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+            try:
+                self._dir_metadata(fd, entry)
+            finally:
+                os.close(fd)
+            self.dir_times.append((parts, entry.mtime_ns))
+        elif kind == HARDLINK:
+            self._hardlink(parent, base, entry)
+        elif kind == SYMLINK:
+            os.symlink(entry.linkname, base, dir_fd=parent)
+            os.chown(base, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+            if entry.xattrs:
+                _set_xattrs(_proc_path(parent, base), entry.xattrs, follow=False)
+            os.utime(base, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
+        elif kind in (CHARDEV, BLOCKDEV, FIFO):
+            if kind == FIFO:
+                os.mkfifo(base, 0o600, dir_fd=parent)
+            else:
+                node = stat.S_IFCHR if kind == CHARDEV else stat.S_IFBLK
+                os.mknod(base, node | 0o600, os.makedev(entry.devmajor, entry.devminor), dir_fd=parent)
+            self._node_metadata(parent, base, entry)
+
+    def _whiteout(self, parts: tuple[bytes, ...], entry: TarEntry) -> None:
+        base = parts[-1]
+        if base == OPAQUE_MARKER:
+            os.setxattr(self.tree.parent(parts[:-1]), _OPAQUE, b"y")
+            self.whiteouts += 1
+            return
+        if base.startswith(WHITEOUT_PREFIX * 2):
+            return  # aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not part of the image
+        hidden = base[len(WHITEOUT_PREFIX) :]
+        if hidden in (b".", b".."):
+            raise _Refused("it whites out '.' or '..'")
+        parent = self.tree.parent(parts[:-1])
+        _remove(parent, hidden, keep_dir=False)
+        os.mknod(hidden, stat.S_IFCHR | 0o600, 0, dir_fd=parent)
+        self._node_metadata(parent, hidden, entry)
+        self.whiteouts += 1
+
+    def _node_metadata(self, parent: int, base: bytes, entry: TarEntry) -> None:
+        # Devices and fifos are never opened (that would block or touch hardware):
+        # they are changed by name, relative to their parent, and never are symlinks.
+        os.chown(base, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+        os.chmod(base, entry.mode, dir_fd=parent)
+        if entry.xattrs:
+            _set_xattrs(_proc_path(parent, base), entry.xattrs, follow=False)
+        os.utime(base, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
+
+    def _dir_metadata(self, fd: int, entry: TarEntry) -> None:
+        os.fchown(fd, entry.uid, entry.gid)
+        os.fchmod(fd, entry.mode)
+        if entry.xattrs:
+            _set_xattrs(fd, entry.xattrs)
+
+    def _regular(self, parent: int, base: bytes, entry: TarEntry, reader: TarReader) -> None:
+        fd = os.open(base, _CREATE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            while True:
+                chunk = reader.read_data()
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fchown(fd, entry.uid, entry.gid)
+            os.fchmod(fd, entry.mode)
+            if entry.xattrs:
+                _set_xattrs(fd, entry.xattrs)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+        self.content_bytes += entry.size
+
+    def _hardlink(self, parent: int, base: bytes, entry: TarEntry) -> None:
+        target = clean_name(entry.linkname)
+        if not target:
+            raise _Refused("its hard link target is the tree's root")
+        target_parent = self.tree.lookup(target[:-1])
+        try:
+            os.link(target[-1], base, src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            raise _Refused(f"its hard link target {os.fsdecode(entry.linkname)!r} is not in the layer") from None
+        except PermissionError:
+            raise _Refused(f"its hard link target {os.fsdecode(entry.linkname)!r} is a directory") from None
+        finally:
+            os.close(target_parent)
+
+    def finish(self) -> None:
+        # Directory times last: creating children changed them.
+        for parts, mtime_ns in self.dir_times:
+            if not parts:
+                os.utime(self.tree.root, ns=(mtime_ns, mtime_ns))
+                continue
+            try:
+                parent = self.tree.parent(parts[:-1], create=False)
+                os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+            except (_Refused, FileNotFoundError):
+                continue  # replaced by a later entry
+
+
+def _proc_path(parent: int, base: bytes) -> bytes:
+    # Path syscalls without a dir_fd form (setxattr) reach the entry through the
+    # parent's descriptor; the last component is not followed.
+    return b"/proc/self/fd/%d/%s" % (parent, base)
+
+
+def apply_layer(
+    stream: BinaryIO,
+    dest: Path,
+    *,
+    size_budget: int | None = DEFAULT_SIZE_BUDGET,
+    entry_budget: int | None = DEFAULT_ENTRY_BUDGET,
+) -> LayerStats:
+    """Apply the layer tar in ``stream`` (any compression) to the directory ``dest``.
+
+    ``size_budget`` caps the uncompressed bytes read and ``entry_budget`` the
+    number of entries; None means unlimited.  Returns the layer's stats with
+    ``diff_id`` (the digest of the uncompressed tar, to check against the
+    image config).  Raises ``ImageError`` naming the entry for anything
+    refused, malformed or failing.
+    """
+    raw = _HashingReader(open_decompressed(stream))
+    reader = TarReader(raw, byte_budget=size_budget, entry_budget=entry_budget)
+    applier = _Applier(dest)
+    entry: TarEntry | None = None
+    try:
+        while (entry := reader.next()) is not None:
+            applier.apply(entry, reader)
+        entry = None
+        applier.finish()
+        reader.drain()
+    except _Refused as e:
+        assert entry is not None
+        raise ImageError(
+            f"refusing layer entry {entry.display_name()!r}: {e}",
+            hint="the layer tries to write outside its directory or is malformed",
+        ) from None
+    except OSError as e:
+        what = f"layer entry {entry.display_name()!r}" if entry is not None else "layer"
+        raise ImageError(
+            f"cannot apply {what}: {e.strerror}",
+            hint=_os_hint(e),
+        ) from None
+    finally:
+        applier.tree.close()
+    return LayerStats(
+        entries=reader.entries,
+        content_bytes=applier.content_bytes,
+        tar_bytes=reader.position,
+        whiteouts=applier.whiteouts,
+        diff_id="sha256:" + raw.hash.hexdigest(),
+    )
+
+
+def _os_hint(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    if e.errno == errno.EPERM:
+        return "creating devices, setting owners or trusted.* xattrs needs root (CAP_MKNOD, CAP_CHOWN, CAP_SYS_ADMIN)"
+    if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+        return "the filesystem under the store does not support this (xattrs?)"
+    return "the layer is malformed or the store's filesystem refused it"
+
+
+class _HashingReader:
+    """Passes reads through and hashes what went by (the layer's diffID)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self.hash.update(data)
+        return data
