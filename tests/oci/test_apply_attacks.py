@@ -1,0 +1,255 @@
+"""Hostile layer tars: nothing may be written (or linked) outside the target directory.
+
+The tars are built with Python's tarfile (and by hand where tarfile refuses),
+independently of pybuild's writer.  Every test checks the host side: files
+next to ``dest`` are unchanged and nothing new appeared there.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from pybuild.errors import ImageError
+from pybuild.oci._tar_apply import apply_layer
+
+
+def make_tar(*entries: tuple) -> bytes:
+    """entries: (name, type, data_or_linkname[, extra pax headers])."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, payload, *rest in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.mode = 0o644
+            if rest:
+                info.pax_headers = rest[0]
+            if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = payload
+                tar.addfile(info)
+            elif kind == tarfile.DIRTYPE:
+                tar.addfile(info)
+            else:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return buf.getvalue()
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, bytes]]:
+    """Everything under ``root`` except ``dest``: type, nlink and content."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "dest" in dirnames and Path(dirpath) == root:
+            dirnames.remove("dest")
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = os.lstat(path)
+            content = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+            out[str(path.relative_to(root))] = (oct(st.st_mode), st.st_nlink, content)
+    return out
+
+
+@pytest.fixture
+def arena(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(root, dest, outside): ``outside/secret`` is the file an attack wants."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("do not touch\n")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    return tmp_path, dest, outside
+
+
+def refused(data: bytes, dest: Path, match: str, **kwargs) -> ImageError:
+    with pytest.raises(ImageError, match=match) as info:
+        apply_layer(io.BytesIO(data), dest, **kwargs)
+    assert info.value.hint
+    return info.value
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/../../escape", "./../escape", "a/b/../../../escape"])
+def test_dotdot_names_are_refused(arena, name: str) -> None:
+    root, dest, _ = arena
+    before = snapshot(root)
+    error = refused(make_tar(("ok", tarfile.REGTYPE, b"1"), (name, tarfile.REGTYPE, b"pwned")), dest, r"'\.\.'")
+    assert name in str(error)
+    assert snapshot(root) == before
+    assert not (root / "escape").exists()
+
+
+def test_absolute_names_land_inside(arena) -> None:
+    root, dest, outside = arena
+    target = outside / "planted"
+    before = snapshot(root)
+    apply_layer(io.BytesIO(make_tar((str(target), tarfile.REGTYPE, b"inside"))), dest)
+    assert not target.exists()
+    assert (dest / str(target).lstrip("/")).read_bytes() == b"inside"
+    assert snapshot(root) == before
+
+
+def test_symlinked_parent_in_the_tar_is_not_followed(arena) -> None:
+    root, dest, outside = arena
+    before = snapshot(root)
+    data = make_tar(("link", tarfile.SYMTYPE, str(outside)), ("link/secret", tarfile.REGTYPE, b"pwned"))
+    refused(data, dest, "symlink")
+    assert snapshot(root) == before
+    assert (dest / "link").is_symlink()
+
+
+def test_relative_symlinked_parent_is_not_followed(arena) -> None:
+    root, dest, _ = arena
+    before = snapshot(root)
+    data = make_tar(("up", tarfile.SYMTYPE, "../outside"), ("up/new", tarfile.REGTYPE, b"pwned"))
+    refused(data, dest, "symlink")
+    assert snapshot(root) == before
+
+
+def test_symlink_already_in_dest_is_not_followed(arena) -> None:
+    root, dest, outside = arena
+    os.symlink(outside, dest / "pre")
+    before = snapshot(root)
+    refused(make_tar(("pre/secret", tarfile.REGTYPE, b"pwned")), dest, "symlink")
+    assert snapshot(root) == before
+
+
+def test_file_replacing_a_symlink_replaces_the_link_not_its_target(arena) -> None:
+    root, dest, outside = arena
+    before = snapshot(root)
+    data = make_tar(("f", tarfile.SYMTYPE, str(outside / "secret")), ("f", tarfile.REGTYPE, b"mine"))
+    apply_layer(io.BytesIO(data), dest)
+    assert not (dest / "f").is_symlink() and (dest / "f").read_bytes() == b"mine"
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("linkname", ["../outside/secret", "/../outside/secret"])
+def test_hardlink_out_of_the_tree_is_refused(arena, linkname: str) -> None:
+    root, dest, _ = arena
+    before = snapshot(root)
+    refused(make_tar(("grab", tarfile.LNKTYPE, linkname)), dest, "grab")
+    assert snapshot(root) == before  # nlink of outside/secret unchanged too
+
+
+def test_absolute_hardlink_target_resolves_inside_only(arena) -> None:
+    root, dest, outside = arena
+    before = snapshot(root)
+    refused(make_tar(("grab", tarfile.LNKTYPE, str(outside / "secret"))), dest, "in the layer")
+    assert snapshot(root) == before
+
+
+def test_hardlink_through_a_symlinked_parent_is_refused(arena) -> None:
+    root, dest, outside = arena
+    before = snapshot(root)
+    data = make_tar(("door", tarfile.SYMTYPE, str(outside)), ("grab", tarfile.LNKTYPE, "door/secret"))
+    refused(data, dest, "symlink")
+    assert snapshot(root) == before
+
+
+def test_hardlink_to_a_symlink_links_the_symlink_itself(arena) -> None:
+    root, dest, outside = arena
+    before = snapshot(root)
+    data = make_tar(("s", tarfile.SYMTYPE, str(outside / "secret")), ("h", tarfile.LNKTYPE, "s"))
+    apply_layer(io.BytesIO(data), dest)
+    assert (dest / "h").is_symlink()
+    assert os.lstat(dest / "h").st_ino == os.lstat(dest / "s").st_ino
+    assert snapshot(root) == before
+
+
+def test_symlink_loops_are_harmless(arena) -> None:
+    root, dest, _ = arena
+    before = snapshot(root)
+    data = make_tar(
+        ("a", tarfile.SYMTYPE, "b"),
+        ("b", tarfile.SYMTYPE, "a"),
+        ("self", tarfile.SYMTYPE, "self"),
+        ("a/x", tarfile.REGTYPE, b"loop"),
+    )
+    refused(data, dest, "a/x")
+    assert os.readlink(dest / "a") == "b" and os.readlink(dest / "self") == "self"
+    assert snapshot(root) == before
+
+
+def test_whiteout_cannot_name_dot_dot(arena) -> None:
+    root, dest, _ = arena
+    (dest / "sub").mkdir()
+    before = snapshot(root)
+    refused(make_tar(("sub/.wh...", tarfile.REGTYPE, b"")), dest, "whites out")
+    assert snapshot(root) == before and (dest / "sub").is_dir()
+
+
+def test_overlay_xattrs_from_the_tar_are_dropped(arena, require_root: None) -> None:
+    _, dest, _ = arena
+    headers = {
+        "SCHILY.xattr.trusted.overlay.redirect": "/etc",
+        "SCHILY.xattr.trusted.overlay.opaque": "y",
+        "SCHILY.xattr.user.kept": "yes",
+    }
+    apply_layer(io.BytesIO(make_tar(("d", tarfile.DIRTYPE, b"", headers))), dest)
+    assert os.listxattr(dest / "d") == ["user.kept"]
+
+
+def _zeros_tar_gz(size: int) -> bytes:
+    """A gzip'd tar holding one file of ``size`` zero bytes, made without holding it in memory."""
+    info = tarfile.TarInfo("zeros")
+    info.size = size
+    header = info.tobuf(tarfile.PAX_FORMAT)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [compressor.compress(header)]
+    block = b"\0" * (1 << 20)
+    for _ in range(size // len(block)):
+        parts.append(compressor.compress(block))
+    parts.append(compressor.compress(b"\0" * (1024 + (-size % 512))))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def test_gzip_bomb_stops_at_the_size_budget(arena) -> None:
+    root, dest, _ = arena
+    bomb = _zeros_tar_gz(256 << 20)
+    assert len(bomb) < 1 << 20  # 256 MiB in well under 1 MiB
+    before = snapshot(root)
+    refused(bomb, dest, "size budget", size_budget=4 << 20)
+    written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert written <= 4 << 20
+    assert snapshot(root) == before
+
+
+def test_entry_count_budget(arena) -> None:
+    _, dest, _ = arena
+    data = make_tar(*[(f"f{i}", tarfile.REGTYPE, b"") for i in range(50)])
+    refused(data, dest, "more than 20 entries", entry_budget=20)
+    assert len(list(dest.iterdir())) <= 20
+
+
+def test_huge_pax_header_is_refused_before_it_is_read(arena) -> None:
+    _, dest, _ = arena
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = 8**11 - 1  # claims 8 GiB of metadata; none follows
+    data = info.tobuf(tarfile.USTAR_FORMAT)
+    refused(data, dest, "PAX header")
+
+
+def test_truncated_and_garbage_streams(arena) -> None:
+    _, dest, _ = arena
+    whole = make_tar(("f", tarfile.REGTYPE, b"x" * 5000))
+    refused(whole[:1500], dest, "ends early")
+    refused(b"this is not a tar archive at all" * 40, dest, "corrupt tar header")
+    refused(gzip.compress(whole)[:-30], dest, "decompress")
+    flipped = bytearray(whole)
+    flipped[0] ^= 1  # the name changes, the stored checksum does not
+    refused(bytes(flipped), dest, "bad checksum")
+
+
+def test_budget_counts_the_whole_stream(arena) -> None:
+    _, dest, _ = arena
+    data = make_tar(("f", tarfile.REGTYPE, b"x" * 10_000))
+    stats = apply_layer(io.BytesIO(data), dest, size_budget=len(data))
+    assert stats.tar_bytes == len(data)
+    assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
