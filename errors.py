@@ -121,6 +121,13 @@ class StepFailed(BuildError):
         self.step_exit_code = exit_code
         self.output_tail = output_tail
 
+    def render(self) -> str:
+        text = super().render()
+        lines = [line for line in self.output_tail.splitlines() if line.strip()][-10:]
+        if lines:
+            text += "\nlast output of the step:\n" + "\n".join(f"  > {line}" for line in lines)
+        return text
+
 
 class SandboxError(BuildError):
     reference = "sandbox"

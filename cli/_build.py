@@ -172,16 +172,22 @@ def run(args: argparse.Namespace) -> int:
             context=context,
             options=worker_options,
             step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
+            dockerfile_name=name,
         )
 
     progress = _progress(args.progress, args.quiet)
     export = ExportOptions(tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level)
 
     async def main() -> Any:
-        return await build(
-            dockerfile, options, store=store, make_runner=make_runner, pull=args.pull,
-            jobs=args.jobs or cpu_count(), export=export, emit=progress,
-        )
+        try:
+            return await build(
+                dockerfile, options, store=store, make_runner=make_runner, pull=args.pull,
+                jobs=args.jobs or cpu_count(), export=export, emit=progress,
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await executor.aclose()
+                files.close()
 
     try:
         outcome = trio.run(main)

@@ -22,11 +22,10 @@ def image_store(root: Any) -> Any:
 
 
 def executors() -> tuple[Any, Any]:
-    """The RUN executor and the file-operation caller (one sandbox runtime)."""
-    from pybuild.executors import SandboxExecutor
+    """The RUN executor and the file-operation caller; close both after the build."""
+    from pybuild.executors import NamespaceRootfsCaller, SandboxExecutor
 
-    runtime = SandboxExecutor()
-    return runtime, runtime
+    return SandboxExecutor(), NamespaceRootfsCaller()
 
 
 def positive_int(text: str) -> int:

@@ -113,7 +113,8 @@ async def build(
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
     runner = make_runner(plan)
     solver = Solver(plan.definition, runner, jobs=jobs, emit=emit)
-    results = await solver.solve([plan.target.op] if plan.target.op else [])
+    await solver.solve([plan.target.op] if plan.target.op else [])
+    results = solver.results  # every op's result: history needs the intermediate ones
     outcome = BuildOutcome(plan, results, solver.statistics())
     if export is None:
         return outcome

@@ -12,7 +12,12 @@ parents, symlinks kept, hardlinks kept, --chown/--chmod, ADD auto-extract.
 
 from __future__ import annotations
 
+# Everything this module needs is imported here, at load time: after the
+# chroot in apply_file_plan the thread can no longer import from the host.
+import bz2  # noqa: F401  (tarfile's r:* opens these lazily)
 import errno
+import gzip  # noqa: F401
+import lzma  # noqa: F401
 import os
 import posixpath
 import shutil
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from pybuild.errors import BuildError
+from pybuild.executors._passwd import parse_group, parse_passwd
 
 from ._chmod import apply_chmod
 from ._ops import Chown, CopyAction, MkdirAction, MkfileAction, RmAction
@@ -90,8 +96,6 @@ class _Owner:
 
 
 def _resolve_chown(chown: Chown) -> tuple[int, int]:
-    from pybuild.executors._passwd import parse_group, parse_passwd
-
     def read(path: str) -> str:
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
@@ -406,10 +410,29 @@ def _rm(action: RmAction) -> None:
 
 
 def apply_file_plan(root: str, plan: FilePlan) -> None:
-    """Apply ``plan`` to the filesystem at ``root`` (chrooting into it first)."""
+    """Apply ``plan`` to the filesystem at ``root``, chrooted into it.
+
+    The executor runs this in a thread with its own filesystem context, so
+    the chroot is the thread's alone; it is undone before returning, since
+    the executor still has mounts to clean up in that thread.
+    """
+    host_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    host_cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    old_umask = os.umask(0)
     os.chroot(root)
     os.chdir("/")
-    os.umask(0)
+    try:
+        _apply(plan)
+    finally:
+        os.fchdir(host_root)
+        os.chroot(".")
+        os.fchdir(host_cwd)
+        os.umask(old_umask)
+        os.close(host_root)
+        os.close(host_cwd)
+
+
+def _apply(plan: FilePlan) -> None:
     try:
         for step in plan.steps:
             if isinstance(step, PlannedCopy):

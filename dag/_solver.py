@@ -33,6 +33,7 @@ class Result:
     layer: str | None = None
     path: str | None = None
     cached: bool = False
+    created: float = 0.0  # when the layer was first made (kept across cached rebuilds)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import collections
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
-from pybuild.errors import BuildError, SandboxError, StepFailed
+from pybuild.errors import BuildError, Location, StepFailed
 
 from ._events import EventSink, StepLog
 from ._fileops import FilePlan, PlannedCopy, apply_file_plan
@@ -91,7 +92,9 @@ class Worker:
         fetcher: Fetcher | None = None,
         options: WorkerOptions = WorkerOptions(),
         step_ids: Mapping[str, str] | None = None,
+        dockerfile_name: str = "Dockerfile",
     ) -> None:
+        self.dockerfile_name = dockerfile_name
         self.definition = definition
         self.root = root
         self.executor = executor
@@ -204,7 +207,8 @@ class Worker:
             return None
         await self._remember(key)
         await trio.to_thread.run_sync(self.root.index.touch, key.key)
-        return Result(key.key, chain=((layer,) if layer else ()) + self._base_chain(op, inputs), layer=layer, cached=True)
+        chain = ((layer,) if layer else ()) + self._base_chain(op, inputs)
+        return Result(key.key, chain=chain, layer=layer, cached=True, created=record.created)
 
     @staticmethod
     def _base_chain(op: Op, inputs: Mapping[str, Result]) -> tuple[str, ...]:
@@ -237,10 +241,11 @@ class Worker:
         )
         from pybuild.cache import CacheRecord
 
-        record = CacheRecord(snapshot_id=layer)
+        created = time.time()
+        record = CacheRecord(snapshot_id=layer, created=created, last_used=created)
         await trio.to_thread.run_sync(self.root.index.record, key.key, record)
         await self._remember(key)
-        return Result(key.key, chain=((layer,) if layer else ()) + base_chain, layer=layer)
+        return Result(key.key, chain=((layer,) if layer else ()) + base_chain, layer=layer, created=created)
 
     async def _run_exec(self, digest: str, op: ExecOp, key: CacheKey, inputs: Mapping[str, Result], emit: EventSink) -> Result:
         from pybuild.executors import ProcessSpec, Rootfs
@@ -292,10 +297,13 @@ class Worker:
             await trio.to_thread.run_sync(self.root.snapshots.discard, active)
             shown = " ".join(op.args)
             why = "timed out" if result.timed_out else f"exit code: {result.exit_code}"
+            meta = self.definition.meta[digest]
+            location = Location(self.dockerfile_name, *meta.span) if meta.span else None
             raise StepFailed(
-                f'process "{shown}" did not complete successfully: {why}',
+                f'{meta.description}: process "{shown}" did not complete successfully: {why}',
                 exit_code=result.exit_code,
                 output_tail="\n".join(tail),
+                location=location,
             )
         return await self._commit(op, key, active, inputs)
 
