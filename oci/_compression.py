@@ -381,6 +381,121 @@ class _StreamDecompressor(io.RawIOBase):
         return b""
 
 
+class _ZstdFrames:
+    """Follows zstd's frame structure (RFC 8878) over the compressed bytes.
+
+    zstandard's stream reader ends quietly when its input stops inside a
+    frame; knowing where frames end turns that truncation into an error.
+    Only headers are looked at; block contents are skipped by their sizes.
+    """
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._buffer = b""
+        self._skip = 0
+        self._last_block = False
+        self._checksum = 0
+        self.unknown = False  # not zstd after all: the decoder reports that
+
+    @property
+    def at_boundary(self) -> bool:
+        return self.unknown or (self._state == "magic" and not self._buffer and not self._skip)
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end and not self.unknown:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                if not self._skip:
+                    self._after_payload()
+                continue
+            take = min(self._need - len(self._buffer), end - pos)
+            self._buffer += data[pos : pos + take]
+            pos += take
+            if len(self._buffer) == self._need:
+                field, self._buffer = self._buffer, b""
+                self._advance(field)
+
+    def _expect(self, state: str, need: int) -> None:
+        self._state, self._need = state, need
+
+    def _payload(self, size: int) -> None:
+        self._state = "payload"
+        self._skip = size
+        if not size:
+            self._after_payload()
+
+    def _after_payload(self) -> None:
+        if self._state == "skippable":
+            self._expect("magic", 4)
+        elif self._last_block:
+            if self._checksum:
+                self._expect("checksum", 4)
+            else:
+                self._expect("magic", 4)
+        else:
+            self._expect("block", 3)
+
+    def _advance(self, field: bytes) -> None:
+        state = self._state
+        if state == "magic":
+            magic = int.from_bytes(field, "little")
+            if field == ZSTD_MAGIC:
+                self._expect("descriptor", 1)
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self._expect("skippable-size", 4)
+            else:
+                self.unknown = True
+        elif state == "skippable-size":
+            self._state = "skippable"
+            self._skip = int.from_bytes(field, "little")
+            if not self._skip:
+                self._after_payload()
+        elif state == "descriptor":
+            descriptor = field[0]
+            single_segment = descriptor >> 5 & 1
+            fcs = (0 if not single_segment else 1, 2, 4, 8)[descriptor >> 6]
+            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3] + fcs
+            self._checksum = descriptor >> 2 & 1
+            self._last_block = False
+            if rest:
+                self._expect("header", rest)
+            else:
+                self._expect("block", 3)
+        elif state == "header":
+            self._expect("block", 3)
+        elif state == "block":
+            header = int.from_bytes(field, "little")
+            self._last_block = bool(header & 1)
+            block_type = header >> 1 & 3
+            size = header >> 3
+            if block_type == 3:
+                self.unknown = True  # reserved: the decoder reports corruption
+                return
+            self._payload(1 if block_type == 1 else size)
+        elif state == "checksum":
+            self._expect("magic", 4)
+
+
+class _ZstdSource:
+    """The compressed input of a zstd reader, checked to end on a frame boundary."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._frames = _ZstdFrames()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._frames.feed(data)
+        elif not self._frames.at_boundary:
+            raise EOFError("zstd data ends inside a frame (truncated)")
+        return data
+
+
 _DECODE_ERRORS = (OSError, EOFError, zstandard.ZstdError, isal_zlib.error, lzma.LZMAError, ValueError)
 
 
@@ -436,7 +551,9 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     if kind is Compression.GZIP:
         reader = igzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
     elif kind is Compression.ZSTD:
-        reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            _ZstdSource(source), read_across_frames=True, closefd=False
+        )
     elif kind is Compression.BZIP2:
         reader = _StreamDecompressor(source, bz2.BZ2Decompressor)  # type: ignore[assignment]
     else:
