@@ -8,11 +8,6 @@
 - ``TokenService``, ``BlobHost``: a Bearer realm and a storage host.
 - ``DictStore``: a content store in a dict that verifies like the real one.
 - ``tiny_image()``: a one-layer OCI image built by hand.
-- Fixtures, imported by the registry test modules: ``docker_registry`` runs
-  Debian's CNCF distribution registry (``/usr/bin/docker-registry``) on
-  127.0.0.1 with a temp storage directory; ``fake_registry`` serves a
-  FakeRegistry from the test's own trio run.  They live here rather than in
-  ``conftest.py`` so that file stays free for the other oci tests.
 
 Everything runs inside the test's trio run, so trio's MockClock drives it.
 """
@@ -26,21 +21,13 @@ import io
 import itertools
 import json
 import re
-import shutil
-import socket
-import subprocess
 import tarfile
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 import trio
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -77,6 +64,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     send_only: int | None = None  # send this many body bytes, then drop the connection
+    drop: bool = False  # close the connection without answering
 
 
 Handler = Callable[[Request], Response]
@@ -129,6 +117,9 @@ class HttpServer:
                 )
                 self.requests.append(request)
                 response = self.handler(request)
+                if response.drop:
+                    await stream.aclose()
+                    return
                 await self._send(stream, method, response)
                 if response.send_only is not None:
                     await stream.aclose()
@@ -580,85 +571,3 @@ def image_index(*entries: tuple[TinyImage, str, str]) -> bytes:
             platform["variant"] = variant
         manifests.append({"mediaType": OCI_MANIFEST, "digest": image.digest, "size": len(image.manifest), "platform": platform})
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, sort_keys=True).encode()
-
-
-# --- fixtures -----------------------------------------------------------------
-
-DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-
-
-@dataclass(frozen=True)
-class RunningRegistry:
-    host: str  # 127.0.0.1:PORT
-    storage: Path
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@pytest.fixture(scope="session")
-def docker_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    if not Path(DOCKER_REGISTRY).exists():
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
-    root = tmp_path_factory.mktemp("docker-registry")
-    storage = root / "storage"
-    storage.mkdir()
-    log = root / "registry.log"
-    for _attempt in range(3):  # the free port may be taken before the registry binds it
-        port = _free_port()
-        config = root / "config.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log:\n  level: warn\n"
-            "storage:\n"
-            f"  filesystem:\n    rootdirectory: {storage}\n"
-            "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
-        )
-        with open(log, "ab") as log_file:
-            process = subprocess.Popen(
-                [DOCKER_REGISTRY, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        registry = RunningRegistry(f"127.0.0.1:{port}", storage, log)
-        deadline = time.monotonic() + 15
-        while process.poll() is None and time.monotonic() < deadline and not _answers(f"{registry.url}/v2/"):
-            time.sleep(0.05)
-        if process.poll() is None and _answers(f"{registry.url}/v2/"):
-            break
-        process.kill()
-        process.wait()
-    else:
-        pytest.fail(f"docker-registry did not start; see {log}:\n{log.read_text()[-2000:]}")
-    try:
-        yield registry
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture
-async def fake_registry(nursery) -> FakeRegistry:  # type: ignore[no-untyped-def]
-    """A FakeRegistry on 127.0.0.1, stopped when the test ends."""
-    registry = FakeRegistry()
-    await nursery.start(registry.server.serve)
-    return registry

@@ -21,15 +21,11 @@ from .registry_server import (
     Fault,
     Response,
     error_body,
-    fake_registry,  # noqa: F401  (fixture)
     image_index,
     on,
     sha256,
     tiny_image,
 )
-
-pytestmark = pytest.mark.usefixtures("fake_registry")
-
 
 def ref(registry: FakeRegistry, name: str) -> object:
     return parse_reference(f"{registry.netloc}/{name}")
