@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from pybuild.dag._build import ExportOptions, StoreImageChains, build, step_ids
     from pybuild.dag._worker import Context, Worker, WorkerOptions
     from pybuild.grammar import parse
+    from pybuild.oci import RemoteFetcher
 
     platform = host_platform()
     if args.platform and args.platform not in ("local",):
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             files=files,
             images=StoreImageChains(store),
             context=context,
+            fetcher=RemoteFetcher(),
             options=worker_options,
             step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
             dockerfile_name=name,

@@ -5,6 +5,7 @@ Imports ``cache`` (blobs and snapshots live there); ``httpx``, ``zstandard``
 and ``isal`` are imported here and nowhere else.
 """
 
+from ._fetch import RemoteFetcher as RemoteFetcher
 from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
 from ._store import ImageStore as ImageStore
