@@ -15,6 +15,7 @@ concurrent pulls of one blob through one client wait for a single download.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from contextlib import aclosing
@@ -40,7 +41,9 @@ from ._registry_manifest import (
     ResolvedManifest,
     check_digest,
     media_type_of,
+    normalize_arch,
     parse_manifest,
+    parse_platform,
     select_platform,
     sha256_digest,
 )
@@ -226,6 +229,7 @@ class RegistryClient:
     async def resolve(self, ref: Reference, platform: str) -> ResolvedManifest:
         """The image manifest of ``ref`` for ``platform`` ("linux/amd64[/variant]"),
         with its config, following an index (manifest list) if there is one."""
+        parse_platform(platform)  # a typo fails here, before any request
         call = RegistryCall(self.endpoint(ref), ref.repository, "pull")
         if ref.digest:
             check_digest(ref.digest, str(ref))
@@ -260,13 +264,16 @@ class RegistryClient:
             return writers[-1]
 
         await self._download(call, parsed.config, new_writer, None)
+        config = bytes(writers[-1].data)
+        if index_digest is None:
+            _warn_if_other_platform(ref, config, platform)
         return ResolvedManifest(
             ref=ref,
             digest=digest,
             media_type=media_type,
             manifest=data,
             config_digest=parsed.config.digest,
-            config=bytes(writers[-1].data),
+            config=config,
             layers=parsed.layers,
             index_digest=index_digest,
             config_media_type=parsed.config.media_type or "application/vnd.oci.image.config.v1+json",
@@ -610,6 +617,21 @@ class RegistryClient:
         if answer.status not in (201, 204):
             raise status_error(answer, call, subject=f"blob {blob.digest}", kind="upload")
         _check_announced(answer.headers, blob.digest, call)
+
+
+def _warn_if_other_platform(ref: Reference, config: bytes, platform: str) -> None:
+    """A single-platform image is used whatever its platform, as BuildKit does,
+    but a mismatch is worth a warning: RUN steps will likely fail."""
+    try:
+        document = json.loads(config)
+        found = normalize_arch(str(document.get("architecture", "")), str(document.get("variant") or ""))
+        found_os = str(document.get("os", ""))
+    except (ValueError, AttributeError):
+        return
+    want_os, want_arch, want_variant = parse_platform(platform)
+    if (found_os, found[0]) != (want_os, want_arch) or (want_variant and found[1] and found[1] != want_variant):
+        text = "/".join(part for part in (found_os, *found) if part)
+        log.warning("%s is a %s image, not %s", ref, text or "platform-less", platform)
 
 
 def _range_start(response: httpx.Response) -> int | None:

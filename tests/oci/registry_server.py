@@ -250,6 +250,7 @@ class TokenService:
         self.basic = BasicAuth(username, password or "") if username is not None else None
         self.issued: list[str] = []
         self.lifetime = 300
+        self.refresh_token: str | None = None
         self._counter = itertools.count(1)
 
     @property
@@ -259,6 +260,13 @@ class TokenService:
     def handle(self, request: Request) -> Response:
         if request.path != "/token":
             return _error(404, "NOT_FOUND", "no such path")
+        if request.method == "POST":  # OAuth2 with an identity (refresh) token
+            form = parse_qs(request.body.decode())
+            if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [self.refresh_token]:
+                return _error(401, "UNAUTHORIZED", "bad refresh token")
+            token = f"token-{next(self._counter)}-for-{form['service'][0]}"
+            self.issued.append(token)
+            return Response(200, {"Content-Type": "application/json"}, json.dumps({"access_token": token}).encode())
         if self.basic is not None and self.basic.check(request) is not None:
             return _error(401, "UNAUTHORIZED", "bad credentials")
         token = f"token-{next(self._counter)}-for-{request.param('service')}"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from pybuild.errors import PybuildError, RegistryError
 from pybuild.oci._reference import parse_reference
@@ -307,3 +308,39 @@ async def test_wrong_basic_password_is_authentication_required(fake_registry: Fa
     assert str(caught.value) == f"authentication required for {fake_registry.netloc}/basic"
     assert fake_registry.count("GET", "/manifests/") == 2  # asked once, answered the challenge once
     assert_no_secret([*error_texts(caught.value), caplog.text], every_secret([]))
+
+
+async def test_token_is_cached_until_it_expires(
+    fake_registry: FakeRegistry, token_service: TokenService, autojump_clock: trio.testing.MockClock
+) -> None:
+    token_service.lifetime = 300
+    bearer(fake_registry, token_service)
+    fake_registry.add_image("cached", "1", tiny_image({"f": b"f"}))
+    reference = parse_reference(f"{fake_registry.netloc}/cached:1")
+
+    async with RegistryClient(credentials=credentials_for(fake_registry)) as client:
+        await client.resolve(reference, "linux/amd64")
+        await client.resolve(reference, "linux/amd64")
+        assert len(token_service.issued) == 1
+        await trio.sleep(301)
+        await client.resolve(reference, "linux/amd64")
+
+    assert len(token_service.issued) == 2
+    assert fake_registry.count("GET", "/manifests/") == 4  # one 401 at first, none after expiry
+
+
+async def test_identity_token_is_exchanged_with_oauth(nursery: trio.Nursery, fake_registry: FakeRegistry) -> None:
+    service = TokenService()
+    service.refresh_token = "refresh-Secret-55"
+    await nursery.start(service.server.serve)
+    bearer(fake_registry, service)
+    fake_registry.add_image("oauth", "1", tiny_image({"f": b"f"}))
+    credentials = CredentialStore({fake_registry.netloc: Credentials("<token>", "", identity_token="refresh-Secret-55")})
+
+    async with RegistryClient(credentials=credentials) as client:
+        await client.resolve(parse_reference(f"{fake_registry.netloc}/oauth:1"), "linux/amd64")
+
+    [request] = service.server.requests
+    assert request.method == "POST" and "authorization" not in request.headers
+    assert b"scope=repository%3Aoauth%3Apull" in request.body
+    assert fake_registry.requests[-1].headers["authorization"] == f"Bearer {service.issued[0]}"

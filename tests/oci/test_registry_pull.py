@@ -391,3 +391,34 @@ async def test_fetch_blob_skips_what_the_store_has(fake_registry: FakeRegistry) 
     async with RegistryClient() as client:
         await client.fetch_blob(ref(fake_registry, "skip"), LayerDescriptor(digest, 7, ""), store)
     assert fake_registry.count("GET", "/blobs/") == 0
+
+
+async def test_with_the_cache_packages_memory_store(fake_registry: FakeRegistry) -> None:
+    from pybuild.cache import MemoryContentStore
+
+    good = tiny_image({"good": b"good" * 50})
+    bad = tiny_image({"bad": b"bad" * 50})
+    fake_registry.add_image("good", "1", good)
+    fake_registry.add_image("bad", "1", bad)
+    layer = sha256(bad.layers[0])
+    fake_registry.blobs[layer] = bytes(reversed(bad.layers[0]))
+    store = MemoryContentStore()
+
+    async with RegistryClient() as client:
+        await client.pull(ref(fake_registry, "good:1"), "linux/amd64", store)
+        with pytest.raises(RegistryError, match="digest mismatch"):
+            await client.pull(ref(fake_registry, "bad:1"), "linux/amd64", store)
+
+    assert {digest for digest, _ in store.list()} == {good.digest, *good.blobs, bad.digest, sha256(bad.config)}
+    assert all(store.verify(digest) for digest, _ in store.list())
+
+
+async def test_single_platform_image_of_another_platform_is_used_with_a_warning(
+    fake_registry: FakeRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    image = tiny_image({"f": b"f"}, architecture="arm64")
+    fake_registry.add_image("armonly", "1", image)
+    async with RegistryClient() as client:
+        resolved = await client.resolve(ref(fake_registry, "armonly:1"), "linux/amd64")
+    assert resolved.digest == image.digest
+    assert any("linux/arm64" in r.getMessage() and "linux/amd64" in r.getMessage() for r in caplog.records)

@@ -18,7 +18,6 @@ from .registry_server import (
     Fault,
     Response,
     TinyImage,
-    on,
     sha256,
     tiny_image,
 )
