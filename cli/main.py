@@ -52,12 +52,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BaseExceptionGroup as group:
+        if group.subgroup(KeyboardInterrupt) is not None:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        errors = group.subgroup(PybuildError)
+        if errors is None:
+            raise
+        first = _first_leaf(errors)
+        print(first.render(), file=sys.stderr)
+        return first.exit_code
     except BrokenPipeError:
         # The reader went away (`pybuild images | head`): stop quietly.
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _first_leaf(group: BaseExceptionGroup) -> PybuildError:  # type: ignore[type-arg]
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_leaf(error)
+        return error  # type: ignore[return-value]
+    raise AssertionError("empty exception group")
 
 
 def _dispatch(args: list[str]) -> int:

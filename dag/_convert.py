@@ -652,7 +652,7 @@ class _Converter:
             kind=mount.kind,
             target=target or "",
             source=source_op,
-            source_path=posixpath.normpath("/" + (mount.source or "")),
+            source_path=posixpath.normpath("/" + (mount.source or "").lstrip("/")),
             readonly=mount.readonly,
             cache_id=(mount.cache_id or target) if mount.kind == "cache" else None,
             sharing=mount.sharing,

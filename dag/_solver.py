@@ -109,6 +109,11 @@ class Solver:
             async with trio.open_nursery() as nursery:
                 for digest, op in graph.ops.items():
                     nursery.start_soon(self._solve_one, nursery.cancel_scope, digest, op)
+        except BaseExceptionGroup as group:
+            # Ctrl-C delivered at the nursery's own checkpoint arrives wrapped
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
+            raise
         finally:
             self._end = trio.current_time()
         if self._failure is not None:
