@@ -288,6 +288,8 @@ class RegistryClient:
         blob and store share one download.
         """
         digest = check_digest(descriptor.digest, f"a blob of {ref}")
+        if not isinstance(descriptor.size, int) or descriptor.size < 0:
+            raise ImageError(f"blob {digest} of {ref} has no valid size ({descriptor.size!r})")
         key = (id(store), digest)
         while True:
             if store.has(digest):

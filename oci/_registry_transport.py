@@ -184,7 +184,12 @@ class RegistryHttp:
             log.debug("%s %s -> %s", method, safe_url(url), response.status_code)
             if response.status_code == 401 and endpoint.serves(url) and not answered_challenge:
                 challenge = response.headers.get("www-authenticate")
-                if await self._auth.accept_challenge(endpoint, challenge, scopes, sent=sent_auth):
+                try:
+                    accepted = await self._auth.accept_challenge(endpoint, challenge, scopes, sent=sent_auth)
+                except BaseException:
+                    await response.aclose()  # a failed token request must not leak the connection
+                    raise
+                if accepted:
                     await response.aclose()
                     answered_challenge = True
                     if not isinstance(content, bytes | None):
