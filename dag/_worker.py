@@ -10,6 +10,7 @@ a ``Fetcher`` for ADD of URLs and git repositories.
 from __future__ import annotations
 
 import collections
+import hashlib
 import fcntl
 import os
 import shutil
@@ -77,6 +78,18 @@ class WorkerOptions:
 
 def _hex(key: str) -> str:
     return key.split(":", 1)[1]
+
+
+def output_key(key: str, layer: str | None) -> str:
+    """The key downstream steps see: the step's key *and* the snapshot it resolved to.
+
+    Normally a key always resolves to the same snapshot (named after the key),
+    so this is stable; after a --no-cache rerun the step has a new snapshot,
+    and every step that uses it gets a new key too instead of a stale hit.
+    """
+    if layer is None:
+        return key
+    return "sha256:" + hashlib.sha256(f"{key}|{layer}".encode()).hexdigest()
 
 
 class Worker:
@@ -208,7 +221,7 @@ class Worker:
         await self._remember(key)
         await trio.to_thread.run_sync(self.root.index.touch, key.key)
         chain = ((layer,) if layer else ()) + self._base_chain(op, inputs)
-        return Result(key.key, chain=chain, layer=layer, cached=True, created=record.created)
+        return Result(output_key(key.key, layer), chain=chain, layer=layer, cached=True, created=record.created)
 
     @staticmethod
     def _base_chain(op: Op, inputs: Mapping[str, Result]) -> tuple[str, ...]:
@@ -236,8 +249,10 @@ class Worker:
         # with (docker.io 20.10) keeps one for `RUN true` (tests/dag/golden/run_empty_diff).
         base_chain = self._base_chain(op, inputs)
         parent = base_chain[0] if base_chain else None
+        # a forced rerun (--no-cache) must not fold into the snapshot it replaces
+        snapshot_id = _hex(key.key) if not getattr(op, "ignore_cache", False) else os.urandom(16).hex()
         layer = await trio.to_thread.run_sync(
-            lambda: self.root.snapshots.commit(active, parent, snapshot_id=_hex(key.key))
+            lambda: self.root.snapshots.commit(active, parent, snapshot_id=snapshot_id)
         )
         from pybuild.cache import CacheRecord
 
@@ -245,7 +260,8 @@ class Worker:
         record = CacheRecord(snapshot_id=layer, created=created, last_used=created)
         await trio.to_thread.run_sync(self.root.index.record, key.key, record)
         await self._remember(key)
-        return Result(key.key, chain=((layer,) if layer else ()) + base_chain, layer=layer, created=created)
+        chain = ((layer,) if layer else ()) + base_chain
+        return Result(output_key(key.key, layer), chain=chain, layer=layer, created=created)
 
     async def _run_exec(self, digest: str, op: ExecOp, key: CacheKey, inputs: Mapping[str, Result], emit: EventSink) -> Result:
         from pybuild.executors import ProcessSpec, Rootfs

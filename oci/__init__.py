@@ -6,6 +6,12 @@ and ``isal`` are imported here and nowhere else.
 """
 
 from ._fetch import RemoteFetcher as RemoteFetcher
+from ._registry import BlobProgress as BlobProgress
+from ._registry import RegistryClient as RegistryClient
+from ._registry_auth import CredentialStore as CredentialStore
+from ._registry_auth import Credentials as Credentials
+from ._registry_manifest import LayerDescriptor as LayerDescriptor
+from ._registry_manifest import ResolvedManifest as ResolvedManifest
 from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
 from ._store import ImageStore as ImageStore
