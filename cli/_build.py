@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,13 @@ def run(args: argparse.Namespace) -> int:
     if args.network == "host" and "network.host" not in args.allow:
         raise UsageError("--network=host needs --allow network.host")
 
-    context_dir, dockerfile_path = _context(args)
-    data, name = read_dockerfile(dockerfile_path)
+    root = open_root(args.root)
+    context = _open_context(args, root)
+    context_dir, dockerfile_path = context.directory, context.dockerfile
+    if context.dockerfile_bytes is not None:
+        data, name = context.dockerfile_bytes, context.dockerfile
+    else:
+        data, name = read_dockerfile(dockerfile_path)
     dockerfile = parse(data, name)
     build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
     source_date_epoch = _source_date_epoch(build_args)
@@ -152,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
         secrets=_secrets(args.secret),
         ssh=_ssh(args.ssh),
     )
-    root = open_root(args.root)
     store = image_store(root)
     from ._runtime import executors
 
@@ -196,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if hasattr(progress, "close"):
             progress.close()
+        context.close()
     image = outcome.image
     if args.iidfile:
         Path(args.iidfile).write_text(image.id)
@@ -222,11 +228,74 @@ def _source_date_epoch(build_args: dict[str, str]) -> int | None:
     return int(value)
 
 
-def _context(args: argparse.Namespace) -> tuple[Path, str]:
+@dataclass
+class _Context:
+    """Where the build context and the Dockerfile come from."""
+
+    directory: Path
+    dockerfile: str  # a path, or a name for messages when the bytes are given
+    dockerfile_bytes: bytes | None = None
+    cleanup: Any = None
+
+    def close(self) -> None:
+        if self.cleanup is not None:
+            self.cleanup()
+
+
+_TAR_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+
+
+def _looks_like_tar(head: bytes) -> bool:
+    return any(head.startswith(m) for m in _TAR_MAGIC) or head[257:262] == b"ustar"
+
+
+def _open_context(args: argparse.Namespace, root: Any) -> _Context:
+    """The context as Docker reads it: a directory, a tar or Dockerfile on stdin, a URL."""
+    from pybuild.cache import open_tar_context
+
     if args.context == "-":
-        raise UsageError("a context on stdin is not supported yet", hint="pass a directory")
+        if args.file == "-":
+            raise UsageError("stdin cannot be both the context and the Dockerfile")
+        data = sys.stdin.buffer.read()
+        if _looks_like_tar(data[:512]):
+            import io
+
+            tar = open_tar_context(root, io.BytesIO(data))
+            dockerfile = str(tar.path / (args.file or "Dockerfile"))
+            return _Context(tar.path, dockerfile, cleanup=tar.close)
+        empty = root.tmp_dir("context-")  # a Dockerfile alone: an empty context
+        return _Context(empty, "<stdin>", data)
+    if args.context.startswith(("http://", "https://", "git@", "git://", "ssh://")):
+        return _remote_context(args, root)
     context = Path(args.context)
     if not context.is_dir():
-        raise UsageError(f"unable to prepare context: path {args.context!r} not found", hint="the context is a directory")
+        raise UsageError(f"unable to prepare context: path {args.context!r} not found", hint="the context is a directory, -, or a URL")
+    if args.file == "-":
+        return _Context(context.absolute(), "<stdin>", sys.stdin.buffer.read())
     dockerfile = args.file or str(context / "Dockerfile")
-    return context.absolute(), dockerfile
+    return _Context(context.absolute(), dockerfile)
+
+
+def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
+    """A git repository (``URL.git#ref:subdir``) or a tarball URL, fetched into the root."""
+    import trio
+
+    from pybuild.cache import open_tar_context
+    from pybuild.dag._copy import _git_parts, is_git_source
+    from pybuild.dag._ops import GitSource, HttpSource
+    from pybuild.oci import RemoteFetcher
+
+    fetcher = RemoteFetcher()
+    where = root.tmp_dir("remote-context-")
+    if is_git_source(args.context):
+        remote, ref, subdir = _git_parts(args.context)
+        trio.run(fetcher.git, GitSource(remote=remote, ref=ref, subdir=subdir), where)
+        directory = where
+    else:
+        trio.run(fetcher.http, HttpSource(url=args.context, filename="context.tar"), where)
+        with open(where / "context.tar", "rb") as stream:
+            tar = open_tar_context(root, stream)
+        directory = tar.path
+    if args.file == "-":
+        return _Context(directory, "<stdin>", sys.stdin.buffer.read())
+    return _Context(directory, str(directory / (args.file or "Dockerfile")))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +128,65 @@ def open_image(root: Path):  # type: ignore[no-untyped-def]
     yield opener
     for view in views:
         view.close()
+
+
+@pytest.fixture
+def http_files(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A directory served over HTTP on 127.0.0.1: yields (directory, base URL)."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    def handler(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return http.server.SimpleHTTPRequestHandler(*args, directory=str(served), **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int) -> None:
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def git_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``git_server({path: text})`` commits the files on branch main and serves the repo
+    with ``git daemon`` on 127.0.0.1; returns its git:// URL."""
+    daemons: list[subprocess.Popen[bytes]] = []
+
+    def serve(files: dict[str, str]) -> str:
+        repo = tmp_path / f"repo{len(daemons)}"
+        git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+        subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+        for name, text in files.items():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_text(text)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "files"], check=True)
+        served = tmp_path / f"served-git{len(daemons)}"
+        subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(served / "repo.git")], check=True)
+        port = _free_port()
+        daemons.append(subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}", "--listen=127.0.0.1", f"--port={port}", str(served)],
+            stderr=subprocess.DEVNULL,
+        ))
+        _wait_listening(port)
+        return f"git://127.0.0.1:{port}/repo.git"
+
+    yield serve
+    for daemon in daemons:
+        daemon.terminate()
+        daemon.wait()

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import io
 import os
 import stat
-import subprocess
 import tarfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -179,20 +175,6 @@ ADD --unpack=false plain.tar /kept/
     assert image.find("/kept/plain.tar") is not None
 
 
-@pytest.fixture
-def http_files(tmp_path: Path):  # type: ignore[no-untyped-def]
-    served = tmp_path / "served"
-    served.mkdir()
-
-    def handler(*args, **kwargs):  # type: ignore[no-untyped-def]
-        return http.server.SimpleHTTPRequestHandler(*args, directory=str(served), **kwargs)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def test_add_url_downloads_without_extracting(cli, busybox_image: str, context: Path, open_image, http_files) -> None:  # type: ignore[no-untyped-def]
     served, base = http_files
     with tarfile.open(served / "payload.tar.gz", "w:gz") as tar:
@@ -213,58 +195,19 @@ ADD --checksum={good} {base}/hello.txt /downloads/hello.txt
     assert result.returncode == 1 and "digest mismatch" in result.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int) -> None:
-    import socket
-
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def test_add_git_repository(cli, busybox_image: str, context: Path, open_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    repo = tmp_path / "repo"
-    git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    write(repo / "README.md", "from git\n")
-    write(repo / "sub" / "inner.txt", "inner\n")
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
-    served = tmp_path / "served-git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(served / "repo.git")], check=True)
-    port = _free_port()
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}", "--listen=127.0.0.1", f"--port={port}", str(served)],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port)
-        url = f"git://127.0.0.1:{port}/repo.git"
-        build(cli, context, f"""\
+def test_add_git_repository(cli, busybox_image: str, context: Path, open_image, git_server) -> None:  # type: ignore[no-untyped-def]
+    url = git_server({"README.md": "from git\n", "sub/inner.txt": "inner\n"})
+    build(cli, context, f"""\
 FROM busybox
 ADD {url}#main /src/
 ADD --keep-git-dir=true {url}#main /with-git/
 ADD {url}#main:sub /only-sub/
 """)
-        image = open_image("t")
-        assert image.read("/src/README.md") == "from git\n"
-        assert image.find("/src/.git") is None
-        assert image.find("/with-git/.git") is not None
-        assert image.read("/only-sub/inner.txt") == "inner\n"
-    finally:
-        daemon.terminate()
-        daemon.wait()
+    image = open_image("t")
+    assert image.read("/src/README.md") == "from git\n"
+    assert image.find("/src/.git") is None
+    assert image.find("/with-git/.git") is not None
+    assert image.read("/only-sub/inner.txt") == "inner\n"
 
 
 def test_sources_outside_the_context_stay_inside(cli, busybox_image: str, context: Path, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
