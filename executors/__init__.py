@@ -11,6 +11,7 @@ imports only the standard library and its own siblings, because the zygote
 runs it as ``python -I -S`` without pybuild on its path.
 """
 
+from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._executor import SandboxExecutor as SandboxExecutor
 from ._protocol import Executor as Executor
@@ -24,3 +25,8 @@ from ._spec import ProcessSpec as ProcessSpec
 from ._spec import Rootfs as Rootfs
 from ._spec import SecretMount as SecretMount
 from ._spec import TmpfsMount as TmpfsMount
+from .fake import FakeExecutor as FakeExecutor
+from .fake import FakeRootfsCaller as FakeRootfsCaller
+from .fake import FakeRun as FakeRun
+from .testing import check_executor as check_executor
+from .testing import check_rootfs_caller as check_rootfs_caller

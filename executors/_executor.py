@@ -151,19 +151,27 @@ def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> N
         raise SandboxError("the step's upper and work directories must exist", hint="this is a pybuild bug")
 
 
-def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], procs: list[str], state: str, slirp: str) -> dict:
-    def mount_tuple(mount: Mount) -> tuple:
+def _request_mounts(mounts: Sequence[Mount]) -> list[tuple]:
+    """Mounts in their wire form (plain tuples, see ``_sandbox.open_detached_mount``)."""
+    result = []
+    for mount in mounts:
         if isinstance(mount, BindMount):
-            return ("bind", mount.target, mount.source, mount.readonly)
-        if isinstance(mount, OverlayMount):
-            return ("overlay", mount.target, tuple(mount.lowers), mount.upper, mount.work)
-        if isinstance(mount, TmpfsMount):
-            return ("tmpfs", mount.target, mount.size, mount.mode)
-        return ("secret", mount.target, mount.data, mount.mode, mount.uid, mount.gid)
+            result.append(("bind", mount.target, mount.source, mount.readonly))
+        elif isinstance(mount, OverlayMount):
+            result.append(("overlay", mount.target, tuple(mount.lowers), mount.upper, mount.work))
+        elif isinstance(mount, TmpfsMount):
+            result.append(("tmpfs", mount.target, mount.size, mount.mode))
+        elif isinstance(mount, SecretMount):
+            result.append(("secret", mount.target, mount.data, mount.mode, mount.uid, mount.gid))
+        else:
+            raise SandboxError(f"unknown mount {type(mount).__name__}")
+    return result
 
+
+def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], procs: list[str], state: str, slirp: str) -> dict:
     return {
         "rootfs": (tuple(rootfs.lowers), rootfs.upper, rootfs.work, rootfs.readonly),
-        "mounts": [mount_tuple(m) for m in mounts],
+        "mounts": _request_mounts(mounts),
         "process": {
             "args": list(process.args),
             "env": list(process.env),

@@ -45,6 +45,7 @@ if __package__:
     from . import _netfiles as netfiles
     from . import _overlay as overlay
     from . import _passwd as passwd
+    from . import _paths as paths
     from . import _wire as wire
 else:  # loaded by the zygote as top-level modules
     import _caps as caps
@@ -52,6 +53,7 @@ else:  # loaded by the zygote as top-level modules
     import _netfiles as netfiles
     import _overlay as overlay
     import _passwd as passwd
+    import _paths as paths
     import _wire as wire
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -172,7 +174,7 @@ class _Monitor:
 
         linux.unshare(linux.CLONE_NEWNS)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-        _mount_state_tmpfs(self.state)
+        mount_state_tmpfs(self.state)
         self.mounted = True
         rootfs_dir = os.path.join(self.state, "rootfs")
         scratch = os.path.join(self.state, "scratch")
@@ -185,14 +187,17 @@ class _Monitor:
             os.mkdir(empty, 0o755)
             lowers = (empty,)
         try:
-            fd = _overlay_fd(lowers, None if readonly else upper, None if readonly else work, scratch, request["flatten_dir"])
+            fd = overlay_fd(lowers, None if readonly else upper, None if readonly else work, scratch, request["flatten_dir"])
         except OSError as e:
             raise SetupError(f"cannot mount the root filesystem: {e.strerror}" + _where(e)) from None
         try:
             linux.move_mount_to(fd, rootfs_dir)
         finally:
             os.close(fd)
-        mounts = [self.prepare_mount(spec, index, scratch) for index, spec in enumerate(request["mounts"])]
+        mounts = [
+            open_detached_mount(spec, index, self.state, scratch, request["flatten_dir"])
+            for index, spec in enumerate(request["mounts"])
+        ]
 
         # Cgroups before the namespaces: the cgroup namespace is rooted at the step's cgroup.
         for procs in request["cgroup_procs"]:
@@ -212,58 +217,6 @@ class _Monitor:
         if self.slirp is not None:
             self.slirp.wait_ready()
         return _Prepared(rootfs_dir, mounts, etc, devices, devnull, readonly)
-
-    def prepare_mount(self, spec: tuple, index: int, scratch: str) -> tuple[str, int, bool]:
-        """A detached mount for one step mount: (target, mount fd, target is a file)."""
-        kind, target = spec[0], spec[1]
-        try:
-            if kind == "bind":
-                _, _, source, readonly = spec
-                try:
-                    is_file = not stat.S_ISDIR(os.stat(source).st_mode)
-                except FileNotFoundError:
-                    raise SetupError(f"mount source {source} does not exist") from None
-                fd = linux.open_tree(source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
-                if readonly:
-                    linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY)
-                return target, fd, is_file
-            if kind == "overlay":
-                _, _, lowers, upper, work = spec
-                return target, _overlay_fd(tuple(lowers), upper, work, scratch, self.request["flatten_dir"]), False
-            if kind == "tmpfs":
-                _, _, size, mode = spec
-                fs_fd = linux.fsopen("tmpfs")
-                try:
-                    linux.fsconfig_string(fs_fd, "mode", f"{mode:o}")
-                    if size is not None:
-                        linux.fsconfig_string(fs_fd, "size", str(size))
-                    linux.fsconfig_create(fs_fd)
-                    return target, linux.fsmount(fs_fd, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV), False
-                finally:
-                    os.close(fs_fd)
-            if kind == "secret":
-                _, _, data, mode, uid, gid = spec
-                secrets = os.path.join(self.state, "secrets")
-                os.makedirs(secrets, 0o700, exist_ok=True)
-                path = os.path.join(secrets, str(index))
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fchown(fd, uid, gid)
-                    os.fchmod(fd, mode)
-                finally:
-                    os.close(fd)
-                fd = linux.open_tree(path, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
-                linux.mount_setattr(
-                    fd, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
-                )
-                return target, fd, True
-        except OSError as e:
-            # Never name a secret's bytes; the target and the errno are enough.
-            raise SetupError(f"cannot prepare the {kind} mount at {target}: {e.strerror}") from None
-        raise SetupError(f"unknown mount type {kind!r}")
 
     def prepare_etc_files(self) -> list[tuple[str, int]]:
         process = self.process
@@ -383,7 +336,64 @@ class _Prepared:
         os.close(self.devnull)
 
 
-def _mount_state_tmpfs(path: str) -> None:
+def open_detached_mount(spec: tuple, index: int, state: str, scratch: str, flatten_dir: str) -> tuple[str, int, bool]:
+    """A detached mount for one step mount: (target, mount fd, target is a file).
+
+    ``spec`` is the wire form of a ``Mount``; secrets are written to a file in
+    ``state`` (a tmpfs) and bound from there.
+    """
+    kind, target = spec[0], spec[1]
+    try:
+        if kind == "bind":
+            _, _, source, readonly = spec
+            try:
+                is_file = not stat.S_ISDIR(os.stat(source).st_mode)
+            except FileNotFoundError:
+                raise SetupError(f"mount source {source} does not exist") from None
+            fd = linux.open_tree(source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+            if readonly:
+                linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY)
+            return target, fd, is_file
+        if kind == "overlay":
+            _, _, lowers, upper, work = spec
+            return target, overlay_fd(tuple(lowers), upper, work, scratch, flatten_dir), False
+        if kind == "tmpfs":
+            _, _, size, mode = spec
+            fs_fd = linux.fsopen("tmpfs")
+            try:
+                linux.fsconfig_string(fs_fd, "mode", f"{mode:o}")
+                if size is not None:
+                    linux.fsconfig_string(fs_fd, "size", str(size))
+                linux.fsconfig_create(fs_fd)
+                return target, linux.fsmount(fs_fd, linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV), False
+            finally:
+                os.close(fs_fd)
+        if kind == "secret":
+            _, _, data, mode, uid, gid = spec
+            secrets = os.path.join(state, "secrets")
+            os.makedirs(secrets, 0o700, exist_ok=True)
+            path = os.path.join(secrets, str(index))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            fd = linux.open_tree(path, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+            linux.mount_setattr(
+                fd, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+            )
+            return target, fd, True
+    except OSError as e:
+        # Never name a secret's bytes; the target and the errno are enough.
+        raise SetupError(f"cannot prepare the {kind} mount at {target}: {e.strerror}") from None
+    raise SetupError(f"unknown mount type {kind!r}")
+
+
+def mount_state_tmpfs(path: str) -> None:
     # noswap (Linux >= 6.4) keeps secrets off the swap device too.
     try:
         linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700,noswap")
@@ -393,7 +403,7 @@ def _mount_state_tmpfs(path: str) -> None:
         linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
 
 
-def _overlay_fd(lowers: tuple, upper: str | None, work: str | None, scratch: str, flatten_dir: str) -> int:
+def overlay_fd(lowers: tuple, upper: str | None, work: str | None, scratch: str, flatten_dir: str) -> int:
     """A detached overlay mount of a chain of any length."""
     if overlay.lowerdir_plus_supported() and len(lowers) <= overlay.MAX_LOWERS:
         return overlay.mount_overlay_fd(tuple(lowers), upper, work)
@@ -720,7 +730,7 @@ class _Inside:
 
     def mount_step_mounts(self) -> None:
         # Parents before children, whatever order the caller gave.
-        for target, fd, is_file in sorted(self.prepared.mounts, key=lambda m: _depth(m[0])):
+        for target, fd, is_file in sorted(self.prepared.mounts, key=lambda m: mount_depth(m[0])):
             path = self.ensure(target, directory=not is_file)
             try:
                 linux.move_mount_to(fd, path)
@@ -729,41 +739,10 @@ class _Inside:
 
     def ensure(self, target: str, *, directory: bool) -> str:
         """Resolve ``target`` in the sandbox, creating a stub mount point if missing."""
-        resolved = os.path.realpath(os.path.normpath("/" + target))
-        parts = [p for p in resolved.split("/") if p]
-        current = "/"
-        created_here = False
-        for index, part in enumerate(parts):
-            path = os.path.join(current, part)
-            last = index == len(parts) - 1
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                st = None
-            if st is None:
-                if not created_here and current not in self.parents:
-                    self.parents[current] = _dir_meta(current)
-                try:
-                    if last and not directory:
-                        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
-                        self.stubs.append(("file", path))
-                    else:
-                        os.mkdir(path, 0o755)
-                        self.stubs.append(("dir", path))
-                except OSError as e:
-                    if e.errno == errno.EROFS:
-                        raise SetupError(f"mount point {target} does not exist in the read-only root filesystem") from None
-                    raise SetupError(f"cannot create mount point {target}: {e.strerror}") from None
-                created_here = True
-            elif last:
-                if directory and not stat.S_ISDIR(st.st_mode):
-                    raise SetupError(f"cannot mount a directory at {target}: it is not a directory in the image")
-                if not directory and stat.S_ISDIR(st.st_mode):
-                    raise SetupError(f"cannot mount a file at {target}: it is a directory in the image")
-            elif not stat.S_ISDIR(st.st_mode):
-                raise SetupError(f"cannot mount at {target}: {path} is not a directory in the image")
-            current = path
-        return resolved
+        try:
+            return paths.ensure_mount_point("/", target, directory=directory, stubs=self.stubs, parents=self.parents)
+        except paths.PathError as e:
+            raise SetupError(str(e)) from None
 
     # -- process --------------------------------------------------------------
 
@@ -786,17 +765,8 @@ class _Inside:
         return path
 
 
-def _depth(path: str) -> int:
+def mount_depth(path: str) -> int:
     return len([p for p in os.path.normpath("/" + path).split("/") if p])
-
-
-def _dir_meta(path: str) -> tuple:
-    st = os.lstat(path)
-    try:
-        xattrs = {n: os.getxattr(path, n, follow_symlinks=False) for n in os.listxattr(path, follow_symlinks=False)}
-    except OSError:
-        xattrs = {}
-    return (st.st_mode, st.st_uid, st.st_gid, xattrs)
 
 
 def _read_account_file(path: str) -> str | None:

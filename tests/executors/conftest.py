@@ -1,0 +1,91 @@
+"""Fixtures for the executor tests: fresh rootfs dirs over the busybox base, a
+real executor per test, and a snapshot of host state to prove nothing leaks."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pybuild.executors import Rootfs, SandboxExecutor
+
+PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class RootfsFactory:
+    """Makes a fresh upper/work pair over the given lowers for every call."""
+
+    def __init__(self, base: Path, lowers: tuple[str, ...]) -> None:
+        self.base = base
+        self.lowers = lowers
+        self.made = 0
+
+    def __call__(self, lowers: tuple[str, ...] | None = None, readonly: bool = False) -> Rootfs:
+        self.made += 1
+        step = self.base / f"step{self.made}"
+        (step / "upper").mkdir(parents=True)
+        (step / "work").mkdir()
+        return Rootfs(self.lowers if lowers is None else lowers, str(step / "upper"), str(step / "work"), readonly)
+
+
+@pytest.fixture
+def make_rootfs(tmp_path: Path, busybox_rootfs: Path) -> RootfsFactory:
+    return RootfsFactory(tmp_path / "steps", (str(busybox_rootfs),))
+
+
+@pytest.fixture
+async def executor(require_root: None, tmp_path: Path):
+    state = tmp_path / "executor-state"
+    state.mkdir()
+    async with SandboxExecutor(state_dir=str(state)) as sandbox:
+        yield sandbox
+    # Nothing of the executor survives aclose().
+    assert list(state.iterdir()) == []
+
+
+@dataclass(frozen=True)
+class HostState:
+    mounts: tuple[str, ...]
+    step_cgroups: tuple[str, ...]
+
+
+def host_state() -> HostState:
+    """The host's mount table (without ids, which are per boot) and pybuild's step cgroups."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = tuple(sorted(" ".join(line.split()[3:]) for line in f))
+    groups = []
+    for root in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/devices", "/sys/fs/cgroup/unified"):
+        parent = os.path.join(root, "pybuild")
+        if os.path.isdir(parent):
+            groups += [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(f"{os.getpid()}-")]
+    return HostState(mounts, tuple(sorted(groups)))
+
+
+def processes_matching(pattern: str) -> list[int]:
+    """Host pids whose command line matches ``pattern``."""
+    found = []
+    regex = re.compile(pattern)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if regex.search(cmdline):
+            found.append(int(entry))
+    return found
+
+
+def walk_upper(upper: str) -> dict[str, os.stat_result]:
+    """Every entry of an upper dir, relative path -> lstat."""
+    entries = {}
+    for directory, dirs, files in os.walk(upper):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            entries[os.path.relpath(path, upper)] = os.lstat(path)
+    return entries
