@@ -35,7 +35,7 @@ from typing import Protocol, runtime_checkable
 
 from pybuild.errors import ContextError
 
-from ._gomatch import BadPattern, compile_element, go_clean, has_wildcards, unescape
+from ._gomatch import BadPattern, compile_element, go_clean, has_wildcards
 from ._ignore import DockerIgnore
 from ._index import StatKey
 
@@ -324,15 +324,16 @@ class _Job:
         rel = go_clean("/" + source).lstrip("/")
         parts = rel.split("/") if rel else []
         wild = next((i for i, part in enumerate(parts) if has_wildcards(part)), None)
+        # As in BuildKit, the part before the first wildcard is a plain path:
+        # a backslash there is part of a name, not an escape.
         if wild is None:
-            parts = [unescape(p) for p in parts]
             name = "/".join(parts) or "."
             resolved = self.resolve(parts, follow_final=True)
             if resolved is None:
                 raise _not_found(name, "not found")
             return (ContextPath(name, resolved, self._kind_of(resolved)),)
 
-        prefix = [unescape(p) for p in parts[:wild]]
+        prefix = parts[:wild]
         base = self.resolve(prefix, follow_final=True)
         matches: list[tuple[str, str]] = []
         if base is not None and self._kind_of(base) == "dir":

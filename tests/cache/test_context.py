@@ -89,10 +89,14 @@ def test_wildcards(ctx: Path, source: str, matched: list[str]) -> None:
         assert path in sel.entries
 
 
-def test_escaped_wildcard_is_literal(ctx: Path) -> None:
-    make_tree(ctx, {"weird*name": "w"})
-    sel = hasher(ctx).select(["weird\\*name"])
-    assert set(sel.entries) == {"weird*name"}
+def test_wildcard_characters_in_names(ctx: Path) -> None:
+    make_tree(ctx, {"weird*name": "w", "back\\slash": "b"})
+    h = hasher(ctx)
+    assert set(h.select(["weird[*]name"]).entries) == {"weird*name"}
+    # a wildcard-free source is a plain path, backslash and all (as in BuildKit)
+    assert set(h.select(["back\\slash"]).entries) == {"back\\slash"}
+    with pytest.raises(ContextError):
+        h.select(["weird\\*name"])
 
 
 def test_a_source_matching_nothing_is_named(ctx: Path) -> None:
