@@ -37,6 +37,8 @@ _ZYGOTE = os.path.join(_HERE, "_zygote.py")
 
 # How long cleanup waits for a killed sandbox to be reaped before giving up on it.
 _REAP_TIMEOUT = 20.0
+# How long a monitor asked to kill its sandbox gets before its cgroup is killed.
+_KILL_GRACE = 5.0
 
 
 class SandboxExecutor:
@@ -352,11 +354,16 @@ class _Step:
     async def finish(self, cgroups: StepCgroups) -> None:
         """Make sure the sandbox is gone, then release everything (runs shielded)."""
         if self.ctl is not None and not self.reaped and not self.lost:
+            # The monitor kills the sandbox and then cleans up (mount stubs);
+            # killing the cgroup first would kill the monitor too early.
             await self._kill()
-            cgroups.kill()
-            with trio.move_on_after(_REAP_TIMEOUT):
+            with trio.move_on_after(_KILL_GRACE):
                 await self._read_control(until_exit=False)
-        cgroups.kill()
+            if not self.reaped:
+                cgroups.kill()
+                with trio.move_on_after(_REAP_TIMEOUT):
+                    await self._read_control(until_exit=False)
+        cgroups.kill()  # nothing should be left; if something is, it must not outlive the step
         for _ in range(400):
             if cgroups.remove():
                 break
