@@ -89,3 +89,26 @@ def walk_upper(upper: str) -> dict[str, os.stat_result]:
             path = os.path.join(directory, name)
             entries[os.path.relpath(path, upper)] = os.lstat(path)
     return entries
+
+
+def descendants(pid: int) -> set[int]:
+    """Pids of every living descendant of ``pid``."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    # The command name may contain spaces: the ppid follows its closing parenthesis.
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
