@@ -214,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         print(image.id)
     else:
-        tags = "".join(f"\nnaming to {t}" for t in image.tags)
+        from pybuild.oci import parse_reference
+
+        tags = "".join(f"\nnaming to {parse_reference(t)}" for t in args.tag)
         print(f"writing image {image.id}{tags}", file=sys.stderr)
     return 0
 

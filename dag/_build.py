@@ -112,17 +112,22 @@ async def build(
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
     runner = make_runner(plan)
-    solver = Solver(plan.definition, runner, jobs=jobs, emit=emit)
-    await solver.solve([plan.target.op] if plan.target.op else [])
-    results = solver.results  # every op's result: history needs the intermediate ones
-    outcome = BuildOutcome(plan, results, solver.statistics())
-    if export is None:
-        return outcome
-    emit(Notice("exporting to image", trio.current_time()))
-    image, config = await trio.to_thread.run_sync(
-        lambda: export_image(plan, results, store, export, options.source_date_epoch)
-    )
-    return BuildOutcome(plan, results, outcome.statistics, image, config)
+    try:
+        solver = Solver(plan.definition, runner, jobs=jobs, emit=emit)
+        await solver.solve([plan.target.op] if plan.target.op else [])
+        results = solver.results  # every op's result: history needs the intermediate ones
+        outcome = BuildOutcome(plan, results, solver.statistics())
+        if export is None:
+            return outcome
+        emit(Notice("exporting to image", trio.current_time()))
+        image, config = await trio.to_thread.run_sync(
+            lambda: export_image(plan, results, store, export, options.source_date_epoch)
+        )
+        return BuildOutcome(plan, results, outcome.statistics, image, config)
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
 
 
 def export_image(plan: BuildPlan, results: dict[str, Result], store: Any, export: ExportOptions, source_date_epoch: int | None) -> tuple[Any, dict[str, Any]]:

@@ -160,6 +160,11 @@ class Solver:
                 result = await self.runner.run(digest, op, key, inputs, self.emit)
             finally:
                 self._running -= 1
+        if result.cached:  # another process made it while this one waited for the step
+            self._cached += 1
+            if not internal:
+                self.emit(StepCached(digest, name, trio.current_time()))
+            return result
         self._executed += 1
         if not internal:
             now = trio.current_time()

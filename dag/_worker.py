@@ -10,6 +10,7 @@ a ``Fetcher`` for ADD of URLs and git repositories.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import fcntl
 import os
@@ -119,6 +120,11 @@ class Worker:
         self.step_ids = dict(step_ids or {})
         self._selections: dict[tuple[str, int], Any] = {}
         self._fetched: dict[str, Path] = {}
+        # what this build uses stays leased, so a concurrent prune keeps it
+        self.lease = root.index.new_lease()
+
+    def close(self) -> None:
+        self.lease.release()
 
     # ------------------------------------------------------------ keys
 
@@ -198,6 +204,7 @@ class Worker:
     async def load(self, digest: str, op: Op, key: CacheKey, inputs: Mapping[str, Result]) -> Result | None:
         if isinstance(op, ImageSource):
             chain = await self.images.chain(op)
+            await trio.to_thread.run_sync(self.lease.add, list(chain))
             return Result(key.key, chain=chain, layer=chain[0] if chain else None, cached=True)
         if isinstance(op, LocalSource):
             path = str(self.context.path) if self.context else None
@@ -216,8 +223,11 @@ class Worker:
         if record is None:
             return None
         layer = record.snapshot_id
-        if layer is not None and not await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
-            return None
+        if layer is not None:
+            # lease first, then look: a prune either kept it or already took it
+            await trio.to_thread.run_sync(self.lease.add, [layer])
+            if not await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
+                return None
         await self._remember(key)
         await trio.to_thread.run_sync(self.root.index.touch, key.key)
         chain = ((layer,) if layer else ()) + self._base_chain(op, inputs)
@@ -235,11 +245,35 @@ class Worker:
     # ------------------------------------------------------------ run
 
     async def run(self, digest: str, op: Op, key: CacheKey, inputs: Mapping[str, Result], emit: EventSink) -> Result:
-        if isinstance(op, ExecOp):
-            return await self._run_exec(digest, op, key, inputs, emit)
-        if isinstance(op, FileOp):
+        if not isinstance(op, (ExecOp, FileOp)):
+            raise BuildError(f"{type(op).__name__} cannot be executed")  # sources always load
+        # Another pybuild process may be running this very step: let one run it
+        # and the other take its result from the cache.
+        async with self._step_lock(key.key):
+            if not getattr(op, "ignore_cache", False):
+                done = await self.load(digest, op, key, inputs)
+                if done is not None:
+                    return done
+            if isinstance(op, ExecOp):
+                return await self._run_exec(digest, op, key, inputs, emit)
             return await self._run_file(digest, op, key, inputs)
-        raise BuildError(f"{type(op).__name__} cannot be executed")  # sources always load
+
+    @contextlib.asynccontextmanager
+    async def _step_lock(self, key: str) -> Any:
+        directory = self.root.path / "locks"
+        directory.mkdir(exist_ok=True)
+        # a bounded set of lock files: unrelated steps rarely share one, and then just wait
+        fd = os.open(directory / _hex(key)[:3], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await trio.sleep(0.05)  # polled, so a cancelled build stops waiting
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def _lowers(self, chain: Sequence[str]) -> tuple[str, ...]:
         return tuple(str(self.root.snapshots.tree(s)) for s in chain)
@@ -251,6 +285,7 @@ class Worker:
         parent = base_chain[0] if base_chain else None
         # a forced rerun (--no-cache) must not fold into the snapshot it replaces
         snapshot_id = _hex(key.key) if not getattr(op, "ignore_cache", False) else os.urandom(16).hex()
+        await trio.to_thread.run_sync(self.lease.add, [snapshot_id])
         layer = await trio.to_thread.run_sync(
             lambda: self.root.snapshots.commit(active, parent, snapshot_id=snapshot_id)
         )
@@ -359,7 +394,10 @@ class Worker:
     async def _cache_mount(self, mount: RunMount, locks: list[int], scratch: list[Path]) -> Any:
         from pybuild.executors import BindMount
 
-        directory = await trio.to_thread.run_sync(self.root.cache_mount_dir, mount.cache_id or mount.target)
+        mount_id = mount.cache_id or mount.target
+        # leased before it is made, so a concurrent prune leaves it alone
+        await trio.to_thread.run_sync(self.lease.add, [self.root.cache_mount_resource(mount_id)])
+        directory = await trio.to_thread.run_sync(self.root.cache_mount_dir, mount_id)
         lock_path = str(directory) + ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if mount.sharing == "locked":
@@ -374,8 +412,7 @@ class Worker:
                 directory = self.root.tmp_dir("cache-private-")
                 scratch.append(directory)
         else:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # shared users; prune takes LOCK_EX
-            locks.append(fd)
+            os.close(fd)  # shared: no lock at all
         if mount.uid is not None or mount.gid is not None or mount.mode is not None:
             if not any(directory.iterdir()):
                 os.chown(directory, mount.uid or 0, mount.gid or 0)
