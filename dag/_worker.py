@@ -510,6 +510,23 @@ def _named_inputs(op: Op) -> list[tuple[str, str]]:
     return out
 
 
+def _describe_source(name: str, op: Op, definition: Definition) -> str:
+    """``stage build changed`` / ``image x changed`` for a COPY --from or mount input."""
+    digest = None
+    if name.startswith("source") and isinstance(op, FileOp):
+        action = op.actions[int(name[6:])]
+        digest = action.source if isinstance(action, CopyAction) else None
+    elif name.startswith("mount:") and isinstance(op, ExecOp):
+        digest = next((m.source for m in op.mounts if m.target == name[6:]), None)
+    source = definition.ops.get(digest or "")
+    if isinstance(source, ImageSource):
+        return f"image {source.ref} changed"
+    meta = definition.meta.get(digest or "")
+    if meta is not None and meta.stage:
+        return f"stage {meta.stage} changed"
+    return f"{name.partition(':')[2] or 'a source'} changed"
+
+
 def describe_changes(old: Mapping[str, str], new: Mapping[str, str], definition: Definition, op: Op) -> str:
     """Why a step's key differs from last time, in the words a user thinks in."""
     from pybuild.cache import diff_entries
@@ -539,7 +556,7 @@ def describe_changes(old: Mapping[str, str], new: Mapping[str, str], definition:
         elif kind in ("command", "user", "workdir", "network"):
             reasons.append(f"{kind} changed")
         elif kind.startswith("source") or kind.startswith("mount"):
-            reasons.append(f"{detail or 'a source'} changed")
+            reasons.append(_describe_source(name, op, definition))
         else:
             reasons.append(f"{name} changed")
     return ", ".join(dict.fromkeys(reasons)) or "inputs changed"
