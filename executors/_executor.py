@@ -328,7 +328,10 @@ class _Step:
         while not self.reaped and not self.lost:
             if until_exit and (self.status is not None or self.error is not None):
                 return
-            data = await self.ctl.recv(65536)
+            try:
+                data = await self.ctl.recv(65536)
+            except OSError:  # ECONNRESET: the monitor died with our request unread
+                data = b""
             if not data:
                 self.lost = True
                 return
