@@ -26,7 +26,6 @@ import trio
 from pybuild.errors import BuildError, Location, StepFailed
 
 from ._events import EventSink, StepLog
-from ._fileops import FilePlan, PlannedCopy, apply_file_plan
 from ._graph import Definition
 from ._keys import make_key
 from ._ops import (
@@ -446,6 +445,8 @@ class Worker:
 
     async def _run_file(self, digest: str, op: FileOp, key: CacheKey, inputs: Mapping[str, Result]) -> Result:
         from pybuild.executors import BindMount, OverlayMount, Rootfs
+
+        from ._fileops import FilePlan, PlannedCopy, apply_file_plan
 
         base_chain = self._base_chain(op, inputs)
         active = await trio.to_thread.run_sync(self.root.snapshots.new_active)

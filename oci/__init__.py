@@ -3,15 +3,15 @@ image store, exporters and the registry client.
 
 Imports ``cache`` (blobs and snapshots live there); ``httpx``, ``zstandard``
 and ``isal`` are imported here and nowhere else.
+
+The network clients are loaded on first use (PEP 562 ``__getattr__``): a
+cached rebuild never touches a registry, and importing httpx alone would
+cost it tens of milliseconds.
 """
 
-from ._fetch import RemoteFetcher as RemoteFetcher
-from ._registry import BlobProgress as BlobProgress
-from ._registry import RegistryClient as RegistryClient
-from ._registry_auth import CredentialStore as CredentialStore
-from ._registry_auth import Credentials as Credentials
-from ._registry_manifest import LayerDescriptor as LayerDescriptor
-from ._registry_manifest import ResolvedManifest as ResolvedManifest
+from importlib import import_module
+from typing import Any
+
 from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
 from ._store import ImageStore as ImageStore
@@ -19,3 +19,33 @@ from ._store import Layer as Layer
 from ._store import ResolvedImage as ResolvedImage
 from ._store import StoredImage as StoredImage
 from ._store import chain_ids as chain_ids
+
+_LAZY = {
+    "RemoteFetcher": "._fetch",
+    "BlobProgress": "._registry",
+    "RegistryClient": "._registry",
+    "CredentialStore": "._registry_auth",
+    "Credentials": "._registry_auth",
+    "LayerDescriptor": "._registry_manifest",
+    "ResolvedManifest": "._registry_manifest",
+}
+
+__all__ = [
+    "ImageStore",
+    "Layer",
+    "Reference",
+    "ResolvedImage",
+    "StoredImage",
+    "chain_ids",
+    "parse_reference",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
