@@ -4,9 +4,15 @@ network, user, capabilities) and a fake executor for tests.
 Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` is
 imported here and nowhere else.
 
+pyroute2 is not needed so far: the only interface the sandbox configures
+itself is ``lo`` (one ioctl), slirp4netns configures its tap device, and
+importing pyroute2 would cost ~160 ms in every zygote start plus Python-level
+netlink round trips per step.  It is the library to use when the sandbox
+gets veth pairs or port forwarding beyond slirp4netns's API.
+
 Inside this package the trio side (``_executor``, ``_caller``, ``_cgroups``)
 may import anything above; the sandbox side (``_zygote``, ``_sandbox``,
-``_overlay``, ``_linux``, ``_passwd``, ``_caps``, ``_netfiles``, ``_wire``)
+``_overlay``, ``_paths``, ``_linux``, ``_passwd``, ``_caps``, ``_netfiles``, ``_wire``)
 imports only the standard library and its own siblings, because the zygote
 runs it as ``python -I -S`` without pybuild on its path.
 """

@@ -62,6 +62,11 @@ class NamespaceRootfsCaller:
                 self._state = None
 
     async def call(self, rootfs: Rootfs, mounts: Sequence[Mount], function: Callable[..., T], *args: object) -> T:
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "file operations on a layer need root (mount namespaces, overlayfs)",
+                hint="run pybuild as root; rootless builds are not supported yet",
+            )
         for mount in mounts:
             if not mount.target.startswith("/"):
                 raise SandboxError(f"mount target {mount.target!r} is not absolute")

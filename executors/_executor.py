@@ -125,6 +125,11 @@ class SandboxExecutor:
 
 def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> None:
     """Reject specs the sandbox cannot honour, with a clear message."""
+    if os.geteuid() != 0:
+        raise SandboxError(
+            "the RUN sandbox needs root (namespaces, overlayfs, cgroups)",
+            hint="run pybuild as root; rootless builds are not supported yet",
+        )
     if not process.args or not all(isinstance(a, str) for a in process.args):
         raise SandboxError("a RUN step needs a command", hint="give RUN a command to run")
     if process.network not in NETWORK_MODES:

@@ -407,3 +407,65 @@ async def test_mount_target_through_an_image_symlink_stays_inside(executor, make
 async def test_missing_bind_source_is_a_sandbox_error(executor, make_rootfs, tmp_path) -> None:
     with pytest.raises(SandboxError, match="does not exist"):
         await sh(executor, make_rootfs(), "true", mounts=[BindMount(str(tmp_path / "nope"), "/x")])
+
+
+async def test_cache_mount_keeps_files_between_builds_and_out_of_the_layer(executor, make_rootfs, tmp_path) -> None:
+    # RUN --mount=type=cache: the caller keeps the directory in the pybuild root and binds it read-write.
+    cache = tmp_path / "cache-id"
+    cache.mkdir()
+    mount = [BindMount(str(cache), "/root/.cache/pip", readonly=False)]
+    first, second = make_rootfs(), make_rootfs()
+    result, out, _ = await sh(executor, first, "ls /root/.cache/pip; echo wheel > /root/.cache/pip/pkg.whl", mounts=mount)
+    assert (result.exit_code, out) == (0, "")
+    result, out, _ = await sh(executor, second, "cat /root/.cache/pip/pkg.whl", mounts=mount)
+    assert out == "wheel\n"
+    assert walk_upper(first.upper) == {} and walk_upper(second.upper) == {}
+
+
+async def test_ssh_agent_socket_is_forwarded(executor, make_rootfs, tmp_path) -> None:
+    # RUN --mount=type=ssh: the caller's agent socket bound into the step. busybox
+    # cannot speak to a unix socket, so the host's python (its /usr bound in) does.
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "lib").symlink_to("usr/lib")
+    (links / "lib64").symlink_to("usr/lib64")
+    agent_path = str(tmp_path / "agent.sock")
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await listener.bind(agent_path)
+    listener.listen(1)
+
+    async def agent() -> None:
+        connection, _ = await listener.accept()
+        with connection:
+            await connection.send(b"agent-ok")
+
+    client = "import os,socket; s=socket.socket(socket.AF_UNIX); s.connect(os.environ['SSH_AUTH_SOCK']); print(s.recv(64).decode())"
+    rootfs = make_rootfs(lowers=(str(links), make_rootfs.lowers[0]))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent)
+        result, out, err = await sh(
+            executor,
+            rootfs,
+            f'[ -S "$SSH_AUTH_SOCK" ] && /usr/bin/python3 -c "{client}"',
+            mounts=[BindMount("/usr", "/usr"), BindMount(agent_path, "/run/buildkit/ssh_agent.0")],
+            env=(PATH, "SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0"),
+        )
+    listener.close()
+    assert out == "agent-ok\n", err
+    assert walk_upper(rootfs.upper) == {}
+
+
+async def test_a_dead_zygote_is_replaced(executor, make_rootfs) -> None:
+    await sh(executor, make_rootfs(), "true")
+    zygote = executor._zygote
+    assert zygote is not None
+    zygote.process.kill()
+    await zygote.process.wait()
+    result, out, _ = await sh(executor, make_rootfs(), "echo again")
+    assert out == "again\n" and executor._zygote is not zygote
+
+
+async def test_signals_are_not_ignored_or_blocked(executor, make_rootfs) -> None:
+    # The zygote is a Python process (which ignores SIGPIPE); the command must not inherit that.
+    result, out, _ = await sh(executor, make_rootfs(), "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 1")
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000", "y"]
