@@ -216,7 +216,7 @@ class _Monitor:
         devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         if self.slirp is not None:
             self.slirp.wait_ready()
-        return _Prepared(rootfs_dir, mounts, etc, devices, devnull, readonly)
+        return _Prepared(rootfs_dir, mounts, etc, devices, devnull)
 
     def prepare_etc_files(self) -> list[tuple[str, int]]:
         process = self.process
@@ -320,13 +320,12 @@ class _Monitor:
 class _Prepared:
     """Detached mounts and fds the init attaches after the pivot."""
 
-    def __init__(self, rootfs_dir, mounts, etc, devices, devnull, readonly) -> None:
+    def __init__(self, rootfs_dir: str, mounts: list, etc: list, devices: list, devnull: int) -> None:
         self.rootfs_dir = rootfs_dir
         self.mounts = mounts
         self.etc = etc
         self.devices = devices
         self.devnull = devnull
-        self.readonly = readonly
 
     def close(self) -> None:
         for _, fd, _ in self.mounts:

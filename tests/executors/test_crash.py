@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from pybuild.executors import SandboxExecutor
+from pybuild.executors import Rootfs, SandboxExecutor
 
 from .conftest import PATH, alive, descendants, host_state, processes_matching
 from .test_sandbox import sh
@@ -81,8 +81,6 @@ async def test_killed_pybuild_leaves_nothing_running_or_mounted(tmp_path: Path, 
     async with SandboxExecutor(state_dir=str(tmp_path / "state")) as executor:
         (tmp_path / "u2").mkdir()
         (tmp_path / "w2").mkdir()
-        from pybuild.executors import Rootfs
-
         result, out, _ = await sh(executor, Rootfs((str(busybox_rootfs),), str(tmp_path / "u2"), str(tmp_path / "w2")), "echo fine")
         assert out == "fine\n"
     assert not any(os.path.exists(path) for path in stale)

@@ -40,6 +40,12 @@ def deep_chain(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path) -
     os.mknod(layers[600] / "data" / "gone-across-chunks", 0o600 | 0o020000, 0)
     (layers[990] / "data").mkdir()
     os.mknod(layers[990] / "data" / "gone-on-top", 0o600 | 0o020000, 0)
+    # Near the top (for the 100-layer sub-chain below): a deletion across its split.
+    (layers[905] / "top").mkdir()
+    (layers[905] / "top" / "x").write_text("x")
+    (layers[905] / "top" / "y").write_text("y")
+    (layers[998] / "top").mkdir()
+    os.mknod(layers[998] / "top" / "x", 0o600 | 0o020000, 0)
     # An opaque directory on top hides what the bottom put there.
     (layers[50] / "opaque").mkdir()
     (layers[50] / "opaque" / "hidden").write_text("x")
@@ -72,3 +78,29 @@ async def test_rootfs_caller_on_a_1000_layer_chain(tmp_path, deep_chain, require
     finally:
         caller.close()
     assert names == ["kept"]
+
+
+async def test_kernels_without_lowerdir_plus_use_one_page_of_options(tmp_path, deep_chain, require_root, monkeypatch) -> None:
+    # Linux < 6.8: overlay layers go through mount(2) as one "lowerdir=a:b:c" page,
+    # so even 100 layers need flattening.  The caller mounts in this process, where
+    # the kernel feature probe can be overridden.
+    from pybuild.executors import _overlay
+
+    monkeypatch.setattr(_overlay, "_LOWERDIR_PLUS", False)
+    chain = deep_chain[:100] + deep_chain[-1:]  # layers 900-999 over busybox
+    assert _overlay.legacy_max_lowers(chain) < len(chain)
+    make = RootfsFactory(tmp_path / "steps", chain)
+    caller = NamespaceRootfsCaller(state_dir=str(tmp_path))
+
+    def look(root: str) -> tuple[bool, bool, bool, list[str]]:
+        return (
+            os.path.exists(os.path.join(root, "f999")),
+            os.path.exists(os.path.join(root, "f900")),
+            os.path.exists(os.path.join(root, "f899")),
+            sorted(os.listdir(os.path.join(root, "top"))),
+        )
+
+    try:
+        assert await caller.call(make(), [], look) == (True, True, False, ["y"])
+    finally:
+        caller.close()
