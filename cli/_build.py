@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     store = image_store(root)
     from ._runtime import executors
 
-    executor, files = executors()
+    executor, files = executors(root)
     ignore_file = find_ignore_file(context_dir, Path(args.file) if args.file and args.file != "-" else None)
     ignore = DockerIgnore.from_file(ignore_file) if ignore_file else DockerIgnore()
 

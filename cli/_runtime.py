@@ -21,11 +21,19 @@ def image_store(root: Any) -> Any:
     return ImageStore(root)
 
 
-def executors() -> tuple[Any, Any]:
-    """The RUN executor and the file-operation caller; close both after the build."""
+def executors(root: Any) -> tuple[Any, Any]:
+    """The RUN executor and the file-operation caller; close both after the build.
+
+    Their state (flattened bottoms of very deep layer chains) lives in this
+    process's temp area of the root, which a crash leaves for the next
+    process to remove.
+    """
     from pybuild.executors import NamespaceRootfsCaller, SandboxExecutor
 
-    return SandboxExecutor(), NamespaceRootfsCaller()
+    return (
+        SandboxExecutor(state_dir=str(root.tmp_dir("executor-"))),
+        NamespaceRootfsCaller(state_dir=str(root.tmp_dir("caller-"))),
+    )
 
 
 def positive_int(text: str) -> int:
