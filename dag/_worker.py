@@ -423,15 +423,26 @@ class Worker:
 
         source = inputs[mount.source] if mount.source else None
         sub = mount.source_path.strip("/")
-        if source is not None and source.path is not None:
-            lowers: tuple[str, ...] = (os.path.join(source.path, sub) if sub else source.path,)
+        if source is not None and source.path is not None:  # the context (a plain directory)
+            from ._fileops import resolve_in
+
+            path = resolve_in(source.path, sub) if sub else source.path
+            if not os.path.lexists(path):
+                raise BuildError(f"mount source {mount.source_path} not found in the build context")
+            if mount.readonly or not os.path.isdir(path):
+                return BindMount(path, mount.target, readonly=mount.readonly)
+            lowers: tuple[str, ...] = (path,)
         else:
-            chain = source.chain if source is not None else ()
-            lowers = tuple(os.path.join(t, sub) if sub else t for t in self._lowers(chain))
-            lowers = tuple(l for l in lowers if os.path.isdir(l)) or (str(self._empty_dir(scratch)),)
+            trees = self._lowers(source.chain if source is not None else ())
+            found = _find_in_layers(trees, sub)
+            if found is None:
+                if sub:
+                    raise BuildError(f"mount source {mount.source_path} not found in the source stage or image")
+                found = (str(self._empty_dir(scratch)),)
+            if isinstance(found, str):  # a file: bind it from the layer that has it
+                return BindMount(found, mount.target, readonly=mount.readonly)
+            lowers = found
         if mount.readonly:
-            if len(lowers) == 1 and source is not None and source.path is not None:
-                return BindMount(lowers[0], mount.target, readonly=True)
             return OverlayMount(lowers, mount.target)
         upper = self.root.tmp_dir("rw-upper-")
         work = self.root.tmp_dir("rw-work-")
@@ -480,6 +491,43 @@ class Worker:
             for path in scratch:
                 await trio.to_thread.run_sync(shutil.rmtree, path, True)
         return await self._commit(op, key, active, inputs)
+
+
+def _find_in_layers(trees: Sequence[str], sub: str) -> str | tuple[str, ...] | None:
+    """``sub`` as the overlay of ``trees`` (top first) shows it.
+
+    A file: the path of the top-most copy.  A directory: that directory in
+    every layer down to the first that hides what is below (a whiteout, an
+    opaque directory, or a non-directory), for use as overlay lower dirs.
+    """
+    import stat as stat_module
+
+    lowers: list[str] = []
+    for tree in trees:
+        path = os.path.join(tree, sub) if sub else tree
+        hidden = False
+        for depth, _ in enumerate(sub.split("/") if sub else []):
+            prefix = os.path.join(tree, *sub.split("/")[: depth + 1])
+            try:
+                st = os.lstat(prefix)
+            except FileNotFoundError:
+                break
+            if stat_module.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                hidden = True
+                break
+        if hidden:
+            return tuple(lowers) or None
+        if not os.path.lexists(path):
+            continue
+        if not os.path.isdir(path) or os.path.islink(path):
+            return path if not lowers else tuple(lowers)
+        lowers.append(path)
+        try:
+            if os.getxattr(path, "trusted.overlay.opaque") == b"y":
+                break
+        except OSError:
+            pass
+    return tuple(lowers) or None
 
 
 def _stack(below: tuple[str, ...], above: tuple[str, ...]) -> tuple[str, ...]:
