@@ -1,0 +1,67 @@
+"""A big build context: cold build, no-op rebuild, `touch` of every file, one-file change (issue 5).
+
+    .venv/bin/python benchmarks/context.py [--files 20000] [--megabytes 400] [--engines pybuild,buildkit]
+
+Generates a context of N files totalling M megabytes (random bytes, in
+nested directories) and a Dockerfile that copies it and runs one step on
+it; then times, for each engine in the same run: the cold build, a
+rebuild with nothing changed, a rebuild after `touch` of every file, and a
+rebuild after one file changed.  Targets: no-op and one-file-change
+rebuilds at most BuildKit's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import Engines, table  # noqa: E402
+
+DOCKERFILE = "FROM busybox\nCOPY src/ /src/\nRUN ls -R /src | wc -l > /count\n"
+
+
+def make_context(directory: Path, files: int, megabytes: int, seed: int = 3) -> list[Path]:
+    rng = random.Random(seed)
+    size = megabytes * 1_000_000 // files
+    paths = []
+    for i in range(files):
+        path = directory / "src" / f"d{i % 100:02d}" / f"e{(i // 100) % 20:02d}" / f"file{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--megabytes", type=int, default=400)
+    parser.add_argument("--engines", default="pybuild,buildkit")
+    args = parser.parse_args()
+    engines = Engines.prepare(args.engines.split(","))
+    try:
+        results: dict[str, dict[str, float]] = {"cold": {}, "no-op rebuild": {}, "touch every file": {}, "one file changed": {}}
+        for engine in engines.available:
+            context = engines.work / f"ctx-{engine}"
+            paths = make_context(context, args.files, args.megabytes)
+            tag = f"bench-context-{engine}"
+            results["cold"][engine] = engines.build(engine, context, DOCKERFILE, tag=tag)
+            results["no-op rebuild"][engine] = engines.build(engine, context, DOCKERFILE, tag=tag)
+            for path in paths:
+                os.utime(path)
+            results["touch every file"][engine] = engines.build(engine, context, DOCKERFILE, tag=tag)
+            paths[len(paths) // 2].write_bytes(b"changed")
+            results["one file changed"][engine] = engines.build(engine, context, DOCKERFILE, tag=tag)
+        print(f"context: {args.files} files, {args.megabytes} MB")
+        print(table(list(results.items()), engines.available))
+    finally:
+        engines.cleanup()
+
+
+if __name__ == "__main__":
+    main()
