@@ -242,6 +242,16 @@ class CacheIndex:
                 lock.release()
 
     @contextmanager
+    def _consistent_read(self) -> Iterator[sqlite3.Connection]:
+        """Several SELECTs that must see one state of the database."""
+        with self._read() as c:
+            c.execute("BEGIN")
+            try:
+                yield c
+            finally:
+                c.execute("COMMIT")
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding the database's write lock throughout."""
         lock = self._shared_lock
@@ -298,7 +308,7 @@ class CacheIndex:
     def lookup(self, key: str) -> CacheRecord | None:
         """The record for a cache key.  Before trusting it, take a lease on its
         snapshot/blobs and check they exist: prune may have removed them."""
-        with self._read() as c:
+        with self._consistent_read() as c:
             row = c.execute(
                 "SELECT snapshot_id, diff_id, created, last_used, meta FROM cache_records WHERE key = ?", (key,)
             ).fetchone()
@@ -364,15 +374,11 @@ class CacheIndex:
 
     def records(self) -> list[tuple[str, CacheRecord]]:
         """Every record, oldest use first."""
-        with self._read() as c:
-            c.execute("BEGIN")
-            try:
-                rows = c.execute(
-                    "SELECT key, snapshot_id, diff_id, created, last_used, meta FROM cache_records ORDER BY last_used, key"
-                ).fetchall()
-                blob_rows = c.execute("SELECT key, compression, digest, size, media_type FROM cache_blobs").fetchall()
-            finally:
-                c.execute("COMMIT")
+        with self._consistent_read() as c:
+            rows = c.execute(
+                "SELECT key, snapshot_id, diff_id, created, last_used, meta FROM cache_records ORDER BY last_used, key"
+            ).fetchall()
+            blob_rows = c.execute("SELECT key, compression, digest, size, media_type FROM cache_blobs").fetchall()
         blobs: dict[str, dict[str, BlobRef]] = {}
         for key, comp, d, s, m in blob_rows:
             blobs.setdefault(key, {})[comp] = BlobRef(d, s, m)
