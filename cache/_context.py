@@ -111,23 +111,43 @@ def diff_entries(old: Mapping[str, str], new: Mapping[str, str]) -> EntryChanges
 
 @dataclass(frozen=True)
 class Selection:
-    """The entries some sources select from a context, each with its digest."""
+    """The entries some sources select from a context, each with its digest.
+
+    When every selected file still has the stat key it had when this exact
+    selection was last hashed (its *fingerprint* is known), the digest comes
+    from the index and ``entries`` are computed only if someone asks for
+    them: a no-op rebuild of a big context then costs a directory walk.
+    """
 
     sources: tuple[str, ...]
     excludes: tuple[str, ...]
-    entries: Mapping[str, str]  # relative path -> entry digest
+    known_entries: Mapping[str, str] | None  # relative path -> entry digest (None: not computed)
     root_paths: Mapping[str, tuple[ContextPath, ...]]  # source -> what it matched
     stats: HashStats = field(default_factory=HashStats, compare=False)
+    known_digest: str | None = field(default=None, compare=False)
+    fingerprint: str | None = field(default=None, compare=False)
+    hasher: ContextHasher | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def entries(self) -> Mapping[str, str]:
+        if self.known_entries is None:
+            assert self.hasher is not None
+            full = self.hasher.select(self.sources, excludes=self.excludes, allow_empty_wildcard=True, use_fingerprint=False)
+            object.__setattr__(self, "known_entries", full.entries)
+        return self.known_entries  # type: ignore[return-value]
 
     def digest(self) -> str:
         """sha256 over every entry's path and digest, in path order."""
-        cached = self.__dict__.get("_digest")
+        cached = self.__dict__.get("_digest") or self.known_digest
         if cached is None:
             h = hashlib.sha256(_DIGEST_PREFIX)
             for path in sorted(self.entries):
                 h.update(b"%s\0%s\n" % (os.fsencode(path), self.entries[path].encode()))
             cached = "sha256:" + h.hexdigest()
-            object.__setattr__(self, "_digest", cached)
+            cache = self.hasher.stat_cache if self.hasher is not None else None
+            if self.fingerprint is not None and hasattr(cache, "put_selection_digest"):
+                cache.put_selection_digest(self.fingerprint, cached)  # type: ignore[union-attr]
+        object.__setattr__(self, "_digest", cached)
         return cached
 
 
@@ -241,6 +261,10 @@ class _Job:
         self.excludes = excludes
         self.entries: dict[str, str] = {}
         self.walked: set[str] = set()
+        # regular files met while walking, by directory: looked up in the stat
+        # cache in one batch at the end (one query per directory was the
+        # largest cost of a no-op rebuild of a big context)
+        self.pending: list[tuple[str, list[tuple[str, str, os.stat_result]]]] = []
         self.new_stat_rows: list[tuple[StatKey, str]] = []
         self.files_hashed = 0
         self.bytes_hashed = 0
@@ -497,9 +521,54 @@ class _Job:
             elif not (ignored or excluded):
                 leaves.append((child, name, st))
         if leaves:
-            self._add_entries(dir_fd, leaves)
+            regular = [leaf for leaf in leaves if stat.S_ISREG(leaf[2].st_mode)]
+            others = [leaf for leaf in leaves if not stat.S_ISREG(leaf[2].st_mode)]
+            if regular:
+                self.pending.append((rel, regular))
+            if others:
+                self._add_entries(dir_fd, others)
             added = True
         return added
+
+    def fingerprint(self, sources: Sequence[str], excludes: Sequence[str]) -> str | None:
+        """What this selection's digest depends on, cheaply: paths, the stat keys
+        of regular files, the digests of everything else.  None when a file
+        changed too recently for its stat key to be trusted."""
+        h = hashlib.sha256(b"pybuild-selection/v1\0")
+        h.update(repr((tuple(sources), tuple(excludes), self.ignore.patterns if self.ignore else ())).encode())
+        for rel in sorted(self.entries):
+            h.update(b"%s\0%s\n" % (os.fsencode(rel), self.entries[rel].encode()))
+        for rel_dir, leaves in self.pending:
+            for rel, _, st in leaves:
+                if st.st_ctime_ns >= self.racy_before_ns:
+                    return None
+                h.update(b"%s\0%d:%d:%d:%d:%d\n" % ((os.fsencode(rel),) + _stat_key(st)))
+        return "sha256:" + h.hexdigest()
+
+    def finish(self) -> None:
+        """Digests of the regular files the walks deferred: stat cache first, then reading."""
+        if not self.pending:
+            return
+        cache = self.hasher.stat_cache
+        keys = [_stat_key(st) for _, leaves in self.pending for _, _, st in leaves]
+        known = cache.get_stat_digests(keys) if cache is not None else {}
+        for rel_dir, leaves in self.pending:
+            misses = [(rel, name) for rel, name, st in leaves if _stat_key(st) not in known]
+            read: dict[str, tuple[str, os.stat_result, bytes]] = {}
+            if misses:
+                fd = self.open_dir(rel_dir)
+                try:
+                    read = dict(zip((rel for rel, _ in misses), self._read_all(fd, misses)))
+                finally:
+                    os.close(fd)
+            for rel, _, st in leaves:
+                if rel in read:
+                    content, st, xattrs = read[rel]
+                else:
+                    content, xattrs = known[_stat_key(st)], b""
+                    self.cache_hits += 1
+                self.entries[rel] = _entry_digest(b"file", st.st_mode, st.st_size, b"", xattrs, content)
+        self.pending.clear()
 
     def _xattrs_at(self, dir_fd: int, name: str, rel: str) -> bytes:
         if _PROC_FD:
@@ -592,7 +661,12 @@ class ContextHasher:
         self.racy_window_ns = int(racy_window * 1e9)
 
     def select(
-        self, sources: Sequence[str], *, excludes: Sequence[str] = (), allow_empty_wildcard: bool = False
+        self,
+        sources: Sequence[str],
+        *,
+        excludes: Sequence[str] = (),
+        allow_empty_wildcard: bool = False,
+        use_fingerprint: bool = True,
     ) -> Selection:
         """The entries ``sources`` select (COPY/ADD semantics), hashed.
 
@@ -603,6 +677,7 @@ class ContextHasher:
             raise TypeError("sources must be a sequence of paths, not one string")
         exclude_rules = DockerIgnore(tuple(excludes), source="--exclude") if excludes else None
         job = _Job(self, exclude_rules)
+        fingerprint = known = None
         try:
             root_paths = {}
             for source in sources:
@@ -610,11 +685,20 @@ class ContextHasher:
                 root_paths[source] = matches
                 for match in matches:
                     job.add_root(match)
+            if use_fingerprint and hasattr(self.stat_cache, "get_selection_digest"):
+                fingerprint = job.fingerprint(sources, excludes)
+                if fingerprint is not None:
+                    known = self.stat_cache.get_selection_digest(fingerprint)  # type: ignore[union-attr]
+            if known is None:
+                job.finish()
         finally:
             job.close()
         if job.new_stat_rows and self.stat_cache is not None:
             self.stat_cache.put_stat_digests(job.new_stat_rows)
-        return Selection(tuple(sources), tuple(excludes), job.entries, root_paths, job.stats())
+        return Selection(
+            tuple(sources), tuple(excludes), None if known else job.entries, root_paths, job.stats(),
+            known_digest=known, fingerprint=fingerprint, hasher=self,
+        )
 
     def whole(self) -> Selection:
         """Everything in the context that .dockerignore keeps (``RUN --mount=type=bind``)."""

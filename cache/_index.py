@@ -137,6 +137,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (dev, ino)
         ) WITHOUT ROWID""",
     ),
+    # version 2: digests of whole context selections by stat fingerprint
+    (
+        """CREATE TABLE selection_cache (
+            fingerprint TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            used REAL NOT NULL
+        ) WITHOUT ROWID""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -529,6 +537,28 @@ class CacheIndex:
                             if key[2:] == (size, mtime_ns, ctime_ns):
                                 found[key] = digest
         return found
+
+    def get_selection_digest(self, fingerprint: str) -> str | None:
+        """The digest a context selection had when its files had these stat keys."""
+        with self._read() as c:
+            row = c.execute("SELECT digest FROM selection_cache WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return None if row is None else row[0]
+
+    def put_selection_digest(self, fingerprint: str, digest: str) -> None:
+        now = time.time()
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO selection_cache (fingerprint, digest, used) VALUES (?, ?, ?)",
+                (fingerprint, digest, now),
+            )
+            # every changed context leaves a row behind: keep a month of them
+            c.execute("DELETE FROM selection_cache WHERE used < ?", (now - 30 * 86400,))
+
+    def step_key(self, step_id: str) -> str | None:
+        """The cache key a step had when it was last remembered (cheap: no inputs)."""
+        with self._read() as c:
+            row = c.execute("SELECT key FROM step_history WHERE step_id = ?", (step_id,)).fetchone()
+        return None if row is None else row[0]
 
     def put_stat_digests(self, rows: Iterable[tuple[StatKey, str]]) -> None:
         """Remember file digests by stat key, in one transaction.

@@ -142,9 +142,7 @@ class Worker:
                 if isinstance(action, CopyAction) and action.source and isinstance(self.definition.ops[action.source], LocalSource):
                     selection = await self._select(action)
                     self._selections[(digest, index)] = selection
-                    contents[f"copy{index}"] = selection.digest()
-                    for path, entry in selection.entries.items():
-                        explain[f"file:{path}"] = entry
+                    contents[f"copy{index}"] = explain[f"files:{index}"] = selection.digest()
         elif isinstance(op, ExecOp):
             arg_names = self.definition.meta[digest].args
             for item in op.env:
@@ -187,6 +185,14 @@ class Worker:
         self._fetched[digest] = dest
         return content
 
+    def _full_inputs(self, digest: str, key: CacheKey) -> dict[str, str]:
+        """The named inputs plus one per context file read: what a miss is explained from."""
+        inputs = dict(key.inputs)
+        for (op_digest, _), selection in self._selections.items():
+            if op_digest == digest:
+                inputs.update((f"file:{path}", entry) for path, entry in selection.entries.items())
+        return inputs
+
     async def explain_miss(self, digest: str, op: Op, key: CacheKey) -> str | None:
         if key.step_id is None or isinstance(op, (ImageSource, LocalSource, MergeOp)):
             return None
@@ -196,7 +202,8 @@ class Worker:
         old_key, old_inputs = previous
         if old_key == key.key:
             return "the cached result is gone or was pruned"
-        return describe_changes(old_inputs, key.inputs, self.definition, op)
+        current = await trio.to_thread.run_sync(self._full_inputs, digest, key)
+        return describe_changes(old_inputs, current, self.definition, op)
 
     # ------------------------------------------------------------ load
 
@@ -227,7 +234,7 @@ class Worker:
             await trio.to_thread.run_sync(self.lease.add, [layer])
             if not await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
                 return None
-        await self._remember(key)
+        await self._remember(digest, key, only_if_changed=True)
         await trio.to_thread.run_sync(self.root.index.touch, key.key)
         chain = ((layer,) if layer else ()) + self._base_chain(op, inputs)
         return Result(output_key(key.key, layer), chain=chain, layer=layer, cached=True, created=record.created)
@@ -237,9 +244,18 @@ class Worker:
         base = op.rootfs if isinstance(op, ExecOp) else op.base if isinstance(op, FileOp) else None
         return inputs[base].chain if base else ()
 
-    async def _remember(self, key: CacheKey) -> None:
-        if key.step_id is not None:
-            await trio.to_thread.run_sync(self.root.index.remember_inputs, key.step_id, key.key, dict(key.inputs))
+    async def _remember(self, digest: str, key: CacheKey, *, only_if_changed: bool = False) -> None:
+        """Keep what this step's key was made of, to explain its next miss."""
+        if key.step_id is None:
+            return
+        step_id = key.step_id
+
+        def remember() -> None:
+            if only_if_changed and self.root.index.step_key(step_id) == key.key:
+                return  # a cache hit on the same inputs as last time: nothing to write
+            self.root.index.remember_inputs(step_id, key.key, self._full_inputs(digest, key))
+
+        await trio.to_thread.run_sync(remember)
 
     # ------------------------------------------------------------ run
 
@@ -277,7 +293,7 @@ class Worker:
     def _lowers(self, chain: Sequence[str]) -> tuple[str, ...]:
         return tuple(str(self.root.snapshots.tree(s)) for s in chain)
 
-    async def _commit(self, op: Op, key: CacheKey, active: Any, inputs: Mapping[str, Result]) -> Result:
+    async def _commit(self, digest: str, op: Op, key: CacheKey, active: Any, inputs: Mapping[str, Result]) -> Result:
         # An empty change still makes a layer: the BuildKit this project compares
         # with (docker.io 20.10) keeps one for `RUN true` (tests/dag/golden/run_empty_diff).
         base_chain = self._base_chain(op, inputs)
@@ -293,7 +309,7 @@ class Worker:
         created = time.time()
         record = CacheRecord(snapshot_id=layer, created=created, last_used=created)
         await trio.to_thread.run_sync(self.root.index.record, key.key, record)
-        await self._remember(key)
+        await self._remember(digest, key)
         chain = ((layer,) if layer else ()) + base_chain
         return Result(output_key(key.key, layer), chain=chain, layer=layer, created=created)
 
@@ -355,7 +371,7 @@ class Worker:
                 output_tail="\n".join(tail),
                 location=location,
             )
-        return await self._commit(op, key, active, inputs)
+        return await self._commit(digest, op, key, active, inputs)
 
     async def _exec_mounts(
         self, op: ExecOp, inputs: Mapping[str, Result], scratch: list[Path], locks: list[int]
@@ -490,7 +506,7 @@ class Worker:
         finally:
             for path in scratch:
                 await trio.to_thread.run_sync(shutil.rmtree, path, True)
-        return await self._commit(op, key, active, inputs)
+        return await self._commit(digest, op, key, active, inputs)
 
 
 def _find_in_layers(trees: Sequence[str], sub: str) -> str | tuple[str, ...] | None:
@@ -587,8 +603,8 @@ def describe_changes(old: Mapping[str, str], new: Mapping[str, str], definition:
     if changes:
         reasons.append(changes.describe())
     for name in sorted(set(old) | set(new)):
-        if name.startswith("file:") or old.get(name) == new.get(name):
-            continue
+        if name.startswith(("file:", "files:")) or old.get(name) == new.get(name):
+            continue  # files are told one by one above
         kind, _, detail = name.partition(":")
         if kind == "arg":
             reasons.append(f"build-arg {detail} changed")

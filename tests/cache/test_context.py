@@ -376,3 +376,26 @@ def test_unreadable_file_is_a_context_error(ctx: Path) -> None:
     with pytest.raises(ContextError) as info:
         hasher(ctx).select(["src"])
     assert "src/main.py" in str(info.value)
+
+
+def test_unchanged_selection_digest_comes_from_its_fingerprint(tmp_path: Path) -> None:
+    from pybuild.cache import CacheIndex, ContextHasher, DockerIgnore
+
+    context = tmp_path / "ctx"
+    (context / "src").mkdir(parents=True)
+    for i in range(20):
+        (context / "src" / f"f{i}.txt").write_text(f"file {i}\n")
+    index = CacheIndex.memory()
+    hasher = ContextHasher(context, DockerIgnore(), index, racy_window=0)
+    first = hasher.select(["src"])
+    full_digest = first.digest()
+    assert first.known_digest is None  # computed the long way, and remembered
+    again = hasher.select(["src"])
+    assert again.known_digest == full_digest  # nothing changed: the fingerprint hit
+    assert dict(again.entries) == dict(first.entries)  # entries are still there when asked for
+    os.utime(context / "src" / "f3.txt", (1, 1))  # a new stat key, same bytes
+    touched = hasher.select(["src"])
+    assert touched.known_digest is None and touched.digest() == full_digest
+    (context / "src" / "f3.txt").write_text("changed\n")
+    changed = hasher.select(["src"])
+    assert changed.known_digest is None and changed.digest() != full_digest

@@ -1,0 +1,137 @@
+"""What the checks read of a Dockerfile: typed stages plus the text around them.
+
+Checks need things the typed instructions drop: the keyword as written (for
+casing rules), the comments right above an instruction (descriptions and
+per-instruction ``# check=`` comments), blank lines inside a continued
+instruction.  They also need typed stages when two stages share a name, which
+``grammar.parse`` refuses; here the later duplicates are renamed before typing
+so that DuplicateStageName can be reported as a check, as BuildKit does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from pybuild.grammar import Ast, Dockerfile, Node, parse_ast
+from pybuild.grammar._instructions import build_dockerfile
+
+_COMMENT = re.compile(r"^[ \t\r\f\v]*#")
+_DIRECTIVE = re.compile(r"^#\s*(syntax|escape|check)\s*=", re.IGNORECASE)
+CHECK_COMMENT = re.compile(r"^check\s*=\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed Dockerfile with the physical lines it came from."""
+
+    file: str
+    ast: Ast
+    dockerfile: Dockerfile
+    lines: tuple[str, ...]  # physical lines, without line endings; lines[0] is line 1
+    duplicate_names: tuple[tuple[Node, str], ...]  # (FROM node, name) of every repeated stage name
+    directive_lines: int  # how many lines at the top are parser directives
+
+    def line(self, number: int) -> str:
+        return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
+
+    def comments_above(self, node: Node) -> tuple[str, ...]:
+        """The comment block right above ``node``, top to bottom, ``#`` removed.
+
+        As BuildKit's parser: an empty ``#`` line ends the block.  A blank line
+        ends it too, as BuildKit's documentation of InvalidDefinitionDescription
+        tells users to separate an unrelated comment with one.  Parser
+        directives at the top of the file belong to no block.
+        """
+        block: list[str] = []
+        number = node.span.start - 1
+        while number > self.directive_lines:
+            text = self.line(number)
+            if not _COMMENT.match(text):
+                break
+            comment = text.strip()[1:].strip()
+            if not comment:
+                break
+            block.append(comment)
+            number -= 1
+        return tuple(reversed(block))
+
+    def has_empty_continuation(self, node: Node) -> bool:
+        """Whether a blank line sits inside the continued lines of ``node``."""
+        continued = _continuation(self.ast.escape)
+        number = node.span.start
+        while number <= node.span.end and continued.search(self.line(number)):
+            number += 1
+            while number <= node.span.end:
+                text = self.line(number)
+                if text.strip() == "":
+                    return True
+                if not _COMMENT.match(text):
+                    break
+                number += 1
+        return False
+
+
+def keyword_as_written(node: Node) -> str:
+    """The instruction keyword with the case the author used."""
+    return node.original.split(None, 1)[0] if node.original.strip() else node.keyword
+
+
+def stage_name_as_written(node: Node) -> str | None:
+    if node.keyword == "from" and len(node.args) == 3 and node.args[1].lower() == "as":
+        return node.args[2]
+    return None
+
+
+def _continuation(escape: str) -> re.Pattern[str]:
+    e = re.escape(escape)
+    return re.compile(rf"([^{e}]){e}[ \t]*$|^{e}[ \t]*$")
+
+
+def _decoded_lines(text: str | bytes) -> tuple[str, ...]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")  # parse_ast has already refused anything else
+    text = text.removeprefix("\ufeff")
+    return tuple(line.rstrip("\r") for line in text.split("\n"))
+
+
+def load(text: str | bytes, file: str) -> Source:
+    """Parse ``text``; raises ``DockerfileSyntaxError`` as ``grammar.parse`` does,
+    except for repeated stage names, which are left to the checks."""
+    ast = parse_ast(text, file)
+    seen: set[str] = set()
+    duplicates: list[tuple[Node, str]] = []
+    nodes: list[Node] = []
+    for node in ast.nodes:
+        written = stage_name_as_written(node)
+        if written is not None:
+            name = written.lower()
+            if name in seen:
+                duplicates.append((node, name))
+                # Typed under a throw-away name; the real name is put back below.
+                node = replace(node, args=(node.args[0], node.args[1], f"{written}-duplicate-{node.span.start}"))
+            seen.add(name)
+        nodes.append(node)
+    typed = build_dockerfile(replace(ast, nodes=tuple(nodes)))
+    # Put the real FROM nodes and names back, so that locations, original
+    # text and names stay as written; Dockerfile.stage(name) still finds the
+    # first stage of a repeated name, the one references resolve to.
+    originals = {node.span.start: node for node in ast.nodes}
+    restored = []
+    for stage in typed.stages:
+        node = originals[stage.from_.span.start]
+        written = stage_name_as_written(node)
+        name = written.lower() if written is not None else None
+        restored.append(replace(stage, name=name, from_=replace(stage.from_, node=node, name=name)))
+    dockerfile = replace(typed, ast=ast, stages=tuple(restored))
+    lines = _decoded_lines(text)
+    return Source(file, ast, dockerfile, lines, tuple(duplicates), _count_directives(lines))
+
+
+def _count_directives(lines: tuple[str, ...]) -> int:
+    count = 0
+    for line in lines:
+        if not _DIRECTIVE.match(line.lstrip()):
+            break
+        count += 1
+    return count
