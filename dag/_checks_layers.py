@@ -21,6 +21,7 @@ warnings: a path with a variable that cannot be resolved is left alone.
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
@@ -289,26 +290,15 @@ class _Created:
     kind: str  # "file"; "tree" (a directory with contents); "dir" (contents unknown: exact match only)
     line: int
     how: str
-    context_root: Path | None = None  # a context directory copied to ``path``: descendants are checked there
+    context_root: str | None = None  # a context directory (relative) copied to ``path``: descendants are checked there
 
 
-def _removes(pattern: str, created: _Created) -> bool:
-    if _GLOB.search(pattern):
-        path = created.path
-        while True:
-            if fnmatch.fnmatchcase(path, pattern):
-                return True
-            if path == "/":
-                return False
-            path = posixpath.dirname(path)
-    if _covers(pattern, created.path):
-        return True
-    if created.kind == "tree" and pattern.startswith(created.path.rstrip("/") + "/"):
-        if created.context_root is None:
-            return True
-        relative = pattern[len(created.path.rstrip("/")) + 1 :]
-        return (created.context_root / relative).exists()
-    return False
+def _inside(pattern: str, created: _Created) -> str | None:
+    """The part of ``pattern`` below a created directory tree, if it is below it."""
+    prefix = created.path.rstrip("/") + "/"
+    if created.kind == "tree" and not _GLOB.search(pattern) and pattern.startswith(prefix):
+        return pattern[len(prefix) :]
+    return None
 
 
 class _FileTracker:
@@ -327,7 +317,11 @@ class _FileTracker:
         dest = join_path(scope.workdir, dest_result.result)
         how = instruction.keyword
         line = instruction.span.start
-        into_dir = dest_result.result.endswith("/") or len(instruction.sources) + len(instruction.files) > 1
+        written = dest_result.result
+        into_dir = (
+            written.endswith("/") or posixpath.basename(written) in (".", "..")
+            or len(instruction.sources) + len(instruction.files) > 1
+        )
         for inline in instruction.files:
             self.created.append(_Created(posixpath.join(dest, inline.name) if into_dir else dest, "file", line, how))
         from_context = not (isinstance(instruction, Copy) and instruction.from_)
@@ -361,11 +355,35 @@ class _FileTracker:
                 continue
             path = self.context_dir / match
             if path.is_dir() and not path.is_symlink():
-                self.created.append(_Created(dest, "tree", line, how, context_root=path))
+                self.created.append(_Created(dest, "tree", line, how, context_root=match))
             elif path.exists():
                 target = posixpath.join(dest, posixpath.basename(match)) if into_dir else dest
                 kind = "dir" if is_add and _ARCHIVE.search(match) else "file"  # ADD unpacks local archives
                 self.created.append(_Created(dest if kind == "dir" else target, kind, line, how))
+
+    def removes(self, pattern: str, created: _Created) -> bool:
+        """Whether removing ``pattern`` takes away bytes that ``created`` added."""
+        if _GLOB.search(pattern):
+            path = created.path
+            while True:
+                if fnmatch.fnmatchcase(path, pattern):
+                    return True
+                if path == "/":
+                    return False
+                path = posixpath.dirname(path)
+        if _covers(pattern, created.path):
+            return True
+        below = _inside(pattern, created)
+        if below is None:
+            return False
+        if created.context_root is None:
+            return True
+        # A tree copied from the context: was the path really in it (and not ignored)?
+        relative = posixpath.normpath(posixpath.join(created.context_root, below))
+        assert self.context_dir is not None
+        if self.ignore is not None and self.ignore.matches(relative):
+            return False
+        return os.path.lexists(self.context_dir / relative)
 
     def run(self, run: Run, facts: _RunFacts, resolvers: list[_Resolver]) -> Iterator[Finding]:
         line = run.span.start
@@ -373,18 +391,22 @@ class _FileTracker:
         new: list[_Created] = []
         for command, resolver in zip(facts.commands, resolvers):
             for word, pattern in self.removals(command, resolver):
-                hits = [c for c in earlier if _removes(pattern, c)]
+                hits = [c for c in earlier if self.removes(pattern, c)]
                 if hits:
                     earlier = [c for c in earlier if c not in hits]
-                    yield self.finding(run, word, hits)
-                new = [c for c in new if not _removes(pattern, c)]
+                    yield self.finding(run, word, pattern, hits)
+                new = [c for c in new if not self.removes(pattern, c)]
             new.extend(self.creations(command, resolver, line))
         self.created = [c for c in self.created if c in earlier] + new
 
     @staticmethod
-    def finding(run: Run, word: str, hits: list[_Created]) -> Finding:
+    def finding(run: Run, word: str, pattern: str, hits: list[_Created]) -> Finding:
         first = hits[0]
         more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+        if _inside(pattern, first) is not None:
+            what = f"{pattern}, which came in with {first.how} on line {first.line} (into {first.path})"
+        else:
+            what = f"{first.path}{more}, added on line {first.line} by {first.how}"
         if first.how in ("COPY", "ADD"):
             hint = (
                 "copy only what the image needs (.dockerignore, narrower sources; RUN --mount=type=bind uses a file "
@@ -397,8 +419,7 @@ class _FileTracker:
             )
         return Finding(
             "FileRemovedInLaterLayer", run.span.start, run.span.end,
-            f"'{word}' removes {first.path}{more}, added on line {first.line} by {first.how}; "
-            "its bytes still ship in that earlier layer",
+            f"'{word}' removes {what}; its bytes still ship in that earlier layer",
             hint,
         )
 

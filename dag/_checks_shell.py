@@ -188,7 +188,12 @@ def command_words(argv: tuple[str, ...]) -> list[SimpleCommand]:
     """The commands of an exec-form RUN: a shell's ``-c`` script, or argv itself."""
     if len(argv) >= 3 and argv[0] in _SHELLS and argv[1] == "-c":
         return simple_commands(argv[2])
-    return [SimpleCommand(tuple(_shell_quote(word) for word in argv))] if argv else []
+    if not argv:
+        return []
+    # The program name stays as is when it needs no quoting, so that it is
+    # recognised like a shell script's command name.
+    name = argv[0] if re.fullmatch(r"[\w./+-]+", argv[0]) else _shell_quote(argv[0])
+    return [SimpleCommand((name, *(_shell_quote(word) for word in argv[1:])))]
 
 
 def _shell_quote(word: str) -> str:
