@@ -401,7 +401,8 @@ class _FileTracker:
 
     @staticmethod
     def finding(run: Run, word: str, pattern: str, hits: list[_Created]) -> Finding:
-        first = hits[0]
+        # Name the most specific addition: the deepest path, the latest step.
+        first = max(hits, key=lambda c: (c.path.count("/"), c.line))
         more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
         if _inside(pattern, first) is not None:
             what = f"{pattern}, which came in with {first.how} on line {first.line} (into {first.path})"

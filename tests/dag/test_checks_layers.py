@@ -184,6 +184,18 @@ def test_removing_a_parent_directory_or_a_glob_catches_what_is_below() -> None:
     assert [line for line, _, _ in found(glob, "FileRemovedInLaterLayer")] == [3]
 
 
+def test_the_most_specific_addition_is_named() -> None:
+    text = (
+        "FROM debian\nRUN curl https://e.org/a.tgz | tar xz -C /opt\n"
+        "RUN curl https://e.org/b.tgz | tar xz -C /opt/b\nRUN rm -r /opt/b/conf\n"
+    )
+    [(_, _, message)] = found(text, "FileRemovedInLaterLayer")
+    assert message == (
+        "'rm /opt/b/conf' removes /opt/b/conf, which came in with RUN tar on line 3 (into /opt/b); "
+        "its bytes still ship in that earlier layer"
+    )
+
+
 def test_removing_inside_a_cloned_tree() -> None:
     text = "FROM debian\nRUN git clone https://e.org/repo.git /src\nRUN rm -rf /src/.git\n"
     assert [line for line, _, _ in found(text, "FileRemovedInLaterLayer")] == [3]
