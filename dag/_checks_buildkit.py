@@ -185,7 +185,7 @@ class _BuildKitChecks:
         lower = sum(1 for k in keywords if k == k.lower())
         upper = sum(1 for k in keywords if k == k.upper() and k != k.lower())
         majority_lower = lower > upper
-        for node, keyword in zip(nodes, keywords):
+        for node, keyword in zip(nodes, keywords, strict=True):
             if majority_lower and keyword != keyword.lower():
                 casing, fixed = "lowercase", keyword.lower()
             elif not majority_lower and keyword != keyword.upper():
@@ -353,14 +353,14 @@ class _BuildKitChecks:
         ]
         if isinstance(instruction, Arg):
             # Each ARG's default expands after the ARGs before it on the same line.
-            env, declared = dict(scope.env), set(scope.declared)
+            arg_env, arg_declared = dict(scope.env), set(scope.declared)
             for decl in instruction.args:
                 if decl.default is not None and decl.name not in self.build_args:
-                    checks.append((decl.default, dict(env), frozenset(declared)))
-                    result = expand(self.lex, decl.default, env)
+                    checks.append((decl.default, dict(arg_env), frozenset(arg_declared)))
+                    result = expand(self.lex, decl.default, arg_env)
                     if result is not None and decl.name not in NON_ENV_ARGS:
-                        env[decl.name] = result.result
-                declared.add(decl.name)
+                        arg_env[decl.name] = result.result
+                arg_declared.add(decl.name)
         reported: set[str] = set()
         for word, env, declared in checks:
             result = expand(self.lex, word, env)

@@ -210,7 +210,7 @@ def _words(command: SimpleCommand, resolver: _Resolver) -> list[str]:
 def package_caches(run: Run, facts: _RunFacts, scope: Scope, resolvers: list[_Resolver]) -> Iterator[Finding]:
     home = scope.env.get("HOME") or "/root"
     found: dict[str, tuple[str, str]] = {}  # manager -> (message, hint), first command only
-    for command, resolver in zip(facts.commands, resolvers):
+    for command, resolver in zip(facts.commands, resolvers, strict=True):
         words = _words(command, resolver)
         name, args = words[0], words[1:]
         operands = _operands(args)
@@ -274,7 +274,7 @@ def _is_yarn_install(operands: list[str]) -> bool:
 
 def _runs(facts: _RunFacts, resolvers: list[_Resolver], *words: str) -> bool:
     """Whether the RUN runs a command that starts with ``words`` (options aside)."""
-    for command, resolver in zip(facts.commands, resolvers):
+    for command, resolver in zip(facts.commands, resolvers, strict=True):
         found = _words(command, resolver)
         if found[:1] == [words[0]] and _operands(found[1:])[: len(words) - 1] == list(words[1:]):
             return True
@@ -389,7 +389,7 @@ class _FileTracker:
         line = run.span.start
         earlier = list(self.created)
         new: list[_Created] = []
-        for command, resolver in zip(facts.commands, resolvers):
+        for command, resolver in zip(facts.commands, resolvers, strict=True):
             for word, pattern in self.removals(command, resolver):
                 hits = [c for c in earlier if self.removes(pattern, c)]
                 if hits:

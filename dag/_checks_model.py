@@ -121,8 +121,8 @@ def load(text: str | bytes, file: str) -> Source:
     for stage in typed.stages:
         node = originals[stage.from_.span.start]
         written = stage_name_as_written(node)
-        name = written.lower() if written is not None else None
-        restored.append(replace(stage, name=name, from_=replace(stage.from_, node=node, name=name)))
+        real = written.lower() if written is not None else None
+        restored.append(replace(stage, name=real, from_=replace(stage.from_, node=node, name=real)))
     dockerfile = replace(typed, ast=ast, stages=tuple(restored))
     lines = _decoded_lines(text)
     return Source(file, ast, dockerfile, lines, tuple(duplicates), _count_directives(lines))

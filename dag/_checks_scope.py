@@ -192,9 +192,9 @@ class _Walker:
             pairs = []
             for pair in instruction.pairs:
                 key = expand(self.lex, pair.key, scope.env)
-                value = expand(self.lex, pair.value, scope.env)
-                if key is not None and value is not None:
-                    pairs.append((key.result, value.result))
+                expanded = expand(self.lex, pair.value, scope.env)
+                if key is not None and expanded is not None:
+                    pairs.append((key.result, expanded.result))
             return scope.with_env(pairs)
         if isinstance(instruction, Arg):
             for decl in instruction.args:
