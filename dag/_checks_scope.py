@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from pybuild.errors import ExpansionError, PybuildError
+from pybuild.errors import DockerfileError, ExpansionError, PybuildError
 from pybuild.grammar import Arg, Dockerfile, Env, Instruction, Shell, ShellLex, Stage, WordResult, Workdir
 
 from pybuild.oci import parse_reference
@@ -122,11 +122,14 @@ class _Walker:
         self.lex = ShellLex(dockerfile.escape)
 
     def target_index(self, target: str | None) -> int:
-        if target is not None:
-            stage = self.dockerfile.stage(target)
-            if stage is not None:
-                return stage.index
-        return len(self.dockerfile.stages) - 1
+        if target is None:
+            return len(self.dockerfile.stages) - 1
+        stage = self.dockerfile.stage(target)
+        if stage is None or target.isdigit():  # as the converter: a target is a name
+            names = [s.name for s in self.dockerfile.stages if s.name]
+            hint = f"stages are: {', '.join(names)}" if names else "name a stage with FROM image AS name"
+            raise DockerfileError(f"target stage {target!r} could not be found", hint=hint)
+        return stage.index
 
     def global_args(self, target: int) -> GlobalArgs:
         name = self.dockerfile.stages[target].name or ""

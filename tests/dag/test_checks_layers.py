@@ -9,6 +9,7 @@ import pytest
 
 from pybuild.dag._checks import check_dockerfile
 from pybuild.dag._checks_shell import SimpleCommand, command_words, simple_commands
+from pybuild.errors import DockerfileError
 
 
 def found(text: str, rule: str, **options: Any) -> list[tuple[int, int, str]]:
@@ -263,6 +264,11 @@ def test_layers_of_a_build_stage_do_not_ship() -> None:
     assert sorted((w.rule, w.line) for w in builder.warnings if w.rule in layer_rules) == [
         ("ConsecutiveRunInstructions", 2), ("FileRemovedInLaterLayer", 5), ("PackageCacheInLayer", 2),
     ]
+
+
+def test_an_unknown_target_is_an_error() -> None:
+    with pytest.raises(DockerfileError, match="target stage 'nope' could not be found"):
+        check_dockerfile(MULTI_STAGE, "Dockerfile", target="nope")
 
 
 def test_a_stage_built_from_another_inherits_its_layers() -> None:
