@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"], help="layer compression")
     parser.add_argument("--compression-level", type=int, help="compression level")
+    parser.add_argument("--check", action="store_true", help="run the build checks (pybuild check) instead of building")
     parser.add_argument("--root", help="the pybuild root (default: $PYBUILD_ROOT or /var/lib/pybuild)")
 
 
@@ -140,8 +141,20 @@ def run(args: argparse.Namespace) -> int:
         data, name = context.dockerfile_bytes, context.dockerfile
     else:
         data, name = read_dockerfile(dockerfile_path)
-    dockerfile = parse(data, name)
     build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
+    if args.check:
+        from pybuild.dag import check_dockerfile
+
+        from ._check import print_report
+
+        report = check_dockerfile(
+            data, name, build_args=build_args, context_dir=context_dir,
+            dockerfile_path=args.file, target=args.target,
+        )
+        print_report(report, name)
+        context.close()
+        return 1 if report.failed else 0
+    dockerfile = parse(data, name)
     source_date_epoch = _source_date_epoch(build_args)
     options = BuildOptions(
         build_args=build_args,

@@ -83,15 +83,20 @@ def run(args: argparse.Namespace) -> int:
         images=_local_images(args.root),
         target=args.target,
     )
-    if args.format == "json":
+    print_report(report, name, args.format)
+    return 1 if report.failed else 0
+
+
+def print_report(report: Any, name: str, form: str = "text") -> None:
+    """The warnings as ``FILE:LINE: Rule: message`` lines with hints, or as JSON."""
+    if form == "json":
         json.dump(_as_json(name, report), sys.stdout, indent=2, ensure_ascii=False)
         print()
-    else:
-        for warning in report.warnings:
-            print(f"{name}:{warning.line}: {warning.rule}: {warning.message}")
-            print(f"  hint: {warning.hint}")
-        print(_summary(report), file=sys.stderr)
-    return 1 if report.failed else 0
+        return
+    for warning in report.warnings:
+        print(f"{name}:{warning.line}: {warning.rule}: {warning.message}")
+        print(f"  hint: {warning.hint}")
+    print(_summary(report), file=sys.stderr)
 
 
 def _summary(report: Any) -> str:

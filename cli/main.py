@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "parse": ("pybuild.cli._parse", "Parse a Dockerfile and print its instructions"),
     "check": ("pybuild.cli._check", "Check a Dockerfile against build-check rules"),
     "graph": ("pybuild.cli._graph", "Show the build graph of a Dockerfile"),
+    "du": ("pybuild.cli._du", "Show the disk space the pybuild root uses"),
+    "prune": ("pybuild.cli._prune", "Remove build cache (safe while builds run)"),
 }
 
 

@@ -5,6 +5,9 @@ solver reaches those layers only through small Protocols, so its tests run
 with fakes and no root.  ``networkx`` is imported here and nowhere else.
 """
 
+from ._checks import CheckReport as CheckReport
+from ._checks import CheckWarning as CheckWarning
+from ._checks import check_dockerfile as check_dockerfile
 from ._convert import BuildOptions as BuildOptions
 from ._convert import BuildPlan as BuildPlan
 from ._convert import ImageLookup as ImageLookup

@@ -39,6 +39,7 @@ from ._instructions import StopSignal as StopSignal
 from ._instructions import User as User
 from ._instructions import Volume as Volume
 from ._instructions import Workdir as Workdir
+from ._instructions import build_dockerfile as build_dockerfile
 from ._instructions import parse_duration as parse_duration
 from ._nodes import Heredoc as Heredoc
 from ._nodes import Node as Node
