@@ -9,23 +9,30 @@ A layer's snapshot is named by its chain ID, so a layer shared by several
 images is unpacked once; a built layer's snapshot is remembered under the
 chain ID it gets when exported, so building ``FROM`` a local image reuses
 the build's own snapshots.
+
+On top of that the store keeps what Docker's image commands show: repo
+digests (``name@sha256:...`` references a pull or push pinned), the
+uncompressed size of each layer the way Docker measures it (the files of
+its tree: regular files and symlinks, hard links once), and where a pulled
+layer came from (so a push to another repository of that registry mounts
+it instead of uploading it).  ``delete`` follows ``docker rmi``'s rules.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pybuild.errors import ImageError, NotFound
 
-from ._compression import Compression, compress_layer, layer_media_type
+from ._compression import Compression, compress_layer
 from ._formats import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_MANIFEST,
@@ -38,6 +45,8 @@ from ._tar_apply import apply_layer
 
 SNAPSHOT_RECORD = "snapshot:"  # cache-index records describing a snapshot's layer forms
 CHAIN_RECORD = "chain:"  # cache-index records: chain ID -> snapshot
+SIZE_RECORD = CHAIN_RECORD + "size:"  # diffID -> {"size": tar bytes, "content": Docker's size}
+ORIGIN_RECORD = "origin:"  # blob digest -> {"repos": JSON list of registry/repository it came from}
 
 
 @dataclass(frozen=True)
@@ -61,17 +70,84 @@ class ResolvedImage:
 
 @dataclass(frozen=True)
 class StoredImage:
+    """An image of the store.  In ``ImageStore.images()`` listings ``config``
+    holds only a summary: ``created`` and ``config.Labels``."""
+
     id: str  # the config digest (Docker's image ID)
     manifest_digest: str
     config: Mapping[str, Any] = field(repr=False)
     layers: tuple[Layer, ...] = ()
-    created: float = 0.0
-    size: int = 0  # uncompressed bytes of all layers
-    tags: tuple[str, ...] = ()
+    created: float = 0.0  # when the store got it
+    size: int = 0  # Docker's size: the files of all layers, uncompressed
+    tags: tuple[str, ...] = ()  # normalized references, sorted
+    repo_digests: tuple[str, ...] = ()  # registry/repository@sha256:..., sorted
+    last_tag_time: float = 0.0
 
     @property
     def short_id(self) -> str:
         return self.id.split(":", 1)[1][:12]
+
+    @property
+    def created_at(self) -> float:
+        """When the image was made (its config's ``created``), else when it was stored."""
+        return parse_rfc3339(str(self.config.get("created") or "")) or self.created
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return (self.config.get("config") or {}).get("Labels") or {}
+
+    @property
+    def dangling(self) -> bool:
+        """Untagged (``<none>:<none>`` in ``images``), as Docker's ``dangling=true`` filter means it."""
+        return not self.tags
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What ``ImageStore.delete`` did, in ``docker rmi``'s order: references
+    untagged (familiar form), then the image ID and the chain IDs of layers
+    no image uses any more."""
+
+    untagged: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    reclaimed: int = 0  # Docker's size of the layers no image uses any more
+
+
+def parse_rfc3339(text: str) -> float | None:
+    """Seconds since the epoch of an image config time (``2024-01-01T00:00:00.5Z``); None if absent or bad."""
+    import datetime
+    import re
+
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text.strip())
+    if match is None:
+        return None
+    base, fraction, zone = match.groups()
+    try:
+        moment = datetime.datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    return moment.timestamp() + (float(fraction) if fraction else 0.0)
+
+
+def docker_size(tree: Path) -> int:
+    """The size Docker reports for a layer: lstat sizes of everything but
+    directories (so symlinks count their target's length), hard links once."""
+    linked: set[int] = set()
+    total = 0
+    stack = [os.fsencode(tree)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                    continue
+                if st.st_nlink > 1:
+                    if st.st_ino in linked:
+                        continue
+                    linked.add(st.st_ino)
+                total += st.st_size
+    return total
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -100,30 +176,52 @@ class ImageStore:
         return str(parse_reference(name))
 
     def resolve_id(self, name_or_id: str) -> str:
-        """The image ID a tag, ``name@digest``, full ID or unique ID prefix names."""
+        """The image ID a tag, ``name@digest``, full ID or unique ID prefix names.
+
+        As in Docker, a bare word of hex digits is looked up as a repository
+        name first and as an ID prefix after; ``sha256:...`` and 64 hex
+        digits are always IDs.
+        """
         text = name_or_id.strip()
         hex_part = text.removeprefix("sha256:")
-        if 4 <= len(hex_part) <= 64 and all(c in "0123456789abcdef" for c in hex_part):
-            matches = [r.digest for r in self.root.index.images() if r.digest.split(":", 1)[1].startswith(hex_part)]
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise ImageError(f"{text}: ambiguous image ID prefix ({len(matches)} images match)", hint="give more digits")
-            if text.startswith("sha256:"):
-                raise NotFound(f"no such image: {text}")
+        is_hex = 4 <= len(hex_part) <= 64 and all(c in "0123456789abcdef" for c in hex_part)
+        if is_hex and (text.startswith("sha256:") or len(hex_part) == 64):
+            return self._by_prefix(hex_part, text)
         try:
-            ref = parse_reference(text)
+            ref: Reference | None = parse_reference(text)
         except ImageError:
-            raise NotFound(f"no such image: {text}") from None
-        if ref.digest is not None:
-            for record in self.root.index.images():
-                if record.meta.get("manifest") == ref.digest or ref.digest in record.meta.get("repo_digests", []):
-                    return record.digest
-            raise NotFound(f"no such image: {text}")
-        image_id = self.root.index.get_tag(str(ref))
-        if image_id is None:
-            raise NotFound(f"no such image: {ref.familiar}", hint="pybuild images lists the local images")
-        return image_id
+            if not is_hex:
+                raise NotFound(f"no such image: {text}", hint="pybuild images lists the local images") from None
+            ref = None
+        if ref is not None:
+            found = self._by_reference(ref)
+            if found is not None:
+                return found
+        if is_hex:
+            return self._by_prefix(hex_part, text)
+        assert ref is not None
+        raise NotFound(f"no such image: {ref.familiar}", hint="pybuild images lists the local images")
+
+    def _by_prefix(self, hex_part: str, text: str) -> str:
+        matches = [r.digest for r in self.root.index.images() if r.digest.split(":", 1)[1].startswith(hex_part)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ImageError(f"{text}: ambiguous image ID prefix ({len(matches)} images match)", hint="give more digits")
+        raise NotFound(f"no such image: {text}", hint="pybuild images lists the local images")
+
+    def _by_reference(self, ref: Reference) -> str | None:
+        if ref.digest is None:
+            return self.root.index.get_tag(str(ref))
+        # A digest names content, so any image with that manifest (or pulled
+        # by that index digest) is the one, whatever name it is stored under.
+        for record in self.root.index.images():
+            if record.meta.get("manifest") == ref.digest:
+                return record.digest
+        for record in self.root.index.images():
+            if any(d.endswith("@" + ref.digest) for d in record.meta.get("repo_digests", [])):
+                return record.digest
+        return None
 
     # ------------------------------------------------------------ reading
 
@@ -135,24 +233,29 @@ class ImageStore:
         if record is None:
             raise NotFound(f"no such image: {image_id}")
         config = json.loads(self._read_blob(image_id, "image config"))
-        layers = tuple(Layer(**layer) for layer in record.meta.get("layers", []))
-        tags = tuple(t.name for t in self.root.index.tags() if t.digest == image_id)
-        return StoredImage(image_id, record.meta["manifest"], config, layers, record.created, record.size, tags)
+        tags = [t for t in self.root.index.tags() if t.digest == image_id]
+        return self._image(record, config, tags, {})
 
     def images(self) -> list[StoredImage]:
-        by_image: dict[str, list[str]] = {}
+        """Every image, newest first; ``config`` is the summary kept with the record."""
+        by_image: dict[str, list[Any]] = {}
         for tag in self.root.index.tags():
-            by_image.setdefault(tag.digest, []).append(tag.name)
-        out = []
-        for record in self.root.index.images():
-            layers = tuple(Layer(**layer) for layer in record.meta.get("layers", []))
-            out.append(
-                StoredImage(
-                    record.digest, record.meta["manifest"], record.meta.get("config_summary", {}), layers,
-                    record.created, record.size, tuple(sorted(by_image.get(record.digest, []))),
-                )
-            )
-        return sorted(out, key=lambda image: image.created, reverse=True)
+            by_image.setdefault(tag.digest, []).append(tag)
+        sizes: dict[str, int] = {}
+        out = [
+            self._image(record, record.meta.get("config_summary", {}), by_image.get(record.digest, []), sizes)
+            for record in self.root.index.images()
+        ]
+        return sorted(out, key=lambda image: (image.created_at, image.created, image.id), reverse=True)
+
+    def _image(self, record: Any, config: Mapping[str, Any], tags: Sequence[Any], sizes: dict[str, int]) -> StoredImage:
+        layers = tuple(Layer(**layer) for layer in record.meta.get("layers", []))
+        size = sum(self._layer_size(layer, sizes) for layer in layers)
+        return StoredImage(
+            record.digest, record.meta["manifest"], config, layers, record.created, size,
+            tuple(sorted(t.name for t in tags)), tuple(sorted(record.meta.get("repo_digests", []))),
+            max((t.updated for t in tags), default=0.0),
+        )
 
     def lookup(self, ref: str, platform: Any = None) -> ResolvedImage | None:
         """The image a normalized reference names, if it is in the store."""
@@ -168,11 +271,38 @@ class ImageStore:
                 return self.by_id(record.digest)
         raise NotFound(f"no image with manifest {manifest_digest}")
 
+    def manifest_bytes(self, image: StoredImage) -> bytes:
+        return self._read_blob(image.manifest_digest, "image manifest")
+
+    def config_bytes(self, image: StoredImage) -> bytes:
+        return self._read_blob(image.id, "image config")
+
     def _read_blob(self, digest: str, what: str) -> bytes:
         if not self.root.blobs.has(digest):
             raise ImageError(f"{what} {digest} is missing from the store", hint="pull or build the image again")
         with self.root.blobs.open(digest, verify=True) as f:
             return f.read()
+
+    # ------------------------------------------------------------ sizes
+
+    def layer_sizes(self, image: StoredImage) -> list[int]:
+        """Each layer's size as Docker reports it (bottom first)."""
+        sizes: dict[str, int] = {}
+        return [self._layer_size(layer, sizes) for layer in image.layers]
+
+    def _layer_size(self, layer: Layer, cache: dict[str, int]) -> int:
+        if layer.diff_id not in cache:
+            record = self.root.index.lookup(SIZE_RECORD + layer.diff_id)
+            meta = record.meta if record is not None else {}
+            # Docker's measure if known, else the tar's length, else the blob's.
+            cache[layer.diff_id] = int(meta.get("content") or meta.get("size") or layer.size)
+        return cache[layer.diff_id]
+
+    def _remember_size(self, diff_id: str, tar_size: int, tree: Path) -> None:
+        from pybuild.cache import CacheRecord
+
+        meta = {"size": str(tar_size), "content": str(docker_size(tree))}
+        self.root.index.record(SIZE_RECORD + diff_id, CacheRecord(snapshot_id=None, meta=meta))
 
     # ------------------------------------------------------------ writing
 
@@ -193,7 +323,9 @@ class ImageStore:
         self, image_id: str, manifest_digest: str, config: Mapping[str, Any], layers: Sequence[Layer],
         tags: Iterable[str] = (), repo_digests: Iterable[str] = (),
     ) -> StoredImage:
-        size = sum(self._uncompressed_size(l) for l in layers)
+        """Record an image whose config and manifest blobs are stored; tag it."""
+        sizes: dict[str, int] = {}
+        size = sum(self._layer_size(l, sizes) for l in layers)
         existing = self.root.index.get_image(image_id)
         previous_digests = list(existing.meta.get("repo_digests", [])) if existing else []
         meta = {
@@ -208,20 +340,31 @@ class ImageStore:
             self.tag(image_id, tag)
         return self.by_id(image_id)
 
-    def _uncompressed_size(self, layer: Layer) -> int:
-        record = self.root.index.lookup(CHAIN_RECORD + "size:" + layer.diff_id)
-        if record is not None:
-            return int(record.meta.get("size", 0))
-        return layer.size
-
     def tag(self, image_id: str, name: str) -> str | None:
         """Point ``name`` at the image; returns the image the tag left (now maybe dangling)."""
-        normalized = self.normalize(name)
-        previous = self.root.index.set_tag(normalized, image_id)
+        ref = parse_reference(name)
+        if ref.digest is not None:
+            raise ImageError(f"refusing to create a tag with a digest reference: {name}", hint="tags look like NAME[:TAG]")
+        previous = self.root.index.set_tag(str(ref), image_id)
         return previous if previous != image_id else None
 
     def untag(self, name: str) -> str | None:
         return self.root.index.delete_tag(self.normalize(name))
+
+    def add_repo_digest(self, image_id: str, reference: str) -> None:
+        """Remember that ``registry/repository@digest`` names this image (after a pull or push)."""
+        self._edit_meta(image_id, lambda meta: meta.update(repo_digests=sorted(set(meta.get("repo_digests", [])) | {reference})))
+
+    def _remove_repo_digest(self, image_id: str, reference: str) -> None:
+        self._edit_meta(image_id, lambda meta: meta.update(repo_digests=[d for d in meta.get("repo_digests", []) if d != reference]))
+
+    def _edit_meta(self, image_id: str, change: Any) -> None:
+        record = self.root.index.get_image(image_id)
+        if record is None:
+            raise NotFound(f"no such image: {image_id}")
+        meta = dict(record.meta)
+        change(meta)
+        self.root.index.put_image(image_id, created=record.created, size=record.size, meta=meta)
 
     def remove(self, image_id: str) -> None:
         """Forget an image record (its blobs and snapshots go at the next prune)."""
@@ -229,6 +372,71 @@ class ImageStore:
             if tag.digest == image_id:
                 self.root.index.delete_tag(tag.name)
         self.root.index.delete_image(image_id)
+
+    def delete(self, name_or_id: str, *, force: bool = False) -> Removal:
+        """``docker rmi``: untag a name, and delete the image when nothing names it any more.
+
+        A name removes that reference only (and, when it was the repository's
+        last tag, the repository's digest references).  An ID (or prefix)
+        deletes the image with its references if they are one tag (plus
+        digests of that repository); more need ``force``.  Layers that other
+        images use stay; the chain IDs of those that no image uses are
+        reported as deleted (their data stays as build cache until prune).
+        """
+        image_id = self.resolve_id(name_or_id)
+        image = self.by_id(image_id)
+        text = name_or_id.strip()
+        by_id = image_id.startswith(text) or image_id.startswith("sha256:" + text)
+        untagged: list[str] = []
+        tags = [parse_reference(t) for t in image.tags]
+        digests = [parse_reference(d) for d in image.repo_digests]
+        if not by_id:
+            ref = parse_reference(text)
+            if ref.digest is not None:
+                exact = f"{ref.name}@{ref.digest}"
+                if exact in image.repo_digests:
+                    self._remove_repo_digest(image_id, exact)
+                    untagged.append(ref.with_tag(None).familiar)
+                    digests = [d for d in digests if str(d) != exact]
+                else:
+                    by_id = True  # named by its manifest digest: like an ID
+            else:
+                self.root.index.delete_tag(str(ref))
+                untagged.append(ref.familiar)
+                tags = [t for t in tags if str(t) != str(ref)]
+                if not any(t.name == ref.name for t in tags):
+                    for digest in [d for d in digests if d.name == ref.name]:
+                        self._remove_repo_digest(image_id, str(digest))
+                        untagged.append(digest.familiar)
+                    digests = [d for d in digests if d.name != ref.name]
+            if not by_id and (tags or digests):
+                return Removal(tuple(untagged))
+        if by_id and not _single_reference(tags, digests) and (tags or digests) and not force:
+            raise ImageError(
+                f"conflict: unable to delete {image.short_id} (must be forced) - image is referenced in multiple repositories",
+                hint="remove the tags one by one, or use -f",
+            )
+        for ref in tags:
+            self.root.index.delete_tag(str(ref))
+            untagged.append(ref.familiar)
+        untagged += [d.familiar for d in digests]
+        still_used: set[str] = set()
+        for record in self.root.index.images():
+            if record.digest != image_id:
+                still_used.update(chain_ids([l["diff_id"] for l in record.meta.get("layers", [])]))
+        self.root.index.delete_image(image_id)
+        sizes: dict[str, int] = {}
+        gone = [
+            (chain_id, layer)
+            for chain_id, layer in zip(chain_ids([l.diff_id for l in image.layers]), image.layers)
+            if chain_id not in still_used
+        ]
+        gone.reverse()  # Docker releases the top layer first
+        return Removal(
+            tuple(untagged),
+            (image_id, *(chain_id for chain_id, _ in gone)),
+            sum(self._layer_size(layer, sizes) for chain_id, layer in {c: l for c, l in gone}.items()),
+        )
 
     def referenced(self) -> set[str]:
         """Digests and snapshot ids that stored images need (prune must keep them)."""
@@ -245,6 +453,30 @@ class ImageStore:
                 if snapshot:
                     keep.add(snapshot)
         return keep
+
+    # ------------------------------------------------------------ origins
+
+    def remember_origin(self, digests: Iterable[str], repository: str) -> None:
+        """Blobs that ``repository`` (``registry/path``) has: a later push to
+        another repository of that registry can mount them from there."""
+        from pybuild.cache import CacheRecord
+
+        for digest in set(digests):
+            repos = list(self.origins(digest))
+            if repository in repos:
+                continue
+            repos = [repository, *repos][:8]  # the most recent few are enough
+            self.root.index.record(ORIGIN_RECORD + digest, CacheRecord(snapshot_id=None, meta={"repos": json.dumps(repos)}))
+
+    def origins(self, digest: str) -> tuple[str, ...]:
+        record = self.root.index.lookup(ORIGIN_RECORD + digest)
+        if record is None:
+            return ()
+        try:
+            repos = json.loads(record.meta.get("repos", "[]"))
+        except ValueError:
+            return ()
+        return tuple(r for r in repos if isinstance(r, str))
 
     # ------------------------------------------------------------ layers
 
@@ -270,11 +502,13 @@ class ImageStore:
         else:
             self.root.index.set_diff_id(key, blob.diff_id)
         self.root.index.add_blob(key, kind.value, BlobRef(blob.digest, blob.size, blob.media_type))
-        self.root.index.record(
-            CHAIN_RECORD + "size:" + blob.diff_id,
-            CacheRecord(snapshot_id=None, meta={"size": str(blob.uncompressed_size)}),
-        )
+        self._remember_size(blob.diff_id, blob.uncompressed_size, tree)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
+
+    def snapshot_layer_diff_id(self, snapshot_id: str) -> str | None:
+        """The diffID this snapshot's layer tar has when pybuild writes it (None if never written)."""
+        record = self.root.index.lookup(SNAPSHOT_RECORD + snapshot_id)
+        return record.diff_id if record is not None else None
 
     def remember_chain(self, diff_ids: Sequence[str], snapshots: Sequence[str]) -> None:
         """Record that these snapshots (bottom first) are the layers with these diffIDs."""
@@ -283,6 +517,10 @@ class ImageStore:
         for chain_id, snapshot in zip(chain_ids(diff_ids), snapshots, strict=True):
             if self._snapshot_of_chain(chain_id) is None:
                 self.root.index.record(CHAIN_RECORD + chain_id, CacheRecord(snapshot_id=snapshot))
+
+    def snapshot_of_chain(self, chain_id: str) -> str | None:
+        """The snapshot holding the top layer of this chain, if there is one."""
+        return self._snapshot_of_chain(chain_id)
 
     def _snapshot_of_chain(self, chain_id: str) -> str | None:
         record = self.root.index.lookup(CHAIN_RECORD + chain_id)
@@ -323,6 +561,7 @@ class ImageStore:
                         f"layer {layer.digest} unpacks to {stats.diff_id}, but the image config says {layer.diff_id}",
                         hint="the image is corrupt; pull it again",
                     )
+                self._remember_size(layer.diff_id, stats.tar_bytes, Path(active.upper))
             except BaseException:
                 self.root.snapshots.discard(active)
                 raise
@@ -353,3 +592,14 @@ class ImageStore:
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         }
         return self.add_image(config, [layer], tags)
+
+
+def _single_reference(tags: Sequence[Reference], digests: Sequence[Reference]) -> bool:
+    """Docker's ``isSingleReference``: at most one tag, and digests only of that tag's repository."""
+    if len(tags) + len(digests) <= 1:
+        return len(tags) + len(digests) == 1
+    if len(tags) > 1:
+        return False
+    names = {d.name for d in digests}
+    single = tags[0] if tags else digests[0]
+    return len(names) == 1 and single.name in names
