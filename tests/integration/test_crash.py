@@ -1,0 +1,90 @@
+"""kill -9 at random points, then build again: same image, nothing half-written (issue 5)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DOCKERFILE = """\
+FROM busybox AS parts
+RUN for i in 1 2 3 4 5; do echo part $i > /part$i; sleep 0.05; done
+RUN mkdir -p /out && cat /part* > /out/all && sleep 0.1
+FROM busybox
+COPY files/ /files/
+RUN sleep 0.1 && ls /files > /listing
+COPY --from=parts /out/all /all
+RUN echo done > /done
+"""
+EPOCH = "1700000000"
+
+
+def build(root: Path, context: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pybuild", "build", "-q", "--build-arg", f"SOURCE_DATE_EPOCH={EPOCH}",
+         "-o", "type=image,rewrite-timestamp=true", str(context)],
+        env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finished_build(root: Path, context: Path) -> str:
+    process = build(root, context)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return out.strip()
+
+
+def check_root_is_sound(root: Path) -> None:
+    """After prune: every blob matches its digest, every snapshot is whole, no temp is left."""
+    from pybuild.cache import Root
+
+    with Root.open(root) as opened:  # opening removes the temp areas of dead processes
+        leftovers = list((root / "tmp").iterdir())
+        assert all(str(os.getpid()) in p.name for p in leftovers), leftovers
+        for digest, _ in opened.blobs.list():
+            data = opened.blobs.path(digest).read_bytes()
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+        for snapshot in opened.snapshots.list():
+            assert opened.snapshots.exists(snapshot) and opened.snapshots.tree(snapshot).is_dir()
+
+
+@pytest.mark.slow
+def test_kill_nine_at_twenty_random_points(busybox_image: str, root: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    context = tmp_path / "ctx"
+    (context / "files").mkdir(parents=True)
+    for i in range(30):
+        (context / "files" / f"f{i}.txt").write_text(f"file {i}\n" * 100)
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    time.sleep(1.1)  # past the racy window, so every run sees the same stat keys
+
+    pristine = tmp_path / "pristine"
+    shutil.copytree(root, pristine, symlinks=True)
+    reference_root = tmp_path / "reference"
+    shutil.copytree(pristine, reference_root, symlinks=True)
+    started = time.monotonic()
+    reference = finished_build(reference_root, context)
+    duration = time.monotonic() - started
+
+    rng = random.Random(1234)
+    for attempt in range(20):
+        victim = tmp_path / f"crash{attempt}"
+        shutil.copytree(pristine, victim, symlinks=True)
+        process = build(victim, context)
+        time.sleep(rng.uniform(0.05, duration))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert finished_build(victim, context) == reference, f"attempt {attempt}"
+        prune = subprocess.run([sys.executable, "-m", "pybuild", "prune", "--all"],
+                               env={**os.environ, "PYBUILD_ROOT": str(victim)}, capture_output=True, text=True)
+        assert prune.returncode == 0, prune.stderr
+        check_root_is_sound(victim)
+        assert finished_build(victim, context) == reference  # what prune kept is still right
+        shutil.rmtree(victim)
