@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"], help="layer compression")
     parser.add_argument("--compression-level", type=int, help="compression level")
+    parser.add_argument("-o", "--output", action="append", default=[], metavar="type=image[,rewrite-timestamp=true]", help="where the result goes (default: the image store)")
     parser.add_argument("--check", action="store_true", help="run the build checks (pybuild check) instead of building")
     parser.add_argument("--root", help="the pybuild root (default: $PYBUILD_ROOT or /var/lib/pybuild)")
 
@@ -196,7 +197,14 @@ def run(args: argparse.Namespace) -> int:
         )
 
     progress = _progress(args.progress, args.quiet)
-    export = ExportOptions(tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level)
+    outputs = [_output(value) for value in args.output] or [{"type": "image"}]
+    rewrite = any(o.get("rewrite-timestamp", "false").lower() == "true" for o in outputs)
+    if rewrite and source_date_epoch is None:
+        raise UsageError("rewrite-timestamp needs SOURCE_DATE_EPOCH", hint="--build-arg SOURCE_DATE_EPOCH=<seconds>")
+    export = ExportOptions(
+        tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level,
+        rewrite_timestamp=rewrite,
+    )
 
     async def main() -> Any:
         try:
@@ -232,6 +240,18 @@ def run(args: argparse.Namespace) -> int:
         tags = "".join(f"\nnaming to {parse_reference(t)}" for t in args.tag)
         print(f"writing image {image.id}{tags}", file=sys.stderr)
     return 0
+
+
+def _output(value: str) -> dict[str, str]:
+    fields = {}
+    for part in value.split(","):
+        key, eq, rest = part.partition("=")
+        if not eq:
+            raise UsageError(f"invalid --output {value!r}: expected type=...,key=value")
+        fields[key.strip().lower()] = rest
+    if fields.get("type", "image") != "image":
+        raise UsageError(f"--output type={fields.get('type')} is not supported yet", hint="type=image is")
+    return fields
 
 
 def _source_date_epoch(build_args: dict[str, str]) -> int | None:
