@@ -1,0 +1,31 @@
+"""Damaged cache data is noticed and rebuilt, never trusted (issue 5)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+EPOCH = "1700000000"
+DOCKERFILE = "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n"
+
+
+def digest_of(cli, context: Path) -> str:  # type: ignore[no-untyped-def]
+    return cli("build", "-q", "--build-arg", f"SOURCE_DATE_EPOCH={EPOCH}", "-o", "type=image,rewrite-timestamp=true", str(context)).stdout.strip()
+
+
+def test_a_deleted_snapshot_is_rebuilt(cli, busybox_image: str, tmp_path: Path, root: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "Dockerfile").write_text(DOCKERFILE)
+    reference = digest_of(cli, tmp_path)
+    from pybuild.cache import Root
+
+    with Root.open(root) as opened:
+        records = [record for _, record in opened.index.records() if record.snapshot_id]
+        victim = max(records, key=lambda r: r.created).snapshot_id  # the last RUN's layer
+    shutil.rmtree(root / "snapshots" / victim)
+    rebuilt = cli("build", "--progress=plain", "--build-arg", f"SOURCE_DATE_EPOCH={EPOCH}", "-o", "type=image,rewrite-timestamp=true", str(tmp_path))
+    step = re.search(r"^#(\d+) \[stage-0 3/3\] RUN echo two > /two$", rebuilt.stderr, re.M)
+    assert step is not None
+    assert f"#{step.group(1)} DONE" in rebuilt.stderr  # ran again, not CACHED
+    assert f"#{step.group(1)} cache miss: the cached result is gone or was pruned" in rebuilt.stderr
+    assert digest_of(cli, tmp_path) == reference
