@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     parser.add_argument("--iidfile", help="write the image ID to this file")
     parser.add_argument("--metadata-file", help="write build results as JSON to this file")
+    parser.add_argument("-m", "--memory", metavar="SIZE", help="memory limit of each RUN step (e.g. 512m, 2g)")
+    parser.add_argument("--step-timeout", type=float, metavar="SECONDS", help="kill a RUN step that runs longer than this")
     parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"], help="layer compression")
     parser.add_argument("--compression-level", type=int, help="compression level")
@@ -171,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         allow_host_network="network.host" in args.allow,
         secrets=_secrets(args.secret),
         ssh=_ssh(args.ssh),
+        step_timeout=args.step_timeout,
+        memory_limit=_memory(args.memory),
     )
     store = image_store(root)
     from ._runtime import executors
@@ -240,6 +244,19 @@ def run(args: argparse.Namespace) -> int:
         tags = "".join(f"\nnaming to {parse_reference(t)}" for t in args.tag)
         print(f"writing image {image.id}{tags}", file=sys.stderr)
     return 0
+
+
+def _memory(value: str | None) -> int | None:
+    """Docker's --memory units: b, k, m, g (binary)."""
+    if value is None:
+        return None
+    units = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+    number, unit = value[:-1], value[-1].lower()
+    if unit.isdigit():
+        number, unit = value, "b"
+    if not number.isdigit() or unit not in units:
+        raise UsageError(f"invalid --memory {value!r}", hint="e.g. 512m or 2g")
+    return int(number) * units[unit]
 
 
 def _output(value: str) -> dict[str, str]:

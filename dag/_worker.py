@@ -73,6 +73,7 @@ class WorkerOptions:
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     ssh: Mapping[str, str] = field(default_factory=dict)
     step_timeout: float | None = None
+    memory_limit: int | None = None
     hostname: str = "buildkitsandbox"
 
 
@@ -344,6 +345,7 @@ class Worker:
                 network=op.network,
                 hostname=self.options.hostname,
                 timeout=self.options.step_timeout,
+                memory_limit=self.options.memory_limit,
                 secret_env=tuple(secret_env),
             )
             rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
@@ -401,12 +403,14 @@ class Worker:
                     continue
                 mounts.append(BindMount(socket, mount.target, readonly=False))
             elif mount.kind == "cache":
-                mounts.append(await self._cache_mount(mount, locks, scratch))
+                mounts.append(await self._cache_mount(mount, locks, scratch, inputs))
             else:
                 mounts.append(await self._bind_mount(mount, inputs, scratch))
         return mounts, secret_env
 
-    async def _cache_mount(self, mount: RunMount, locks: list[int], scratch: list[Path]) -> Any:
+    async def _cache_mount(
+        self, mount: RunMount, locks: list[int], scratch: list[Path], inputs: Mapping[str, Result]
+    ) -> Any:
         from pybuild.executors import BindMount
 
         mount_id = mount.cache_id or mount.target
@@ -428,11 +432,29 @@ class Worker:
                 scratch.append(directory)
         else:
             os.close(fd)  # shared: no lock at all
-        if mount.uid is not None or mount.gid is not None or mount.mode is not None:
-            if not any(directory.iterdir()):
+        if not any(directory.iterdir()):
+            if mount.source is not None:  # from=: a new cache starts as a copy of that source
+                await trio.to_thread.run_sync(self._seed_cache, directory, inputs[mount.source], mount.source_path)
+            if mount.uid is not None or mount.gid is not None or mount.mode is not None:
                 os.chown(directory, mount.uid or 0, mount.gid or 0)
                 os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
-        return BindMount(str(directory), mount.target, readonly=False)
+        return BindMount(str(directory), mount.target, readonly=mount.readonly)
+
+    def _seed_cache(self, directory: Path, source: Result, source_path: str) -> None:
+        from pybuild.oci._tar_flatten import flatten_into
+
+        sub = source_path.strip("/")
+        if source.path is not None:
+            trees = [Path(source.path) / sub]
+        else:
+            found = _find_in_layers(self._lowers(source.chain), sub)
+            if not isinstance(found, tuple):
+                raise BuildError(f"cache mount source {source_path} is not a directory in its from= stage or image")
+            trees = [Path(t) for t in found]
+        staging = self.root.tmp_dir("cache-seed-") / "tree"
+        flatten_into(trees, staging)
+        for entry in staging.iterdir():
+            os.rename(entry, directory / entry.name)
 
     async def _bind_mount(self, mount: RunMount, inputs: Mapping[str, Result], scratch: list[Path]) -> Any:
         from pybuild.executors import BindMount, OverlayMount

@@ -146,3 +146,23 @@ def test_networks(cli, busybox_image: str, tmp_path: Path, open_image, host_serv
     assert image.read("/host.txt") == "host-service\n"
     refused = build(cli, tmp_path, f"FROM busybox\nRUN --network=host wget -q -O- {url}\n", check=False)
     assert refused.returncode == 1 and "--allow network.host" in refused.stderr
+
+
+def test_cache_mount_seeded_from_a_stage(cli, busybox_image: str, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
+    build(cli, tmp_path, (
+        "FROM busybox AS seed\nRUN mkdir -p /seed && echo seeded > /seed/file\n"
+        "FROM busybox\n"
+        "RUN --mount=type=cache,id=seeded-cache,target=/c,from=seed,source=/seed cat /c/file > /got\n"
+    ), "-t", "seeded")
+    assert open_image("seeded").read("/got") == "seeded\n"
+
+
+def test_step_timeout_and_memory_limit(cli, busybox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    slow = build(cli, tmp_path, "FROM busybox\nRUN sleep 30\n", "--step-timeout", "1", check=False)
+    assert slow.returncode == 1 and "timed out" in slow.stderr
+    # a 200 MB string in a 64 MB step: the kernel's OOM killer ends it
+    allocate = "FROM busybox\nRUN awk 'BEGIN { s = sprintf(\"%200000000s\", \"\"); print length(s) }'\n"
+    hungry = build(cli, tmp_path, allocate, "--memory", "64m", check=False)
+    assert hungry.returncode == 1 and "did not complete successfully" in hungry.stderr
+    fine = build(cli, tmp_path, allocate, check=False)
+    assert fine.returncode == 0 and "200000000" in fine.stderr
