@@ -26,13 +26,13 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pybuild.errors import ImageError, NotFound
+from pybuild.errors import CorruptContent, ImageError, NotFound
 
-from ._compression import Compression, compress_layer
+from ._compression import Compression, compress_layer, compress_stream, layer_media_type
 from ._formats import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_MANIFEST,
@@ -148,6 +148,24 @@ def docker_size(tree: Path) -> int:
                     linked.add(st.st_ino)
                 total += st.st_size
     return total
+
+
+def compression_of(media_type: str) -> Compression:
+    """The compression a layer media type says."""
+    if media_type.endswith(("+gzip", ".tar.gzip")):
+        return Compression.GZIP
+    if media_type.endswith("+zstd"):
+        return Compression.ZSTD
+    if media_type.endswith((".tar", "v1.tar")):
+        return Compression.NONE
+    raise ImageError(f"unknown layer media type {media_type!r}", hint="pybuild handles tar, gzip and zstd layers")
+
+
+def oci_media_type(media_type: str) -> str:
+    """The OCI twin of a Docker layer media type (same bytes), for an OCI manifest."""
+    if media_type.startswith("application/vnd.docker.image.rootfs.diff.tar"):
+        return layer_media_type(compression_of(media_type))
+    return media_type
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -308,6 +326,7 @@ class ImageStore:
 
     def add_image(self, config: Mapping[str, Any], layers: Sequence[Layer], tags: Iterable[str] = ()) -> StoredImage:
         """Store an image (config + OCI manifest) and point ``tags`` at it."""
+        layers = [replace(l, media_type=oci_media_type(l.media_type)) for l in layers]
         config_bytes = canonical_json(dict(config))
         image_id = self.root.blobs.put(config_bytes)
         manifest = {
@@ -483,7 +502,13 @@ class ImageStore:
     def layer_for_snapshot(
         self, snapshot_id: str, compression: str = "gzip", level: int | None = None, *, mtime: int | None = None
     ) -> Layer:
-        """The compressed layer of one snapshot, made once per compression and reused."""
+        """The compressed layer of one snapshot, made once per compression and reused.
+
+        A snapshot unpacked from a pulled or loaded layer is never archived
+        again: its layer is that blob (recompressed if another compression
+        is asked for), so an image built on a base shares the base's layers
+        -- same diffIDs, same blobs -- as BuildKit's images do.
+        """
         kind = Compression.parse(compression)
         key = SNAPSHOT_RECORD + snapshot_id + (f":mtime={mtime}" if mtime is not None else "")
         record = self.root.index.lookup(key)
@@ -493,6 +518,12 @@ class ImageStore:
                 return Layer(record.diff_id, blob.digest, blob.size, blob.media_type)
         from pybuild.cache import BlobRef, CacheRecord
 
+        if mtime is None and record is not None and record.meta.get("source") == "blob" and record.diff_id:
+            original = next((b for b in record.blobs.values() if self.root.blobs.has(b.digest)), None)
+            if original is not None:
+                layer = self.recompress(Layer(record.diff_id, original.digest, original.size, original.media_type), kind, level)
+                self.root.index.add_blob(key, kind.value, BlobRef(layer.digest, layer.size, layer.media_type))
+                return layer
         tree = self.root.snapshots.tree(snapshot_id)
         with self.root.blobs.writer() as writer:
             blob = compress_layer(tree, kind, level, writer, mtime=mtime)
@@ -504,6 +535,18 @@ class ImageStore:
         self.root.index.add_blob(key, kind.value, BlobRef(blob.digest, blob.size, blob.media_type))
         self._remember_size(blob.diff_id, blob.uncompressed_size, tree)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
+
+    def recompress(self, layer: Layer, kind: Compression, level: int | None) -> Layer:
+        """The same layer tar (same diffID) as a blob compressed with ``kind``."""
+        with self.root.blobs.open(layer.digest, verify=True) as source, self.root.blobs.writer() as writer:
+            made = compress_stream(source, kind, level, writer)
+            if made.diff_id != layer.diff_id:
+                raise CorruptContent(
+                    f"layer {layer.digest} decompresses to {made.diff_id}, but the image says {layer.diff_id}",
+                    hint="the stored image is damaged; pull or build it again",
+                )
+            writer.commit()
+        return Layer(layer.diff_id, made.digest, made.size, made.media_type)
 
     def snapshot_layer_diff_id(self, snapshot_id: str) -> str | None:
         """The diffID this snapshot's layer tar has when pybuild writes it (None if never written)."""
@@ -565,7 +608,16 @@ class ImageStore:
             except BaseException:
                 self.root.snapshots.discard(active)
                 raise
-            return self.root.snapshots.commit(active, parent, snapshot_id=chain_id.split(":", 1)[1])
+            snapshot = self.root.snapshots.commit(active, parent, snapshot_id=chain_id.split(":", 1)[1])
+            # The snapshot's layer is this blob: builds on top reuse it as is.
+            from pybuild.cache import BlobRef, CacheRecord
+
+            blob = BlobRef(layer.digest, layer.size, layer.media_type)
+            self.root.index.record(
+                SNAPSHOT_RECORD + snapshot,
+                CacheRecord(snapshot_id=snapshot, diff_id=layer.diff_id, blobs={compression_of(layer.media_type).value: blob}, meta={"source": "blob"}),
+            )
+            return snapshot
 
     # ------------------------------------------------------------ import
 

@@ -1,0 +1,291 @@
+"""Build outputs (``--output``) and image archives (``save``).
+
+``parse_outputs`` reads buildx's ``--output`` syntax into frozen ``Output``
+values; ``export_outputs`` writes a built (stored) image to each of them:
+
+- ``type=image`` -- the local image store (the build put it there; ``name=``
+  adds tags, ``push=true`` pushes them); the default output.
+- ``type=registry`` -- ``type=image`` with ``push=true`` (``--push``).
+- ``type=oci,dest=FILE`` -- an OCI image layout tar (with Docker's
+  ``manifest.json`` too, so ``docker load`` reads it).
+- ``type=docker,dest=FILE`` -- a docker-archive, as ``docker save`` writes.
+- ``type=local,dest=DIR`` -- the final filesystem.
+- ``type=tar,dest=FILE`` -- the final filesystem as a tar.
+
+``-o DIR`` is ``type=local,dest=DIR`` and ``-o -`` is ``type=tar,dest=-``;
+``dest=-`` writes to standard output.  Archive outputs take
+``compression=gzip|zstd|uncompressed``, ``compression-level=N`` and
+``force-compression=true`` as BuildKit does.
+
+Files are written next to their destination under a temporary name and
+renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pybuild.errors import NotFound, UsageError
+
+from ._archive import ArchiveImage, write_docker_archive, write_oci_archive
+from ._export_layers import LayerSettings, bool_option, export_manifest, parse_compression_options
+from ._formats import Descriptor
+from ._reference import parse_reference
+from ._store import ImageStore, StoredImage
+
+OUTPUT_TYPES = ("image", "registry", "oci", "docker", "local", "tar")
+STDOUT = "-"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One ``--output``: where the built image goes."""
+
+    type: str
+    dest: str | None = None  # a path, or "-" for standard output
+    names: tuple[str, ...] = ()  # name=...; empty: the build's -t tags
+    push: bool = False
+    layers: LayerSettings = field(default_factory=LayerSettings)
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.dest == STDOUT
+
+
+def _fields(text: str) -> dict[str, str]:
+    try:
+        row = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        raise UsageError(f"invalid --output {text!r}", hint="e.g. type=oci,dest=image.tar") from None
+    attrs: dict[str, str] = {}
+    for item in row:
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq or not key:
+            raise UsageError(f"invalid --output field {item!r} in {text!r}", hint="fields are KEY=VALUE, e.g. type=local,dest=out")
+        attrs[key] = value
+    return attrs
+
+
+def parse_output(text: str) -> Output:
+    """One ``--output`` value, in buildx's syntax."""
+    if text == STDOUT:
+        return Output("tar", STDOUT)
+    if "=" not in text:
+        return Output("local", text)
+    attrs = _fields(text)
+    kind = attrs.pop("type", "")
+    what = f"--output {text!r}"
+    if kind not in OUTPUT_TYPES:
+        raise UsageError(
+            f"{what}: unknown output type {kind!r}" if kind else f"{what}: type is required",
+            hint="types: " + ", ".join(OUTPUT_TYPES),
+        )
+    names = tuple(n.strip() for n in attrs.pop("name", "").split(",") if n.strip())
+    for name in names:
+        parse_reference(name)  # a malformed name fails now, before the build
+    dest = attrs.pop("dest", None)
+    if kind in ("oci", "docker") and not bool_option(attrs, "tar", True, what):
+        raise UsageError(f"{what}: tar=false (an OCI layout directory) is not supported", hint="drop tar=false to get an archive")
+    attrs.pop("tar", None)
+    push = bool_option(attrs, "push", kind == "registry", what)
+    attrs.pop("push", None)
+    layers = parse_compression_options(attrs, what)
+    for key in ("compression", "compression-level", "force-compression"):
+        attrs.pop(key, None)
+    for key in ("oci-mediatypes", "unpack", "store", "annotation", "platform-split", "rewrite-timestamp"):
+        attrs.pop(key, None)  # accepted as BuildKit does; pybuild's defaults already match
+    if attrs:
+        raise UsageError(f"{what}: unknown option {sorted(attrs)[0]!r} for type={kind}")
+    if kind in ("oci", "docker", "local", "tar") and not dest:
+        raise UsageError(f"{what}: dest is required for type={kind}", hint=f"e.g. type={kind},dest=" + ("out" if kind == "local" else "image.tar"))
+    if kind == "local" and dest == STDOUT:
+        raise UsageError(f"{what}: type=local writes a directory", hint="use type=tar,dest=- for a tar on standard output")
+    if kind in ("image", "registry") and dest:
+        raise UsageError(f"{what}: type={kind} takes no dest", hint="name the image with name=... or -t")
+    return Output(kind, dest, names, push, layers)
+
+
+def parse_outputs(values: Sequence[str], *, push: bool = False) -> tuple[Output, ...]:
+    """Every ``--output`` of a build (``type=image`` if none); ``push`` is ``--push``."""
+    outputs = [parse_output(value) for value in values]
+    if push:
+        image = next((i for i, o in enumerate(outputs) if o.type in ("image", "registry")), None)
+        if image is None:
+            outputs.append(Output("registry", push=True))
+        else:
+            outputs[image] = Output(outputs[image].type, None, outputs[image].names, True, outputs[image].layers)
+    if not outputs:
+        outputs.append(Output("image"))
+    if sum(1 for o in outputs if o.to_stdout) > 1:
+        raise UsageError("only one --output can write to standard output")
+    return tuple(outputs)
+
+
+# --- archives ----------------------------------------------------------------
+
+
+class _Blobs:
+    """The content store plus documents made for this export (converted manifests)."""
+
+    def __init__(self, store: ImageStore, extra: dict[str, bytes]) -> None:
+        self._store = store
+        self._extra = extra
+
+    def open(self, digest: str) -> BinaryIO:
+        import io
+
+        if digest in self._extra:
+            return io.BytesIO(self._extra[digest])
+        try:
+            return self._store.root.blobs.open(digest)
+        except NotFound:
+            raise NotFound(f"blob {digest} is missing from the store", hint="pull or build the image again") from None
+
+
+def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO], Any]) -> None:
+    """``write`` into ``dest``: a stream as is, a path through a temp file renamed at the end."""
+    if not isinstance(dest, (str, Path)):
+        write(dest)
+        dest.flush()
+        return
+    path = Path(dest)
+    temp = path.with_name(f".{path.name}.pybuild-{os.getpid()}")
+    try:
+        with open(temp, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(temp, path)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}", hint="check the directory exists and is writable") from None
+    finally:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+
+
+def write_images_archive(
+    store: ImageStore,
+    images: Sequence[tuple[StoredImage, Sequence[str]]],
+    dest: Path | BinaryIO,
+    *,
+    format: str = "docker",
+    layers: LayerSettings = LayerSettings(),
+) -> None:
+    """Several images (each with the names to give it) into one archive.
+
+    ``format`` is ``docker`` (docker-archive, layers uncompressed) or ``oci``
+    (an OCI layout tar that ``docker load`` also reads).
+    """
+    if format not in ("docker", "oci"):
+        raise UsageError(f"unknown archive format {format!r}", hint="use docker or oci")
+    extra: dict[str, bytes] = {}
+    entries = []
+    for image, names in images:
+        manifest = export_manifest(store, image, layers if format == "oci" else LayerSettings())
+        extra[manifest.digest] = manifest.data
+        descriptor = Descriptor(manifest.media_type, manifest.digest, len(manifest.data))
+        entries.append(ArchiveImage(descriptor, tuple(str(parse_reference(n)) for n in names)))
+    source = _Blobs(store, extra)
+    if format == "oci":
+        _atomic(dest, lambda out: write_oci_archive(out, source, entries))
+    else:
+        spool = store.root.tmp_dir("save-")
+        _atomic(dest, lambda out: write_docker_archive(out, source, entries, tmp_dir=spool))
+
+
+def export_oci_archive(
+    store: ImageStore, image: StoredImage, dest: Path | BinaryIO, names: Sequence[str] = (), *, layers: LayerSettings = LayerSettings()
+) -> None:
+    """``type=oci``: ``image`` as an OCI layout tar at ``dest`` (a path or a stream)."""
+    write_images_archive(store, [(image, names)], dest, format="oci", layers=layers)
+
+
+def export_docker_archive(store: ImageStore, image: StoredImage, dest: Path | BinaryIO, names: Sequence[str] = ()) -> None:
+    """``type=docker``: ``image`` as a docker-archive at ``dest`` (a path or a stream)."""
+    write_images_archive(store, [(image, names)], dest, format="docker")
+
+
+# --- all outputs of a build ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputResult:
+    """What one output did: ``pushed`` holds (reference, manifest digest) pairs."""
+
+    output: Output
+    pushed: tuple[tuple[str, str], ...] = ()
+
+
+async def export_outputs(
+    store: ImageStore,
+    image: StoredImage,
+    outputs: Sequence[Output],
+    *,
+    tags: Sequence[str] = (),
+    stdout: BinaryIO | None = None,
+    insecure_registries: Sequence[str] = (),
+    client: Any = None,  # RegistryClient; made on demand when None
+) -> list[OutputResult]:
+    """Write ``image`` (already in the store, tagged with ``tags``) to every output."""
+    import trio
+
+    from ._export_local import export_local, export_tar
+
+    results: list[OutputResult] = []
+    for output in outputs:
+        names = tuple(output.names or tags)
+        target: Path | BinaryIO | None = None
+        if output.dest is not None:
+            if output.to_stdout:
+                if stdout is None:
+                    raise UsageError("this command cannot write an output to standard output")
+                target = stdout
+            else:
+                target = Path(output.dest)
+        if output.type in ("image", "registry"):
+            for name in output.names:
+                await trio.to_thread.run_sync(store.tag, image.id, name)
+            pushed: list[tuple[str, str]] = []
+            if output.push:
+                if not names:
+                    raise UsageError("pushing needs a name", hint="name the image with -t NAME or --output type=registry,name=NAME")
+                pushed = await _push_all(store, image, names, output.layers, client, insecure_registries)
+            results.append(OutputResult(output, tuple(pushed)))
+            continue
+        assert target is not None
+        if output.type == "oci":
+            await trio.to_thread.run_sync(lambda: export_oci_archive(store, image, target, names, layers=output.layers))
+        elif output.type == "docker":
+            await trio.to_thread.run_sync(lambda: export_docker_archive(store, image, target, names))
+        elif output.type == "local":
+            await trio.to_thread.run_sync(export_local, store, image, target)
+        elif output.type == "tar":
+            await trio.to_thread.run_sync(lambda: _atomic(target, lambda out: export_tar(store, image, out)))
+        results.append(OutputResult(output))
+    return results
+
+
+async def _push_all(
+    store: ImageStore, image: StoredImage, names: Sequence[str], layers: LayerSettings, client: Any, insecure: Sequence[str]
+) -> list[tuple[str, str]]:
+    from ._push import push_image, registry_client
+
+    own = client is None
+    client = client or registry_client(insecure)
+    try:
+        pushed = []
+        for name in names:
+            result = await push_image(store, client, image, name, layers=layers)
+            pushed.append((str(result.reference), result.digest))
+        return pushed
+    finally:
+        if own:
+            await client.aclose()

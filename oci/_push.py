@@ -1,0 +1,89 @@
+"""``pybuild push`` and ``--push``: a stored image to a registry.
+
+The blobs come from the content store: built layers were compressed when
+the build stored the image; layers loaded from a docker-archive (plain
+tars) are compressed with gzip first (same diffIDs, so the same image ID).
+A layer the store knows came from another repository of the same registry
+is mounted from there instead of uploaded.  After the push the image keeps
+the reference ``registry/repository@digest``, and its blobs are known to
+live in that repository too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ._export_layers import LayerSettings, export_manifest
+from ._reference import Reference, parse_reference
+from ._store import ImageStore, StoredImage
+
+
+@dataclass(frozen=True)
+class PushedLayer:
+    diff_id: str
+    digest: str
+    size: int
+    mounted_from: str | None = None  # registry/repository
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: Reference
+    digest: str  # of the manifest pushed
+    size: int  # of the manifest pushed
+    layers: tuple[PushedLayer, ...]  # bottom first
+
+
+def registry_client(insecure_registries: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+    """A registry client with the user's ``docker login`` credentials."""
+    from ._registry import RegistryClient
+    from ._registry_auth import CredentialStore
+
+    return RegistryClient(insecure_registries=insecure_registries, credentials=CredentialStore.from_docker_config())
+
+
+def _mount_source(store: ImageStore, digest: str, target: Reference) -> Reference | None:
+    for origin in store.origins(digest):
+        registry, _, repository = origin.partition("/")
+        if registry == target.registry and repository and repository != target.repository:
+            return Reference(registry, repository)
+    return None
+
+
+async def push_image(
+    store: ImageStore,
+    client: object,  # RegistryClient
+    image: StoredImage,
+    ref: str | Reference,
+    *,
+    layers: LayerSettings = LayerSettings(),
+) -> PushResult:
+    """Push ``image`` as ``ref``; returns the manifest digest the registry stored."""
+    import trio
+
+    from ._registry_manifest import LayerDescriptor
+
+    reference = parse_reference(ref) if isinstance(ref, str) else ref
+    if layers.compression is None:
+        layers = replace(layers, compress_plain=True)
+    exported = await trio.to_thread.run_sync(export_manifest, store, image, layers)
+    if not store.root.blobs.has(exported.digest):
+        await trio.to_thread.run_sync(store.root.blobs.put, exported.data)
+    config = exported.config
+    blobs = [LayerDescriptor(str(config["digest"]), int(config["size"]), str(config.get("mediaType", "")))]
+    blobs += [LayerDescriptor(l.digest, l.size, l.media_type) for l in exported.layers]
+    sources = {b.digest: source for b in blobs if (source := _mount_source(store, b.digest, reference)) is not None}
+    digest = await client.push(  # type: ignore[attr-defined]
+        reference, manifest=exported.data, media_type=exported.media_type, blobs=blobs, store=store.root.blobs, mount_from=sources
+    )
+
+    def remember() -> None:
+        store.add_repo_digest(image.id, f"{reference.name}@{digest}")
+        store.remember_origin([b.digest for b in blobs], reference.name)
+
+    await trio.to_thread.run_sync(remember)
+    pushed = tuple(
+        PushedLayer(l.diff_id, l.digest, l.size, sources[l.digest].name if l.digest in sources else None) for l in exported.layers
+    )
+    return PushResult(reference, digest, len(exported.data), pushed)
