@@ -168,6 +168,20 @@ class StrictRow(dict):  # type: ignore[type-arg]
 _MISSING = object()
 
 
+class _Nil:
+    """A nil slice or map of a Go struct: prints as ``[]`` or ``map[]``, is ``null`` in JSON."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+NIL_SLICE = _Nil("[]")
+NIL_MAP = _Nil("map[]")
+
+
 TemplateError = UsageError  # a bad --format is a usage error
 
 
@@ -177,6 +191,8 @@ def _go_string(value: Any) -> str:
         return "<nil>"
     if value is _MISSING:
         return "<no value>"
+    if isinstance(value, _Nil):
+        return value.text
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -191,7 +207,7 @@ def _go_string(value: Any) -> str:
 
 
 def _truthy(value: Any) -> bool:
-    if value is None or value is _MISSING:
+    if value is None or value is _MISSING or isinstance(value, _Nil):
         return False
     if isinstance(value, (str, list, tuple, dict, int, float)):
         return bool(value)
@@ -199,7 +215,16 @@ def _truthy(value: Any) -> bool:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(None if value is _MISSING else value, ensure_ascii=False, separators=(",", ":"))
+    def plain(item: Any) -> Any:
+        if item is _MISSING or isinstance(item, _Nil):
+            return None
+        if isinstance(item, Mapping):
+            return {k: plain(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [plain(v) for v in item]
+        return item
+
+    return json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def _index(value: Any, *keys: Any) -> Any:
@@ -239,7 +264,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "pad": lambda text, left, right: " " * int(left) + _go_string(text) + " " * int(right),
     "println": lambda *values: " ".join(_go_string(v) for v in values) + "\n",
     "print": lambda *values: "".join(_go_string(v) for v in values),
-    "len": lambda value: len(value or []),
+    "len": lambda value: 0 if isinstance(value, _Nil) or value is _MISSING else len(value or []),
     "index": _index,
     "printf": _printf,
 }
@@ -395,7 +420,7 @@ class Template:
                 items = self._pipeline(node.pipeline, dot)
                 if isinstance(items, Mapping):
                     items = [items[k] for k in sorted(items)]
-                if not items or items is _MISSING:
+                if not items or items is _MISSING or isinstance(items, _Nil):
                     self._run(node.otherwise, dot, out)
                     continue
                 for item in items:
