@@ -572,18 +572,21 @@ def _blob_name(digest: str) -> str:
     return f"blobs/{algorithm}/{encoded}"
 
 
-def _verify_blob(reader: _Reader, descriptor: Descriptor, verified: set[str]) -> str:
+def _verify_blob(reader: _Reader, descriptor: Descriptor, verified: dict[str, int]) -> str:
+    """The member name of a descriptor's blob, checked (hashed once) against digest and size."""
     name = _blob_name(descriptor.digest)
-    if descriptor.digest in verified:
-        return name
-    digest, size, _ = reader.digest_of(name, "blob")
-    if digest != descriptor.digest:
-        raise ImageError(f"archive blob {name} does not match its digest (got {digest})", hint="the archive is damaged")
+    size = verified.get(descriptor.digest)
+    if size is None:
+        digest, size, _ = reader.digest_of(name, "blob")
+        if digest != descriptor.digest:
+            raise ImageError(
+                f"archive blob {name} does not match its digest (got {digest})", hint="the archive is damaged"
+            )
+        verified[descriptor.digest] = size
     if size != descriptor.size:
         raise ImageError(
             f"archive blob {name} is {size} bytes, its descriptor says {descriptor.size}", hint="the archive is damaged"
         )
-    verified.add(descriptor.digest)
     return name
 
 
@@ -591,18 +594,18 @@ def _read_oci(reader: _Reader) -> tuple[tuple[LoadedImage, ...], dict[str, str |
     parse_image_layout(reader.document("oci-layout", "oci-layout file"))
     index = Index.from_json(reader.document("index.json", "index.json"), MEDIA_TYPE_OCI_INDEX, "index.json")
     blobs: dict[str, str | bytes] = {}
-    verified: set[str] = set()
+    verified: dict[str, int] = {}  # digest -> size of blobs already hashed
     # Every blob file must match its name, referenced or not.
     for key in reader.members:
         parts = key.split("/")
         if len(parts) == 3 and parts[0] == "blobs" and parts[1] == "sha256":
             digest = f"sha256:{parts[2]}"
             check_digest(digest, f"archive member {key}")
-            actual, _, _ = reader.digest_of(key, "blob")
+            actual, size, _ = reader.digest_of(key, "blob")
             if actual != digest:
                 raise ImageError(f"archive blob {key} does not match its digest", hint="the archive is damaged")
             blobs[digest] = key
-            verified.add(digest)
+            verified[digest] = size
     images: list[LoadedImage] = []
 
     def load(descriptor: Descriptor, top: Descriptor, names: tuple[str, ...], depth: int) -> None:

@@ -267,3 +267,30 @@ def test_memory_blob_source_conformance() -> None:
     source = MemoryBlobSource()
     digest = source.add(b"content")
     check_blob_source(source, {digest: b"content"}, missing="sha256:" + "1" * 64)
+
+
+def test_descriptor_size_must_match_the_blob(image, tmp_path: Path) -> None:
+    source, img = image
+    manifest = Manifest.from_json(source.blobs[img.descriptor.digest])
+    layer = manifest.layers[0]
+    lying = Manifest(manifest.config, (Descriptor(layer.media_type, layer.digest, layer.size + 1), *manifest.layers[1:]))
+    lying_bytes = lying.to_json()
+    source.add(lying_bytes)
+    path = tmp_path / "lying.tar"
+    with open(path, "wb") as out:  # the writer copies exactly the descriptor's size: it refuses
+        with pytest.raises(CorruptContent, match="is not"):
+            write_oci_archive(out, source, [ArchiveImage(Descriptor.of(lying.media_type, lying_bytes))], docker_compatible=False)
+    # Hand-made archive with the lying manifest: the reader refuses it.
+    files = tar_members(write(tmp_path / "good.tar", write_oci_archive, source, [img], docker_compatible=False))
+    index = Index((Descriptor.of(lying.media_type, lying_bytes),))
+    files["index.json"] = index.to_json()
+    files["blobs/sha256/" + Descriptor.of(lying.media_type, lying_bytes).digest.split(":")[1]] = lying_bytes
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    path.write_bytes(out.getvalue())
+    with pytest.raises(ImageError, match="its descriptor says"):
+        read_archive(path)
