@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,6 +51,7 @@ class Output:
     names: tuple[str, ...] = ()  # name=...; empty: the build's -t tags
     push: bool = False
     layers: LayerSettings = field(default_factory=LayerSettings)
+    rewrite_timestamp: bool = False  # clamp layer times to SOURCE_DATE_EPOCH (BuildKit's option)
 
     @property
     def to_stdout(self) -> bool:
@@ -98,7 +99,9 @@ def parse_output(text: str) -> Output:
     layers = parse_compression_options(attrs, what)
     for key in ("compression", "compression-level", "force-compression"):
         attrs.pop(key, None)
-    for key in ("oci-mediatypes", "unpack", "store", "annotation", "platform-split", "rewrite-timestamp"):
+    rewrite = bool_option(attrs, "rewrite-timestamp", False, what)
+    attrs.pop("rewrite-timestamp", None)
+    for key in ("oci-mediatypes", "unpack", "store", "annotation", "platform-split"):
         attrs.pop(key, None)  # accepted as BuildKit does; pybuild's defaults already match
     if attrs:
         raise UsageError(f"{what}: unknown option {sorted(attrs)[0]!r} for type={kind}")
@@ -108,7 +111,7 @@ def parse_output(text: str) -> Output:
         raise UsageError(f"{what}: type=local writes a directory", hint="use type=tar,dest=- for a tar on standard output")
     if kind in ("image", "registry") and dest:
         raise UsageError(f"{what}: type={kind} takes no dest", hint="name the image with name=... or -t")
-    return Output(kind, dest, names, push, layers)
+    return Output(kind, dest, names, push, layers, rewrite)
 
 
 def parse_outputs(values: Sequence[str], *, push: bool = False) -> tuple[Output, ...]:
@@ -119,7 +122,7 @@ def parse_outputs(values: Sequence[str], *, push: bool = False) -> tuple[Output,
         if image is None:
             outputs.append(Output("registry", push=True))
         else:
-            outputs[image] = Output(outputs[image].type, None, outputs[image].names, True, outputs[image].layers)
+            outputs[image] = replace(outputs[image], push=True)
     if not outputs:
         outputs.append(Output("image"))
     if sum(1 for o in outputs if o.to_stdout) > 1:

@@ -505,9 +505,10 @@ class ImageStore:
         """The compressed layer of one snapshot, made once per compression and reused.
 
         A snapshot unpacked from a pulled or loaded layer is never archived
-        again: its layer is that blob (recompressed if another compression
-        is asked for), so an image built on a base shares the base's layers
-        -- same diffIDs, same blobs -- as BuildKit's images do.
+        again: its layer is that blob, so an image built on a base shares the
+        base's layers -- same diffIDs, same blobs -- as BuildKit's images do.
+        Like BuildKit, such a layer keeps its compression (an export can
+        force another); only a plain one is compressed as asked.
         """
         kind = Compression.parse(compression)
         key = SNAPSHOT_RECORD + snapshot_id + (f":mtime={mtime}" if mtime is not None else "")
@@ -521,7 +522,10 @@ class ImageStore:
         if mtime is None and record is not None and record.meta.get("source") == "blob" and record.diff_id:
             original = next((b for b in record.blobs.values() if self.root.blobs.has(b.digest)), None)
             if original is not None:
-                layer = self.recompress(Layer(record.diff_id, original.digest, original.size, original.media_type), kind, level)
+                layer = Layer(record.diff_id, original.digest, original.size, original.media_type)
+                if compression_of(original.media_type) is not Compression.NONE:
+                    return layer  # a base layer keeps its compression (BuildKit's rule; exports may force)
+                layer = self.recompress(layer, kind, level)
                 self.root.index.add_blob(key, kind.value, BlobRef(layer.digest, layer.size, layer.media_type))
                 return layer
         tree = self.root.snapshots.tree(snapshot_id)

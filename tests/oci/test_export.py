@@ -71,6 +71,7 @@ def app(store: ImageStore, busybox_tar: Path, require_root: None):  # type: igno
             Output("oci", "x.tar", layers=LayerSettings("zstd", 9, True)),
         ),
         ("type=oci,dest=x.tar,compression=uncompressed,oci-mediatypes=true", Output("oci", "x.tar", layers=LayerSettings("none"))),
+        ("type=image,rewrite-timestamp=true", Output("image", rewrite_timestamp=True)),
     ],
 )
 def test_output_values(text: str, expected: Output) -> None:

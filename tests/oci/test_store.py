@@ -185,12 +185,20 @@ def test_an_unpacked_layer_is_reused_not_archived_again(store: ImageStore, requi
     (snapshot,) = store.snapshots_for(image)
     again = store.layer_for_snapshot(snapshot, "gzip")
     assert (again.digest, again.diff_id) == (pulled.digest, pulled.diff_id)
-    zstd = store.layer_for_snapshot(snapshot, "zstd")
-    assert zstd.diff_id == pulled.diff_id and zstd.media_type.endswith("+zstd")
-    assert store.layer_for_snapshot(snapshot, "zstd") == zstd
+    assert store.layer_for_snapshot(snapshot, "zstd") == again  # a base layer keeps its compression
     built = image_of(store, [again], ["built:1"])  # a build on it: the OCI twin of the Docker media type
     assert built.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar+gzip"
     assert built.layers[0].digest == pulled.digest
+
+
+def test_a_plain_unpacked_layer_is_compressed_as_asked(store: ImageStore, require_root: None) -> None:
+    plain = tar_of({"etc/hostname": b"box\n"})
+    digest = store.root.blobs.put(plain)
+    layer = Layer("sha256:" + hashlib.sha256(plain).hexdigest(), digest, len(plain), "application/vnd.docker.image.rootfs.diff.tar")
+    (snapshot,) = store.snapshots_for(image_of(store, [layer], ["loaded:1"]))
+    zstd = store.layer_for_snapshot(snapshot, "zstd")
+    assert zstd.diff_id == layer.diff_id and zstd.media_type.endswith("+zstd") and zstd.digest != digest
+    assert store.layer_for_snapshot(snapshot, "zstd") == zstd
 
 
 def test_origins_are_remembered_per_blob(store: ImageStore) -> None:
