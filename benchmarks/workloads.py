@@ -1,0 +1,123 @@
+"""The workloads of ``benchmarks/run_all.py``: Dockerfiles, contexts and base images.
+
+Each Dockerfile names its base ``busybox`` or ``gcc:local``; each engine's
+store knows them by another name (``peers.BASE_FROM`` for busybox, which
+``peers.Engines.build`` puts in, and :data:`GCC_FROM` for gcc, which
+:func:`name_gcc` puts in).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import DOCKER, PYBUILD, REPO, Engines, run  # noqa: E402
+
+EXAMPLES = REPO / "examples"
+GCC_FROM = {"pybuild": "gcc:local", "buildkit": "pybuild-bench/gcc:local", "buildah": "localhost/pybuild-bench-gcc:local"}
+
+# Four independent stages of about one second of CPU each (sha256 of 200 MB
+# of zeros), copied into a final stage: what a parallel engine overlaps.
+PARALLEL_STAGES = 4
+PARALLEL = "FROM busybox AS base\nRUN echo base > /base\n" + "".join(
+    f"\nFROM base AS s{i}\nRUN dd if=/dev/zero bs=1M count=200 2>/dev/null | sha256sum > /out{i}\n" for i in range(PARALLEL_STAGES)
+) + "\nFROM busybox\n" + "".join(f"COPY --from=s{i} /out{i} /\n" for i in range(PARALLEL_STAGES))
+
+
+def run_chain(steps: int) -> str:
+    """``steps`` trivial RUN steps (as benchmarks/run_overhead.py)."""
+    return "FROM busybox\n" + "".join(f"RUN true {i}\n" for i in range(steps))
+
+
+# The big-context workload's Dockerfile (as benchmarks/context.py).
+CONTEXT = "FROM busybox\nCOPY src/ /src/\nRUN ls -R /src | wc -l > /count\n"
+
+# The multi-stage C build is the c-hello example itself.
+C_BUILD = (EXAMPLES / "c-hello" / "Dockerfile.multi").read_text()
+C_SOURCES = [EXAMPLES / "c-hello" / "hello.c"]
+
+# An image of about 100 MB of real-world bytes (binaries and text from /usr)
+# on top of busybox, for the export workload.
+EXPORT = "FROM busybox\nCOPY data/ /data/\n"
+
+
+def name_gcc(engine: str, body: str) -> str:
+    """The Dockerfile with the gcc base named as ``engine``'s store knows it
+    (``peers.Engines.build`` names the busybox base)."""
+    return body.replace("FROM gcc:local", f"FROM {GCC_FROM[engine]}")
+
+
+def make_random_context(directory: Path, files: int, megabytes: int, seed: int) -> list[Path]:
+    """``files`` files of random bytes, ``megabytes`` MB in all, in 100 x 20 directories
+    (benchmarks/context.py's layout with a seed of the caller's choosing)."""
+    rng = random.Random(seed)
+    size = megabytes * 1_000_000 // files
+    paths = []
+    for i in range(files):
+        path = directory / "src" / f"d{i % 100:02d}" / f"e{(i // 100) % 20:02d}" / f"file{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+        paths.append(path)
+    return paths
+
+
+def make_real_bytes_context(directory: Path, megabytes: int, files: int = 2000) -> int:
+    """``files`` files cut from the binaries and text under /usr, ``megabytes`` MB in all,
+    so the layer compresses like a real image's.  Returns the bytes written."""
+    wanted = megabytes * 1_000_000
+    corpus: list[bytes] = []
+    total = 0
+    for top in ("/usr/lib", "/usr/share", "/usr/bin"):
+        for parent, _dirs, names in sorted(os.walk(top)):
+            for name in sorted(names):
+                path = os.path.join(parent, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        corpus.append(f.read(4 << 20))
+                except OSError:
+                    continue
+                total += len(corpus[-1])
+                if total >= wanted:
+                    break
+            if total >= wanted:
+                break
+        if total >= wanted:
+            break
+    data = b"".join(corpus)[:wanted]
+    per_file = max(1, len(data) // files)
+    for i in range(files):
+        path = directory / "data" / f"d{i % 50:02d}" / f"part{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data[i * per_file : (i + 1) * per_file if i < files - 1 else len(data)])
+    return len(data)
+
+
+def import_gcc(engines: Engines, rootfs_tar: Path) -> None:
+    """Put the gcc base (made by examples/base-images/make-gcc-rootfs) into each engine's
+    store the way peers.Engines.prepare puts busybox there."""
+    if "pybuild" in engines.available:
+        run([*PYBUILD, "import", str(rootfs_tar), GCC_FROM["pybuild"]], env=engines.pybuild_env())
+    if "buildkit" in engines.available:
+        run([DOCKER, "import", str(rootfs_tar), GCC_FROM["buildkit"]])
+        if "buildah" in engines.available:
+            archive = engines.work / "gcc-docker.tar"
+            run([DOCKER, "save", GCC_FROM["buildkit"], "-o", str(archive)])
+            run(["buildah", "pull", "-q", f"docker-archive:{archive}"])
+            image = run(["buildah", "images", "-q", "--filter", "reference=localhost/pybuild-bench/gcc"]).stdout.decode().split()
+            run(["buildah", "tag", image[0] if image else "localhost/pybuild-bench/gcc:local", GCC_FROM["buildah"]])
+            archive.unlink()
+
+
+def copy_c_context(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for source in C_SOURCES:
+        shutil.copy2(source, directory / source.name)
+    return directory
+
