@@ -145,7 +145,7 @@ class ContainerRuntime:
                 console = _Console(launch, attach, stack)
                 channel = self._launch_supervisor(launch, procs, groups.paths, console)
                 stack.callback(channel.close)
-                return _Session(channel, console).follow(attach)
+                return _Session(channel, console, launch.directory).follow(attach)
         except BaseException:
             # A supervisor that got as far as the monitor removes the groups itself; this only
             # catches groups nobody entered (removal of a group in use fails and is left to it).
@@ -331,9 +331,10 @@ class _Console:
 class _Session:
     """Reads what the supervisor says: started, exited or failed."""
 
-    def __init__(self, channel: socket.socket, console: _Console) -> None:
+    def __init__(self, channel: socket.socket, console: _Console, directory: str) -> None:
         self.channel = channel
         self.console = console
+        self.directory = directory
         self.decoder = wire.Decoder()
         self.pending: list = []
         self.init_pid = 0
@@ -351,12 +352,25 @@ class _Session:
                     if not attach:
                         return None
                 elif message[0] == "exited":
+                    self._until_supervisor_gone()
                     return None if not attach else int(message[1])
                 elif message[0] == "failed":
+                    self._until_supervisor_gone()
                     _, text, hint, code = message
                     error = SandboxError(text, hint=hint)
                     error.exit_code = code
                     raise error
+
+    def _until_supervisor_gone(self) -> None:
+        """The supervisor's last word comes just before it exits: wait for that, so
+        that when ``start`` returns nothing of the container is left running."""
+        self.channel.settimeout(_KILL_TIMEOUT)
+        try:
+            while self.channel.recv(65536):
+                pass
+        except OSError:
+            pass
+        _wait_unsupervised(self.directory, _KILL_TIMEOUT)
 
     def _next(self) -> tuple:
         while not self.pending:

@@ -75,7 +75,9 @@ def main(argv: list[str]) -> int:
         return 1
     if os.fork() > 0:
         os._exit(0)  # the launching pybuild reaps this one; the supervisor lives on, re-parented
-    return Supervisor(channel, request).run()
+    status = Supervisor(channel, request).run()
+    sys.stderr.flush()
+    os._exit(status)  # at once: the lock goes with the process
 
 
 class Supervisor:
@@ -110,17 +112,16 @@ class Supervisor:
 
     def run(self) -> int:
         try:
-            lock = states.take_lock(self.directory)
+            # Never closed: the kernel releases it as this process exits, so whoever
+            # sees the lock free knows the supervisor is gone, not merely going.
+            states.take_lock(self.directory)
         except BlockingIOError:
             self.tell(("failed", "the container is already running", None, 125))
             return 1
-        try:
-            states.write_state(self.directory, self.state)
-            self.start()
-            self.loop()
-            self.finish()
-        finally:
-            os.close(lock)
+        states.write_state(self.directory, self.state)
+        self.start()
+        self.loop()
+        self.finish()
         return 0
 
     def start(self) -> None:
