@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run_all.py [--repeat 3] [--engines pybuild,buildkit,buildah]
                                            [--only parallel,runs,context,c,export]
                                            [--files 5000 --megabytes 100 | --full]
-                                           [--markdown FILE]
+                                           [--quiet-load LOAD] [--markdown FILE]
 
 Workloads (benchmarks/README.md explains the method):
 
@@ -48,6 +48,19 @@ RACY_PAUSE = 1.5  # seconds; see benchmarks/README.md ("the racy-window pause")
 Row = tuple[str, dict[str, float]]
 
 
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def wait_for_quiet(limit: float, patience: float = 600.0) -> None:
+    """Wait (up to ``patience`` seconds) until the 1-minute load average is below ``limit``."""
+    deadline = time.monotonic() + patience
+    if load_average() >= limit:
+        print(f"  waiting for the load average ({load_average():.1f}) to fall below {limit} ...", file=sys.stderr, flush=True)
+    while load_average() >= limit and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def reason(error: BaseException) -> str:
     """The line of a failed command's output that says why (its ``error:`` line if it has one)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -60,11 +73,13 @@ class Driver:
         self.repeat = repeat
         self.notes: list[str] = []
         self.tags: dict[str, set[str]] = {e: set() for e in engines.available}
+        self.loads: list[float] = []  # the 1-minute load average before each build
 
     def build(self, engine: str, context: Path, body: str, tag: str, *, no_cache: bool = False, extra: Sequence[str] = ()) -> float:
         """One build's wall time.  A build that fails is run once more (and the
         failure noted): a daemon shared with other users can fail a step now and then."""
         self.tags[engine].add(tag)
+        self.loads.append(load_average())
         body = w.name_gcc(engine, body)
         try:
             return self.engines.build(engine, context, body, tag=tag, no_cache=no_cache, extra=extra)
@@ -263,7 +278,6 @@ def machine(work: Path) -> list[str]:
         f"OS: {os_name}, kernel {platform.release()}",
         f"disk: {source} ({fstype}, {kind}), where the engines and the contexts live",
         f"Python {platform.python_version()}",
-        f"load average when the run ended: {' '.join(Path('/proc/loadavg').read_text().split()[:3])} (1, 5, 15 min; other users' work runs beside the benchmark)",
     ]
 
 
@@ -289,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--megabytes", type=int, default=100, help="size of the big context in MB (default 100)")
     parser.add_argument("--full", action="store_true", help="the big context at benchmarks/context.py's full size: 20,000 files, 400 MB")
     parser.add_argument("--export-megabytes", type=int, default=100, help="size of the exported image's content (default 100)")
+    parser.add_argument("--quiet-load", type=float, default=0.0, metavar="LOAD", help="before each workload, wait (up to 10 min) for the 1-minute load average to fall below LOAD")
     parser.add_argument("--markdown", type=Path, help="also write the report (machine, versions, table, notes) to this file")
     args = parser.parse_args(argv)
     if args.full:
@@ -311,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             w.import_gcc(engines, gcc_tar)
             gcc_tar.unlink()
         for name in chosen:
+            if args.quiet_load:
+                wait_for_quiet(args.quiet_load)
             print(f"workload {name} ...", file=sys.stderr, flush=True)
             if name == "parallel":
                 rows += driver.parallel()
@@ -330,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Machine:",
             "",
             *[f"- {line}" for line in machine(engines.work)],
+            f"- load average (1 min) before each build: median {median(driver.loads):.1f}, highest {max(driver.loads):.1f}"
+            " (the machine is shared: other work ran beside the benchmark)" if driver.loads else "- no build ran",
             "",
             "Engines:",
             "",
