@@ -116,6 +116,11 @@ class ContainerRecord:
     def init_layer(self) -> Path:
         return self.directory / "init"
 
+    @property
+    def cgroup_name(self) -> str:
+        """Its cgroups' name in every hierarchy (under pybuild/)."""
+        return f"container-{self.id}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "created": self.created, "image_id": self.image_id,

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                         hint="stop the container before removing it, or use rm -f",
                     )
                 runtime.kill(directory)
-            runtime.release(directory)  # cgroups of a container whose supervisor was killed
+            runtime.release(directory, record.cgroup_name)  # cgroups of a container whose supervisor was killed
             containers.remove(record)
         except PybuildError as error:
             print(error.render(), file=sys.stderr)

@@ -115,7 +115,7 @@ def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, att
             hostname=config.get("Hostname") or record.short_id,
             memory_limit=record.memory,
         ),
-        cgroup_name=f"container-{record.id}",
+        cgroup_name=record.cgroup_name,
         tty=tty,
         interactive=interactive,
         ports=tuple(PublishedPort(p.host_ip, p.host_port, p.container_port, p.protocol) for p in record.ports),

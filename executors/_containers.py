@@ -38,7 +38,7 @@ from . import _containers_log as logs
 from . import _containers_state as states
 from . import _containers_tty as ttys
 from . import _wire as wire
-from ._cgroups import CgroupError, StepCgroups, detect_layout
+from ._cgroups import CGROUP_PARENT, CgroupError, StepCgroups, detect_layout
 from ._executor import _request, validate
 from ._sandbox import DEFAULT_PATH
 from ._spec import ProcessSpec, Rootfs
@@ -227,15 +227,23 @@ class ContainerRuntime:
             )
 
     @staticmethod
-    def release(directory: str) -> None:
-        """Clean up after a supervisor that was killed: its container's processes and cgroups."""
+    def release(directory: str, cgroup_name: str | None = None) -> None:
+        """Clean up after a supervisor that was killed: its container's processes and cgroups.
+
+        ``cgroup_name`` (the launch's) also finds groups made by a pybuild
+        that died before its supervisor could record them.
+        """
         if states.supervised(directory):
             return
-        state = states.read_state(directory)
-        if not state.cgroups:
+        layout = detect_layout()
+        paths = set(states.read_state(directory).cgroups)
+        if cgroup_name:
+            roots = {*layout.v1.values(), *([layout.v2] if layout.v2 else [])}
+            paths |= {os.path.join(root, CGROUP_PARENT, cgroup_name) for root in roots}
+        groups = StepCgroups(layout, name="container")
+        groups.paths = sorted(p for p in paths if os.path.isdir(p))
+        if not groups.paths:
             return
-        groups = StepCgroups(detect_layout(), name="container")
-        groups.paths = [p for p in state.cgroups if os.path.isdir(p)]
         groups.kill()
         deadline = time.monotonic() + _KILL_TIMEOUT
         while not groups.remove() and time.monotonic() < deadline:
@@ -343,6 +351,7 @@ class _Session:
         with contextlib.ExitStack() as stack:
             if attach and self.console.master is not None:
                 stack.enter_context(_resizing(self.console.master))
+                stack.enter_context(_leaving_on_termination())
             if attach and not self.console.tty:
                 stack.enter_context(_forwarding_signals(lambda: self.init_pid))
             while True:
@@ -407,6 +416,26 @@ def _forwarding_signals(target) -> Iterator[None]:  # type: ignore[no-untyped-de
                 os.kill(pid, number)
 
     saved = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+class _Terminated(SystemExit):
+    pass
+
+
+@contextlib.contextmanager
+def _leaving_on_termination() -> Iterator[None]:
+    """With a tty, SIGTERM or SIGHUP ends pybuild cleanly: its terminal leaves raw mode, the
+    supervisor sees the client go and the container goes on (Docker's client does the same)."""
+
+    def leave(number: int, _frame: object) -> None:
+        raise _Terminated(128 + number)
+
+    saved = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

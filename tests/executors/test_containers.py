@@ -308,3 +308,16 @@ def test_an_interactive_tty_is_the_shells_controlling_terminal(tmp_path: Path, b
             child.wait()
         os.close(master)
     assert not directory.exists()  # remove_on_exit: run --rm
+
+
+def test_release_finds_cgroups_nobody_recorded(containers: Containers) -> None:
+    """pybuild died after making a container's cgroups, before its supervisor recorded them."""
+    from pybuild.executors._cgroups import StepCgroups, detect_layout
+
+    launch = containers.launch(("true",))
+    StepCgroups(detect_layout(), name=launch.cgroup_name).create(64, None)
+    assert cgroup_dirs(launch.cgroup_name)
+    containers.runtime.release(launch.directory)
+    assert cgroup_dirs(launch.cgroup_name), "without the name nothing says these are the container's"
+    containers.runtime.release(launch.directory, launch.cgroup_name)
+    assert cgroup_dirs(launch.cgroup_name) == []

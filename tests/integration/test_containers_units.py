@@ -34,7 +34,9 @@ def test_publish_specs(text: str, expected: tuple) -> None:  # type: ignore[type
     assert run.parse_publish(text) == expected
 
 
-@pytest.mark.parametrize(("text", "hint"), [("80", "HOSTPORT:80"), ("a:b", "HOSTPORT:PORT"), ("70000:80", "1 to 65535"), ("80:80/icmp", "HOSTPORT:PORT")])
+@pytest.mark.parametrize(
+    ("text", "hint"), [("80", "HOSTPORT:80"), ("a:b", "HOSTPORT:PORT"), ("70000:80", "1 to 65535"), ("80:80/icmp", "HOSTPORT:PORT")]
+)
 def test_bad_publish_specs_say_what_to_write(text: str, hint: str) -> None:
     with pytest.raises(UsageError) as caught:
         run.parse_publish(text)
