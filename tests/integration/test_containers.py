@@ -345,3 +345,37 @@ def test_a_killed_supervisor_leaves_a_dead_container_that_rm_cleans(pb, clean_ro
     assert table(pb("ps", "-a").stdout)[0]["STATUS"] == "Dead"
     assert pb("rm", "victim").stdout == "victim\n"
     assert_nothing_left(clean_root, (state["supervisor_pid"], state["init_pid"]))
+
+
+def test_logs_follow_until_the_container_ends(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    pb("run", "-d", "--name", "talker", busybox_image, "sh", "-c", "echo first; sleep 1; echo second >&2; exit 2")
+    followed = pb("logs", "-f", "talker")  # returns by itself once the container has ended
+    assert (followed.stdout, followed.stderr) == ("first\n", "second\n")
+    assert table(pb("ps", "-a").stdout)[0]["STATUS"].startswith("Exited (2) ")
+    pb("rm", "talker")
+
+
+def test_a_killed_client_detaches_and_the_container_goes_on(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    master, slave = os.openpty()
+    client = subprocess.Popen(
+        pybuild_argv("run", "--name", "attached", "-it", busybox_image, "sh"),
+        stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "PYBUILD_ROOT": str(clean_root)}, start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        seen = bytearray()
+        for _ in range(400):
+            if b"# " in seen:  # the shell's prompt: the container runs
+                break
+            if select.select([master], [], [], 0.05)[0]:
+                seen += os.read(master, 65536)
+        client.send_signal(signal.SIGTERM)
+        assert client.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        os.close(master)
+    assert table(pb("ps").stdout)[0]["NAMES"] == "attached"
+    assert pb("exec", "attached", "echo", "still here").stdout == "still here\n"
+    pb("rm", "-f", "attached")
