@@ -325,6 +325,21 @@ def images_in_use(root: Any) -> set[str]:
     return {record.image_id for record in ContainerStore(root).records()}
 
 
+def image_users(root: Any) -> dict[str, list[tuple[str, bool]]]:
+    """Image ID -> (container ID, running?) of each container made from it, for ``rmi``'s messages.
+
+    Docker refuses to delete an image a running container uses even with
+    ``-f`` ("cannot be forced"), and one a stopped container uses only
+    without it ("must be forced").
+    """
+    from pybuild.executors._containers_state import supervised
+
+    users: dict[str, list[tuple[str, bool]]] = {}
+    for record in ContainerStore(root).records():
+        users.setdefault(record.image_id, []).append((record.id, supervised(str(record.directory))))
+    return users
+
+
 def snapshots_in_use(root: Any) -> set[str]:
     """Snapshot IDs the containers' layers sit on: ``prune`` must keep them."""
     return {snapshot for record in ContainerStore(root).records() for snapshot in record.snapshots}

@@ -379,3 +379,19 @@ def test_a_killed_client_detaches_and_the_container_goes_on(pb, clean_root: Path
     assert table(pb("ps").stdout)[0]["NAMES"] == "attached"
     assert pb("exec", "attached", "echo", "still here").stdout == "still here\n"
     pb("rm", "-f", "attached")
+
+
+def test_image_users_tell_running_from_stopped(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    from pybuild.cache import Root
+    from pybuild.cli._containers import image_users
+    from pybuild.oci import ImageStore
+
+    stopped = pb("run", "--name", "stopped", busybox_image, "true").stdout
+    assert stopped == ""
+    running = pb("run", "-d", "--name", "running", busybox_image, "sleep", "1000").stdout.strip()
+    with Root.open(clean_root) as root:
+        image_id = ImageStore(root).get(busybox_image).id
+        users = dict(image_users(root)[image_id])
+        assert users[running] is True and len(users) == 2
+        assert [running_ for cid, running_ in users.items() if cid != running] == [False]
+    pb("rm", "-f", "stopped", "running")
