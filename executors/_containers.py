@@ -103,12 +103,8 @@ class ContainerStatus:
         return self.supervised and self.state.status == states.RUNNING
 
     @property
-    def starting(self) -> bool:
-        return self.supervised and self.state.status != states.RUNNING
-
-    @property
     def lost(self) -> bool:
-        """Recorded as created or running, but its supervisor was killed."""
+        """Recorded as running, but its supervisor was killed."""
         return not self.supervised and self.state.status == states.RUNNING
 
 
@@ -181,7 +177,14 @@ class ContainerRuntime:
         finally:
             theirs.close()
             console.passed_to_child()
-        wire.write_message(ours.fileno(), request)
+        try:
+            wire.write_message(ours.fileno(), request)
+        except OSError:
+            ours.close()
+            process.wait()
+            raise SandboxError(
+                "the container's supervisor died at start", hint=f"see {os.path.join(launch.directory, _SUPERVISOR_LOG)}"
+            ) from None
         process.wait()  # the supervisor forks and this first process exits at once
         return ours
 
