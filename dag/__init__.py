@@ -3,11 +3,14 @@
 Imports ``grammar`` (instructions), ``oci``, ``cache`` and ``executors``; the
 solver reaches those layers only through small Protocols, so its tests run
 with fakes and no root.  ``networkx`` is imported here and nowhere else.
+
+The build checks (``pybuild check``) load on first use: a build does not
+need their rule tables.
 """
 
-from ._checks import CheckReport as CheckReport
-from ._checks import CheckWarning as CheckWarning
-from ._checks import check_dockerfile as check_dockerfile
+from importlib import import_module
+from typing import Any
+
 from ._convert import BuildOptions as BuildOptions
 from ._convert import BuildPlan as BuildPlan
 from ._convert import ImageLookup as ImageLookup
@@ -27,3 +30,14 @@ from ._ops import OpMeta as OpMeta
 from ._ops import op_digest as op_digest
 from ._platform import Platform as Platform
 from ._platform import host_platform as host_platform
+
+_LAZY = {"CheckReport": "._checks", "CheckWarning": "._checks", "check_dockerfile": "._checks"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
