@@ -52,10 +52,26 @@ class HostState:
     step_cgroups: tuple[str, ...]
 
 
+# Mounts other programs on this shared machine make and remove while the tests
+# run: docker's containers and other pytest sessions' pybuild roots.
+_OTHERS = re.compile(r"^(/var/lib/docker/|/run/docker/|/run/netns/|/tmp/pytest-of-[^/]+/pytest-(?!{session}/)\d+/)")
+_session: list[str] = []
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_number(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _session[:] = [re.sub(r"\D", "", tmp_path_factory.getbasetemp().name) or "none"]
+
+
 def host_state() -> HostState:
-    """The host's mount table (without ids, which are per boot) and pybuild's step cgroups."""
+    """The host's mount table (without ids, which are per boot) and pybuild's step cgroups.
+
+    Mounts that other programs on the machine own are left out: a leak from
+    these tests would be under this session's temp dir or anywhere else.
+    """
+    others = re.compile(_OTHERS.pattern.replace("{session}", _session[0] if _session else "none"))
     with open("/proc/self/mountinfo") as f:
-        mounts = tuple(sorted(" ".join(line.split()[3:]) for line in f))
+        mounts = tuple(sorted(" ".join(line.split()[3:]) for line in f if not others.match(line.split()[4])))
     groups = []
     for root in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/devices", "/sys/fs/cgroup/unified"):
         parent = os.path.join(root, "pybuild")
