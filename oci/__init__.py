@@ -4,7 +4,7 @@ image store, exporters and the registry client.
 Imports ``cache`` (blobs and snapshots live there); ``httpx``, ``zstandard``
 and ``isal`` are imported here and nowhere else.
 
-The network clients are loaded on first use (PEP 562 ``__getattr__``): a
+The network clients and the layer/archive codecs are loaded on first use (PEP 562 ``__getattr__``): a
 cached rebuild never touches a registry, and importing httpx alone would
 cost it tens of milliseconds.
 """
@@ -27,6 +27,36 @@ _LAZY = {
     "CredentialStore": "._registry_auth",
     "Credentials": "._registry_auth",
     "LayerDescriptor": "._registry_manifest",
+    "write_layer": "._layers",
+    "LayerStats": "._layers",
+    "apply_layer": "._tar_apply",
+    "flatten_into": "._tar_flatten",
+    "FlattenStats": "._tar_flatten",
+    "compress_layer": "._compression",
+    "LayerBlob": "._compression",
+    "Compression": "._compression",
+    "LayerBlobWriter": "._compression",
+    "compress_stream": "._compression",
+    "open_decompressed": "._compression",
+    "detect_compression": "._compression",
+    "layer_media_type": "._compression",
+    "Descriptor": "._formats",
+    "ImagePlatform": "._formats",
+    "ImageConfig": "._formats",
+    "ContainerConfig": "._formats",
+    "Healthcheck": "._formats",
+    "HistoryEntry": "._formats",
+    "Manifest": "._formats",
+    "Index": "._formats",
+    "parse_image_document": "._formats",
+    "canonical_json": "._formats",
+    "sha256_digest": "._formats",
+    "write_oci_archive": "._archive",
+    "write_docker_archive": "._archive",
+    "read_archive": "._archive",
+    "Archive": "._archive",
+    "BlobSource": "._archive",
+    "MemoryBlobSource": "._archive",
     "ResolvedManifest": "._registry_manifest",
 }
 

@@ -14,6 +14,8 @@ concurrent pulls of one blob through one client wait for a single download.
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 import logging
@@ -204,6 +206,7 @@ class RegistryClient:
             follow_redirects=False,
             headers={"User-Agent": f"pybuild/{__version__}"},
         )
+        self._credentials = credentials
         self._http = RegistryHttp(self._client, Authorizer(self._client, credentials, self._policy, self._insecure), self._policy)
         self._blob_slots = trio.CapacityLimiter(max_concurrent_blobs)
         self._inflight: dict[tuple[int, str], trio.Event] = {}
@@ -214,6 +217,17 @@ class RegistryClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def with_retries(self, retries: int) -> RegistryClient:
+        """This client retrying ``retries`` times instead: same connections and
+        credentials (closing either closes both).  Optional documents -- a
+        build cache -- use a small number, so a dead registry costs little."""
+        if retries < 0:
+            raise ValueError("retries must not be negative")
+        view = copy.copy(self)
+        view._policy = RetryPolicy(retries=retries)
+        view._http = RegistryHttp(self._client, Authorizer(self._client, self._credentials, view._policy, self._insecure), view._policy)
+        return view
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -328,6 +342,14 @@ class RegistryClient:
         )
         log.debug("pulled %s (%s, %d layers)", ref, resolved.digest, len(resolved.layers))
         return resolved
+
+    async def get_manifest(self, ref: Reference) -> tuple[bytes, str, str]:
+        """The raw manifest ``ref`` names (any artifact, not only images): bytes,
+        media type and digest, verified."""
+        call = RegistryCall(self.endpoint(ref), ref.repository, "pull")
+        return await self._get_manifest(
+            call, ref.digest or ref.tag or "latest", subject=str(ref), expected_digest=ref.digest
+        )
 
     async def manifest_exists(self, ref: Reference) -> str | None:
         """The digest of ``ref``'s manifest in the registry, or None if there is none."""
@@ -493,6 +515,9 @@ class RegistryClient:
         for blob in blobs:
             check_digest(blob.digest, "a blob to push")
             stored = store.size(blob.digest)
+            if stored is None and blob.digest in sources:
+                unique.setdefault(blob.digest, blob)  # mounted from its repository, never downloaded
+                continue
             if stored is None:
                 raise NotFound(f"blob {blob.digest} is not in the content store", hint="build or pull the image again")
             if stored != blob.size:
