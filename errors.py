@@ -19,7 +19,8 @@ the edge of the package that uses the foreign library.
     │   └── CorruptContent         a blob or snapshot does not match its digest
     ├── ImageError                 an image reference or archive is wrong
     │   └── NotFound               no such image, tag, container or blob
-    └── RegistryError              a registry refused or failed a request
+    ├── RegistryError              a registry refused or failed a request
+    └── ContainerError             a container is in the wrong state, or its name is taken
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 __all__ = [
     "BuildError",
     "ContextError",
+    "ContainerError",
     "CorruptContent",
     "DockerfileError",
     "DockerfileSyntaxError",
@@ -155,3 +157,9 @@ class NotFound(ImageError):
 
 class RegistryError(PybuildError):
     reference = "registry"
+
+
+class ContainerError(PybuildError):
+    """A container command cannot do what was asked (name in use, not running ...)."""
+
+    reference = "container"

@@ -36,3 +36,17 @@ from .fake import FakeRootfsCaller as FakeRootfsCaller
 from .fake import FakeRun as FakeRun
 from .testing import check_executor as check_executor
 from .testing import check_rootfs_caller as check_rootfs_caller
+
+# Containers (``pybuild run`` and friends) load on first use: builds never need them.
+_LAZY = {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus", "PublishedPort")}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
