@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
     parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"], help="layer compression")
     parser.add_argument("--compression-level", type=int, help="compression level")
-    parser.add_argument("-o", "--output", action="append", default=[], metavar="type=image[,rewrite-timestamp=true]", help="where the result goes (default: the image store)")
+    parser.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,KEY=VALUE...]", help="where the result goes: image (default), registry, oci, docker, local, tar")
+    parser.add_argument("--push", action="store_true", help="push the image to its registry (type=registry)")
+    parser.add_argument("--cache-from", action="append", default=[], metavar="type=registry,ref=REF|type=local,src=DIR|IMAGE", help="import build cache from a registry, a directory or an image (repeatable)")
+    parser.add_argument("--cache-to", action="append", default=[], metavar="type=registry,ref=REF|type=local,dest=DIR|type=inline", help="export build cache (mode=min|max, compression=, cache-mounts=true, ignore-error=)")
+    parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR", help="talk plain HTTP to this registry (loopback always may)")
     parser.add_argument("--check", action="store_true", help="run the build checks (pybuild check) instead of building")
     parser.add_argument("--root", help="the pybuild root (default: $PYBUILD_ROOT or /var/lib/pybuild)")
 
@@ -116,9 +120,12 @@ def run(args: argparse.Namespace) -> int:
     from pybuild.cache import DockerIgnore, find_ignore_file
     from pybuild.dag import BuildOptions, Platform, host_platform
     from pybuild.dag._build import ExportOptions, StoreImageChains, build, step_ids
+    from pybuild.dag._events import Notice
+    from pybuild.dag._remote_cache import parse_cache_spec
     from pybuild.dag._worker import Context, Worker, WorkerOptions
     from pybuild.grammar import parse
     from pybuild.oci import RemoteFetcher
+    from pybuild.oci._export import Output
 
     platform = host_platform()
     if args.platform and args.platform not in ("local",):
@@ -183,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
     ignore_file = find_ignore_file(context_dir, Path(args.file) if args.file and args.file != "-" else None)
     ignore = DockerIgnore.from_file(ignore_file) if ignore_file else DockerIgnore()
 
+    remote_caches: list[Any] = []  # filled from --cache-from before the build starts
+
     def make_runner(plan: Any) -> Worker:
         from pybuild.cache import ContextHasher
 
@@ -198,26 +207,47 @@ def run(args: argparse.Namespace) -> int:
             options=worker_options,
             step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
             dockerfile_name=name,
+            remote_caches=remote_caches,
         )
 
     progress = _progress(args.progress, args.quiet)
-    outputs = [_output(value) for value in args.output] or [{"type": "image"}]
-    rewrite = any(o.get("rewrite-timestamp", "false").lower() == "true" for o in outputs)
+    from pybuild.oci._export import parse_outputs
+
+    outputs = parse_outputs(args.output, push=args.push)
+    rewrite = any(o.rewrite_timestamp for o in outputs)
     if rewrite and source_date_epoch is None:
         raise UsageError("rewrite-timestamp needs SOURCE_DATE_EPOCH", hint="--build-arg SOURCE_DATE_EPOCH=<seconds>")
     export = ExportOptions(
         tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level,
         rewrite_timestamp=rewrite,
     )
+    cache_from = [parse_cache_spec(value, export=False) for value in args.cache_from]
+    cache_to = [parse_cache_spec(value, export=True) for value in args.cache_to]
+    registry = _LazyRegistry(args.insecure_registry)
 
     async def main() -> Any:
         try:
-            return await build(
-                dockerfile, options, store=store, make_runner=make_runner, pull=args.pull,
-                jobs=args.jobs or cpu_count(), export=export, emit=progress,
+            remote_caches.extend(await _import_caches(cache_from, registry, store, str(platform), progress))
+            outcome = await build(
+                dockerfile, options, store=store, make_runner=make_runner,
+                puller=_SharedClientPuller(store, registry), pull=args.pull,
+                jobs=args.jobs or cpu_count(), export=export, cache_to=cache_to,
+                cache_client=registry.quick() if any(s.kind == "registry" for s in cache_to) else None,
+                push_registries=_push_registries(outputs, args.tag), emit=progress,
             )
+            if outputs != (Output("image"),):
+                from pybuild.oci._export import export_outputs
+
+                progress(Notice("exporting outputs", trio.current_time()))
+                pushed = await export_outputs(
+                    store, outcome.image, outputs, tags=args.tag, stdout=sys.stdout.buffer,
+                    client=registry.client() if any(o.push for o in outputs) else None,
+                )
+                outcome = replace(outcome, outputs=tuple(pushed))
+            return outcome
         finally:
             with trio.CancelScope(shield=True):
+                await registry.aclose()
                 await executor.aclose()
                 files.close()
 
@@ -227,23 +257,113 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(progress, "close"):
             progress.close()
         context.close()
+    _report(args, outcome, to_stdout=any(o.to_stdout for o in outputs))
+    return 0
+
+
+def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
     image = outcome.image
     if args.iidfile:
         Path(args.iidfile).write_text(image.id)
+    pushed = [pair for result in outcome.outputs for pair in result.pushed]
     if args.metadata_file:
-        Path(args.metadata_file).write_text(json.dumps({
+        metadata = {
             "containerimage.config.digest": image.id,
-            "containerimage.digest": image.manifest_digest,
+            "containerimage.digest": pushed[0][1] if pushed else image.manifest_digest,
             "image.name": ",".join(image.tags),
-        }, indent=2) + "\n")
+        }
+        Path(args.metadata_file).write_text(json.dumps(metadata, indent=2) + "\n")
     if args.quiet:
-        print(image.id)
-    else:
-        from pybuild.oci import parse_reference
+        if not to_stdout:
+            print(image.id)
+        return
+    from pybuild.oci import parse_reference
 
-        tags = "".join(f"\nnaming to {parse_reference(t)}" for t in args.tag)
-        print(f"writing image {image.id}{tags}", file=sys.stderr)
-    return 0
+    lines = [f"writing image {image.id}"]
+    lines += [f"naming to {parse_reference(t)}" for t in args.tag]
+    lines += [f"pushed {reference}@{digest}" for reference, digest in pushed]
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _push_registries(outputs: Any, tags: list[str]) -> frozenset[str]:
+    """Registries every output pushes to, when nothing else needs the layers' bytes:
+    layers cached there need not be downloaded only to be uploaded again."""
+    from pybuild.oci import parse_reference
+
+    if any(o.type not in ("image", "registry") for o in outputs) or not any(o.push for o in outputs):
+        return frozenset()
+    names = [n for o in outputs if o.push for n in (o.names or tuple(tags))]
+    return frozenset(parse_reference(n).registry for n in names)
+
+
+class _LazyRegistry:
+    """One registry client for the whole build, made only if something needs it
+    (importing httpx costs a cached rebuild tens of milliseconds).
+
+    ``quick()`` is the same client giving up after one retry, for the build
+    cache's documents: an unreachable cache is a warning, and should cost
+    seconds, not tens of them.
+    """
+
+    QUICK_RETRIES = 1
+
+    def __init__(self, insecure: list[str]) -> None:
+        self.insecure = insecure
+        self._client: Any = None
+        self._quick: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            from pybuild.oci._push import registry_client
+
+            self._client = registry_client(self.insecure)
+        return self._client
+
+    def quick(self) -> Any:
+        if self._quick is None:
+            self._quick = self.client().with_retries(self.QUICK_RETRIES)
+        return self._quick
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class _SharedClientPuller:
+    """The build's puller, on the build's one registry client (made on the first pull)."""
+
+    def __init__(self, store: Any, registry: _LazyRegistry) -> None:
+        self.store = store
+        self.registry = registry
+
+    async def pull(self, ref: str, platform: str) -> None:
+        from pybuild.oci._pull import StorePuller
+
+        await StorePuller(self.store, client=self.registry.client()).pull(ref, platform)
+
+
+async def _import_caches(specs: list[Any], registry: _LazyRegistry, store: Any, platform: str, emit: Any) -> list[Any]:
+    """Every --cache-from that can be read; the others warn (or fail with ignore-error=false)."""
+    import trio
+
+    from pybuild.dag._events import Notice
+    from pybuild.dag._remote_cache import import_cache
+
+    caches = []
+    for spec in specs:
+        where = spec.ref or spec.path
+        try:
+            if spec.kind == "registry":
+                cache = await import_cache(spec, client=registry.quick(), blob_client=registry.client(), platform=platform)
+            else:
+                cache = await import_cache(spec, client=None, platform=platform)
+            caches.append(cache)
+        except (PybuildError, OSError) as error:
+            message = str(error) if isinstance(error, PybuildError) else (error.strerror or str(error))
+            if not spec.ignore_error:
+                raise PybuildError(f"importing cache from {where} failed: {message}") from None
+            emit(Notice(f"WARNING: importing cache from {where} failed: {message}; building without it", trio.current_time()))
+    return caches
 
 
 def _memory(value: str | None) -> int | None:
@@ -257,18 +377,6 @@ def _memory(value: str | None) -> int | None:
     if not number.isdigit() or unit not in units:
         raise UsageError(f"invalid --memory {value!r}", hint="e.g. 512m or 2g")
     return int(number) * units[unit]
-
-
-def _output(value: str) -> dict[str, str]:
-    fields = {}
-    for part in value.split(","):
-        key, eq, rest = part.partition("=")
-        if not eq:
-            raise UsageError(f"invalid --output {value!r}: expected type=...,key=value")
-        fields[key.strip().lower()] = rest
-    if fields.get("type", "image") != "image":
-        raise UsageError(f"--output type={fields.get('type')} is not supported yet", hint="type=image is")
-    return fields
 
 
 def _source_date_epoch(build_args: dict[str, str]) -> int | None:

@@ -7,19 +7,20 @@ as an argument, so tests can drive it with fakes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
 
-from pybuild.errors import BuildError
+from pybuild.errors import BuildError, PybuildError
 from pybuild.grammar import Dockerfile
 
 from ._convert import BuildOptions, BuildPlan, MissingImages, convert
 from ._events import EventSink, Notice, ignore_events
 from ._export import image_config, layers_of
 from ._ops import ImageSource
+from ._remote_cache import INLINE_KEY, CacheSpec, export_cache, inline_records
 from ._solver import OpRunner, Result, SolveStatistics, Solver
 
 MAX_PULL_ROUNDS = 5
@@ -45,6 +46,7 @@ class BuildOutcome:
     statistics: SolveStatistics
     image: Any | None = None  # oci.StoredImage when exported to the store
     config: dict[str, Any] | None = field(default=None, repr=False)
+    outputs: tuple[Any, ...] = ()  # oci OutputResult of each --output beyond the image store
 
 
 class StoreImageChains:
@@ -108,6 +110,9 @@ async def build(
     pull: bool = False,
     jobs: int = 2,
     export: ExportOptions | None = ExportOptions(),
+    cache_to: Sequence[CacheSpec] = (),
+    cache_client: Any = None,  # oci.RegistryClient, for type=registry cache exports
+    push_registries: frozenset[str] = frozenset(),  # where the image goes next: cached layers there stay there
     emit: EventSink = ignore_events,
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
@@ -120,9 +125,14 @@ async def build(
         if export is None:
             return outcome
         emit(Notice("exporting to image", trio.current_time()))
+        remote_only = await _prepare_layers(runner, plan, results, export, push_registries)
+        inline = _inline_cache(plan, results, runner) if any(s.kind == "inline" for s in cache_to) else None
         image, config = await trio.to_thread.run_sync(
-            lambda: export_image(plan, results, store, export, options.source_date_epoch)
+            lambda: export_image(plan, results, store, export, options.source_date_epoch, inline=inline, remote_only=remote_only)
         )
+        for spec in cache_to:
+            if spec.kind != "inline":
+                await _export_cache(spec, plan, results, runner, store, cache_client, emit)
         return BuildOutcome(plan, results, outcome.statistics, image, config)
     finally:
         close = getattr(runner, "close", None)
@@ -130,12 +140,66 @@ async def build(
             close()
 
 
-def export_image(plan: BuildPlan, results: dict[str, Result], store: Any, export: ExportOptions, source_date_epoch: int | None) -> tuple[Any, dict[str, Any]]:
-    """Write the target's layers and config into the image store and tag it."""
+async def _prepare_layers(
+    runner: OpRunner, plan: BuildPlan, results: dict[str, Result], export: ExportOptions, push_registries: frozenset[str]
+) -> dict[str, Any]:
+    """Layers known only from a remote cache: their blobs must be here to export them
+    (and their files too, when the export rewrites timestamps) -- unless the image
+    goes to the registry that has them.  Returns those, by snapshot."""
+    target = results.get(plan.target.op) if plan.target.op else None
+    if target is None or not hasattr(runner, "prepare_export"):
+        return {}
+    if export.rewrite_timestamp:
+        await runner.ensure_local(target.chain)  # type: ignore[attr-defined]
+        return {}
+    return await runner.prepare_export(target.chain, leave_in=push_registries)  # type: ignore[attr-defined]
+
+
+def _inline_cache(plan: BuildPlan, results: dict[str, Result], runner: OpRunner) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    if not hasattr(runner, "keys"):
+        return None
+    return lambda layers: inline_records(plan, results, runner, layers)
+
+
+async def _export_cache(
+    spec: CacheSpec, plan: BuildPlan, results: dict[str, Result], runner: OpRunner, store: Any, client: Any, emit: EventSink
+) -> None:
+    """One --cache-to; a failure only warns unless the user said ignore-error=false."""
+    if not hasattr(runner, "keys"):
+        return
+    where = spec.ref or spec.path
+    emit(Notice(f"exporting cache to {where}", trio.current_time()))
+    try:
+        await export_cache(spec, plan, results, runner, store, client)
+    except (PybuildError, OSError) as error:
+        message = str(error) if isinstance(error, PybuildError) else (error.strerror or str(error))
+        if not spec.ignore_error:
+            raise BuildError(f"exporting cache to {where} failed: {message}") from None
+        emit(Notice(f"WARNING: exporting cache to {where} failed: {message}", trio.current_time()))
+
+
+def export_image(
+    plan: BuildPlan, results: dict[str, Result], store: Any, export: ExportOptions, source_date_epoch: int | None,
+    *, inline: Callable[[dict[str, Any]], dict[str, Any]] | None = None, remote_only: Mapping[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Write the target's layers and config into the image store and tag it.
+
+    ``inline`` makes the cache records to embed in the config from the
+    image's layers by snapshot (``--cache-to type=inline``).  ``remote_only``
+    names layers (by snapshot) whose blobs stay in a registry.
+    """
+    from pybuild.oci import Layer
+
     snapshots = layers_of(plan.target, results)
     mtime = source_date_epoch if export.rewrite_timestamp else None
-    layers = [store.layer_for_snapshot(s, export.compression, export.compression_level, mtime=mtime) for s in snapshots]
+    remote_only = remote_only or {}
+    layers = [
+        Layer(*remote_only[s]) if s in remote_only else store.layer_for_snapshot(s, export.compression, export.compression_level, mtime=mtime)
+        for s in snapshots
+    ]
     config = image_config(plan.target, results, created=time.time(), source_date_epoch=source_date_epoch)
+    if inline is not None:
+        config[INLINE_KEY] = inline(dict(zip(snapshots, layers)))
     config["rootfs"]["diff_ids"] = [layer.diff_id for layer in layers]
     expected = sum(1 for entry in config["history"] if not entry.get("empty_layer"))
     if expected != len(layers):

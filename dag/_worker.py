@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import fcntl
+import hashlib
+import logging
 import os
 import shutil
 import time
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 import trio
 
-from pybuild.errors import BuildError, Location, StepFailed
+from pybuild.errors import BuildError, Location, PybuildError, StepFailed
 
 from ._events import EventSink, StepLog
 from ._graph import Definition
@@ -41,6 +42,8 @@ from ._ops import (
     RunMount,
 )
 from ._solver import CacheKey, Result
+
+log = logging.getLogger(__name__)
 
 SOURCE_MOUNTS = "/.pybuild-sources"
 OUTPUT_TAIL_LINES = 20
@@ -107,8 +110,15 @@ class Worker:
         options: WorkerOptions = WorkerOptions(),
         step_ids: Mapping[str, str] | None = None,
         dockerfile_name: str = "Dockerfile",
+        remote_caches: Sequence[Any] = (),  # _remote_cache.RemoteCache, consulted after a local miss
     ) -> None:
         self.dockerfile_name = dockerfile_name
+        self.remote_caches = list(remote_caches)
+        self.keys: dict[str, str] = {}  # op digest -> its cache key (the cache export needs them)
+        # layers known from a remote cache, not downloaded yet: snapshot id -> (record, cache, parent)
+        self.pending_remote: dict[str, tuple[Any, Any, str | None]] = {}
+        self._materializing: dict[str, trio.Lock] = {}
+        self.used_cache_mounts: dict[str, Path] = {}
         self.definition = definition
         self.root = root
         self.executor = executor
@@ -161,6 +171,7 @@ class Worker:
         for name, dependency in _named_inputs(op):
             explain[name] = input_keys[dependency]
         key = make_key(op, input_keys, contents)
+        self.keys[digest] = key
         return CacheKey(key, explain, self.step_ids.get(digest))
 
     async def _select(self, action: CopyAction) -> Any:
@@ -197,6 +208,8 @@ class Worker:
     async def explain_miss(self, digest: str, op: Op, key: CacheKey) -> str | None:
         if key.step_id is None or isinstance(op, (ImageSource, LocalSource, MergeOp)):
             return None
+        if getattr(op, "ignore_cache", False):
+            return "the cache is off for this step (--no-cache)"
         previous = await trio.to_thread.run_sync(self.root.index.previous_inputs, key.step_id)
         if previous is None:
             return None
@@ -228,17 +241,81 @@ class Worker:
             return None
         record = await trio.to_thread.run_sync(self.root.index.lookup, key.key)
         if record is None:
-            return None
+            return self._remote_hit(digest, op, key, inputs)
         layer = record.snapshot_id
         if layer is not None:
             # lease first, then look: a prune either kept it or already took it
             await trio.to_thread.run_sync(self.lease.add, [layer])
             if not await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
-                return None
+                return self._remote_hit(digest, op, key, inputs)
         await self._remember(digest, key, only_if_changed=True)
         await trio.to_thread.run_sync(self.root.index.touch, key.key)
         chain = ((layer,) if layer else ()) + self._base_chain(op, inputs)
         return Result(output_key(key.key, layer), chain=chain, layer=layer, cached=True, created=record.created)
+
+    def _remote_hit(self, digest: str, op: Op, key: CacheKey, inputs: Mapping[str, Result]) -> Result | None:
+        """A result another machine made, known by its record: its layer comes later, if ever."""
+        for cache in self.remote_caches:
+            remote = cache.lookup(key.key)
+            if remote is None:
+                continue
+            layer = remote.snapshot
+            base_chain = self._base_chain(op, inputs)
+            self.pending_remote[layer] = (remote, cache, base_chain[0] if base_chain else None)
+            return Result(
+                output_key(key.key, layer), chain=(layer,) + base_chain, layer=layer, cached=True, created=remote.created
+            )
+        return None
+
+    async def ensure_local(self, chain: Sequence[str]) -> None:
+        """Download and unpack the remote-cache layers of ``chain`` that are not here yet."""
+        for layer in reversed(chain):  # parents first
+            if layer in self.pending_remote:
+                lock = self._materializing.setdefault(layer, trio.Lock())
+                async with lock:
+                    if layer in self.pending_remote:
+                        await self._materialize(layer)
+
+    async def _materialize(self, layer: str) -> None:
+        from pybuild.oci._tar_apply import apply_layer
+
+        record, cache, parent = self.pending_remote[layer]
+        await trio.to_thread.run_sync(self.lease.add, [layer])
+        if await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
+            await trio.to_thread.run_sync(self._record_remote, record, layer)
+            del self.pending_remote[layer]
+            return
+        await self.adopt_remote_layer(layer)
+
+        def unpack() -> None:
+            active = self.root.snapshots.new_active()
+            try:
+                with self.root.blobs.open(record.layer.digest, verify=True) as stream:
+                    apply_layer(stream, Path(active.upper))
+            except BaseException:
+                self.root.snapshots.discard(active)
+                raise
+            self.root.snapshots.commit(active, parent, snapshot_id=layer)
+            self._record_remote(record, layer)
+
+        await trio.to_thread.run_sync(unpack)
+        del self.pending_remote[layer]
+
+    def _record_remote(self, record: Any, layer: str) -> None:
+        from pybuild.cache import CacheRecord
+
+        self.root.index.record(record.key, CacheRecord(snapshot_id=layer, created=record.created, last_used=time.time()))
+
+    async def adopt_remote_layer(self, layer: str) -> None:
+        """Fetch a remote layer's blob and let the image store use it as that snapshot's layer."""
+        record, cache, _ = self.pending_remote[layer]
+        await cache.source.fetch(record.layer, self.root.blobs)
+        await trio.to_thread.run_sync(self.lease.add, [record.layer.digest])
+        from ._remote_cache import adopt_layer
+
+        await trio.to_thread.run_sync(
+            adopt_layer, self.root, layer, record.layer.diff_id, record.layer.digest, record.layer.size, record.layer.media_type
+        )
 
     @staticmethod
     def _base_chain(op: Op, inputs: Mapping[str, Result]) -> tuple[str, ...]:
@@ -263,6 +340,8 @@ class Worker:
     async def run(self, digest: str, op: Op, key: CacheKey, inputs: Mapping[str, Result], emit: EventSink) -> Result:
         if not isinstance(op, (ExecOp, FileOp)):
             raise BuildError(f"{type(op).__name__} cannot be executed")  # sources always load
+        for result in inputs.values():  # the layers this step runs on must be here
+            await self.ensure_local(result.chain)
         # Another pybuild process may be running this very step: let one run it
         # and the other take its result from the cache.
         async with self._step_lock(key.key):
@@ -417,6 +496,7 @@ class Worker:
         # leased before it is made, so a concurrent prune leaves it alone
         await trio.to_thread.run_sync(self.lease.add, [self.root.cache_mount_resource(mount_id)])
         directory = await trio.to_thread.run_sync(self.root.cache_mount_dir, mount_id)
+        self.used_cache_mounts[mount_id] = directory
         lock_path = str(directory) + ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if mount.sharing == "locked":
@@ -433,12 +513,57 @@ class Worker:
         else:
             os.close(fd)  # shared: no lock at all
         if not any(directory.iterdir()):
+            await self._restore_cache_mount(mount_id, directory)
+        if not any(directory.iterdir()):
             if mount.source is not None:  # from=: a new cache starts as a copy of that source
                 await trio.to_thread.run_sync(self._seed_cache, directory, inputs[mount.source], mount.source_path)
             if mount.uid is not None or mount.gid is not None or mount.mode is not None:
                 os.chown(directory, mount.uid or 0, mount.gid or 0)
                 os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
         return BindMount(str(directory), mount.target, readonly=mount.readonly)
+
+    async def _restore_cache_mount(self, mount_id: str, directory: Path) -> None:
+        """An empty cache mount takes its contents from a remote cache that exported it."""
+        from ._remote_cache import unpack_cache_mount
+
+        for cache in self.remote_caches:
+            layer = cache.cache_mounts.get(mount_id)
+            if layer is None:
+                continue
+            try:
+                await cache.source.fetch(layer, self.root.blobs)
+                await trio.to_thread.run_sync(unpack_cache_mount, self.root.blobs, layer, directory)
+            except (PybuildError, OSError) as error:
+                # a cache mount is only ever a speed-up: start it empty instead
+                log.warning("cache mount %s not restored from %s: %s", mount_id, cache.source.name, error)
+                continue
+            return
+
+    async def prepare_export(self, chain: Sequence[str], *, leave_in: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Layers of the exported image that only a remote cache has: fetch their blobs.
+
+        A blob that lives in a registry in ``leave_in`` (the registries the
+        image is pushed to) stays there: the push mounts it from the cache's
+        repository.  Returns those layers by snapshot, as (diff_id, digest,
+        size, media_type) tuples.
+        """
+        remote_only: dict[str, Any] = {}
+        for layer in chain:
+            if layer not in self.pending_remote:
+                continue
+            record, cache, _ = self.pending_remote[layer]
+            where = cache.source.registry_ref()
+            if where is not None and where.registry in leave_in:
+                remote_only[layer] = (record.layer.diff_id, record.layer.digest, record.layer.size, record.layer.media_type)
+                await trio.to_thread.run_sync(self._remember_origin, record.layer.digest, where)
+            else:
+                await self.adopt_remote_layer(layer)
+        return remote_only
+
+    def _remember_origin(self, digest: str, where: Any) -> None:
+        from pybuild.oci import ImageStore
+
+        ImageStore(self.root).remember_origin([digest], where.name)
 
     def _seed_cache(self, directory: Path, source: Result, source_path: str) -> None:
         from pybuild.oci._tar_flatten import flatten_into

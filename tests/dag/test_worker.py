@@ -161,3 +161,10 @@ async def test_no_cache_filter_reruns_only_that_stage(setup) -> None:  # type: i
     await build(text)
     events = await build(text, no_cache_stages=frozenset({"one"}))
     assert [e.name.split("] ")[1] for e in kinds(events, StepStarted)] == ["RUN echo one", "COPY --from=one /x /x"]
+
+
+async def test_no_cache_says_so_instead_of_blaming_the_cache(setup) -> None:  # type: ignore[no-untyped-def]
+    build, _ = setup
+    await build(DOCKERFILE)
+    events = await build(DOCKERFILE, no_cache=True)
+    assert {e.reason for e in kinds(events, StepMiss)} == {"the cache is off for this step (--no-cache)"}
