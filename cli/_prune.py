@@ -50,9 +50,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"unsupported filter {value!r}", hint="pybuild prune supports --filter until=DURATION")
         older_than = parse_duration(rest)
     keep_storage = parse_size(args.keep_storage) if args.keep_storage else None
+    from ._containers import snapshots_in_use
+
     root = open_root(args.root)
     store = image_store(root)
-    result = prune(root, all=args.all, keep_storage=keep_storage, older_than=older_than, referenced=store.referenced)
+    # what images and containers (even of removed images) sit on stays
+    referenced = lambda: store.referenced() | snapshots_in_use(root)  # noqa: E731
+    result = prune(root, all=args.all, keep_storage=keep_storage, older_than=older_than, referenced=referenced)
     print(f"Deleted: {result.records} cache records, {result.snapshots} snapshots, {result.blobs} blobs, {result.cache_mounts} cache mounts")
     print(f"Total reclaimed space: {human_size(result.freed)}")
     return 0
