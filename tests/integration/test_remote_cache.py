@@ -194,9 +194,11 @@ def test_a_local_directory_carries_the_cache_between_runners(tmp_path: Path, bas
     layout = json.loads((directory / "index.json").read_text())
     assert layout["manifests"][0]["artifactType"] == "application/vnd.pybuild.cache.config.v1+json"
 
-    second = b.build("--cache-from", f"type=local,src={directory}")
+    # several sources: a missing one only warns, the next one serves
+    second = b.build("--cache-from", f"type=local,src={tmp_path / 'missing'}", "--cache-from", f"type=local,src={directory}")
     assert second.ran == [] and len(_steps(second.cached, "RUN")) == 2
     assert second.image_id == first.image_id
+    assert any("missing" in n for n in second.notices if n.startswith("WARNING"))
 
     (b.context / "deps.txt").write_text("z\ny\n")
     third = b.build("--cache-from", f"type=local,src={directory}")
@@ -219,6 +221,10 @@ def test_inline_cache_travels_inside_the_pushed_image(tmp_path: Path, repo: str,
     # the config (with its inline records) is only made again by an inline export
     third = b.build("--cache-from", image, "--cache-to", "type=inline")
     assert third.image_id == first.image_id
+
+    (b.context / "src" / "main.txt").write_text("main v2\n")
+    fourth = b.build("--cache-from", image)
+    assert len(_steps(fourth.ran, "RUN")) == 1 and any("sort deps.txt" in n for n in fourth.cached)
 
 
 @pytest.mark.parametrize("mode", ["min", "max"])
