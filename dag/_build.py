@@ -20,10 +20,11 @@ from ._convert import BuildOptions, BuildPlan, MissingImages, convert
 from ._events import EventSink, Notice, ignore_events
 from ._export import image_config, layers_of
 from ._ops import ImageSource
-from ._remote_cache import INLINE_KEY, CacheSpec, export_cache, inline_records
+from ._remote_cache import INLINE_KEY, CacheSpec, RemoteCacheBroken, export_cache, inline_records
 from ._solver import OpRunner, Result, SolveStatistics, Solver
 
 MAX_PULL_ROUNDS = 5
+MAX_CACHE_RETRIES = 4  # broken imported caches dropped before the build gives up
 
 
 class Puller(Protocol):
@@ -118,14 +119,25 @@ async def build(
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
     runner = make_runner(plan)
     try:
-        solver = Solver(plan.definition, runner, jobs=jobs, emit=emit)
-        await solver.solve([plan.target.op] if plan.target.op else [])
-        results = solver.results  # every op's result: history needs the intermediate ones
+        for _ in range(MAX_CACHE_RETRIES + 1):
+            solver = Solver(plan.definition, runner, jobs=jobs, emit=emit)
+            try:
+                await solver.solve([plan.target.op] if plan.target.op else [])
+                results = solver.results  # every op's result: history needs the intermediate ones
+                if export is not None:
+                    emit(Notice("exporting to image", trio.current_time()))
+                    remote_only = await _prepare_layers(runner, plan, results, export, push_registries)
+                break
+            except RemoteCacheBroken as broken:
+                if not broken.cache.ignore_error or not hasattr(runner, "drop_remote_cache"):
+                    raise
+                emit(Notice(f"WARNING: {broken}; building again without it", trio.current_time()))
+                runner.drop_remote_cache(broken.cache)
+        else:
+            raise BuildError("imported caches keep failing", hint="build without --cache-from")
         outcome = BuildOutcome(plan, results, solver.statistics())
         if export is None:
             return outcome
-        emit(Notice("exporting to image", trio.current_time()))
-        remote_only = await _prepare_layers(runner, plan, results, export, push_registries)
         inline = _inline_cache(plan, results, runner) if any(s.kind == "inline" for s in cache_to) else None
         image, config = await trio.to_thread.run_sync(
             lambda: export_image(plan, results, store, export, options.source_date_epoch, inline=inline, remote_only=remote_only)

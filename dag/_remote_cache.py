@@ -133,6 +133,7 @@ class RemoteCache:
     source: BlobSource
     records: Mapping[str, RemoteRecord]
     cache_mounts: Mapping[str, RemoteLayer] = field(default_factory=dict)
+    ignore_error: bool = True  # a broken layer drops this cache (False: fails the build)
 
     def lookup(self, key: str) -> RemoteRecord | None:
         return self.records.get(key)
@@ -200,6 +201,16 @@ class CacheImportError(PybuildError):
     reference = "cache-import"
 
 
+class RemoteCacheBroken(PybuildError):
+    """A layer of an imported cache cannot be fetched or is not what its record says."""
+
+    reference = "cache-broken"
+
+    def __init__(self, message: str, *, cache: RemoteCache) -> None:
+        super().__init__(message)
+        self.cache = cache
+
+
 # ------------------------------------------------------------------ sources
 
 
@@ -244,6 +255,7 @@ async def import_cache(spec: CacheSpec, *, client: Any, platform: str, blob_clie
     downloaded; ``blob_client``, if given, fetches them later).  Its cache mounts
     are used only if the user asked (cache-mounts=true)."""
     cache = await _read_cache(spec, client, platform)
+    cache.ignore_error = spec.ignore_error
     if blob_client is not None and isinstance(cache.source, RegistrySource):
         cache.source.client = blob_client
     if not spec.cache_mounts:
@@ -376,6 +388,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def now() -> float:
     return time.time()
+
+
+def check_diff_id(blobs: Any, layer: RemoteLayer) -> None:
+    """The blob must be the layer the record says: another machine's word for the
+    diffID goes into image configs only once its content agrees."""
+    import hashlib
+
+    from pybuild.errors import CorruptContent
+    from pybuild.oci._compression import open_decompressed
+
+    digest = hashlib.sha256()
+    with blobs.open(layer.digest, verify=False) as raw:  # the fetch verified its digest
+        plain = open_decompressed(raw)
+        while chunk := plain.read(1 << 20):
+            digest.update(chunk)
+    if "sha256:" + digest.hexdigest() != layer.diff_id:
+        raise CorruptContent(
+            f"cache layer {layer.digest} is not the layer its record names ({layer.diff_id})",
+            hint="the cache was written wrongly or tampered with; export it again",
+        )
 
 
 def adopt_layer(root: Any, snapshot_id: str, diff_id: str, digest: str, size: int, media_type: str) -> None:

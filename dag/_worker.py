@@ -118,6 +118,7 @@ class Worker:
         # layers known from a remote cache, not downloaded yet: snapshot id -> (record, cache, parent)
         self.pending_remote: dict[str, tuple[Any, Any, str | None]] = {}
         self._materializing: dict[str, trio.Lock] = {}
+        self._adopted: set[str] = set()
         self.used_cache_mounts: dict[str, Path] = {}
         self.definition = definition
         self.root = root
@@ -274,7 +275,30 @@ class Worker:
                 lock = self._materializing.setdefault(layer, trio.Lock())
                 async with lock:
                     if layer in self.pending_remote:
-                        await self._materialize(layer)
+                        async with self._blaming(layer):
+                            await self._materialize(layer)
+
+    @contextlib.asynccontextmanager
+    async def _blaming(self, layer: str) -> Any:
+        """A fault while bringing a remote layer here is that cache's fault: the build
+        goes on without it (``drop_remote_cache``) rather than failing."""
+        from ._remote_cache import RemoteCacheBroken
+
+        cache = self.pending_remote[layer][1]
+        try:
+            yield
+        except (PybuildError, OSError) as error:
+            if isinstance(error, RemoteCacheBroken):
+                raise
+            message = str(error) if isinstance(error, PybuildError) else (error.strerror or str(error))
+            raise RemoteCacheBroken(f"cache {cache.source.name} is broken: {message}", cache=cache) from None
+
+    def drop_remote_cache(self, cache: Any) -> None:
+        """Forget a cache that turned out broken; what came from it is built instead."""
+        self.remote_caches = [c for c in self.remote_caches if c is not cache]
+        for layer, (_, owner, _) in list(self.pending_remote.items()):
+            if owner is cache:
+                del self.pending_remote[layer]
 
     async def _materialize(self, layer: str) -> None:
         from pybuild.oci._tar_apply import apply_layer
@@ -282,6 +306,9 @@ class Worker:
         record, cache, parent = self.pending_remote[layer]
         await trio.to_thread.run_sync(self.lease.add, [layer])
         if await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
+            # here already -- from an earlier import -- but only if it is that very layer
+            if await trio.to_thread.run_sync(self._snapshot_diff_id, layer) != record.layer.diff_id:
+                raise BuildError(f"its record names snapshot {layer[:12]}, which holds another layer here")
             await trio.to_thread.run_sync(self._record_remote, record, layer)
             del self.pending_remote[layer]
             return
@@ -301,21 +328,38 @@ class Worker:
         await trio.to_thread.run_sync(unpack)
         del self.pending_remote[layer]
 
+    def _snapshot_diff_id(self, snapshot_id: str) -> str | None:
+        from pybuild.oci._store import SNAPSHOT_RECORD
+
+        record = self.root.index.lookup(SNAPSHOT_RECORD + snapshot_id)
+        return record.diff_id if record is not None else None
+
     def _record_remote(self, record: Any, layer: str) -> None:
         from pybuild.cache import CacheRecord
 
         self.root.index.record(record.key, CacheRecord(snapshot_id=layer, created=record.created, last_used=time.time()))
 
     async def adopt_remote_layer(self, layer: str) -> None:
-        """Fetch a remote layer's blob and let the image store use it as that snapshot's layer."""
-        record, cache, _ = self.pending_remote[layer]
-        await cache.source.fetch(record.layer, self.root.blobs)
-        await trio.to_thread.run_sync(self.lease.add, [record.layer.digest])
-        from ._remote_cache import adopt_layer
+        """Fetch a remote layer's blob (checked against its diffID) and let the image
+        store use it as that snapshot's layer."""
+        if layer in self._adopted:
+            return
+        async with self._blaming(layer):
+            record, cache, _ = self.pending_remote[layer]
+            if await trio.to_thread.run_sync(self._snapshot_diff_id, layer) == record.layer.diff_id and await trio.to_thread.run_sync(
+                self.root.blobs.has, record.layer.digest
+            ):
+                self._adopted.add(layer)  # adopted by an earlier build, blob checked then
+                return
+            await cache.source.fetch(record.layer, self.root.blobs)
+            await trio.to_thread.run_sync(self.lease.add, [record.layer.digest])
+            from ._remote_cache import adopt_layer, check_diff_id
 
-        await trio.to_thread.run_sync(
-            adopt_layer, self.root, layer, record.layer.diff_id, record.layer.digest, record.layer.size, record.layer.media_type
-        )
+            await trio.to_thread.run_sync(check_diff_id, self.root.blobs, record.layer)
+            await trio.to_thread.run_sync(
+                adopt_layer, self.root, layer, record.layer.diff_id, record.layer.digest, record.layer.size, record.layer.media_type
+            )
+        self._adopted.add(layer)
 
     @staticmethod
     def _base_chain(op: Op, inputs: Mapping[str, Result]) -> tuple[str, ...]:

@@ -346,3 +346,35 @@ def _rewrite_local_cache(directory: Path, change) -> None:  # type: ignore[no-un
     index["manifests"][0] = {**index["manifests"][0], "digest": "sha256:" + mdigest, "size": len(mdata)}
     (directory / "index.json").write_text(json.dumps(index))
     shutil.rmtree(directory / "unused", ignore_errors=True)
+
+
+def _corrupt_blobs(directory: Path) -> int:
+    """Flip a byte in every layer blob of a local cache; returns how many."""
+    index = json.loads((directory / "index.json").read_text())
+    blobs = directory / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    for layer in manifest["layers"]:
+        path = blobs / layer["digest"].split(":")[1]
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return len(manifest["layers"])
+
+
+@pytest.mark.parametrize("damage", ["blob", "diff_id"])
+def test_a_cache_whose_layers_are_not_what_they_claim_is_dropped_and_the_build_goes_on(tmp_path: Path, base: str, damage: str) -> None:
+    a, b = Runner(tmp_path / "a", APP.format(base=base)), Runner(tmp_path / "b", APP.format(base=base))
+    directory = tmp_path / "cache"
+    a.build("--cache-to", f"type=local,dest={directory}")
+    if damage == "blob":
+        assert _corrupt_blobs(directory) == 5
+    else:
+        _rewrite_local_cache(directory, lambda records: {k: {**v, "diffID": "sha256:" + "0" * 64} for k, v in records.items()})
+    build = b.build("--cache-from", f"type=local,src={directory}", "-t", "app:b")
+    assert build.result.returncode == 0
+    assert any("is broken" in n and "building again without it" in n for n in build.notices)
+    assert len(_steps(build.ran, "RUN")) == 2  # made here, not taken from the broken cache
+    assert _file(b, "app:b", "/app/ran") == b"deps\nbundle\n"
+
+    strict = Runner(tmp_path / "c", APP.format(base=base)).build("--cache-from", f"type=local,src={directory},ignore-error=false", check=False)
+    assert strict.result.returncode == 1 and "is broken" in strict.result.stderr and "Traceback" not in strict.result.stderr
