@@ -166,6 +166,8 @@ class _FileBlobWriter:
             final = self._store._blob_path(digest)
             os.rename(self._temp, final)
             fsync_dir(final.parent)
+            if self._store.on_commit is not None:
+                self._store.on_commit(final, digest, self._size)
         except OSError as error:
             self.discard()
             raise store_error(f"cannot store blob {digest}", error) from None
@@ -196,10 +198,13 @@ class FileContentStore:
     """Blobs as files under ``<dir>/sha256/``; temp files come from ``staging()``,
     a directory on the same file system (the process temp area)."""
 
-    def __init__(self, directory: Path, staging: Callable[[], Path]) -> None:
+    def __init__(
+        self, directory: Path, staging: Callable[[], Path], on_commit: Callable[[Path, str, int], None] | None = None
+    ) -> None:
         self.directory = Path(directory)
         self._sha256 = self.directory / "sha256"
         self._staging = staging
+        self.on_commit = on_commit  # told of each blob stored, already hashed: (path, digest, size)
         self._sha256.mkdir(parents=True, exist_ok=True)
 
     def _blob_path(self, digest: str) -> Path:

@@ -22,6 +22,10 @@ from ._util import store_error
 ENV_ROOT = "PYBUILD_ROOT"
 
 
+def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 def default_root_path() -> Path:
     """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` for root, else ``$XDG_DATA_HOME/pybuild``."""
     configured = os.environ.get(ENV_ROOT)
@@ -39,7 +43,7 @@ class Root:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._tmp_root = path / "tmp"
-        self.blobs = FileContentStore(path / "blobs", self._area_path)
+        self.blobs = FileContentStore(path / "blobs", self._area_path, on_commit=self._remember_blob)
         self.snapshots = DirSnapshotter(path / "snapshots", self._area_path)
         self.index = CacheIndex(path / "index.db")
 
@@ -111,6 +115,41 @@ class Root:
         if record.snapshot_id is None and not blobs:
             return None
         return CacheRecord(record.snapshot_id, record.diff_id, blobs, record.created, record.last_used, record.meta)
+
+    # Blobs this size and larger have their stat key remembered when stored, so
+    # checking them later costs a stat; smaller ones are simply hashed again.
+    REMEMBERED_BLOB_SIZE = 1 << 20
+
+    def _remember_blob(self, path: Path, digest: str, size: int) -> None:
+        if size >= self.REMEMBERED_BLOB_SIZE:
+            self.index.put_stat_digests([(_stat_key(os.stat(path)), digest)])
+
+    def blob_intact(self, digest: str, size: int | None = None) -> bool:
+        """Whether the stored blob is whole and hashes to its digest.
+
+        A blob is hashed once per version of its file (its stat key goes into
+        the stat cache), so asking again about an unchanged blob costs a
+        stat.  A blob that is damaged -- truncated, or bytes changed -- is
+        removed, so that whoever asked makes or fetches it again.
+        """
+        path = self.blobs.path(digest)
+        if path is None:
+            return False
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if size is not None and stat.st_size != size:
+            self.blobs.delete(digest)
+            return False
+        key = _stat_key(stat)
+        if self.index.get_stat_digest(key) == digest:
+            return True
+        if not self.blobs.verify(digest):
+            self.blobs.delete(digest)
+            return False
+        self.index.put_stat_digests([(key, digest)])
+        return True
 
     def close(self) -> None:
         self.index.close()

@@ -515,12 +515,13 @@ class ImageStore:
         record = self.root.index.lookup(key)
         if record is not None:
             blob = record.blobs.get(kind.value)
-            if blob is not None and self.root.blobs.has(blob.digest) and record.diff_id:
+            # a damaged blob (truncated, bytes changed) is removed here and made again below
+            if blob is not None and record.diff_id and self.root.blob_intact(blob.digest, blob.size):
                 return Layer(record.diff_id, blob.digest, blob.size, blob.media_type)
         from pybuild.cache import BlobRef, CacheRecord
 
         if mtime is None and record is not None and record.meta.get("source") == "blob" and record.diff_id:
-            original = next((b for b in record.blobs.values() if self.root.blobs.has(b.digest)), None)
+            original = next((b for b in record.blobs.values() if self.root.blob_intact(b.digest, b.size)), None)
             if original is not None:
                 layer = Layer(record.diff_id, original.digest, original.size, original.media_type)
                 if compression_of(original.media_type) is not Compression.NONE:

@@ -202,3 +202,45 @@ def test_damaged_index_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         CacheIndex(path)
     assert "index.db" in (info.value.hint or "")
+
+
+def _big_blob(root: Root) -> tuple[str, Path]:
+    data = os.urandom(Root.REMEMBERED_BLOB_SIZE + 1234)
+    digest = root.blobs.put(data)
+    path = root.blobs.path(digest)
+    assert path is not None
+    return digest, path
+
+
+def test_an_intact_blob_is_checked_by_a_stat_after_it_is_stored(root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+    digest, _ = _big_blob(root)
+    monkeypatch.setattr(root.blobs, "verify", lambda digest: pytest.fail("hashed again"))
+    assert root.blob_intact(digest, Root.REMEMBERED_BLOB_SIZE + 1234)
+    assert root.blob_intact(digest)
+
+
+def test_a_small_blob_is_hashed_once_then_known(root: Root) -> None:
+    digest = root.blobs.put(b"small")
+    calls = []
+    original = root.blobs.verify
+    root.blobs.verify = lambda d: calls.append(d) or original(d)  # type: ignore[method-assign]
+    assert root.blob_intact(digest) and root.blob_intact(digest)
+    assert calls == [digest]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "wrong-size"])
+def test_a_damaged_blob_is_found_and_removed(root: Root, damage: str) -> None:
+    digest, path = _big_blob(root)
+    size = path.stat().st_size
+    if damage == "flip":
+        with open(path, "r+b") as f:
+            f.seek(size // 2)
+            byte = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    elif damage == "truncate":
+        os.truncate(path, size // 2)
+    expected = size + 1 if damage == "wrong-size" else size
+    assert not root.blob_intact(digest, expected)
+    assert not root.blobs.has(digest)  # whoever asked makes or fetches it again
+    assert not root.blob_intact(digest)
