@@ -110,9 +110,16 @@ def run_prune(args: argparse.Namespace) -> int:
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             return 0
-    store = image_store(open_root(args.root))
+    from ._containers import images_in_use
+
+    root = open_root(args.root)
+    store = image_store(root)
+    in_use = images_in_use(root)  # as Docker: an image a container was made from is not unused
     now = time.time()
-    victims = [image for image in store.images() if (args.all or image.dangling) and not _keep(image, args.filter, now)]
+    victims = [
+        image for image in store.images()
+        if (args.all or image.dangling) and image.id not in in_use and not _keep(image, args.filter, now)
+    ]
     lines: list[str] = []
     reclaimed = 0
     for image in victims:

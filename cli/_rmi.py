@@ -3,7 +3,8 @@
 ``Untagged: NAME`` for each reference removed, then ``Deleted: sha256:...``
 for the image and for each layer (chain ID) that no other image uses.
 An image is named by tag, ``name@digest``, ID or unique ID prefix; an ID
-of an image with tags in several repositories needs ``-f``.  Every image
+of an image with tags in several repositories needs ``-f``, and so does an
+image a stopped container uses (one a running container uses stays).  Every image
 is tried; the exit code is 1 if any failed.
 """
 
@@ -25,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = image_store(open_root(args.root))
+    from ._containers import image_users
+
+    root = open_root(args.root)
+    store = image_store(root)
+    users = image_users(root)
     failed = False
     for name in args.images:
         try:
-            removal = store.delete(name, force=args.force)
+            removal = store.delete(name, force=args.force, users=users)
         except PybuildError as error:
             print(error.render(), file=sys.stderr)
             failed = True

@@ -392,7 +392,7 @@ class ImageStore:
                 self.root.index.delete_tag(tag.name)
         self.root.index.delete_image(image_id)
 
-    def delete(self, name_or_id: str, *, force: bool = False) -> Removal:
+    def delete(self, name_or_id: str, *, force: bool = False, users: Mapping[str, Sequence[tuple[str, bool]]] | None = None) -> Removal:
         """``docker rmi``: untag a name, and delete the image when nothing names it any more.
 
         A name removes that reference only (and, when it was the repository's
@@ -401,6 +401,11 @@ class ImageStore:
         digests of that repository); more need ``force``.  Layers that other
         images use stay; the chain IDs of those that no image uses are
         reported as deleted (their data stays as build cache until prune).
+
+        ``users`` (image ID -> (container ID, running?)) are the containers
+        made from images, as Docker counts them: an image a running container
+        uses is never deleted (its last name goes only with ``force``), one a
+        stopped container uses only with ``force``.
         """
         image_id = self.resolve_id(name_or_id)
         image = self.by_id(image_id)
@@ -409,6 +414,27 @@ class ImageStore:
         untagged: list[str] = []
         tags = [parse_reference(t) for t in image.tags]
         digests = [parse_reference(d) for d in image.repo_digests]
+        containers = list((users or {}).get(image_id, ()))
+        running = next((cid for cid, alive in containers if alive), None)
+        if by_id and running is not None:
+            raise ImageError(
+                f"conflict: unable to delete {image.short_id} (cannot be forced) - image is being used by running container {running[:12]}",
+                hint="stop and remove the container first",
+            )
+        if by_id and containers and not force:
+            raise ImageError(
+                f"conflict: unable to delete {image.short_id} (must be forced) - image is being used by stopped container {containers[0][0][:12]}",
+                hint="remove the container first, or use -f",
+            )
+        if not by_id and containers and self._last_reference(text, tags, digests):
+            if not force:
+                raise ImageError(
+                    f'conflict: unable to remove repository reference "{text}" (must force) - container {containers[0][0][:12]} is using its referenced image {image.short_id}',
+                    hint="remove the container first, or use -f",
+                )
+            if running is not None:  # untagged, but kept for the running container
+                self.root.index.delete_tag(str(parse_reference(text)))
+                return Removal((parse_reference(text).familiar,))
         if not by_id:
             ref = parse_reference(text)
             if ref.digest is not None:
@@ -456,6 +482,15 @@ class ImageStore:
             (image_id, *(chain_id for chain_id, _ in gone)),
             sum(self._layer_size(layer, sizes) for chain_id, layer in {c: l for c, l in gone}.items()),
         )
+
+    @staticmethod
+    def _last_reference(text: str, tags: Sequence[Reference], digests: Sequence[Reference]) -> bool:
+        """Whether removing the name ``text`` leaves the image without any name."""
+        ref = parse_reference(text)
+        if ref.digest is not None:
+            return not tags and all(f"{d.name}@{d.digest}" == f"{ref.name}@{ref.digest}" for d in digests)
+        others = [t for t in tags if str(t) != str(ref)]
+        return not others and all(d.name == ref.name for d in digests)
 
     def referenced(self) -> set[str]:
         """Digests and snapshot ids that stored images need (prune must keep them)."""

@@ -395,3 +395,31 @@ def test_image_users_tell_running_from_stopped(pb, clean_root: Path, busybox_ima
         assert users[running] is True and len(users) == 2
         assert [running_ for cid, running_ in users.items() if cid != running] == [False]
     pb("rm", "-f", "stopped", "running")
+
+
+def test_rmi_refuses_images_that_containers_use_as_docker_does(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    image_id = pb("inspect", "-f", "{{.Id}}", busybox_image).stdout.strip()
+    short = image_id.split(":")[1][:12]
+    stopped = pb("run", "-d", "--name", "stopped-user", busybox_image, "true").stdout.strip()
+    pb("stop", "stopped-user")
+
+    by_name = pb("rmi", busybox_image, check=False)
+    assert by_name.returncode == 1
+    assert f'unable to remove repository reference "{busybox_image}" (must force) - container {stopped[:12]} is using its referenced image {short}' in by_name.stderr
+    by_id = pb("rmi", short, check=False)
+    assert by_id.returncode == 1 and f"(must be forced) - image is being used by stopped container {stopped[:12]}" in by_id.stderr
+    assert pb("images", "-q").stdout.split() == [short]  # nothing was removed
+
+    running = pb("run", "-d", "--name", "running-user", busybox_image, "sleep", "1000").stdout.strip()
+    forced_id = pb("rmi", "-f", short, check=False)
+    assert forced_id.returncode == 1 and f"(cannot be forced) - image is being used by running container {running[:12]}" in forced_id.stderr
+    forced_name = pb("rmi", "-f", busybox_image)
+    assert forced_name.stdout == f"Untagged: {busybox_image}\n"  # the name goes, the image stays for its container
+    assert pb("images", "-q").stdout.split() == [short]
+    assert pb("image", "prune", "-a", "-f").stdout == "Total reclaimed space: 0B\n"  # in use: not unused
+
+    pb("rm", "-f", "running-user")
+    removed = pb("rmi", "-f", short).stdout  # only a stopped container is left: -f deletes
+    assert f"Deleted: {image_id}" in removed
+    assert pb("images", "-q").stdout == ""
+    pb("rm", "stopped-user")
