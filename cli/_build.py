@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount=type=secret")
     parser.add_argument("--ssh", action="append", default=[], metavar="default|ID=SOCKET", help="forward an SSH agent to RUN --mount=type=ssh")
     parser.add_argument("--progress", default="auto", choices=["auto", "tty", "plain", "rawjson", "quiet"], help="how to show progress")
+    parser.add_argument("--step-log-limit", metavar="SIZE", help="with --progress=plain, how much of each step's output to show (default 2MiB)")
+    parser.add_argument("--failed-log", metavar="FILE", help="keep the whole output of a failed step in FILE")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     parser.add_argument("--iidfile", help="write the image ID to this file")
     parser.add_argument("--metadata-file", help="write build results as JSON to this file")
@@ -100,18 +102,27 @@ def _ssh(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _progress(mode: str, quiet: bool) -> Any:
-    from ._progress import JsonProgress, PlainProgress, QuietProgress
+def _progress(args: argparse.Namespace) -> Any:
+    from ._progress import PLAIN_OUTPUT_LIMIT, FailedStepLog, JsonProgress, PlainProgress, QuietProgress
+    from ._prune import parse_size
 
-    if quiet or mode == "quiet":
-        return QuietProgress()
-    if mode == "rawjson":
-        return JsonProgress()
-    if mode in ("tty", "auto") and sys.stderr.isatty():
+    limit = parse_size(args.step_log_limit) if args.step_log_limit else PLAIN_OUTPUT_LIMIT
+    display: Any
+    if args.quiet or args.progress == "quiet":
+        display = QuietProgress()
+    elif args.progress == "rawjson":
+        display = JsonProgress()
+    elif args.progress in ("tty", "auto") and sys.stderr.isatty():
         from ._tty import TtyProgress
 
-        return TtyProgress()
-    return PlainProgress()
+        display = TtyProgress()
+    else:
+        display = PlainProgress(output_limit=limit)
+    if args.failed_log:
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.failed_log))):
+            raise UsageError(f"--failed-log {args.failed_log}: its directory does not exist")
+        display = FailedStepLog(display, args.failed_log)
+    return display
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             remote_caches=remote_caches,
         )
 
-    progress = _progress(args.progress, args.quiet)
+    progress = _progress(args)
     from pybuild.oci._export import parse_outputs
 
     outputs = parse_outputs(args.output, push=args.push)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import IO, Any
 
@@ -12,14 +13,12 @@ PLAIN_OUTPUT_LIMIT = 2 * 1024 * 1024  # bytes of step output shown before trunca
 class PlainProgress:
     """BuildKit's ``--progress=plain``: numbered steps, their output and timings."""
 
-    def __init__(self, out: IO[str] | None = None, *, output_limit: int = PLAIN_OUTPUT_LIMIT, failed_log: str | None = None) -> None:
+    def __init__(self, out: IO[str] | None = None, *, output_limit: int = PLAIN_OUTPUT_LIMIT) -> None:
         self.out = out or sys.stderr
         self.numbers: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self.shown: dict[str, int] = {}
-        self.logs: dict[str, list[bytes]] = {}
         self.output_limit = output_limit
-        self.failed_log = failed_log
         self.start_time: float | None = None
         self.pending: dict[str, bytes] = {}
 
@@ -58,10 +57,8 @@ class PlainProgress:
         elif kind == "StepFailed":
             self._flush(event.digest, event.time)
             self._write(f"#{self.number(event.digest)} ERROR: {event.error}")
-            self._keep_failed_log(event.digest)
 
     def _log(self, event: Any) -> None:
-        self.logs.setdefault(event.digest, []).append(event.data)
         shown = self.shown.get(event.digest, 0)
         if shown >= self.output_limit:
             return
@@ -83,11 +80,63 @@ class PlainProgress:
             offset = time - self.started.get(digest, time)
             self._write(f"#{self.number(digest)} {offset:.3f} {rest.decode('utf-8', 'replace')}")
 
-    def _keep_failed_log(self, digest: str) -> None:
-        if self.failed_log and digest in self.logs:
-            with open(self.failed_log, "wb") as f:
-                f.write(b"".join(self.logs[digest]))
-            self._write(f"full log of the failed step: {self.failed_log}")
+
+
+class FailedStepLog:
+    """Keeps the whole output of a step that fails in a file (``--failed-log``),
+    whatever the display in front of it shows.
+
+    Each running step's output is spooled to a file of its own beside the
+    destination, not held in memory; a step that finishes drops its file, the
+    first one that fails is renamed into place.
+    """
+
+    def __init__(self, display: Any, path: str) -> None:
+        self.display = display
+        self.path = path
+        self.spools: dict[str, IO[bytes]] = {}
+        self.kept = False
+
+    def __call__(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "StepLog":
+            self._spool(event.digest).write(event.data)
+        elif kind == "StepFinished":
+            self._drop(event.digest)
+        elif kind == "StepFailed" and not self.kept:
+            self._keep(event.digest)
+        self.display(event)
+
+    def _spool(self, digest: str) -> IO[bytes]:
+        import tempfile
+
+        if digest not in self.spools:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            self.spools[digest] = tempfile.NamedTemporaryFile(dir=directory, prefix=".pybuild-step-", delete=False)  # noqa: SIM115
+        return self.spools[digest]
+
+    def _drop(self, digest: str) -> None:
+        spool = self.spools.pop(digest, None)
+        if spool is not None:
+            spool.close()
+            os.unlink(spool.name)
+
+    def _keep(self, digest: str) -> None:
+        spool = self._spool(digest)  # a step that failed silently leaves an empty log
+        del self.spools[digest]
+        spool.close()
+        os.replace(spool.name, self.path)
+        self.kept = True
+        from pybuild.dag._events import Notice
+
+        self.display(Notice(f"full log of the failed step: {self.path}", 0.0))
+
+    def close(self) -> None:
+        for digest in list(self.spools):
+            self._drop(digest)
+        close = getattr(self.display, "close", None)
+        if close is not None:
+            close()
 
 
 class JsonProgress:

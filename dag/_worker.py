@@ -525,6 +525,8 @@ class Worker:
                         raise BuildError(f"ssh agent {mount.secret_id} is required but was not provided", hint="pass --ssh default")
                     continue
                 mounts.append(BindMount(socket, mount.target, readonly=False))
+                if not any(e.startswith("SSH_AUTH_SOCK=") for e in (*op.env, *secret_env)):
+                    secret_env.append(f"SSH_AUTH_SOCK={mount.target}")  # as BuildKit: the first agent is the default
             elif mount.kind == "cache":
                 mounts.append(await self._cache_mount(mount, locks, scratch, inputs))
             else:

@@ -238,6 +238,12 @@ class _Invalid(ValueError):
         self.hint = hint
 
 
+def _naming_the_instruction(node: Node, message: str) -> str:
+    """``COPY: unknown flag ...``: the error says which instruction it is about."""
+    keyword = node.keyword.upper()
+    return message if message.upper().startswith(keyword) else f"{keyword}: {message}"
+
+
 def _flags(node: Node, allowed: dict[str, FlagSpec]) -> dict[str, object]:
     try:
         return parse_flags(node.flags, allowed)
@@ -630,7 +636,7 @@ def build_dockerfile(ast: Ast) -> Dockerfile:
         try:
             instruction = parse_node(node)
         except _Invalid as error:
-            raise _located(ast, node, str(error), error.hint) from None
+            raise _located(ast, node, _naming_the_instruction(node, str(error)), error.hint) from None
         if isinstance(instruction, From):
             close()
             if instruction.name is not None:

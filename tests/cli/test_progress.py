@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.cli._progress import JsonProgress, PlainProgress
+from pybuild.cli._progress import FailedStepLog, JsonProgress, PlainProgress
 from pybuild.cli._tty import TtyProgress
 from pybuild.dag._events import StepCached, StepFailed, StepFinished, StepLog, StepMiss, StepStarted
 
@@ -46,14 +46,20 @@ def test_plain_numbers_steps_and_shows_output_and_timing() -> None:
 def test_plain_truncates_huge_output_and_keeps_the_failed_log(tmp_path: Path) -> None:
     out = io.StringIO()
     log = tmp_path / "failed.log"
-    progress = PlainProgress(out, output_limit=100, failed_log=str(log))
-    progress(StepStarted("x", "[s 1/1] RUN noisy", 0.0))
+    progress = FailedStepLog(PlainProgress(out, output_limit=100), str(log))
+    progress(StepStarted("ok", "[s 1/2] RUN quiet", 0.0))
+    progress(StepLog("ok", "stdout", b"fine\n", 0.05))
+    progress(StepFinished("ok", "[s 1/2] RUN quiet", 0.06, 0.06))
+    progress(StepStarted("x", "[s 2/2] RUN noisy", 0.0))
     progress(StepLog("x", "stdout", b"y" * 50 + b"\n" + b"z" * 500 + b"\n", 0.1))
-    progress(StepFailed("x", "[s 1/1] RUN noisy", 0.2, "exit code: 1"))
+    progress(StepFailed("x", "[s 2/2] RUN noisy", 0.2, "exit code: 1"))
+    progress.close()
     text = out.getvalue()
     assert "[output clipped, log limit 100 bytes reached]" in text
     assert "z" * 60 not in text
     assert log.read_bytes() == b"y" * 50 + b"\n" + b"z" * 500 + b"\n"  # the whole log, kept to a file
+    assert f"full log of the failed step: {log}" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failed.log"]  # no spool files left
 
 
 def test_rawjson_is_one_object_per_line() -> None:
