@@ -74,6 +74,7 @@ class Driver:
         self.notes: list[str] = []
         self.tags: dict[str, set[str]] = {e: set() for e in engines.available}
         self.loads: list[float] = []  # the 1-minute load average before each build
+        self.spreads: dict[str, dict[str, tuple[float, float]]] = {}  # row -> engine -> (fastest, slowest)
 
     def build(self, engine: str, context: Path, body: str, tag: str, *, no_cache: bool = False, extra: Sequence[str] = ()) -> float:
         """One build's wall time.  A build that fails is run once more (and the
@@ -88,24 +89,36 @@ class Driver:
             print(f"  {engine:8} build failed, running it again:\n{error}", file=sys.stderr)
             return self.engines.build(engine, context, body, tag=tag, no_cache=no_cache, extra=extra)
 
-    def medians(self, name: str, each: Callable[[str], list[float] | float]) -> Row:
-        """Row ``name``: for each engine, the median of the times ``each(engine)`` gives."""
-        values: dict[str, float] = {}
+    def row(self, name: str, one_run: Callable[[str], float], prepare: Callable[[str], None] | None = None) -> Row:
+        """Row ``name``: ``one_run(engine)`` ``repeat`` times per engine, the engines taking
+        turns (so a busy minute on the machine falls on all of them), after ``prepare(engine)``."""
+        times: dict[str, list[float]] = {e: [] for e in self.engines.available}
+        failed: dict[str, RuntimeError] = {}
         for engine in self.engines.available:
-            try:
-                times = each(engine)
-            except RuntimeError as error:
-                self.notes.append(f"{engine}, {name}: failed: {reason(error)}")
-                print(f"  {engine:8} {name}: FAILED\n{error}", file=sys.stderr)
-                continue
-            times = times if isinstance(times, list) else [times]
-            values[engine] = median(times)
-            shown = " ".join(f"{t:.2f}" for t in times)
-            print(f"  {engine:8} {name}: {values[engine]:.3f}s (runs: {shown})", file=sys.stderr, flush=True)
-        return name, values
+            if prepare is not None:
+                try:
+                    prepare(engine)
+                except RuntimeError as error:
+                    failed[engine] = error
+        for _ in range(self.repeat):
+            for engine in self.engines.available:
+                if engine in failed:
+                    continue
+                try:
+                    times[engine].append(one_run(engine))
+                except RuntimeError as error:
+                    failed[engine] = error
+        for engine, error in failed.items():
+            self.notes.append(f"{engine}, {name}: failed: {reason(error)}")
+            print(f"  {engine:8} {name}: FAILED\n{error}", file=sys.stderr)
+        return self.summarize(name, {e: v for e, v in times.items() if v and e not in failed})
 
-    def repeated(self, action: Callable[[], float]) -> list[float]:
-        return [action() for _ in range(self.repeat)]
+    def summarize(self, name: str, times: dict[str, list[float]]) -> Row:
+        for engine, values in times.items():
+            shown = " ".join(f"{t:.2f}" for t in values)
+            print(f"  {engine:8} {name}: median {median(values):.3f}s (runs: {shown})", file=sys.stderr, flush=True)
+        self.spreads[name] = {e: (min(v), max(v)) for e, v in times.items()}
+        return name, {e: median(v) for e, v in times.items()}
 
     # ------------------------------------------------------------ workloads
 
@@ -117,12 +130,12 @@ class Driver:
         extra = {"pybuild": [], "buildkit": [], "buildah": ["--jobs", jobs]}
         self.notes.append(f"parallel stages: Buildah runs with --jobs {jobs} (its default, 1, runs stages one by one); pybuild's --jobs defaults to the CPU count, BuildKit has no limit.")
         name = f"parallel stages ({w.PARALLEL_STAGES} x ~1 s CPU), no cache"
-        return [self.medians(name, lambda e: self.repeated(lambda: self.build(e, context, w.PARALLEL, "runall-parallel", no_cache=True, extra=extra[e])))]
+        return [self.row(name, lambda e: self.build(e, context, w.PARALLEL, "runall-parallel", no_cache=True, extra=extra[e]))]
 
     def runs(self) -> list[Row]:
         context = self.engines.work / "runs"
         context.mkdir()
-        return [self.medians("40 RUN steps, no cache", lambda e: self.repeated(lambda: self.build(e, context, w.run_chain(40), "runall-runs", no_cache=True)))]
+        return [self.row("40 RUN steps, no cache", lambda e: self.build(e, context, w.run_chain(40), "runall-runs", no_cache=True))]
 
     def context(self, files: int, megabytes: int) -> list[Row]:
         phases = ("cold", "no-op rebuild", "touch every file", "one file changed")
@@ -153,22 +166,21 @@ class Driver:
                     print(f"  {engine:8} context: FAILED\n{error}", file=sys.stderr)
                 finally:
                     shutil.rmtree(context, ignore_errors=True)
-                print(f"  {engine:8} context run {r + 1}: " + ", ".join(f"{p} {times[p][engine][-1]:.2f}s" for p in phases if len(times[p][engine]) > r), file=sys.stderr, flush=True)
         for engine, error in failed.items():
             self.notes.append(f"{engine}, big context: failed: {reason(error)}")
         label = f"context {files:,} files / {megabytes} MB"
-        return [(f"{label}: {p}", {e: median(v) for e, v in times[p].items() if v and e not in failed}) for p in phases]
+        return [self.summarize(f"{label}: {p}", {e: v for e, v in times[p].items() if v and e not in failed}) for p in phases]
 
     def c_build(self) -> list[Row]:
         context = w.copy_c_context(self.engines.work / "c-hello")
         tag = "runall-c-hello"
-        cold = self.medians("multi-stage C build (gcc -> scratch): cold", lambda e: self.repeated(lambda: self.build(e, context, w.C_BUILD, tag, no_cache=True)))
+        cold = self.row("multi-stage C build (gcc -> scratch): cold", lambda e: self.build(e, context, w.C_BUILD, tag, no_cache=True))
 
-        def no_op(engine: str) -> list[float]:
-            self.build(engine, context, w.C_BUILD, tag)  # make sure every step is cached
-            return self.repeated(lambda: self.build(engine, context, w.C_BUILD, tag))
+        def prime(engine: str) -> None:  # an untimed build: every step is cached afterwards
+            self.build(engine, context, w.C_BUILD, tag)
 
-        return [cold, self.medians("multi-stage C build: no-op rebuild", no_op)]
+        no_op = self.row("multi-stage C build: no-op rebuild", lambda e: self.build(e, context, w.C_BUILD, tag), prime)
+        return [cold, no_op]
 
     def export(self, megabytes: int) -> list[Row]:
         context = self.engines.work / "export"
@@ -189,25 +201,24 @@ class Driver:
         environment = {"pybuild": self.engines.pybuild_env(), "buildkit": {}, "buildah": {}}
         sizes: dict[str, str] = {}
 
-        def each(engine: str) -> list[float]:
+        def prepare(engine: str) -> None:
             if engine == "pybuild" and save is None:
                 raise RuntimeError("no pybuild save command")
             self.build(engine, context, w.EXPORT, tag)
-            times = []
-            for _ in range(self.repeat):
-                out.unlink(missing_ok=True)
-                started = time.perf_counter()
-                run(commands[engine], env=environment[engine])
-                times.append(time.perf_counter() - started)
+
+        def one_run(engine: str) -> float:
+            out.unlink(missing_ok=True)
+            started = time.perf_counter()
+            run(commands[engine], env=environment[engine])
+            elapsed = time.perf_counter() - started
             sizes[engine] = f"{out.stat().st_size / 1e6:.0f} MB"
             out.unlink()
-            return times
+            return elapsed
 
-        row = self.medians(f"export a {size / 1e6:.0f} MB image to an archive", each)
+        row = self.row(f"export a {size / 1e6:.0f} MB image to an archive", one_run, prepare)
         self.notes.append(
-            "export: each engine's own archive command with its defaults — pybuild save writes a docker-archive of the layer blobs "
-            "it stored at build time (gzip, made during the build), docker save a docker-archive of plain layer tars, "
-            "buildah push oci-archive: an OCI archive whose layers it gzips during the push. Archive sizes: "
+            "export: each engine's own archive command with its defaults — `pybuild save` and `docker save` write a docker-archive "
+            "(uncompressed layer tars), `buildah push oci-archive:` an OCI archive whose layers it gzips during the push. Archive sizes: "
             + ", ".join(f"{e} {s}" for e, s in sizes.items()) + "."
         )
         return [row]
@@ -243,6 +254,14 @@ def pybuild_save_command() -> list[str] | None:
     if probe.returncode == 0:
         return [PYBUILD[0], "-c", _SAVE_SHIM, "save"]
     return None
+
+
+def spread_table(rows: list[Row], spreads: dict[str, dict[str, tuple[float, float]]], engines: Sequence[str]) -> str:
+    lines = ["| workload | " + " | ".join(engines) + " |", "|---|" + "---|" * len(engines)]
+    for name, _ in rows:
+        cells = [f"{spreads[name][e][0]:.2f}–{spreads[name][e][1]:.2f}s" if e in spreads.get(name, {}) else "—" for e in engines]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def byte_compile() -> None:
@@ -343,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Run of {datetime.date.today().isoformat()}, `benchmarks/run_all.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip() + f" ({(time.perf_counter() - started) / 60:.1f} min), median of {args.repeat} runs per cell:",
             "",
             table(rows, engines.available),
+            "",
+            "Fastest and slowest of the runs behind each median:",
+            "",
+            spread_table(rows, driver.spreads, engines.available),
             "",
             "Machine:",
             "",
