@@ -191,8 +191,6 @@ class Driver:
         save = pybuild_save_command()
         if save is None:
             self.notes.append("export: pybuild has no save command in this checkout; pybuild's cell is empty.")
-        elif "-c" in save:
-            self.notes.append("export: `pybuild save` is not yet in cli/main.py here; it ran from pybuild.cli._save through the same entry point.")
         commands = {
             "pybuild": (save or []) + ["-o", str(out), tag],
             "buildkit": [DOCKER, "save", "-o", str(out), tag],
@@ -236,23 +234,10 @@ class Driver:
             subprocess.run(["buildah", "rmi", w.GCC_FROM["buildah"]], capture_output=True)
 
 
-# `pybuild save` is written (cli/_save.py) but not every checkout lists it in
-# cli/main.py yet: then run it through the same entry point with the command
-# table completed (what tests/integration/test_images_support.py does).
-_SAVE_SHIM = (
-    "import sys\n"
-    "from pybuild.cli import main as m\n"
-    "m.COMMANDS.setdefault('save', ('pybuild.cli._save', 'save'))\n"
-    "sys.exit(m.main(sys.argv[1:]))\n"
-)
-
-
 def pybuild_save_command() -> list[str] | None:
+    """``pybuild save`` if this checkout has it (older ones do not)."""
     if subprocess.run([*PYBUILD, "save", "--help"], capture_output=True).returncode == 0:
         return [*PYBUILD, "save"]
-    probe = subprocess.run([PYBUILD[0], "-c", "import pybuild.cli._save"], capture_output=True)
-    if probe.returncode == 0:
-        return [PYBUILD[0], "-c", _SAVE_SHIM, "save"]
     return None
 
 

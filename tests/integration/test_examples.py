@@ -7,7 +7,7 @@
 - examples/parallel: the four independent stages run at the same time;
 - examples/cache-mount: the downloads survive in the cache mount and never
   reach the image;
-- examples/run-all builds them all.
+- examples/run-all builds them all and runs the two c-hello images.
 
 The gcc root filesystem tarball (about 200 MB) is kept between runs in
 /var/tmp/pybuild-test-cache/, named by the versions of the packages in it
@@ -231,3 +231,4 @@ def test_run_all_builds_every_example(root: Path, require_root: None) -> None:
         assert f"-t {tag}" in out
     assert re.search(r"^c-hello\s+multi\s", out, re.M) and re.search(r"^c-hello\s+single\s", out, re.M)
     assert "fakepkg: 0 downloaded, 3 from the cache" in out + result.stderr
+    assert out.count("\nHello World!\n") == 2  # pybuild run of c-hello:multi and c-hello:single
