@@ -231,7 +231,8 @@ class Driver:
         if "buildkit" in self.engines.available:
             subprocess.run([DOCKER, "rmi", w.GCC_FROM["buildkit"]], capture_output=True)
         if "buildah" in self.engines.available:
-            subprocess.run(["buildah", "rmi", w.GCC_FROM["buildah"]], capture_output=True)
+            # the tag, and the name the docker-archive gave it
+            subprocess.run(["buildah", "rmi", w.GCC_FROM["buildah"], "localhost/pybuild-bench/gcc:local"], capture_output=True)
 
 
 def pybuild_save_command() -> list[str] | None:
