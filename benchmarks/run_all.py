@@ -68,13 +68,14 @@ def reason(error: BaseException) -> str:
 
 
 class Driver:
-    def __init__(self, engines: Engines, repeat: int) -> None:
+    def __init__(self, engines: Engines, repeat: int, dangling_before: dict[str, set[str]]) -> None:
         self.engines = engines
         self.repeat = repeat
         self.notes: list[str] = []
         self.tags: dict[str, set[str]] = {e: set() for e in engines.available}
         self.loads: list[float] = []  # the 1-minute load average before each build
         self.spreads: dict[str, dict[str, tuple[float, float]]] = {}  # row -> engine -> (fastest, slowest)
+        self.dangling_before = {e: dangling_before.get(e, set()) for e in engines.available}
 
     def build(self, engine: str, context: Path, body: str, tag: str, *, no_cache: bool = False, extra: Sequence[str] = ()) -> float:
         """One build's wall time.  A build that fails is run once more (and the
@@ -233,6 +234,30 @@ class Driver:
         if "buildah" in self.engines.available:
             # the tag, and the name the docker-archive gave it
             subprocess.run(["buildah", "rmi", w.GCC_FROM["buildah"], "localhost/pybuild-bench/gcc:local"], capture_output=True)
+        # Untagged images this run left behind (re-tagged results, Buildah's --layers
+        # intermediates): several GB a run.  An image still in use is refused and stays.
+        for engine, before in self.dangling_before.items():
+            for _ in range(3):  # children first: a parent goes on the next pass
+                left = [i for i in dangling_images(engine) if i not in before]
+                if not left:
+                    break
+                for image in left:
+                    subprocess.run([DOCKER if engine == "buildkit" else "buildah", "rmi", image], capture_output=True)
+
+
+def dangling_images(engine: str) -> set[str]:
+    """IDs of the untagged images in a peer's store (pybuild's root is temporary)."""
+    if engine == "buildkit":
+        argv = [DOCKER, "images", "-q", "--no-trunc", "-f", "dangling=true"]
+    elif engine == "buildah":
+        argv = ["buildah", "images", "-q", "--no-trunc", "--filter", "dangling=true"]
+    else:
+        return set()
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True)
+    except OSError:  # not installed
+        return set()
+    return set(result.stdout.split()) if result.returncode == 0 else set()
 
 
 def pybuild_save_command() -> list[str] | None:
@@ -321,8 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     if "pybuild" in args.engines.split(","):
         byte_compile()
+    # what the peers' stores hold untagged already: the clean-up leaves it alone
+    dangling_before = {e: dangling_images(e) for e in ("buildkit", "buildah")}
     engines = Engines.prepare(args.engines.split(","))
-    driver = Driver(engines, args.repeat)
+    driver = Driver(engines, args.repeat, dangling_before)
     rows: list[Row] = []
     try:
         if "c" in chosen:
