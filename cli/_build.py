@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from pybuild.dag._worker import Context, Worker, WorkerOptions
     from pybuild.grammar import parse
     from pybuild.oci import RemoteFetcher
-    from pybuild.oci._export import Output
+    from pybuild.oci import Output
 
     platform = host_platform()
     if args.platform and args.platform not in ("local",):
@@ -222,14 +222,18 @@ def run(args: argparse.Namespace) -> int:
         )
 
     progress = _progress(args)
-    from pybuild.oci._export import parse_outputs
+    from pybuild.oci import parse_outputs
 
     outputs = parse_outputs(args.output, push=args.push)
     rewrite = any(o.rewrite_timestamp for o in outputs)
     if rewrite and source_date_epoch is None:
         raise UsageError("rewrite-timestamp needs SOURCE_DATE_EPOCH", hint="--build-arg SOURCE_DATE_EPOCH=<seconds>")
+    # an output that asks for a compression gets layers made that way once, not twice
+    wanted = next((o.layers for o in outputs if o.layers.compression), None)
     export = ExportOptions(
-        tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level,
+        tags=tuple(args.tag),
+        compression=wanted.compression if wanted and wanted.compression else args.compression,
+        compression_level=wanted.level if wanted and wanted.level is not None else args.compression_level,
         rewrite_timestamp=rewrite,
     )
     cache_from = [parse_cache_spec(value, export=False) for value in args.cache_from]
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 push_registries=_push_registries(outputs, args.tag), emit=progress,
             )
             if outputs != (Output("image"),):
-                from pybuild.oci._export import export_outputs
+                from pybuild.oci import export_outputs
 
                 progress(Notice("exporting outputs", trio.current_time()))
                 pushed = await export_outputs(
@@ -325,7 +329,7 @@ class _LazyRegistry:
 
     def client(self) -> Any:
         if self._client is None:
-            from pybuild.oci._push import registry_client
+            from pybuild.oci import registry_client
 
             self._client = registry_client(self.insecure)
         return self._client
@@ -348,7 +352,7 @@ class _SharedClientPuller:
         self.registry = registry
 
     async def pull(self, ref: str, platform: str) -> None:
-        from pybuild.oci._pull import StorePuller
+        from pybuild.oci import StorePuller
 
         await StorePuller(self.store, client=self.registry.client()).pull(ref, platform)
 

@@ -16,6 +16,7 @@ from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
 from ._store import ImageStore as ImageStore
 from ._store import Layer as Layer
+from ._store import Removal as Removal
 from ._store import ResolvedImage as ResolvedImage
 from ._store import StoredImage as StoredImage
 from ._store import chain_ids as chain_ids
@@ -27,6 +28,24 @@ _LAZY = {
     "CredentialStore": "._registry_auth",
     "Credentials": "._registry_auth",
     "LayerDescriptor": "._registry_manifest",
+    "Output": "._export",
+    "parse_output": "._export",
+    "parse_outputs": "._export",
+    "export_outputs": "._export",
+    "export_oci_archive": "._export",
+    "export_docker_archive": "._export",
+    "write_images_archive": "._export",
+    "export_local": "._export_local",
+    "export_tar": "._export_local",
+    "LayerSettings": "._export_layers",
+    "load_archive": "._load",
+    "LoadResult": "._load",
+    "pull_image": "._pull",
+    "PullResult": "._pull",
+    "StorePuller": "._pull",
+    "push_image": "._push",
+    "PushResult": "._push",
+    "registry_client": "._push",
     "write_layer": "._layers",
     "LayerStats": "._layers",
     "apply_layer": "._tar_apply",
@@ -63,6 +82,7 @@ _LAZY = {
 __all__ = [
     "ImageStore",
     "Layer",
+    "Removal",
     "Reference",
     "ResolvedImage",
     "StoredImage",

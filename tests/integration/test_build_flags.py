@@ -159,3 +159,16 @@ def test_a_dockerfile_elsewhere_and_a_quiet_build(cli, busybox_image: str, tmp_p
     quiet = cli("build", "-q", "-f", str(dockerfile), str(context))
     assert quiet.stdout.strip().startswith("sha256:") and quiet.stdout.count("\n") == 1
     assert quiet.stderr == ""
+
+
+def test_an_output_compression_is_how_the_new_layers_are_made(cli, root: Path, busybox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    context = _context(tmp_path, "FROM busybox\nRUN echo z > /z\n")
+    archive = tmp_path / "image.tar"
+    cli("build", "-t", "zo", "-o", f"type=oci,dest={archive},compression=zstd", str(context))
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore
+
+    with Root.open(root) as opened:
+        layers = ImageStore(opened).get("zo").layers
+    assert layers[-1].media_type.endswith("+zstd")  # made once in zstd, not gzip then recompressed
+    assert archive.stat().st_size > 0
