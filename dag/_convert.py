@@ -388,7 +388,9 @@ class _Converter:
 
     def meta(self, state: _State, instruction: Instruction, description: str) -> OpMeta:
         state.step += 1
-        prefix = f"[{state.name} {state.step}/{max(state.total, state.step)}] "
+        # BuildKit names the stage in progress only when the Dockerfile has several
+        label = f"{state.name} " if len(self.dockerfile.stages) > 1 else ""
+        prefix = f"[{label}{state.step}/{max(state.total, state.step)}] "
         return OpMeta(
             description=prefix + description,
             stage=state.name,

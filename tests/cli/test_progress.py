@@ -118,4 +118,4 @@ def test_build_progress_through_a_pseudo_terminal(tmp_path: Path, busybox_tar: P
     assert "[+] Building" in first and "\x1b[" in first  # the live view, with cursor movement
     assert "FINISHED" in first and "hello-from-the-step" in first
     second = run_in_pty()
-    assert "CACHED [stage-0 2/2] RUN echo hello-from-the-step" in second
+    assert "CACHED [2/2] RUN echo hello-from-the-step" in second
