@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "save": ("pybuild.cli._save", "Save images to a tar archive"),
     "load": ("pybuild.cli._load", "Load images from a tar archive"),
     "image": ("pybuild.cli._image", "Manage images (docker image ...)"),
+    "compare": ("pybuild.cli._compare", "Compare two images layer by layer: sizes and wasted space"),
     "run": ("pybuild.cli._run", "Create and run a container from an image"),
     "ps": ("pybuild.cli._ps", "List containers"),
     "logs": ("pybuild.cli._logs", "Show a container's output"),
