@@ -1,7 +1,7 @@
 # The README's two commands: `make example` and `make test`.
 # Both set up what they need first (.ci/setup is idempotent).
 
-.PHONY: setup test example bench
+.PHONY: setup test example examples bench
 
 setup:
 	@.ci/setup
@@ -11,6 +11,9 @@ test: setup
 
 example: setup
 	examples/run-hello
+
+examples: setup
+	examples/run-all
 
 bench: setup
 	.venv/bin/python benchmarks/run_all.py
