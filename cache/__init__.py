@@ -19,9 +19,6 @@ library is used.
     disk_usage, prune    `pybuild du` / `pybuild prune`
 """
 
-from ._conformance import check_cache_index as check_cache_index
-from ._conformance import check_content_store as check_content_store
-from ._conformance import check_snapshotter as check_snapshotter
 from ._content import BlobWriter as BlobWriter
 from ._content import ContentStore as ContentStore
 from ._content import FileContentStore as FileContentStore
@@ -92,3 +89,17 @@ __all__ = [
     "open_tar_context",
     "prune",
 ]
+
+# The conformance checks are for tests of other implementations: loaded on first use.
+_LAZY = {name: "._conformance" for name in ("check_cache_index", "check_content_store", "check_snapshotter")}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -26,14 +26,45 @@ def executors(root: Any) -> tuple[Any, Any]:
 
     Their state (flattened bottoms of very deep layer chains) lives in this
     process's temp area of the root, which a crash leaves for the next
-    process to remove.
+    process to remove.  Both are made on first use: a build whose every
+    step is cached never loads the sandbox code.
     """
-    from pybuild.executors import NamespaceRootfsCaller, SandboxExecutor
 
-    return (
-        SandboxExecutor(state_dir=str(root.tmp_dir("executor-"))),
-        NamespaceRootfsCaller(state_dir=str(root.tmp_dir("caller-"))),
-    )
+    def executor() -> Any:
+        from pybuild.executors import SandboxExecutor
+
+        return SandboxExecutor(state_dir=str(root.tmp_dir("executor-")))
+
+    def caller() -> Any:
+        from pybuild.executors import NamespaceRootfsCaller
+
+        return NamespaceRootfsCaller(state_dir=str(root.tmp_dir("caller-")))
+
+    return OnFirstUse(executor), OnFirstUse(caller)
+
+
+class OnFirstUse:
+    """Stands in for an object made only when something first uses it;
+    closing one that was never made does nothing."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
+
+    async def aclose(self) -> None:
+        if self._made is not None:
+            await self._made.aclose()
+
+    def close(self) -> None:
+        if self._made is not None:
+            self._made.close()
 
 
 def positive_int(text: str) -> int:
