@@ -501,7 +501,7 @@ class Worker:
     async def _exec_mounts(
         self, op: ExecOp, inputs: Mapping[str, Result], scratch: list[Path], locks: list[int]
     ) -> tuple[list[Any], list[str]]:
-        from pybuild.executors import BindMount, OverlayMount, SecretMount, TmpfsMount
+        from pybuild.executors import BindMount, SecretMount, TmpfsMount
 
         mounts: list[Any] = []
         secret_env: list[str] = []
