@@ -20,6 +20,7 @@ library is used.
 """
 
 from ._content import BlobWriter as BlobWriter
+from ._util import tree_disk_usage as tree_disk_usage
 from ._content import ContentStore as ContentStore
 from ._content import FileContentStore as FileContentStore
 from ._content import MemoryContentStore as MemoryContentStore
@@ -56,6 +57,7 @@ __all__ = [
     "ActiveSnapshot",
     "BlobRef",
     "BlobWriter",
+    "tree_disk_usage",
     "CacheIndex",
     "CacheRecord",
     "ContentStore",

@@ -12,11 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.cache import disk_usage
+    from pybuild.cache import disk_usage, tree_disk_usage
 
     from ._format import human_size
 
-    from pybuild.cache._util import tree_disk_usage
 
     from ._containers import snapshots_in_use
 
