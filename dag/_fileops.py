@@ -231,6 +231,26 @@ class _Copier:
         for source in sources:
             self._copy_one(source, dest, dest_dir_hint)
 
+    def _copy_new_file(self, source: str, target: str, st: os.stat_result) -> None:
+        """A regular file into a directory this copy made: nothing there to replace,
+        and every change made through descriptors rather than paths."""
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                while os.sendfile(dst, src, None, 1 << 30):
+                    pass
+                uid, gid = self._ids(st)
+                os.fchown(dst, uid, gid)  # first: a chown drops file capabilities
+                _copy_xattrs(src, dst)
+                os.fchmod(dst, self._mode(st))
+                mtime = self.action.mtime * 10**9 if self.action.mtime is not None else st.st_mtime_ns
+                os.utime(dst, ns=(mtime, mtime))
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+
     def _copy_one(self, source: str, dest: str, dest_dir_hint: bool) -> None:
         if self.action.follow_symlinks and os.path.islink(source):
             source = resolve_in(self.planned.source_root, posixpath.relpath(source, self.planned.source_root))
@@ -265,7 +285,7 @@ class _Copier:
             target = posixpath.join(parent, posixpath.basename(dest))
         self._copy_entry(source, target, st)
 
-    def _copy_tree(self, source_dir: str, target_dir: str, relative: str) -> None:
+    def _copy_tree(self, source_dir: str, target_dir: str, relative: str, *, fresh: bool = False) -> None:
         with os.scandir(source_dir) as entries:
             children = sorted(entries, key=lambda e: e.name)
         for entry in children:
@@ -277,14 +297,16 @@ class _Copier:
             st = entry.stat(follow_symlinks=False)
             target = posixpath.join(target_dir, entry.name)
             if stat.S_ISDIR(st.st_mode):
-                if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+                if not fresh and (os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target))):
                     _remove(target)
-                created = not os.path.lexists(target)
+                created = fresh or not os.path.lexists(target)
                 if created:
                     os.mkdir(target, 0o700)
-                self._copy_tree(entry.path, target, child_relative)
+                self._copy_tree(entry.path, target, child_relative, fresh=created)
                 if created:
                     self._finish(target, st)
+            elif fresh and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                self._copy_new_file(entry.path, target, st)
             else:
                 self._copy_entry(entry.path, target, st)
 
@@ -305,7 +327,6 @@ class _Copier:
             os.symlink(os.readlink(source), target)
         elif stat.S_ISREG(st.st_mode):
             shutil.copyfile(source, target, follow_symlinks=False)
-            _copy_xattrs(source, target)
         elif stat.S_ISDIR(st.st_mode):
             os.mkdir(target, 0o700)
         elif stat.S_ISFIFO(st.st_mode):
@@ -315,17 +336,22 @@ class _Copier:
         else:
             return  # sockets are not copied, as in BuildKit
         self._finish(target, st)
+        if stat.S_ISREG(st.st_mode):
+            _copy_xattrs(source, target)  # after the chown, which would drop file capabilities
 
 
-def _copy_xattrs(source: str, target: str) -> None:
+def _copy_xattrs(source: str | int, target: str | int) -> None:
+    """User xattrs and file capabilities, as BuildKit copies them (paths or descriptors)."""
+    by_path = {"follow_symlinks": False}
     try:
-        names = os.listxattr(source, follow_symlinks=False)
+        names = os.listxattr(source, **(by_path if isinstance(source, str) else {}))  # type: ignore[arg-type]
     except OSError:
         return
     for name in names:
         if name.startswith(("user.", "security.capability")):
             try:
-                os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
+                value = os.getxattr(source, name, **(by_path if isinstance(source, str) else {}))  # type: ignore[arg-type]
+                os.setxattr(target, name, value, **(by_path if isinstance(target, str) else {}))  # type: ignore[arg-type]
             except OSError:
                 pass
 

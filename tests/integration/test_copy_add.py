@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import stat
+import struct
 import tarfile
 from pathlib import Path
 
@@ -219,3 +220,33 @@ def test_sources_outside_the_context_stay_inside(cli, busybox_image: str, contex
     build(cli, context, "FROM busybox\nCOPY . /ctx/\n")
     image = open_image("t")
     assert os.readlink(image.find("/ctx/escape-link")) == str(tmp_path / "outside.txt")  # a symlink, never followed out
+
+
+def test_a_big_tree_copies_with_every_files_metadata(cli, busybox_image: str, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
+    """Enough files that the copy runs in several threads: each file still arrives whole,
+    with its mode, mtime, user xattr and root ownership, and directories keep their mtimes."""
+    ctx = tmp_path / "big"
+    expected: dict[str, tuple[bytes, int, int]] = {}
+    for i in range(300):
+        relative = f"tree/d{i % 7}/s{i % 3}/f{i:03d}"
+        path = write(ctx / relative, f"file {i}\n" * (i % 50 + 1), 0o600 + (i % 2) * 0o155)
+        os.utime(path, ns=(1_600_000_000_000_000_000 + i * 10**9,) * 2)
+        expected[relative] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode), path.stat().st_mtime_ns)
+    os.setxattr(ctx / "tree/d0/s0/f000", "user.origin", b"context")
+    capability = struct.pack("<5I", 0x02000001, 1 << 10, 0, 0, 0)  # cap_net_bind_service=p
+    os.setxattr(ctx / "tree/d1/s1/f001", "security.capability", capability)
+    for directory in sorted((ctx / "tree").rglob("*"), reverse=True):
+        if directory.is_dir():
+            os.utime(directory, ns=(1_500_000_000 * 10**9,) * 2)
+    write(ctx / "Dockerfile", "FROM busybox\nCOPY tree/ /copied/\nCOPY tree/d1/s1/f001 /single\n")
+    cli("build", "-t", "big-copy", str(ctx))
+    image = open_image("big-copy")
+    for relative, (data, mode, mtime) in expected.items():
+        found = image.find("/copied/" + relative.removeprefix("tree/"))
+        assert found is not None, relative
+        st = found.lstat()
+        assert (found.read_bytes(), stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_uid, st.st_gid) == (data, mode, mtime, 0, 0)
+    assert os.getxattr(image.find("/copied/d0/s0/f000"), "user.origin") == b"context"
+    assert os.getxattr(image.find("/copied/d1/s1/f001"), "security.capability") == capability  # kept through the chown
+    assert os.getxattr(image.find("/single"), "security.capability") == capability
+    assert image.find("/copied/d3/s1").stat().st_mtime_ns == 1_500_000_000 * 10**9
