@@ -33,6 +33,8 @@ SYS_mount_setattr = 442
 
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 SYS_pivot_root = _PIVOT_ROOT.get(platform.machine(), -1)
+_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
+SYS_rt_sigaction = _RT_SIGACTION.get(platform.machine(), -1)
 
 # unshare(2) / clone(2) flags
 CLONE_NEWNS = 0x00020000
@@ -244,6 +246,17 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def default_signal_action(sig: int) -> None:
+    """Set ``sig`` to SIG_DFL with the raw syscall.
+
+    glibc refuses to touch the signals it reserves for itself (32 and 33), yet
+    an ignored one is inherited across exec; a kernel ``struct sigaction`` of
+    zeros is SIG_DFL, no flags and an empty mask on every architecture.
+    """
+    action = ctypes.create_string_buffer(64)
+    _check(_syscall(SYS_rt_sigaction, sig, action, None, 8), "rt_sigaction")
 
 
 def cap_last_cap() -> int:

@@ -101,10 +101,20 @@ class SetupError(Exception):
 
 
 def reset_signals() -> None:
-    """Undo what the Python runtime of the zygote changed (ignored SIGPIPE ...)."""
+    """Give every signal its default action and unblock them all.
+
+    Undoes what the zygote's Python runtime changed (ignored SIGPIPE ...) and
+    any signal the process that started pybuild ignored: ignored signals are
+    inherited across exec, and a build step must not depend on who ran pybuild.
+    """
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig in range(1, signal.SIGRTMAX + 1):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            linux.default_signal_action(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
