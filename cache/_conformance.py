@@ -73,6 +73,7 @@ def check_content_store(
     with store.writer(expected_digest=_digest(whole), expected_size=len(whole)) as w:
         for part in parts:
             w.write(part)
+        _expect(w.written_digest() == _digest(whole), "a writer tells the digest of what it was given")
         _expect(w.commit() == _digest(whole), "a writer commits what was written")
     _expect(store.has(_digest(whole)), "a committed writer's blob is there")
 

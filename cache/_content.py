@@ -30,6 +30,9 @@ class BlobWriter(Protocol):
     def write(self, data: bytes) -> int:
         """Append bytes; CorruptContent as soon as more than the expected size arrives."""
 
+    def written_digest(self) -> str:
+        """The digest of the bytes written so far (what ``commit`` will store them as)."""
+
     def commit(self) -> str:
         """Verify and store what was written; returns its digest.
 
@@ -154,10 +157,13 @@ class _FileBlobWriter:
         self._size += n
         return n
 
+    def written_digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
     def commit(self) -> str:
         if self._done:
             raise ValueError("commit of a finished blob writer")
-        digest = "sha256:" + self._hash.hexdigest()
+        digest = self.written_digest()
         try:
             _verify_expectations(digest, self._size, self._expected_digest, self._expected_size)
             self._file.flush()
@@ -299,6 +305,9 @@ class _MemoryBlobWriter:
                 hint="the source sent wrong data; try again",
             )
         return self._buffer.write(data)
+
+    def written_digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self._buffer.getbuffer()).hexdigest()
 
     def commit(self) -> str:
         if self._done:

@@ -36,11 +36,12 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from pybuild.errors import CorruptContent, ImageError, NotFound
 
@@ -81,6 +82,19 @@ class BlobSource(Protocol):
 
     def open(self, digest: str) -> BinaryIO:
         """A reader of the blob's bytes; ``NotFound`` if there is no such blob."""
+        ...
+
+
+@runtime_checkable
+class VerifiedBlobFiles(Protocol):
+    """A ``BlobSource`` that can name the file of a blob it has already verified.
+
+    Such a blob is copied by the kernel (``copy_file_range``) instead of
+    being read, hashed and written again by Python.
+    """
+
+    def verified_path(self, digest: str, size: int) -> str | None:
+        """The file holding the blob, if it is known to match ``digest`` and ``size``."""
         ...
 
 
@@ -174,6 +188,39 @@ class _TarOut:
                 hint="the content store is damaged; remove the image and pull or build it again",
             )
         self._out.write(b"\0" * padding(size))
+
+    def copy_verified(self, name: str, path: str, size: int) -> bool:
+        """Copy a verified blob file in the kernel; False (nothing written) if ``out`` is not a file."""
+        out = self._out
+        try:
+            out_fd = out.fileno()
+            regular = stat.S_ISREG(os.fstat(out_fd).st_mode) and out.seekable()
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            regular = False
+        if not regular:
+            return False
+        self._parents(name)
+        out.write(encode_header(name.encode(), REGULAR, mode=0o644, size=size, mtime=self._mtime))
+        out.flush()
+        start = out.tell()
+        with open(path, "rb", buffering=0) as blob:
+            if os.fstat(blob.fileno()).st_size != size:
+                raise CorruptContent(
+                    f"blob {name} is not {size} bytes long",
+                    hint="the content store is damaged; remove the image and pull or build it again",
+                )
+            copied = 0
+            while copied < size:
+                n = os.copy_file_range(blob.fileno(), out_fd, size - copied, copied, start + copied)
+                if n == 0:
+                    raise CorruptContent(
+                        f"blob {name} ended early",
+                        hint="the content store is damaged; remove the image and pull or build it again",
+                    )
+                copied += n
+        out.seek(start + size)
+        out.write(b"\0" * padding(size))
+        return True
 
     def close(self) -> None:
         self._out.write(END_OF_ARCHIVE)
@@ -293,8 +340,12 @@ def write_oci_archive(
             if blob.digest in written:
                 continue
             written.add(blob.digest)
+            name = "blobs/sha256/" + digest_hex(blob.digest)
+            path = source.verified_path(blob.digest, blob.size) if isinstance(source, VerifiedBlobFiles) else None
+            if path is not None and tar.copy_verified(name, path, blob.size):
+                continue
             with source.open(blob.digest) as reader:
-                tar.stream("blobs/sha256/" + digest_hex(blob.digest), reader, blob.size, blob.digest)
+                tar.stream(name, reader, blob.size, blob.digest)
     if docker_compatible:
         tar.file("manifest.json", canonical_json(docker_entries))
     tar.close()

@@ -33,6 +33,7 @@ from typing import BinaryIO, Callable, Protocol
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
 
+from pybuild.cache import BlobWriter
 from pybuild.errors import ImageError, UsageError
 
 from ._formats import (
@@ -137,18 +138,30 @@ class _Sink(Protocol):
 
 
 class _HashingSink:
-    """Counts and hashes the compressed bytes on their way to the caller's sink."""
+    """Counts and hashes the compressed bytes on their way to the caller's sink.
+
+    A content-store writer hashes what it is given anyway; its digest is
+    taken instead of hashing every byte twice.
+    """
 
     def __init__(self, sink: _Sink) -> None:
         self._sink = sink
-        self.hash = hashlib.sha256()
+        self._store_writer = sink if isinstance(sink, BlobWriter) else None
+        self._hash = hashlib.sha256() if self._store_writer is None else None
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.size += len(data)
         self._sink.write(data)
         return len(data)
+
+    def digest(self) -> str:
+        if self._store_writer is not None:
+            return self._store_writer.written_digest()
+        assert self._hash is not None
+        return "sha256:" + self._hash.hexdigest()
 
     def writable(self) -> bool:
         return True
@@ -171,11 +184,14 @@ class LayerBlobWriter:
         *,
         docker_media_types: bool = False,
         threads: int = -1,
+        known_diff_id: str | None = None,
     ) -> None:
         self.kind = Compression.parse(kind) if isinstance(kind, str) else kind
         self.media_type = layer_media_type(self.kind, docker=docker_media_types)
         level = compression_level(self.kind, level)
-        self._diff = hashlib.sha256()
+        # a caller that feeds an already verified plain tar knows its diffID
+        self._known_diff_id = known_diff_id
+        self._diff = hashlib.sha256() if known_diff_id is None else None
         self._size = 0
         self._pending = bytearray()
         self._blob = _HashingSink(sink)
@@ -192,7 +208,8 @@ class LayerBlobWriter:
         self._closed = False
 
     def write(self, data: bytes) -> int:
-        self._diff.update(data)
+        if self._diff is not None:
+            self._diff.update(data)
         self._size += len(data)
         if self._encoder is self._blob:
             self._blob.write(data)
@@ -224,8 +241,8 @@ class LayerBlobWriter:
             finally:
                 self._encoder.close()
         return LayerBlob(
-            diff_id="sha256:" + self._diff.hexdigest(),
-            digest="sha256:" + self._blob.hash.hexdigest(),
+            diff_id=self._known_diff_id or "sha256:" + self._diff.hexdigest(),  # type: ignore[union-attr]
+            digest=self._blob.digest(),
             size=self._blob.size,
             media_type=self.media_type,
             compression=self.kind,
@@ -278,9 +295,13 @@ def compress_stream(
     sink: _Sink,
     *,
     docker_media_types: bool = False,
+    known_diff_id: str | None = None,
 ) -> LayerBlob:
-    """Recompress a layer: ``source`` (any compression) → ``kind`` into ``sink``."""
-    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types)
+    """Recompress a layer: ``source`` (any compression) → ``kind`` into ``sink``.
+
+    ``known_diff_id``: the source is a plain tar already verified to have it.
+    """
+    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types, known_diff_id=known_diff_id)
     try:
         plain = open_decompressed(source)
         while chunk := plain.read(BLOCK):

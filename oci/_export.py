@@ -150,6 +150,13 @@ class _Blobs:
         except NotFound:
             raise NotFound(f"blob {digest} is missing from the store", hint="pull or build the image again") from None
 
+    def verified_path(self, digest: str, size: int) -> str | None:
+        # blob_intact hashes a blob once per version of its file (the stat cache)
+        if digest in self._extra or not self._store.root.blob_intact(digest, size):
+            return None
+        path = self._store.root.blobs.path(digest)
+        return None if path is None else str(path)
+
 
 def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO], Any]) -> None:
     """``write`` into ``dest``: a stream as is, a path through a temp file renamed at the end."""

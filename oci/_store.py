@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pybuild.errors import CorruptContent, ImageError, NotFound
 
@@ -42,6 +42,9 @@ from ._formats import (
 )
 from ._reference import Reference, parse_reference
 from ._tar_apply import apply_layer
+
+if TYPE_CHECKING:
+    from pybuild.cache import BlobRef, CacheRecord
 
 SNAPSHOT_RECORD = "snapshot:"  # cache-index records describing a snapshot's layer forms
 CHAIN_RECORD = "chain:"  # cache-index records: chain ID -> snapshot
@@ -555,12 +558,13 @@ class ImageStore:
                 return Layer(record.diff_id, blob.digest, blob.size, blob.media_type)
         from pybuild.cache import BlobRef, CacheRecord
 
-        if mtime is None and record is not None and record.meta.get("source") == "blob" and record.diff_id:
-            original = next((b for b in record.blobs.values() if self.root.blob_intact(b.digest, b.size)), None)
+        if mtime is None and record is not None and record.diff_id:
+            original = self._stored_blob(record)
             if original is not None:
                 layer = Layer(record.diff_id, original.digest, original.size, original.media_type)
-                if compression_of(original.media_type) is not Compression.NONE:
+                if record.meta.get("source") == "blob" and compression_of(original.media_type) is not Compression.NONE:
                     return layer  # a base layer keeps its compression (BuildKit's rule; exports may force)
+                # recompressing a stored blob costs no walk of the tree and no per-file work
                 layer = self.recompress(layer, kind, level)
                 self.root.index.add_blob(key, kind.value, BlobRef(layer.digest, layer.size, layer.media_type))
                 return layer
@@ -576,10 +580,19 @@ class ImageStore:
         self._remember_size(blob.diff_id, blob.uncompressed_size, tree)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
 
+    def _stored_blob(self, record: CacheRecord) -> BlobRef | None:
+        """An intact blob of the record's layer, a plain one first (cheapest to recompress)."""
+        blobs = sorted(record.blobs.values(), key=lambda b: compression_of(b.media_type) is not Compression.NONE)
+        return next((b for b in blobs if self.root.blob_intact(b.digest, b.size)), None)
+
     def recompress(self, layer: Layer, kind: Compression, level: int | None) -> Layer:
         """The same layer tar (same diffID) as a blob compressed with ``kind``."""
-        with self.root.blobs.open(layer.digest, verify=True) as source, self.root.blobs.writer() as writer:
-            made = compress_stream(source, kind, level, writer)
+        # a plain blob's digest is its diffID: once the blob is verified (blob_intact
+        # hashes it once per version of its file) its bytes need no hashing here
+        plain = layer.digest == layer.diff_id
+        known = layer.diff_id if plain and self.root.blob_intact(layer.digest, layer.size) else None
+        with self.root.blobs.open(layer.digest, verify=not plain) as source, self.root.blobs.writer() as writer:
+            made = compress_stream(source, kind, level, writer, known_diff_id=known)
             if made.diff_id != layer.diff_id:
                 raise CorruptContent(
                     f"layer {layer.digest} decompresses to {made.diff_id}, but the image says {layer.diff_id}",
