@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -12,9 +13,10 @@ import pytest
 import trio
 
 from pybuild.cache import Root
-from pybuild.errors import ImageError, UsageError
+from pybuild.errors import CorruptContent, ImageError, NotFound, UsageError
 from pybuild.oci import ImageStore
 from pybuild.oci._archive import read_archive
+from pybuild.oci._compression import open_decompressed
 from pybuild.oci._export import Output, export_docker_archive, export_oci_archive, export_outputs, parse_output, parse_outputs
 from pybuild.oci._export_layers import LayerSettings, export_manifest
 from pybuild.oci._export_local import export_local
@@ -143,6 +145,49 @@ def test_oci_archive_recompresses_layers_keeping_the_image_id(store: ImageStore,
     # Without force, compressed layers keep their compression.
     kept = export_manifest(store, app, LayerSettings("zstd"))
     assert kept.digest == app.manifest_digest
+
+
+def test_an_archive_file_and_an_archive_stream_hold_the_same_bytes(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # a file gets verified blobs by copy_file_range, a stream gets them read and hashed
+    path = tmp_path / "app.tar"
+    export_oci_archive(store, app, path, ["app:1"])
+    stream = io.BytesIO()
+    export_oci_archive(store, app, stream, ["app:1"])
+    assert path.read_bytes() == stream.getvalue()
+    with read_archive(path) as archive:
+        (loaded,) = archive.images  # read_archive verifies every blob's digest
+        assert [l.digest for l in loaded.manifest.layers] == [l.digest for l in app.layers]
+
+
+def test_a_changed_blob_is_not_copied_into_an_archive(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    export_oci_archive(store, app, tmp_path / "first.tar")  # the blobs are now known intact
+    blob = store.root.blobs.path(app.layers[-1].digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises((CorruptContent, NotFound)) as failure:
+        export_oci_archive(store, app, tmp_path / "second.tar")
+    assert app.layers[-1].digest in str(failure.value)
+    assert not (tmp_path / "second.tar").exists()
+
+
+def test_a_plain_stored_layer_is_recompressed_without_its_tree(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (top_snapshot, _base) = store.snapshots_for(app)
+    plain = store.layer_for_snapshot(top_snapshot, "none")
+    assert plain.digest == plain.diff_id == app.layers[-1].diff_id
+    gzip_digest = app.layers[-1].digest
+    store.root.blobs.delete(gzip_digest)
+    tree = store.root.snapshots.tree(top_snapshot)
+    os.rename(tree, tree.with_name(tree.name + ".away"))  # a tree walk would now fail
+    try:
+        remade = store.layer_for_snapshot(top_snapshot, "zstd")
+    finally:
+        os.rename(tree.with_name(tree.name + ".away"), tree)
+    assert remade.diff_id == plain.diff_id
+    assert remade.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert store.root.blob_intact(remade.digest, remade.size)
+    with store.root.blobs.open(remade.digest) as reader:
+        assert "sha256:" + hashlib.sha256(open_decompressed(reader).read()).hexdigest() == plain.diff_id
 
 
 def test_docker_archive_and_load_round_trip(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
