@@ -64,6 +64,12 @@ class LayerStats:
     tar_bytes: int
     whiteouts: int
     diff_id: str | None = None
+    link_target_bytes: int = 0  # symlink targets' lengths (their lstat sizes)
+
+    @property
+    def docker_size(self) -> int:
+        """Docker's size of the layer: lstat sizes of all but directories, hard links once."""
+        return self.content_bytes + self.link_target_bytes
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -79,6 +85,7 @@ class _Writer:
         self._links: dict[tuple[int, int], bytes] = {}
         self.entries = 0
         self.content_bytes = 0
+        self.link_target_bytes = 0
         self.tar_bytes = 0
         self.whiteouts = 0
 
@@ -157,6 +164,7 @@ class _Writer:
         if stat.S_ISREG(mode):
             self._regular(path, name, st.st_size, common)
         elif stat.S_ISLNK(mode):
+            self.link_target_bytes += st.st_size
             self._emit(encode_header(name, SYMLINK, linkname=os.readlink(path), **common))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = CHARDEV if stat.S_ISCHR(mode) else BLOCKDEV
@@ -246,4 +254,5 @@ def write_layer(tree: Path, out: BinaryIO, *, mtime: int | None = None) -> Layer
         content_bytes=writer.content_bytes,
         tar_bytes=writer.tar_bytes,
         whiteouts=writer.whiteouts,
+        link_target_bytes=writer.link_target_bytes,
     )

@@ -319,10 +319,10 @@ class ImageStore:
             cache[layer.diff_id] = int(meta.get("content") or meta.get("size") or layer.size)
         return cache[layer.diff_id]
 
-    def _remember_size(self, diff_id: str, tar_size: int, tree: Path) -> None:
+    def _remember_size(self, diff_id: str, tar_size: int, content_size: int) -> None:
         from pybuild.cache import CacheRecord
 
-        meta = {"size": str(tar_size), "content": str(docker_size(tree))}
+        meta = {"size": str(tar_size), "content": str(content_size)}
         self.root.index.record(SIZE_RECORD + diff_id, CacheRecord(snapshot_id=None, meta=meta))
 
     # ------------------------------------------------------------ writing
@@ -577,7 +577,8 @@ class ImageStore:
         else:
             self.root.index.set_diff_id(key, blob.diff_id)
         self.root.index.add_blob(key, kind.value, BlobRef(blob.digest, blob.size, blob.media_type))
-        self._remember_size(blob.diff_id, blob.uncompressed_size, tree)
+        assert blob.stats is not None
+        self._remember_size(blob.diff_id, blob.uncompressed_size, blob.stats.docker_size)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
 
     def _stored_blob(self, record: CacheRecord) -> BlobRef | None:
@@ -657,7 +658,7 @@ class ImageStore:
                         f"layer {layer.digest} unpacks to {stats.diff_id}, but the image config says {layer.diff_id}",
                         hint="the image is corrupt; pull it again",
                     )
-                self._remember_size(layer.diff_id, stats.tar_bytes, Path(active.upper))
+                self._remember_size(layer.diff_id, stats.tar_bytes, docker_size(Path(active.upper)))
             except BaseException:
                 self.root.snapshots.discard(active)
                 raise

@@ -15,6 +15,7 @@ import pytest
 from pybuild.cache import Root
 from pybuild.errors import ImageError, NotFound
 from pybuild.oci import ImageStore, Layer, chain_ids
+from pybuild.oci._layers import write_layer
 from pybuild.oci._store import docker_size
 
 
@@ -163,6 +164,9 @@ def test_docker_size_counts_files_and_symlinks_and_hard_links_once(tmp_path: Pat
     os.symlink("dir/ten", tree / "symlink")  # 7 bytes of target
     (tree / "empty").write_bytes(b"")
     assert docker_size(tree) == 10 + 7
+    # the layer writer counts the same while it archives (no second walk)
+    stats = write_layer(tree, io.BytesIO())
+    assert stats.docker_size == docker_size(tree)
 
 
 def test_sizes_are_dockers_for_built_and_unpacked_layers(store: ImageStore, require_root: None, tmp_path: Path) -> None:
