@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--memory", metavar="SIZE", help="memory limit of each RUN step (e.g. 512m, 2g)")
     parser.add_argument("--step-timeout", type=float, metavar="SECONDS", help="kill a RUN step that runs longer than this")
     parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
-    parser.add_argument("--compression", default="gzip", choices=["gzip", "zstd", "none"], help="layer compression")
+    parser.add_argument("--compression", choices=["gzip", "zstd", "none"], help="layer compression (default: layers are compressed when exported or pushed, gzip)")
     parser.add_argument("--compression-level", type=int, help="compression level")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,KEY=VALUE...]", help="where the result goes: image (default), registry, oci, docker, local, tar")
     parser.add_argument("--push", action="store_true", help="push the image to its registry (type=registry)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import trio
@@ -35,7 +35,7 @@ class Puller(Protocol):
 @dataclass(frozen=True)
 class ExportOptions:
     tags: tuple[str, ...] = ()
-    compression: str = "gzip"
+    compression: str | None = None  # None: new layers by reference, blobs made when exported
     compression_level: int | None = None
     rewrite_timestamp: bool = False
 
@@ -138,6 +138,10 @@ async def build(
         outcome = BuildOutcome(plan, results, solver.statistics())
         if export is None:
             return outcome
+        if cache_to and export.compression is None:
+            # a cache export makes the layer blobs anyway; the image names the same blobs,
+            # so a runner that imports the cache assembles the same manifest
+            export = replace(export, compression="gzip")
         inline = _inline_cache(plan, results, runner) if any(s.kind == "inline" for s in cache_to) else None
         image, config = await trio.to_thread.run_sync(
             lambda: export_image(plan, results, store, export, options.source_date_epoch, inline=inline, remote_only=remote_only)
@@ -205,10 +209,18 @@ def export_image(
     snapshots = layers_of(plan.target, results)
     mtime = source_date_epoch if export.rewrite_timestamp else None
     remote_only = remote_only or {}
-    layers = [
-        Layer(*remote_only[s]) if s in remote_only else store.layer_for_snapshot(s, export.compression, export.compression_level, mtime=mtime)
-        for s in snapshots
-    ]
+    compression = export.compression
+    if compression is None and (inline is not None or mtime is not None or export.compression_level is not None):
+        compression = "gzip"  # inline cache names the blobs a push sends; rewritten times need their own tar
+
+    def layer(snapshot: str) -> Any:
+        if snapshot in remote_only:
+            return Layer(*remote_only[snapshot])
+        if compression is None:
+            return store.layer_by_reference(snapshot)
+        return store.layer_for_snapshot(snapshot, compression, export.compression_level, mtime=mtime)
+
+    layers = [layer(s) for s in snapshots]
     config = image_config(plan.target, results, created=time.time(), source_date_epoch=source_date_epoch)
     if inline is not None:
         config[INLINE_KEY] = inline(dict(zip(snapshots, layers)))

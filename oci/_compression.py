@@ -144,10 +144,10 @@ class _HashingSink:
     taken instead of hashing every byte twice.
     """
 
-    def __init__(self, sink: _Sink) -> None:
+    def __init__(self, sink: _Sink, *, hashing: bool = True) -> None:
         self._sink = sink
         self._store_writer = sink if isinstance(sink, BlobWriter) else None
-        self._hash = hashlib.sha256() if self._store_writer is None else None
+        self._hash = hashlib.sha256() if hashing and self._store_writer is None else None
         self.size = 0
 
     def write(self, data: bytes) -> int:
@@ -194,7 +194,8 @@ class LayerBlobWriter:
         self._diff = hashlib.sha256() if known_diff_id is None else None
         self._size = 0
         self._pending = bytearray()
-        self._blob = _HashingSink(sink)
+        # a plain tar's digest is its diffID, hashed below anyway
+        self._blob = _HashingSink(sink, hashing=self.kind is not Compression.NONE)
         self._encoder: BinaryIO | _HashingSink
         if self.kind is Compression.GZIP:
             self._encoder = igzip_threaded.open(
@@ -240,9 +241,10 @@ class LayerBlobWriter:
                     self._pending.clear()
             finally:
                 self._encoder.close()
+        diff_id = self._known_diff_id or "sha256:" + self._diff.hexdigest()  # type: ignore[union-attr]
         return LayerBlob(
-            diff_id=self._known_diff_id or "sha256:" + self._diff.hexdigest(),  # type: ignore[union-attr]
-            digest=self._blob.digest(),
+            diff_id=diff_id,
+            digest=diff_id if self.kind is Compression.NONE else self._blob.digest(),
             size=self._blob.size,
             media_type=self.media_type,
             compression=self.kind,

@@ -116,6 +116,7 @@ def export_manifest(store: ImageStore, image: StoredImage, settings: LayerSettin
     for layer, chain_id in zip(image.layers, chain, strict=True):
         kind = _wanted(layer, settings)
         if kind is None:
+            store.materialize(layer, chain_id)
             layers.append(layer)
             continue
         changed = True

@@ -132,6 +132,13 @@ def parse_rfc3339(text: str) -> float | None:
     return moment.timestamp() + (float(fraction) if fraction else 0.0)
 
 
+class _Discard:
+    """A sink that keeps nothing (the layer tar is only hashed)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
 def docker_size(tree: Path) -> int:
     """The size Docker reports for a layer: lstat sizes of everything but
     directories (so symlinks count their target's length), hard links once."""
@@ -580,6 +587,67 @@ class ImageStore:
         assert blob.stats is not None
         self._remember_size(blob.diff_id, blob.uncompressed_size, blob.stats.docker_size)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
+
+    def layer_by_reference(self, snapshot_id: str) -> Layer:
+        """The snapshot's layer as its plain tar, named by its diffID, without storing a blob.
+
+        A local image needs its layers' diffIDs (its ID is its config's digest)
+        and its snapshots; a blob is made when an export or a push asks for
+        one (``export_manifest``).  Building then writes a new layer once, into
+        its snapshot, as Docker's own image store does -- not a second time as
+        a compressed blob.  A layer that already has a blob (a base image's, or
+        a gzip blob made by an import, push or cache export) keeps it.
+        """
+        key = SNAPSHOT_RECORD + snapshot_id
+        record = self.root.index.lookup(key)
+        if record is not None and record.diff_id:
+            if record.meta.get("source") == "blob":
+                original = self._stored_blob(record)
+                if original is not None:
+                    return Layer(record.diff_id, original.digest, original.size, original.media_type)
+            else:
+                # a layer made before (an import, a push, a cache export) keeps its gzip blob
+                made = record.blobs.get(Compression.GZIP.value)
+                if made is not None and self.root.blob_intact(made.digest, made.size):
+                    return Layer(record.diff_id, made.digest, made.size, made.media_type)
+                tar_size = self._tar_size(record.diff_id)
+                if tar_size is not None:
+                    return Layer(record.diff_id, record.diff_id, tar_size, layer_media_type(Compression.NONE))
+        from pybuild.cache import CacheRecord
+
+        tree = self.root.snapshots.tree(snapshot_id)
+        blob = compress_layer(tree, Compression.NONE, None, _Discard())
+        if record is None:
+            self.root.index.record(key, CacheRecord(snapshot_id=snapshot_id, diff_id=blob.diff_id))
+        else:
+            self.root.index.set_diff_id(key, blob.diff_id)
+        assert blob.stats is not None
+        self._remember_size(blob.diff_id, blob.uncompressed_size, blob.stats.docker_size)
+        return Layer(blob.diff_id, blob.diff_id, blob.uncompressed_size, blob.media_type)
+
+    def _tar_size(self, diff_id: str) -> int | None:
+        record = self.root.index.lookup(SIZE_RECORD + diff_id)
+        try:
+            return int(record.meta["size"]) if record is not None else None
+        except (KeyError, ValueError):
+            return None
+
+    def materialize(self, layer: Layer, chain_id: str) -> None:
+        """Store the blob of a layer named by reference (``layer_by_reference``), from its snapshot."""
+        if layer.digest != layer.diff_id or self.root.blobs.has(layer.digest):
+            return
+        snapshot = self.snapshot_of_chain(chain_id)
+        if snapshot is None:
+            raise ImageError(
+                f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
+                hint="build or pull the image again",
+            )
+        made = self.layer_for_snapshot(snapshot, Compression.NONE.value)
+        if made.digest != layer.digest:
+            raise CorruptContent(
+                f"the snapshot of layer {layer.diff_id} now archives to {made.digest}",
+                hint="the snapshot was changed; build the image again",
+            )
 
     def _stored_blob(self, record: CacheRecord) -> BlobRef | None:
         """An intact blob of the record's layer, a plain one first (cheapest to recompress)."""

@@ -1,0 +1,92 @@
+"""A build stores its new layers once (as snapshots); blobs are made when an export or push needs them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pybuild.cache import Root
+from pybuild.oci import ImageStore
+
+from ..oci.conftest import docker_registry  # noqa: F401 - the session registry fixture
+from .conftest import pybuild
+
+PLAIN = "application/vnd.oci.image.layer.v1.tar"
+GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _image_layers(root: Path, ref: str) -> tuple[list[Any], list[bool]]:
+    with Root.open(root) as opened:
+        image = ImageStore(opened).get(ref)
+        return list(image.layers), [opened.blobs.has(layer.digest) for layer in image.layers]
+
+
+@pytest.fixture
+def app(cli, busybox_image: str, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "data.txt").write_text("some data\n" * 1000)
+    (context / "Dockerfile").write_text("FROM busybox\nCOPY data.txt /data.txt\nRUN wc -l /data.txt > /count\n")
+    cli("build", "-t", "app:1", str(context))
+    return context
+
+
+def test_new_layers_are_named_by_diff_id_and_no_blob_is_written(root: Path, app: Path) -> None:
+    layers, stored = _image_layers(root, "app:1")
+    base, *new = layers
+    assert base.media_type == GZIP and stored[0]  # the base keeps the blob it came with
+    assert len(new) == 2
+    for layer, has_blob in zip(new, stored[1:]):
+        assert layer.media_type == PLAIN and layer.digest == layer.diff_id
+        assert not has_blob
+
+
+def test_saving_makes_the_blobs_and_the_archive_checks_out(root: Path, app: Path, tmp_path: Path) -> None:
+    for kind in ("docker", "oci"):
+        archive = tmp_path / f"app-{kind}.tar"
+        pybuild("save", "--format", kind, "-o", str(archive), "app:1", root=root)
+        with tarfile.open(archive) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            members = {m.name for m in tar.getmembers()}
+            for name in manifest[0]["Layers"]:
+                assert name in members
+                data = tar.extractfile(name).read()  # type: ignore[union-attr]
+                if kind == "oci":
+                    assert name.endswith(hashlib.sha256(data).hexdigest())
+            config = json.loads(tar.extractfile(manifest[0]["Config"]).read())  # type: ignore[union-attr]
+        assert len(config["rootfs"]["diff_ids"]) == len(manifest[0]["Layers"]) == 3
+    layers, stored = _image_layers(root, "app:1")
+    assert all(stored)  # made once, kept for the next export
+    pybuild("load", "-i", str(tmp_path / "app-oci.tar"), root=tmp_path / "other-root")
+    listed = pybuild("images", "--format", "{{.ID}}", root=tmp_path / "other-root").stdout.split()
+    ours = pybuild("images", "--format", "{{.ID}}", "app:1", root=root).stdout.split()
+    assert ours[0] in listed
+
+
+def test_explicit_compression_writes_blobs_at_build_time(root: Path, app: Path) -> None:
+    pybuild("build", "--compression", "gzip", "-t", "app:gz", str(app), root=root)
+    layers, stored = _image_layers(root, "app:gz")
+    assert all(stored) and {layer.media_type for layer in layers} == {GZIP}
+    by_reference, _ = _image_layers(root, "app:1")
+    assert [l.diff_id for l in layers] == [l.diff_id for l in by_reference]  # same layers, same image ID
+    ids = pybuild("images", "-q", "--no-trunc", "app:gz", root=root).stdout.split()
+    assert ids == pybuild("images", "-q", "--no-trunc", "app:1", root=root).stdout.split()
+
+
+@pytest.mark.peers
+def test_a_push_sends_compressed_layers(root: Path, app: Path, docker_registry, tmp_path: Path) -> None:  # noqa: F811
+    target = f"{docker_registry.host}/byref-{uuid.uuid4().hex[:8]}/app:1"
+    pybuild("tag", "app:1", target, root=root)
+    pybuild("push", target, root=root)
+    puller = tmp_path / "puller"
+    pybuild("pull", target, root=puller)
+    layers, stored = _image_layers(puller, target)
+    assert all(stored) and {layer.media_type for layer in layers} == {GZIP}
+    built, _ = _image_layers(root, "app:1")
+    assert [l.diff_id for l in layers] == [l.diff_id for l in built]
