@@ -7,6 +7,7 @@ nested directories) and a Dockerfile that copies it and runs one step on
 it; then times, for each engine in the same run: the cold build, a
 rebuild with nothing changed, a rebuild after `touch` of every file, and a
 rebuild after one file changed (the rebuilds: median of ``--repeat``).
+The engines take turns phase by phase, each in its own copy of the context.
 Before each timed build the page cache's dirty data is written out
 (``sync``), so that no build pays for the writes of the one before it.
 Targets: no-op and one-file-change rebuilds at most BuildKit's time.
@@ -51,31 +52,42 @@ def main() -> None:
     engines = Engines.prepare(args.engines.split(","))
     try:
         results: dict[str, dict[str, float]] = {"cold": {}, "no-op rebuild": {}, "touch every file": {}, "one file changed": {}}
-        for engine in engines.available:
-            context = engines.work / f"ctx-{engine}"
-            paths = make_context(context, args.files, args.megabytes)
-            # pybuild does not trust stat keys of files changed within the last
-            # second (a change in the same clock tick could go unseen); a real
-            # context is not being written while it is built
-            time.sleep(1.5)
-            tag = f"bench-context-{engine}"
+        contexts = {engine: engines.work / f"ctx-{engine}" for engine in engines.available}
+        paths = {engine: make_context(context, args.files, args.megabytes) for engine, context in contexts.items()}
+        # pybuild does not trust stat keys of files changed within the last
+        # second (a change in the same clock tick could go unseen); a real
+        # context is not being written while it is built
+        time.sleep(1.5)
 
-            def timed_build() -> float:
-                # each timed build starts with the page cache's dirty data written
-                # out: a build must not pay for the writes of the one before it
-                os.sync()
-                return engines.build(engine, context, DOCKERFILE, tag=tag)
+        def timed_build(engine: str) -> float:
+            # each timed build starts with the page cache's dirty data written
+            # out: a build must not pay for the writes of the one before it
+            os.sync()
+            return engines.build(engine, contexts[engine], DOCKERFILE, tag=f"bench-context-{engine}")
 
-            results["cold"][engine] = timed_build()
-            results["no-op rebuild"][engine] = statistics.median(timed_build() for _ in range(args.repeat))
-            for path in paths:
+        def each_engine(round_: int) -> list[str]:
+            # the engines take turns, the first of one round last in the next: this
+            # disk's speed drifts over minutes, and no engine should always go first
+            order = list(engines.available)
+            return order if round_ % 2 == 0 else order[::-1]
+
+        runs: dict[str, dict[str, list[float]]] = {phase: {e: [] for e in engines.available} for phase in results}
+        for engine in each_engine(0):
+            runs["cold"][engine].append(timed_build(engine))
+        for round_ in range(args.repeat):
+            for engine in each_engine(round_):
+                runs["no-op rebuild"][engine].append(timed_build(engine))
+        for engine in each_engine(1):
+            for path in paths[engine]:
                 os.utime(path)
-            results["touch every file"][engine] = timed_build()
-            changes = []
-            for round_ in range(args.repeat):
-                paths[len(paths) // 2].write_bytes(f"changed {round_}".encode())
-                changes.append(timed_build())
-            results["one file changed"][engine] = statistics.median(changes)
+            runs["touch every file"][engine].append(timed_build(engine))
+        for round_ in range(args.repeat):
+            for engine in each_engine(round_):
+                paths[engine][len(paths[engine]) // 2].write_bytes(f"changed {round_}".encode())
+                runs["one file changed"][engine].append(timed_build(engine))
+        for phase, by_engine in runs.items():
+            for engine, times in by_engine.items():
+                results[phase][engine] = statistics.median(times)
         print(f"context: {args.files} files, {args.megabytes} MB")
         print(table(list(results.items()), engines.available))
     finally:
