@@ -633,8 +633,11 @@ class ImageStore:
             return None
 
     def materialize(self, layer: Layer, chain_id: str) -> None:
-        """Store the blob of a layer named by reference (``layer_by_reference``), from its snapshot."""
-        if layer.digest != layer.diff_id or self.root.blobs.has(layer.digest):
+        """Store the blob of a layer named by reference (``layer_by_reference``), from its snapshot.
+
+        A damaged plain blob is removed by ``blob_intact`` and made again here.
+        """
+        if layer.digest != layer.diff_id or self.root.blob_intact(layer.digest, layer.size):
             return
         snapshot = self.snapshot_of_chain(chain_id)
         if snapshot is None:

@@ -90,3 +90,19 @@ def test_a_push_sends_compressed_layers(root: Path, app: Path, docker_registry, 
     assert all(stored) and {layer.media_type for layer in layers} == {GZIP}
     built, _ = _image_layers(root, "app:1")
     assert [l.diff_id for l in layers] == [l.diff_id for l in built]
+
+
+def test_a_damaged_layer_blob_is_made_again_from_its_snapshot(root: Path, app: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.tar"
+    pybuild("save", "--format", "oci", "-o", str(first), "app:1", root=root)
+    layers, _ = _image_layers(root, "app:1")
+    with Root.open(root) as opened:
+        blob = opened.blobs.path(layers[-1].digest)
+    assert blob is not None
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    second = tmp_path / "second.tar"
+    pybuild("save", "--format", "oci", "-o", str(second), "app:1", root=root)
+    assert second.read_bytes() == first.read_bytes()
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == layers[-1].digest.split(":", 1)[1]

@@ -119,10 +119,19 @@ def host_service():  # type: ignore[no-untyped-def]
         while not stop.is_set():
             try:
                 conn, _ = server.accept()
-                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nhost-service\n")
-                conn.close()
             except OSError:
                 continue
+            # read the request first: closing with it unread makes the kernel reset the connection
+            with conn:
+                try:
+                    conn.settimeout(5)
+                    request = b""
+                    while b"\r\n\r\n" not in request and (chunk := conn.recv(4096)):
+                        request += chunk
+                    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nhost-service\n")
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    continue
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
