@@ -51,7 +51,6 @@ def main() -> None:
     args = parser.parse_args()
     engines = Engines.prepare(args.engines.split(","))
     try:
-        results: dict[str, dict[str, float]] = {"cold": {}, "no-op rebuild": {}, "touch every file": {}, "one file changed": {}}
         contexts = {engine: engines.work / f"ctx-{engine}" for engine in engines.available}
         paths = {engine: make_context(context, args.files, args.megabytes) for engine, context in contexts.items()}
         # pybuild does not trust stat keys of files changed within the last
@@ -71,7 +70,8 @@ def main() -> None:
             order = list(engines.available)
             return order if round_ % 2 == 0 else order[::-1]
 
-        runs: dict[str, dict[str, list[float]]] = {phase: {e: [] for e in engines.available} for phase in results}
+        phases = ("cold", "no-op rebuild", "touch every file", "one file changed")
+        runs: dict[str, dict[str, list[float]]] = {phase: {e: [] for e in engines.available} for phase in phases}
         for engine in each_engine(0):
             runs["cold"][engine].append(timed_build(engine))
         for round_ in range(args.repeat):
@@ -85,11 +85,9 @@ def main() -> None:
             for engine in each_engine(round_):
                 paths[engine][len(paths[engine]) // 2].write_bytes(f"changed {round_}".encode())
                 runs["one file changed"][engine].append(timed_build(engine))
-        for phase, by_engine in runs.items():
-            for engine, times in by_engine.items():
-                results[phase][engine] = statistics.median(times)
+        medians = [(phase, {e: statistics.median(times) for e, times in by_engine.items()}) for phase, by_engine in runs.items()]
         print(f"context: {args.files} files, {args.megabytes} MB")
-        print(table(list(results.items()), engines.available))
+        print(table(medians, engines.available))
     finally:
         engines.cleanup()
 
