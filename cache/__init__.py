@@ -52,12 +52,14 @@ from ._snapshots import Snapshotter as Snapshotter
 from ._tarctx import TarContext as TarContext
 from ._tarctx import extract_context_tar as extract_context_tar
 from ._tarctx import open_tar_context as open_tar_context
+from ._writeback import open_with_writeback as open_with_writeback
 
 __all__ = [
     "ActiveSnapshot",
     "BlobRef",
     "BlobWriter",
     "tree_disk_usage",
+    "open_with_writeback",
     "CacheIndex",
     "CacheRecord",
     "ContentStore",

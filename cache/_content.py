@@ -21,6 +21,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from pybuild.errors import CorruptContent, NotFound
 
 from ._util import digest_hex, fsync_dir, store_error
+from ._writeback import open_with_writeback
 
 
 @runtime_checkable
@@ -136,7 +137,7 @@ class _FileBlobWriter:
             fd, self._temp = store._new_temp()
         except OSError as error:
             raise store_error("cannot create a temp file for a blob", error) from None
-        self._file = open(fd, "wb")
+        self._file = open_with_writeback(fd)
 
     def write(self, data: bytes) -> int:
         if self._done:

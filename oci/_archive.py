@@ -3,11 +3,13 @@
 Writing takes blobs from a ``BlobSource`` (the content store; ``MemoryBlobSource``
 in tests) and the images to put in, by their manifest or index descriptor:
 
-- ``write_oci_archive``: ``oci-layout``, ``index.json`` (one entry per image
-  name, annotated with ``org.opencontainers.image.ref.name`` = the tag and
-  ``io.containerd.image.name`` = the full name) and ``blobs/sha256/<hex>``
-  for every reachable blob, stored as-is.  With ``docker_compatible`` (the
-  default) it also holds Docker's ``manifest.json`` pointing into ``blobs/``,
+- ``write_oci_archive`` (``OciArchiveWriter``): ``blobs/sha256/<hex>`` for
+  every reachable blob, stored as-is (layers first), then ``index.json``
+  (one entry per image name, annotated with
+  ``org.opencontainers.image.ref.name`` = the tag and
+  ``io.containerd.image.name`` = the full name) and ``oci-layout``.  With
+  ``docker_compatible`` (the default) it also holds Docker's
+  ``manifest.json`` pointing into ``blobs/``,
   so one file loads with ``docker load`` (also before Docker 25, which reads
   only ``manifest.json``), ``skopeo``'s ``oci-archive:`` and ``umoci``.
 - ``write_docker_archive``: what ``docker save`` writes and ``docker load``
@@ -66,9 +68,10 @@ from ._formats import (
     sha256_digest,
 )
 from ._reference import parse_reference
-from ._tar_format import DIRECTORY, END_OF_ARCHIVE, HARDLINK, REGULAR, SYMLINK, TarReader, encode_header, padding
+from ._tar_format import BLOCK, DIRECTORY, END_OF_ARCHIVE, HARDLINK, REGULAR, SYMLINK, TarReader, encode_header, padding
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+_BLOB_DIR = "blobs/sha256/"
 MAX_DOCUMENT_BYTES = 64 << 20
 _COPY_CHUNK = 1 << 20
 _SPOOL_BYTES = 64 << 20
@@ -150,7 +153,7 @@ class _TarOut:
         self._mtime = mtime
         self._dirs: set[str] = set()
 
-    def _parents(self, name: str) -> None:
+    def parents(self, name: str) -> None:
         parts = name.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             directory = "/".join(parts[:i])
@@ -158,16 +161,19 @@ class _TarOut:
                 self._dirs.add(directory)
                 self._out.write(encode_header(directory.encode() + b"/", DIRECTORY, mode=0o755, mtime=self._mtime))
 
+    def header(self, name: str, size: int) -> bytes:
+        return encode_header(name.encode(), REGULAR, mode=0o644, size=size, mtime=self._mtime)
+
     def file(self, name: str, data: bytes) -> None:
-        self._parents(name)
-        self._out.write(encode_header(name.encode(), REGULAR, mode=0o644, size=len(data), mtime=self._mtime))
+        self.parents(name)
+        self._out.write(self.header(name, len(data)))
         self._out.write(data)
         self._out.write(b"\0" * padding(len(data)))
 
     def stream(self, name: str, reader: BinaryIO, size: int, digest: str | None) -> None:
         """Copy exactly ``size`` bytes; check them against ``digest`` if given."""
-        self._parents(name)
-        self._out.write(encode_header(name.encode(), REGULAR, mode=0o644, size=size, mtime=self._mtime))
+        self.parents(name)
+        self._out.write(self.header(name, size))
         hasher = hashlib.sha256()
         left = size
         while left:
@@ -199,8 +205,8 @@ class _TarOut:
             regular = False
         if not regular:
             return False
-        self._parents(name)
-        out.write(encode_header(name.encode(), REGULAR, mode=0o644, size=size, mtime=self._mtime))
+        self.parents(name)
+        out.write(self.header(name, size))
         out.flush()
         start = out.tell()
         with open(path, "rb", buffering=0) as blob:
@@ -269,39 +275,154 @@ def _resolve(
     return descriptor, manifest, config_bytes, ImageConfig.from_json(config_bytes)
 
 
-def _blob_closure(source: BlobSource, descriptor: Descriptor) -> list[Descriptor]:
-    """Every blob an image descriptor reaches, documents before their children."""
-    out = [descriptor]
+def _blob_closure(source: BlobSource, descriptor: Descriptor) -> tuple[list[Descriptor], list[Descriptor]]:
+    """Every blob an image descriptor reaches: its documents (indexes,
+    manifests, configs; parents first) and its layers, in manifest order."""
+    documents = [descriptor]
+    layers: list[Descriptor] = []
     if descriptor.media_type in INDEX_MEDIA_TYPES:
         index = Index.from_json(_read_document(source, descriptor), descriptor.media_type)
         for child in index.manifests:
             if child.media_type in INDEX_MEDIA_TYPES or child.media_type in MANIFEST_MEDIA_TYPES:
-                out += _blob_closure(source, child)
+                child_documents, child_layers = _blob_closure(source, child)
+                documents += child_documents
+                layers += child_layers
     elif descriptor.media_type in MANIFEST_MEDIA_TYPES:
         manifest = Manifest.from_json(_read_document(source, descriptor), descriptor.media_type)
-        out.append(manifest.config)
-        out += manifest.layers
-    return out
+        documents.append(manifest.config)
+        layers += manifest.layers
+    return documents, layers
 
 
 def _names(image: ArchiveImage) -> list:
     return [parse_reference(name) for name in image.names]
 
 
-def write_oci_archive(
-    out: BinaryIO,
-    source: BlobSource,
-    images: Sequence[ArchiveImage],
-    *,
-    docker_compatible: bool = True,
-    platform: ImagePlatform | None = None,
-    mtime: int = 0,
-) -> Index:
-    """Write an OCI image layout tar of ``images`` into ``out``; returns its ``index.json``.
+class PendingBlob:
+    """An archive member whose bytes come before its name and size are known.
 
-    ``platform`` chooses which manifest of a multi-platform image Docker's
-    ``manifest.json`` names (default: the first); the OCI index keeps all.
+    A zeroed header block is written first; ``OciArchiveWriter.add_blob``
+    fills it in once the blob's digest is known (the blob is being made
+    while it is written here), or removes the member.
     """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.header_at = out.tell()
+        self.size = 0
+        out.write(b"\0" * BLOCK)
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def restart(self) -> None:
+        """Forget the bytes written so far."""
+        self._out.seek(self.header_at + BLOCK)
+        self._out.truncate()
+        self.size = 0
+
+
+class OciArchiveWriter:
+    """An OCI image layout tar, written blobs first.
+
+    Order: every layer blob (image by image, in manifest order), the
+    documents (indexes, manifests, configs), then ``index.json``,
+    ``manifest.json`` and ``oci-layout`` -- blobs before those files, as in
+    containerd's exporter (whose entries sort by name).  Layers come first so that an
+    export can write a layer into the archive while it is compressing and
+    storing it (``pending_blob``), instead of copying it afterwards; an
+    archive written either way has the same bytes.
+    """
+
+    def __init__(self, out: BinaryIO, *, mtime: int = 0, can_seek_back: bool = False) -> None:
+        """``can_seek_back``: ``out`` is a file this writer may seek in and truncate."""
+        self._out = out
+        self._tar = _TarOut(out, mtime)
+        self._can_seek_back = can_seek_back
+        self._written: set[str] = set()
+        self._pending: PendingBlob | None = None
+
+    def pending_blob(self) -> PendingBlob | None:
+        """A member to write the next blob into before its digest is known
+        (None when ``out`` cannot be patched).  ``add_blob`` ends it."""
+        if self._pending is not None:
+            raise RuntimeError("a pending blob is already open")
+        if not self._can_seek_back:
+            return None
+        self._tar.parents(_BLOB_DIR + "0")
+        self._pending = PendingBlob(self._out)
+        return self._pending
+
+    def add_blob(self, source: BlobSource, blob: Descriptor) -> None:
+        """The next blob: the pending member, if it received ``blob.size``
+        bytes (the caller vouches they are ``blob``'s), else a copy from ``source``."""
+        pending, self._pending = self._pending, None
+        if blob.digest in self._written:
+            if pending is not None:
+                self._drop(pending)
+            return
+        self._written.add(blob.digest)
+        name = _BLOB_DIR + digest_hex(blob.digest)
+        if pending is not None:
+            if pending.size == blob.size and pending.size and self._fill_in(pending, name):
+                return
+            self._drop(pending)
+        path = source.verified_path(blob.digest, blob.size) if isinstance(source, VerifiedBlobFiles) else None
+        if path is not None and self._tar.copy_verified(name, path, blob.size):
+            return
+        with source.open(blob.digest) as reader:
+            self._tar.stream(name, reader, blob.size, blob.digest)
+
+    def _fill_in(self, pending: PendingBlob, name: str) -> bool:
+        header = self._tar.header(name, pending.size)
+        if len(header) != BLOCK:
+            return False  # a PAX header (a blob of 8 GiB or more) does not fit the placeholder
+        out = self._out
+        end = out.tell()
+        out.seek(pending.header_at)
+        out.write(header)
+        out.seek(end)
+        out.write(b"\0" * padding(pending.size))
+        return True
+
+    def _drop(self, pending: PendingBlob) -> None:
+        self._out.seek(pending.header_at)
+        self._out.truncate()
+
+    def finish(
+        self,
+        source: BlobSource,
+        images: Sequence[ArchiveImage],
+        *,
+        docker_compatible: bool = True,
+        platform: ImagePlatform | None = None,
+    ) -> Index:
+        """The images' remaining blobs, ``index.json``, ``manifest.json`` and
+        ``oci-layout``; returns the index."""
+        if self._pending is not None:
+            raise RuntimeError("a pending blob was never added")
+        closures = [_blob_closure(source, image.descriptor) for image in images]
+        for _documents, layers in closures:
+            for blob in layers:
+                self.add_blob(source, blob)
+        for documents, _layers in closures:
+            for blob in documents:
+                self.add_blob(source, blob)
+        index, docker_entries = _index_entries(source, images, docker_compatible, platform)
+        self._tar.file("index.json", index.to_json())
+        if docker_compatible:
+            self._tar.file("manifest.json", canonical_json(docker_entries))
+        self._tar.file("oci-layout", OCI_LAYOUT)
+        self._tar.close()
+        return index
+
+
+def _index_entries(
+    source: BlobSource, images: Sequence[ArchiveImage], docker_compatible: bool, platform: ImagePlatform | None
+) -> tuple[Index, list[dict]]:
+    """``index.json`` (one entry per image name) and Docker's ``manifest.json`` entries."""
     entries: list[Descriptor] = []
     docker_entries: list[dict] = []
     for image in images:
@@ -325,31 +446,29 @@ def write_oci_archive(
             _, manifest, _, _ = _resolve(source, image.descriptor, platform)
             docker_entries.append(
                 {
-                    "Config": "blobs/sha256/" + digest_hex(manifest.config.digest),
+                    "Config": _BLOB_DIR + digest_hex(manifest.config.digest),
                     "RepoTags": [r.familiar for r in references if r.tag and not r.digest],
-                    "Layers": ["blobs/sha256/" + digest_hex(layer.digest) for layer in manifest.layers],
+                    "Layers": [_BLOB_DIR + digest_hex(layer.digest) for layer in manifest.layers],
                 }
             )
-    index = Index(manifests=tuple(entries), media_type=MEDIA_TYPE_OCI_INDEX)
-    tar = _TarOut(out, mtime)
-    tar.file("oci-layout", OCI_LAYOUT)
-    tar.file("index.json", index.to_json())
-    written: set[str] = set()
-    for image in images:
-        for blob in _blob_closure(source, image.descriptor):
-            if blob.digest in written:
-                continue
-            written.add(blob.digest)
-            name = "blobs/sha256/" + digest_hex(blob.digest)
-            path = source.verified_path(blob.digest, blob.size) if isinstance(source, VerifiedBlobFiles) else None
-            if path is not None and tar.copy_verified(name, path, blob.size):
-                continue
-            with source.open(blob.digest) as reader:
-                tar.stream(name, reader, blob.size, blob.digest)
-    if docker_compatible:
-        tar.file("manifest.json", canonical_json(docker_entries))
-    tar.close()
-    return index
+    return Index(manifests=tuple(entries), media_type=MEDIA_TYPE_OCI_INDEX), docker_entries
+
+
+def write_oci_archive(
+    out: BinaryIO,
+    source: BlobSource,
+    images: Sequence[ArchiveImage],
+    *,
+    docker_compatible: bool = True,
+    platform: ImagePlatform | None = None,
+    mtime: int = 0,
+) -> Index:
+    """Write an OCI image layout tar of ``images`` into ``out``; returns its ``index.json``.
+
+    ``platform`` chooses which manifest of a multi-platform image Docker's
+    ``manifest.json`` names (default: the first); the OCI index keeps all.
+    """
+    return OciArchiveWriter(out, mtime=mtime).finish(source, images, docker_compatible=docker_compatible, platform=platform)
 
 
 def write_docker_archive(

@@ -133,19 +133,26 @@ class LayerBlob:
     stats: LayerStats | None = None
 
 
-class _Sink(Protocol):
+class ByteSink(Protocol):
+    """Where bytes go: a file, a content-store writer, an archive member."""
+
     def write(self, data: bytes, /) -> object: ...
+
+
+_Sink = ByteSink
 
 
 class _HashingSink:
     """Counts and hashes the compressed bytes on their way to the caller's sink.
 
     A content-store writer hashes what it is given anyway; its digest is
-    taken instead of hashing every byte twice.
+    taken instead of hashing every byte twice.  ``tee`` gets the same bytes
+    too (an archive member written while the blob is stored).
     """
 
-    def __init__(self, sink: _Sink, *, hashing: bool = True) -> None:
+    def __init__(self, sink: _Sink, *, hashing: bool = True, tee: _Sink | None = None) -> None:
         self._sink = sink
+        self._tee = tee
         self._store_writer = sink if isinstance(sink, BlobWriter) else None
         self._hash = hashlib.sha256() if hashing and self._store_writer is None else None
         self.size = 0
@@ -155,6 +162,8 @@ class _HashingSink:
             self._hash.update(data)
         self.size += len(data)
         self._sink.write(data)
+        if self._tee is not None:
+            self._tee.write(data)
         return len(data)
 
     def digest(self) -> str:
@@ -173,7 +182,8 @@ class _HashingSink:
 class LayerBlobWriter:
     """Write an uncompressed tar into it; ``close()`` gives the ``LayerBlob``.
 
-    ``threads`` is for tests (to show the output does not depend on it).
+    ``threads`` is for tests (to show the output does not depend on it);
+    ``tee`` receives the compressed bytes as ``sink`` does.
     """
 
     def __init__(
@@ -185,6 +195,7 @@ class LayerBlobWriter:
         docker_media_types: bool = False,
         threads: int = -1,
         known_diff_id: str | None = None,
+        tee: _Sink | None = None,
     ) -> None:
         self.kind = Compression.parse(kind) if isinstance(kind, str) else kind
         self.media_type = layer_media_type(self.kind, docker=docker_media_types)
@@ -195,7 +206,7 @@ class LayerBlobWriter:
         self._size = 0
         self._pending = bytearray()
         # a plain tar's digest is its diffID, hashed below anyway
-        self._blob = _HashingSink(sink, hashing=self.kind is not Compression.NONE)
+        self._blob = _HashingSink(sink, hashing=self.kind is not Compression.NONE, tee=tee)
         self._encoder: BinaryIO | _HashingSink
         if self.kind is Compression.GZIP:
             self._encoder = igzip_threaded.open(
@@ -270,9 +281,10 @@ def compress_layer(
     *,
     mtime: int | None = None,
     docker_media_types: bool = False,
+    tee: _Sink | None = None,
 ) -> LayerBlob:
-    """Archive the layer tree ``tree``, compress it into ``sink``, and describe the blob."""
-    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types)
+    """Archive the layer tree ``tree``, compress it into ``sink`` (and ``tee``), and describe the blob."""
+    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types, tee=tee)
     try:
         stats = write_layer(tree, writer, mtime=mtime)  # type: ignore[arg-type]
     except BaseException:
@@ -298,12 +310,13 @@ def compress_stream(
     *,
     docker_media_types: bool = False,
     known_diff_id: str | None = None,
+    tee: _Sink | None = None,
 ) -> LayerBlob:
-    """Recompress a layer: ``source`` (any compression) → ``kind`` into ``sink``.
+    """Recompress a layer: ``source`` (any compression) → ``kind`` into ``sink`` (and ``tee``).
 
     ``known_diff_id``: the source is a plain tar already verified to have it.
     """
-    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types, known_diff_id=known_diff_id)
+    writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types, known_diff_id=known_diff_id, tee=tee)
     try:
         plain = open_decompressed(source)
         while chunk := plain.read(BLOCK):

@@ -32,11 +32,11 @@ from typing import Any, BinaryIO
 
 from pybuild.errors import NotFound, UsageError
 
-from ._archive import ArchiveImage, write_docker_archive, write_oci_archive
+from ._archive import ArchiveImage, OciArchiveWriter, PendingBlob, write_docker_archive
 from ._export_layers import LayerSettings, bool_option, export_manifest, parse_compression_options
 from ._formats import Descriptor
 from ._reference import parse_reference
-from ._store import ImageStore, StoredImage
+from ._store import ImageStore, Layer, StoredImage
 
 OUTPUT_TYPES = ("image", "registry", "oci", "docker", "local", "tar")
 STDOUT = "-"
@@ -167,7 +167,9 @@ def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO], Any]) -> None:
     path = Path(dest)
     temp = path.with_name(f".{path.name}.pybuild-{os.getpid()}")
     try:
-        with open(temp, "wb") as out:
+        from pybuild.cache import open_with_writeback
+
+        with open_with_writeback(temp) as out:
             write(out)
             out.flush()
             os.fsync(out.fileno())
@@ -196,19 +198,50 @@ def write_images_archive(
     """
     if format not in ("docker", "oci"):
         raise UsageError(f"unknown archive format {format!r}", hint="use docker or oci")
+    named = [(image, tuple(str(parse_reference(n)) for n in names)) for image, names in images]
+    if format == "oci":
+        # only a temp file of _atomic's own may be seeked in (an O_APPEND stdout may not)
+        own_file = isinstance(dest, (str, Path))
+        _atomic(dest, lambda out: _write_oci_archive(store, named, layers, OciArchiveWriter(out, can_seek_back=own_file)))
+        return
     extra: dict[str, bytes] = {}
     entries = []
-    for image, names in images:
-        manifest = export_manifest(store, image, layers if format == "oci" else LayerSettings())
+    for image, names in named:
+        manifest = export_manifest(store, image)
         extra[manifest.digest] = manifest.data
-        descriptor = Descriptor(manifest.media_type, manifest.digest, len(manifest.data))
-        entries.append(ArchiveImage(descriptor, tuple(str(parse_reference(n)) for n in names)))
+        entries.append(ArchiveImage(Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), names))
     source = _Blobs(store, extra)
-    if format == "oci":
-        _atomic(dest, lambda out: write_oci_archive(out, source, entries))
-    else:
-        spool = store.root.tmp_dir("save-")
-        _atomic(dest, lambda out: write_docker_archive(out, source, entries, tmp_dir=spool))
+    spool = store.root.tmp_dir("save-")
+    _atomic(dest, lambda out: write_docker_archive(out, source, entries, tmp_dir=spool))
+
+
+class _ArchiveLayers:
+    """``LayerArchive`` over an ``OciArchiveWriter``: layers go in as the export resolves them."""
+
+    def __init__(self, writer: OciArchiveWriter, source: _Blobs) -> None:
+        self._writer = writer
+        self._source = source
+
+    def pending_blob(self) -> PendingBlob | None:
+        return self._writer.pending_blob()
+
+    def add_layer(self, layer: Layer) -> None:
+        self._writer.add_blob(self._source, Descriptor(layer.media_type, layer.digest, layer.size))
+
+
+def _write_oci_archive(
+    store: ImageStore, images: Sequence[tuple[StoredImage, tuple[str, ...]]], settings: LayerSettings, writer: OciArchiveWriter
+) -> None:
+    """Layers are converted (if ``settings`` asks) straight into the archive, then the documents follow."""
+    extra: dict[str, bytes] = {}
+    source = _Blobs(store, extra)
+    layers = _ArchiveLayers(writer, source)
+    entries = []
+    for image, names in images:
+        manifest = export_manifest(store, image, settings, archive=layers)
+        extra[manifest.digest] = manifest.data
+        entries.append(ArchiveImage(Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), names))
+    writer.finish(source, entries)
 
 
 def export_oci_archive(

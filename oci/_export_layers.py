@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pybuild.errors import ImageError, UsageError
 
-from ._compression import Compression, layer_media_type
+from ._compression import ByteSink, Compression, layer_media_type
 from ._formats import MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_MANIFEST, canonical_json, sha256_digest
 from ._store import ImageStore, Layer, StoredImage, chain_ids, compression_of
 
@@ -65,6 +65,24 @@ class ExportManifest:
         return sha256_digest(self.data)
 
 
+class PendingLayer(ByteSink, Protocol):
+    """Where a layer's blob is written while it is made; ``restart`` forgets what it got."""
+
+    def restart(self) -> None: ...
+
+
+class LayerArchive(Protocol):
+    """An archive taking each layer as soon as the export has it (``OciArchiveWriter``)."""
+
+    def pending_blob(self) -> PendingLayer | None:
+        """A member for the next layer's bytes while they are made, if the archive can take them so."""
+        ...
+
+    def add_layer(self, layer: Layer) -> None:
+        """The next layer: the pending member's bytes if they are its blob, else the stored blob."""
+        ...
+
+
 def _wanted(layer: Layer, settings: LayerSettings) -> Compression | None:
     """The compression to convert ``layer`` to, or None to keep it."""
     current = compression_of(layer.media_type)
@@ -78,8 +96,11 @@ def _wanted(layer: Layer, settings: LayerSettings) -> Compression | None:
     return wanted
 
 
-def convert_layer(store: ImageStore, layer: Layer, chain_id: str, kind: Compression, level: int | None) -> Layer:
-    """``layer`` (the top of chain ``chain_id``) as a blob compressed with ``kind``."""
+def convert_layer(
+    store: ImageStore, layer: Layer, chain_id: str, kind: Compression, level: int | None, *, tee: PendingLayer | None = None
+) -> Layer:
+    """``layer`` (the top of chain ``chain_id``) as a blob compressed with ``kind``;
+    a blob made here is written into ``tee`` too."""
     from pybuild.cache import BlobRef, CacheRecord
 
     key = CONVERT_RECORD + layer.diff_id
@@ -90,10 +111,12 @@ def convert_layer(store: ImageStore, layer: Layer, chain_id: str, kind: Compress
             return Layer(layer.diff_id, blob.digest, blob.size, blob.media_type)
     snapshot = store.snapshot_of_chain(chain_id)
     if snapshot is not None and store.snapshot_layer_diff_id(snapshot) == layer.diff_id:
-        converted = store.layer_for_snapshot(snapshot, kind.value, level)
+        converted = store.layer_for_snapshot(snapshot, kind.value, level, tee=tee)
         if converted.diff_id == layer.diff_id:
             return converted
-    made = store.recompress(layer, kind, level)
+        if tee is not None:
+            tee.restart()
+    made = store.recompress(layer, kind, level, tee=tee)
     ref = BlobRef(made.digest, made.size, made.media_type)
     if record is None:
         store.root.index.record(key, CacheRecord(snapshot_id=None, diff_id=layer.diff_id, blobs={kind.value: ref}))
@@ -102,11 +125,15 @@ def convert_layer(store: ImageStore, layer: Layer, chain_id: str, kind: Compress
     return Layer(layer.diff_id, made.digest, made.size, made.media_type)
 
 
-def export_manifest(store: ImageStore, image: StoredImage, settings: LayerSettings = LayerSettings()) -> ExportManifest:
+def export_manifest(
+    store: ImageStore, image: StoredImage, settings: LayerSettings = LayerSettings(), *, archive: LayerArchive | None = None
+) -> ExportManifest:
     """The manifest (and layers) to export ``image`` with under ``settings``.
 
     Unchanged layers keep the stored manifest byte for byte, so its digest
-    (pinned by pulls and builds) survives an export.
+    (pinned by pulls and builds) survives an export.  Each layer goes into
+    ``archive`` as soon as it is ready; one made now is written into it
+    while it is made and stored, not copied afterwards.
     """
     stored = store.manifest_bytes(image)
     document = _load_manifest(stored, image)
@@ -115,12 +142,15 @@ def export_manifest(store: ImageStore, image: StoredImage, settings: LayerSettin
     changed = False
     for layer, chain_id in zip(image.layers, chain, strict=True):
         kind = _wanted(layer, settings)
+        tee = archive.pending_blob() if archive is not None else None
         if kind is None:
-            store.materialize(layer, chain_id)
-            layers.append(layer)
-            continue
-        changed = True
-        layers.append(convert_layer(store, layer, chain_id, kind, settings.level))
+            store.materialize(layer, chain_id, tee=tee)
+        else:
+            changed = True
+            layer = convert_layer(store, layer, chain_id, kind, settings.level, tee=tee)
+        layers.append(layer)
+        if archive is not None:
+            archive.add_layer(layer)
     if not changed:
         return ExportManifest(stored, str(document.get("mediaType") or MEDIA_TYPE_OCI_MANIFEST), document["config"], tuple(layers))
     config = dict(document["config"])
@@ -182,4 +212,4 @@ def bool_option(attrs: Mapping[str, str], key: str, default: bool, what: str) ->
     return _bool(attrs[key], key, what) if key in attrs else default
 
 
-__all__: Sequence[str] = ["ExportManifest", "LayerSettings", "compression_of", "convert_layer", "export_manifest"]
+__all__: Sequence[str] = ["ExportManifest", "LayerArchive", "LayerSettings", "PendingLayer", "compression_of", "convert_layer", "export_manifest"]

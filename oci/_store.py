@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pybuild.errors import CorruptContent, ImageError, NotFound
 
-from ._compression import Compression, compress_layer, compress_stream, layer_media_type
+from ._compression import ByteSink, Compression, compress_layer, compress_stream, layer_media_type
 from ._formats import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_MANIFEST,
@@ -545,7 +545,13 @@ class ImageStore:
     # ------------------------------------------------------------ layers
 
     def layer_for_snapshot(
-        self, snapshot_id: str, compression: str = "gzip", level: int | None = None, *, mtime: int | None = None
+        self,
+        snapshot_id: str,
+        compression: str = "gzip",
+        level: int | None = None,
+        *,
+        mtime: int | None = None,
+        tee: ByteSink | None = None,
     ) -> Layer:
         """The compressed layer of one snapshot, made once per compression and reused.
 
@@ -553,7 +559,9 @@ class ImageStore:
         again: its layer is that blob, so an image built on a base shares the
         base's layers -- same diffIDs, same blobs -- as BuildKit's images do.
         Like BuildKit, such a layer keeps its compression (an export can
-        force another); only a plain one is compressed as asked.
+        force another); only a plain one is compressed as asked.  A blob made
+        here is also written into ``tee`` as it is stored; one found made
+        before is not.
         """
         kind = Compression.parse(compression)
         key = SNAPSHOT_RECORD + snapshot_id + (f":mtime={mtime}" if mtime is not None else "")
@@ -572,12 +580,12 @@ class ImageStore:
                 if record.meta.get("source") == "blob" and compression_of(original.media_type) is not Compression.NONE:
                     return layer  # a base layer keeps its compression (BuildKit's rule; exports may force)
                 # recompressing a stored blob costs no walk of the tree and no per-file work
-                layer = self.recompress(layer, kind, level)
+                layer = self.recompress(layer, kind, level, tee=tee)
                 self.root.index.add_blob(key, kind.value, BlobRef(layer.digest, layer.size, layer.media_type))
                 return layer
         tree = self.root.snapshots.tree(snapshot_id)
         with self.root.blobs.writer() as writer:
-            blob = compress_layer(tree, kind, level, writer, mtime=mtime)
+            blob = compress_layer(tree, kind, level, writer, mtime=mtime, tee=tee)
             writer.commit()
         if record is None:
             self.root.index.record(key, CacheRecord(snapshot_id=snapshot_id, diff_id=blob.diff_id))
@@ -632,10 +640,11 @@ class ImageStore:
         except (KeyError, ValueError):
             return None
 
-    def materialize(self, layer: Layer, chain_id: str) -> None:
+    def materialize(self, layer: Layer, chain_id: str, *, tee: ByteSink | None = None) -> None:
         """Store the blob of a layer named by reference (``layer_by_reference``), from its snapshot.
 
         A damaged plain blob is removed by ``blob_intact`` and made again here.
+        A blob made here is also written into ``tee``.
         """
         if layer.digest != layer.diff_id or self.root.blob_intact(layer.digest, layer.size):
             return
@@ -645,7 +654,7 @@ class ImageStore:
                 f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
                 hint="build or pull the image again",
             )
-        made = self.layer_for_snapshot(snapshot, Compression.NONE.value)
+        made = self.layer_for_snapshot(snapshot, Compression.NONE.value, tee=tee)
         if made.digest != layer.digest:
             raise CorruptContent(
                 f"the snapshot of layer {layer.diff_id} now archives to {made.digest}",
@@ -657,14 +666,14 @@ class ImageStore:
         blobs = sorted(record.blobs.values(), key=lambda b: compression_of(b.media_type) is not Compression.NONE)
         return next((b for b in blobs if self.root.blob_intact(b.digest, b.size)), None)
 
-    def recompress(self, layer: Layer, kind: Compression, level: int | None) -> Layer:
-        """The same layer tar (same diffID) as a blob compressed with ``kind``."""
+    def recompress(self, layer: Layer, kind: Compression, level: int | None, *, tee: ByteSink | None = None) -> Layer:
+        """The same layer tar (same diffID) as a blob compressed with ``kind`` (written into ``tee`` too)."""
         # a plain blob's digest is its diffID: once the blob is verified (blob_intact
         # hashes it once per version of its file) its bytes need no hashing here
         plain = layer.digest == layer.diff_id
         known = layer.diff_id if plain and self.root.blob_intact(layer.digest, layer.size) else None
         with self.root.blobs.open(layer.digest, verify=not plain) as source, self.root.blobs.writer() as writer:
-            made = compress_stream(source, kind, level, writer, known_diff_id=known)
+            made = compress_stream(source, kind, level, writer, known_diff_id=known, tee=tee)
             if made.diff_id != layer.diff_id:
                 raise CorruptContent(
                     f"layer {layer.digest} decompresses to {made.diff_id}, but the image says {layer.diff_id}",

@@ -19,6 +19,7 @@ from pybuild.errors import CorruptContent, ImageError, NotFound
 from pybuild.oci._archive import (
     ArchiveImage,
     MemoryBlobSource,
+    OciArchiveWriter,
     check_blob_source,
     read_archive,
     write_docker_archive,
@@ -91,6 +92,70 @@ def test_archives_are_deterministic(image, tmp_path: Path) -> None:
     assert write(tmp_path / "c", write_docker_archive, source, [img]) == write(tmp_path / "d", write_docker_archive, source, [img])
     with tarfile.open(tmp_path / "a") as tar:
         assert {(m.mtime, m.uid, m.uname) for m in tar.getmembers()} == {(0, 0, "")}
+
+
+def test_oci_archive_puts_layers_first_and_the_layout_files_last(image, tmp_path: Path) -> None:
+    source, img = image
+    with tarfile.open(fileobj=io.BytesIO(write(tmp_path / "img.tar", write_oci_archive, source, [img]))) as tar:
+        files = [m.name for m in tar.getmembers() if m.isfile()]
+    manifest = Manifest.from_json(source.blobs[img.descriptor.digest])
+    blob = "blobs/sha256/{}".format
+    layers = [blob(l.digest.split(":")[1]) for l in manifest.layers]
+    documents = [blob(img.descriptor.digest.split(":")[1]), blob(manifest.config.digest.split(":")[1])]
+    assert files == [*layers, *documents, "index.json", "manifest.json", "oci-layout"]
+
+
+def _layer_bytes(source: MemoryBlobSource, img: ArchiveImage) -> list[tuple[Descriptor, bytes]]:
+    manifest = Manifest.from_json(source.blobs[img.descriptor.digest])
+    return [(layer, source.blobs[layer.digest]) for layer in manifest.layers]
+
+
+def _feed(writer: OciArchiveWriter, source: MemoryBlobSource, layers: list[tuple[Descriptor, bytes]], scenario: str) -> None:
+    """Each layer through a pending member the way ``scenario`` says, then added."""
+    for i, (layer, data) in enumerate(layers):
+        pending = writer.pending_blob()
+        assert pending is not None
+        if scenario == "made while written":
+            pending.write(data[:100])
+            pending.write(data[100:])
+        elif scenario == "restarted":
+            pending.write(b"a first try that failed")
+            pending.restart()
+            pending.write(data)
+        elif scenario == "wrong size":
+            pending.write(data + b"extra")
+        elif scenario == "made before" and i == 0:
+            pass  # nothing written: the blob is copied from the source
+        else:
+            pending.write(data)
+        writer.add_blob(source, layer)
+    if scenario == "already in the archive":
+        pending = writer.pending_blob()
+        assert pending is not None
+        pending.write(layers[0][1])
+        writer.add_blob(source, layers[0][0])  # a second use of a layer is not written twice
+
+
+@pytest.mark.parametrize("scenario", ["made while written", "restarted", "wrong size", "made before", "already in the archive"])
+def test_a_blob_written_while_it_is_made_gives_the_same_archive_as_a_copy(image, tmp_path: Path, scenario: str) -> None:
+    source, img = image
+    expected = write(tmp_path / "copied.tar", write_oci_archive, source, [img])
+    with open(tmp_path / "pending.tar", "wb") as out:
+        writer = OciArchiveWriter(out, can_seek_back=True)
+        _feed(writer, source, _layer_bytes(source, img), scenario)
+        writer.finish(source, [img])
+    assert (tmp_path / "pending.tar").read_bytes() == expected
+
+
+def test_a_stream_gets_no_pending_blob_and_a_blob_cannot_stay_pending(image, tmp_path: Path) -> None:
+    source, img = image
+    assert OciArchiveWriter(io.BytesIO()).pending_blob() is None  # it may not seek back in a stream
+    writer = OciArchiveWriter(io.BytesIO(), can_seek_back=True)
+    assert writer.pending_blob() is not None
+    with pytest.raises(RuntimeError):
+        writer.pending_blob()
+    with pytest.raises(RuntimeError):
+        writer.finish(source, [img])
 
 
 def test_oci_archive_round_trip(image, tmp_path: Path) -> None:

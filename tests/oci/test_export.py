@@ -147,6 +147,35 @@ def test_oci_archive_recompresses_layers_keeping_the_image_id(store: ImageStore,
     assert kept.digest == app.manifest_digest
 
 
+def test_layers_made_by_an_export_are_written_into_the_archive_not_copied(  # type: ignore[no-untyped-def]
+    store: ImageStore, app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pybuild.oci import _archive
+
+    copied: list[str] = []
+    for method in ("copy_verified", "stream"):
+        original = getattr(_archive._TarOut, method)
+
+        def spy(self, name, *args, _original=original):  # type: ignore[no-untyped-def]
+            copied.append(name.rsplit("/", 1)[-1])
+            return _original(self, name, *args)
+
+        monkeypatch.setattr(_archive._TarOut, method, spy)
+    zstd = LayerSettings("zstd", force=True)
+    made = tmp_path / "made.tar"
+    export_oci_archive(store, app, made, ["app:1"], layers=zstd)
+    with read_archive(made) as archive:
+        (loaded,) = archive.images  # every blob verified against its digest
+        layers = [l.digest.split(":")[1] for l in loaded.manifest.layers]
+    assert not set(layers) & set(copied)  # compressed into the archive and the store at once
+    assert loaded.manifest.config.digest.split(":")[1] in copied
+    copied.clear()
+    again = io.BytesIO()
+    export_oci_archive(store, app, again, ["app:1"], layers=zstd)
+    assert set(layers) <= set(copied)  # made before: copied from the store
+    assert again.getvalue() == made.read_bytes()
+
+
 def test_an_archive_file_and_an_archive_stream_hold_the_same_bytes(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # a file gets verified blobs by copy_file_range, a stream gets them read and hashed
     path = tmp_path / "app.tar"
