@@ -1,9 +1,9 @@
 """``pybuild push NAME[:TAG]``: a local image to its registry.
 
-Layers that the registry's repository has are skipped; layers pulled from
-another repository of the same registry are mounted from there.  The
-output has ``docker push``'s shape; the image then lists the pushed
-``name@digest`` among its digests.
+Layers that the registry's repository has are skipped (``Layer already
+exists``); layers pulled from another repository of the same registry are
+mounted from there.  The output has ``docker push``'s shape; the image then
+lists the pushed ``name@digest`` among its digests.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def report(result: Any) -> str:
         short = layer.diff_id.split(":", 1)[1][:12]
         if layer.mounted_from:
             lines.append(f"{short}: Mounted from {layer.mounted_from.split('/', 1)[1]}")
+        elif layer.already_there:
+            lines.append(f"{short}: Layer already exists")
         else:
             lines.append(f"{short}: Pushed")
     lines.append(f"{ref.tag or 'latest'}: digest: {result.digest} size: {result.size}")

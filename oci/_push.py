@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from ._export_layers import LayerSettings, export_manifest
 from ._reference import Reference, parse_reference
+from ._registry import BlobOutcome
 from ._store import ImageStore, StoredImage
 
 
@@ -25,6 +26,7 @@ class PushedLayer:
     digest: str
     size: int
     mounted_from: str | None = None  # registry/repository
+    already_there: bool = False  # the repository had it: nothing was sent
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,15 @@ async def push_image(
     blobs = [LayerDescriptor(str(config["digest"]), int(config["size"]), str(config.get("mediaType", "")))]
     blobs += [LayerDescriptor(l.digest, l.size, l.media_type) for l in exported.layers]
     sources = {b.digest: source for b in blobs if (source := _mount_source(store, b.digest, reference)) is not None}
+    outcomes: dict[str, BlobOutcome] = {}
     digest = await client.push(  # type: ignore[attr-defined]
-        reference, manifest=exported.data, media_type=exported.media_type, blobs=blobs, store=store.root.blobs, mount_from=sources
+        reference,
+        manifest=exported.data,
+        media_type=exported.media_type,
+        blobs=blobs,
+        store=store.root.blobs,
+        mount_from=sources,
+        on_blob=outcomes.__setitem__,
     )
 
     def remember() -> None:
@@ -84,6 +93,13 @@ async def push_image(
 
     await trio.to_thread.run_sync(remember)
     pushed = tuple(
-        PushedLayer(l.diff_id, l.digest, l.size, sources[l.digest].name if l.digest in sources else None) for l in exported.layers
+        PushedLayer(
+            l.diff_id,
+            l.digest,
+            l.size,
+            mounted_from=sources[l.digest].name if outcomes.get(l.digest) is BlobOutcome.MOUNTED else None,
+            already_there=outcomes.get(l.digest) is BlobOutcome.EXISTS,
+        )
+        for l in exported.layers
     )
     return PushResult(reference, digest, len(exported.data), pushed)

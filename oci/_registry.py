@@ -15,6 +15,7 @@ concurrent pulls of one blob through one client wait for a single download.
 from __future__ import annotations
 
 import copy
+import enum
 
 import hashlib
 import json
@@ -115,6 +116,14 @@ class BlobProgress:
 
 
 ProgressCallback = Callable[[BlobProgress], None]
+
+
+class BlobOutcome(enum.Enum):
+    """What a push did with one blob (``docker push`` prints it per layer)."""
+
+    PUSHED = "Pushed"
+    EXISTS = "Layer already exists"
+    MOUNTED = "Mounted"
 
 
 class _MemoryWriter:
@@ -492,13 +501,14 @@ class RegistryClient:
         blobs: Sequence[BlobLike],
         store: BlobStore,
         mount_from: Mapping[str, Reference] = MappingProxyType({}),
+        on_blob: Callable[[str, BlobOutcome], None] | None = None,
     ) -> str:
         """Upload ``blobs`` from ``store`` and then ``manifest``; returns its digest.
 
         A blob the repository already has is skipped; one that ``mount_from``
         places in another repository of the same registry is mounted from
-        there instead of uploaded.  The manifest is put by tag (by digest if
-        ``ref`` has no tag).
+        there instead of uploaded.  ``on_blob`` learns what happened to each
+        blob.  The manifest is put by tag (by digest if ``ref`` has no tag).
         """
         digest = sha256_digest(manifest)
         if ref.digest and ref.digest != digest:
@@ -525,7 +535,7 @@ class RegistryClient:
             unique.setdefault(blob.digest, blob)
         await _first_error(
             [
-                lambda blob=blob: self._push_blob(call, scopes, blob, store, sources.get(blob.digest))
+                lambda blob=blob: self._push_blob(call, scopes, blob, store, sources.get(blob.digest), on_blob)
                 for blob in unique.values()
             ]
         )
@@ -551,8 +561,21 @@ class RegistryClient:
         return digest
 
     async def _push_blob(
-        self, call: RegistryCall, scopes: tuple[str, ...], blob: BlobLike, store: BlobStore, source: Reference | None
+        self,
+        call: RegistryCall,
+        scopes: tuple[str, ...],
+        blob: BlobLike,
+        store: BlobStore,
+        source: Reference | None,
+        on_blob: Callable[[str, BlobOutcome], None] | None,
     ) -> None:
+        outcome = await self._send_blob(call, scopes, blob, store, source)
+        if on_blob is not None:
+            on_blob(blob.digest, outcome)
+
+    async def _send_blob(
+        self, call: RegistryCall, scopes: tuple[str, ...], blob: BlobLike, store: BlobStore, source: Reference | None
+    ) -> BlobOutcome:
         endpoint, digest = call.endpoint, blob.digest
         async with self._blob_slots:
             head = await self._http.fetch(
@@ -564,20 +587,21 @@ class RegistryClient:
             )
             if head.status == 200:
                 log.debug("%s already has %s", call.name, digest)
-                return
+                return BlobOutcome.EXISTS
             if head.status != 404:
                 raise status_error(head, call, subject=f"blob {digest}", kind="blob")
 
-            async def attempt(_n: int) -> None:
+            async def attempt(_n: int) -> BlobOutcome:
                 location = await self._start_upload(call, scopes, blob, source)
                 if location is None:
-                    return  # mounted from the source repository
+                    return BlobOutcome.MOUNTED
                 if blob.size <= self._monolithic_limit:
                     await self._upload_monolithic(call, scopes, blob, store, location)
                 else:
                     await self._upload_chunked(call, scopes, blob, store, location)
+                return BlobOutcome.PUSHED
 
-            await with_retries(self._policy, f"uploading blob {digest} to {call.name}", attempt)
+            return await with_retries(self._policy, f"uploading blob {digest} to {call.name}", attempt)
 
     async def _start_upload(
         self, call: RegistryCall, scopes: tuple[str, ...], blob: BlobLike, source: Reference | None

@@ -78,6 +78,9 @@ def test_a_pushed_image_is_accepted_by_skopeo(root: Path, repo: str, busybox_tar
     skopeo("copy", "--quiet", "--src-tls-verify=false", f"docker://{name}", f"oci:{tmp_path / 'layout'}:1")
     digests = run_pybuild("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}", f"{repo}/app", root=root).stdout
     assert digests == f"{repo}/app 1 {match.group(1)}\n"
+    again = run_pybuild("push", name, root=root).stdout.splitlines()
+    assert again[1:-1] == [line.replace("Pushed", "Layer already exists") for line in out[1:-1]]  # docker push's wording
+    assert again[-1] == out[-1]
 
 
 def test_an_image_skopeo_pushed_is_pulled_and_built_on(root: Path, repo: str, base_archive: Path, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]

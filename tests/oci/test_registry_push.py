@@ -9,7 +9,7 @@ import trio.testing
 
 from pybuild.errors import CorruptContent, ImageError, NotFound, RegistryError
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import RegistryClient
+from pybuild.oci._registry import BlobOutcome, RegistryClient
 from pybuild.oci._registry_manifest import OCI_MANIFEST, LayerDescriptor
 
 from .registry_server import (
@@ -27,7 +27,8 @@ def descriptors(image: TinyImage) -> list[LayerDescriptor]:
     return [LayerDescriptor(d, s, m) for d, s, m in image.descriptors()]
 
 
-async def push(registry: FakeRegistry, name: str, image: TinyImage, store: DictStore, *, mount_from=None, **options) -> str:  # type: ignore[no-untyped-def]
+async def push(registry: FakeRegistry, name: str, image: TinyImage, store: DictStore, *, mount_from=None, outcomes=None, **options) -> str:  # type: ignore[no-untyped-def]
+    """Push ``image``; ``outcomes`` (a dict) learns what happened to each blob."""
     async with RegistryClient(**options) as client:
         return await client.push(
             parse_reference(f"{registry.netloc}/{name}"),
@@ -36,6 +37,7 @@ async def push(registry: FakeRegistry, name: str, image: TinyImage, store: DictS
             blobs=descriptors(image),
             store=store,
             mount_from=mount_from or {},
+            on_blob=None if outcomes is None else outcomes.__setitem__,
         )
 
 
@@ -81,9 +83,14 @@ async def test_second_push_skips_existing_blobs(fake_registry: FakeRegistry) -> 
     store = DictStore()
     image.store_into(store)
 
-    await push(fake_registry, "again:1", image, store)
+    first: dict = {}
+    await push(fake_registry, "again:1", image, store, outcomes=first)
     uploads_before = fake_registry.count("POST", "/blobs/uploads/")
-    await push(fake_registry, "again:2", image, store)
+    second: dict = {}
+    await push(fake_registry, "again:2", image, store, outcomes=second)
+
+    assert first == {d: BlobOutcome.PUSHED for d in image.blobs}
+    assert second == {d: BlobOutcome.EXISTS for d in image.blobs}
 
     assert uploads_before == 3
     assert fake_registry.count("POST", "/blobs/uploads/") == 3
@@ -98,7 +105,10 @@ async def test_cross_repository_mount(fake_registry: FakeRegistry) -> None:
     source = parse_reference(f"{fake_registry.netloc}/base:1")
     puts_before = fake_registry.count("PUT", "/uploads/")
 
-    await push(fake_registry, "derived:1", image, store, mount_from={d: source for d in image.blobs})
+    outcomes: dict = {}
+    await push(fake_registry, "derived:1", image, store, mount_from={d: source for d in image.blobs}, outcomes=outcomes)
+
+    assert outcomes == {d: BlobOutcome.MOUNTED for d in image.blobs}
 
     mounts = [r for r in fake_registry.requests if r.method == "POST" and r.param("mount")]
     assert sorted(r.param("mount") for r in mounts) == sorted(image.blobs)
@@ -113,7 +123,10 @@ async def test_mount_refused_falls_back_to_upload(fake_registry: FakeRegistry) -
     image.store_into(store)
     elsewhere = parse_reference(f"{fake_registry.netloc}/does-not-have-it:1")
 
-    await push(fake_registry, "fallback:1", image, store, mount_from={d: elsewhere for d in image.blobs})
+    outcomes: dict = {}
+    await push(fake_registry, "fallback:1", image, store, mount_from={d: elsewhere for d in image.blobs}, outcomes=outcomes)
+
+    assert outcomes == {d: BlobOutcome.PUSHED for d in image.blobs}  # the registry did not mount: uploaded
 
     assert fake_registry.count("POST", "/blobs/uploads/") == 2
     assert fake_registry.count("PUT", "/uploads/") == 2  # uploaded into the session the mount opened
