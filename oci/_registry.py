@@ -73,6 +73,10 @@ class BlobWriter(Protocol):
 
     def write(self, data: bytes) -> int: ...
 
+    def written_digest(self) -> str:
+        """The digest of the bytes written so far (the writer hashes them anyway)."""
+        ...
+
     def commit(self) -> str: ...
 
     def __enter__(self) -> BlobWriter: ...
@@ -136,8 +140,11 @@ class _MemoryWriter:
         self.data += data
         return len(data)
 
-    def commit(self) -> str:
+    def written_digest(self) -> str:
         return sha256_digest(bytes(self.data))
+
+    def commit(self) -> str:
+        return self.written_digest()
 
     def __enter__(self) -> _MemoryWriter:
         return self
@@ -147,25 +154,26 @@ class _MemoryWriter:
 
 
 class _Download:
-    """One blob on its way into a writer: bytes so far, their hash, and a
-    restart that throws them away (a resume the server did not honour)."""
+    """One blob on its way into a writer: bytes so far and a restart that
+    throws them away (a resume the server did not honour).  The writer's
+    own hash checks the digest: each byte is hashed once."""
 
     def __init__(self, new_writer: Callable[[], BlobWriter]) -> None:
         self._new_writer = new_writer
         self.writer: BlobWriter = new_writer().__enter__()
-        self.hash = hashlib.sha256()
         self.received = 0
         self.resumed = False
 
     def write(self, data: bytes) -> None:
         self.writer.write(data)
-        self.hash.update(data)
         self.received += len(data)
+
+    def digest(self) -> str:
+        return self.writer.written_digest()
 
     def restart(self) -> None:
         self.writer.__exit__(None, None, None)
         self.writer = self._new_writer().__enter__()
-        self.hash = hashlib.sha256()
         self.received = 0
         self.resumed = False
 
@@ -461,7 +469,7 @@ class RegistryClient:
                         on_progress(BlobProgress(expected, size, download.received))
             if download.received < size:
                 raise TransientError(f"the body of blob {expected} was cut short at {download.received} of {size} bytes")
-            actual = "sha256:" + download.hash.hexdigest()
+            actual = download.digest()
             if actual != expected:
                 if download.resumed:
                     download.restart()

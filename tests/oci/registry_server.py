@@ -458,6 +458,9 @@ class _DictWriter:
         self.buffer += data
         return len(data)
 
+    def written_digest(self) -> str:
+        return sha256(bytes(self.buffer))
+
     def commit(self) -> str:
         data = bytes(self.buffer)
         digest = sha256(data)
