@@ -641,25 +641,40 @@ class ImageStore:
             return None
 
     def materialize(self, layer: Layer, chain_id: str, *, tee: ByteSink | None = None) -> None:
-        """Store the blob of a layer named by reference (``layer_by_reference``), from its snapshot.
+        """Make sure the layer's blob is stored, written into ``tee`` if it is made now.
 
-        A damaged plain blob is removed by ``blob_intact`` and made again here.
-        A blob made here is also written into ``tee``.
+        Made from the layer's snapshot: a plain blob named by reference
+        (``layer_by_reference``), and a blob pybuild compressed from that
+        snapshot that is now missing or damaged (``blob_intact`` removes a
+        damaged one) -- compressing the same tree again gives the same
+        bytes.  A pulled blob cannot be made again; its copy reports it.
         """
-        if layer.digest != layer.diff_id or self.root.blob_intact(layer.digest, layer.size):
+        if self.root.blob_intact(layer.digest, layer.size):
             return
         snapshot = self.snapshot_of_chain(chain_id)
+        kind = compression_of(layer.media_type)
+        plain = layer.digest == layer.diff_id
+        if not plain and (snapshot is None or not self._compressed_from(snapshot, layer, kind)):
+            return
         if snapshot is None:
             raise ImageError(
                 f"layer {layer.diff_id} has neither a blob nor a snapshot in the store",
                 hint="build or pull the image again",
             )
-        made = self.layer_for_snapshot(snapshot, Compression.NONE.value, tee=tee)
+        made = self.layer_for_snapshot(snapshot, kind.value, tee=tee)
         if made.digest != layer.digest:
             raise CorruptContent(
-                f"the snapshot of layer {layer.diff_id} now archives to {made.digest}",
-                hint="the snapshot was changed; build the image again",
+                f"the blob of layer {layer.diff_id} is damaged, and its snapshot now archives to {made.digest}, not {layer.digest}",
+                hint="build the image again",
             )
+
+    def _compressed_from(self, snapshot_id: str, layer: Layer, kind: Compression) -> bool:
+        """Whether pybuild wrote ``layer``'s blob by compressing this snapshot."""
+        record = self.root.index.lookup(SNAPSHOT_RECORD + snapshot_id)
+        if record is None or record.diff_id != layer.diff_id or record.meta.get("source") == "blob":
+            return False
+        made = record.blobs.get(kind.value)
+        return made is not None and made.digest == layer.digest
 
     def _stored_blob(self, record: CacheRecord) -> BlobRef | None:
         """An intact blob of the record's layer, a plain one first (cheapest to recompress)."""

@@ -188,12 +188,26 @@ def test_an_archive_file_and_an_archive_stream_hold_the_same_bytes(store: ImageS
         assert [l.digest for l in loaded.manifest.layers] == [l.digest for l in app.layers]
 
 
-def test_a_changed_blob_is_not_copied_into_an_archive(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    export_oci_archive(store, app, tmp_path / "first.tar")  # the blobs are now known intact
-    blob = store.root.blobs.path(app.layers[-1].digest)
+def _damage(store: ImageStore, digest: str) -> None:
+    blob = store.root.blobs.path(digest)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))
+
+
+def test_a_damaged_built_layer_is_made_again_from_its_snapshot(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    export_oci_archive(store, app, tmp_path / "first.tar")  # the blobs are now known intact
+    _damage(store, app.layers[-1].digest)
+    export_oci_archive(store, app, tmp_path / "second.tar")
+    assert (tmp_path / "second.tar").read_bytes() == (tmp_path / "first.tar").read_bytes()
+    assert store.root.blob_intact(app.layers[-1].digest, app.layers[-1].size)
+
+
+def test_a_damaged_blob_that_cannot_be_made_again_is_not_copied_into_an_archive(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    export_oci_archive(store, app, tmp_path / "first.tar")
+    (top_snapshot, _base) = store.snapshots_for(app)
+    (Path(store.root.snapshots.tree(top_snapshot)) / "app" / "hello").write_text("changed under the store\n")
+    _damage(store, app.layers[-1].digest)
     with pytest.raises((CorruptContent, NotFound)) as failure:
         export_oci_archive(store, app, tmp_path / "second.tar")
     assert app.layers[-1].digest in str(failure.value)
