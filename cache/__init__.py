@@ -17,6 +17,7 @@ library is used.
     ContextHasher        what COPY/ADD sources select from a context, and its digest
     open_tar_context     a context sent as a tar stream, unpacked safely
     disk_usage, prune    `pybuild du` / `pybuild prune`
+    open_with_writeback  a file whose writeback starts while it is written
 """
 
 from ._content import BlobWriter as BlobWriter
