@@ -22,13 +22,15 @@ level -- not on how the caller chunked its writes, nor on the number of CPUs:
 from __future__ import annotations
 
 import bz2
+import contextlib
 import enum
 import hashlib
 import io
 import lzma
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Protocol
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
@@ -314,17 +316,51 @@ def compress_stream(
 ) -> LayerBlob:
     """Recompress a layer: ``source`` (any compression) → ``kind`` into ``sink`` (and ``tee``).
 
-    ``known_diff_id``: the source is a plain tar already verified to have it.
+    ``known_diff_id``: the source is a plain tar already verified to have it;
+    a file is then fed to the compressor straight from a read-only mapping.
     """
     writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types, known_diff_id=known_diff_id, tee=tee)
     try:
-        plain = open_decompressed(source)
-        while chunk := plain.read(BLOCK):
-            writer.write(chunk)
+        with _mapped(source) if known_diff_id is not None else contextlib.nullcontext() as whole:
+            if whole is not None:
+                for start in range(0, len(whole), BLOCK):
+                    writer.write(whole[start : start + BLOCK])  # type: ignore[arg-type]
+            else:
+                plain = open_decompressed(source)
+                while chunk := plain.read(BLOCK):
+                    writer.write(chunk)
+            # inside the mapping: gzip's worker threads may still hold slices of it
+            return writer.close()
     except BaseException:
         writer.abort()
         raise
-    return writer.close()
+
+
+@contextlib.contextmanager
+def _mapped(source: BinaryIO) -> Iterator[memoryview | None]:
+    """The file behind ``source`` (read from its start) as a read-only mapping,
+    or None (a stream, an empty file, a file already partly read).
+
+    The compressor reads the page cache directly: no copy of the whole tar
+    into Python bytes first.  Content-store blobs are replaced by rename,
+    never rewritten in place, so the mapping cannot shrink under the reader.
+    """
+    try:
+        if source.tell() != 0:
+            raise ValueError("not at the start")
+        mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        yield None
+        return
+    view = memoryview(mapped)
+    try:
+        yield view
+    finally:
+        view.release()
+        try:
+            mapped.close()
+        except BufferError:
+            pass  # a slice is still referenced: the mapping goes with it
 
 
 # --- reading ---------------------------------------------------------------

@@ -172,6 +172,36 @@ def test_compress_stream_recompresses(sample: bytes) -> None:
     assert open_decompressed(io.BytesIO(sink.getvalue())).read() == sample
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_a_known_plain_file_is_compressed_from_a_mapping_to_the_same_blob(sample: bytes, kind: str, tmp_path: Path) -> None:
+    data = sample * 3  # several 1 MiB blocks and a partial one
+    (tmp_path / "plain.tar").write_bytes(data)
+    streamed, mapped = io.BytesIO(), io.BytesIO()
+    expected = compress_stream(io.BytesIO(data), kind, None, streamed)
+    with open(tmp_path / "plain.tar", "rb") as source:
+        blob = compress_stream(source, kind, None, mapped, known_diff_id=sha(data))
+    assert mapped.getvalue() == streamed.getvalue()
+    assert (blob.digest, blob.size, blob.diff_id, blob.uncompressed_size) == (expected.digest, expected.size, sha(data), len(data))
+
+
+def test_a_known_file_read_from_the_middle_is_compressed_from_there(sample: bytes, tmp_path: Path) -> None:
+    (tmp_path / "prefixed").write_bytes(b"a prefix that is not part of the layer" + sample)
+    expected = io.BytesIO()
+    compress_stream(io.BytesIO(sample), "zstd", None, expected)
+    out = io.BytesIO()
+    with open(tmp_path / "prefixed", "rb") as source:
+        source.seek(len(b"a prefix that is not part of the layer"))
+        blob = compress_stream(source, "zstd", None, out, known_diff_id=sha(sample))
+    assert out.getvalue() == expected.getvalue() and blob.uncompressed_size == len(sample)
+
+
+def test_an_empty_known_file_is_read_not_mapped(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    with open(tmp_path / "empty", "rb") as source:
+        blob = compress_stream(source, "zstd", None, io.BytesIO(), known_diff_id=sha(b""))
+    assert blob.uncompressed_size == 0 and blob.diff_id == sha(b"")
+
+
 class Trickle(io.RawIOBase):
     """A stream that returns at most 7 bytes per read, like a slow socket."""
 

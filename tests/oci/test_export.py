@@ -233,6 +233,20 @@ def test_a_plain_stored_layer_is_recompressed_without_its_tree(store: ImageStore
         assert "sha256:" + hashlib.sha256(open_decompressed(reader).read()).hexdigest() == plain.diff_id
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_recompressing_a_stored_plain_layer_gives_the_blob_its_tree_gives(store: ImageStore, app, kind: str) -> None:  # type: ignore[no-untyped-def]
+    from pybuild.oci._compression import Compression, compress_layer
+
+    (top_snapshot, _base) = store.snapshots_for(app)
+    plain = store.layer_for_snapshot(top_snapshot, "none")
+    from_tree = io.BytesIO()
+    expected = compress_layer(store.root.snapshots.tree(top_snapshot), kind, None, from_tree)
+    from_blob = store.recompress(plain, Compression(kind), None)  # fed from a mapping of the plain blob
+    assert (from_blob.digest, from_blob.size, from_blob.diff_id) == (expected.digest, expected.size, expected.diff_id)
+    with store.root.blobs.open(from_blob.digest) as reader:
+        assert reader.read() == from_tree.getvalue()
+
+
 def test_docker_archive_and_load_round_trip(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "app-docker.tar"
     export_docker_archive(store, app, path, ["app:1", "registry.example/app:2"])
