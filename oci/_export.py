@@ -97,6 +97,9 @@ def parse_output(text: str) -> Output:
     push = bool_option(attrs, "push", kind == "registry", what)
     attrs.pop("push", None)
     layers = parse_compression_options(attrs, what)
+    if kind == "oci" and layers.compression is None:
+        # BuildKit's OCI exporter gzips layers by default; plain ones are what docker save writes
+        layers = replace(layers, compress_plain=True)
     for key in ("compression", "compression-level", "force-compression"):
         attrs.pop(key, None)
     rewrite = bool_option(attrs, "rewrite-timestamp", False, what)

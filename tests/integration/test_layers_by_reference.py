@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import tarfile
@@ -78,6 +79,26 @@ def test_explicit_compression_writes_blobs_at_build_time(root: Path, app: Path) 
     assert [l.diff_id for l in layers] == [l.diff_id for l in by_reference]  # same layers, same image ID
     ids = pybuild("images", "-q", "--no-trunc", "app:gz", root=root).stdout.split()
     assert ids == pybuild("images", "-q", "--no-trunc", "app:1", root=root).stdout.split()
+
+
+def test_an_oci_output_gzips_new_layers_as_buildkit_does(root: Path, app: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "out.tar"
+    pybuild("build", "-q", "-t", "app:1", "--output", f"type=oci,dest={archive}", str(app), root=root)
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.load(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]))  # type: ignore[arg-type]
+        config = json.load(tar.extractfile("blobs/sha256/" + manifest["config"]["digest"].split(":")[1]))  # type: ignore[arg-type]
+        assert [l["mediaType"] for l in manifest["layers"]] == [GZIP] * 3
+        for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"]):
+            data = tar.extractfile("blobs/sha256/" + layer["digest"].split(":")[1]).read()  # type: ignore[union-attr]
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == layer["digest"]
+            assert "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest() == diff_id
+    plain = tmp_path / "plain.tar"
+    pybuild("build", "-q", "-t", "app:1", "--output", f"type=oci,dest={plain},compression=uncompressed", str(app), root=root)
+    with tarfile.open(plain) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = json.load(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]))  # type: ignore[arg-type]
+        assert [l["mediaType"] for l in manifest["layers"]][1:] == [PLAIN] * 2  # asked for: new layers stay plain
 
 
 @pytest.mark.peers

@@ -64,7 +64,7 @@ def app(store: ImageStore, busybox_tar: Path, require_root: None):  # type: igno
         ("-", Output("tar", "-")),
         ("type=local,dest=dir", Output("local", "dir")),
         ("type=tar,dest=-", Output("tar", "-")),
-        ("type=oci,dest=x.tar,name=a:1", Output("oci", "x.tar", ("a:1",))),
+        ("type=oci,dest=x.tar,name=a:1", Output("oci", "x.tar", ("a:1",), layers=LayerSettings(compress_plain=True))),
         ('type=docker,dest=x.tar,"name=a:1,b:2"', Output("docker", "x.tar", ("a:1", "b:2"))),
         ("type=image,name=a:1,push=true", Output("image", None, ("a:1",), True)),
         ("type=registry,name=localhost:5000/a:1", Output("registry", None, ("localhost:5000/a:1",), True)),
