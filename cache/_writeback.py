@@ -43,8 +43,8 @@ def start_writeback(fd: int) -> None:
 
 
 class _WritebackFileIO(io.FileIO):
-    def __init__(self, file: int | str | os.PathLike[str], mode: str, step: int) -> None:
-        super().__init__(file, mode)
+    def __init__(self, file: int | str | os.PathLike[str], step: int) -> None:
+        super().__init__(file, "w")
         self._step = step
         self._unsent = 0
 
@@ -58,7 +58,6 @@ class _WritebackFileIO(io.FileIO):
         return n
 
 
-def open_with_writeback(file: int | str | os.PathLike[str], mode: str = "wb", *, step: int = WRITEBACK_STEP) -> io.BufferedRandom | io.BufferedWriter:
-    """``open(file, mode)`` for binary writing, starting writeback every ``step`` bytes."""
-    raw = _WritebackFileIO(file, mode.replace("b", ""), step)
-    return io.BufferedRandom(raw) if "+" in mode else io.BufferedWriter(raw)
+def open_with_writeback(file: int | str | os.PathLike[str], *, step: int = WRITEBACK_STEP) -> io.BufferedWriter:
+    """``open(file, "wb")``, starting writeback every ``step`` bytes written."""
+    return io.BufferedWriter(_WritebackFileIO(file, step))

@@ -30,11 +30,9 @@ def report(result: Any) -> str:
     for layer in reversed(result.layers):
         short = layer.diff_id.split(":", 1)[1][:12]
         if layer.mounted_from:
-            lines.append(f"{short}: Mounted from {layer.mounted_from.split('/', 1)[1]}")
-        elif layer.already_there:
-            lines.append(f"{short}: Layer already exists")
+            lines.append(f"{short}: {layer.outcome.value} {layer.mounted_from.split('/', 1)[1]}")
         else:
-            lines.append(f"{short}: Pushed")
+            lines.append(f"{short}: {layer.outcome.value}")
     lines.append(f"{ref.tag or 'latest'}: digest: {result.digest} size: {result.size}")
     return "\n".join(lines) + "\n"
 

@@ -319,9 +319,16 @@ class PendingBlob:
 
     def restart(self) -> None:
         """Forget the bytes written so far."""
-        self._out.seek(self.header_at + BLOCK)
-        self._out.truncate()
+        self._truncate_at(self.header_at + BLOCK)
         self.size = 0
+
+    def remove(self) -> None:
+        """Take the member, placeholder and all, out of the archive."""
+        self._truncate_at(self.header_at)
+
+    def _truncate_at(self, offset: int) -> None:
+        self._out.seek(offset)
+        self._out.truncate()
 
 
 class OciArchiveWriter:
@@ -351,7 +358,7 @@ class OciArchiveWriter:
             raise RuntimeError("a pending blob is already open")
         if not self._can_seek_back:
             return None
-        self._tar.parents(_BLOB_DIR + "0")
+        self._tar.parents(_BLOB_DIR)
         self._pending = PendingBlob(self._out)
         return self._pending
 
@@ -361,14 +368,14 @@ class OciArchiveWriter:
         pending, self._pending = self._pending, None
         if blob.digest in self._written:
             if pending is not None:
-                self._drop(pending)
+                pending.remove()
             return
         self._written.add(blob.digest)
         name = _BLOB_DIR + digest_hex(blob.digest)
         if pending is not None:
             if pending.size == blob.size and pending.size and self._fill_in(pending, name):
                 return
-            self._drop(pending)
+            pending.remove()
         path = source.verified_path(blob.digest, blob.size) if isinstance(source, VerifiedBlobFiles) else None
         if path is not None and self._tar.copy_verified(name, path, blob.size):
             return
@@ -386,10 +393,6 @@ class OciArchiveWriter:
         out.seek(end)
         out.write(b"\0" * padding(pending.size))
         return True
-
-    def _drop(self, pending: PendingBlob) -> None:
-        self._out.seek(pending.header_at)
-        self._out.truncate()
 
     def finish(
         self,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pybuild.cache import open_with_writeback
 from pybuild.errors import NotFound, UsageError
 
 from ._archive import ArchiveImage, OciArchiveWriter, PendingBlob, write_docker_archive
@@ -170,8 +171,6 @@ def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO], Any]) -> None:
     path = Path(dest)
     temp = path.with_name(f".{path.name}.pybuild-{os.getpid()}")
     try:
-        from pybuild.cache import open_with_writeback
-
         with open_with_writeback(temp) as out:
             write(out)
             out.flush()

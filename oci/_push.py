@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from ._export_layers import LayerSettings, export_manifest
 from ._reference import Reference, parse_reference
 from ._registry import BlobOutcome
-from ._store import ImageStore, StoredImage
+from ._store import ImageStore, Layer, StoredImage
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,8 @@ class PushedLayer:
     diff_id: str
     digest: str
     size: int
-    mounted_from: str | None = None  # registry/repository
-    already_there: bool = False  # the repository had it: nothing was sent
+    outcome: BlobOutcome = BlobOutcome.PUSHED
+    mounted_from: str | None = None  # registry/repository, when mounted
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,9 @@ async def push_image(
         store.remember_origin([b.digest for b in blobs], reference.name)
 
     await trio.to_thread.run_sync(remember)
-    pushed = tuple(
-        PushedLayer(
-            l.diff_id,
-            l.digest,
-            l.size,
-            mounted_from=sources[l.digest].name if outcomes.get(l.digest) is BlobOutcome.MOUNTED else None,
-            already_there=outcomes.get(l.digest) is BlobOutcome.EXISTS,
-        )
-        for l in exported.layers
-    )
-    return PushResult(reference, digest, len(exported.data), pushed)
+    def pushed(layer: Layer) -> PushedLayer:
+        outcome = outcomes.get(layer.digest, BlobOutcome.PUSHED)
+        mounted_from = sources[layer.digest].name if outcome is BlobOutcome.MOUNTED else None
+        return PushedLayer(layer.diff_id, layer.digest, layer.size, outcome, mounted_from)
+
+    return PushResult(reference, digest, len(exported.data), tuple(pushed(l) for l in exported.layers))

@@ -127,7 +127,7 @@ class BlobOutcome(enum.Enum):
 
     PUSHED = "Pushed"
     EXISTS = "Layer already exists"
-    MOUNTED = "Mounted"
+    MOUNTED = "Mounted from"
 
 
 class _MemoryWriter:

@@ -664,8 +664,8 @@ class ImageStore:
         made = self.layer_for_snapshot(snapshot, kind.value, tee=tee)
         if made.digest != layer.digest:
             raise CorruptContent(
-                f"the blob of layer {layer.diff_id} is damaged, and its snapshot now archives to {made.digest}, not {layer.digest}",
-                hint="build the image again",
+                f"layer blob {layer.digest} is missing or damaged, and its snapshot now archives to {made.digest}",
+                hint="the snapshot changed or the blob was made at another compression level: build the image again",
             )
 
     def _compressed_from(self, snapshot_id: str, layer: Layer, kind: Compression) -> bool:
