@@ -120,7 +120,7 @@ async def build(
     runner = make_runner(plan)
     try:
         for _ in range(MAX_CACHE_RETRIES + 1):
-            solver = Solver(plan.definition, runner, jobs=jobs, emit=emit)
+            solver = Solver(plan.definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile.file)
             try:
                 await solver.solve([plan.target.op] if plan.target.op else [])
                 results = solver.results  # every op's result: history needs the intermediate ones

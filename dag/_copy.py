@@ -108,6 +108,7 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
 
     actions: list[CopyAction] = []
     message = [keyword]
+    span = (cmd.span.start, cmd.span.end)  # a fetch or copy that fails names this line
     if isinstance(cmd, Copy) and cmd.parents:
         message.append("--parents")
     # this BuildKit (docker.io 20.10) leaves --chown/--chmod out of the history text
@@ -119,7 +120,7 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
             remote, ref, subdir = _git_parts(src)
             git = conv.graph.add(
                 GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=cmd.keep_git_dir),
-                OpMeta(f"git {remote}", stage=state.name, internal=True),
+                OpMeta(f"git {remote}", stage=state.name, internal=True, span=span),
             )
             actions.append(CopyAction(source=git, src="/", dest=dest, **common))
         elif is_http_source(src) and not (isinstance(cmd, Copy) and cmd.from_):
@@ -130,7 +131,7 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
                 name = "__unnamed__"
             http = conv.graph.add(
                 HttpSource(url=src, filename=name, checksum=checksum),
-                OpMeta(f"https {src}", stage=state.name, internal=True),
+                OpMeta(f"https {src}", stage=state.name, internal=True, span=span),
             )
             actions.append(CopyAction(source=http, src=name, dest=dest, attempt_unpack=bool(unpack), **common))
         else:
@@ -180,7 +181,7 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
     if cmd.link and not chmod:
         layer = conv.graph.add(
             FileOp(base=None, actions=tuple(actions), ignore_cache=ignore),
-            OpMeta(shown, stage=state.name, internal=True),
+            OpMeta(shown, stage=state.name, internal=True, span=span),
         )
         layers = (state.op, layer) if state.op else (layer,)
         state.op = conv.graph.add(MergeOp(layers=layers), conv.meta(state, cmd, "LINK " + shown))

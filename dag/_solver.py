@@ -15,7 +15,7 @@ from typing import Protocol
 
 import trio
 
-from pybuild.errors import BuildError, PybuildError
+from pybuild.errors import BuildError, Location, PybuildError
 
 from ._events import Event, EventSink, StepCached, StepFailed, StepFinished, StepMiss, StepStarted, ignore_events
 from ._graph import Definition
@@ -73,12 +73,25 @@ class SolveStatistics:
 
 
 class Solver:
-    """Solves one Definition.  ``statistics()`` is available after ``solve``."""
+    """Solves one Definition.  ``statistics()`` is available after ``solve``.
 
-    def __init__(self, definition: Definition, runner: OpRunner, *, jobs: int = 2, emit: EventSink = ignore_events) -> None:
+    ``dockerfile`` names the file the ops' spans are lines of: an op's error
+    that has no location of its own is given its step's, in this one place.
+    """
+
+    def __init__(
+        self,
+        definition: Definition,
+        runner: OpRunner,
+        *,
+        jobs: int = 2,
+        emit: EventSink = ignore_events,
+        dockerfile: str | None = None,
+    ) -> None:
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.definition = definition
+        self.dockerfile = dockerfile
         self.runner = runner
         self.emit = emit
         self.limiter = trio.CapacityLimiter(jobs)
@@ -140,8 +153,7 @@ class Solver:
             raise
         except BaseException as error:  # noqa: BLE001 - every failure cancels the solve
             if self._failure is None:
-                keep = isinstance(error, (PybuildError, KeyboardInterrupt))
-                self._failure = error if keep else _unexpected(error, name)
+                self._failure = self._located(_user_error(error, name), digest, name)
                 self.emit(StepFailed(digest, name, trio.current_time(), str(self._failure)))
             scope.cancel()
 
@@ -172,6 +184,38 @@ class Solver:
         return result
 
 
+    def _located(self, error: BaseException, digest: str, name: str) -> BaseException:
+        """``error`` with its step's Dockerfile lines and description, as a failed RUN has them."""
+        span = self.definition.meta[digest].span
+        if not isinstance(error, PybuildError) or error.location is not None or span is None or self.dockerfile is None:
+            return error
+        error.location = Location(self.dockerfile, *span)
+        if not self.definition.meta[digest].internal and not error.message.startswith(name):
+            error.message = f"{name}: {error.message}"
+        return error
+
+
+def _user_error(error: BaseException, name: str) -> BaseException:
+    """What to report for ``error``: itself, the first pybuild error inside a group, or an internal error."""
+    if isinstance(error, BaseExceptionGroup):
+        if error.subgroup(KeyboardInterrupt) is not None:
+            return KeyboardInterrupt()
+        leaf = _first_leaf(error)
+        if leaf is not None:
+            return leaf
+    if isinstance(error, (PybuildError, KeyboardInterrupt)):
+        return error
+    return _unexpected(error, name)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> PybuildError | None:  # type: ignore[type-arg]
+    for inner in group.exceptions:
+        found = _first_leaf(inner) if isinstance(inner, BaseExceptionGroup) else inner
+        if isinstance(found, PybuildError):
+            return found
+    return None
+
+
 def _unexpected(error: BaseException, name: str) -> BuildError:
     """An error pybuild did not expect: keep the step in the message, not a traceback."""
     failure = BuildError(f"{name}: internal error: {type(error).__name__}: {error}", hint="this is a pybuild bug; please report it")
@@ -186,9 +230,10 @@ async def solve(
     *,
     jobs: int = 2,
     emit: EventSink = ignore_events,
+    dockerfile: str | None = None,
 ) -> dict[str, Result]:
     """Solve ``targets`` (op digests) and what they need; see ``Solver``."""
-    return await Solver(definition, runner, jobs=jobs, emit=emit).solve(targets)
+    return await Solver(definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile).solve(targets)
 
 
 __all__ = ["CacheKey", "Event", "OpRunner", "Result", "SolveStatistics", "Solver", "solve"]

@@ -179,3 +179,56 @@ async def test_unexpected_errors_become_build_errors(autojump_clock: trio.testin
 
     with pytest.raises(BuildError, match="internal error: RuntimeError: boom"):
         await Solver(definition, Broken()).solve([a2])
+
+
+def one_located_step(message_error: BaseException):  # type: ignore[no-untyped-def]
+    """base -> a COPY at Dockerfile lines 3-4 whose runner raises ``message_error``."""
+    g = GraphBuilder()
+    base = g.add(ImageSource("docker.io/library/busybox:latest", "sha256:" + "0" * 64, "linux/amd64"), OpMeta("FROM busybox", internal=True))
+    step = g.add(run_op(base, "copy"), OpMeta("[2/2] COPY a /", span=(3, 4)))
+
+    class Failing(FakeRunner):
+        async def cache_key(self, digest, op, inputs):  # type: ignore[no-untyped-def]
+            if digest == step:
+                raise message_error
+            return CacheKey("key-" + digest)
+
+    return g.build(), step, Failing()
+
+
+async def test_errors_of_a_step_carry_its_dockerfile_line(autojump_clock: trio.testing.MockClock) -> None:
+    from pybuild.errors import BuildError, Location
+
+    definition, step, runner = one_located_step(BuildError('"/a": not found', hint="check the context"))
+    events = []
+    with pytest.raises(BuildError) as raised:
+        await Solver(definition, runner, dockerfile="ctx/Dockerfile", emit=events.append).solve([step])
+    assert raised.value.location == Location("ctx/Dockerfile", 3, 4)
+    assert str(raised.value) == 'ctx/Dockerfile:3: [2/2] COPY a /: "/a": not found'
+    assert raised.value.hint == "check the context"
+    assert [e.error for e in events if isinstance(e, StepFailed)] == [str(raised.value)]
+
+
+async def test_an_error_that_has_a_location_keeps_it(autojump_clock: trio.testing.MockClock) -> None:
+    from pybuild.errors import DockerfileError, Location
+
+    error = DockerfileError("bad", location=Location("other", 9))
+    definition, step, runner = one_located_step(error)
+    with pytest.raises(DockerfileError) as raised:
+        await Solver(definition, runner, dockerfile="Dockerfile").solve([step])
+    assert str(raised.value) == "other:9: bad"
+
+
+async def test_unexpected_errors_and_groups_carry_the_line_too(autojump_clock: trio.testing.MockClock) -> None:
+    from pybuild.errors import BuildError, ImageError
+
+    definition, step, runner = one_located_step(KeyError("x"))
+    with pytest.raises(BuildError) as raised:
+        await Solver(definition, runner, dockerfile="Dockerfile").solve([step])
+    assert str(raised.value).startswith("Dockerfile:3: [2/2] COPY a /: internal error: KeyError")
+
+    group = ExceptionGroup("nursery", [ImageError("cannot unpack")])
+    definition, step, runner = one_located_step(group)
+    with pytest.raises(ImageError) as raised_group:
+        await Solver(definition, runner, dockerfile="Dockerfile").solve([step])
+    assert str(raised_group.value) == "Dockerfile:3: [2/2] COPY a /: cannot unpack"
