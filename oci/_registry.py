@@ -15,6 +15,7 @@ concurrent pulls of one blob through one client wait for a single download.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import enum
 
 import hashlib
@@ -50,6 +51,8 @@ from ._registry_manifest import (
     select_platform,
     sha256_digest,
 )
+from . import _network
+from ._network import NetworkLimits, default_limits
 from ._registry_retry import RetryPolicy, TransientError, with_retries
 from ._registry_transport import (
     RegistryCall,
@@ -193,9 +196,10 @@ class RegistryClient:
 
     ``credentials`` None means anonymous access; the CLI passes
     ``CredentialStore.from_docker_config()``.  ``transport`` replaces httpx's
-    network transport (tests use it to observe requests).  ``timeout`` bounds
-    each connect, read and write; ``retries`` is how often a passing failure
-    is tried again.  Blobs up to ``monolithic_upload_limit`` bytes are
+    network transport (tests use it to observe requests).  ``limits`` are the
+    connect and stall timeouts and the overall deadline of every operation
+    (by default from the environment, see ``_network``); ``retries`` is how
+    often a passing failure is tried again.  Blobs up to ``monolithic_upload_limit`` bytes are
     uploaded in one PUT, larger ones in PATCH chunks of ``upload_chunk_size``.
     """
 
@@ -205,7 +209,7 @@ class RegistryClient:
         insecure_registries: Iterable[str] = (),
         credentials: CredentialStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float = 30.0,
+        limits: NetworkLimits | None = None,
         retries: int = 4,
         max_concurrent_blobs: int = 4,
         monolithic_upload_limit: int = 64 * MiB,
@@ -216,10 +220,12 @@ class RegistryClient:
         if upload_chunk_size <= 0 or max_concurrent_blobs <= 0 or retries < 0:
             raise ValueError("upload_chunk_size and max_concurrent_blobs must be positive, retries not negative")
         self._insecure = tuple(insecure_registries)
-        self._policy = RetryPolicy(retries=retries)
+        limits = limits or default_limits()
+        self._policy = RetryPolicy(retries=retries, limits=limits)
         self._client = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(timeout),
+            # Per read and write only a backstop: the stall watch of ``_network`` bounds transfers.
+            timeout=httpx.Timeout(limits.stall_timeout, connect=limits.connect_timeout),
             follow_redirects=False,
             headers={"User-Agent": f"pybuild/{__version__}"},
         )
@@ -242,7 +248,7 @@ class RegistryClient:
         if retries < 0:
             raise ValueError("retries must not be negative")
         view = copy.copy(self)
-        view._policy = RetryPolicy(retries=retries)
+        view._policy = dataclasses.replace(self._policy, retries=retries)
         view._http = RegistryHttp(self._client, Authorizer(self._client, self._credentials, view._policy, self._insecure), view._policy)
         return view
 
@@ -459,6 +465,7 @@ class RegistryClient:
                 else:
                     raise status_error(await read_error_body(response), call, subject=f"blob {expected}", kind="blob")
                 async for chunk in response.aiter_bytes():
+                    _network.progress(len(chunk))
                     if download.received + len(chunk) > size:
                         raise RegistryError(
                             f"size mismatch for blob {expected}: registry sent more than {size} bytes",
@@ -481,7 +488,7 @@ class RegistryClient:
 
         download = _Download(new_writer)
         try:
-            await with_retries(self._policy, f"downloading blob {expected} from {call.name}", attempt)
+            await with_retries(self._policy, f"downloading blob {expected} from {call.name}", attempt, expected_bytes=size)
             # fsync and rename can take a while on a busy disk: keep them off the event loop.
             await trio.to_thread.run_sync(download.writer.commit)
         finally:
@@ -609,7 +616,7 @@ class RegistryClient:
                     await self._upload_chunked(call, scopes, blob, store, location)
                 return BlobOutcome.PUSHED
 
-            return await with_retries(self._policy, f"uploading blob {digest} to {call.name}", attempt)
+            return await with_retries(self._policy, f"uploading blob {digest} to {call.name}", attempt, expected_bytes=blob.size)
 
     async def _start_upload(
         self, call: RegistryCall, scopes: tuple[str, ...], blob: BlobLike, source: Reference | None

@@ -35,13 +35,14 @@ import trio
 
 from pybuild.errors import RegistryError
 
+from . import _network
 from ._registry_endpoint import DOCKER_HUB, Endpoint, allows_plain_http, split_host_port
 from ._registry_retry import (
     RETRYABLE_STATUS,
     RetryPolicy,
     TransientError,
-    describe_transport_error,
     parse_retry_after,
+    transport_error,
     with_retries,
 )
 
@@ -51,6 +52,7 @@ LOGIN_HINT = "pybuild uses ~/.docker/config.json; run docker login"
 _DOCKER_HUB_KEYS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 _DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
 _DEFAULT_TOKEN_LIFETIME = 60.0
+_MAX_TOKEN_ANSWER = 1024 * 1024  # a token is a few KiB; more is a broken or hostile service
 
 
 @dataclass(frozen=True)
@@ -376,15 +378,20 @@ class Authorizer:
                 headers = {"Authorization": credentials.basic_header()} if credentials else {}
                 request = self._client.build_request("GET", realm, params=params, headers=headers)
             try:
-                response = await self._client.send(request)
+                response = await self._client.send(request, stream=True)
+                try:
+                    _network.answered()
+                    if response.status_code in RETRYABLE_STATUS:
+                        raise TransientError(
+                            f"the token service answered {response.status_code}",
+                            retry_after=parse_retry_after(response.headers.get("retry-after")),
+                        )
+                    body = await _read_token_answer(response, _MAX_TOKEN_ANSWER, realm_host)
+                finally:
+                    await response.aclose()
             except httpx.TransportError as error:
-                raise TransientError(describe_transport_error(error)) from None
-            if response.status_code in RETRYABLE_STATUS:
-                raise TransientError(
-                    f"the token service answered {response.status_code}",
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                )
-            return response
+                raise transport_error("", error, self._policy.limits) from None
+            return httpx.Response(response.status_code, content=body)  # decoded already: no Content-Encoding
 
         response = await with_retries(self._policy, f"getting a token for {endpoint.registry} from {realm_host}", attempt)
         where = f"{endpoint.registry}"
@@ -414,3 +421,21 @@ class Authorizer:
         # Renew a little early so a token does not expire between check and use.
         lifetime = max(lifetime, _DEFAULT_TOKEN_LIFETIME)
         return _Token(value, trio.current_time() + lifetime * 0.9)
+
+
+async def _read_token_answer(response: httpx.Response, limit: int, realm_host: str) -> bytes:
+    """A token service's answer, refused if bigger than ``limit`` (a token is a few KiB)."""
+    announced = response.headers.get("content-length", "")
+    body = bytearray()
+    if not (announced.isdigit() and int(announced) > limit):
+        async for chunk in response.aiter_bytes():
+            _network.progress(len(chunk))
+            body += chunk
+            if len(body) > limit:
+                break
+        else:
+            return bytes(body)
+    raise RegistryError(
+        f"the token service {realm_host} sent more than {limit} bytes, the most pybuild accepts",
+        hint="the registry's auth configuration is broken; tell its operator",
+    )

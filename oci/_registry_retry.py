@@ -5,6 +5,11 @@ Requests, a dropped connection, a timeout, a body cut short) raises
 ``TransientError`` inside one attempt; ``with_retries`` sleeps and tries
 again, and after the last attempt turns it into a one-line ``RegistryError``.
 Sleeping uses ``trio.sleep``, so tests drive it with trio's ``MockClock``.
+
+Retries never multiply the wait: every operation runs under the overall
+deadline of ``_network`` (back-off included: no sleep starts that would end
+past it), each attempt under its stall watch, and a timed-out attempt (a
+silent or dripping server) is tried again only ``timeout_retries`` times.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
 import trio
 
 from pybuild.errors import RegistryError
+
+from ._network import DeadlineExceeded, NetworkLimits, Stalled, default_limits, operation
 
 T = TypeVar("T")
 
@@ -31,13 +38,16 @@ class TransientError(Exception):
     """One attempt failed in a way that may pass; never shown to users as is.
 
     ``reason`` must not contain credentials: it is built from status lines,
-    exception class names and byte counts only.
+    exception class names and byte counts only.  ``timed_out`` marks a
+    connect or stall timeout, which is retried at most ``timeout_retries``
+    times.
     """
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None, timed_out: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 20.0
     max_retry_after: float = 60.0
+    timeout_retries: int = 1
+    limits: NetworkLimits = field(default_factory=default_limits)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (attempts count from 0)."""
@@ -71,12 +83,13 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def describe_transport_error(error: httpx.TransportError) -> str:
+def describe_transport_error(error: httpx.TransportError, limits: NetworkLimits | None = None) -> str:
     """A short cause for a failed connection, without URLs or headers."""
+    limits = limits or default_limits()
     if isinstance(error, httpx.ConnectTimeout):
-        return "connection timed out"
+        return limits.connect_reason()
     if isinstance(error, httpx.TimeoutException):
-        return "timed out waiting for the registry"
+        return limits.stall_reason(0)
     if isinstance(error, httpx.ConnectError):
         cause = str(error).split("]")[-1].strip() or "cannot connect"
         return f"cannot connect ({cause[:80]})"
@@ -87,27 +100,49 @@ def describe_transport_error(error: httpx.TransportError) -> str:
     return f"network error ({type(error).__name__})"
 
 
+def transport_error(prefix: str, error: httpx.TransportError, limits: NetworkLimits | None = None) -> TransientError:
+    """The TransientError for an httpx failure: "GET URL: cause"."""
+    reason = describe_transport_error(error, limits)
+    return TransientError(f"{prefix}: {reason}" if prefix else reason, timed_out=isinstance(error, httpx.TimeoutException))
+
+
 async def with_retries(
     policy: RetryPolicy,
     what: str,
     attempt: Callable[[int], Awaitable[T]],
     *,
     hint: str | None = None,
+    expected_bytes: int = 0,
 ) -> T:
     """Run ``attempt(n)`` until it returns, retrying on TransientError.
 
     ``what`` names the operation for the final error: "GET manifest for x".
+    The whole runs under one overall deadline (see ``_network``), which
+    ``expected_bytes`` (a blob's size) extends; each attempt under a stall watch.
     """
-    n = 0
-    while True:
-        try:
-            return await attempt(n)
-        except TransientError as error:
-            if n >= policy.retries:
-                tries = "once" if n == 0 else f"{n + 1} times"
-                raise RegistryError(
-                    f"{what} failed: {error.reason} (tried {tries})",
-                    hint=hint or "the registry or the network is having trouble; try again later",
-                ) from None
-            await trio.sleep(policy.delay(n, error.retry_after))
-            n += 1
+    n = timeouts = 0
+    try:
+        with operation(policy.limits, expected_bytes) as op:
+            while True:
+                try:
+                    with op.attempt():
+                        return await attempt(n)
+                except Stalled as stalled:
+                    error = TransientError(stalled.reason, timed_out=True)
+                except TransientError as failed:
+                    error = failed
+                timeouts += error.timed_out
+                delay = policy.delay(n, error.retry_after)
+                if n >= policy.retries or timeouts > policy.timeout_retries or trio.current_time() + delay >= op.deadline:
+                    tries = "once" if n == 0 else f"{n + 1} times"
+                    raise RegistryError(
+                        f"{what} failed: {error.reason} (tried {tries})",
+                        hint=hint or "the registry or the network is having trouble; try again later",
+                    ) from None
+                await trio.sleep(delay)
+                n += 1
+    except DeadlineExceeded as exceeded:
+        raise RegistryError(
+            f"{what} failed: {exceeded.reason}",
+            hint=hint or "the registry or the network is too slow; try again later",
+        ) from None

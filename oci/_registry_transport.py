@@ -9,7 +9,9 @@
 - answers a 401 challenge once per request (see ``_registry_auth``);
 - follows redirects itself (``follow_redirects`` is off in the client);
 - retries 5xx, 429 (honouring ``Retry-After``), timeouts and dropped
-  connections with backoff, unless the caller retries whole operations itself.
+  connections with backoff, unless the caller retries whole operations itself;
+- reports every answer and every body chunk, either way, to the stall watch
+  of ``_network`` (request bodies go out in small pieces for that).
 
 ``status_error()`` turns a final non-success answer into a one-line
 ``RegistryError`` / ``NotFound``.  No httpx exception leaves this module.
@@ -28,14 +30,15 @@ import httpx
 
 from pybuild.errors import NotFound, PybuildError, RegistryError
 
+from . import _network
 from ._registry_auth import LOGIN_HINT, Authorizer, parse_challenges
 from ._registry_endpoint import Endpoint
 from ._registry_retry import (
     RETRYABLE_STATUS,
     RetryPolicy,
     TransientError,
-    describe_transport_error,
     parse_retry_after,
+    transport_error,
     with_retries,
 )
 
@@ -120,7 +123,7 @@ class RegistryHttp:
                 )
             yield response
         except httpx.TransportError as error:
-            raise TransientError(f"{method} {safe_url(url)}: {describe_transport_error(error)}") from None
+            raise transport_error(f"{method} {safe_url(url)}", error, self.policy.limits) from None
         finally:
             await response.aclose()
 
@@ -140,19 +143,13 @@ class RegistryHttp:
         """Send a request with a small (or no) body and read the whole answer.
 
         Retries passing failures unless ``retry`` is False (then they raise
-        TransientError).  A body over ``max_body`` bytes is a RegistryError.
+        TransientError).  A body over ``max_body`` bytes is a RegistryError,
+        raised as soon as the Content-Length or the bytes so far say so.
         """
 
         async def attempt(_n: int) -> Answer:
             async with self.open(method, endpoint, url, scopes=scopes, headers=headers, content=content) as response:
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_body:
-                        raise RegistryError(
-                            f"{what}: the registry sent more than {max_body} bytes",
-                            hint="the registry is misbehaving, or this is not an image registry",
-                        )
+                body = await read_limited(response, max_body, f"{what}: the registry")
                 return Answer(response.status_code, response.reason_phrase, response.headers, bytes(body), str(response.url))
 
         if not retry:
@@ -176,11 +173,14 @@ class RegistryHttp:
                 sent_auth = await self._auth.authorization(endpoint, scopes)
                 if sent_auth:
                     request_headers["Authorization"] = sent_auth
-            request = self._client.build_request(method, url, headers=request_headers, content=content)
+            if isinstance(content, bytes):
+                request_headers["Content-Length"] = str(len(content))  # also when sent in pieces
+            request = self._client.build_request(method, url, headers=request_headers, content=_watched_body(content))
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.TransportError as error:
-                raise TransientError(f"{method} {safe_url(url)}: {describe_transport_error(error)}") from None
+                raise transport_error(f"{method} {safe_url(url)}", error, self.policy.limits) from None
+            _network.answered()
             log.debug("%s %s -> %s", method, safe_url(url), response.status_code)
             if response.status_code == 401 and endpoint.serves(url) and not answered_challenge:
                 challenge = response.headers.get("www-authenticate")
@@ -213,6 +213,44 @@ class RegistryHttp:
         )
 
 
+def _watched_body(content: bytes | AsyncIterator[bytes] | None) -> bytes | AsyncIterator[bytes] | None:
+    """The body as httpx should send it: small pieces the stall watch counts.
+
+    A bytes body is sent afresh on every hop (a redirect, a 401), so it is
+    wrapped anew each time; its Content-Length is set by the caller.
+    """
+    if content is None or (isinstance(content, bytes) and len(content) <= _network.UPLOAD_PIECE):
+        return content
+    if isinstance(content, bytes):
+        return _network.upload_pieces(content)
+    return _network.counted_upload(content)
+
+
+async def read_limited(response: httpx.Response, limit: int, who: str) -> bytes:
+    """A response body of at most ``limit`` bytes, counted as progress.
+
+    More is a RegistryError naming ``who`` ("GET manifest x: the registry"),
+    refused before reading if the Content-Length announces it.
+    """
+    announced = response.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit:
+        raise _too_big(who, limit)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        _network.progress(len(chunk))
+        body += chunk
+        if len(body) > limit:
+            raise _too_big(who, limit)
+    return bytes(body)
+
+
+def _too_big(who: str, limit: int) -> RegistryError:
+    return RegistryError(
+        f"{who} sent more than {limit} bytes, the most pybuild accepts",
+        hint="the registry is misbehaving, or this is not an image registry",
+    )
+
+
 def _registry_errors(body: bytes) -> list[tuple[str, str]]:
     """The (code, message) pairs of a registry's JSON error body."""
     try:
@@ -233,6 +271,7 @@ async def read_error_body(response: httpx.Response) -> Answer:
     body = b""
     try:
         async for chunk in response.aiter_bytes():
+            _network.progress(len(chunk))
             body += chunk
             if len(body) > _MAX_ERROR_BODY:
                 break

@@ -1,0 +1,258 @@
+"""Time limits for every network operation: connect, stall and an overall deadline.
+
+httpx's timeouts bound each single read, so a server that sends a byte every
+few seconds would hold a transfer forever, and a silent one would cost every
+retry a full timeout.  pybuild watches progress instead, as curl's and git's
+low-speed limit do (``CURLOPT_LOW_SPEED_TIME``, ``http.lowSpeedTime``):
+
+- **connect**: a connection is up within ``connect_timeout`` seconds;
+- **stall**: in every ``stall_timeout`` seconds at least ``stall_bytes``
+  move, either way (an answer's headers count as progress), so a byte every
+  10 s is a stall, but a slow, steady link is not;
+- **deadline**: one operation, its retries and back-off included, ends after
+  ``deadline`` seconds plus one second for every ``min_rate`` bytes it moves
+  or is known to move (a blob's size, a download's Content-Length), so big
+  blobs get time in proportion and nothing runs forever.
+
+An ``Operation`` holds the deadline (a trio cancel scope); each attempt in
+it is a ``Watch`` (another cancel scope, whose deadline moves on as bytes
+flow).  Code that moves bytes calls ``progress(n)``: the current watch is
+found through a context variable, as trio finds the current cancel scope,
+so the layers between (authentication, redirects) need not pass it along.
+While a nested operation runs (a token fetch inside a manifest request),
+the outer attempt's stall clock waits for it.
+
+The limits are read once from the environment (``from_env``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import trio
+
+from pybuild.errors import UsageError
+
+KiB = 1024
+
+ENV_CONNECT_TIMEOUT = "PYBUILD_NETWORK_CONNECT_TIMEOUT"
+ENV_STALL_TIMEOUT = "PYBUILD_NETWORK_STALL_TIMEOUT"
+ENV_DEADLINE = "PYBUILD_NETWORK_DEADLINE"
+
+#: Request bodies are handed to httpx in pieces this big, so a slow upload
+#: shows progress instead of looking stalled while one big write drains.
+UPLOAD_PIECE = 64 * KiB
+
+
+@dataclass(frozen=True)
+class NetworkLimits:
+    """How long network operations may take; see the module docstring."""
+
+    connect_timeout: float = 30.0
+    stall_timeout: float = 30.0
+    stall_bytes: int = 1 * KiB
+    deadline: float = 300.0
+    min_rate: int = 64 * KiB  # bytes per second the deadline grows by
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "stall_timeout", "deadline"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.stall_bytes <= 0 or self.min_rate <= 0:
+            raise ValueError("stall_bytes and min_rate must be positive")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> NetworkLimits:
+        """The defaults, with the seconds the environment sets instead."""
+        values: dict[str, float] = {}
+        for name, field in ((ENV_CONNECT_TIMEOUT, "connect_timeout"), (ENV_STALL_TIMEOUT, "stall_timeout"), (ENV_DEADLINE, "deadline")):
+            text = environ.get(name, "").strip()
+            if not text:
+                continue
+            try:
+                values[field] = float(text)
+            except ValueError:
+                values[field] = math.nan
+            if not (values[field] > 0 and math.isfinite(values[field])):
+                raise UsageError(f"{name}={text[:40]!r} is not a positive number of seconds", hint=f"unset {name} or set it to, e.g., 30")
+        return cls(**values)
+
+    def stall_reason(self, moved: int) -> str:
+        """Why a watch stopped: "no response within 30 s (stall timeout; ...)"."""
+        window = f"{self.stall_timeout:g} s"
+        what = f"no response within {window}" if moved == 0 else f"less than {_size(self.stall_bytes)} in {window}"
+        return f"{what} (stall timeout; set {ENV_STALL_TIMEOUT} to wait longer)"
+
+    def connect_reason(self) -> str:
+        return f"cannot connect within {self.connect_timeout:g} s (connect timeout; set {ENV_CONNECT_TIMEOUT} to wait longer)"
+
+    def deadline_reason(self, allowed: float) -> str:
+        return f"not done within {allowed:.0f} s (overall deadline; set {ENV_DEADLINE} to allow more)"
+
+
+@functools.cache
+def default_limits() -> NetworkLimits:
+    """The limits of this process, read from the environment once."""
+    return NetworkLimits.from_env()
+
+
+def _size(n: int) -> str:
+    return f"{n // KiB} KiB" if n % KiB == 0 else f"{n} bytes"
+
+
+class Stalled(Exception):
+    """An attempt moved too few bytes in the stall window; ``reason`` says so."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeadlineExceeded(Exception):
+    """An operation ran past its overall deadline; ``reason`` says so."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_current: ContextVar[Watch | None] = ContextVar("pybuild_network_watch", default=None)
+
+
+class Watch:
+    """One attempt: a cancel scope whose deadline moves on while bytes flow."""
+
+    def __init__(self, operation: Operation) -> None:
+        self.operation = operation
+        self.limits = operation.limits
+        self.scope = trio.CancelScope()
+        self.moved = 0
+        self._window = 0
+        # The first window also covers connecting, which has its own timeout:
+        # let that one speak when it is the shorter.
+        self.scope.deadline = trio.current_time() + max(self.limits.stall_timeout, self.limits.connect_timeout)
+
+    def progress(self, n: int) -> None:
+        self.moved += n
+        self._window += n
+        self.operation.moved(n)
+        if self._window >= self.limits.stall_bytes:
+            self.restart()
+
+    def restart(self) -> None:
+        """Start a new stall window (also when an answer's headers arrive)."""
+        self._window = 0
+        self.scope.deadline = trio.current_time() + self.limits.stall_timeout
+
+    def pause(self) -> None:
+        self.scope.deadline = math.inf
+
+
+class Operation:
+    """One network operation: an overall deadline over its attempts."""
+
+    def __init__(self, limits: NetworkLimits, expected_bytes: int) -> None:
+        self.limits = limits
+        self._expected = max(expected_bytes, 0)
+        self._moved = 0
+        self._start = trio.current_time()
+        self.scope = trio.CancelScope(deadline=self._start + self.allowed)
+
+    @property
+    def allowed(self) -> float:
+        """Seconds this operation may take, from its start."""
+        return self.limits.deadline + max(self._expected, self._moved) / self.limits.min_rate
+
+    @property
+    def deadline(self) -> float:
+        return self.scope.deadline
+
+    def expect(self, size: int) -> None:
+        """Learn how many bytes the transfer will move (a Content-Length)."""
+        if size > self._expected:
+            self._expected = size
+            self.scope.deadline = self._start + self.allowed
+
+    def moved(self, n: int) -> None:
+        self._moved += n
+        if self._moved > self._expected:
+            self.scope.deadline = self._start + self.allowed
+
+    @contextmanager
+    def attempt(self) -> Iterator[Watch]:
+        """Watch one attempt; raises ``Stalled`` if it stalls."""
+        watch = Watch(self)
+        token = _current.set(watch)
+        try:
+            with watch.scope:
+                yield watch
+        finally:
+            _current.reset(token)
+        if watch.scope.cancelled_caught:
+            raise Stalled(self.limits.stall_reason(watch.moved))
+
+
+@contextmanager
+def operation(limits: NetworkLimits, expected_bytes: int = 0) -> Iterator[Operation]:
+    """Run one network operation under its deadline; raises ``DeadlineExceeded``.
+
+    An enclosing attempt's stall clock is paused meanwhile and restarted after.
+    """
+    outer = _current.get()
+    if outer is not None:
+        outer.pause()
+    op = Operation(limits, expected_bytes)
+    token = _current.set(None)  # bytes moved between attempts belong to no watch
+    try:
+        with op.scope:
+            yield op
+    finally:
+        _current.reset(token)
+        if outer is not None:
+            outer.restart()
+    if op.scope.cancelled_caught:
+        raise DeadlineExceeded(limits.deadline_reason(op.allowed))
+
+
+def progress(n: int) -> None:
+    """Count ``n`` bytes moved by the current attempt (none outside one)."""
+    watch = _current.get()
+    if watch is not None:
+        watch.progress(n)
+
+
+def answered() -> None:
+    """An answer's headers arrived: that is progress, too."""
+    watch = _current.get()
+    if watch is not None:
+        watch.restart()
+
+
+def expect(size: int) -> None:
+    """The current operation will move ``size`` bytes (a Content-Length)."""
+    watch = _current.get()
+    if watch is not None:
+        watch.operation.expect(size)
+
+
+async def upload_pieces(data: bytes) -> AsyncIterator[bytes]:
+    """A request body in small pieces, each counted when httpx takes the next."""
+    view = memoryview(data)
+    for start in range(0, len(data), UPLOAD_PIECE):
+        piece = bytes(view[start : start + UPLOAD_PIECE])
+        yield piece
+        progress(len(piece))
+
+
+async def counted_upload(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """A streamed request body, in small pieces, counted as httpx takes them."""
+    async for chunk in chunks:
+        async for piece in upload_pieces(chunk):
+            yield piece
