@@ -114,6 +114,11 @@ def _cache_dir() -> Path | None:
     return path
 
 
+# ONBUILD ONBUILD ... levels kept in generic nodes (BuildKit's instructions
+# refuse even one; its parser keeps any number).
+_MAX_ONBUILD_NESTING = 8
+
+
 class _LineError(Exception):
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
@@ -135,22 +140,27 @@ class _Finisher:
         self.text = text
         self.escape = escape
 
-    def finish(self, shape: _Shape) -> _Partial:
+    def finish(self, shape: _Shape, depth: int = 0) -> _Partial:
         line = shape.keyword.line
+        if depth > _MAX_ONBUILD_NESTING:
+            # BuildKit's instructions refuse any chain; the generic nodes keep
+            # a few levels (as BuildKit's parser does) but not unbounded ones,
+            # which would exhaust the stack of every recursive reader.
+            raise _LineError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", line)
         flags, terminator = self._flags(shape.flags)
         if terminator is not None:
             # After a bare `--` the rest is arguments, whatever it looks like.
-            return self._from_text(shape.rule, str(shape.keyword).lower(), flags, self._rest_after(terminator), line)
+            return self._from_text(shape.rule, str(shape.keyword).lower(), flags, self._rest_after(terminator), line, depth)
         if shape.rule == "onbuild":
-            sub = self.finish(shape.nested) if shape.nested is not None else None
+            sub = self.finish(shape.nested, depth + 1) if shape.nested is not None else None
             return _Partial("onbuild", flags, (), False, sub)
         arguments = go_trim_space(str(shape.arguments)) if shape.arguments is not None else ""
-        return self._from_text(shape.rule, str(shape.keyword).lower(), flags, arguments, line)
+        return self._from_text(shape.rule, str(shape.keyword).lower(), flags, arguments, line, depth)
 
-    def _from_text(self, rule: str, keyword: str, flags: tuple[str, ...], rest: str, line: int) -> _Partial:
+    def _from_text(self, rule: str, keyword: str, flags: tuple[str, ...], rest: str, line: int, depth: int) -> _Partial:
         try:
             if rule == "onbuild":
-                sub = self._parse_nested(rest, line) if rest else None
+                sub = self._parse_nested(rest, line, depth + 1) if rest else None
                 return _Partial("onbuild", flags, (), False, sub)
             if rule == "healthcheck":
                 args, is_json = healthcheck_arguments(rest)
@@ -174,12 +184,15 @@ class _Finisher:
         end = self.text.find("\n", token.end_pos)
         return go_trim_space(self.text[token.end_pos : end if end >= 0 else len(self.text)])
 
-    def _parse_nested(self, text: str, line: int) -> _Partial:
-        [partial] = _parse_lines([text], self.escape)
+    def _parse_nested(self, text: str, line: int, depth: int) -> _Partial:
+        try:
+            [partial] = _parse_lines([text], self.escape, depth)
+        except _LineError as error:
+            raise _LineError(str(error), line) from None
         return partial
 
 
-def _parse_lines(texts: list[str], escape: str) -> list[_Partial]:
+def _parse_lines(texts: list[str], escape: str, depth: int = 0) -> list[_Partial]:
     from lark.exceptions import LarkError, UnexpectedInput
 
     joined = "\n".join(texts)
@@ -190,7 +203,7 @@ def _parse_lines(texts: list[str], escape: str) -> list[_Partial]:
     except LarkError as error:  # pragma: no cover - the grammar accepts every line
         raise _LineError(str(error), 1) from None
     finisher = _Finisher(joined, escape)
-    return [finisher.finish(shape) for shape in shapes]
+    return [finisher.finish(shape, depth) for shape in shapes]
 
 
 def parse_ast(text: str | bytes, file: str = "Dockerfile") -> Ast:
