@@ -48,6 +48,7 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 from pybuild.errors import CorruptContent, ImageError, NotFound
 
 from ._compression import Compression, detect_compression, layer_media_type, open_decompressed
+from ._copy_range import copy_range
 from ._formats import (
     ANNOTATION_CONTAINERD_NAME,
     ANNOTATION_REF_NAME,
@@ -92,8 +93,9 @@ class BlobSource(Protocol):
 class VerifiedBlobFiles(Protocol):
     """A ``BlobSource`` that can name the file of a blob it has already verified.
 
-    Such a blob is copied by the kernel (``copy_file_range``) instead of
-    being read, hashed and written again by Python.
+    Such a blob is copied by the kernel (``copy_file_range``; an ordinary
+    copy across filesystems) instead of being read, hashed and written
+    again by Python.
     """
 
     def verified_path(self, digest: str, size: int) -> str | None:
@@ -215,15 +217,11 @@ class _TarOut:
                     f"blob {name} is not {size} bytes long",
                     hint="the content store is damaged; remove the image and pull or build it again",
                 )
-            copied = 0
-            while copied < size:
-                n = os.copy_file_range(blob.fileno(), out_fd, size - copied, copied, start + copied)
-                if n == 0:
-                    raise CorruptContent(
-                        f"blob {name} ended early",
-                        hint="the content store is damaged; remove the image and pull or build it again",
-                    )
-                copied += n
+            if copy_range(blob.fileno(), out_fd, size, 0, start) < size:
+                raise CorruptContent(
+                    f"blob {name} ended early",
+                    hint="the content store is damaged; remove the image and pull or build it again",
+                )
         out.seek(start + size)
         out.write(b"\0" * padding(size))
         return True

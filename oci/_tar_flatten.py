@@ -12,16 +12,15 @@ Works top layer first, so a file overwritten higher up is never copied:
   plain tree.
 
 Files are copied with ``copy_file_range`` (in-kernel; a reflink where the
-filesystem can), or hard-linked to the source when ``hardlink_files`` is set
-(for a result that, like the sources, is never modified).  Hard links inside
-the chain stay hard links.  Nothing is read from outside the given trees and
-nothing written outside ``dest``: symlinks are copied as links, never
-followed.
+filesystem can; an ordinary copy where it refuses), or hard-linked to the
+source when ``hardlink_files`` is set (for a result that, like the sources,
+is never modified).  Hard links inside the chain stay hard links.  Nothing
+is read from outside the given trees and nothing written outside ``dest``:
+symlinks are copied as links, never followed.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Sequence
@@ -30,11 +29,11 @@ from pathlib import Path
 
 from pybuild.errors import StoreError
 
+from ._copy_range import copy_range
 from ._layers import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, is_whiteout
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_COPY_CHUNK = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -43,25 +42,6 @@ class FlattenStats:
 
     entries: int
     content_bytes: int
-
-
-def _copy_data(src: int, dst: int, size: int) -> None:
-    try:
-        left = size
-        while left > 0:
-            copied = os.copy_file_range(src, dst, min(left, _COPY_CHUNK))
-            if copied == 0:
-                break
-            left -= copied
-        return
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    os.lseek(src, 0, os.SEEK_SET)
-    os.lseek(dst, 0, os.SEEK_SET)
-    os.ftruncate(dst, 0)
-    while chunk := os.read(src, 1 << 20):
-        os.write(dst, chunk)
 
 
 def _xattrs(path: bytes) -> tuple[list[tuple[str, bytes]], bool]:
@@ -164,7 +144,7 @@ class _Flattener:
         try:
             dfd = os.open(dst, _CREATE, 0o600)
             try:
-                _copy_data(sfd, dfd, st.st_size)
+                copy_range(sfd, dfd, st.st_size)
                 os.fchown(dfd, st.st_uid, st.st_gid)
                 os.fchmod(dfd, stat.S_IMODE(st.st_mode))
                 for key, value in xattrs:
