@@ -17,25 +17,25 @@ values; ``export_outputs`` writes a built (stored) image to each of them:
 ``compression=gzip|zstd|uncompressed``, ``compression-level=N`` and
 ``force-compression=true`` as BuildKit does.
 
-Files are written next to their destination under a temporary name and
-renamed into place only when complete.
+A ``dest`` path is written as ``open_output`` writes a file: through a
+symlink, FIFO or device, never replacing it; a regular file by a temp file
+beside it, renamed into place only when complete.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pybuild.cache import open_with_writeback
 from pybuild.errors import NotFound, UsageError
 
 from ._archive import ArchiveImage, OciArchiveWriter, PendingBlob, write_docker_archive
 from ._export_layers import LayerSettings, bool_option, export_manifest, parse_compression_options
 from ._formats import Descriptor
+from ._output_file import open_output
 from ._reference import parse_reference
 from ._store import ImageStore, Layer, StoredImage
 
@@ -162,27 +162,17 @@ class _Blobs:
         return None if path is None else str(path)
 
 
-def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO], Any]) -> None:
-    """``write`` into ``dest``: a stream as is, a path through a temp file renamed at the end."""
+def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO, bool], Any]) -> None:
+    """``write(out, own_file)`` into ``dest``: a stream as is, a path as ``open_output`` writes it.
+
+    ``own_file``: ``out`` is a temp file of the export's own, which it may seek back in.
+    """
     if not isinstance(dest, (str, Path)):
-        write(dest)
+        write(dest, False)
         dest.flush()
         return
-    path = Path(dest)
-    temp = path.with_name(f".{path.name}.pybuild-{os.getpid()}")
-    try:
-        with open_with_writeback(temp) as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(temp, path)
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror}", hint="check the directory exists and is writable") from None
-    finally:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+    with open_output(dest) as output:
+        write(output.stream, output.own)
 
 
 def write_images_archive(
@@ -202,9 +192,8 @@ def write_images_archive(
         raise UsageError(f"unknown archive format {format!r}", hint="use docker or oci")
     named = [(image, tuple(str(parse_reference(n)) for n in names)) for image, names in images]
     if format == "oci":
-        # only a temp file of _atomic's own may be seeked in (an O_APPEND stdout may not)
-        own_file = isinstance(dest, (str, Path))
-        _atomic(dest, lambda out: _write_oci_archive(store, named, layers, OciArchiveWriter(out, can_seek_back=own_file)))
+        # only a temp file of _atomic's own may be seeked in (an O_APPEND stdout or a FIFO may not)
+        _atomic(dest, lambda out, own_file: _write_oci_archive(store, named, layers, OciArchiveWriter(out, can_seek_back=own_file)))
         return
     extra: dict[str, bytes] = {}
     entries = []
@@ -214,7 +203,7 @@ def write_images_archive(
         entries.append(ArchiveImage(Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), names))
     source = _Blobs(store, extra)
     spool = store.root.tmp_dir("save-")
-    _atomic(dest, lambda out: write_docker_archive(out, source, entries, tmp_dir=spool))
+    _atomic(dest, lambda out, _own_file: write_docker_archive(out, source, entries, tmp_dir=spool))
 
 
 class _ArchiveLayers:
@@ -313,7 +302,7 @@ async def export_outputs(
         elif output.type == "local":
             await trio.to_thread.run_sync(export_local, store, image, target)
         elif output.type == "tar":
-            await trio.to_thread.run_sync(lambda: _atomic(target, lambda out: export_tar(store, image, out)))
+            await trio.to_thread.run_sync(lambda: _atomic(target, lambda out, _own_file: export_tar(store, image, out)))
         results.append(OutputResult(output))
     return results
 

@@ -5,9 +5,10 @@ pybuild root's temp area, never straight into the user's directory:
 
 - ``export_local`` then moves the result into ``dest`` as BuildKit's local
   exporter leaves it: entries of the image replace entries of the same
-  name, directories merge, other files in ``dest`` stay.  It only descends
-  into real directories of ``dest`` (never through a symlink found there),
-  so nothing is written outside ``dest``.
+  name, directories merge, other files in ``dest`` stay.  ``dest`` itself
+  may be a symlink to a directory (followed once), but ``export_local``
+  only descends into real directories of ``dest`` (never through a symlink
+  found there), so nothing is written outside ``dest``.
 - ``export_tar`` writes the merged tree as one deterministic tar (the layer
   tar writer over a tree without whiteouts).  Files are hard-linked from
   the snapshots rather than copied: the tree is read once and removed.
@@ -41,7 +42,9 @@ def export_local(store: ImageStore, image: StoredImage, dest: Path) -> FlattenSt
     """Write the image's filesystem into the directory ``dest`` (made if missing)."""
     dest = Path(dest)
     try:
-        if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        if dest.is_symlink():
+            dest = Path(os.path.realpath(dest))  # the user's own link, followed once; none inside dest is
+        if dest.exists() and not dest.is_dir():
             raise StoreError(f"cannot export to {dest}: it is not a directory", hint="name a directory for type=local")
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -118,10 +121,31 @@ def _copy_dir_metadata(src: Path, dst: Path) -> None:
 
 
 def export_tar(store: ImageStore, image: StoredImage, out: BinaryIO) -> FlattenStats:
-    """Write the image's filesystem as a tar into ``out``."""
+    """Write the image's filesystem as a tar into ``out``; an ``OSError`` writing ``out`` is raised as is."""
     merged, stats = _merged(store, image, hardlink_files=True)
+    destination = _Destination(out)
     try:
-        write_layer(merged, out)
+        write_layer(merged, destination)  # type: ignore[arg-type]
+    except StoreError:
+        if destination.failure is not None:
+            raise destination.failure from None  # the output, not the tree, failed (a full disk)
+        raise
     finally:
         shutil.rmtree(merged.parent, ignore_errors=True)
     return stats
+
+
+class _Destination:
+    """``out`` as ``write_layer`` sees it: it takes any ``OSError`` for a tree it cannot read,
+    so a failed write is remembered here to be reported as what it is."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.failure: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._out.write(data)
+        except OSError as error:
+            self.failure = error
+            raise

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from pybuild.errors import CorruptContent, ImageError, NotFound, UsageError
 from pybuild.oci import ImageStore
 from pybuild.oci._archive import read_archive
 from pybuild.oci._compression import open_decompressed
-from pybuild.oci._export import Output, export_docker_archive, export_oci_archive, export_outputs, parse_output, parse_outputs
+from pybuild.oci._export import (
+    Output,
+    export_docker_archive,
+    export_oci_archive,
+    export_outputs,
+    parse_output,
+    parse_outputs,
+    write_images_archive,
+)
 from pybuild.oci._export_layers import LayerSettings, export_manifest
 from pybuild.oci._export_local import export_local
 from pybuild.oci._load import load_archive
@@ -334,3 +343,276 @@ def test_outputs_tag_the_image_and_need_a_stream_for_stdout(store: ImageStore, a
         trio.run(lambda: export_outputs(store, app, [Output("registry", push=True)]))
 
 
+
+
+# --- output paths: what is at dest is written through, never replaced ------------------------
+
+
+EXPORT_KINDS = ("save", "oci", "docker", "tar")
+
+
+def _export(store: ImageStore, image, kind: str, dest: Path) -> None:  # type: ignore[no-untyped-def]
+    """Write ``image`` to ``dest`` the way ``pybuild save -o`` (kind ``save``) or ``--output type=KIND`` does."""
+    if kind == "save":
+        write_images_archive(store, [(image, ["app:1"])], dest, format="docker")
+    else:
+        trio.run(lambda: export_outputs(store, image, [parse_output(f"type={kind},dest={dest}")], tags=["app:1"]))
+
+
+def _check_exported(kind: str, path: Path, image) -> None:  # type: ignore[no-untyped-def]
+    if kind == "tar":
+        with tarfile.open(path) as tar:
+            assert tar.extractfile("app/hello").read() == b"#!/bin/sh\necho hello\n"
+        return
+    with read_archive(path) as archive:  # every blob checked against its digest
+        (loaded,) = archive.images
+        assert loaded.manifest.config.digest == image.id
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if ".pybuild-" in name)
+
+
+@pytest.mark.parametrize("kind", EXPORT_KINDS)
+def test_an_output_path_that_is_a_symlink_writes_its_target_and_keeps_the_link(store: ImageStore, app, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "image.tar").write_text("old\n")
+    link = tmp_path / "link.tar"
+    os.symlink(elsewhere / "image.tar", link)
+    _export(store, app, kind, link)
+    assert os.readlink(link) == str(elsewhere / "image.tar")
+    _check_exported(kind, elsewhere / "image.tar", app)
+    assert _leftovers(tmp_path) == _leftovers(elsewhere) == []
+
+
+@pytest.mark.parametrize("kind", EXPORT_KINDS)
+def test_an_output_path_that_is_a_dangling_symlink_creates_its_target(store: ImageStore, app, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    link = tmp_path / "link.tar"
+    os.symlink("made.tar", link)
+    _export(store, app, kind, link)
+    assert os.readlink(link) == "made.tar"
+    _check_exported(kind, tmp_path / "made.tar", app)
+
+
+def _drain_fifo_while(fifo: Path, work) -> bytes:  # type: ignore[no-untyped-def]
+    """Run ``work`` in a thread while reading ``fifo``: the bytes it wrote there.
+
+    The FIFO is opened before ``work`` starts (non-blocking, so nothing waits
+    for a writer that never comes): if ``work`` never opens it, this returns
+    what was read by the time ``work`` ended, nothing.
+    """
+    import select
+    import threading
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 -- re-raised in the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    chunks = []
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        while True:
+            if poller.poll(50):  # data, or the writer has closed (no POLLHUP before a first writer)
+                try:
+                    data = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
+                chunks.append(data)
+            elif not thread.is_alive() and not poller.poll(0):
+                break  # the work ended without ever opening the FIFO
+    finally:
+        os.close(fd)
+        thread.join()
+    if failures:
+        raise failures[0]
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("kind", EXPORT_KINDS)
+def test_an_output_path_that_is_a_fifo_is_streamed_into(store: ImageStore, app, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = _drain_fifo_while(fifo, lambda: _export(store, app, kind, fifo))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced"
+    received = tmp_path / "received.tar"
+    received.write_bytes(data)
+    _check_exported(kind, received, app)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", EXPORT_KINDS)
+def test_an_output_path_that_is_a_character_device_stays_a_device(store: ImageStore, app, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    null = tmp_path / "null"  # this test's own /dev/null: the host's is never at risk
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    _export(store, app, kind, null)
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_device_that_fails_writes_gives_a_clear_error(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    full = tmp_path / "full"  # a /dev/full: every write fails with ENOSPC
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    with pytest.raises(UsageError, match="No space left"):
+        _export(store, app, "save", full)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+
+@pytest.mark.parametrize("kind", EXPORT_KINDS)
+def test_an_output_path_that_is_a_directory_is_refused(store: ImageStore, app, tmp_path: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    directory = tmp_path / "out"
+    directory.mkdir()
+    (directory / "mine").write_text("mine\n")
+    with pytest.raises(UsageError, match="is a directory"):
+        _export(store, app, kind, directory)
+    assert os.listdir(directory) == ["mine"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_local_output_follows_a_symlinked_dest_once(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, real / "app")  # planted inside dest: replaced, never followed
+    export_local(store, app, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    assert (real / "app" / "hello").read_text() == "#!/bin/sh\necho hello\n"
+    assert not (real / "app").is_symlink() and os.listdir(outside) == []
+
+
+# --- exports to another filesystem ----------------------------------------------------------
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path, require_root: None):  # type: ignore[no-untyped-def]
+    """A tmpfs of its own: another filesystem than the root's (which is in tmp_path)."""
+    import subprocess
+
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "pybuild-test", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("kind", EXPORT_KINDS)
+def test_an_archive_exports_to_another_filesystem(store: ImageStore, app, tmp_path: Path, tmpfs: Path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    assert os.stat(tmpfs).st_dev != os.stat(store.root.path).st_dev
+    _export(store, app, kind, tmpfs / "image.tar")
+    _check_exported(kind, tmpfs / "image.tar", app)
+    _export(store, app, kind, tmp_path / "same.tar")
+    assert (tmpfs / "image.tar").read_bytes() == (tmp_path / "same.tar").read_bytes()
+    assert _leftovers(tmpfs) == []
+
+
+def test_a_local_output_exports_to_another_filesystem(store: ImageStore, app, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
+    trio.run(lambda: export_outputs(store, app, [parse_output(f"type=local,dest={tmpfs / 'rootfs'}")]))
+    assert (tmpfs / "rootfs" / "app" / "hello").read_text() == "#!/bin/sh\necho hello\n"
+    assert os.path.islink(tmpfs / "rootfs" / "bin" / "sh")
+
+
+@pytest.mark.parametrize("fails_after", [0, 4096])
+def test_a_copy_the_kernel_refuses_falls_back_to_the_same_bytes(  # type: ignore[no-untyped-def]
+    store: ImageStore, app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails_after: int
+) -> None:
+    import errno
+
+    expected = tmp_path / "expected.tar"
+    export_oci_archive(store, app, expected, ["app:1"])
+    real_copy = os.copy_file_range
+    calls = []
+
+    def cross_device(src: int, dst: int, count: int, offset_src=None, offset_dst=None) -> int:  # type: ignore[no-untyped-def]
+        calls.append(count)
+        if fails_after and len(calls) == 1:
+            return real_copy(src, dst, min(count, fails_after), offset_src, offset_dst)
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", cross_device)
+    fallen_back = tmp_path / "fallen-back.tar"
+    export_oci_archive(store, app, fallen_back, ["app:1"])
+    assert calls, "the export did not try copy_file_range"
+    assert fallen_back.read_bytes() == expected.read_bytes()
+    export_local(store, app, tmp_path / "rootfs")
+    assert (tmp_path / "rootfs" / "app" / "hello").read_text() == "#!/bin/sh\necho hello\n"
+    assert (tmp_path / "rootfs" / "bin" / "busybox").read_bytes() == Path("/bin/busybox").read_bytes()
+
+
+# --- failed and killed exports ---------------------------------------------------------------
+
+
+def test_a_failed_export_leaves_the_old_destination_and_no_temp_file(store: ImageStore, app, tmp_path: Path, require_root: None) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    small = tmp_path / "small"  # a disk too small for the archive
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "pybuild-test", str(small)], check=True)
+    try:
+        (small / "image.tar").write_text("old\n")
+        for kind in EXPORT_KINDS:
+            with pytest.raises(UsageError, match="No space left"):
+                _export(store, app, kind, small / "image.tar")
+            assert (small / "image.tar").read_text() == "old\n"
+            assert os.listdir(small) == ["image.tar"]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_temp_files_of_a_killed_export_are_removed_by_the_next_one(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dead = _dead_pid()
+    old_style = tmp_path / f".image.tar.pybuild-{dead}"
+    new_style = tmp_path / f".image.tar.pybuild-{dead}-0123abcd"
+    reused_pid = tmp_path / ".image.tar.pybuild-1-89abcdef"  # pid 1 lives, but is not the writer: old and unlocked
+    for leftover in (old_style, new_style, reused_pid):
+        leftover.write_bytes(b"half an archive")
+    os.utime(reused_pid, (0, 0))
+    other = tmp_path / f".other.tar.pybuild-{dead}"  # another destination's: not this export's business
+    other.write_bytes(b"x")
+    _export(store, app, "save", tmp_path / "image.tar")
+    assert _leftovers(tmp_path) == [other.name]
+    _check_exported("save", tmp_path / "image.tar", app)
+
+
+def test_the_temp_file_of_an_export_still_running_is_left_alone(store: ImageStore, app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    busy = tmp_path / f".image.tar.pybuild-{_dead_pid()}-0123abcd"  # even with its pid gone, the lock says it is written
+    busy.write_bytes(b"being written")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX); print(flush=True); sys.stdin.read()", busy],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        holder.stdout.readline()  # the lock is held
+        fresh = tmp_path / f".image.tar.pybuild-{os.getppid()}-fedcba98"  # a live pid, made a moment ago: not locked yet
+        fresh.write_bytes(b"just created")
+        _export(store, app, "save", tmp_path / "image.tar")
+        assert _leftovers(tmp_path) == sorted([busy.name, fresh.name])
+        assert busy.read_bytes() == b"being written"
+    finally:
+        holder.stdin.close()
+        holder.wait()

@@ -1,0 +1,229 @@
+"""Files a user names for pybuild to write: ``save -o``, ``--output ...,dest=``, ``--iidfile``.
+
+What is at the path decides how it is written, so that nothing there is
+ever replaced by something of another kind:
+
+- nothing, or a regular file: a temp file beside it
+  (``.NAME.pybuild-PID-XXXXXXXX``) is written, fsynced and renamed over it;
+  until then the old file stays whole, and a failure leaves it as it was.
+- a symbolic link: followed; what it names is written by these same rules
+  and the link stays (the target of a dangling link is created).
+- a FIFO, a character device (``/dev/stdout``, ``/dev/null``) or a socket:
+  opened (connected) and written into as a shell's ``>`` would, never
+  truncated or replaced.
+- a directory or a block device: refused with a ``UsageError``.
+
+A temp file is locked (``flock``) from just after it is made until it is
+renamed.  One that no process holds a lock on, whose writer's PID is gone
+or which is older than a minute (PIDs are reused), was left by a killed
+export: the next write to the same path removes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pybuild.cache import open_with_writeback
+from pybuild.errors import UsageError
+
+_TEMP_MARK = ".pybuild-"
+_STALE_AFTER = 60.0  # seconds: an unlocked temp file this old is stale whatever its PID says
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """Where to write: ``own`` is a temp file of pybuild's own, which the writer
+    may seek back in and truncate (a FIFO or a device may not be)."""
+
+    stream: BinaryIO
+    own: bool
+
+
+@contextmanager
+def open_output(path: str | os.PathLike[str]) -> Iterator[OutputFile]:
+    """Write the file ``path`` names, by the rules above, within a ``with`` block.
+
+    The block's writes land at ``path`` only if it ends without an exception.
+    An ``OSError`` (no space, no permission ...) becomes a ``UsageError``.
+    """
+    where = os.fspath(path)
+    try:
+        try:
+            found: os.stat_result | None = os.stat(where)  # through symlinks
+        except FileNotFoundError:
+            found = None
+        if found is None or stat.S_ISREG(found.st_mode):
+            with _replaced(_replaceable_path(where, found), found) as out:
+                yield OutputFile(out, own=True)
+        elif stat.S_ISDIR(found.st_mode):
+            raise UsageError(f"cannot write {where}: it is a directory", hint="name a file to write the archive to")
+        elif stat.S_ISBLK(found.st_mode):
+            raise UsageError(f"cannot write {where}: it is a block device", hint="write to a file, then copy it to the device")
+        else:
+            with _written_through(where, found) as out:
+                yield OutputFile(out, own=False)
+    except OSError as error:
+        raise UsageError(f"cannot write {where}: {_what_failed(error, where)}", hint=_hint(error)) from None
+
+
+def write_output_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """``data`` as the whole content of the file ``path`` names (``--iidfile``, ``--metadata-file``)."""
+    with open_output(path) as output:
+        output.stream.write(data)
+
+
+def _replaceable_path(where: str, found: os.stat_result | None) -> str:
+    """The path to rename a temp file onto: ``where``, or what its symlinks lead to."""
+    if not os.path.islink(where):
+        return where
+    real = os.path.realpath(where)
+    if found is not None:
+        landed = os.stat(real)
+        if (landed.st_dev, landed.st_ino) != (found.st_dev, found.st_ino):
+            # A /proc magic link to a file without a name of its own: no path to rename onto.
+            raise UsageError(f"cannot write {where}: its link leads to no file that can be replaced", hint="name the file itself")
+    return real
+
+
+@contextmanager
+def _replaced(target: str, existing: os.stat_result | None) -> Iterator[BinaryIO]:
+    import fcntl
+    import secrets
+
+    directory, name = os.path.split(os.path.abspath(target))
+    remove_stale_temp_files(directory, name)
+    temp = os.path.join(directory, f".{name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    renamed = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until closed, after the rename: the file is being written
+        if existing is not None:
+            os.fchmod(fd, stat.S_IMODE(existing.st_mode) & 0o777)  # the file replaced keeps its permissions
+        with open_with_writeback(fd) as out:
+            fd = -1  # the stream owns it now
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+            os.rename(temp, target)
+            renamed = True
+        _sync_directory(directory)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not renamed:
+            _unlink_quietly(temp)
+
+
+@contextmanager
+def _written_through(where: str, found: os.stat_result) -> Iterator[BinaryIO]:
+    if stat.S_ISSOCK(found.st_mode):
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(where)
+            with sock.makefile("wb") as out:
+                yield out  # type: ignore[misc]
+                out.flush()
+            sock.shutdown(socket.SHUT_WR)
+        return
+    # A FIFO or a character device: opened as it is, neither truncated nor created.
+    with open(os.open(where, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC), "wb") as out:
+        yield out
+        out.flush()
+
+
+def remove_stale_temp_files(directory: str, name: str) -> None:
+    """Remove the temp files of earlier writes of ``directory/name`` that no one is writing any more."""
+    prefix = f".{name}{_TEMP_MARK}"
+    try:
+        with os.scandir(directory) as entries:
+            leftovers = [entry.name for entry in entries if entry.name.startswith(prefix)]
+    except OSError:
+        return  # an unreadable directory: the write itself will say what is wrong
+    for leftover in leftovers:
+        _remove_if_stale(os.path.join(directory, leftover), leftover[len(prefix) :])
+
+
+def _remove_if_stale(path: str, tag: str) -> None:
+    import fcntl
+    import time
+
+    try:
+        seen = os.lstat(path)
+        if not stat.S_ISREG(seen.st_mode):
+            return  # not a temp file of ours (never open a FIFO or device to find out)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        held = os.fstat(fd)
+        if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its writer holds the lock: still being written
+        pid = tag.split("-", 1)[0]
+        just_made = time.time() - held.st_mtime < _STALE_AFTER
+        if just_made and pid.isdigit() and _alive(int(pid)):
+            return  # made a moment ago by a live process that has not locked it yet
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return True
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable; some filesystems cannot sync a directory, which only loses that."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _what_failed(error: OSError, where: str) -> str:
+    strerror = error.strerror or str(error)
+    name = os.fsdecode(error.filename) if error.filename is not None else None
+    if name is None or name == where or _TEMP_MARK in os.path.basename(name):
+        return strerror
+    return f"{name}: {strerror}"
+
+
+def _hint(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on the destination's filesystem, or write elsewhere"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check the destination and its directory are writable"
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "check the directory exists"
+    return "check the path"
