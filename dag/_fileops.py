@@ -208,9 +208,9 @@ class _Copier:
             return [directory]
         head, rest = parts[0], parts[1:]
         if not any(ch in head for ch in "*?["):
-            candidate = posixpath.join(directory, head)
+            candidate = self._inside(directory, head, rest)
             if os.path.lexists(candidate):
-                return self._glob(resolve_in(self.planned.source_root, posixpath.relpath(candidate, self.planned.source_root)) if rest else candidate, rest)
+                return self._glob(candidate, rest)
             return []
         try:
             names = sorted(os.listdir(directory))
@@ -219,8 +219,14 @@ class _Copier:
         out = []
         for name in names:
             if fnmatchcase(name, head):
-                out.extend(self._glob(posixpath.join(directory, name), rest))
+                out.extend(self._glob(self._inside(directory, name, rest), rest))
         return [p for p in out if self._in_selection(p)]
+
+    def _inside(self, directory: str, name: str, rest: list[str]) -> str:
+        """``directory/name`` resolved inside the source root: a matched link to ``/``
+        (or a ``..`` at the top) stays in the source, not the step's root."""
+        root = self.planned.source_root
+        return resolve_in(root, posixpath.relpath(posixpath.join(directory, name), root), follow_last=bool(rest))
 
     # -- copying
 

@@ -73,11 +73,20 @@ class Context:
 @dataclass(frozen=True)
 class WorkerOptions:
     allow_host_network: bool = False
+    allow_insecure: bool = False  # RUN --security=insecure (--allow security.insecure)
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     ssh: Mapping[str, str] = field(default_factory=dict)
     step_timeout: float | None = None
     memory_limit: int | None = None
     hostname: str = "buildkitsandbox"
+
+
+def memory_text(size: int) -> str:
+    """A memory limit as Docker's units show it: 64 MiB, 1.5 GiB, 100000 bytes."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} bytes"
 
 
 def _hex(key: str) -> str:
@@ -445,6 +454,8 @@ class Worker:
                 "network host is not allowed for this build",
                 hint="pass --allow network.host to pybuild build",
             )
+        if op.security == "insecure" and not self.options.allow_insecure:
+            raise BuildError("security.insecure is not allowed", hint="pass --allow security.insecure to pybuild build")
         base_chain = self._base_chain(op, inputs)
         active = await trio.to_thread.run_sync(self.root.snapshots.new_active)
         scratch: list[Path] = []
@@ -470,6 +481,7 @@ class Worker:
                 timeout=self.options.step_timeout,
                 memory_limit=self.options.memory_limit,
                 secret_env=tuple(secret_env),
+                security=op.security,
             )
             rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
             result = await self.executor.run(rootfs, spec, mounts, on_output=on_output)
@@ -488,6 +500,9 @@ class Worker:
             await trio.to_thread.run_sync(self.root.snapshots.discard, active)
             shown = " ".join(op.args)
             why = "timed out" if result.timed_out else f"exit code: {result.exit_code}"
+            if result.oom_killed and not result.timed_out:
+                limit = self.options.memory_limit
+                why += ": out of memory" + (f" (limit {memory_text(limit)})" if limit else "")
             meta = self.definition.meta[digest]
             location = Location(self.dockerfile_name, *meta.span) if meta.span else None
             raise StepFailed(
@@ -562,7 +577,7 @@ class Worker:
             await self._restore_cache_mount(mount_id, directory)
         if not any(directory.iterdir()):
             if mount.source is not None:  # from=: a new cache starts as a copy of that source
-                await trio.to_thread.run_sync(self._seed_cache, directory, inputs[mount.source], mount.source_path)
+                await self._seed_cache(directory, inputs[mount.source], mount.source_path, scratch)
             if mount.uid is not None or mount.gid is not None or mount.mode is not None:
                 os.chown(directory, mount.uid or 0, mount.gid or 0)
                 os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
@@ -611,52 +626,47 @@ class Worker:
 
         ImageStore(self.root).remember_origin([digest], where.name)
 
-    def _seed_cache(self, directory: Path, source: Result, source_path: str) -> None:
-        from pybuild.oci._tar_flatten import flatten_into
+    async def _seed_cache(self, directory: Path, source: Result, source_path: str, scratch: list[Path]) -> None:
+        """Copy ``source_path`` of a from= stage, image or context into a new cache mount.
 
-        sub = source_path.strip("/")
+        The copy runs with the source mounted like a bind mount's, so the path
+        is resolved inside the source's own root and its symlinks never lead
+        to the host's files.
+        """
+        from pybuild.executors import BindMount, OverlayMount, Rootfs
+
+        subpath = "/" + source_path.strip("/")
         if source.path is not None:
-            trees = [Path(source.path) / sub]
+            origin: Any = BindMount(source.path, "/source", subpath=subpath)
         else:
-            found = _find_in_layers(self._lowers(source.chain), sub)
-            if not isinstance(found, tuple):
-                raise BuildError(f"cache mount source {source_path} is not a directory in its from= stage or image")
-            trees = [Path(t) for t in found]
-        staging = self.root.tmp_dir("cache-seed-") / "tree"
-        flatten_into(trees, staging)
-        for entry in staging.iterdir():
+            lowers = self._lowers(source.chain) or (str(self._empty_dir(scratch)),)
+            origin = OverlayMount(lowers, "/source", subpath=subpath)
+        staging, upper, work = (self.root.tmp_dir(prefix) for prefix in ("cache-seed-", "seed-upper-", "seed-work-"))
+        scratch.extend([staging, upper, work])
+        seed = BindMount(str(staging), "/seed", readonly=False)
+        await self.files.call(Rootfs((), str(upper), str(work)), [origin, seed], _copy_seed, source_path)
+        for entry in (staging / "tree").iterdir():
             os.rename(entry, directory / entry.name)
 
     async def _bind_mount(self, mount: RunMount, inputs: Mapping[str, Result], scratch: list[Path]) -> Any:
         from pybuild.executors import BindMount, OverlayMount
 
         source = inputs[mount.source] if mount.source else None
-        sub = mount.source_path.strip("/")
+        # Resolved by the sandbox inside the source's own root, never here on
+        # the host: a stage's or the context's symlinks must not lead out.
+        subpath = "/" + mount.source_path.strip("/")
         if source is not None and source.path is not None:  # the context (a plain directory)
-            from ._fileops import resolve_in
-
-            path = resolve_in(source.path, sub) if sub else source.path
-            if not os.path.lexists(path):
-                raise BuildError(f"mount source {mount.source_path} not found in the build context")
-            if mount.readonly or not os.path.isdir(path):
-                return BindMount(path, mount.target, readonly=mount.readonly)
-            lowers: tuple[str, ...] = (path,)
+            if mount.readonly:
+                return BindMount(source.path, mount.target, readonly=True, subpath=subpath)
+            lowers: tuple[str, ...] = (source.path,)
         else:
-            trees = self._lowers(source.chain if source is not None else ())
-            found = _find_in_layers(trees, sub)
-            if found is None:
-                if sub:
-                    raise BuildError(f"mount source {mount.source_path} not found in the source stage or image")
-                found = (str(self._empty_dir(scratch)),)
-            if isinstance(found, str):  # a file: bind it from the layer that has it
-                return BindMount(found, mount.target, readonly=mount.readonly)
-            lowers = found
+            lowers = self._lowers(source.chain if source is not None else ()) or (str(self._empty_dir(scratch)),)
         if mount.readonly:
-            return OverlayMount(lowers, mount.target)
+            return OverlayMount(lowers, mount.target, subpath=subpath)
         upper = self.root.tmp_dir("rw-upper-")
         work = self.root.tmp_dir("rw-work-")
         scratch.extend([upper, work])
-        return OverlayMount(lowers, mount.target, str(upper), str(work))
+        return OverlayMount(lowers, mount.target, str(upper), str(work), subpath=subpath)
 
     def _empty_dir(self, scratch: list[Path]) -> Path:
         path = self.root.tmp_dir("empty-")
@@ -702,41 +712,14 @@ class Worker:
         return await self._commit(digest, op, key, active, inputs)
 
 
-def _find_in_layers(trees: Sequence[str], sub: str) -> str | tuple[str, ...] | None:
-    """``sub`` as the overlay of ``trees`` (top first) shows it.
+def _copy_seed(root: str, source_path: str) -> None:
+    """In the caller's mounts: the merged ``/source`` directory into ``/seed/tree``."""
+    from pybuild.oci._tar_flatten import flatten_into
 
-    A file: the path of the top-most copy.  A directory: that directory in
-    every layer down to the first that hides what is below (a whiteout, an
-    opaque directory, or a non-directory), for use as overlay lower dirs.
-    """
-    import stat as stat_module
-
-    lowers: list[str] = []
-    for tree in trees:
-        path = os.path.join(tree, sub) if sub else tree
-        hidden = False
-        for depth, _ in enumerate(sub.split("/") if sub else []):
-            prefix = os.path.join(tree, *sub.split("/")[: depth + 1])
-            try:
-                st = os.lstat(prefix)
-            except FileNotFoundError:
-                break
-            if stat_module.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                hidden = True
-                break
-        if hidden:
-            return tuple(lowers) or None
-        if not os.path.lexists(path):
-            continue
-        if not os.path.isdir(path) or os.path.islink(path):
-            return path if not lowers else tuple(lowers)
-        lowers.append(path)
-        try:
-            if os.getxattr(path, "trusted.overlay.opaque") == b"y":
-                break
-        except OSError:
-            pass
-    return tuple(lowers) or None
+    source = os.path.join(root, "source")
+    if not os.path.isdir(source):
+        raise BuildError(f"cache mount source {source_path} is not a directory in its from= stage or image")
+    flatten_into([Path(source)], Path(root, "seed", "tree"))
 
 
 def _stack(below: tuple[str, ...], above: tuple[str, ...]) -> tuple[str, ...]:

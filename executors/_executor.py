@@ -163,9 +163,9 @@ def _request_mounts(mounts: Sequence[Mount]) -> list[tuple]:
     result = []
     for mount in mounts:
         if isinstance(mount, BindMount):
-            result.append(("bind", mount.target, mount.source, mount.readonly))
+            result.append(("bind", mount.target, mount.source, mount.readonly, mount.subpath))
         elif isinstance(mount, OverlayMount):
-            result.append(("overlay", mount.target, tuple(mount.lowers), mount.upper, mount.work))
+            result.append(("overlay", mount.target, tuple(mount.lowers), mount.upper, mount.work, mount.subpath))
         elif isinstance(mount, TmpfsMount):
             result.append(("tmpfs", mount.target, mount.size, mount.mode))
         elif isinstance(mount, SecretMount):

@@ -15,7 +15,16 @@ import errno
 import os
 import stat
 
+if __package__:
+    from . import _linux as linux
+else:  # loaded by the zygote as a top-level module
+    import _linux as linux
+
 MAX_SYMLINKS = 40
+
+# No "..", no absolute link and no /proc magic link can lead out of the root.
+_IN_ROOT = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+_openat2_works = True
 
 
 class PathError(Exception):
@@ -63,6 +72,62 @@ def resolve_in_root(root: str, path: str) -> str:
             continue
         resolved.append(part)
     return "/" + "/".join(resolved)
+
+
+def open_in_root(root_fd: int, path: str) -> int:
+    """An ``O_PATH`` descriptor of ``path`` resolved inside the directory ``root_fd``.
+
+    Symlinks are followed as a container would see them with ``root_fd`` as
+    its ``/``: an absolute link restarts at the root, ``..`` stops there.
+    The kernel does it (``openat2`` with ``RESOLVE_IN_ROOT``), so a link
+    swapped in while resolving cannot lead out either; kernels without
+    ``openat2`` (or a seccomp profile that refuses it) get a walk one
+    component at a time that never leaves the root.  Raises ``OSError``.
+    """
+    global _openat2_works
+    if _openat2_works:
+        try:
+            return linux.openat2(root_fd, path.lstrip("/") or ".", os.O_PATH, _IN_ROOT)
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+                raise
+            _openat2_works = False
+    return _walk_in_root(root_fd, path)
+
+
+def _walk_in_root(root_fd: int, path: str) -> int:
+    """``open_in_root`` without ``openat2``: a stack of directory descriptors, root at the bottom."""
+    stack = [os.dup(root_fd)]
+    pending = [p for p in path.split("/") if p][::-1]
+    links = 0
+    try:
+        while pending:
+            part = pending.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            fd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1])
+            if not stat.S_ISLNK(os.fstat(fd).st_mode):
+                stack.append(fd)
+                continue
+            try:
+                target = os.readlink("", dir_fd=fd)
+            finally:
+                os.close(fd)
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            if target.startswith("/"):
+                while len(stack) > 1:
+                    os.close(stack.pop())
+            pending.extend([p for p in target.split("/") if p][::-1])
+        return os.dup(stack[-1])
+    finally:
+        for fd in stack:
+            os.close(fd)
 
 
 def ensure_mount_point(

@@ -354,18 +354,27 @@ def open_detached_mount(spec: tuple, index: int, state: str, scratch: str, flatt
     kind, target = spec[0], spec[1]
     try:
         if kind == "bind":
-            _, _, source, readonly = spec
-            try:
-                is_file = not stat.S_ISDIR(os.stat(source).st_mode)
-            except FileNotFoundError:
-                raise SetupError(f"mount source {source} does not exist") from None
-            fd = linux.open_tree(source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+            _, _, source, readonly, subpath = spec
+            if subpath is None:  # a host path pybuild chose (cache directory, ssh socket)
+                try:
+                    is_file = not stat.S_ISDIR(os.stat(source).st_mode)
+                except FileNotFoundError:
+                    raise SetupError(f"mount source {source} does not exist") from None
+                fd = linux.open_tree(source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+            else:
+                fd, is_file = clone_in_root(source, subpath)
             if readonly:
                 linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY)
             return target, fd, is_file
         if kind == "overlay":
-            _, _, lowers, upper, work = spec
-            return target, overlay_fd(tuple(lowers), upper, work, scratch, flatten_dir), False
+            _, _, lowers, upper, work, subpath = spec
+            fd = overlay_fd(tuple(lowers), upper, work, scratch, flatten_dir)
+            if subpath is None or not subpath.strip("/"):
+                return target, fd, False
+            try:
+                return (target, *_clone_in_mount(fd, subpath, scratch))
+            finally:
+                os.close(fd)
         if kind == "tmpfs":
             _, _, size, mode = spec
             fs_fd = linux.fsopen("tmpfs")
@@ -400,6 +409,41 @@ def open_detached_mount(spec: tuple, index: int, state: str, scratch: str, flatt
         # Never name a secret's bytes; the target and the errno are enough.
         raise SetupError(f"cannot prepare the {kind} mount at {target}: {e.strerror}") from None
     raise SetupError(f"unknown mount type {kind!r}")
+
+
+def clone_in_root(root: str, subpath: str) -> tuple[int, bool]:
+    """A detached bind mount of ``subpath`` resolved inside ``root``: (mount fd, is a file).
+
+    The entry is opened inside its root (see ``paths.open_in_root``) and
+    cloned through that descriptor, never by a path the host would resolve:
+    a stage's ``/dir -> /`` is the stage's own root, not the host's.
+    """
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        entry = paths.open_in_root(root_fd, subpath)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SetupError(f"mount source {subpath} not found") from None
+    except OSError as e:
+        raise SetupError(f"mount source {subpath}: {e.strerror}") from None
+    finally:
+        os.close(root_fd)
+    try:
+        is_file = not stat.S_ISDIR(os.fstat(entry).st_mode)
+        flags = linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE | linux.AT_EMPTY_PATH
+        return linux.open_tree("", flags, dirfd=entry), is_file
+    finally:
+        os.close(entry)
+
+
+def _clone_in_mount(mount_fd: int, subpath: str, scratch: str) -> tuple[int, bool]:
+    """``clone_in_root`` inside a detached mount, attached for the time it takes in ``scratch``."""
+    point = os.path.join(scratch, f"source-{len(os.listdir(scratch))}")
+    os.mkdir(point, 0o700)
+    linux.move_mount_to(mount_fd, point)
+    try:
+        return clone_in_root(point, subpath)
+    finally:
+        linux.umount2(point, linux.MNT_DETACH)
 
 
 def mount_state_tmpfs(path: str) -> None:

@@ -37,11 +37,17 @@ class Rootfs:
 
 @dataclass(frozen=True)
 class BindMount:
-    """A host file or directory bound at ``target`` inside (read-only by default)."""
+    """A host file or directory bound at ``target`` inside (read-only by default).
+
+    With ``subpath`` (an absolute path), ``source`` is a root directory (the
+    build context) and what is bound is ``subpath`` resolved inside it as if
+    ``source`` were ``/``: its symlinks are followed and never lead out.
+    """
 
     source: str
     target: str
     readonly: bool = True
+    subpath: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,16 @@ class OverlayMount:
 
     Without ``upper`` the mount is read-only.  With ``upper``/``work`` (scratch
     directories the caller discards after the step) writes are visible to the
-    step and never reach the rootfs: ``RUN --mount=type=bind,rw``.
+    step and never reach the rootfs: ``RUN --mount=type=bind,rw``.  With
+    ``subpath`` only that path of the chain is mounted, resolved inside it
+    (symlinks followed as the chain's own root sees them, never out of it).
     """
 
     lowers: tuple[str, ...]
     target: str
     upper: str | None = None
     work: str | None = None
+    subpath: str | None = None
 
 
 @dataclass(frozen=True)
