@@ -19,35 +19,56 @@ import trio
 
 from pybuild.errors import BuildError
 
-CHUNK = 1 << 20
+from ._network import DeadlineExceeded, NetworkLimits, Stalled, answered, default_limits, expect, operation, progress
 
 
 class RemoteFetcher:
-    """The worker's Fetcher: ``http`` with httpx, ``git`` with the git CLI."""
+    """The worker's Fetcher: ``http`` with httpx, ``git`` with the git CLI.
 
-    def __init__(self, *, timeout: float = 300.0) -> None:
-        self.timeout = timeout
+    ``limits`` bound each download (connect, stall, overall deadline; see
+    ``_network``); by default they come from the environment.
+    """
+
+    def __init__(self, *, limits: NetworkLimits | None = None) -> None:
+        self.limits = limits or default_limits()  # read now: a bad value fails before the build starts
 
     async def http(self, source: Any, dest: Path) -> str:
         import httpx
 
+        limits = self.limits
         target = dest / source.filename
         digest = hashlib.sha256()
         try:
-            async with httpx.AsyncClient(follow_redirects=True, timeout=self.timeout) as client:
-                async with client.stream("GET", source.url) as response:
-                    if response.status_code >= 400:
-                        raise BuildError(
-                            f"failed to load {source.url}: HTTP {response.status_code}",
-                            hint="check the URL in ADD",
-                        )
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        async for chunk in response.aiter_bytes(CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                    modified = response.headers.get("last-modified")
+            with operation(limits) as op, op.attempt():
+                timeout = httpx.Timeout(limits.stall_timeout, connect=limits.connect_timeout)
+                async with httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client:
+                    async with client.stream("GET", source.url) as response:
+                        answered()
+                        if response.status_code >= 400:
+                            raise BuildError(
+                                f"failed to load {source.url}: HTTP {response.status_code}",
+                                hint="check the URL in ADD",
+                            )
+                        length = response.headers.get("content-length", "")
+                        if length.isdigit():
+                            expect(int(length))  # a big file gets time in proportion
+                        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                        with os.fdopen(fd, "wb") as out:
+                            # Chunks as they arrive: the stall watch must see every byte.
+                            async for chunk in response.aiter_bytes():
+                                progress(len(chunk))
+                                digest.update(chunk)
+                                out.write(chunk)
+                        modified = response.headers.get("last-modified")
+        except (Stalled, DeadlineExceeded) as error:
+            _remove(target)
+            raise BuildError(f"failed to load {source.url}: {error.reason}", hint="the server is too slow or not answering") from None
+        except httpx.TimeoutException as error:
+            _remove(target)
+            reason = limits.connect_reason() if isinstance(error, httpx.ConnectTimeout) else limits.stall_reason(0)
+            raise BuildError(f"failed to load {source.url}: {reason}", hint="is the host reachable?") from None
         except httpx.HTTPError as error:
+            _remove(target)
             raise BuildError(f"failed to load {source.url}: {type(error).__name__}: {error}", hint="is the host reachable?") from None
         os.chmod(target, 0o600)
         if modified:
@@ -103,3 +124,11 @@ class RemoteFetcher:
             detail = message[-1] if message else f"exit code {result.returncode}"
             raise BuildError(f"git {what or argv[1]}: {detail}")
         return result.stdout.decode("utf-8", "replace")
+
+
+def _remove(path: Path) -> None:
+    """Drop a partial download, so a failed fetch leaves nothing half-written."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
