@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pull", action="store_true", help="always pull base images")
     parser.add_argument("--platform", help="target platform (only the host's platform is supported)")
     parser.add_argument("--network", default="default", choices=["default", "none", "host"], help="network mode of RUN steps")
-    parser.add_argument("--allow", action="append", default=[], help="extra privileges: network.host")
+    parser.add_argument("--allow", action="append", default=[], help="extra privileges: network.host, security.insecure")
     parser.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount=type=secret")
     parser.add_argument("--ssh", action="append", default=[], metavar="default|ID=SOCKET", help="forward an SSH agent to RUN --mount=type=ssh")
     parser.add_argument("--progress", default="auto", choices=["auto", "tty", "plain", "rawjson", "quiet"], help="how to show progress")
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             )
     for entitlement in args.allow:
         if entitlement not in ("network.host", "security.insecure"):
-            raise UsageError(f"unknown entitlement {entitlement!r}", hint="pybuild knows network.host")
+            raise UsageError(f"unknown entitlement {entitlement!r}", hint="pybuild knows network.host and security.insecure")
     if args.network == "host" and "network.host" not in args.allow:
         raise UsageError("--network=host needs --allow network.host")
 
@@ -186,9 +186,11 @@ def run(args: argparse.Namespace) -> int:
         no_cache=args.no_cache,
         no_cache_stages=frozenset(s.lower() for value in args.no_cache_filter for s in value.split(",") if s),
         source_date_epoch=source_date_epoch,
+        entitlements=frozenset(args.allow),
     )
     worker_options = WorkerOptions(
         allow_host_network="network.host" in args.allow,
+        allow_insecure="security.insecure" in args.allow,
         secrets=_secrets(args.secret),
         ssh=_ssh(args.ssh),
         step_timeout=args.step_timeout,

@@ -98,6 +98,10 @@ class ContainerRecord:
     ports: tuple[Port, ...] = ()
     auto_remove: bool = False
     memory: int | None = None
+    # --security-opt: the seccomp profile ("default", "unconfined" or its JSON text, as
+    # Docker keeps it) and no-new-privileges; `exec` enters with the same
+    seccomp: str = "default"
+    no_new_privileges: bool = False
     directory: Path = field(default=Path("."), compare=False)
 
     @property
@@ -127,6 +131,7 @@ class ContainerRecord:
             "image_ref": self.image_ref, "snapshots": list(self.snapshots), "config": dict(self.config),
             "args": list(self.args), "network": self.network, "auto_remove": self.auto_remove, "memory": self.memory,
             "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol] for p in self.ports],
+            "seccomp": self.seccomp, "no_new_privileges": self.no_new_privileges,
         }
 
     @classmethod
@@ -136,7 +141,8 @@ class ContainerRecord:
             image_ref=data.get("image_ref", ""), snapshots=tuple(data.get("snapshots", ())), config=data.get("config", {}),
             args=tuple(data.get("args", ())), network=data.get("network", "default"),
             ports=tuple(Port(str(p[0]), int(p[1]), int(p[2]), str(p[3])) for p in data.get("ports", ())),
-            auto_remove=bool(data.get("auto_remove")), memory=data.get("memory"), directory=directory,
+            auto_remove=bool(data.get("auto_remove")), memory=data.get("memory"),
+            seccomp=str(data.get("seccomp", "default")), no_new_privileges=bool(data.get("no_new_privileges")), directory=directory,
         )
 
 

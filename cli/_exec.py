@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         env=process_env(config, hostname, tty=args.tty, extra=env_entries(args.env, os.environ)),
         cwd=args.workdir or config.get("WorkingDir") or "/",
         user=args.user if args.user is not None else config.get("User") or "",
+        seccomp=record.seccomp,  # Docker: an exec'd process is confined as the container is
+        no_new_privileges=record.no_new_privileges,
     )
     runtime = ContainerRuntime()
     try:

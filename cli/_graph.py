@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         store = image_store(open_root(args.root))
     except Exception:  # noqa: BLE001 - the graph is useful without a root
         store = None
-    plan = convert(dockerfile, BuildOptions(build_args=_pairs(args.build_arg, "--build-arg"), target=args.target), _AnyImage(store))
+    # a graph runs nothing, so it needs no entitlement to show an insecure step
+    options = BuildOptions(build_args=_pairs(args.build_arg, "--build-arg"), target=args.target, entitlements=frozenset({"security.insecure"}))
+    plan = convert(dockerfile, options, _AnyImage(store))
     definition = plan.definition.needed_by([plan.target.op] if plan.target.op else [])
     if args.format == "json":
         json.dump(definition.to_json(), sys.stdout, indent=2)

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-p", "--publish", action="append", default=[], metavar="[IP:]HOSTPORT:PORT[/PROTO]", help="publish a container port on a host port"
     )
     parser.add_argument("-m", "--memory", help="memory limit (e.g. 512m, 1g)")
+    parser.add_argument(
+        "--security-opt", action="append", default=[], metavar="OPT",
+        help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format) or no-new-privileges",
+    )
     parser.add_argument("--root", help="the pybuild root")
 
 
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"the working directory {args.workdir!r} is invalid, it needs to be an absolute path", hint="-w /path")
     name = validate_name(args.name) if args.name else None
     memory = parse_memory(args.memory) if args.memory else None
+    seccomp, no_new_privileges = parse_security_opts(args.security_opt)
 
     root = open_root(args.root)
     store = image_store(root)
@@ -89,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             id=container_id, name=name or containers.new_name(), created=time.time(), image_id=image.id,
             image_ref=args.image, snapshots=snapshots, config=config, args=command, network=network,
             ports=tuple(Port(*p) for p in ports), auto_remove=args.rm, memory=memory,
+            seccomp=seccomp, no_new_privileges=no_new_privileges,
         ),
         [root.snapshots.tree(s) for s in snapshots],
     )
@@ -114,6 +120,8 @@ def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, att
             network=record.network,
             hostname=config.get("Hostname") or record.short_id,
             memory_limit=record.memory,
+            seccomp=record.seccomp,
+            no_new_privileges=record.no_new_privileges,
         ),
         cgroup_name=record.cgroup_name,
         tty=tty,
@@ -178,6 +186,32 @@ def parse_publish(value: str) -> tuple[str, int, int, str]:
             raise UsageError(f"invalid port {port} in {value!r}", hint="ports are 1 to 65535")
     ip = (match["ip"] or "127.0.0.1").strip("[]")
     return ip, host_port, container_port, match["proto"] or "tcp"
+
+
+def parse_security_opts(values: list[str]) -> tuple[str, bool]:
+    """Docker's ``--security-opt`` values -> (seccomp profile, no-new-privileges).
+
+    The profile is ``default``, ``unconfined`` or the text of a profile file
+    (read and checked now, so a bad file fails before anything is created).
+    """
+    from pybuild.executors import load_seccomp_profile
+
+    seccomp, no_new_privileges = "default", False
+    for value in values:
+        key, separator, setting = value.partition("=")
+        if not separator and ":" in value:  # Docker's older spelling, seccomp:FILE
+            key, _, setting = value.partition(":")
+        if key == "no-new-privileges":
+            if setting not in ("", "true", "false"):
+                raise UsageError(f"invalid --security-opt {value!r}", hint="no-new-privileges or no-new-privileges=true|false")
+            no_new_privileges = setting != "false"
+        elif key == "seccomp" and setting:
+            seccomp = "unconfined" if setting == "unconfined" else load_seccomp_profile(setting)
+        elif key in ("apparmor", "label", "systempaths"):
+            raise UsageError(f"--security-opt {key} is not supported by pybuild", hint="pybuild knows seccomp= and no-new-privileges")
+        else:
+            raise UsageError(f"invalid --security-opt {value!r}", hint="seccomp=unconfined, seccomp=FILE.json or no-new-privileges")
+    return seccomp, no_new_privileges
 
 
 def parse_memory(text: str) -> int:

@@ -83,6 +83,8 @@ class BuildOptions:
     no_cache_stages: frozenset[str] = frozenset()
     source_date_epoch: int | None = None
     context: str = "context"
+    # what the build may do beyond the sandbox (--allow): "security.insecure" ...
+    entitlements: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -605,6 +607,7 @@ class _Converter:
         network = run.network or self.options.network
         if network not in ("default", "none", "host"):
             raise self.error(run, f"unsupported network mode {network!r} (default, none or host)")
+        security = self.run_security(run)
         proxy = tuple(f"{k}={v}" for k, v in sorted(self.options.build_args.items()) if k in PROXY_ARGS)
         op = ExecOp(
             rootfs=state.op,
@@ -614,12 +617,22 @@ class _Converter:
             user=state.user,
             network=network,
             mounts=tuple(mounts),
+            security=security,
             proxy_env=proxy,
             ignore_cache=self.ignore_cache(state),
         )
         shown = self.lex_display(run.original, scope)
         state.op = self.graph.add(op, self.meta(state, run, shown + summary))
         self.history(state, "RUN " + self.run_command_string(state, argv) + " # buildkit", state.op)
+
+    def run_security(self, run: Run) -> str:
+        """RUN --security: sandbox (the default) or insecure, which needs the entitlement, as in BuildKit."""
+        security = run.security or "sandbox"
+        if security not in ("sandbox", "insecure"):
+            raise self.error(run, f"unsupported security mode {security!r}", hint="use --security=sandbox or --security=insecure")
+        if security == "insecure" and "security.insecure" not in self.options.entitlements:
+            raise self.error(run, "security.insecure is not allowed", hint="pass --allow security.insecure to pybuild build")
+        return security
 
     def lex_display(self, text: str, scope: Mapping[str, str]) -> str:
         """The instruction as BuildKit shows it in progress: keyword upper-cased, $vars filled in."""

@@ -99,6 +99,9 @@ class ExecOp:
     user: str
     network: str = "default"
     mounts: tuple[RunMount, ...] = ()
+    # "sandbox" or "insecure" (RUN --security=insecure: every capability, no syscall
+    # filter); part of the key, so neither mode's result stands in for the other's
+    security: str = "sandbox"
     proxy_env: tuple[str, ...] = cache_neutral(())
     ignore_cache: bool = cache_neutral(False)
 

@@ -1,8 +1,8 @@
 """Running processes: the RUN sandbox (namespaces, overlay rootfs, mounts,
 network, user, capabilities) and a fake executor for tests.
 
-Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` is
-imported here and nowhere else.
+Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` and
+``pyseccomp`` are imported here and nowhere else.
 
 pyroute2 is not needed so far: the only interface the sandbox configures
 itself is ``lo`` (one ioctl), slirp4netns configures its tap device, and
@@ -10,8 +10,11 @@ importing pyroute2 would cost ~160 ms in every zygote start plus Python-level
 netlink round trips per step.  It is the library to use when the sandbox
 gets veth pairs or port forwarding beyond slirp4netns's API.
 
-Inside this package the trio side (``_executor``, ``_caller``, ``_cgroups``)
-may import anything above; the sandbox side (``_zygote``, ``_sandbox``,
+``pyseccomp`` (libseccomp's binding) is imported by ``_seccomp`` alone, when
+a filter is first compiled: the sandbox gets the compiled program's bytes.
+
+Inside this package the trio side (``_executor``, ``_caller``, ``_cgroups``,
+``_seccomp``) may import anything above; the sandbox side (``_zygote``, ``_sandbox``,
 ``_overlay``, ``_paths``, ``_linux``, ``_passwd``, ``_caps``, ``_netfiles``, ``_wire``)
 imports only the standard library and its own siblings, because the zygote
 runs it as ``python -I -S`` without pybuild on its path.
@@ -22,6 +25,7 @@ from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._executor import SandboxExecutor as SandboxExecutor
 from ._protocol import Executor as Executor
 from ._protocol import RootfsCaller as RootfsCaller
+from ._seccomp import load_profile_file as load_seccomp_profile
 from ._spec import DEFAULT_PIDS_LIMIT as DEFAULT_PIDS_LIMIT
 from ._spec import BindMount as BindMount
 from ._spec import ExecResult as ExecResult

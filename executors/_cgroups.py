@@ -115,6 +115,7 @@ class StepCgroups:
         self.layout = layout
         self.name = name or f"{os.getpid()}-{next(_counter)}"
         self.paths: list[str] = []
+        self.memory_events: str | None = None  # where the kernel counts the group's OOM kills
 
     def create(self, pids_limit: int | None, memory_limit: int | None) -> list[str]:
         """Make the groups, apply the limits; return the cgroup.procs files to join."""
@@ -130,6 +131,7 @@ class StepCgroups:
                 if "memory" in wanted and memory_limit is not None:
                     _write(path, "memory.max", str(memory_limit))
                     _write(path, "memory.swap.max", "0", missing_ok=True)
+                    self.memory_events = os.path.join(path, "memory.events")
             if layout.home("pids") == "v1" and pids_limit is not None:
                 path = self._make(layout.v1["pids"])
                 _write(path, "pids.max", str(pids_limit))
@@ -137,6 +139,7 @@ class StepCgroups:
                 path = self._make(layout.v1["memory"])
                 _write(path, "memory.limit_in_bytes", str(memory_limit))
                 _write(path, "memory.memsw.limit_in_bytes", str(memory_limit), missing_ok=True)
+                self.memory_events = os.path.join(path, "memory.oom_control")
             if "devices" in layout.v1:
                 path = self._make(layout.v1["devices"])
                 _write(path, "devices.deny", "a")
@@ -174,6 +177,22 @@ class StepCgroups:
                 except ProcessLookupError:
                     pass
 
+    def oom_kills(self) -> int:
+        """How many of the group's processes the kernel killed for reaching the memory limit.
+
+        v2 counts them in ``memory.events``, v1 (kernel >= 4.13) in
+        ``memory.oom_control``; both as an ``oom_kill N`` line.  Read it
+        before ``remove``.
+        """
+        if self.memory_events is None:
+            return 0
+        try:
+            with open(self.memory_events, encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return 0
+        return parse_oom_kills(text)
+
     def populated(self) -> bool:
         return any(_pids(path) for path in self.paths)
 
@@ -191,6 +210,15 @@ class StepCgroups:
                 remaining.append(path)
         self.paths = remaining
         return not remaining
+
+
+def parse_oom_kills(text: str) -> int:
+    """The ``oom_kill`` count of a ``memory.events`` or ``memory.oom_control`` file."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 def remove_stale(layout: CgroupLayout) -> None:

@@ -39,7 +39,7 @@ from . import _containers_state as states
 from . import _containers_tty as ttys
 from . import _wire as wire
 from ._cgroups import CGROUP_PARENT, CgroupError, StepCgroups, detect_layout
-from ._executor import _request, validate
+from ._executor import _request, security_request, validate
 from ._sandbox import DEFAULT_PATH
 from ._spec import ProcessSpec, Rootfs
 
@@ -262,6 +262,7 @@ class ContainerRuntime:
             raise PybuildError("the container is not running", hint="start a new one with pybuild run")
         procs = tuple(os.path.join(p, "cgroup.procs") for p in state.cgroups if os.path.isdir(p))
         spec = {"args": list(process.args), "env": list(process.env), "cwd": process.cwd, "user": process.user}
+        spec.update(security_request(process))
         with contextlib.ExitStack() as stack:
             if tty:
                 master, slave = os.openpty()

@@ -51,8 +51,9 @@ def spawn(
 ) -> int:
     """Fork the entrant; returns its pid (the caller waits for it).
 
-    ``process`` has ``args``, ``env`` (``K=V`` strings), ``cwd`` and
-    ``user``.  ``stdio`` are the descriptors the command gets as 0, 1, 2;
+    ``process`` has ``args``, ``env`` (``K=V`` strings), ``cwd``,
+    ``user`` and the container's confinement (see
+    ``_sandbox.confine_and_exec``).  ``stdio`` are the descriptors the command gets as 0, 1, 2;
     with ``tty`` they are a pty's slave, which becomes its controlling
     terminal.  With ``detach`` the entrant exits at once, leaving the
     command to the container (``exec -d``).
@@ -125,13 +126,12 @@ def _process(namespaces: list[tuple[int, int]], process: dict, stdio: tuple[int,
         cwd = _enter_workdir(process["cwd"])
         env = sandbox._environment(process["env"], [], user.home)
         os.umask(0o022)
-        sandbox._drop_privileges(user)
-        if not detach:  # cleared by the uid change
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        linux.close_range_cloexec(3)
-        sandbox._exec(list(process["args"]), env, cwd)  # exits 126/127 with a message if it cannot
+        # exits 126/127 with a message if it cannot exec
+        sandbox.confine_and_exec(process, user, list(process["args"]), env, cwd, die_with_parent=not detach)
     except _ExecFailure as e:
         _say(f"pybuild: {e}")
+    except sandbox.SetupError as e:
+        _say(f"pybuild: {e.message}")
     except BaseException as e:  # noqa: BLE001
         _say(f"pybuild: cannot start the command in the container: {_describe(e)}")
     os._exit(CANNOT_START)

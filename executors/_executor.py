@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from pybuild.errors import SandboxError
+from pybuild.errors import PybuildError, SandboxError
 
 from . import _wire as wire
 from ._cgroups import CgroupError, CgroupLayout, StepCgroups, detect_layout, remove_stale
 from ._sandbox import DEFAULT_PATH
-from ._spec import NETWORK_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
+from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZYGOTE = os.path.join(_HERE, "_zygote.py")
@@ -136,6 +136,8 @@ def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> N
         raise SandboxError(
             f"unknown network mode {process.network!r}", hint="use --network=default, --network=none or --network=host"
         )
+    if process.security not in SECURITY_MODES:
+        raise SandboxError(f"unknown security mode {process.security!r}", hint="use --security=sandbox or --security=insecure")
     if not process.cwd.startswith("/"):
         raise SandboxError(f"working directory {process.cwd!r} is not absolute", hint="WORKDIR takes an absolute path")
     if not process.hostname or len(process.hostname.encode()) > 64 or "/" in process.hostname:
@@ -188,12 +190,36 @@ def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], proc
             "network": process.network,
             "hostname": process.hostname,
             "extra_hosts": list(process.extra_hosts),
+            **security_request(process),
         },
         "cgroup_procs": procs,
         "state_dir": os.path.join(state, "mnt"),
         "flatten_dir": os.path.join(state, "flat"),
         "slirp4netns": slirp,
     }
+
+
+def security_request(process: ProcessSpec) -> dict:
+    """What the sandbox needs to confine the process: its capabilities, seccomp program, no_new_privs."""
+    from . import _seccomp
+    from ._caps import DOCKER_DEFAULT_MASK
+    if process.security == "insecure":
+        # BuildKit's insecure mode: every capability (that pybuild itself holds), and no filter.
+        return {"capabilities": own_bounding_set(), "seccomp": None, "masks": False, "no_new_privs": process.no_new_privileges}
+    try:
+        program = _seccomp.compile_filter(process.seccomp, DOCKER_DEFAULT_MASK)
+    except PybuildError as e:
+        raise SandboxError(e.message, hint=e.hint) from None
+    return {"capabilities": DOCKER_DEFAULT_MASK, "seccomp": program, "masks": True, "no_new_privs": process.no_new_privileges}
+
+
+def own_bounding_set() -> int:
+    """The capabilities this process could hold: the most a sandbox can be given."""
+    with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return int(line.split(":", 1)[1], 16)
+    raise SandboxError("cannot read pybuild's own capabilities from /proc/self/status")
 
 
 class _Zygote:
@@ -271,6 +297,7 @@ class _Step:
         self.reaped = False
         self.lost = False
         self.timed_out = False
+        self.oom_killed = False
         self.kill_sent = False
         self.started = 0.0
         self.ended: float | None = None
@@ -372,6 +399,7 @@ class _Step:
                 with trio.move_on_after(_REAP_TIMEOUT):
                     await self._read_control(until_exit=False)
         cgroups.kill()  # nothing should be left; if something is, it must not outlive the step
+        self.oom_killed = cgroups.oom_kills() > 0
         for _ in range(400):
             if cgroups.remove():
                 break
@@ -393,5 +421,5 @@ class _Step:
         duration = (self.ended or time.monotonic()) - self.started
         if os.WIFSIGNALED(self.status):
             sig = os.WTERMSIG(self.status)
-            return ExecResult(exit_code=128 + sig, duration=duration, signal=sig, timed_out=self.timed_out)
-        return ExecResult(exit_code=os.WEXITSTATUS(self.status), duration=duration, timed_out=self.timed_out)
+            return ExecResult(exit_code=128 + sig, duration=duration, signal=sig, timed_out=self.timed_out, oom_killed=self.oom_killed)
+        return ExecResult(exit_code=os.WEXITSTATUS(self.status), duration=duration, timed_out=self.timed_out, oom_killed=self.oom_killed)

@@ -84,7 +84,9 @@ RESOLVE_IN_ROOT = 0x10
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
+PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -246,6 +248,28 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def install_seccomp(program: bytes) -> None:
+    """Install a seccomp BPF program (libseccomp's exported bytes, in native byte order).
+
+    Without no_new_privs this needs CAP_SYS_ADMIN, so the caller installs
+    it before dropping capabilities, as runc does.
+    """
+    count = len(program) // ctypes.sizeof(_SockFilter)
+    if count == 0 or count * ctypes.sizeof(_SockFilter) != len(program):
+        raise OSError(22, "install_seccomp: malformed BPF program")
+    instructions = (_SockFilter * count).from_buffer_copy(program)
+    prog = _SockFprog(count, ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
 
 
 def default_signal_action(sig: int) -> None:

@@ -721,11 +721,7 @@ class _Inside:
         cwd = self.enter_workdir(process["cwd"])
         env = _environment(process["env"], process["secret_env"], user.home)
         os.umask(0o022)
-        _drop_privileges(user)
-        # Cleared by the uid change above, so set again: dies with the monitor.
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        linux.close_range_cloexec(3)
-        _exec(process["args"], env, cwd)
+        confine_and_exec(process, user, process["args"], env, cwd, die_with_parent=True)
 
     # -- mounts ---------------------------------------------------------------
 
@@ -753,6 +749,8 @@ class _Inside:
         self.ensure("/sys", directory=True)
         linux.mount("sysfs", "/sys", "sysfs", hardened | linux.MS_RDONLY)
 
+        if not self.process["masks"]:
+            return  # RUN --security=insecure: /proc and /sys as they are, as BuildKit's insecure mode
         for path in MASKED_PATHS:
             try:
                 st = os.lstat(path)
@@ -847,9 +845,41 @@ def _environment(env: list, secret_env: list, home: str) -> dict[bytes, bytes]:
     return result
 
 
-def _drop_privileges(user: passwd.ResolvedUser) -> None:
+def confine_and_exec(security: dict, user: passwd.ResolvedUser, args: list, env: dict[bytes, bytes], cwd: str, *, die_with_parent: bool) -> None:
+    """Drop to ``user`` with ``security``'s capabilities, filter its syscalls, exec ``args``.
+
+    ``security`` holds ``capabilities`` (the mask kept), ``seccomp`` (a BPF
+    program or None) and ``no_new_privs``.  The order is runc's: installing
+    a filter without no_new_privs needs CAP_SYS_ADMIN, so it goes in just
+    before the capabilities are dropped (the few calls after it, prctl,
+    setgroups, setres[ug]id, capset, close_range and execve, are ones every
+    profile must allow anyway); with no_new_privs it goes in last, right
+    before exec.
+    """
+    program, no_new_privs = security["seccomp"], security["no_new_privs"]
+    if no_new_privs:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    if program is not None and not no_new_privs:
+        _install_filter(program)
+    _drop_privileges(user, security["capabilities"])
+    if die_with_parent:  # cleared by the uid change above, so set again
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    linux.close_range_cloexec(3)
+    if program is not None and no_new_privs:
+        _install_filter(program)
+    _exec(args, env, cwd)
+
+
+def _install_filter(program: bytes) -> None:
+    try:
+        linux.install_seccomp(program)
+    except OSError as e:
+        raise SetupError(f"cannot install the seccomp filter: {e.strerror or e}", "a seccomp profile must allow prctl, capset, setgroups, setresuid, setresgid, close_range and execve") from None
+
+
+def _drop_privileges(user: passwd.ResolvedUser, keep: int = caps.DOCKER_DEFAULT_MASK) -> None:
     last = linux.cap_last_cap()
-    for cap in caps.capabilities_to_drop(caps.DOCKER_DEFAULT_MASK, last):
+    for cap in caps.capabilities_to_drop(keep, last):
         try:
             linux.prctl(linux.PR_CAPBSET_DROP, cap)
         except OSError as e:
@@ -860,7 +890,7 @@ def _drop_privileges(user: passwd.ResolvedUser) -> None:
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
     if user.uid == 0:
-        linux.capset(caps.DOCKER_DEFAULT_MASK, caps.DOCKER_DEFAULT_MASK, 0)
+        linux.capset(keep, keep, 0)
     else:
         linux.capset(0, 0, 0)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 NETWORK_MODES = ("default", "none", "host")
+SECURITY_MODES = ("sandbox", "insecure")
 
 # Enough for parallel compilers and thread-heavy tools, small enough that a
 # fork bomb stops long before the host runs out of pids or memory.
@@ -101,6 +102,14 @@ class ProcessSpec:
     one of ``default``, ``none``, ``host`` (the caller checks the
     ``network.host`` entitlement).  ``extra_hosts`` are ``name:ip`` or
     ``name=ip`` lines for ``/etc/hosts``.  ``timeout`` is in seconds.
+
+    ``security`` is ``sandbox`` (Docker's capabilities and seccomp filter)
+    or ``insecure`` (every capability, no seccomp filter, no masked /proc
+    paths: ``RUN --security=insecure``; the caller checks the
+    ``security.insecure`` entitlement).  ``seccomp`` is ``default``
+    (Docker's default policy), ``unconfined`` or the JSON text of a
+    profile in Docker's format.  ``no_new_privileges`` sets the process's
+    no_new_privs bit (setuid binaries gain nothing).
     """
 
     args: tuple[str, ...]
@@ -114,6 +123,9 @@ class ProcessSpec:
     memory_limit: int | None = None
     secret_env: tuple[str, ...] = field(default=(), repr=False)
     extra_hosts: tuple[str, ...] = ()
+    security: str = "sandbox"
+    seccomp: str = "default"
+    no_new_privileges: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,9 +135,12 @@ class ExecResult:
     ``exit_code`` follows the shell's convention: the process's exit status, or
     128 + signal number when it was killed (then ``signal`` is set).
     ``timed_out`` means pybuild killed it because ``ProcessSpec.timeout`` passed.
+    ``oom_killed`` means the kernel killed a process of the step because it
+    reached ``ProcessSpec.memory_limit``.
     """
 
     exit_code: int
     duration: float
     signal: int | None = None
     timed_out: bool = False
+    oom_killed: bool = False

@@ -32,3 +32,11 @@ def test_pure_v2_uses_v2_controllers_and_has_no_device_rules() -> None:
 def test_a_controller_bound_to_v1_is_not_taken_from_v2() -> None:
     layout = parse_layout(HYBRID, read_controllers=lambda root: "memory pids")
     assert layout.v2_controllers == frozenset()
+
+
+def test_oom_kills_are_read_from_v2_and_v1_files() -> None:
+    from pybuild.executors._cgroups import parse_oom_kills
+
+    v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n"
+    v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"
+    assert (parse_oom_kills(v2), parse_oom_kills(v1), parse_oom_kills("oom_kill_disable 0\n")) == (1, 3, 0)

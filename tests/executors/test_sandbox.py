@@ -250,6 +250,13 @@ async def test_memory_limit_kills_the_step(executor, make_rootfs) -> None:
     assert result.exit_code == 0
 
 
+async def test_a_step_killed_by_the_memory_limit_says_so(executor, make_rootfs) -> None:
+    result, _, _ = await sh(executor, make_rootfs(), "dd if=/dev/zero of=/dev/null bs=96M count=1", memory_limit=32 << 20)
+    assert result.oom_killed and result.exit_code == 137
+    failed, _, _ = await sh(executor, make_rootfs(), "exit 137", memory_limit=32 << 20)
+    assert (failed.exit_code, failed.oom_killed) == (137, False)  # the same code, but not the kernel's doing
+
+
 async def test_timeout_kills_everything(executor, make_rootfs) -> None:
     result, _, _ = await sh(executor, make_rootfs(), "sleep 987653 & sleep 987654", timeout=0.5)
     assert result.timed_out and result.signal == 9 and result.exit_code == 137
