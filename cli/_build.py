@@ -279,9 +279,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
+    from pybuild.oci import write_output_bytes  # a symlink, FIFO or device at the path is written through
+
     image = outcome.image
     if args.iidfile:
-        Path(args.iidfile).write_text(image.id)
+        write_output_bytes(args.iidfile, image.id.encode())
     pushed = [pair for result in outcome.outputs for pair in result.pushed]
     if args.metadata_file:
         metadata = {
@@ -289,7 +291,7 @@ def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
             "containerimage.digest": pushed[0][1] if pushed else image.manifest_digest,
             "image.name": ",".join(image.tags),
         }
-        Path(args.metadata_file).write_text(json.dumps(metadata, indent=2) + "\n")
+        write_output_bytes(args.metadata_file, (json.dumps(metadata, indent=2) + "\n").encode())
     if args.quiet:
         if not to_stdout:
             print(image.id)

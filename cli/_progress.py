@@ -88,7 +88,7 @@ class FailedStepLog:
 
     Each running step's output is spooled to a file of its own beside the
     destination, not held in memory; a step that finishes drops its file, the
-    first one that fails is renamed into place.
+    first one that fails is copied to the destination (as ``open_output`` writes).
     """
 
     def __init__(self, display: Any, path: str) -> None:
@@ -122,14 +122,27 @@ class FailedStepLog:
             os.unlink(spool.name)
 
     def _keep(self, digest: str) -> None:
+        import shutil
+
+        from pybuild.dag._events import Notice
+        from pybuild.errors import UsageError
+        from pybuild.oci import open_output
+
         spool = self._spool(digest)  # a step that failed silently leaves an empty log
         del self.spools[digest]
-        spool.close()
-        os.replace(spool.name, self.path)
         self.kept = True
-        from pybuild.dag._events import Notice
-
-        self.display(Notice(f"full log of the failed step: {self.path}", 0.0))
+        try:
+            spool.seek(0)
+            # copied, not renamed: a symlink, FIFO or device at the path is written through, never replaced
+            with open_output(self.path) as output:
+                shutil.copyfileobj(spool, output.stream)
+            said = f"full log of the failed step: {self.path}"
+        except UsageError as error:  # the step's own failure is what the build reports
+            said = f"could not keep the failed step's log: {error.message}"
+        finally:
+            spool.close()
+            os.unlink(spool.name)
+        self.display(Notice(said, 0.0))
 
     def close(self) -> None:
         for digest in list(self.spools):

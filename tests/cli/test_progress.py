@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,31 @@ def test_build_progress_through_a_pseudo_terminal(tmp_path: Path, busybox_tar: P
     assert "FINISHED" in first and "hello-from-the-step" in first
     second = run_in_pty()
     assert "CACHED [2/2] RUN echo hello-from-the-step" in second
+
+
+def _fail_one_step(progress: FailedStepLog) -> None:
+    progress(StepStarted("x", "[s 1/1] RUN noisy", 0.0))
+    progress(StepLog("x", "stdout", b"the whole log\n", 0.1))
+    progress(StepFailed("x", "[s 1/1] RUN noisy", 0.2, "exit code: 1"))
+    progress.close()
+
+
+def test_the_failed_log_is_written_through_a_symlink_and_a_device_never_replacing_them(tmp_path: Path) -> None:
+    target = tmp_path / "real.log"
+    os.symlink(target, tmp_path / "link.log")
+    _fail_one_step(FailedStepLog(PlainProgress(io.StringIO()), str(tmp_path / "link.log")))
+    assert (tmp_path / "link.log").is_symlink() and target.read_bytes() == b"the whole log\n"
+    null = tmp_path / "null"  # this test's own /dev/null
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    _fail_one_step(FailedStepLog(PlainProgress(io.StringIO()), str(null)))
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.log", "null", "real.log"]  # no spool files left
+
+
+def test_a_failed_log_that_cannot_be_written_is_said_and_does_not_hide_the_failure(tmp_path: Path) -> None:
+    out = io.StringIO()
+    (tmp_path / "dir").mkdir()
+    _fail_one_step(FailedStepLog(PlainProgress(out), str(tmp_path / "dir")))
+    assert "cannot write" in out.getvalue() and "is a directory" in out.getvalue()
+    assert "#1 ERROR: exit code: 1" in out.getvalue()
+    assert os.listdir(tmp_path / "dir") == []
