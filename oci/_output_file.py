@@ -84,9 +84,12 @@ def _replaceable_path(where: str, found: os.stat_result | None) -> str:
         return where
     real = os.path.realpath(where)
     if found is not None:
-        landed = os.stat(real)
-        if (landed.st_dev, landed.st_ino) != (found.st_dev, found.st_ino):
-            # A /proc magic link to a file without a name of its own: no path to rename onto.
+        try:
+            landed: os.stat_result | None = os.stat(real)
+        except FileNotFoundError:
+            landed = None
+        if landed is None or (landed.st_dev, landed.st_ino) != (found.st_dev, found.st_ino):
+            # a /proc magic link to a deleted file: there is no path to rename onto
             raise UsageError(f"cannot write {where}: its link leads to no file that can be replaced", hint="name the file itself")
     return real
 
