@@ -138,7 +138,7 @@ def _call_mounted(rootfs: Rootfs, specs: list[tuple], state: str, function: Call
                 target, fd, is_file = open_detached_mount(spec, index, mount_point, scratch, os.path.join(state, "flat"))
                 try:
                     inside = paths.ensure_mount_point(root, target, directory=not is_file, stubs=stubs, parents=parents)
-                    linux.move_mount_to(fd, paths.host_path(root, inside))
+                    paths.attach_in_root(fd, root, inside)
                 finally:
                     os.close(fd)
         except SetupError as e:

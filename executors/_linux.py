@@ -72,6 +72,7 @@ AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 AT_SYMLINK_NOFOLLOW = 0x100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 AT_FDCWD = -100
 
 # openat2 resolve flags
@@ -183,6 +184,19 @@ def move_mount_to(mount_fd: int, target: str, target_dirfd: int = AT_FDCWD) -> N
         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
     )
     _check(result, f"move_mount to {target}", target)
+
+
+def move_mount_onto(mount_fd: int, target_fd: int, what: str) -> None:
+    """Attach a detached mount on the file or directory open as ``target_fd`` (no path lookup)."""
+    result = _syscall(
+        ctypes.c_long(SYS_move_mount),
+        ctypes.c_int(mount_fd),
+        b"",
+        ctypes.c_int(target_fd),
+        b"",
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
+    )
+    _check(result, f"move_mount to {what}", what)
 
 
 class _MountAttr(ctypes.Structure):

@@ -130,6 +130,23 @@ def _walk_in_root(root_fd: int, path: str) -> int:
             os.close(fd)
 
 
+def attach_in_root(mount_fd: int, root: str, inside: str) -> None:
+    """Attach a detached mount at ``inside`` (as ``ensure_mount_point`` returned it).
+
+    The mount point is opened inside ``root`` and the mount attached to that
+    descriptor, so no path is looked up again between the check and the use.
+    """
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        target_fd = open_in_root(root_fd, inside)
+    finally:
+        os.close(root_fd)
+    try:
+        linux.move_mount_onto(mount_fd, target_fd, inside)
+    finally:
+        os.close(target_fd)
+
+
 def ensure_mount_point(
     root: str,
     target: str,

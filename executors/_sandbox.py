@@ -779,7 +779,7 @@ class _Inside:
         for target, fd, is_file in sorted(self.prepared.mounts, key=lambda m: mount_depth(m[0])):
             path = self.ensure(target, directory=not is_file)
             try:
-                linux.move_mount_to(fd, path)
+                paths.attach_in_root(fd, "/", path)
             except OSError as e:
                 raise SetupError(f"cannot mount at {target}: {e.strerror}") from None
 
