@@ -112,11 +112,6 @@ async def test_busybox_unshare_is_refused(executor, make_rootfs) -> None:
     assert "Operation not permitted" in err
 
 
-async def test_userfaultfd_is_refused(executor, make_rootfs, probe) -> None:
-    _, out, _ = await run_probe(executor, make_rootfs, probe, ["userfaultfd"])
-    assert results(out)["userfaultfd"] == f"errno {errno.EPERM}"
-
-
 async def test_insecure_step_has_every_capability_and_no_filter(executor, make_rootfs, probe) -> None:
     result, out, err = await run_probe(executor, make_rootfs, probe, ["mount", "ptrace", "keyctl"], security="insecure")
     assert result.exit_code == 0, err
