@@ -8,9 +8,12 @@ ever replaced by something of another kind:
   until then the old file stays whole, and a failure leaves it as it was.
 - a symbolic link: followed; what it names is written by these same rules
   and the link stays (the target of a dangling link is created).
-- a FIFO, a character device (``/dev/stdout``, ``/dev/null``) or a socket:
+- a FIFO, a character device (``/dev/null``, a terminal) or a socket:
   opened (connected) and written into as a shell's ``>`` would, never
   truncated or replaced.
+- one of the process's own descriptors (``/dev/stdout``, ``/dev/fd/N``):
+  written to as it is, whatever it is open on (a pipe, a file the shell
+  opened for appending).
 - a directory or a block device: refused with a ``UsageError``.
 
 A temp file is locked (``flock``) from just after it is made until it is
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,22 +53,25 @@ class OutputFile:
 def open_output(path: str | os.PathLike[str]) -> Iterator[OutputFile]:
     """Write the file ``path`` names, by the rules above, within a ``with`` block.
 
-    The block's writes land at ``path`` only if it ends without an exception.
+    A new or regular file gets the block's writes only if it ends without an
+    exception; a FIFO, device or descriptor receives them as they are made.
     An ``OSError`` (no space, no permission ...) becomes a ``UsageError``.
     """
     where = os.fspath(path)
     try:
-        try:
-            found: os.stat_result | None = os.stat(where)  # through symlinks
-        except FileNotFoundError:
-            found = None
-        if found is None or stat.S_ISREG(found.st_mode):
+        descriptor = _own_descriptor(where)
+        found = _stat(where) if descriptor is None else os.fstat(descriptor)
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            raise UsageError(f"cannot write {where}: it is a directory", hint="name a file to write the archive to")
+        if found is not None and stat.S_ISBLK(found.st_mode):
+            raise UsageError(f"cannot write {where}: it is a block device", hint="write to a file, then copy it to the device")
+        if descriptor is not None:
+            with open(os.dup(descriptor), "wb") as out:
+                yield OutputFile(out, own=False)
+                out.flush()
+        elif found is None or stat.S_ISREG(found.st_mode):
             with _replaced(_replaceable_path(where, found), found) as out:
                 yield OutputFile(out, own=True)
-        elif stat.S_ISDIR(found.st_mode):
-            raise UsageError(f"cannot write {where}: it is a directory", hint="name a file to write the archive to")
-        elif stat.S_ISBLK(found.st_mode):
-            raise UsageError(f"cannot write {where}: it is a block device", hint="write to a file, then copy it to the device")
         else:
             with _written_through(where, found) as out:
                 yield OutputFile(out, own=False)
@@ -78,6 +85,35 @@ def write_output_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         output.stream.write(data)
 
 
+def _stat(where: str) -> os.stat_result | None:
+    """What ``where`` leads to through symlinks; None if nothing (a new file, or a dangling link)."""
+    try:
+        return os.stat(where)
+    except FileNotFoundError:
+        return None
+
+
+def _own_descriptor(where: str) -> int | None:
+    """N, if ``where`` leads through symlinks to ``/proc/self/fd/N`` (``/dev/stdout``, ``/dev/fd/3``).
+
+    Writing there means writing to that descriptor, as it is: a file the
+    shell opened for appending is appended to, not replaced.
+    """
+    own = re.compile(rf"/proc/(?:self|thread-self|{os.getpid()}(?:/task/\d+)?)/fd/(\d+)")
+    current = os.path.abspath(where)
+    for _ in range(40):  # the kernel's limit on links followed
+        current = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
+        match = own.fullmatch(current)
+        if match:
+            return int(match[1])
+        try:
+            link = os.readlink(current)
+        except OSError:
+            return None
+        current = os.path.join(os.path.dirname(current), link)
+    return None
+
+
 def _replaceable_path(where: str, found: os.stat_result | None) -> str:
     """The path to rename a temp file onto: ``where``, or what its symlinks lead to."""
     if not os.path.islink(where):
@@ -89,7 +125,7 @@ def _replaceable_path(where: str, found: os.stat_result | None) -> str:
         except FileNotFoundError:
             landed = None
         if landed is None or (landed.st_dev, landed.st_ino) != (found.st_dev, found.st_ino):
-            # a /proc magic link to a deleted file: there is no path to rename onto
+            # another process's /proc/PID/fd link to a deleted file: no path to rename onto
             raise UsageError(f"cannot write {where}: its link leads to no file that can be replaced", hint="name the file itself")
     return real
 

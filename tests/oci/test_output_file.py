@@ -83,11 +83,40 @@ def test_a_block_device_and_a_directory_are_refused(tmp_path: Path, require_root
         write_output_bytes(tmp_path, b"x")
 
 
-def test_a_link_to_a_file_without_a_name_is_refused(tmp_path: Path) -> None:
+def test_a_descriptor_of_our_own_is_written_to_as_it_is(tmp_path: Path) -> None:
+    # /dev/stdout with `>> file`: the file is appended to, not replaced
+    with open(tmp_path / "log", "ab") as appended:
+        appended.write(b"old\n")
+        appended.flush()
+        before = os.fstat(appended.fileno()).st_ino
+        write_output_bytes(f"/dev/fd/{appended.fileno()}", b"new\n")
+        write_output_bytes(f"/proc/self/fd/{appended.fileno()}", b"newer\n")
+    assert (tmp_path / "log").read_bytes() == b"old\nnew\nnewer\n" and os.stat(tmp_path / "log").st_ino == before
+    assert os.listdir(tmp_path) == ["log"]
+    with open(tmp_path / "deleted", "wb") as held:
+        os.unlink(tmp_path / "deleted")
+        write_output_bytes(f"/proc/self/fd/{held.fileno()}", b"x")  # a file without a name, still open
+        assert os.fstat(held.fileno()).st_size == 1
+    with pytest.raises(UsageError, match="is a directory"):
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            write_output_bytes(f"/proc/self/fd/{fd}", b"x")
+        finally:
+            os.close(fd)
+
+
+def test_another_process_link_to_a_file_without_a_name_is_refused(tmp_path: Path) -> None:
+    import subprocess
+
     with open(tmp_path / "gone", "wb") as held:
         os.unlink(tmp_path / "gone")
-        with pytest.raises(UsageError, match="no file that can be replaced"):
-            write_output_bytes(f"/proc/self/fd/{held.fileno()}", b"x")
+        child = subprocess.Popen(["sleep", "600"], pass_fds=(held.fileno(),))
+        try:
+            with pytest.raises(UsageError, match="no file that can be replaced"):
+                write_output_bytes(f"/proc/{child.pid}/fd/{held.fileno()}", b"x")
+        finally:
+            child.kill()
+            child.wait()
     assert os.listdir(tmp_path) == []
 
 
