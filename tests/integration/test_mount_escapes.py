@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,7 @@ TARGET_VECTORS = {
     "bind_target_is_a_link": "RUN --mount=type=bind,source=.,target=/t,rw sh -c 'cat /t/canary.txt > /seen; echo x > /t/marker; true'",
     "cache_target_through_a_link": "RUN --mount=type=cache,id=c,target=/t/marker true",
     "secret_target_through_a_link": "RUN --mount=type=secret,id=tok,target=/t/marker,required=true true",
+    "ssh_target_through_a_link": "RUN --mount=type=ssh,target=/t/marker,required=true true",
     "copy_into_a_base_with_linked_source_mounts": "RUN ln -s {UP}{H} /.pybuild-sources\nCOPY Dockerfile /x",
 }
 
@@ -134,10 +136,14 @@ def test_mount_targets_stay_in_the_rootfs(vector: str, cli, busybox_image: str, 
     ctx.mkdir()
     secret = tmp_path / "secret"
     secret.write_text("not-the-canary\n")
+    agent = socket.socket(socket.AF_UNIX)
+    agent.bind(str(tmp_path / "agent.sock"))
     step = TARGET_VECTORS[vector].replace("{UP}", UP[:-1]).replace("{H}", str(host.dir))
     dockerfile = f"FROM busybox\nRUN ln -s {UP[:-1]}{host.dir} /t\n{step}\n"
-    result = build(cli, ctx, dockerfile, "-t", "escape", "--secret", f"id=tok,src={secret}")
+    with agent:
+        result = build(cli, ctx, dockerfile, "-t", "escape", "--secret", f"id=tok,src={secret}", "--ssh", f"default={tmp_path / 'agent.sock'}")
     assert_contained(result, host, root)
+    assert result.returncode == 0, result.stderr  # the mount lands inside the rootfs, at the link's target there
 
 
 @pytest.mark.parametrize("cache_id", ["../../../../../../../..", "/", "..", "a/../../../../b"])
@@ -189,11 +195,12 @@ def test_symlinks_inside_the_context_resolve_in_the_context(cli, busybox_image: 
         "RUN --mount=type=bind,source=abs,target=/m cat /m/f > /via-abs\n"
         "RUN --mount=type=bind,source=rel/f,target=/f cat /f > /via-rel\n"
         "RUN --mount=type=bind,source=abs,target=/m,rw sh -c 'echo changed > /m/f; cat /m/f > /rw-view'\n"
+        "RUN --mount=type=bind,source=rel/f,target=/f,rw sh -c 'echo changed > /f; cat /f > /rw-file-view'\n"
     ), "-t", "inside")
     assert result.returncode == 0, result.stderr
     image = open_image("inside")
     assert image.read("/via-abs") == "in-the-context\n" and image.read("/via-rel") == "in-the-context\n"
-    assert image.read("/rw-view") == "changed\n"
+    assert image.read("/rw-view") == "changed\n" and image.read("/rw-file-view") == "changed\n"
     assert (ctx / "real" / "f").read_text() == "in-the-context\n"  # rw writes were discarded
 
 
