@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,8 +348,8 @@ def write_local(directory: Path, config: bytes, layers: Sequence[RemoteLayer], s
 
     from pybuild.oci._formats import canonical_json
 
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)  # the user's own path: a symlink there is followed, once
+    blobs = _real_directory(_real_directory(directory / "blobs") / "sha256")
     manifest = cache_manifest(config, layers)
 
     def put(data: bytes) -> str:
@@ -360,11 +361,12 @@ def write_local(directory: Path, config: bytes, layers: Sequence[RemoteLayer], s
     manifest_digest = put(manifest)
     for layer in _unique(layers):
         target = blobs / layer.digest.split(":", 1)[1]
-        if target.exists() and target.stat().st_size == layer.size:
+        present = _lstat(target)
+        if present is not None and stat.S_ISREG(present.st_mode) and present.st_size == layer.size:
             continue
         with store.open(layer.digest, verify=True) as source:
             _atomic_write(target, source.read())
-    (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    _atomic_write(directory / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     index = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -380,9 +382,39 @@ def write_local(directory: Path, config: bytes, layers: Sequence[RemoteLayer], s
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """``data`` as the file ``path``, made whole beside it and renamed in.
+
+    The cache directory may hold anything (a CI cache restored from an
+    artifact): the temp file is new (``O_EXCL``, a random name) and the rename
+    replaces a symlink at ``path`` rather than writing where it points.
+    """
+    import secrets
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with open(fd, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _real_directory(path: Path) -> Path:
+    """``path`` as a directory of its own: a symlink found there is replaced, never followed."""
+    found = _lstat(path)
+    if found is not None and stat.S_ISLNK(found.st_mode):
+        path.unlink()
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def check_diff_id(blobs: Any, layer: RemoteLayer) -> None:

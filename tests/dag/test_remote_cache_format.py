@@ -77,3 +77,42 @@ def test_the_manifest_is_an_oci_artifact_listing_each_blob_once() -> None:
     manifest = json.loads(cache_manifest(b"{}", [layer, layer]))
     assert manifest["artifactType"] == manifest["config"]["mediaType"] == "application/vnd.pybuild.cache.config.v1+json"
     assert manifest["layers"] == [layer.descriptor()]
+
+
+class _Blobs:
+    """The content store as write_local reads it: blobs by digest."""
+
+    def __init__(self, *blobs: bytes) -> None:
+        import hashlib
+
+        self.blobs = {"sha256:" + hashlib.sha256(b).hexdigest(): b for b in blobs}
+
+    def open(self, digest: str, verify: bool = True):  # type: ignore[no-untyped-def]
+        import io
+
+        return io.BytesIO(self.blobs[digest])
+
+
+def test_a_local_cache_export_never_follows_a_symlink_planted_in_its_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import os
+
+    from pybuild.dag._remote_cache import _import_local, write_local
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("oci-layout", "index.json", f".index.json.{os.getpid()}.tmp"):
+        os.symlink(outside / "precious", cache / name)  # e.g. restored from an untrusted CI artifact
+    os.symlink(outside, cache / "blobs")
+    layer = b"layer bytes"
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(records_to_json([])).encode()
+    write_local(cache, config, [RemoteLayer(digest, len(layer), "application/vnd.oci.image.layer.v1.tar+gzip", DIFF_ID)], _Blobs(layer))
+    assert os.listdir(outside) == ["precious"] and (outside / "precious").read_text() == "keep\n"
+    assert not (cache / "blobs").is_symlink() and not (cache / "index.json").is_symlink()
+    assert (cache / "blobs" / "sha256" / digest.split(":")[1]).read_bytes() == layer
+    assert json.loads((cache / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    _import_local(cache)  # the written layout reads back
