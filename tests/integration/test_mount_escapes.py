@@ -48,6 +48,13 @@ def build(cli, ctx: Path, dockerfile: str, *args: str):  # type: ignore[no-untyp
     return cli("build", "--progress=plain", *args, str(ctx), check=False)
 
 
+def hostile_build(cli, tmp_path: Path, host: Host, dockerfile: str, *args: str):  # type: ignore[no-untyped-def]
+    """Build ``dockerfile`` with ``{H}`` standing for the host directory."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    return build(cli, ctx, dockerfile.replace("{H}", str(host.dir)), "-t", "escape", *args)
+
+
 def assert_contained(result, host: Host, root: Path) -> None:  # type: ignore[no-untyped-def]
     output = result.stdout + result.stderr
     assert "Traceback" not in output and "internal error" not in output, output
@@ -90,10 +97,7 @@ STAGE_VECTORS = {
 
 @pytest.mark.parametrize("vector", sorted(STAGE_VECTORS))
 def test_stage_symlinks_never_reach_the_host(vector: str, cli, busybox_image: str, tmp_path: Path, root: Path, host: Host) -> None:  # type: ignore[no-untyped-def]
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    step = STAGE_VECTORS[vector].replace("{H}", str(host.dir))
-    result = build(cli, ctx, EVIL_STAGE + "FROM busybox\n" + step + "\n", "-t", "escape")
+    result = hostile_build(cli, tmp_path, host, EVIL_STAGE + "FROM busybox\n" + STAGE_VECTORS[vector] + "\n")
     assert_contained(result, host, root)
 
 
@@ -112,8 +116,7 @@ def test_context_symlinks_never_reach_the_host(vector: str, cli, busybox_image: 
     ctx.mkdir()
     (ctx / "abs").symlink_to("/")
     (ctx / "rel").symlink_to(UP)
-    step = CONTEXT_VECTORS[vector].replace("{H}", str(host.dir))
-    result = build(cli, ctx, "FROM busybox\n" + step + "\n", "-t", "escape")
+    result = hostile_build(cli, tmp_path, host, "FROM busybox\n" + CONTEXT_VECTORS[vector] + "\n")
     assert_contained(result, host, root)
 
 
@@ -132,29 +135,23 @@ TARGET_VECTORS = {
 
 @pytest.mark.parametrize("vector", sorted(TARGET_VECTORS))
 def test_mount_targets_stay_in_the_rootfs(vector: str, cli, busybox_image: str, tmp_path: Path, root: Path, host: Host) -> None:  # type: ignore[no-untyped-def]
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
     secret = tmp_path / "secret"
     secret.write_text("not-the-canary\n")
     agent = socket.socket(socket.AF_UNIX)
     agent.bind(str(tmp_path / "agent.sock"))
-    step = TARGET_VECTORS[vector].replace("{UP}", UP[:-1]).replace("{H}", str(host.dir))
-    dockerfile = f"FROM busybox\nRUN ln -s {UP[:-1]}{host.dir} /t\n{step}\n"
+    dockerfile = "FROM busybox\nRUN ln -s {UP}{H} /t\n" + TARGET_VECTORS[vector] + "\n"
     with agent:
-        result = build(cli, ctx, dockerfile, "-t", "escape", "--secret", f"id=tok,src={secret}", "--ssh", f"default={tmp_path / 'agent.sock'}")
+        result = hostile_build(cli, tmp_path, host, dockerfile.replace("{UP}", UP[:-1]),
+                               "--secret", f"id=tok,src={secret}", "--ssh", f"default={tmp_path / 'agent.sock'}")
     assert_contained(result, host, root)
     assert result.returncode == 0, result.stderr  # the mount lands inside the rootfs, at the link's target there
 
 
 @pytest.mark.parametrize("cache_id", ["../../../../../../../..", "/", "..", "a/../../../../b"])
 def test_cache_ids_never_name_a_path(cache_id: str, cli, busybox_image: str, tmp_path: Path, root: Path, host: Host) -> None:  # type: ignore[no-untyped-def]
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    cache_id = cache_id + str(host.dir) if cache_id.endswith("..") else cache_id
-    result = build(cli, ctx, (
-        "FROM busybox\n"
-        f"RUN --mount=type=cache,id={cache_id},target=/c " + READ_AND_WRITE.format(m="/c") + "\n"
-    ), "-t", "escape")
+    cache_id = cache_id + "{H}" if cache_id.endswith("..") else cache_id
+    step = f"RUN --mount=type=cache,id={cache_id},target=/c " + READ_AND_WRITE.format(m="/c")
+    result = hostile_build(cli, tmp_path, host, "FROM busybox\n" + step + "\n")
     assert_contained(result, host, root)
     assert result.returncode == 0, result.stderr
 
