@@ -411,6 +411,44 @@ async def test_mount_target_through_an_image_symlink_stays_inside(executor, make
     assert not os.path.exists("/tmp/pybuild-escape-check")
 
 
+async def test_mount_subpaths_resolve_inside_their_root(executor, make_rootfs, tmp_path) -> None:
+    # RUN --mount=type=bind,from=stage,source=/link: the stage's own links, never the host's.
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "canary").write_text("host file\n")
+    stage = tmp_path / "stage"
+    (stage / "usr" / "lib" / "tool").mkdir(parents=True)
+    (stage / "usr" / "lib" / "tool" / "f").write_text("in the stage\n")
+    (stage / "tool").symlink_to("/usr/lib/tool")
+    (stage / "root").symlink_to("/")
+    (stage / "up").symlink_to("../" * 12)
+    upper, work = tmp_path / "su", tmp_path / "sw"
+    upper.mkdir()
+    work.mkdir()
+    script = (
+        "cat /tool/f /file; for m in /root /up /bind-root /rw; do cat $m{host}/canary 2>/dev/null; echo x > $m{host}/marker 2>/dev/null; done; true"
+    ).format(host=host)
+    rootfs = make_rootfs()
+    result, out, err = await sh(
+        executor,
+        rootfs,
+        script,
+        mounts=[
+            OverlayMount((str(stage),), "/tool", subpath="/tool"),
+            OverlayMount((str(stage),), "/file", subpath="/up/tool/../tool/f"),
+            OverlayMount((str(stage),), "/root", subpath="/root"),
+            OverlayMount((str(stage),), "/up", subpath="/up"),
+            BindMount(str(stage), "/bind-root", subpath="/root/up"),
+            OverlayMount((str(stage),), "/rw", upper=str(upper), work=str(work), subpath="/up/root"),
+        ],
+    )
+    assert result.exit_code == 0, err
+    assert out == "in the stage\nin the stage\n"
+    assert sorted(p.name for p in host.iterdir()) == ["canary"]
+    with pytest.raises(SandboxError, match="mount source /up/nothing not found"):
+        await sh(executor, make_rootfs(), "true", mounts=[BindMount(str(stage), "/x", subpath="/up/nothing")])
+
+
 async def test_missing_bind_source_is_a_sandbox_error(executor, make_rootfs, tmp_path) -> None:
     with pytest.raises(SandboxError, match="does not exist"):
         await sh(executor, make_rootfs(), "true", mounts=[BindMount(str(tmp_path / "nope"), "/x")])
