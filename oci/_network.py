@@ -20,7 +20,9 @@ flow).  Code that moves bytes calls ``progress(n)``: the current watch is
 found through a context variable, as trio finds the current cancel scope,
 so the layers between (authentication, redirects) need not pass it along.
 While a nested operation runs (a token fetch inside a manifest request),
-the outer attempt's stall clock waits for it.
+the outer attempt's stall clock waits for it; during ``local_work()`` (a
+disk read in a thread, a credential helper) neither clock runs: that time
+is pybuild's own, not the network's.
 
 The limits are read once from the environment (``from_env``).
 """
@@ -163,6 +165,7 @@ class Operation:
         self._expected = max(expected_bytes, 0)
         self._moved = 0
         self._start = trio.current_time()
+        self._paused = 0.0  # seconds of local work, which the deadline does not count
         self.scope = trio.CancelScope(deadline=self._start + self.allowed)
 
     @property
@@ -178,12 +181,22 @@ class Operation:
         """Learn how many bytes the transfer will move (a Content-Length)."""
         if size > self._expected:
             self._expected = size
-            self.scope.deadline = self._start + self.allowed
+            self._reset_deadline()
 
     def moved(self, n: int) -> None:
         self._moved += n
         if self._moved > self._expected:
-            self.scope.deadline = self._start + self.allowed
+            self._reset_deadline()
+
+    def _reset_deadline(self) -> None:
+        self.scope.deadline = self._start + self._paused + self.allowed
+
+    def pause(self) -> None:
+        self.scope.deadline = math.inf
+
+    def resume(self, paused: float) -> None:
+        self._paused += paused
+        self._reset_deadline()
 
     @contextmanager
     def attempt(self) -> Iterator[Watch]:
@@ -219,6 +232,23 @@ def operation(limits: NetworkLimits, expected_bytes: int = 0) -> Iterator[Operat
             outer.restart()
     if op.scope.cancelled_caught:
         raise DeadlineExceeded(limits.deadline_reason(op.allowed))
+
+
+@contextmanager
+def local_work() -> Iterator[None]:
+    """Stop the current attempt's clocks while pybuild works on its own side."""
+    watch = _current.get()
+    if watch is None:
+        yield
+        return
+    started = trio.current_time()
+    watch.pause()
+    watch.operation.pause()
+    try:
+        yield
+    finally:
+        watch.operation.resume(trio.current_time() - started)
+        watch.restart()
 
 
 def progress(n: int) -> None:

@@ -721,9 +721,11 @@ async def _read_verified(store: BlobStore, blob: BlobLike, chunk_size: int = _RE
     try:
         hasher = hashlib.sha256()
         sent = 0
-        pending = await trio.to_thread.run_sync(source.read, chunk_size)
+        with _network.local_work():
+            pending = await trio.to_thread.run_sync(source.read, chunk_size)
         while pending:
-            following = await trio.to_thread.run_sync(source.read, chunk_size)
+            with _network.local_work():  # a slow disk is not a stalled registry
+                following = await trio.to_thread.run_sync(source.read, chunk_size)
             hasher.update(pending)
             sent += len(pending)
             if not following and ("sha256:" + hasher.hexdigest() != blob.digest or sent != blob.size):

@@ -284,8 +284,10 @@ class Authorizer:
         if self._credentials is None:
             return None
         if endpoint.registry not in self._known_credentials:
-            # A credential helper is a subprocess: keep it off the event loop.
-            found = await trio.to_thread.run_sync(self._credentials.get, endpoint.registry)
+            # A credential helper is a subprocess: keep it off the event loop,
+            # and off the network's clocks.
+            with _network.local_work():
+                found = await trio.to_thread.run_sync(self._credentials.get, endpoint.registry)
             self._known_credentials[endpoint.registry] = found
         return self._known_credentials[endpoint.registry]
 

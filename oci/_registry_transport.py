@@ -233,7 +233,8 @@ async def read_limited(response: httpx.Response, limit: int, who: str) -> bytes:
     refused before reading if the Content-Length announces it.
     """
     announced = response.headers.get("content-length", "")
-    if announced.isdigit() and int(announced) > limit:
+    # The answer to HEAD announces the length of a body it does not send.
+    if response.request.method != "HEAD" and announced.isdigit() and int(announced) > limit:
         raise _too_big(who, limit)
     body = bytearray()
     async for chunk in response.aiter_bytes():

@@ -14,8 +14,9 @@ from pybuild.errors import RegistryError, UsageError
 from pybuild.oci._network import NetworkLimits
 from pybuild.oci._reference import parse_reference
 from pybuild.oci._registry import RegistryClient
+from pybuild.oci._registry_manifest import LayerDescriptor
 
-from .registry_server import OCI_MANIFEST, DictStore, FakeRegistry, Fault, Response, TokenService, BearerAuth, on, sha256, tiny_image
+from .registry_server import OCI_MANIFEST, BearerAuth, DictStore, FakeRegistry, Fault, Response, TokenService, on, sha256, tiny_image
 
 QUICK = NetworkLimits(connect_timeout=5, stall_timeout=5, deadline=60)
 
@@ -187,3 +188,19 @@ def test_limits_come_from_the_environment() -> None:
 def test_a_bad_limit_in_the_environment_is_a_usage_error(value: str) -> None:
     with pytest.raises(UsageError, match="PYBUILD_NETWORK_STALL_TIMEOUT"):
         NetworkLimits.from_env({"PYBUILD_NETWORK_STALL_TIMEOUT": value})
+
+
+async def test_a_head_answer_announcing_a_big_blob_is_not_a_big_body(fake_registry: FakeRegistry) -> None:
+    big = b"z" * (200 * 1024)  # over the 64 KiB an answer to HEAD may carry
+    digest = fake_registry.add_blob("heads", big)
+    fake_registry.add_manifest("heads", "1", b"{}")
+    image = tiny_image({"f": b"f"})
+    store = DictStore()
+    image.store_into(store)
+    store.put(big)
+
+    async with RegistryClient(limits=QUICK) as client:
+        await client.push(parse_reference(f"{fake_registry.netloc}/heads:2"), manifest=image.manifest, media_type=OCI_MANIFEST,
+                          blobs=[LayerDescriptor(digest, len(big), ""), *(LayerDescriptor(d, len(b), "") for d, b in image.blobs.items())],
+                          store=store)
+    assert fake_registry.count("HEAD", digest) == 1 and fake_registry.count("POST", "/blobs/uploads/") == 2
