@@ -546,6 +546,12 @@ def _check_document(doc: Mapping[str, Any], expected: frozenset[str], media_type
                 hint="schema 1 is deprecated and not supported; re-push the image with a current docker or buildx",
             )
         raise _bad(what, "schemaVersion", "2")
+    if "manifests" in doc and ("layers" in doc or "config" in doc):
+        # It would read as an index and as an image manifest (distribution spec 1.0.1).
+        raise ImageError(
+            f"{what} has both manifests and layers or config, so it could be read two ways",
+            hint="the registry or archive is inconsistent, or was tampered with",
+        )
     declared = doc.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise _bad(what, "mediaType", "a string")

@@ -44,6 +44,7 @@ from ._registry_manifest import (
     LayerDescriptor,
     ResolvedManifest,
     check_digest,
+    check_entry_type,
     media_type_of,
     normalize_arch,
     parse_manifest,
@@ -286,6 +287,7 @@ class RegistryClient:
                 expected_digest=chosen.digest,
                 expected_size=chosen.size,
             )
+            check_entry_type(chosen, media_type, f"{ref.name}@{chosen.digest}")
         else:
             raise RegistryError(f"{ref} nests indexes too deeply", hint="pybuild follows at most two levels of image indexes")
         parsed = parse_manifest(data, str(ref))

@@ -28,6 +28,7 @@ _DOCKER_SCHEMA1 = (
 
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+_KNOWN_TYPES = INDEX_TYPES | MANIFEST_TYPES
 #: The Accept header for manifest requests, most preferred first.
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
@@ -121,24 +122,58 @@ def _document(data: bytes, what: str) -> dict:
 
 
 def media_type_of(data: bytes, content_type: str | None, what: str) -> str:
-    """The manifest's media type: its own ``mediaType`` field, else the
-    Content-Type the registry sent, else guessed from its shape."""
+    """The manifest's media type, from its ``mediaType`` field, else the
+    Content-Type the registry sent, else guessed from its shape.
+
+    A document that could be read two ways is refused, as the distribution
+    spec (1.0.1) asks of clients: one with both ``manifests`` and
+    ``layers``/``config``, and one whose ``mediaType`` field differs from the
+    manifest or index type it was served as.  A generic Content-Type
+    (``application/json``, ``application/octet-stream``, as static servers
+    send) says nothing about the type, so the field decides, as containerd does.
+    """
     document = _document(data, what)
     declared = document.get("mediaType")
-    header = (content_type or "").split(";")[0].strip()
+    header = (content_type or "").split(";")[0].strip().lower()
     for candidate in (declared, header):
         if candidate in _DOCKER_SCHEMA1 or document.get("schemaVersion") == 1:
             raise RegistryError(
                 f"{what} is a Docker schema 1 manifest, which pybuild does not support",
                 hint="push the image again with a current tool (Docker 1.10 or later)",
             )
-        if candidate in INDEX_TYPES or candidate in MANIFEST_TYPES:
+    if declared is not None and not isinstance(declared, str):
+        raise _bad(what, "its mediaType is not a string")
+    is_index = "manifests" in document
+    if is_index and ("layers" in document or "config" in document):
+        raise _ambiguous(what, "it has both manifests and layers or config, so it reads as an index and as an image manifest")
+    if declared and header in _KNOWN_TYPES and declared != header:
+        raise _ambiguous(what, f"its mediaType is {declared[:80]!r} but the registry served it as {header!r}")
+    for candidate in (declared, header):
+        if candidate in _KNOWN_TYPES:
+            if is_index != (candidate in INDEX_TYPES):
+                shape = "an index" if is_index else "an image manifest"
+                raise _ambiguous(what, f"it is typed {candidate!r} but has the fields of {shape}")
             return str(candidate)
-    if isinstance(document.get("manifests"), list):
+    if is_index and isinstance(document.get("manifests"), list):
         return OCI_INDEX
     if isinstance(document.get("config"), dict) and isinstance(document.get("layers"), list):
         return OCI_MANIFEST
     raise _bad(what, f"unknown media type {str(declared or header)[:80]!r}")
+
+
+def _ambiguous(what: str, detail: str) -> RegistryError:
+    return RegistryError(
+        f"{what} is refused: {detail}",
+        hint="the registry or the image is inconsistent, or was tampered with; nothing was stored",
+    )
+
+
+def check_entry_type(entry: LayerDescriptor, media_type: str, what: str) -> None:
+    """An index entry that names an image manifest must lead to one, and one
+    that names an index to an index (containerd checks the same; a Docker
+    type for an OCI document, or the reverse, is let through as it does)."""
+    if entry.media_type in _KNOWN_TYPES and (entry.media_type in INDEX_TYPES) != (media_type in INDEX_TYPES):
+        raise _ambiguous(what, f"the index lists it as {entry.media_type!r} but it is {media_type!r}")
 
 
 def parse_manifest(data: bytes, what: str) -> ParsedManifest:
