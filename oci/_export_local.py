@@ -16,6 +16,7 @@ pybuild root's temp area, never straight into the user's directory:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -86,13 +87,24 @@ def _merge_into(src: Path, dst: Path, same_device: bool) -> None:
                 shutil.rmtree(target)
             else:
                 os.unlink(target)
-        if same_device:
-            os.rename(entry.path, target)
-        elif entry.is_dir(follow_symlinks=False):
+        if same_device and _renamed(entry.path, target):
+            continue
+        if entry.is_dir(follow_symlinks=False):
             shutil.copytree(entry.path, target, symlinks=True, copy_function=_copy_file)
             _copy_dir_metadata(Path(entry.path), Path(target))
         else:
             _copy_entry(entry.path, target)
+
+
+def _renamed(src: str, dst: str) -> bool:
+    """Move by rename; False if ``dst`` is on another filesystem (one mounted inside dest)."""
+    try:
+        os.rename(src, dst)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        return False
+    return True
 
 
 def _copy_file(src: str, dst: str) -> None:

@@ -616,3 +616,19 @@ def test_the_temp_file_of_an_export_still_running_is_left_alone(store: ImageStor
     finally:
         holder.stdin.close()
         holder.wait()
+
+
+def test_a_local_output_merges_into_a_filesystem_mounted_inside_dest(store: ImageStore, app, tmp_path: Path, require_root: None) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    dest = tmp_path / "dest"
+    (dest / "app").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "pybuild-test", str(dest / "app")], check=True)
+    try:
+        (dest / "app" / "mine").write_text("mine\n")
+        export_local(store, app, dest)  # a rename into dest/app would cross filesystems
+        assert (dest / "app" / "hello").read_text() == "#!/bin/sh\necho hello\n"
+        assert (dest / "app" / "mine").read_text() == "mine\n"
+        assert os.stat(dest / "app" / "hello").st_dev != os.stat(dest).st_dev
+    finally:
+        subprocess.run(["umount", "-l", str(dest / "app")], check=True)
