@@ -251,8 +251,15 @@ class CacheIndex:
 
     @contextmanager
     def _consistent_read(self) -> Iterator[sqlite3.Connection]:
-        """Several SELECTs that must see one state of the database."""
+        """Several SELECTs that must see one state of the database.
+
+        Inside a write transaction of this thread (prune reads the image
+        records within its own) that state is the transaction's.
+        """
         with self._read() as c:
+            if c.in_transaction:
+                yield c
+                return
             c.execute("BEGIN")
             try:
                 yield c

@@ -1,18 +1,25 @@
 """Disk usage and garbage collection of a pybuild root (``pybuild du`` / ``prune``).
 
-Prune is safe while builds run.  It decides and detaches inside one write
-transaction of the index, the same lock a build takes to create a lease, so
-a resource is either leased before prune looks (and kept) or detached before
-the lease exists (and a build that checks ``exists`` after leasing sees it
-gone and rebuilds).  Detaching is a rename into the temp area; the slow
-``rmtree`` happens after the transaction, and if prune dies midway the next
-process removes the rest with the rest of the dead temp area.
+Prune is safe while builds, pulls and loads run.  Its invariant: it removes
+nothing that, at the moment it decides, is
 
-Kept, always: whatever live leases name, whatever ``referenced()`` returns
-(the image store's blobs and snapshots), tag and image digests, and the
-parent chains of kept snapshots.  Blobs and snapshots no record refers to
-("orphans") are kept for ``orphan_grace`` seconds after they were made, so a
-build that has stored a layer but not yet recorded it does not lose it.
+- reachable from an image record or a tag (``referenced()``: the image
+  store's config, manifest and layer blobs and the snapshots of its layers),
+- named by a lease of a live process (a lease names its pid, start time and
+  boot, so a crashed build's lease does not pin anything for ever),
+- the parent chain of a kept snapshot, or what a surviving record names,
+- made after this prune started, or an orphan younger than ``orphan_grace``.
+
+Marking and sweeping happen inside one write transaction of the index: the
+lock an image's registration, a step's record and a lease's creation take
+too.  So an image registered before prune looks is seen and kept, and one
+registered after was made by a process whose lease (taken before it made
+the image's blobs and snapshots) was live when prune looked.  A build that
+finds a record leases its snapshot first and checks ``exists`` after, so it
+either got it before prune looked or sees it gone and builds it again.
+Detaching is a rename into the temp area; the slow ``rmtree`` happens after
+the transaction, and if prune dies midway the next process removes the rest
+with the rest of the dead temp area.
 """
 
 from __future__ import annotations
@@ -121,12 +128,9 @@ def prune(
     others, it limits them to such records).  Records whose snapshot has
     vanished always go.  With ``all``, unused cache mounts go too.
     """
-    now = time.time()
-    external = _external(root, referenced)
-    records = root.index.records()
-    blob_sizes = dict(root.blobs.list())
+    started = time.time()
     sizes: dict[str, int] = {}
-    if keep_storage is not None:
+    if keep_storage is not None:  # walks trees: before taking the lock
         sizes = {sid: _snapshot_size(root, sid) for sid in root.snapshots.list()}
 
     detached: list[Path] = []
@@ -135,19 +139,19 @@ def prune(
     freed = 0
 
     with root.index._write() as c:
+        # the mark: images, tags, leases and records as of this transaction,
+        # which no registration, record or lease can change until it ends
         leased = root.index._live_leased(c)
-        keep = external | leased
+        keep = _external(root, referenced) | leased
         keep_snapshots = _with_chains(root, keep)
+        records = root.index.records()
+        blob_sizes = dict(root.blobs.list())
+        now = time.time()
 
         def kept(rec: CacheRecord) -> bool:
             return (rec.snapshot_id is not None and rec.snapshot_id in keep_snapshots) or any(
                 b.digest in keep for b in rec.blobs.values()
             )
-
-        # records changed since we listed them are judged on the old data; a
-        # record created meanwhile is simply not a candidate
-        current_keys = {row[0] for row in c.execute("SELECT key FROM cache_records")}
-        records = [(k, r) for k, r in records if k in current_keys]
 
         broken = [
             key
@@ -178,11 +182,7 @@ def prune(
         c.executemany("DELETE FROM cache_records WHERE key = ?", [(k,) for k in victims])
         removed_records = len(victims)
 
-        survivors = [r for k, r in records if k not in victim_set]
-        survivors_snapshots = {r.snapshot_id for r in survivors if r.snapshot_id}
-        # a record created after we listed them: keep what it names
-        for (snapshot_id,) in c.execute("SELECT snapshot_id FROM cache_records WHERE snapshot_id IS NOT NULL"):
-            survivors_snapshots.add(snapshot_id)
+        survivors_snapshots = {r.snapshot_id for k, r in records if k not in victim_set and r.snapshot_id}
         live_snapshots = _with_chains(root, survivors_snapshots | keep_snapshots)
         live_blobs = keep | {digest for (digest,) in c.execute("SELECT digest FROM cache_blobs")}
         victim_snapshots = {r.snapshot_id for k, r in records if k in victim_set and r.snapshot_id}
@@ -192,6 +192,8 @@ def prune(
             if snapshot_id in live_snapshots:
                 continue
             created = root.snapshots.created(snapshot_id)  # None if incomplete
+            if created is not None and created >= started:
+                continue  # committed while prune ran: its maker has not recorded it yet
             if snapshot_id in victim_snapshots or created is None or now - created > orphan_grace:
                 size = _snapshot_size(root, snapshot_id)
                 trash = root.snapshots.detach(snapshot_id)
@@ -207,10 +209,12 @@ def prune(
             if path is None:
                 continue
             try:
-                age = now - os.lstat(path).st_mtime
+                made = os.lstat(path).st_mtime
             except FileNotFoundError:
                 continue
-            if digest in victim_blobs or age > orphan_grace:
+            if made >= started:
+                continue  # stored while prune ran: its maker has not recorded it yet
+            if digest in victim_blobs or now - made > orphan_grace:
                 if root.blobs.delete(digest):
                     removed_blobs += 1
                     freed += size

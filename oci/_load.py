@@ -88,14 +88,17 @@ def load_archive(store: ImageStore, path: Path, *, platform: str | None = None) 
     with read_archive(Path(path), tmp_dir=store.root.tmp_dir("load-")) as archive:
         for loaded in _for_platform(archive.images, platform):
             manifest = loaded.manifest
-            for descriptor in (loaded.descriptor, manifest.config, *manifest.layers):
-                _copy_blob(store, archive, descriptor.digest, descriptor.size)
-            with store.root.blobs.open(manifest.config.digest) as f:
-                config = json.loads(f.read())
-            layers = [
-                Layer(diff_id, d.digest, d.size, d.media_type) for diff_id, d in zip(loaded.config.diff_ids, manifest.layers, strict=True)
-            ]
-            image = store.register(manifest.config.digest, loaded.descriptor.digest, config, layers)
+            descriptors = (loaded.descriptor, manifest.config, *manifest.layers)
+            # leased before looking: a blob found stored stays until the image is registered
+            with store.root.index.lease([d.digest for d in descriptors]):
+                for descriptor in descriptors:
+                    _copy_blob(store, archive, descriptor.digest, descriptor.size)
+                with store.root.blobs.open(manifest.config.digest) as f:
+                    config = json.loads(f.read())
+                layers = [
+                    Layer(diff_id, d.digest, d.size, d.media_type) for diff_id, d in zip(loaded.config.diff_ids, manifest.layers, strict=True)
+                ]
+                image = store.register(manifest.config.digest, loaded.descriptor.digest, config, layers)
             names = _names(loaded, archive.format)
             replaced = []
             for name in names:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pybuild.errors import ImageError
@@ -62,6 +62,23 @@ async def pull_image(
             cached.add(event.digest)
         if on_progress is not None:
             on_progress(event)
+
+    first: PullResult | None = None
+    for _ in range(2):
+        result = await _pull_once(store, client, reference, platform, progress, cached)
+        first = first or result
+        # A concurrent prune may have removed a blob the pull found stored before
+        # the image was registered; registered now, it is kept: fetch it again.
+        if not await trio.to_thread.run_sync(store.missing_blobs, result.image):
+            return replace(result, up_to_date=first.up_to_date, replaced=first.replaced)
+    raise ImageError(f"{reference}: blobs of the image keep vanishing from the store while it is pulled",
+                     hint="is something deleting files in the pybuild root?")
+
+
+async def _pull_once(
+    store: ImageStore, client: Any, reference: Reference, platform: str, progress: Callable[[Any], None], cached: set[str],
+) -> PullResult:
+    import trio
 
     resolved = await client.pull(reference, platform, store.root.blobs, on_progress=progress)
     pinned = resolved.index_digest or resolved.digest

@@ -338,15 +338,31 @@ class ImageStore:
         """Store an image (config + OCI manifest) and point ``tags`` at it."""
         layers = [replace(l, media_type=oci_media_type(l.media_type)) for l in layers]
         config_bytes = canonical_json(dict(config))
-        image_id = self.root.blobs.put(config_bytes)
+        image_id = sha256_digest(config_bytes)
         manifest = {
             "schemaVersion": 2,
             "mediaType": MEDIA_TYPE_OCI_MANIFEST,
             "config": {"mediaType": MEDIA_TYPE_OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
             "layers": [{"mediaType": l.media_type, "digest": l.digest, "size": l.size} for l in layers],
         }
-        manifest_digest = self.root.blobs.put(canonical_json(manifest))
-        return self.register(image_id, manifest_digest, config, layers, tags)
+        manifest_bytes = canonical_json(manifest)
+        # leased before they are stored: a prune between storing and registering keeps them
+        with self.root.index.lease([image_id, sha256_digest(manifest_bytes), *(l.digest for l in layers)]):
+            self.root.blobs.put(config_bytes)
+            manifest_digest = self.root.blobs.put(manifest_bytes)
+            return self.register(image_id, manifest_digest, config, layers, tags)
+
+    def missing_blobs(self, image: StoredImage) -> list[str]:
+        """The image's config, manifest and layer blobs that are not stored.
+
+        Layers stored only as snapshots (built ones, named by reference) count
+        as present: a blob is made from the snapshot when one is needed.
+        """
+        missing = [d for d in (image.id, image.manifest_digest) if not self.root.blobs.has(d)]
+        for layer, chain_id in zip(image.layers, chain_ids([l.diff_id for l in image.layers])):
+            if not self.root.blobs.has(layer.digest) and self._snapshot_of_chain(chain_id) is None:
+                missing.append(layer.digest)
+        return missing
 
     def register(
         self, image_id: str, manifest_digest: str, config: Mapping[str, Any], layers: Sequence[Layer],
