@@ -37,6 +37,7 @@ from pybuild.cache import open_with_writeback
 from pybuild.errors import UsageError
 
 _TEMP_MARK = ".pybuild-"
+_TEMP_TAG = re.compile(r"(\d+)(?:-[0-9a-f]{8})?")
 _STALE_AFTER = 60.0  # seconds: an unlocked temp file this old is stale whatever its PID says
 
 
@@ -136,7 +137,7 @@ def _replaced(target: str, existing: os.stat_result | None) -> Iterator[BinaryIO
     import secrets
 
     directory, name = os.path.split(os.path.abspath(target))
-    remove_stale_temp_files(directory, name)
+    _remove_stale_temp_files(directory, name)
     temp = os.path.join(directory, f".{name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     renamed = False
@@ -177,7 +178,7 @@ def _written_through(where: str, found: os.stat_result) -> Iterator[BinaryIO]:
         out.flush()
 
 
-def remove_stale_temp_files(directory: str, name: str) -> None:
+def _remove_stale_temp_files(directory: str, name: str) -> None:
     """Remove the temp files of earlier writes of ``directory/name`` that no one is writing any more."""
     prefix = f".{name}{_TEMP_MARK}"
     try:
@@ -186,10 +187,12 @@ def remove_stale_temp_files(directory: str, name: str) -> None:
     except OSError:
         return  # an unreadable directory: the write itself will say what is wrong
     for leftover in leftovers:
-        _remove_if_stale(os.path.join(directory, leftover), leftover[len(prefix) :])
+        pid = _TEMP_TAG.fullmatch(leftover[len(prefix) :])  # PID-XXXXXXXX, or PID alone (older pybuilds)
+        if pid is not None:
+            _remove_if_stale(os.path.join(directory, leftover), int(pid[1]))
 
 
-def _remove_if_stale(path: str, tag: str) -> None:
+def _remove_if_stale(path: str, pid: int) -> None:
     import fcntl
     import time
 
@@ -208,9 +211,8 @@ def _remove_if_stale(path: str, tag: str) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # its writer holds the lock: still being written
-        pid = tag.split("-", 1)[0]
         just_made = time.time() - held.st_mtime < _STALE_AFTER
-        if just_made and pid.isdigit() and _alive(int(pid)):
+        if just_made and _alive(pid):
             return  # made a moment ago by a live process that has not locked it yet
         os.unlink(path)
     except OSError:
@@ -222,10 +224,10 @@ def _remove_if_stale(path: str, tag: str) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
-    except (PermissionError, OverflowError):
-        return pid > 0
+    except PermissionError:
+        return True  # someone else's process
     return True
 
 

@@ -156,3 +156,32 @@ def test_copy_range_other_errors_are_raised_and_a_short_source_copies_less(tmp_p
         monkeypatch.setattr(os, "copy_file_range", broken)
         with pytest.raises(OSError, match="I/O error"):
             copy_range(src.fileno(), dst.fileno(), 5)
+
+
+def test_the_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from pybuild.oci import open_output\n"
+        "with open_output(sys.argv[1]) as output:\n"
+        "    output.stream.write(b'half'); output.stream.flush()\n"
+        "    print('writing', flush=True); sys.stdin.read()\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline() == b"writing\n"
+        (busy,) = os.listdir(tmp_path)
+        write_output_bytes(tmp_path / "other", b"x")  # another path's export leaves it alone
+        write_output_bytes(tmp_path / "out.tar", b"x")
+        assert busy in os.listdir(tmp_path)
+        write_output_bytes(tmp_path / "out", b"first")  # the writer is alive and holds its lock
+        assert busy in os.listdir(tmp_path) and (tmp_path / "out").read_bytes() == b"first"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    write_output_bytes(tmp_path / "out", b"second")
+    assert sorted(os.listdir(tmp_path)) == ["other", "out", "out.tar"]
+    assert (tmp_path / "out").read_bytes() == b"second"
