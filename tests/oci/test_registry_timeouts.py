@@ -204,3 +204,26 @@ async def test_a_head_answer_announcing_a_big_blob_is_not_a_big_body(fake_regist
                           blobs=[LayerDescriptor(digest, len(big), ""), *(LayerDescriptor(d, len(b), "") for d, b in image.blobs.items())],
                           store=store)
     assert fake_registry.count("HEAD", digest) == 1 and fake_registry.count("POST", "/blobs/uploads/") == 2
+
+
+async def test_an_upload_to_a_silent_server_stalls_after_one_retry(fake_registry: FakeRegistry, nursery: trio.Nursery,
+                                                                   autojump_clock: trio.testing.MockClock) -> None:
+    image = tiny_image({"big": bytes(range(256)) * 800})  # the body goes out in pieces, then nothing answers
+    store = DictStore()
+    image.store_into(store)
+    server = SlowServer(silent=True)
+    await server.start(nursery)
+    fake_registry.faults.append(Fault(
+        on("POST", "/blobs/uploads/$"),
+        times=None,
+        respond=lambda r: Response(202, {"Location": f"http://{server.netloc}/v2/up/blobs/uploads/x?_state=s"}),
+    ))
+
+    with pytest.raises(RegistryError) as caught:
+        async with RegistryClient(limits=QUICK, max_concurrent_blobs=1) as client:
+            await client.push(parse_reference(f"{fake_registry.netloc}/up:1"), manifest=image.manifest, media_type=OCI_MANIFEST,
+                              blobs=[LayerDescriptor(d, len(b), "") for d, b in image.blobs.items()], store=store)
+
+    assert server.requests == 2
+    text = str(caught.value)
+    assert "uploading blob sha256:" in text and "in 5 s (stall timeout" in text
