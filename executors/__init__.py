@@ -25,7 +25,6 @@ from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._executor import SandboxExecutor as SandboxExecutor
 from ._protocol import Executor as Executor
 from ._protocol import RootfsCaller as RootfsCaller
-from ._seccomp import load_profile_file as load_seccomp_profile
 from ._spec import DEFAULT_PIDS_LIMIT as DEFAULT_PIDS_LIMIT
 from ._spec import BindMount as BindMount
 from ._spec import ExecResult as ExecResult
@@ -43,6 +42,8 @@ from .testing import check_rootfs_caller as check_rootfs_caller
 
 # Containers (``pybuild run`` and friends) load on first use: builds never need them.
 _LAZY = {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus", "PublishedPort")}
+# Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
+_LAZY["load_seccomp_profile"] = "._seccomp"
 
 
 def __getattr__(name: str) -> object:

@@ -72,7 +72,7 @@ def check_profile(text: str, source: str) -> None:
     _compile(text, source, _default_capabilities_mask())
 
 
-def load_profile_file(path: str) -> str:
+def load_seccomp_profile(path: str) -> str:
     """The text of a profile file, checked; errors name the file."""
     try:
         with open(path, encoding="utf-8") as f:

@@ -14,7 +14,7 @@ from pybuild.errors import SandboxError, UsageError
 from pybuild.executors import BindMount
 from pybuild.executors._caps import DOCKER_DEFAULT_MASK
 from pybuild.executors._executor import own_bounding_set
-from pybuild.executors._seccomp import check_profile, compile_filter, load_profile_file
+from pybuild.executors._seccomp import check_profile, compile_filter, load_seccomp_profile
 
 from .test_sandbox import sh
 
@@ -193,8 +193,8 @@ def test_dockers_own_profile_format_loads(tmp_path: Path) -> None:
     }
     path = tmp_path / "docker.json"
     path.write_text(json.dumps(profile))
-    assert json.loads(load_profile_file(str(path))) == profile
-    assert len(compile_filter(load_profile_file(str(path)), DOCKER_DEFAULT_MASK) or b"") % 8 == 0
+    assert json.loads(load_seccomp_profile(str(path))) == profile
+    assert len(compile_filter(load_seccomp_profile(str(path)), DOCKER_DEFAULT_MASK) or b"") % 8 == 0
 
 
 @pytest.mark.parametrize(
@@ -213,13 +213,13 @@ def test_a_malformed_profile_is_a_usage_error_naming_the_file(tmp_path: Path, te
     path = tmp_path / "bad.json"
     path.write_text(text)
     with pytest.raises(UsageError, match=problem) as caught:
-        load_profile_file(str(path))
+        load_seccomp_profile(str(path))
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_missing_profile_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="missing.json"):
-        load_profile_file(str(tmp_path / "missing.json"))
+        load_seccomp_profile(str(tmp_path / "missing.json"))
 
 
 def test_the_default_profile_is_compiled_once() -> None:
