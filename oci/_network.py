@@ -36,6 +36,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -270,6 +271,22 @@ def expect(size: int) -> None:
     watch = _current.get()
     if watch is not None:
         watch.operation.expect(size)
+
+
+async def read_at_most(response: Any, limit: int) -> bytes | None:
+    """An httpx response's body, counted as progress; None if it is bigger
+    than ``limit`` bytes (known from its Content-Length before reading, when
+    it has one: the answer to HEAD announces a body it does not send)."""
+    announced = response.headers.get("content-length", "")
+    if response.request.method != "HEAD" and announced.isdigit() and int(announced) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        progress(len(chunk))
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 async def upload_pieces(data: bytes) -> AsyncIterator[bytes]:

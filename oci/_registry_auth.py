@@ -388,7 +388,12 @@ class Authorizer:
                             f"the token service answered {response.status_code}",
                             retry_after=parse_retry_after(response.headers.get("retry-after")),
                         )
-                    body = await _read_token_answer(response, _MAX_TOKEN_ANSWER, realm_host)
+                    body = await _network.read_at_most(response, _MAX_TOKEN_ANSWER)
+                    if body is None:
+                        raise RegistryError(
+                            f"the token service {realm_host} sent more than {_MAX_TOKEN_ANSWER} bytes, the most pybuild accepts",
+                            hint="the registry's auth configuration is broken; tell its operator",
+                        )
                 finally:
                     await response.aclose()
             except httpx.TransportError as error:
@@ -424,20 +429,3 @@ class Authorizer:
         lifetime = max(lifetime, _DEFAULT_TOKEN_LIFETIME)
         return _Token(value, trio.current_time() + lifetime * 0.9)
 
-
-async def _read_token_answer(response: httpx.Response, limit: int, realm_host: str) -> bytes:
-    """A token service's answer, refused if bigger than ``limit`` (a token is a few KiB)."""
-    announced = response.headers.get("content-length", "")
-    body = bytearray()
-    if not (announced.isdigit() and int(announced) > limit):
-        async for chunk in response.aiter_bytes():
-            _network.progress(len(chunk))
-            body += chunk
-            if len(body) > limit:
-                break
-        else:
-            return bytes(body)
-    raise RegistryError(
-        f"the token service {realm_host} sent more than {limit} bytes, the most pybuild accepts",
-        hint="the registry's auth configuration is broken; tell its operator",
-    )

@@ -227,22 +227,12 @@ def _watched_body(content: bytes | AsyncIterator[bytes] | None) -> bytes | Async
 
 
 async def read_limited(response: httpx.Response, limit: int, who: str) -> bytes:
-    """A response body of at most ``limit`` bytes, counted as progress.
-
-    More is a RegistryError naming ``who`` ("GET manifest x: the registry"),
-    refused before reading if the Content-Length announces it.
-    """
-    announced = response.headers.get("content-length", "")
-    # The answer to HEAD announces the length of a body it does not send.
-    if response.request.method != "HEAD" and announced.isdigit() and int(announced) > limit:
+    """A response body of at most ``limit`` bytes, counted as progress; more
+    is a RegistryError naming ``who`` ("GET manifest x: the registry")."""
+    body = await _network.read_at_most(response, limit)
+    if body is None:
         raise _too_big(who, limit)
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        _network.progress(len(chunk))
-        body += chunk
-        if len(body) > limit:
-            raise _too_big(who, limit)
-    return bytes(body)
+    return body
 
 
 def _too_big(who: str, limit: int) -> RegistryError:
