@@ -450,7 +450,7 @@ def _open_context(args: argparse.Namespace, root: Any) -> _Context:
     if not context.is_dir():
         raise UsageError(f"unable to prepare context: path {args.context!r} not found", hint="the context is a directory, -, or a URL")
     if args.file == "-":
-        return _Context(context.absolute(), "<stdin>", sys.stdin.buffer.read())
+        return _Context(context.absolute(), "<stdin>", read_dockerfile("-")[0])
     dockerfile = args.file or str(context / "Dockerfile")
     return _Context(context.absolute(), dockerfile)
 
@@ -460,21 +460,19 @@ def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
     import trio
 
     from pybuild.cache import open_tar_context
-    from pybuild.dag._copy import _git_parts, is_git_source
-    from pybuild.dag._ops import GitSource, HttpSource
+    from pybuild.dag._copy import git_source, http_source, is_git_source
     from pybuild.oci import RemoteFetcher
 
     fetcher = RemoteFetcher()
     where = root.tmp_dir("remote-context-")
     if is_git_source(args.context):
-        remote, ref, subdir = _git_parts(args.context)
-        trio.run(fetcher.git, GitSource(remote=remote, ref=ref, subdir=subdir), where)
+        trio.run(fetcher.git, git_source(args.context), where)
         directory = where
     else:
-        trio.run(fetcher.http, HttpSource(url=args.context, filename="context.tar"), where)
+        trio.run(fetcher.http, http_source(args.context, "context.tar"), where)
         with open(where / "context.tar", "rb") as stream:
             tar = open_tar_context(root, stream)
         directory = tar.path
     if args.file == "-":
-        return _Context(directory, "<stdin>", sys.stdin.buffer.read())
+        return _Context(directory, "<stdin>", read_dockerfile("-")[0])
     return _Context(directory, str(directory / (args.file or "Dockerfile")))

@@ -41,7 +41,7 @@ from pybuild.grammar import (
     parse_ast,
 )
 from pybuild.grammar._instructions import parse_node
-from pybuild.oci import ResolvedImage
+from pybuild.oci import ResolvedImage, redact_urls
 
 from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
@@ -176,7 +176,7 @@ class _Converter:
         return DockerfileError(
             message,
             location=Location(self.dockerfile.file, span.start, span.end),
-            excerpt=instruction.from_.original if isinstance(instruction, Stage) else instruction.original,
+            excerpt=redact_urls(instruction.from_.original if isinstance(instruction, Stage) else instruction.original),
             hint=hint,
         )
 

@@ -7,8 +7,9 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from pybuild.errors import ExpansionError
+from pybuild.errors import BuildError, ExpansionError
 from pybuild.grammar import Add, Copy, ShellLex, Stage
+from pybuild.oci import check_git_source, redact_urls, split_userinfo
 
 from ._chmod import validate_chmod
 from ._ops import Chown, CopyAction, FileOp, GitSource, HttpSource, MergeOp, MkfileAction, OpMeta
@@ -70,6 +71,20 @@ def _git_parts(src: str) -> tuple[str, str | None, str | None]:
     return remote, ref or None, subdir or None
 
 
+def git_source(src: str, keep_git_dir: bool = False) -> GitSource:
+    """``URL#ref:subdir`` as an op, its credentials apart; BuildError if a part is not allowed."""
+    remote, ref, subdir = _git_parts(src)
+    remote, userinfo = split_userinfo(remote)
+    check_git_source(remote, ref, subdir)
+    return GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=keep_git_dir, userinfo=userinfo)
+
+
+def http_source(src: str, filename: str, checksum: str | None = None) -> HttpSource:
+    """A download as an op, the URL's credentials apart from it."""
+    url, userinfo = split_userinfo(src)
+    return HttpSource(url=url, filename=filename, checksum=checksum, userinfo=userinfo)
+
+
 def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add) -> None:
     is_add = isinstance(cmd, Add)
     keyword = "ADD" if is_add else "COPY"
@@ -113,15 +128,15 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
         message.append("--parents")
     # this BuildKit (docker.io 20.10) leaves --chown/--chmod out of the history text
     for src in sources:
-        message.append(src)
+        message.append(redact_urls(src))  # history never holds a URL's credentials
         if is_git_source(src) and not (isinstance(cmd, Copy) and cmd.from_):
             if not is_add:
                 raise conv.error(cmd, "source can't be a git ref for COPY")
-            remote, ref, subdir = _git_parts(src)
-            git = conv.graph.add(
-                GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=cmd.keep_git_dir),
-                OpMeta(f"git {remote}", stage=state.name, internal=True, span=span),
-            )
+            try:
+                source_op = git_source(src, cmd.keep_git_dir)
+            except BuildError as error:
+                raise conv.error(cmd, error.message, hint=error.hint) from None
+            git = conv.graph.add(source_op, OpMeta(f"git {source_op.remote}", stage=state.name, internal=True, span=span))
             actions.append(CopyAction(source=git, src="/", dest=dest, **common))
         elif is_http_source(src) and not (isinstance(cmd, Copy) and cmd.from_):
             if not is_add:
@@ -129,10 +144,8 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
             name = posixpath.basename(urlparse(src).path) or "__unnamed__"
             if name in (".", "/"):
                 name = "__unnamed__"
-            http = conv.graph.add(
-                HttpSource(url=src, filename=name, checksum=checksum),
-                OpMeta(f"https {src}", stage=state.name, internal=True, span=span),
-            )
+            download = http_source(src, name, checksum)
+            http = conv.graph.add(download, OpMeta(f"https {download.url}", stage=state.name, internal=True, span=span))
             actions.append(CopyAction(source=http, src=name, dest=dest, attempt_unpack=bool(unpack), **common))
         else:
             source = from_op if (isinstance(cmd, Copy) and cmd.from_) else conv.context()
@@ -176,7 +189,7 @@ def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add)
         actions.append(CopyAction(source=document, src=name, dest=dest, **common))
     message.append(dest_written)
 
-    shown = conv.lex_display(cmd.original, scope)
+    shown = redact_urls(conv.lex_display(cmd.original, scope))
     ignore = conv.ignore_cache(state)
     if cmd.link and not chmod:
         layer = conv.graph.add(

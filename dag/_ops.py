@@ -21,6 +21,11 @@ def cache_neutral(default=None):  # type: ignore[no-untyped-def]
     return field(default=default, metadata={"cache_neutral": True})
 
 
+def credentials():  # type: ignore[no-untyped-def]
+    """A secret the op needs to run (a URL's userinfo): never hashed, keyed, or shown in its repr."""
+    return field(default=None, repr=False, metadata={"hashed": False, "cache_neutral": True})
+
+
 # ---------------------------------------------------------------- sources
 
 
@@ -48,9 +53,12 @@ class LocalSource:
 
 @dataclass(frozen=True)
 class HttpSource:
+    """A file to download; ``url`` has no userinfo (see ``oci.split_userinfo``), ``userinfo`` holds it."""
+
     url: str
     filename: str
     checksum: str | None = None
+    userinfo: str | None = credentials()
 
     def inputs(self) -> tuple[str, ...]:
         return ()
@@ -58,10 +66,11 @@ class HttpSource:
 
 @dataclass(frozen=True)
 class GitSource:
-    remote: str
+    remote: str  # without userinfo, as HttpSource.url
     ref: str | None = None
     subdir: str | None = None
     keep_git_dir: bool = False
+    userinfo: str | None = credentials()
 
     def inputs(self) -> tuple[str, ...]:
         return ()

@@ -23,6 +23,9 @@ from ._store import chain_ids as chain_ids
 
 _LAZY = {
     "RemoteFetcher": "._fetch",
+    "check_git_source": "._git",
+    "split_userinfo": "._urls",
+    "redact_urls": "._urls",
     "BlobProgress": "._registry",
     "RegistryClient": "._registry",
     "CredentialStore": "._registry_auth",

@@ -11,15 +11,13 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any
-
-import trio
 
 from pybuild.errors import BuildError
 
 from ._network import DeadlineExceeded, NetworkLimits, Stalled, answered, default_limits, expect, operation, progress
+from ._urls import basic_auth, redact_urls
 
 
 class RemoteFetcher:
@@ -42,7 +40,7 @@ class RemoteFetcher:
             with operation(limits) as op, op.attempt():
                 timeout = httpx.Timeout(limits.stall_timeout, connect=limits.connect_timeout)
                 async with httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client:
-                    async with client.stream("GET", source.url) as response:
+                    async with client.stream("GET", source.url, auth=basic_auth(getattr(source, "userinfo", None))) as response:
                         answered()
                         if response.status_code >= 400:
                             raise BuildError(
@@ -69,7 +67,8 @@ class RemoteFetcher:
             raise BuildError(f"failed to load {source.url}: {reason}", hint="is the host reachable?") from None
         except httpx.HTTPError as error:
             _remove(target)
-            raise BuildError(f"failed to load {source.url}: {type(error).__name__}: {error}", hint="is the host reachable?") from None
+            reason = redact_urls(f"{type(error).__name__}: {error}")
+            raise BuildError(f"failed to load {source.url}: {reason}", hint="is the host reachable?") from None
         os.chmod(target, 0o600)
         if modified:
             parsed = email.utils.parsedate_to_datetime(modified)
@@ -85,45 +84,9 @@ class RemoteFetcher:
         return actual
 
     async def git(self, source: Any, dest: Path) -> str:
-        git = shutil.which("git")
-        if git is None:
-            raise BuildError("ADD of a git repository needs the git command", hint="apt-get install git")
-        checkout = dest / "checkout"
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
-        await self._git([git, "init", "-q", str(checkout)], env)
-        await self._git([git, "-C", str(checkout), "remote", "add", "origin", source.remote], env)
-        ref = source.ref or "HEAD"
-        await self._git([git, "-C", str(checkout), "fetch", "-q", "--depth=1", "origin", ref], env, what=f"fetch {ref} from {source.remote}")
-        await self._git([git, "-C", str(checkout), "checkout", "-q", "FETCH_HEAD"], env)
-        commit = (await self._git([git, "-C", str(checkout), "rev-parse", "HEAD"], env)).strip()
-        if not source.keep_git_dir:
-            shutil.rmtree(checkout / ".git")
-        if source.subdir:
-            sub = (checkout / source.subdir).resolve()
-            if not sub.is_relative_to(checkout.resolve()) or not sub.is_dir():
-                raise BuildError(f"{source.remote}: no directory {source.subdir!r} in {ref}")
-            moved = dest / "subdir"
-            sub.rename(moved)
-            shutil.rmtree(checkout)
-            moved.rename(checkout)
-        final = dest / "tree"
-        checkout.rename(final)
-        for entry in list(dest.iterdir()):
-            if entry != final:
-                shutil.rmtree(entry, ignore_errors=True)
-        for entry in list(final.iterdir()):
-            entry.rename(dest / entry.name)
-        final.rmdir()
-        return "git:" + commit
+        from ._git import fetch_git
 
-    @staticmethod
-    async def _git(argv: list[str], env: dict[str, str], what: str | None = None) -> str:
-        result = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
-        if result.returncode != 0:
-            message = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = message[-1] if message else f"exit code {result.returncode}"
-            raise BuildError(f"git {what or argv[1]}: {detail}")
-        return result.stdout.decode("utf-8", "replace")
+        return await fetch_git(source, dest)
 
 
 def _remove(path: Path) -> None:

@@ -163,17 +163,19 @@ def _wait_listening(port: int) -> None:
 
 @pytest.fixture
 def git_server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """``git_server({path: text})`` commits the files on branch main and serves the repo
-    with ``git daemon`` on 127.0.0.1; returns its git:// URL."""
+    """``git_server({path: text}, symlinks={path: target})`` commits the files on branch main
+    and serves the repo with ``git daemon`` on 127.0.0.1; returns its git:// URL."""
     daemons: list[subprocess.Popen[bytes]] = []
 
-    def serve(files: dict[str, str]) -> str:
+    def serve(files: dict[str, str], symlinks: dict[str, str] | None = None) -> str:
         repo = tmp_path / f"repo{len(daemons)}"
         git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
         subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
         for name, text in files.items():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             (repo / name).write_text(text)
+        for name, target in (symlinks or {}).items():
+            (repo / name).symlink_to(target)
         subprocess.run([*git, "add", "."], check=True)
         subprocess.run([*git, "commit", "-q", "-m", "files"], check=True)
         served = tmp_path / f"served-git{len(daemons)}"
