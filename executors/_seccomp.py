@@ -29,7 +29,7 @@ from typing import Any
 
 from pybuild.errors import UsageError
 
-from ._caps import CAPABILITY_NUMBERS
+from ._caps import CAPABILITY_NUMBERS, DOCKER_DEFAULT_MASK
 
 DEFAULT = "default"
 UNCONFINED = "unconfined"
@@ -69,7 +69,7 @@ class _Profile:
 
 def check_profile(text: str, source: str) -> None:
     """Raise ``UsageError`` naming ``source`` if ``text`` is not a profile this machine can load."""
-    _compile(text, source, _default_capabilities_mask())
+    _compile(text, source, DOCKER_DEFAULT_MASK)
 
 
 def load_seccomp_profile(path: str) -> str:
@@ -102,12 +102,6 @@ def _default_text() -> str:
         return f.read()
 
 
-def _default_capabilities_mask() -> int:
-    from ._caps import DOCKER_DEFAULT_MASK
-
-    return DOCKER_DEFAULT_MASK
-
-
 @functools.lru_cache(maxsize=16)
 def _compiled(text: str, source: str, capabilities: int) -> bytes:
     return _compile(text, source, capabilities)
@@ -119,7 +113,7 @@ def _compile(text: str, source: str, capabilities: int) -> bytes:
         import pyseccomp
     except (ImportError, RuntimeError) as e:  # RuntimeError: the binding found no libseccomp.so
         raise UsageError(
-            f"cannot build the seccomp filter: {e}", hint="install libseccomp2 (Debian) and pyseccomp, or pass seccomp=unconfined"
+            f"cannot build the seccomp filter: {e}", hint="install libseccomp2 (Debian) and pyseccomp"
         ) from None
     try:
         return _bpf(pyseccomp, profile, source)
