@@ -63,7 +63,7 @@ def open_output(path: str | os.PathLike[str]) -> Iterator[OutputFile]:
         descriptor = _own_descriptor(where)
         found = _stat(where) if descriptor is None else os.fstat(descriptor)
         if found is not None and stat.S_ISDIR(found.st_mode):
-            raise UsageError(f"cannot write {where}: it is a directory", hint="name a file to write the archive to")
+            raise UsageError(f"cannot write {where}: it is a directory", hint="name a file, not a directory")
         if found is not None and stat.S_ISBLK(found.st_mode):
             raise UsageError(f"cannot write {where}: it is a block device", hint="write to a file, then copy it to the device")
         if descriptor is not None:
