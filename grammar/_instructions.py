@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pybuild.errors import DockerfileSyntaxError, Location
+from pybuild.errors import DockerfileSyntaxError, Location, shortened
 
 from ._flags import BOOL, LIST, STRING, FlagError, FlagSpec, parse_flags
 from ._heredoc import chomp_content, parse_marker
@@ -668,6 +668,6 @@ def _located(ast: Ast, node: Node, message: str, hint: str | None = None) -> Doc
     return DockerfileSyntaxError(
         message,
         location=Location(ast.file, node.span.start, node.span.end),
-        excerpt=node.original,
+        excerpt=shortened(node.original),
         hint=hint,
     )

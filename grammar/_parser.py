@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pybuild.errors import DockerfileSyntaxError, Location
+from pybuild.errors import DockerfileSyntaxError, Location, shortened
 
 from ._nodes import (
     ArgumentError,
@@ -26,7 +26,7 @@ from ._nodes import (
     heredoc_capable,
     split_arguments,
 )
-from ._scanner import LogicalLine, ScanError, scan
+from ._scanner import MAX_DOCKERFILE_SIZE, LogicalLine, ScanError, scan
 from ._words import extract_flags, go_trim_space
 
 
@@ -225,7 +225,7 @@ def parse_ast(text: str | bytes, file: str = "Dockerfile") -> Ast:
     except _LineError as error:
         line = logical[min(error.line, len(logical)) - 1]
         raise DockerfileSyntaxError(
-            str(error), location=Location(file, line.start_line, line.end_line), excerpt=line.text
+            str(error), location=Location(file, line.start_line, line.end_line), excerpt=shortened(line.text)
         ) from None
     return Ast(
         file=file,
@@ -268,6 +268,10 @@ def _sub_node(partial: _Partial, span: Span, original: str) -> Node:
 
 
 def _decode(text: str | bytes, file: str) -> str:
+    # Characters for a str: at least as many bytes, so a str under the limit
+    # in characters is what a caller holds anyway.
+    if len(text) > MAX_DOCKERFILE_SIZE:
+        raise too_large(file)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -283,3 +287,11 @@ def _decode(text: str | bytes, file: str) -> str:
         line = text.count("\n", 0, nul) + 1
         raise DockerfileSyntaxError("NUL byte in the Dockerfile", location=Location(file, line), hint="is this a binary file?")
     return text
+
+
+def too_large(file: str) -> DockerfileSyntaxError:
+    """The error for a Dockerfile over MAX_DOCKERFILE_SIZE, as BuildKit's frontend refuses one."""
+    return DockerfileSyntaxError(
+        f"{file} is larger than the {MAX_DOCKERFILE_SIZE // (1024 * 1024)} MiB limit",
+        hint="move large data into files in the build context and COPY them",
+    )

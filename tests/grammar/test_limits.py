@@ -1,0 +1,108 @@
+"""Size limits and bounded work: a huge Dockerfile is refused early, a big one costs memory
+in proportion to its size (measured with tracemalloc, which is deterministic, not with a clock)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pybuild.errors import DockerfileSyntaxError
+from pybuild.grammar import MAX_DOCKERFILE_SIZE, MAX_INSTRUCTION_SIZE, parse, parse_ast
+
+MiB = 1024 * 1024
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+    except DockerfileSyntaxError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_an_instruction_over_the_limit_is_refused_naming_the_file_line_and_keyword() -> None:
+    text = "FROM scratch\n\nENV A=" + "x" * (MAX_INSTRUCTION_SIZE + 10) + "\n"
+    with pytest.raises(DockerfileSyntaxError) as caught:
+        parse(text, "ctx/Dockerfile")
+    assert str(caught.value) == "ctx/Dockerfile:3: ENV instruction is longer than the 4 MiB limit"
+    assert len(caught.value.render()) < 1000  # no 4 MiB excerpt on the terminal
+
+
+def test_continuation_lines_count_towards_the_instruction_limit() -> None:
+    piece = "x" * 1000 + " \\\n"
+    lines = MAX_INSTRUCTION_SIZE // 1000 + 2
+    text = "FROM scratch\nRUN " + piece * lines + "done\n"
+    with pytest.raises(DockerfileSyntaxError, match=r"^Dockerfile:2: RUN instruction is longer"):
+        parse(text)
+
+
+def test_an_instruction_under_the_limit_parses_whole() -> None:
+    value = "x" * (MAX_INSTRUCTION_SIZE - 100)
+    dockerfile = parse(f"FROM scratch\nENV A={value}\n")
+    [env] = dockerfile.stages[0].instructions
+    assert env.pairs[0].value == value  # type: ignore[attr-defined]
+
+
+def test_heredoc_bodies_are_not_instruction_text() -> None:
+    body = ("y" * 1000 + "\n") * (MAX_INSTRUCTION_SIZE // 1000 + 10)
+    ast = parse_ast(f"FROM scratch\nCOPY <<EOF /big\n{body}EOF\n")
+    assert ast.nodes[1].heredocs[0].content == body
+
+
+def test_a_dockerfile_over_the_size_limit_is_refused() -> None:
+    text = b"FROM scratch\n" + b"# comment\n" * (MAX_DOCKERFILE_SIZE // 10 + 1)
+    with pytest.raises(DockerfileSyntaxError, match="larger than the 16 MiB limit"):
+        parse_ast(text, "Dockerfile")
+
+
+def test_reading_a_huge_dockerfile_stops_after_the_limit(tmp_path: Path) -> None:
+    from pybuild.cli._io import read_dockerfile
+
+    huge = tmp_path / "Dockerfile"
+    with open(huge, "wb") as file:
+        file.truncate(4 * MAX_DOCKERFILE_SIZE)  # sparse: costs no disk
+    data, name = read_dockerfile(str(huge))
+    assert len(data) == MAX_DOCKERFILE_SIZE + 1 and name == str(huge)
+
+
+def test_a_parser_directive_with_a_long_run_of_spaces_is_read_in_one_pass() -> None:
+    # The old pattern (.+?)\s*$ retried \s* from each space: hours for this line.
+    ast = parse_ast("# syntax=x" + " " * 300_000 + "y\nFROM scratch\n")
+    assert ast.directive("syntax") == "x" + " " * 300_000 + "y"
+
+
+def test_a_parser_directive_value_loses_trailing_space() -> None:
+    assert parse_ast("# escape = `  \nFROM scratch\n").escape == "`"
+
+
+# Memory per character of input, for inputs of about 1 MiB of one shape.  The
+# bounds leave room over what these shapes cost (they are linear, so the same
+# ratio holds at the 16 MiB file limit); a per-character list, a regex group
+# that keeps state for each repetition or a list of every physical line
+# (what the parser did before) goes far over them.
+SHAPES = {
+    "comment lines": (lambda n: "# note\n" * (n // 7) + "FROM scratch\n", 2),
+    "blank lines": (lambda n: "\n" * n + "FROM scratch\n", 2),
+    "long flag value": (lambda n: 'FROM scratch\nCOPY --chown="' + "x" * n + '" a /b\n', 24),
+    "long ENV value": (lambda n: "FROM scratch\nENV A=" + "x" * n + "\n", 24),
+    "continued RUN": (lambda n: "FROM scratch\nRUN a \\\n" + "  b \\\n" * (n // 6) + "  c\n", 24),
+    "heredoc body": (lambda n: "FROM scratch\nRUN <<EOF\n" + "echo hi\n" * (n // 8) + "EOF\n", 24),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parsing_memory_is_proportional_to_the_input(shape: str) -> None:
+    make, bytes_per_char = SHAPES[shape]
+    small, large = make(MiB // 2), make(MiB)
+    parse_ast(small)  # the grammar is loaded before measuring
+    small_peak = peak_bytes(lambda: parse(small))
+    large_peak = peak_bytes(lambda: parse(large))
+    assert large_peak < bytes_per_char * len(large)
+    assert large_peak < 2.5 * small_peak + MiB  # twice the input, about twice the memory
