@@ -117,8 +117,11 @@ class StepCgroups:
         self.paths: list[str] = []
         self.memory_events: str | None = None  # where the kernel counts the group's OOM kills
 
-    def create(self, pids_limit: int | None, memory_limit: int | None) -> list[str]:
-        """Make the groups, apply the limits; return the cgroup.procs files to join."""
+    def create(self, pids_limit: int | None, memory_limit: int | None, *, all_devices: bool = False) -> list[str]:
+        """Make the groups, apply the limits; return the cgroup.procs files to join.
+
+        ``all_devices`` (RUN --security=insecure) allows every device, mknod included.
+        """
         layout = self.layout
         if memory_limit is not None and layout.home("memory") is None:
             raise CgroupError("a memory limit needs the memory cgroup controller, which is not available")
@@ -142,9 +145,12 @@ class StepCgroups:
                 self.memory_events = os.path.join(path, "memory.oom_control")
             if "devices" in layout.v1:
                 path = self._make(layout.v1["devices"])
-                _write(path, "devices.deny", "a")
-                for rule in ALLOWED_DEVICES:
-                    _write(path, "devices.allow", rule)
+                if all_devices:
+                    _write(path, "devices.allow", "a")
+                else:
+                    _write(path, "devices.deny", "a")
+                    for rule in ALLOWED_DEVICES:
+                        _write(path, "devices.allow", rule)
         except OSError as e:
             self.remove()
             raise CgroupError(f"cannot create the step's cgroup: {e.strerror} ({e.filename})") from None

@@ -95,7 +95,7 @@ class SandboxExecutor:
         assert self._state is not None
         cgroups = StepCgroups(self.cgroup_layout)
         try:
-            procs = cgroups.create(process.pids_limit, process.memory_limit)
+            procs = cgroups.create(process.pids_limit, process.memory_limit, all_devices=process.security == "insecure")
         except CgroupError as e:
             raise SandboxError(str(e), hint="run pybuild as root on a machine with cgroups mounted") from None
         request = _request(rootfs, process, mounts, procs, self._state, self._slirp4netns)
@@ -205,12 +205,12 @@ def security_request(process: ProcessSpec) -> dict:
     from ._caps import DOCKER_DEFAULT_MASK
     if process.security == "insecure":
         # BuildKit's insecure mode: every capability (that pybuild itself holds), and no filter.
-        return {"capabilities": own_bounding_set(), "seccomp": None, "masks": False, "no_new_privs": process.no_new_privileges}
+        return {"capabilities": own_bounding_set(), "seccomp": None, "insecure": True, "no_new_privs": process.no_new_privileges}
     try:
         program = _seccomp.compile_filter(process.seccomp, DOCKER_DEFAULT_MASK)
     except PybuildError as e:
         raise SandboxError(e.message, hint=e.hint) from None
-    return {"capabilities": DOCKER_DEFAULT_MASK, "seccomp": program, "masks": True, "no_new_privs": process.no_new_privileges}
+    return {"capabilities": DOCKER_DEFAULT_MASK, "seccomp": program, "insecure": False, "no_new_privs": process.no_new_privileges}
 
 
 def own_bounding_set() -> int:

@@ -80,6 +80,10 @@ MASKED_PATHS = (
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
+# What BuildKit's insecure mode adds to /dev, when the host has it: the kernel log,
+# fuse, kvm, tun and the loop devices (image builders mount filesystem images).
+INSECURE_DEVICES = ("kmsg", "fuse", "cuse", "kvm", "net/tun", "loop-control")
+
 ETC_FILES = ("hosts", "resolv.conf", "hostname")
 
 SLIRP_READY_TIMEOUT = 30.0
@@ -220,8 +224,9 @@ class _Monitor:
             self.slirp.start(os.getpid())
 
         etc = self.prepare_etc_files()
+        names = DEVICES + (host_devices_for_insecure() if self.process["insecure"] else ())
         devices = [
-            (name, linux.open_tree(f"/dev/{name}", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)) for name in DEVICES
+            (name, linux.open_tree(f"/dev/{name}", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)) for name in names
         ]
         devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         if self.slirp is not None:
@@ -325,6 +330,23 @@ class _Monitor:
             remove_stubs(self.request["rootfs"][1], self.stubs, self.parents)
         if self.slirp is not None:
             self.slirp.stop()
+
+
+def host_devices_for_insecure() -> tuple[str, ...]:
+    """The INSECURE_DEVICES and loop devices this host has (character or block devices only)."""
+    try:
+        loops = sorted(n for n in os.listdir("/dev") if n.startswith("loop") and n[4:].isdigit())
+    except OSError:
+        loops = []
+    present = []
+    for name in (*INSECURE_DEVICES, *loops):
+        try:
+            mode = os.stat(f"/dev/{name}").st_mode
+        except OSError:
+            continue
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            present.append(name)
+    return tuple(present)
 
 
 class _Prepared:
@@ -734,6 +756,8 @@ class _Inside:
         linux.mount("tmpfs", "/dev", "tmpfs", linux.MS_NOSUID, "mode=755,size=65536")
         for name, fd in self.prepared.devices:
             path = f"/dev/{name}"
+            if "/" in name:  # net/tun
+                os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
             linux.move_mount_to(fd, path)
         os.mkdir("/dev/pts", 0o755)
@@ -749,7 +773,7 @@ class _Inside:
         self.ensure("/sys", directory=True)
         linux.mount("sysfs", "/sys", "sysfs", hardened | linux.MS_RDONLY)
 
-        if not self.process["masks"]:
+        if self.process["insecure"]:
             return  # RUN --security=insecure: /proc and /sys as they are, as BuildKit's insecure mode
         for path in MASKED_PATHS:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -128,6 +129,15 @@ async def test_masked_paths_are_left_open_in_insecure_mode(executor, make_rootfs
     _, sandboxed, _ = await sh(executor, make_rootfs(), "grep -c . /proc/timer_list || true")
     _, insecure, _ = await sh(executor, make_rootfs(), "grep -c . /proc/timer_list || true", security="insecure")
     assert sandboxed.strip() == "0" and int(insecure.strip()) > 0
+
+
+async def test_insecure_mode_has_the_hosts_extra_devices_and_may_mknod(executor, make_rootfs) -> None:
+    script = "ls /dev/fuse /dev/net/tun /dev/loop-control 2>/dev/null | wc -l; mknod /tmp/null c 1 3 && echo made"
+    _, sandboxed, _ = await sh(executor, make_rootfs(), script)
+    _, insecure, err = await sh(executor, make_rootfs(), script, security="insecure")
+    present = sum(os.path.exists(p) for p in ("/dev/fuse", "/dev/net/tun", "/dev/loop-control"))
+    assert sandboxed.split()[0] == "0" and "made" not in sandboxed
+    assert insecure.split() == [str(present), "made"], err
 
 
 async def test_unconfined_runs_without_a_filter(executor, make_rootfs, probe) -> None:
