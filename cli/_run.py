@@ -7,7 +7,9 @@ top.  Without ``--rm`` the container and its changes stay (``ps -a``,
 ``-d`` prints the container's ID and leaves it running; otherwise pybuild
 stays attached and exits with the command's exit code.  ``-p`` publishes a
 container port on a host port (127.0.0.1 unless an address is given),
-through slirp4netns.
+through slirp4netns.  ``--security-opt`` takes Docker's ``seccomp=unconfined``,
+``seccomp=PROFILE.json`` and ``no-new-privileges``; the container keeps them,
+so ``exec`` enters it confined the same way.
 """
 
 from __future__ import annotations

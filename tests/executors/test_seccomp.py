@@ -113,6 +113,20 @@ async def test_busybox_unshare_is_refused(executor, make_rootfs) -> None:
     assert "Operation not permitted" in err
 
 
+async def test_the_hosts_toolchain_runs_under_the_filter(executor, make_rootfs) -> None:
+    """gcc, threads (glibc tries clone3, gets ENOSYS and falls back to clone), Python and apt."""
+    program = r'#include <pthread.h>\n#include <stdio.h>\nvoid *f(void *a) { return a; }\nint main(void) { pthread_t t; pthread_create(&t, 0, f, 0); pthread_join(t, 0); puts("threaded"); return 0; }\n'
+    script = (
+        "ln -s usr/lib /lib && ln -s usr/lib64 /lib64 && export PATH=/usr/bin:/bin && "
+        f"printf '{program}' > /tmp/t.c && gcc -pthread -o /tmp/t /tmp/t.c && /tmp/t && "
+        "python3 -c 'import subprocess, threading; t = threading.Thread(target=print, args=(\"python\",)); t.start(); t.join(); subprocess.run([\"true\"], check=True)' && "
+        "apt-get --version >/dev/null && echo apt && grep Seccomp: /proc/self/status"
+    )
+    result, out, err = await sh(executor, make_rootfs(), script, mounts=(BindMount("/usr", "/usr"),))
+    assert result.exit_code == 0, err
+    assert out.split() == ["threaded", "python", "apt", "Seccomp:", "2"]
+
+
 async def test_insecure_step_has_every_capability_and_no_filter(executor, make_rootfs, probe) -> None:
     result, out, err = await run_probe(executor, make_rootfs, probe, ["mount", "ptrace", "keyctl"], security="insecure")
     assert result.exit_code == 0, err
