@@ -28,6 +28,7 @@ _LAZY = {
     "redact_urls": "._urls",
     "BlobProgress": "._registry",
     "RegistryClient": "._registry",
+    "NetworkLimits": "._network",
     "CredentialStore": "._registry_auth",
     "Credentials": "._registry_auth",
     "LayerDescriptor": "._registry_manifest",
