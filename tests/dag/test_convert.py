@@ -164,3 +164,23 @@ def test_expansion_errors_name_the_line() -> None:
         plan("FROM busybox\nENV A=\"${MISSING:?must be set}\"\n")
     assert caught.value.location is not None and caught.value.location.start_line == 2
     assert "must be set" in str(caught.value)
+
+
+def test_run_security_insecure_needs_the_entitlement_and_says_where() -> None:
+    text = "FROM busybox\nRUN true\nRUN --security=insecure modprobe x\n"
+    with pytest.raises(DockerfileError, match="security.insecure is not allowed") as caught:
+        plan(text)
+    assert caught.value.location is not None and caught.value.location.start_line == 3
+    with pytest.raises(DockerfileError, match="unsupported security mode") as unknown:
+        plan("FROM busybox\nRUN --security=privileged true\n")
+    assert unknown.value.location is not None and unknown.value.location.start_line == 2
+
+
+def test_run_security_mode_is_part_of_the_op_and_its_key() -> None:
+    allowed = frozenset({"security.insecure"})
+    [sandbox] = execs(plan("FROM busybox\nRUN make\n", entitlements=allowed))
+    [explicit] = execs(plan("FROM busybox\nRUN --security=sandbox make\n", entitlements=allowed))
+    [insecure] = execs(plan("FROM busybox\nRUN --security=insecure make\n", entitlements=allowed))
+    assert (sandbox.security, explicit.security, insecure.security) == ("sandbox", "sandbox", "insecure")
+    keys = {make_key(op, {}) for op in (sandbox, explicit, insecure)}
+    assert len(keys) == 2 and make_key(sandbox, {}) == make_key(explicit, {})
