@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except PybuildError as error:
-        print(error.render(), file=sys.stderr)
+        print(_shown(error), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if errors is None:
             raise
         first = _first_leaf(errors)
-        print(first.render(), file=sys.stderr)
+        print(_shown(first), file=sys.stderr)
         return first.exit_code
     except BrokenPipeError:
         # The reader went away (`pybuild images | head`): stop quietly.
@@ -89,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _shown(error: PybuildError) -> str:
+    """The error as printed; a URL's credentials in it (a Dockerfile line quoted) never are."""
+    from pybuild.oci import redact_urls
+
+    return redact_urls(error.render())
 
 
 def _first_leaf(group: BaseExceptionGroup) -> PybuildError:  # type: ignore[type-arg]

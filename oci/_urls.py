@@ -15,7 +15,7 @@ login, not a secret) and only a password goes.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 # scheme://userinfo@ -- userinfo runs to the last "@" before the host ends, as in urlsplit
 _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#]*)@")
@@ -38,9 +38,11 @@ def join_userinfo(url: str, userinfo: str | None) -> str:
     """The URL to request: ``url`` with the userinfo ``split_userinfo`` took out put back."""
     if not userinfo:
         return url
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+    match = _USERINFO.match(url)
+    if match is not None:  # an ssh user name that was kept
+        return match.group(1) + userinfo + "@" + url[match.end():]
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 def redact_urls(text: str) -> str:
