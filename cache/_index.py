@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 
 from pybuild.errors import StoreError
 
-from ._util import my_identity, process_alive
+from ._journal import ImageJournal
+from ._util import my_identity, process_alive, store_error
 
 StatKey = tuple[int, int, int, int, int]
 """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of a regular file."""
@@ -157,12 +158,24 @@ def _s64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+class IndexDamaged(StoreError):
+    """The index file is not a (whole) SQLite database."""
+
+
+def _is_damage(error: sqlite3.Error) -> bool:
+    text = str(error)
+    return "malformed" in text or "not a database" in text or "disk image" in text
+
+
 def _translate(error: sqlite3.Error, where: str) -> StoreError:
     text = str(error)
+    if _is_damage(error):
+        return IndexDamaged(
+            f"cache index {where}: {text}",
+            hint="the index is damaged; the next pybuild command repairs it (or run `pybuild prune --repair`)",
+        )
     if "locked" in text or "busy" in text:
         hint = "another pybuild process held the cache index too long; try again"
-    elif "malformed" in text or "not a database" in text:
-        hint = "the index is damaged: remove index.db in the pybuild root to start a fresh cache"
     elif "readonly" in text or "unable to open" in text:
         hint = "set PYBUILD_ROOT to a directory you can write, or run as root"
     else:
@@ -192,9 +205,10 @@ class CacheIndex:
     """The SQLite cache index at ``path``.  ``CacheIndex.memory()`` is the same
     code on a private in-memory database (the test double)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, journal: ImageJournal | None = None) -> None:
         self.path = str(path)
         self._memory = self.path == ":memory:"
+        self._journal = journal  # image records and tags also kept as files, to survive the index
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -230,7 +244,7 @@ class CacheIndex:
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.Error as error:
-                raise _translate(error, f"at {self.path} cannot be opened") from None
+                raise self._translate(error, f"at {self.path} cannot be opened") from None
             with self._connections_lock:
                 self._connections.append(conn)
         self._local.conn = conn
@@ -244,7 +258,7 @@ class CacheIndex:
         try:
             yield self._connection()
         except sqlite3.Error as error:
-            raise _translate(error, "read failed") from None
+            raise self._translate(error, "read failed") from None
         finally:
             if lock is not None:
                 lock.release()
@@ -283,10 +297,32 @@ class CacheIndex:
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as error:
-            raise _translate(error, "write failed") from None
+            raise self._translate(error, "write failed") from None
         finally:
             if lock is not None:
                 lock.release()
+
+    @property
+    def damage_marker(self) -> Path:
+        """A file saying the index was found damaged: the next ``Root.open`` repairs it."""
+        return Path(self.path + ".damaged")
+
+    def _translate(self, error: sqlite3.Error, where: str) -> StoreError:
+        if _is_damage(error) and not self._memory:
+            try:
+                self.damage_marker.touch()
+            except OSError:
+                pass
+        return _translate(error, where)
+
+    def _journaled(self, change: Any, *args: Any) -> None:
+        """Make the same change to the journal (inside the index transaction)."""
+        if self._journal is None:
+            return
+        try:
+            change(self._journal, *args)
+        except OSError as error:
+            raise store_error(f"cannot write image records in {self._journal.images_dir.parent}", error) from None
 
     def _migrate(self) -> None:
         conn = self._connection()
@@ -297,7 +333,7 @@ class CacheIndex:
             if not self._memory:
                 conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.Error as error:
-            raise _translate(error, f"at {self.path} cannot be read") from None
+            raise self._translate(error, f"at {self.path} cannot be read") from None
         with self._write() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -424,9 +460,9 @@ class CacheIndex:
         """Point a tag at a digest; returns the digest it pointed at before."""
         with self._write() as c:
             row = c.execute("SELECT digest FROM tags WHERE name = ?", (name,)).fetchone()
-            c.execute(
-                "INSERT OR REPLACE INTO tags (name, digest, updated) VALUES (?, ?, ?)", (name, digest, time.time())
-            )
+            now = time.time()
+            c.execute("INSERT OR REPLACE INTO tags (name, digest, updated) VALUES (?, ?, ?)", (name, digest, now))
+            self._journaled(ImageJournal.set_tag, name, digest, now)
         return None if row is None else row[0]
 
     def get_tag(self, name: str) -> str | None:
@@ -439,6 +475,7 @@ class CacheIndex:
         with self._write() as c:
             row = c.execute("SELECT digest FROM tags WHERE name = ?", (name,)).fetchone()
             c.execute("DELETE FROM tags WHERE name = ?", (name,))
+            self._journaled(ImageJournal.delete_tag, name)
         return None if row is None else row[0]
 
     def tags(self) -> list[Tag]:
@@ -449,11 +486,13 @@ class CacheIndex:
     def put_image(
         self, digest: str, *, size: int, meta: Mapping[str, Any] | None = None, created: float | None = None
     ) -> None:
+        created = time.time() if created is None else created
         with self._write() as c:
             c.execute(
                 "INSERT OR REPLACE INTO images (digest, created, size, meta) VALUES (?, ?, ?, ?)",
-                (digest, time.time() if created is None else created, size, json.dumps(dict(meta or {}), sort_keys=True)),
+                (digest, created, size, json.dumps(dict(meta or {}), sort_keys=True)),
             )
+            self._journaled(ImageJournal.put_image, digest, created, size, dict(meta or {}))
 
     def get_image(self, digest: str) -> ImageRecord | None:
         with self._read() as c:
@@ -462,12 +501,63 @@ class CacheIndex:
 
     def delete_image(self, digest: str) -> bool:
         with self._write() as c:
+            self._journaled(ImageJournal.delete_image, digest)
             return c.execute("DELETE FROM images WHERE digest = ?", (digest,)).rowcount > 0
 
     def images(self) -> list[ImageRecord]:
         with self._read() as c:
             rows = c.execute("SELECT digest, created, size, meta FROM images ORDER BY created, digest").fetchall()
         return [ImageRecord(d, cr, s, json.loads(m)) for d, cr, s, m in rows]
+
+    def reconcile_journal(self) -> tuple[list[str], list[str]]:
+        """Make the image and tag rows agree with their journal files.
+
+        Rows the index lost (a truncated WAL, a restored old copy, a fresh
+        index) come back from the files; rows without a file (a root made
+        before the journal existed) get one.  Returns the image digests and
+        tag names that came back.  Cheap when they agree: two counts.
+        """
+        if self._journal is None:
+            return [], []
+        with self._read() as c:
+            counts = tuple(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("images", "tags"))
+        if counts == self._journal.counts():
+            return [], []
+        restored_images: list[str] = []
+        restored_tags: list[str] = []
+        with self._write() as c:  # writers change files and rows under this lock: look again under it
+            images = {row[0]: row for row in c.execute("SELECT digest, created, size, meta FROM images")}
+            tags = {row[0]: row for row in c.execute("SELECT name, digest, updated FROM tags")}
+            filed_images = {v["digest"]: v for v in self._journal.images()}
+            filed_tags = {v["name"]: v for v in self._journal.tags()}
+            for digest, value in filed_images.items():
+                if digest not in images:
+                    c.execute(
+                        "INSERT INTO images (digest, created, size, meta) VALUES (?, ?, ?, ?)",
+                        (digest, value["created"], value["size"], json.dumps(value["meta"], sort_keys=True)),
+                    )
+                    restored_images.append(digest)
+            for name, value in filed_tags.items():
+                if name not in tags:
+                    c.execute("INSERT INTO tags (name, digest, updated) VALUES (?, ?, ?)", (name, value["digest"], value["updated"]))
+                    restored_tags.append(name)
+            for digest, created, size, meta in images.values():
+                if digest not in filed_images:
+                    self._journaled(ImageJournal.put_image, digest, created, size, json.loads(meta))
+            for name, digest, updated in tags.values():
+                if name not in filed_tags:
+                    self._journaled(ImageJournal.set_tag, name, digest, updated)
+        return sorted(restored_images), sorted(restored_tags)
+
+    def quick_check(self) -> str | None:
+        """None if SQLite finds the database whole, else what it found wrong."""
+        try:
+            with self._read() as c:
+                rows = c.execute("PRAGMA quick_check").fetchall()
+        except StoreError as error:
+            return str(error)
+        problems = [str(row[0]) for row in rows if row[0] != "ok"]
+        return "; ".join(problems[:3]) if problems else None
 
     # -- leases ---------------------------------------------------------------
 

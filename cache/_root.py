@@ -3,6 +3,7 @@
     <root>/blobs/sha256/<hex>     content store
     <root>/snapshots/<id>/        committed layer trees (meta.json + tree/)
     <root>/index.db               SQLite cache index (WAL)
+    <root>/records/               image records and tags as files, to rebuild a lost index from
     <root>/tmp/<process>/         per-process temp areas (+ <process>.lock)
     <root>/cache-mounts/<name>/   RUN --mount=type=cache directories
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ._content import FileContentStore
-from ._index import CacheIndex, CacheRecord
+from ._index import CacheRecord
+from ._recover import open_index
 from ._snapshots import DirSnapshotter
 from ._tmp import clean_stale, process_area
 from ._util import store_error
@@ -37,18 +41,25 @@ def default_root_path() -> Path:
     return Path(data_home) / "pybuild"
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
 class Root:
     """An open pybuild root.  Thread-safe; several processes may open one root."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self._tmp_root = path / "tmp"
         self.blobs = FileContentStore(path / "blobs", self._area_path, on_commit=self._remember_blob)
         self.snapshots = DirSnapshotter(path / "snapshots", self._area_path)
-        self.index = CacheIndex(path / "index.db")
+        # a lost or damaged index is noticed and rebuilt here, with one warning;
+        # images restored from their records need their layers linked again (ImageStore.relink)
+        self.index, self.restored_images = open_index(path, warn or _warn)
 
     @classmethod
-    def open(cls, path: Path | None = None) -> Root:
+    def open(cls, path: Path | None = None, *, warn: Callable[[str], None] | None = None) -> Root:
         """Open (creating if needed) the root at ``path`` or the default place.
 
         Creates the layout, migrates the index and removes temp areas left by
@@ -62,7 +73,7 @@ class Root:
             clean_stale(path / "tmp")
         except OSError as error:
             raise store_error(f"cannot use pybuild root {path}", error) from None
-        return cls(path)
+        return cls(path, warn)
 
     def _area_path(self) -> Path:
         try:

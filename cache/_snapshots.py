@@ -154,9 +154,10 @@ class DirSnapshotter:
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     remove_tree(base)
                     raise store_error(f"cannot commit snapshot {snapshot_id}", error) from None
-            # Someone else committed this id.  Use theirs if it is whole;
-            # otherwise it is debris (damaged by hand): move it away, retry.
-            if self._read_meta(snapshot_id) is not None:
+            # Someone else committed this id.  Use theirs if it is whole, down
+            # to its base; otherwise it is debris (damaged by hand, or its
+            # parent was removed): move it away, retry.
+            if self.exists(snapshot_id):
                 remove_tree(base)
                 return snapshot_id
             self._trash(target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from pybuild.errors import UsageError
 
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-storage", metavar="SIZE", help="keep this much cache (least recently used goes first)")
     parser.add_argument("--filter", action="append", default=[], metavar="until=DURATION", help="only cache unused for longer than DURATION")
     parser.add_argument("-f", "--force", action="store_true", help="do not ask (pybuild never asks; accepted for Docker compatibility)")
+    parser.add_argument("--repair", action="store_true", help="check the cache index and every blob; rebuild a damaged index, remove damaged blobs, list damaged images")
     parser.add_argument("--root", help="the pybuild root")
 
 
@@ -53,10 +55,38 @@ def run(args: argparse.Namespace) -> int:
     from ._containers import snapshots_in_use
 
     root = open_root(args.root)
+    if args.repair:
+        root = _repair(root, args.root)
     store = image_store(root)
     # what images and containers (even of removed images) sit on stays
     referenced = lambda: store.referenced() | snapshots_in_use(root)  # noqa: E731
     result = prune(root, all=args.all, keep_storage=keep_storage, older_than=older_than, referenced=referenced)
     print(f"Deleted: {result.records} cache records, {result.snapshots} snapshots, {result.blobs} blobs, {result.cache_mounts} cache mounts")
     print(f"Total reclaimed space: {human_size(result.freed)}")
+    if args.repair:
+        return _report_damaged(store)
     return 0
+
+
+def _repair(root: Any, path: str | None) -> Any:
+    """Rebuild the index if SQLite finds it damaged; remove blobs that do not match their digest."""
+    problem = root.index.quick_check()
+    if problem is not None:
+        root.index.damage_marker.touch()
+        root.close()
+        root = open_root(path)  # opening a root whose index is marked damaged rebuilds it
+    removed = [digest for digest, size in list(root.blobs.list()) if not root.blob_intact(digest, size)]
+    for digest in removed:
+        print(f"removed damaged blob {digest}")
+    return root
+
+
+def _report_damaged(store: Any) -> int:
+    """Name the images whose data is gone (they must be pulled or built again); 1 if any."""
+    from pybuild.oci import parse_reference
+
+    damaged = store.damaged()
+    for image, missing in damaged:
+        names = ", ".join(parse_reference(t).familiar for t in image.tags) or image.short_id
+        print(f"damaged image {names}: {len(missing)} of its blobs are gone ({', '.join(m[:19] for m in missing)}); pull or build it again")
+    return 1 if damaged else 0

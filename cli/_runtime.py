@@ -12,7 +12,10 @@ from pybuild.errors import UsageError
 def open_root(path: str | None = None) -> Any:
     from pybuild.cache import Root
 
-    return Root.open(Path(path) if path else None)
+    root = Root.open(Path(path) if path else None)
+    if root.restored_images:  # a rebuilt index: point the restored images at their snapshots again
+        image_store(root).relink(root.restored_images)
+    return root
 
 
 def image_store(root: Any) -> Any:

@@ -260,8 +260,11 @@ class ImageStore:
         record = self.root.index.get_image(image_id)
         if record is None:
             raise NotFound(f"no such image: {image_id}")
-        config = json.loads(self._read_blob(image_id, "image config"))
         tags = [t for t in self.root.index.tags() if t.digest == image_id]
+        if not self.root.blobs.has(image_id):
+            summary = self._image(record, record.meta.get("config_summary", {}), tags, {})
+            raise _damaged(summary, f"its config blob {image_id} is missing from the store")
+        config = json.loads(self._read_blob(image_id, "image config"))
         return self._image(record, config, tags, {})
 
     def images(self) -> list[StoredImage]:
@@ -352,6 +355,30 @@ class ImageStore:
             manifest_digest = self.root.blobs.put(manifest_bytes)
             return self.register(image_id, manifest_digest, config, layers, tags)
 
+    def relink(self, image_ids: Iterable[str]) -> None:
+        """Link the layers of images restored from their records (a rebuilt index)
+        to the snapshots they had, where those are still whole."""
+        for image_id in image_ids:
+            record = self.root.index.get_image(image_id)
+            if record is None:
+                continue
+            diff_ids = [layer["diff_id"] for layer in record.meta.get("layers", [])]
+            snapshots = record.meta.get("snapshots") or []
+            for chain_id, snapshot in zip(chain_ids(diff_ids), snapshots):
+                if snapshot and self._snapshot_of_chain(chain_id) is None and self.root.snapshots.exists(snapshot):
+                    from pybuild.cache import CacheRecord
+
+                    self.root.index.record(CHAIN_RECORD + chain_id, CacheRecord(snapshot_id=snapshot))
+
+    def damaged(self) -> list[tuple[StoredImage, list[str]]]:
+        """Images whose config, manifest or layers are neither stored as blobs nor as snapshots."""
+        out = []
+        for image in self.images():
+            missing = self.missing_blobs(image)
+            if missing:
+                out.append((image, missing))
+        return out
+
     def missing_blobs(self, image: StoredImage) -> list[str]:
         """The image's config, manifest and layer blobs that are not stored.
 
@@ -378,6 +405,8 @@ class ImageStore:
             "layers": [vars(l) for l in layers],
             "config_summary": {"config": {"Labels": (config.get("config") or {}).get("Labels") or {}}, "created": config.get("created", "")},
             "repo_digests": sorted(set(previous_digests) | set(repo_digests)),
+            # the layers' snapshots, so an index rebuilt from the image records finds them (relink)
+            "snapshots": [self._snapshot_of_chain(c) for c in chain_ids([l.diff_id for l in layers])],
         }
         created = existing.created if existing else time.time()
         self.root.index.put_image(image_id, created=created, size=size, meta=meta)
@@ -581,7 +610,7 @@ class ImageStore:
         """
         kind = Compression.parse(compression)
         key = SNAPSHOT_RECORD + snapshot_id + (f":mtime={mtime}" if mtime is not None else "")
-        record = self.root.index.lookup(key)
+        record = self._snapshot_record(key, snapshot_id)
         if record is not None:
             blob = record.blobs.get(kind.value)
             # a damaged blob (truncated, bytes changed) is removed here and made again below
@@ -612,6 +641,18 @@ class ImageStore:
         self._remember_size(blob.diff_id, blob.uncompressed_size, blob.stats.docker_size)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
 
+    def _snapshot_record(self, key: str, snapshot_id: str) -> CacheRecord | None:
+        """The record of a snapshot's layer forms, unless it is older than the snapshot:
+        a snapshot lost and made again under its id (its cache key) has a new tar."""
+        record = self.root.index.lookup(key)
+        if record is None or not record.created:
+            return record
+        made = self.root.snapshots.created(snapshot_id)
+        if made is not None and made > record.created:
+            self.root.index.delete_record(key)
+            return None
+        return record
+
     def layer_by_reference(self, snapshot_id: str) -> Layer:
         """The snapshot's layer as its plain tar, named by its diffID, without storing a blob.
 
@@ -623,7 +664,7 @@ class ImageStore:
         a gzip blob made by an import, push or cache export) keeps it.
         """
         key = SNAPSHOT_RECORD + snapshot_id
-        record = self.root.index.lookup(key)
+        record = self._snapshot_record(key, snapshot_id)
         if record is not None and record.diff_id:
             if record.meta.get("source") == "blob":
                 original = self._stored_blob(record)
@@ -686,7 +727,7 @@ class ImageStore:
 
     def _compressed_from(self, snapshot_id: str, layer: Layer, kind: Compression) -> bool:
         """Whether pybuild wrote ``layer``'s blob by compressing this snapshot."""
-        record = self.root.index.lookup(SNAPSHOT_RECORD + snapshot_id)
+        record = self._snapshot_record(SNAPSHOT_RECORD + snapshot_id, snapshot_id)
         if record is None or record.diff_id != layer.diff_id or record.meta.get("source") == "blob":
             return False
         made = record.blobs.get(kind.value)
@@ -748,6 +789,8 @@ class ImageStore:
         for layer, chain_id in zip(image.layers, chain_ids(diff_ids)):
             snapshot = self._snapshot_of_chain(chain_id)
             if snapshot is None:
+                if not self.root.blobs.has(layer.digest):
+                    raise _damaged(image, f"layer {layer.digest} has neither a blob nor a snapshot in the store")
                 snapshot = self._unpack(layer, chain_id, parent)
             chain.append(snapshot)
             parent = snapshot
@@ -809,6 +852,12 @@ class ImageStore:
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         }
         return self.add_image(config, [layer], tags)
+
+
+def _damaged(image: StoredImage, what: str) -> ImageError:
+    """A stored image whose data is gone: named, so the user knows which to bring back."""
+    names = ", ".join(parse_reference(t).familiar for t in image.tags) or image.short_id
+    return ImageError(f"image {names} is damaged: {what}", hint="pull, load or build it again (`pybuild prune --repair` lists damaged images)")
 
 
 def _single_reference(tags: Sequence[Reference], digests: Sequence[Reference]) -> bool:

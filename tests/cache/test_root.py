@@ -201,7 +201,7 @@ def test_damaged_index_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError) as info:
         CacheIndex(path)
-    assert "index.db" in (info.value.hint or "")
+    assert "repair" in (info.value.hint or "")
 
 
 def _big_blob(root: Root) -> tuple[str, Path]:

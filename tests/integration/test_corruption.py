@@ -71,3 +71,128 @@ def test_a_damaged_layer_blob_is_made_again_and_never_exported(cli, busybox_imag
         assert opened.blobs.verify(victim.digest)
     cli("save", "-o", str(archive), reference)
     assert archive.stat().st_size > victim.size
+
+
+# -- a lost, emptied or damaged index ------------------------------------------------
+
+
+def _break_index(root: Path, how: str) -> None:
+    index = root / "index.db"
+    if how == "garbage":
+        index.write_bytes(os.urandom(64 * 1024))
+    elif how == "empty":
+        index.write_bytes(b"")
+    elif how == "missing":
+        index.unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("how", ["garbage", "empty", "missing"])
+def test_a_lost_or_damaged_index_is_rebuilt_once_with_the_images_kept(cli, busybox_image: str, tmp_path: Path, root: Path, how: str) -> None:  # type: ignore[no-untyped-def]
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    cli("build", "-q", "-t", "mine", str(context))
+    before = cli("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout
+    _break_index(root, how)
+
+    rebuilt = cli("build", "-q", "-t", "again", str(context))  # the next build succeeds
+    assert rebuilt.stderr.count("warning: the cache index") == 1, rebuilt.stderr
+    assert "Traceback" not in rebuilt.stderr
+    if how != "missing":
+        assert list(root.glob("index.db.broken-*")), "the broken index is kept aside"
+    listed = cli("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    assert "warning" not in listed.stderr  # said once, by the command that rebuilt it
+    for line in before.splitlines():
+        assert line in listed.stdout  # no image forgotten
+    # the restored image is whole: its layers are found again, so it saves
+    archive = tmp_path / "mine.tar"
+    cli("save", "-o", str(archive), "mine", "busybox")
+    assert archive.stat().st_size > 0
+
+
+def test_a_truncated_wal_loses_no_image(cli, busybox_image: str, tmp_path: Path, root: Path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    # a reader keeps the WAL from being checkpointed, as a crashed process would
+    holder = sqlite3.connect(root / "index.db")
+    holder.execute("BEGIN")
+    holder.execute("SELECT count(*) FROM images").fetchone()
+    cli("build", "-q", "-t", "walled", str(context))
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+    holder.close()
+    wal = copy / "index.db-wal"
+    assert wal.stat().st_size > 0
+    os.truncate(wal, 32 + (wal.stat().st_size - 32) // 3)  # a torn tail: the last transactions are gone
+
+    from tests.integration.conftest import pybuild
+
+    listed = pybuild("images", "--format", "{{.Repository}}:{{.Tag}}", root=copy)
+    assert "walled:latest" in listed.stdout
+    assert listed.stderr.count("warning:") <= 1
+    pybuild("build", "-q", "-t", "after", str(context), root=copy)
+    pybuild("save", "-o", str(tmp_path / "w.tar"), "walled", root=copy)
+
+
+def test_a_damaged_index_found_mid_command_is_repaired_by_the_next(cli, busybox_image: str, tmp_path: Path, root: Path) -> None:  # type: ignore[no-untyped-def]
+    from pybuild.cache import Root
+
+    with Root.open(root) as opened:
+        opened.index.damage_marker.touch()  # as a command that met "database disk image is malformed" leaves it
+    _break_index(root, "garbage")
+    result = cli("prune", "--repair")
+    assert result.stderr.count("warning: the cache index") == 1
+    assert "busybox:latest" in cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+
+
+def test_blobs_and_snapshots_of_a_stored_image_deleted(cli, busybox_image: str, tmp_path: Path, root: Path) -> None:  # type: ignore[no-untyped-def]
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore
+
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    cli("build", "-q", "-t", "mine", str(context))
+
+    def parts() -> tuple[Path, str, str]:
+        with Root.open(root) as opened:
+            store = ImageStore(opened)
+            base = store.get("busybox")
+            blob = opened.blobs.path(base.layers[0].digest)
+            assert blob is not None
+            return blob, store.snapshots_for(base)[0], store.snapshots_for(store.get("mine"))[0]
+
+    # the base layer's snapshot and the built image's top snapshot go: unpacked and built again
+    _, base_snapshot, top = parts()
+    shutil.rmtree(root / "snapshots" / base_snapshot)
+    shutil.rmtree(root / "snapshots" / top)
+    cli("build", "-q", "-t", "mine", str(context))
+    cli("save", "-o", str(tmp_path / "mine.tar"), "mine", "busybox")
+
+    # both go: the image is named as damaged, never a traceback, every time
+    base_blob, base_snapshot, _ = parts()
+    base_blob.unlink()
+    shutil.rmtree(root / "snapshots" / base_snapshot)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "Dockerfile").write_text("FROM busybox\nRUN echo other > /other\n")
+    for _ in range(2):
+        failed = cli("build", "-q", str(tmp_path / "other"), check=False)
+        assert failed.returncode != 0 and "Traceback" not in failed.stderr
+        assert "image busybox:latest is damaged" in failed.stderr, failed.stderr
+    repaired = cli("prune", "--repair", check=False)
+    assert repaired.returncode == 1
+    assert "damaged image busybox:latest" in repaired.stdout, repaired.stdout
+
+    # a built image whose config blob is gone is named too
+    with Root.open(root) as opened:
+        config = opened.blobs.path(ImageStore(opened).get("mine").id)
+    assert config is not None
+    config.unlink()
+    refused = cli("save", "-o", str(tmp_path / "again.tar"), "mine", check=False)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "image mine:latest is damaged" in refused.stderr, refused.stderr
