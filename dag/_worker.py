@@ -73,11 +73,20 @@ class Context:
 @dataclass(frozen=True)
 class WorkerOptions:
     allow_host_network: bool = False
+    allow_insecure: bool = False  # RUN --security=insecure (--allow security.insecure)
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     ssh: Mapping[str, str] = field(default_factory=dict)
     step_timeout: float | None = None
     memory_limit: int | None = None
     hostname: str = "buildkitsandbox"
+
+
+def memory_text(size: int) -> str:
+    """A memory limit as Docker's units show it: 64 MiB, 1.5 GiB, 100000 bytes."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} bytes"
 
 
 def _hex(key: str) -> str:
@@ -445,6 +454,8 @@ class Worker:
                 "network host is not allowed for this build",
                 hint="pass --allow network.host to pybuild build",
             )
+        if op.security == "insecure" and not self.options.allow_insecure:
+            raise BuildError("security.insecure is not allowed", hint="pass --allow security.insecure to pybuild build")
         base_chain = self._base_chain(op, inputs)
         active = await trio.to_thread.run_sync(self.root.snapshots.new_active)
         scratch: list[Path] = []
@@ -470,6 +481,7 @@ class Worker:
                 timeout=self.options.step_timeout,
                 memory_limit=self.options.memory_limit,
                 secret_env=tuple(secret_env),
+                security=op.security,
             )
             rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
             result = await self.executor.run(rootfs, spec, mounts, on_output=on_output)
@@ -488,6 +500,9 @@ class Worker:
             await trio.to_thread.run_sync(self.root.snapshots.discard, active)
             shown = " ".join(op.args)
             why = "timed out" if result.timed_out else f"exit code: {result.exit_code}"
+            if result.oom_killed and not result.timed_out:
+                limit = self.options.memory_limit
+                why += ": out of memory" + (f" (limit {memory_text(limit)})" if limit else "")
             meta = self.definition.meta[digest]
             location = Location(self.dockerfile_name, *meta.span) if meta.span else None
             raise StepFailed(
