@@ -14,6 +14,7 @@ library is used.
     Snapshotter          committed layer trees (DirSnapshotter)
     CacheIndex           cache records, step history, tags, images, leases, stat cache
     DockerIgnore         .dockerignore rules (moby/patternmatcher semantics)
+    read_in_context      a file named inside the context, links followed only inside it
     ContextHasher        what COPY/ADD sources select from a context, and its digest
     open_tar_context     a context sent as a tar stream, unpacked safely
     disk_usage, prune    `pybuild du` / `pybuild prune`
@@ -34,6 +35,7 @@ from ._context import StatCache as StatCache
 from ._context import diff_entries as diff_entries
 from ._ignore import DockerIgnore as DockerIgnore
 from ._ignore import find_ignore_file as find_ignore_file
+from ._ignore import read_in_context as read_in_context
 from ._index import BlobRef as BlobRef
 from ._index import CacheIndex as CacheIndex
 from ._index import CacheRecord as CacheRecord
@@ -91,6 +93,7 @@ __all__ = [
     "disk_usage",
     "extract_context_tar",
     "find_ignore_file",
+    "read_in_context",
     "open_tar_context",
     "prune",
 ]

@@ -131,9 +131,16 @@ class DockerIgnore:
 
     @classmethod
     def load(cls, context_dir: Path, dockerfile_path: Path | None = None) -> DockerIgnore:
-        """The ignore rules a build of ``context_dir`` with ``dockerfile_path`` uses."""
-        found = find_ignore_file(context_dir, dockerfile_path)
-        return cls() if found is None else cls.from_file(found)
+        """The ignore rules a build of ``context_dir`` with ``dockerfile_path`` uses.
+
+        Never silently none: an ignore file that is a symlink out of its
+        directory, a dangling one, or unreadable is a ContextError.
+        """
+        for directory, name in _candidates(context_dir, dockerfile_path):
+            data = read_in_context(directory, name, limit=MAX_IGNORE_FILE_SIZE)
+            if data is not None:
+                return cls.from_text(data.decode("utf-8", "surrogateescape"), source=str(directory / name))
+        return cls()
 
     def __bool__(self) -> bool:
         return bool(self._compiled)
@@ -248,24 +255,132 @@ class DockerIgnore:
                 os.close(sub_fd)
 
 
+# BuildKit's frontend reads the Dockerfile and ignore files as one gRPC
+# message at most: 16 MiB (containerd's DefaultMaxRecvMsgSize).
+MAX_IGNORE_FILE_SIZE = 16 * 1024 * 1024
+_MAX_LINKS = 40  # as the kernel's path walk
+
+
+def _candidates(context_dir: Path, dockerfile_path: Path | None) -> list[tuple[Path, str]]:
+    """Where Docker looks for ignore rules, in order: ``<Dockerfile>.dockerignore``
+    beside the Dockerfile, then ``.dockerignore`` at the context root; each as
+    (the directory it is read from, its name there)."""
+    out = []
+    if dockerfile_path is not None and str(dockerfile_path) not in ("-", "<stdin>"):
+        out.append((Path(dockerfile_path).parent, f"{Path(dockerfile_path).name}.dockerignore"))
+    out.append((Path(context_dir), ".dockerignore"))
+    return out
+
+
 def find_ignore_file(context_dir: Path, dockerfile_path: Path | None = None) -> Path | None:
     """The ignore file Docker would use: ``<Dockerfile>.dockerignore`` first, then
-    ``.dockerignore`` at the context root.
+    ``.dockerignore`` at the context root; None if neither exists.
 
     ``dockerfile_path`` is a path as the user gave it with ``-f`` (relative
     paths are taken from the current directory, like the docker CLI does).
-    The context's own ``.dockerignore`` is used only if it is a regular file
-    (never a symlink, which could point outside the context).
+    A symlink counts as the file: ``DockerIgnore.load`` follows it inside the
+    directory it is read from, and refuses one that leads out or nowhere.
     """
-    if dockerfile_path is not None and str(dockerfile_path) != "-":
-        candidate = Path(f"{dockerfile_path}.dockerignore")
-        if candidate.is_file():
-            return candidate
-    candidate = Path(context_dir) / ".dockerignore"
-    try:
-        if stat.S_ISREG(os.lstat(candidate).st_mode):
-            return candidate
-    except OSError:
-        pass
+    for directory, name in _candidates(context_dir, dockerfile_path):
+        if os.path.lexists(directory / name):
+            return directory / name
     return None
 
+
+def read_in_context(root: Path, relpath: str, *, limit: int) -> bytes | None:
+    """The bytes of the regular file ``relpath`` names inside ``root``; None if
+    nothing by that name exists.
+
+    Symlinks on the way are followed as long as they stay inside ``root``
+    (BuildKit reads these files from a copy of the context, where no link can
+    lead further); each step is opened relative to the directory before it
+    without following links, so nothing swapped in meanwhile can redirect the
+    read.  A link that leaves ``root``, one that leads nowhere, a directory,
+    an unreadable file or one over ``limit`` bytes is a ContextError naming it.
+    """
+    named = relpath
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise ContextError(f"cannot read {root}: {error.strerror}") from None
+    fds = [root_fd]  # the directories walked, from root: ".." pops one
+    try:
+        fd = _walk_to_file(root, fds, relpath, named)
+        if fd is None:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise ContextError(f"cannot read {named}: {error.strerror}", hint="check the file's permissions") from None
+    finally:
+        for dir_fd in fds:
+            os.close(dir_fd)
+    if len(data) > limit:
+        raise ContextError(f"{named} is larger than the {limit // (1024 * 1024)} MiB limit")
+    return data
+
+
+def _walk_to_file(root: Path, fds: list[int], relpath: str, named: str) -> int | None:
+    remaining = list(reversed(relpath.split("/")))
+    links = 0
+    via_link = False  # absent before any link means "no such file", after one "dangling"
+    while remaining:
+        part = remaining.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if len(fds) == 1:
+                raise _outside(named, root)
+            os.close(fds.pop())
+            continue
+        try:
+            st = os.stat(part, dir_fd=fds[-1], follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            if not via_link:
+                return None
+            raise ContextError(
+                f"{named} is a dangling symlink: {part!r} does not exist in {root}",
+                hint="point the link at a file inside the build context, or remove it",
+            ) from None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                raise ContextError(f"{named}: too many levels of symbolic links")
+            target = os.readlink(part, dir_fd=fds[-1])
+            if target.startswith("/"):
+                target = _inside(target, root, named, fds)
+            remaining.extend(reversed(target.split("/")))
+            via_link = True
+            continue
+        if remaining:
+            if not stat.S_ISDIR(st.st_mode):
+                raise ContextError(f"{named}: {part!r} is not a directory")
+            fds.append(os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds[-1]))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise ContextError(f"{named} is not a regular file", hint="an ignore file or Dockerfile must be a file")
+        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=fds[-1])
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the stat
+            os.close(fd)
+            raise ContextError(f"{named} changed while it was read")
+        return fd
+    raise ContextError(f"{named} is not a regular file", hint="an ignore file or Dockerfile must be a file")
+
+
+def _inside(target: str, root: Path, named: str, fds: list[int]) -> str:
+    """An absolute link target as a path from ``root``, if it names a place inside it."""
+    real_root = os.path.realpath(root)
+    relative = os.path.relpath(os.path.normpath(target), real_root)
+    if relative == ".." or relative.startswith("../"):
+        raise _outside(named, root, target)
+    while len(fds) > 1:  # start again from the root
+        os.close(fds.pop())
+    return relative
+
+
+def _outside(named: str, root: Path, target: str | None = None) -> ContextError:
+    where = f" ({target})" if target else ""
+    return ContextError(
+        f"{named} is a symlink that leads outside {root}{where}",
+        hint="Docker reads it inside the build context: copy the file in, or link to a file inside",
+    )

@@ -128,7 +128,7 @@ def _progress(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     import trio
 
-    from pybuild.cache import DockerIgnore, find_ignore_file
+    from pybuild.cache import DockerIgnore
     from pybuild.dag import BuildOptions, Platform, host_platform
     from pybuild.dag._build import ExportOptions, StoreImageChains, build, step_ids
     from pybuild.dag._events import Notice
@@ -200,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
     from ._runtime import executors
 
     executor, files = executors(root)
-    ignore_file = find_ignore_file(context_dir, Path(args.file) if args.file and args.file != "-" else None)
-    ignore = DockerIgnore.from_file(ignore_file) if ignore_file else DockerIgnore()
+    ignore = DockerIgnore.load(context_dir, None if dockerfile_path == "<stdin>" else Path(dockerfile_path))
 
     remote_caches: list[Any] = []  # filled from --cache-from before the build starts
 
@@ -440,8 +439,8 @@ def _open_context(args: argparse.Namespace, root: Any) -> _Context:
             import io
 
             tar = open_tar_context(root, io.BytesIO(data))
-            dockerfile = str(tar.path / (args.file or "Dockerfile"))
-            return _Context(tar.path, dockerfile, cleanup=tar.close)
+            name = args.file or "Dockerfile"
+            return _context_dockerfile(tar.path, name, str(tar.path / name), cleanup=tar.close)
         empty = root.tmp_dir("context-")  # a Dockerfile alone: an empty context
         return _Context(empty, "<stdin>", data)
     if args.context.startswith(("http://", "https://", "git@", "git://", "ssh://")):
@@ -451,8 +450,27 @@ def _open_context(args: argparse.Namespace, root: Any) -> _Context:
         raise UsageError(f"unable to prepare context: path {args.context!r} not found", hint="the context is a directory, -, or a URL")
     if args.file == "-":
         return _Context(context.absolute(), "<stdin>", read_dockerfile("-")[0])
-    dockerfile = args.file or str(context / "Dockerfile")
-    return _Context(context.absolute(), dockerfile)
+    if args.file:  # a path the user chose, read as given
+        return _Context(context.absolute(), args.file)
+    return _context_dockerfile(context.absolute(), "Dockerfile", str(context / "Dockerfile"))
+
+
+def _context_dockerfile(directory: Path, name: str, display: str, cleanup: Any = None) -> _Context:
+    """A Dockerfile the context provides, read inside it: a symlink there is
+    followed only while it stays in the context, as BuildKit reads it from its
+    copy of the context (never the host's file a hostile context links to)."""
+    from pybuild.cache import read_in_context
+    from pybuild.grammar import MAX_DOCKERFILE_SIZE
+
+    try:
+        data = read_in_context(directory, name, limit=MAX_DOCKERFILE_SIZE)
+        if data is None:
+            raise UsageError(f"{display}: no such file", hint="name the Dockerfile with -f PATH")
+    except BaseException:
+        if cleanup is not None:
+            cleanup()
+        raise
+    return _Context(directory, display, data, cleanup=cleanup)
 
 
 def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
@@ -475,4 +493,5 @@ def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
         directory = tar.path
     if args.file == "-":
         return _Context(directory, "<stdin>", read_dockerfile("-")[0])
-    return _Context(directory, str(directory / (args.file or "Dockerfile")))
+    name = args.file or "Dockerfile"
+    return _context_dockerfile(directory, name, str(directory / name))

@@ -114,11 +114,91 @@ def test_dockerfile_specific_ignore_file_wins(tmp_path: Path) -> None:
     assert DockerIgnore.load(tmp_path).patterns == ("a",)
 
 
-def test_ignore_file_symlink_is_not_followed(tmp_path: Path) -> None:
+def context_with_secret(tmp_path: Path) -> Path:
+    context = tmp_path / "ctx"
+    (context / "config").mkdir(parents=True)
+    (context / "secret.txt").write_text("password\n")
+    (context / "app.txt").write_text("app\n")
+    return context
+
+
+def test_a_symlinked_ignore_file_inside_the_context_is_followed(tmp_path: Path) -> None:
+    context = context_with_secret(tmp_path)
+    (context / "config" / "ignore").write_text("secret.txt\n")
+    os.symlink("config/ignore", context / ".dockerignore")
+    assert find_ignore_file(context) == context / ".dockerignore"
+    rules = DockerIgnore.load(context)
+    assert rules.patterns == ("secret.txt",)
+    assert "secret.txt" not in list(rules.walk(context))
+
+
+def test_an_absolute_symlink_to_a_file_inside_the_context_is_followed(tmp_path: Path) -> None:
+    context = context_with_secret(tmp_path)
+    (context / "config" / "ignore").write_text("secret.txt\n")
+    os.symlink(context / "config" / "ignore", context / ".dockerignore")
+    assert DockerIgnore.load(context).patterns == ("secret.txt",)
+
+
+@pytest.mark.parametrize("target", ["../elsewhere", "config/../../elsewhere", "ABSOLUTE"])
+def test_a_symlinked_ignore_file_leading_outside_the_context_is_an_error(tmp_path: Path, target: str) -> None:
     outside = tmp_path / "elsewhere"
     outside.write_text("*\n")
-    context = tmp_path / "ctx"
-    context.mkdir()
-    os.symlink(outside, context / ".dockerignore")
-    assert find_ignore_file(context) is None
-    assert not DockerIgnore.load(context)
+    context = context_with_secret(tmp_path)
+    os.symlink(str(outside) if target == "ABSOLUTE" else target, context / ".dockerignore")
+    with pytest.raises(ContextError, match=r"\.dockerignore is a symlink that leads outside"):
+        DockerIgnore.load(context)
+
+
+def test_a_dangling_symlinked_ignore_file_is_an_error(tmp_path: Path) -> None:
+    context = context_with_secret(tmp_path)
+    os.symlink("config/missing", context / ".dockerignore")
+    with pytest.raises(ContextError, match=r"\.dockerignore is a dangling symlink"):
+        DockerIgnore.load(context)
+
+
+def test_an_ignore_file_that_is_not_a_file_is_an_error(tmp_path: Path) -> None:
+    context = context_with_secret(tmp_path)
+    (context / ".dockerignore").mkdir()
+    with pytest.raises(ContextError, match=r"\.dockerignore is not a regular file"):
+        DockerIgnore.load(context)
+
+
+def test_an_oversized_ignore_file_is_an_error(tmp_path: Path) -> None:
+    context = context_with_secret(tmp_path)
+    with open(context / ".dockerignore", "wb") as file:
+        file.truncate(17 * 1024 * 1024)
+    with pytest.raises(ContextError, match="larger than the 16 MiB limit"):
+        DockerIgnore.load(context)
+
+
+def test_a_dockerfile_specific_ignore_file_symlink_is_followed_beside_the_dockerfile(tmp_path: Path) -> None:
+    context = context_with_secret(tmp_path)
+    dockerfile = context / "build" / "Dockerfile"
+    dockerfile.parent.mkdir()
+    dockerfile.write_text("FROM scratch\n")
+    (context / "build" / "rules").write_text("secret.txt\n")
+    os.symlink("rules", context / "build" / "Dockerfile.dockerignore")
+    assert DockerIgnore.load(context, dockerfile).patterns == ("secret.txt",)
+    os.remove(context / "build" / "rules")
+    with pytest.raises(ContextError, match="Dockerfile.dockerignore is a dangling symlink"):
+        DockerIgnore.load(context, dockerfile)
+
+
+def test_a_file_named_in_the_context_is_read_through_links_inside_it_only(tmp_path: Path) -> None:
+    from pybuild.cache import read_in_context
+
+    context = context_with_secret(tmp_path)
+    (tmp_path / "host-secret").write_text("host\n")
+    os.symlink("../secret.txt", context / "config" / "up")
+    os.symlink("config/up", context / "chain")
+    os.symlink("../../host-secret", context / "config" / "out")
+    assert read_in_context(context, "chain", limit=100) == b"password\n"
+    assert read_in_context(context, "absent", limit=100) is None
+    assert read_in_context(context, "config/absent", limit=100) is None
+    with pytest.raises(ContextError, match="leads outside"):
+        read_in_context(context, "config/out", limit=100)
+    with pytest.raises(ContextError, match="leads outside"):
+        read_in_context(context, "../host-secret", limit=100)
+    os.symlink("loop", context / "loop")
+    with pytest.raises(ContextError, match="too many levels"):
+        read_in_context(context, "loop", limit=100)
