@@ -32,6 +32,7 @@ import trio
 
 from pybuild.errors import BuildError
 
+from . import _network
 from ._urls import join_userinfo, redact_urls
 
 ALLOWED_PROTOCOLS = ("https", "http", "git", "ssh")
@@ -155,6 +156,7 @@ def git_environment(home: Path) -> dict[str, str]:
         GIT_ASKPASS="/bin/false",
         SSH_ASKPASS="/bin/false",
     )
+    env.update(_network.git_low_speed_env(_network.default_limits()))  # a stalled transfer fails, as ADD http does
     return env
 
 

@@ -100,6 +100,15 @@ class NetworkLimits:
         return f"not done within {allowed:.0f} s (overall deadline; set {ENV_DEADLINE} to allow more)"
 
 
+def git_low_speed_env(limits: NetworkLimits) -> dict[str, str]:
+    """git's own stall timeout over http(s), set to pybuild's: curl's low-speed
+    limit aborts a transfer slower than LIMIT bytes/s for TIME seconds."""
+    return {
+        "GIT_HTTP_LOW_SPEED_LIMIT": str(max(1, math.ceil(limits.stall_bytes / limits.stall_timeout))),
+        "GIT_HTTP_LOW_SPEED_TIME": str(max(1, math.ceil(limits.stall_timeout))),
+    }
+
+
 @functools.cache
 def default_limits() -> NetworkLimits:
     """The limits of this process, read from the environment once."""

@@ -75,3 +75,15 @@ def test_a_bad_network_limit_is_a_usage_error(cli, busybox_image: str, tmp_path:
     assert result.returncode == 2
     assert "PYBUILD_NETWORK_DEADLINE='soon' is not a positive number of seconds" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_add_git_over_http_from_a_dripping_server_fails(cli, busybox_image: str, tmp_path: Path, dripping_server: str) -> None:  # type: ignore[no-untyped-def]
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM busybox\nADD http://{dripping_server}/repo.git /src\n")
+
+    result = cli("build", "-t", "slowgit", str(context), check=False, env={"PYBUILD_NETWORK_STALL_TIMEOUT": "1"})
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert dripping_server in result.stderr and "too slow" in result.stderr.lower(), result.stderr
