@@ -44,6 +44,7 @@ __all__ = [
     "StepFailed",
     "StoreError",
     "UsageError",
+    "shortened",
 ]
 
 
@@ -57,6 +58,15 @@ class Location:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.start_line}"
+
+
+def shortened(text: str, limit: int = 160) -> str:
+    """``text`` cut in its middle to at most ``limit`` characters, so an error stays one readable line
+    (a 4 KiB path or a long instruction is named by its start and its end)."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return f"{text[: limit - tail - 1]}…{text[-tail:]}"
 
 
 class PybuildError(Exception):

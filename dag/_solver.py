@@ -15,7 +15,7 @@ from typing import Protocol
 
 import trio
 
-from pybuild.errors import BuildError, Location, PybuildError
+from pybuild.errors import BuildError, Location, PybuildError, shortened
 
 from ._events import Event, EventSink, StepCached, StepFailed, StepFinished, StepMiss, StepStarted, ignore_events
 from ._graph import Definition
@@ -191,7 +191,7 @@ class Solver:
             return error
         error.location = Location(self.dockerfile, *span)
         if not self.definition.meta[digest].internal and not error.message.startswith(name):
-            error.message = f"{name}: {error.message}"
+            error.message = f"{shortened(name)}: {error.message}"
         return error
 
 
