@@ -14,20 +14,22 @@ from __future__ import annotations
 
 # Everything this module needs is imported here, at load time: after the
 # chroot in apply_file_plan the thread can no longer import from the host.
-import bz2  # noqa: F401  (tarfile's r:* opens these lazily)
 import errno
-import gzip  # noqa: F401
-import lzma  # noqa: F401
 import os
 import posixpath
 import shutil
 import stat
-import tarfile
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from pybuild.errors import BuildError
+from pybuild.errors import BuildError, ImageError, shortened
 from pybuild.executors._passwd import parse_group, parse_passwd
+
+# ADD's archives are read with oci's hardened tar reader, decompressors and
+# unpack budget (imported here, before the chroot, with zstandard and isal).
+from pybuild.oci._budget import UnpackBudget, unpack_limit
+from pybuild.oci._compression import open_decompressed
+from pybuild.oci._tar_format import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
 
 from ._chmod import apply_chmod
 from ._ops import Chown, CopyAction, MkdirAction, MkfileAction, RmAction
@@ -369,35 +371,176 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
-
-
 def _is_archive(path: str) -> bool:
+    """Docker's test: the file, decompressed by its magic bytes, starts with a tar header.
+
+    A compressed file that is not a tar (``app.js.gz``) is copied as it is.
+    """
     with open(path, "rb") as f:
-        head = f.read(512)
-    if any(head.startswith(m) for m in _MAGIC):
-        return True
-    return len(head) >= 262 and head[257:262] == b"ustar"
+        try:
+            return TarReader(open_decompressed(f), entry_budget=1).next() is not None
+        except ImageError:
+            return False
+
+
+class _Refused(Exception):
+    """An archive entry ADD does not unpack; becomes a FileOpError naming it."""
 
 
 def _extract(archive: str, target: str, owner: tuple[int, int] | None) -> None:
-    """Unpack a local tar (plain, gzip, bzip2, xz) as ADD does; the chroot keeps it inside."""
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                name = member.name.lstrip("/")
-                if any(part == ".." for part in name.split("/")):
-                    raise FileOpError(f"refusing archive entry {member.name!r}: it leaves the destination")
-                if member.islnk() and any(part == ".." for part in member.linkname.split("/")):
-                    raise FileOpError(f"refusing archive hardlink {member.name!r} -> {member.linkname!r}")
-                member.name = name
-                if member.islnk():
-                    member.linkname = posixpath.join(target, member.linkname.lstrip("/"))
-                tar.extract(member, target, set_attrs=True, numeric_owner=True, filter="fully_trusted")
-                if owner is not None:
-                    os.lchown(posixpath.join(target, name), *owner)
-    except (tarfile.TarError, EOFError) as error:
-        raise FileOpError(f"cannot unpack {posixpath.basename(archive)}: {error}") from None
+    """Unpack a local tar (plain, gzip, bzip2, xz, zstd) into ``target`` as ADD does.
+
+    The chroot keeps every path inside the root; the unpack budget stops a
+    decompression bomb (the step's partial layer is then discarded).  Any
+    malformed, refused or failing entry is a ``FileOpError`` naming it.
+    """
+    name = posixpath.basename(archive)
+    with open(archive, "rb") as raw:
+        budget = UnpackBudget(unpack_limit(os.fstat(raw.fileno()).st_size), "it")
+        reader = TarReader(budget.reader(open_decompressed(raw)))
+        unpacker = _Unpacker(target, owner, budget)
+        entry: TarEntry | None = None
+        try:
+            while (entry := reader.next()) is not None:
+                unpacker.apply(entry, reader)
+            entry = None
+            unpacker.finish()
+        except ImageError as error:  # malformed, truncated, or over the budget
+            raise FileOpError(f"cannot unpack {name}: {error.message}", hint=error.hint) from None
+        except _Refused as error:
+            assert entry is not None
+            raise FileOpError(
+                f"refusing archive entry {shortened(entry.display_name())!r} of {name}: {error}",
+                hint="the archive tries to write outside its destination or is malformed",
+            ) from None
+        except (OSError, OverflowError, ValueError) as error:
+            what = f"entry {shortened(entry.display_name())!r}" if entry is not None else "the archive"
+            reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else "its metadata is out of range"
+            raise FileOpError(f"cannot unpack {name}: {what}: {reason}") from None
+
+
+class _Unpacker:
+    """Docker's Untar into ``target``: entries replace what is there (a directory
+    entry merges into a directory), missing parents are made 0755, directory
+    times are set last; ``..`` names, links leaving ``target`` and hard links to
+    entries not (yet) unpacked are refused.  Symlinks on the way to an entry are
+    resolved inside ``target``, as Docker's chroot into the destination does."""
+
+    def __init__(self, target: str, owner: tuple[int, int] | None, budget: UnpackBudget) -> None:
+        self.target = target.rstrip("/") or "/"
+        self.owner = owner
+        self.budget = budget
+        self.dir_times: list[tuple[str, int]] = []
+        self._parents: dict[tuple[str, ...], str] = {}  # resolved parents; cleared when links or removals change them
+
+    def _parts(self, name: bytes) -> tuple[str, ...]:
+        parts = tuple(os.fsdecode(p) for p in name.split(b"/") if p and p != b".")
+        if ".." in parts:
+            raise _Refused("it leaves the destination ('..')")
+        return parts
+
+    def _place(self, parts: tuple[str, ...]) -> str:
+        """Where the entry ``parts`` goes: its parent resolved inside ``target``."""
+        if not parts:
+            return self.target
+        parent = self._parents.get(parts[:-1])
+        if parent is None:
+            parent = self._parents[parts[:-1]] = resolve_in(self.target, "/".join(parts[:-1]))
+        return posixpath.join(parent, parts[-1])
+
+    def apply(self, entry: TarEntry, reader: TarReader) -> None:
+        self.budget.charge_entry(entry.size)
+        parts = self._parts(entry.name)
+        kind = entry.typeflag
+        if not parts:
+            if kind != DIRECTORY:
+                raise _Refused("it would replace the destination directory")
+            return  # "./": the destination keeps its own metadata, as in Docker
+        path = self._place(parts)
+        parent = posixpath.dirname(path)
+        if not os.path.lexists(parent):
+            _mkdir_parents(parent, self.owner, None)
+        try:
+            existing = os.lstat(path)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (kind == DIRECTORY and stat.S_ISDIR(existing.st_mode)):
+            _remove(path)
+            self._parents.clear()
+            existing = None
+        if kind == REGULAR:
+            self._regular(path, entry, reader)
+        elif kind == DIRECTORY:
+            if existing is None:
+                os.mkdir(path, 0o700)
+            self._metadata(path, entry)
+            self.dir_times.append((path, entry.mtime_ns))
+        elif kind == HARDLINK:
+            self._hardlink(path, entry)
+        elif kind == SYMLINK:
+            self._symlink(path, parts, entry)
+        elif kind in (CHARDEV, BLOCKDEV, FIFO):
+            if kind == FIFO:
+                os.mkfifo(path, 0o600)
+            else:
+                node = stat.S_IFCHR if kind == CHARDEV else stat.S_IFBLK
+                os.mknod(path, node | 0o600, os.makedev(entry.devmajor, entry.devminor))
+            self._metadata(path, entry)
+
+    def _ids(self, entry: TarEntry) -> tuple[int, int]:
+        return self.owner if self.owner is not None else (entry.uid, entry.gid)
+
+    def _metadata(self, path: str, entry: TarEntry) -> None:
+        os.chown(path, *self._ids(entry), follow_symlinks=False)  # first: a chown clears set-id bits
+        os.chmod(path, entry.mode, follow_symlinks=True)  # path is the entry just made, never a symlink
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+    def _regular(self, path: str, entry: TarEntry, reader: TarReader) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while chunk := reader.read_data():
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fchown(fd, *self._ids(entry))
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, path: str, entry: TarEntry) -> None:
+        shown = shortened(os.fsdecode(entry.linkname))
+        target_parts = self._parts(entry.linkname)
+        if not target_parts:
+            raise _Refused("its hard link target is the destination directory")
+        try:
+            os.link(self._place(target_parts), path, follow_symlinks=False)
+        except FileNotFoundError:
+            raise _Refused(f"its hard link target {shown!r} is not in the archive before it") from None
+        except PermissionError:
+            raise _Refused(f"its hard link target {shown!r} is a directory") from None
+
+    def _symlink(self, path: str, parts: tuple[str, ...], entry: TarEntry) -> None:
+        link = os.fsdecode(entry.linkname)
+        # Docker's rule: the link, read from where it stands in the destination (an
+        # absolute one from the destination itself), must not lead out of it.
+        where = posixpath.join(self.target, *parts[:-1])
+        base = self.target if link.startswith("/") else where
+        reached = posixpath.normpath(posixpath.join(base, link.lstrip("/")))
+        if self.target != "/" and reached != self.target and not reached.startswith(self.target + "/"):
+            raise _Refused(f"its symlink target {shortened(link)!r} leads outside the destination")
+        os.symlink(link, path)
+        self._parents.clear()
+        os.chown(path, *self._ids(entry), follow_symlinks=False)
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+    def finish(self) -> None:
+        # Directory times last: creating their children changed them.
+        for path, mtime_ns in self.dir_times:
+            try:
+                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # replaced by a later entry
 
 
 # ------------------------------------------------------------------ other actions
@@ -476,5 +619,5 @@ def _apply(plan: FilePlan) -> None:
             else:
                 _rm(step)
     except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
+        where = f" {shortened(os.fsdecode(error.filename))}" if error.filename else ""
         raise FileOpError(f"file operation failed:{where}: {os.strerror(error.errno or errno.EIO)}") from None

@@ -16,7 +16,9 @@ Nothing in the tar can reach outside ``dest``:
   ``O_NOFOLLOW | O_EXCL``, so a symlink (from this tar or already in
   ``dest``) is never followed while writing;
 - a hard link's target is resolved the same way and must already exist;
-- the byte and entry budgets stop decompression bombs.
+- the unpack budget (``_budget``: the decompressed stream and the entries'
+  size on disk, by default ``max(1 GiB, 200 × the blob)``) and the entry
+  budget stop decompression bombs.
 
 The caller applies into a fresh directory and publishes it (rename) only
 after ``apply_layer`` returns: a failure leaves a partial tree that must be
@@ -35,12 +37,14 @@ from typing import BinaryIO
 
 from pybuild.errors import ImageError
 
+from ._budget import UnpackBudget, remaining_size, unpack_limit
 from ._compression import open_decompressed
 from ._layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX, LayerStats
 from ._tar_format import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
 
-DEFAULT_SIZE_BUDGET = 256 << 30
+DEFAULT_SIZE_BUDGET = 256 << 30  # a stream of unknown size (a pipe), unless PYBUILD_UNPACK_LIMIT says otherwise
 DEFAULT_ENTRY_BUDGET = 10_000_000
+AUTO = -1  # size_budget: the unpack limit for the stream's compressed size
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -142,13 +146,15 @@ def _set_xattrs(target: int | str, xattrs: dict[bytes, bytes], follow: bool = Tr
 
 
 class _Applier:
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, budget: UnpackBudget) -> None:
         self.tree = _Tree(dest)
+        self.budget = budget
         self.dir_times: list[tuple[tuple[bytes, ...], int]] = []
         self.content_bytes = 0
         self.whiteouts = 0
 
     def apply(self, entry: TarEntry, reader: TarReader) -> None:
+        self.budget.charge_entry(entry.size)
         parts = clean_name(entry.name)
         if not parts:
             if entry.typeflag == DIRECTORY:  # "./": the tree's own root
@@ -282,20 +288,25 @@ def apply_layer(
     stream: BinaryIO,
     dest: Path,
     *,
-    size_budget: int | None = DEFAULT_SIZE_BUDGET,
+    size_budget: int | None = AUTO,
     entry_budget: int | None = DEFAULT_ENTRY_BUDGET,
 ) -> LayerStats:
     """Apply the layer tar in ``stream`` (any compression) to the directory ``dest``.
 
-    ``size_budget`` caps the uncompressed bytes read and ``entry_budget`` the
-    number of entries; None means unlimited.  Returns the layer's stats with
-    ``diff_id`` (the digest of the uncompressed tar, to check against the
-    image config).  Raises ``ImageError`` naming the entry for anything
-    refused, malformed or failing.
+    ``size_budget`` caps the uncompressed bytes read and the entries' size on
+    disk (``AUTO``: the unpack limit for the blob's size, see ``_budget``) and
+    ``entry_budget`` the number of entries; None means unlimited.  Returns
+    the layer's stats with ``diff_id`` (the digest of the uncompressed tar,
+    to check against the image config).  Raises ``ImageError`` naming the
+    entry for anything refused, malformed, over budget or failing.
     """
-    raw = _HashingReader(open_decompressed(stream))
-    reader = TarReader(raw, byte_budget=size_budget, entry_budget=entry_budget)
-    applier = _Applier(dest)
+    if size_budget == AUTO:
+        size = remaining_size(stream)
+        size_budget = unpack_limit(size) if size is not None else (unpack_limit(None) or DEFAULT_SIZE_BUDGET)
+    budget = UnpackBudget(size_budget, "the layer")
+    raw = _HashingReader(budget.reader(open_decompressed(stream)))
+    reader = TarReader(raw, entry_budget=entry_budget)
+    applier = _Applier(dest, budget)
     entry: TarEntry | None = None
     try:
         while (entry := reader.next()) is not None:
@@ -314,6 +325,13 @@ def apply_layer(
         raise ImageError(
             f"cannot apply {what}: {e.strerror}",
             hint=_os_hint(e),
+        ) from None
+    except (OverflowError, ValueError):
+        # ids, times or device numbers the kernel's types cannot hold; a NUL inside a PAX name
+        what = f"layer entry {entry.display_name()!r}" if entry is not None else "layer"
+        raise ImageError(
+            f"cannot apply {what}: its metadata is out of range",
+            hint="the layer is malformed or hostile",
         ) from None
     finally:
         applier.tree.close()

@@ -214,7 +214,7 @@ def test_gzip_bomb_stops_at_the_size_budget(arena) -> None:
     bomb = _zeros_tar_gz(256 << 20)
     assert len(bomb) < 1 << 20  # 256 MiB in well under 1 MiB
     before = snapshot(root)
-    refused(bomb, dest, "size budget", size_budget=4 << 20)
+    refused(bomb, dest, "beyond the 4 MiB unpack limit", size_budget=4 << 20)
     written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     assert written <= 4 << 20
     assert snapshot(root) == before
@@ -253,3 +253,152 @@ def test_budget_counts_the_whole_stream(arena) -> None:
     stats = apply_layer(io.BytesIO(data), dest, size_budget=len(data))
     assert stats.tar_bytes == len(data)
     assert stats.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# --- the unpack budget: default from the blob's size, PYBUILD_UNPACK_LIMIT, disk charge ---
+
+
+def test_default_limit_is_a_multiple_of_the_compressed_size(arena, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pybuild.oci import _budget
+
+    _, dest, _ = arena
+    monkeypatch.delenv(_budget.UNPACK_LIMIT_ENV, raising=False)
+    monkeypatch.setattr(_budget, "MINIMUM_LIMIT", 1 << 20)  # only the ratio counts
+    bomb = _zeros_tar_gz(64 << 20)
+    limit = _budget.RATIO * len(bomb)
+    assert limit < 64 << 20  # gzip of zeros beats 200:1
+    error = refused(bomb, dest, "unpack limit")
+    assert _budget.UNPACK_LIMIT_ENV in (error.hint or "")
+    written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert written <= limit
+
+
+def test_unpack_limit_env_replaces_the_default(arena, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, dest, _ = arena
+    bomb = _zeros_tar_gz(8 << 20)
+    monkeypatch.setenv("PYBUILD_UNPACK_LIMIT", "2m")
+    refused(bomb, dest, "beyond the 2 MiB unpack limit")
+    monkeypatch.setenv("PYBUILD_UNPACK_LIMIT", "none")
+    other = dest.parent / "other"
+    other.mkdir()
+    assert apply_layer(io.BytesIO(bomb), other).content_bytes == 8 << 20
+
+
+@pytest.mark.parametrize("value", ["lots", "-5m", "0", "12q"])
+def test_a_malformed_unpack_limit_is_a_usage_error(arena, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from pybuild.errors import UsageError
+
+    _, dest, _ = arena
+    monkeypatch.setenv("PYBUILD_UNPACK_LIMIT", value)
+    with pytest.raises(UsageError, match="PYBUILD_UNPACK_LIMIT"):
+        apply_layer(io.BytesIO(make_tar(("f", tarfile.REGTYPE, b"x"))), dest)
+
+
+def test_many_empty_entries_are_charged_for_their_disk_blocks(arena) -> None:
+    _, dest, _ = arena
+    data = make_tar(*[(f"d{i}", tarfile.DIRTYPE, b"") for i in range(600)])
+    assert len(data) < 1 << 20  # the stream fits the budget; 600 directories on disk do not
+    refused(data, dest, "beyond the 1 MiB unpack limit", size_budget=1 << 20)
+    assert len(list(dest.iterdir())) < 300
+
+
+# --- fuzz: any member list, however hostile, gives a result or a pybuild error ---
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_NAMES = st.sampled_from(
+    ["a", "b", "a/b", "a/b/c", "./a", "/abs", "/a/b", "..", "../x", "a/../../x", "a/./b", ".", "./", "",
+     "x" * 300, "a/" + "y" * 255, ".wh.a", "a/.wh..wh..opq", "\u00e9\u00a0", "a//b"]
+)
+_TYPES = st.sampled_from(
+    [tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE,
+     tarfile.BLKTYPE, tarfile.FIFOTYPE, tarfile.CONTTYPE, b"S", b"V", b"Z", b"g"]
+)
+_PAX = st.dictionaries(
+    st.sampled_from(["path", "linkpath", "size", "uid", "gid", "mtime", "SCHILY.xattr.user.x", "GNU.sparse.map", "junk"]),
+    st.sampled_from(["", "-1", "1e999", "99999999999999999999999", "x", "../../etc/passwd", "0", "1.5", "\u00a0"]),
+    max_size=3,
+)
+_MEMBERS = st.lists(
+    st.tuples(_NAMES, _TYPES, _NAMES, st.binary(max_size=600), st.integers(0, 0o7777),
+              st.integers(-5, 2**40), st.integers(0, 2**22), _PAX),
+    max_size=8,
+)
+
+
+def _fuzz_tar(members, cut: int, compress: str) -> bytes:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, link, data, mode, mtime, dev, pax in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.linkname = kind, mode, link
+            info.mtime = max(mtime, 0) if mtime < 8**11 else mtime  # tarfile writes a big one to PAX
+            info.devmajor, info.devminor = dev >> 11, dev & 0x7FF
+            info.pax_headers = pax
+            try:
+                if kind in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                else:
+                    tar.addfile(info)
+            except (ValueError, tarfile.HeaderError, UnicodeError):
+                continue  # tarfile cannot write it: no such member
+    data = buf.getvalue()
+    if cut:
+        data = data[: max(len(data) - cut, 0)]
+    if compress == "gzip":
+        data = gzip.compress(data)
+    elif compress == "bzip2":
+        import bz2
+
+        data = bz2.compress(data)
+    return data
+
+
+def _assert_contained(run, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import tempfile
+
+    from pybuild.errors import PybuildError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "outside").mkdir()
+        (root / "outside" / "secret").write_text("do not touch\n")
+        dest = root / "dest"
+        dest.mkdir()
+        before = snapshot(root)
+        try:
+            run(data, root, dest)
+        except PybuildError as error:
+            assert str(error) and "\n" not in str(error)
+        assert snapshot(root) == before
+        shutil.rmtree(dest)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_MEMBERS, st.sampled_from([0, 0, 1, 100, 513, 1100]), st.sampled_from(["none", "gzip", "bzip2"]))
+def test_fuzzed_layers_apply_or_fail_with_a_pybuild_error(members, cut: int, compress: str) -> None:  # type: ignore[no-untyped-def]
+    def run(data: bytes, root: Path, dest: Path) -> None:
+        apply_layer(io.BytesIO(data), dest, size_budget=1 << 20)
+
+    _assert_contained(run, _fuzz_tar(members, cut, compress))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_MEMBERS, st.sampled_from([0, 0, 1, 100, 513, 1100]), st.sampled_from(["none", "gzip", "bzip2"]))
+def test_fuzzed_add_archives_unpack_or_fail_with_a_pybuild_error(members, cut: int, compress: str) -> None:  # type: ignore[no-untyped-def]
+    # ADD's extractor runs chrooted into the step's root; here it runs on the
+    # host, so containment must hold without the chroot too.
+    from pybuild.dag._fileops import _extract
+
+    def run(data: bytes, root: Path, dest: Path) -> None:
+        archive = root / "archive"
+        archive.write_bytes(data)
+        try:
+            _extract(str(archive), str(dest), None)
+        finally:
+            archive.unlink()
+
+    _assert_contained(run, _fuzz_tar(members, cut, compress))
