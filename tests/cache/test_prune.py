@@ -142,3 +142,22 @@ def test_prune_result_counts_match_what_disappeared(root: Root, tmp_path: Path) 
     after = disk_usage(root)
     assert after.total == 0
     assert result.freed == before.total
+
+
+def test_prune_keeps_a_snapshot_committed_while_it_runs_even_if_a_pruned_record_names_it(root: Root) -> None:
+    # a record whose snapshot was lost: a build is making it again under the same id
+    old, _ = _layer(root, "step")
+    root.snapshots.remove(old)
+
+    def referenced() -> set[str]:
+        # prune has started; the build commits the snapshot now, before recording it again
+        active = root.snapshots.new_active()
+        (active.upper / "data").write_text("made again")
+        root.snapshots.commit(active, None, snapshot_id=old)
+        return set()
+
+    prune(root, all=True, referenced=referenced)
+    assert root.index.lookup("step") is None  # the record went
+    assert root.snapshots.exists(old), "the snapshot made while prune ran stays"
+    assert (root.snapshots.tree(old) / "data").read_text() == "made again"
+
