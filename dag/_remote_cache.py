@@ -423,11 +423,12 @@ def check_diff_id(blobs: Any, layer: RemoteLayer) -> None:
     import hashlib
 
     from pybuild.errors import CorruptContent
+    from pybuild.oci._budget import UnpackBudget, unpack_limit
     from pybuild.oci._compression import open_decompressed
 
     digest = hashlib.sha256()
     with blobs.open(layer.digest, verify=False) as raw:  # the fetch verified its digest
-        plain = open_decompressed(raw)
+        plain = UnpackBudget(unpack_limit(layer.size), "the cache layer").reader(open_decompressed(raw))
         while chunk := plain.read(1 << 20):
             digest.update(chunk)
     if "sha256:" + digest.hexdigest() != layer.diff_id:

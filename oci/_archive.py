@@ -836,7 +836,7 @@ def _read_docker(reader: _Reader) -> tuple[tuple[LoadedImage, ...], dict[str, st
             if compression is Compression.NONE:
                 actual_diff = digest
             else:
-                actual_diff = _uncompressed_digest(reader.section(path, "layer"))
+                actual_diff = _uncompressed_digest(reader.section(path, "layer"), size)
             if actual_diff != diff_id:
                 raise ImageError(
                     f"archive layer {path!r} does not match its diffID {diff_id}", hint="the archive is damaged"
@@ -859,8 +859,10 @@ def _read_docker(reader: _Reader) -> tuple[tuple[LoadedImage, ...], dict[str, st
     return tuple(images), blobs
 
 
-def _uncompressed_digest(section: BinaryIO) -> str:
-    plain = open_decompressed(section)
+def _uncompressed_digest(section: BinaryIO, size: int) -> str:
+    from ._budget import UnpackBudget, unpack_limit
+
+    plain = UnpackBudget(unpack_limit(size), "a layer of the archive").reader(open_decompressed(section))
     hasher = hashlib.sha256()
     while chunk := plain.read(_COPY_CHUNK):
         hasher.update(chunk)
@@ -906,8 +908,11 @@ def read_archive(path: Path, *, tmp_dir: Path | None = None) -> Archive:
         if detect_compression(file.read(6)) is not Compression.NONE:
             file.seek(0)
             spool = tempfile.TemporaryFile(dir=tmp_dir)
+            from ._budget import UnpackBudget, unpack_limit
+
+            budget = UnpackBudget(unpack_limit(os.fstat(file.fileno()).st_size), "the archive")
             with open_decompressed(file) as plain:  # type: ignore[attr-defined]
-                shutil.copyfileobj(plain, spool, _COPY_CHUNK)
+                shutil.copyfileobj(budget.reader(plain), spool, _COPY_CHUNK)
             file.close()
             file = spool  # type: ignore[assignment]
         file.seek(0)

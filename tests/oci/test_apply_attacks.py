@@ -402,3 +402,37 @@ def test_fuzzed_add_archives_unpack_or_fail_with_a_pybuild_error(members, cut: i
             archive.unlink()
 
     _assert_contained(run, _fuzz_tar(members, cut, compress))
+
+
+# --- pybuild load: a compressed archive, or a compressed layer in it, that is a bomb ---
+
+
+def test_a_compressed_image_archive_that_is_a_bomb_stops_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pybuild.oci._archive import read_archive
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (tmp_path / "image.tar.gz").write_bytes(_zeros_tar_gz(64 << 20))
+    monkeypatch.setenv("PYBUILD_UNPACK_LIMIT", "2m")
+    with pytest.raises(ImageError, match="the archive expands beyond the 2 MiB unpack limit"):
+        read_archive(tmp_path / "image.tar.gz", tmp_dir=spool)
+    assert list(spool.iterdir()) == []
+
+
+def test_a_bomb_layer_in_a_docker_archive_stops_at_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from pybuild.oci._archive import read_archive
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["bomb:1"], "Layers": ["layer.tar.gz"]}]).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, content in (("layer.tar.gz", _zeros_tar_gz(64 << 20)), ("config.json", config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    (tmp_path / "image.tar").write_bytes(out.getvalue())
+    monkeypatch.setenv("PYBUILD_UNPACK_LIMIT", "2m")
+    with pytest.raises(ImageError, match="a layer of the archive expands beyond the 2 MiB unpack limit"):
+        read_archive(tmp_path / "image.tar")
