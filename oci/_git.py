@@ -161,11 +161,26 @@ def git_environment(home: Path) -> dict[str, str]:
 
 
 async def fetch_git(source: Any, dest: Path) -> str:
-    """Fetch ``source`` (a dag GitSource) into ``dest``; return ``git:COMMIT``."""
+    """Fetch ``source`` (a dag GitSource) into ``dest``; return ``git:COMMIT``.
+
+    On failure ``dest`` is left as it was given: empty.
+    """
     check_git_source(source.remote, source.ref, source.subdir)
     git = shutil.which("git")
     if git is None:
         raise BuildError("ADD of a git repository needs the git command", hint="apt-get install git")
+    try:
+        return await _fetch(git, source, dest)
+    except BaseException:
+        for entry in list(dest.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        raise
+
+
+async def _fetch(git: str, source: Any, dest: Path) -> str:
     home = dest / "home"
     home.mkdir(mode=0o700)
     checkout = dest / "checkout"

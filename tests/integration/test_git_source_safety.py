@@ -136,7 +136,7 @@ def test_the_callers_git_environment_is_not_used(tmp_path: Path, git_server, evi
     }[variable]
     for name, value in settings:
         monkeypatch.setenv(name, value)
-    for remote in (url, ssh_url):
+    for remote in (url, ssh_url, "http://127.0.0.1:1/repo.git"):
         try:
             fetch(tmp_path, remote, ref="main")
         except PybuildError as error:
@@ -152,6 +152,17 @@ def test_git_dir_in_the_callers_environment_is_not_written(tmp_path: Path, git_s
     dest = fetch(tmp_path, url, ref="main")
     assert (dest / "a.txt").read_text() == "a\n"
     assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize(("ref", "subdir"), [("no-such-branch", None), ("main", "no/such/dir")])
+def test_a_failed_fetch_leaves_nothing_behind(tmp_path: Path, git_server, ref: str, subdir: str | None) -> None:  # type: ignore[no-untyped-def]
+    url = git_server({"a.txt": "a\n"})
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(PybuildError) as caught:
+        trio.run(RemoteFetcher().git, GitSource(remote=url, ref=ref, subdir=subdir), dest)
+    assert "\n" not in str(caught.value)
+    assert list(dest.iterdir()) == []
 
 
 def test_a_full_commit_id_and_a_tag_are_valid_refs(tmp_path: Path, git_server) -> None:  # type: ignore[no-untyped-def]
@@ -174,10 +185,10 @@ def test_a_hostile_ref_in_a_dockerfile_fails_the_build_cleanly(cli, busybox_imag
     result = cli("build", "--progress=plain", str(ctx), check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert "Dockerfile:2" in result.stderr
+    assert "Dockerfile:2: invalid git ref '--upload-pack=" in result.stderr
     assert not marker.exists()
     scp = cli("build", str(tmp_path), "-f", "-", input=f"FROM busybox\nADD git@-oProxyCommand={evil}:x /src/\n".encode(), check=False)
-    assert scp.returncode == 1 and b"Traceback" not in scp.stderr
+    assert scp.returncode == 1 and b"Traceback" not in scp.stderr and b"invalid git URL" in scp.stderr
     assert not marker.exists()
 
 
@@ -185,6 +196,8 @@ def test_a_hostile_git_context_url_fails_cleanly(cli, tmp_path: Path, git_server
     url = git_server({"Dockerfile": "FROM scratch\n"})
     result = cli("build", f"{url}#--upload-pack={evil}", check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert len([line for line in result.stderr.splitlines() if line.startswith("error")]) == 1
+    assert [line for line in result.stderr.splitlines() if line.startswith("error")] == [
+        f"error: invalid git ref '--upload-pack={evil}': it begins with '-'"
+    ]
     assert not marker.exists()
     assert stat.S_ISREG(os.stat(evil).st_mode)

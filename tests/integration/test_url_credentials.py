@@ -149,9 +149,8 @@ def test_credentials_are_not_sent_across_a_redirect(cli, busybox_image: str, tmp
     assert other.seen == [("/file.txt", None)]
 
 
-@pytest.fixture
-def git_http_server(tmp_path: Path) -> Iterator[str]:
-    """A repository served by ``git http-backend`` behind basic auth (TOKEN as the user name)."""
+def bare_repository(tmp_path: Path) -> Path:
+    """A directory holding ``repo.git``, one commit on main with hello.txt."""
     repo = tmp_path / "repo"
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
@@ -160,34 +159,69 @@ def git_http_server(tmp_path: Path) -> Iterator[str]:
     subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
     served = tmp_path / "served"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(served / "repo.git")], check=True)
+    return served
 
-    def routes(request):  # type: ignore[no-untyped-def]
-        if request.headers.get("Authorization") != basic(TOKEN, ""):
-            return 401, {"WWW-Authenticate": 'Basic realm="git"'}, b""
-        path, _, query = request.path.partition("?")
-        length = int(request.headers.get("Content-Length") or 0)
-        env = {
-            "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(served), "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": request.command, "PATH_INFO": path, "QUERY_STRING": query,
-            "CONTENT_TYPE": request.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(length),
-            "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
-            "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""), "REMOTE_USER": "t", "REMOTE_ADDR": "127.0.0.1",
-        }
-        body = request.rfile.read(length) if length else b""
-        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=True).stdout
-        head, _, payload = out.partition(b"\r\n\r\n")
-        status, headers = 200, {}
-        for line in head.decode().split("\r\n"):
-            name, _, value = line.partition(": ")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            else:
-                headers[name] = value
-        return status, headers, payload
 
-    server = Server(routes)
+def http_backend(request, served: Path):  # type: ignore[no-untyped-def]
+    """Answer ``request`` with ``git http-backend`` (smart HTTP) for the repositories in ``served``."""
+    path, _, query = request.path.partition("?")
+    length = int(request.headers.get("Content-Length") or 0)
+    env = {
+        "PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(served), "GIT_HTTP_EXPORT_ALL": "1",
+        "REQUEST_METHOD": request.command, "PATH_INFO": path, "QUERY_STRING": query,
+        "CONTENT_TYPE": request.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(length),
+        "HTTP_CONTENT_ENCODING": request.headers.get("Content-Encoding", ""),
+        "GIT_PROTOCOL": request.headers.get("Git-Protocol", ""), "REMOTE_USER": "t", "REMOTE_ADDR": "127.0.0.1",
+    }
+    body = request.rfile.read(length) if length else b""
+    out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=True).stdout
+    head, _, payload = out.partition(b"\r\n\r\n")
+    status, headers = 200, {}
+    for line in head.decode().split("\r\n"):
+        name, _, value = line.partition(": ")
+        if name.lower() == "status":
+            status = int(value.split()[0])
+        else:
+            headers[name] = value
+    return status, headers, payload
+
+
+CHALLENGE = (401, {"WWW-Authenticate": 'Basic realm="git"'}, b"")
+
+
+@pytest.fixture
+def git_http_server(tmp_path: Path) -> Iterator[str]:
+    """A repository served by ``git http-backend`` behind basic auth (TOKEN as the user name)."""
+    served = bare_repository(tmp_path)
+    server = Server(lambda request: http_backend(request, served) if request.headers.get("Authorization") == basic(TOKEN, "") else CHALLENGE)
     yield f"http://{TOKEN}@127.0.0.1:{server.port}/repo.git"
     server.close()
+
+
+def test_a_git_remote_token_is_not_sent_across_a_redirect(tmp_path: Path) -> None:
+    """The first origin asks for the token, then redirects; the second serves the refs
+    but asks again for the pack: the token must not go there."""
+    import trio
+
+    from pybuild.dag._copy import git_source
+    from pybuild.errors import PybuildError
+    from pybuild.oci import RemoteFetcher
+
+    served = bare_repository(tmp_path)
+    other = Server(lambda request: http_backend(request, served) if request.command == "GET" else CHALLENGE)
+    first = Server(lambda request: CHALLENGE if request.headers.get("Authorization") is None else (
+        302, {"Location": f"http://127.0.0.1:{other.port}{request.path}"}, b""))
+    try:
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        with pytest.raises(PybuildError) as caught:
+            trio.run(RemoteFetcher().git, git_source(f"http://{TOKEN}@127.0.0.1:{first.port}/repo.git#main"), dest)
+        assert TOKEN not in str(caught.value)
+        assert any(seen == basic(TOKEN, "") for _, seen in first.seen)
+        assert other.seen and [seen for _, seen in other.seen if seen is not None] == [], other.seen
+    finally:
+        first.close()
+        other.close()
 
 
 def test_a_git_remote_token_is_used_and_never_shown_or_stored(cli, busybox_image: str, tmp_path: Path, root: Path, open_image, git_http_server: str) -> None:  # type: ignore[no-untyped-def]
