@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +37,7 @@ from . import _network
 from ._urls import join_userinfo, redact_urls
 
 ALLOWED_PROTOCOLS = ("https", "http", "git", "ssh")
-_SCHEMES = {"https": "https", "http": "http", "git": "git", "ssh": "ssh", "git+ssh": "ssh", "ssh+git": "ssh"}
+_SCHEMES = frozenset({*ALLOWED_PROTOCOLS, "git+ssh", "ssh+git"})  # git counts the last two as ssh
 # the host environment git may see: where programs are, and how to reach the network
 _PASSED_ENV = ("PATH", "SSH_AUTH_SOCK", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
                "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -99,7 +100,7 @@ def _check_remote(remote: str) -> None:
     raise refuse("local paths and file:// are not allowed")
 
 
-def _check_host(host: str, user: str | None, refuse: Any) -> None:
+def _check_host(host: str, user: str | None, refuse: Callable[[str], BuildError]) -> None:
     if user is not None and (user.startswith("-") or not _NAME.fullmatch(user.partition(":")[0] or "x")):
         raise refuse("the user name is not valid")
     if not _HOST.fullmatch(host):
