@@ -2,10 +2,18 @@
 
     .venv/bin/python benchmarks/parse.py
 
+    .venv/bin/python benchmarks/parse.py --limits
+
 Measures (median of several runs): parse() of a generated 50,000-line
 multi-stage Dockerfile; parse() of every BuildKit conformance file; the wall
 time of `pybuild --version` as a fresh process.  Targets (issue 2): at least
 50,000 lines/s, and `pybuild --version` under 150 ms.
+
+With --limits (issue 13), `pybuild parse -f FILE` on large and hostile files,
+each in a fresh process: wall time and peak RSS.  A 20 MB ENV line and 200 MB
+of comments are refused at once (16 MiB file limit), as is a 5 MB ENV line
+(4 MiB instruction limit); a 4 MB ENV line, 15 MB of comments and 100,000
+instructions parse.
 """
 
 from __future__ import annotations
@@ -101,5 +109,47 @@ def main() -> None:
     print(f"`pybuild --version`: {seconds * 1000:.0f} ms (median of 15)")
 
 
+LIMIT_CASES = {
+    "20 MB ENV line": lambda out: _write(out, b"FROM scratch\nENV A=", (b"x" * 1_000_000 for _ in range(20)), b"\n"),
+    "5 MB ENV line": lambda out: _write(out, b"FROM scratch\nENV A=", (b"x" * 1_000_000 for _ in range(5)), b"\n"),
+    "4 MB ENV line": lambda out: _write(out, b"FROM scratch\nENV A=", (b"x" * 1_000_000 for _ in range(4)), b"\n"),
+    "4 MB of --flags": lambda out: _write(out, b"FROM scratch\nCOPY ", (b"--a=b " * 100_000 for _ in range(6)), b"x y\n"),
+    "200 MB of comments": lambda out: _write(out, b"", (b"# a comment line\n" * 62_500 for _ in range(200)), b"FROM scratch\n"),
+    "15 MB of comments": lambda out: _write(out, b"", (b"# a comment line\n" * 62_500 for _ in range(15)), b"FROM scratch\n"),
+    "100,000 instructions": lambda out: _write(
+        out, b"FROM scratch\n", (f"RUN echo {i} && ls /tmp/{i}\n".encode() for i in range(100_000)), b""
+    ),
+}
+
+
+def _write(path: Path, head: bytes, chunks, tail: bytes) -> None:  # type: ignore[no-untyped-def]
+    with open(path, "wb") as out:
+        out.write(head)
+        for chunk in chunks:
+            out.write(chunk)
+        out.write(tail)
+
+
+def limits() -> None:
+    import tempfile
+
+    pybuild = REPO / ".venv" / "bin" / "pybuild"
+    command = [str(pybuild)] if pybuild.exists() else [sys.executable, "-m", "pybuild"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, make in LIMIT_CASES.items():
+            path = Path(tmp) / "Dockerfile"
+            make(path)
+            size = path.stat().st_size
+            timed = ["/usr/bin/time", "-f", "%e %M", *command, "parse", "-f", str(path)]
+            result = subprocess.run(timed, capture_output=True, text=True)
+            seconds, peak_kib = result.stderr.strip().splitlines()[-1].split()
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            outcome = errors[0][:90] if errors else "parsed"
+            print(f"{name:22} {size / 1e6:7.1f} MB  {float(seconds):6.2f} s  {int(peak_kib) / 1024:6.0f} MiB peak RSS  {outcome}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--limits" in sys.argv[1:]:
+        limits()
+    else:
+        main()

@@ -106,3 +106,24 @@ def test_parsing_memory_is_proportional_to_the_input(shape: str) -> None:
     large_peak = peak_bytes(lambda: parse(large))
     assert large_peak < bytes_per_char * len(large)
     assert large_peak < 2.5 * small_peak + MiB  # twice the input, about twice the memory
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FROM scratch\nENV A=" + "x" * (MAX_INSTRUCTION_SIZE + 1) + "\n", ":2: ENV instruction is longer than the 4 MiB limit"),
+        ("FROM scratch\nCOPY --chown=\u00a0x a /b/\nRUN <<EOF\n", ":3: unterminated heredoc"),
+        ("FROM scratch\n" + "ONBUILD " * 1000 + "RUN x\n", ":2: Chaining ONBUILD"),
+    ],
+)
+def test_the_cli_reports_a_hostile_dockerfile_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    from pybuild.cli.main import main
+
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(text)
+    assert main(["parse", "-f", str(dockerfile)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {dockerfile}{expected}")
+    assert "Traceback" not in err and len(err) < 1000
