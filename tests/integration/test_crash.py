@@ -54,6 +54,10 @@ def check_root_is_sound(root: Path) -> None:
             assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
         for snapshot in opened.snapshots.list():
             assert opened.snapshots.exists(snapshot) and opened.snapshots.tree(snapshot).is_dir()
+        from pybuild.oci import ImageStore
+
+        assert ImageStore(opened).damaged() == []  # every image record's data is all there
+        assert opened.index.reconcile_journal() == ([], [])  # the image records on file agree with the index
 
 
 @pytest.mark.slow
@@ -88,3 +92,25 @@ def test_kill_nine_at_twenty_random_points(busybox_image: str, root: Path, tmp_p
         check_root_is_sound(victim)
         assert finished_build(victim, context) == reference  # what prune kept is still right
         shutil.rmtree(victim)
+
+
+def test_kill_nine_of_prune_while_builds_run_damages_no_image(busybox_image: str, root: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(99)
+    for attempt in range(4):
+        context = tmp_path / f"ctx{attempt}"
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM busybox\nRUN echo {attempt} > /n\nRUN echo more > /m\n")
+        builder = subprocess.Popen(
+            [sys.executable, "-m", "pybuild", "build", "-q", "-t", f"img{attempt}", str(context)],
+            env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        pruner = subprocess.Popen([sys.executable, "-m", "pybuild", "prune", "--all"],
+                                  env={**os.environ, "PYBUILD_ROOT": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.2, 1.0))
+        pruner.send_signal(signal.SIGKILL)
+        pruner.wait()
+        _, err = builder.communicate(timeout=300)
+        assert builder.returncode == 0, err
+        check_root_is_sound(root)
+        for n in range(attempt + 1):
+            cli("save", "-o", str(tmp_path / "out.tar"), f"img{n}", "busybox")
