@@ -310,6 +310,7 @@ class Worker:
                 del self.pending_remote[layer]
 
     async def _materialize(self, layer: str) -> None:
+        from pybuild.oci._budget import unpack_limit
         from pybuild.oci._tar_apply import apply_layer
 
         record, cache, parent = self.pending_remote[layer]
@@ -327,7 +328,7 @@ class Worker:
             active = self.root.snapshots.new_active()
             try:
                 with self.root.blobs.open(record.layer.digest, verify=True) as stream:
-                    apply_layer(stream, Path(active.upper))
+                    apply_layer(stream, Path(active.upper), size_budget=unpack_limit(record.layer.size))
             except BaseException:
                 self.root.snapshots.discard(active)
                 raise

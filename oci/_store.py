@@ -41,6 +41,7 @@ from ._formats import (
     sha256_digest,
 )
 from ._reference import Reference, parse_reference
+from ._budget import unpack_limit
 from ._tar_apply import apply_layer
 
 if TYPE_CHECKING:
@@ -806,7 +807,8 @@ class ImageStore:
             active = self.root.snapshots.new_active()
             try:
                 with self.root.blobs.open(layer.digest, verify=True) as stream:
-                    stats = apply_layer(stream, Path(active.upper))
+                    # the verifying reader hides the file's size: the budget is given the blob's
+                    stats = apply_layer(stream, Path(active.upper), size_budget=unpack_limit(layer.size))
                 if stats.diff_id and stats.diff_id != layer.diff_id:
                     raise ImageError(
                         f"layer {layer.digest} unpacks to {stats.diff_id}, but the image config says {layer.diff_id}",

@@ -436,3 +436,27 @@ def test_a_bomb_layer_in_a_docker_archive_stops_at_the_limit(tmp_path: Path, mon
     monkeypatch.setenv("PYBUILD_UNPACK_LIMIT", "2m")
     with pytest.raises(ImageError, match="a layer of the archive expands beyond the 2 MiB unpack limit"):
         read_archive(tmp_path / "image.tar")
+
+
+def test_a_stored_layer_that_is_a_bomb_stops_at_the_ratio_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pulled or loaded layer is unpacked from the content store when an image is
+    # first used: the default limit follows the blob's size there too.
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore, Layer
+    from pybuild.oci import _budget
+
+    monkeypatch.delenv(_budget.UNPACK_LIMIT_ENV, raising=False)
+    monkeypatch.setattr(_budget, "MINIMUM_LIMIT", 1 << 20)
+    root = Root.open(tmp_path / "root")
+    try:
+        store = ImageStore(root)
+        blob = _zeros_tar_gz(64 << 20)
+        plain_digest = "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()
+        layer = Layer(plain_digest, root.blobs.put(blob), len(blob), "application/vnd.docker.image.rootfs.diff.tar.gzip")
+        config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [plain_digest]}}
+        image = store.add_image(config, [layer], ["bomb:1"])
+        with pytest.raises(ImageError, match="the layer expands beyond the .* unpack limit"):
+            store.snapshots_for(image)
+        assert not [p for p in (tmp_path / "root").rglob("*") if p.name.startswith("active-")]
+    finally:
+        root.close()
