@@ -61,7 +61,7 @@ def _shape(rule: str):
         for child in children[1:]:
             if type(child) is _Shape:
                 nested = child
-            elif child.type == "FLAG":
+            elif child.type == "FLAGS":
                 flags.append(child)
             else:
                 arguments = child
@@ -147,10 +147,9 @@ class _Finisher:
             # a few levels (as BuildKit's parser does) but not unbounded ones,
             # which would exhaust the stack of every recursive reader.
             raise _LineError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed", line)
-        flags, terminator = self._flags(shape.flags)
-        if terminator is not None:
-            # After a bare `--` the rest is arguments, whatever it looks like.
-            return self._from_text(shape.rule, str(shape.keyword).lower(), flags, self._rest_after(terminator), line, depth)
+        flags, after_terminator = self._flags(shape.flags)
+        if after_terminator is not None:
+            return self._from_text(shape.rule, str(shape.keyword).lower(), flags, after_terminator, line, depth)
         if shape.rule == "onbuild":
             sub = self.finish(shape.nested, depth + 1) if shape.nested is not None else None
             return _Partial("onbuild", flags, (), False, sub)
@@ -170,19 +169,20 @@ class _Finisher:
             raise _LineError(str(error), line) from None
         return _Partial(keyword, flags, args, is_json, None)
 
-    def _flags(self, tokens: tuple[Any, ...]) -> tuple[tuple[str, ...], Any | None]:
-        """Unquoted flag words, and the ``--`` token that ended them if any."""
+    def _flags(self, tokens: tuple[Any, ...]) -> tuple[tuple[str, ...], str | None]:
+        """Unquoted flag words, and the arguments when a bare ``--`` ended them
+        (after it the rest of the line is arguments, whatever it looks like)."""
         flags: list[str] = []
-        for token in tokens:
-            words, _ = extract_flags(go_trim_space(str(token)))
-            if not words:
-                return tuple(flags), token
+        for token in tokens:  # at most one: the leading flags are one token
+            words, rest = extract_flags(go_trim_space(str(token)))
             flags.extend(words)
+            if rest:
+                return tuple(flags), go_trim_space(rest + self._line_after(token))
         return tuple(flags), None
 
-    def _rest_after(self, token: Any) -> str:
+    def _line_after(self, token: Any) -> str:
         end = self.text.find("\n", token.end_pos)
-        return go_trim_space(self.text[token.end_pos : end if end >= 0 else len(self.text)])
+        return self.text[token.end_pos : end if end >= 0 else len(self.text)]
 
     def _parse_nested(self, text: str, line: int, depth: int) -> _Partial:
         try:
