@@ -62,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
             f"the image of container {record.name} ({record.image_id[:19]}) is gone", hint="pybuild cannot commit on a removed image"
         ) from None
     config = apply_changes(container_image_config(record), args.change)
-    layer = commit_layer(root, store, record, [layer.diff_id for layer in image.layers])
-    new_config = child_config(
-        image.config, record, config, author=args.author, message=args.message, diff_id=layer.diff_id if layer else None
-    )
-    committed = store.add_image(new_config, [*image.layers, *([layer] if layer else [])], tags=tags)
+    with root.index.lease() as lease:  # the new layer stays until the image that names it is registered
+        layer = commit_layer(root, store, record, [layer.diff_id for layer in image.layers], lease)
+        new_config = child_config(
+            image.config, record, config, author=args.author, message=args.message, diff_id=layer.diff_id if layer else None
+        )
+        committed = store.add_image(new_config, [*image.layers, *([layer] if layer else [])], tags=tags)
     print(committed.id)
     return 0
 
@@ -78,7 +79,7 @@ def container_image_config(record: ContainerRecord) -> dict[str, Any]:
     return config
 
 
-def commit_layer(root: Any, store: Any, record: ContainerRecord, diff_ids: Sequence[str]) -> Any:
+def commit_layer(root: Any, store: Any, record: ContainerRecord, diff_ids: Sequence[str], lease: Any) -> Any:
     """The container's layer as a snapshot on its image's top one, and its compressed layer (None if empty)."""
     if not any(os.scandir(record.upper)):
         return None
@@ -90,7 +91,7 @@ def commit_layer(root: Any, store: Any, record: ContainerRecord, diff_ids: Seque
         )
         if copied.returncode != 0:
             raise PybuildError(f"cannot copy the container's layer: {copied.stderr.strip()}", hint="is the pybuild root full?")
-        snapshot = root.snapshots.commit(active, record.snapshots[0] if record.snapshots else None)
+        snapshot = store.commit_leased(active, record.snapshots[0] if record.snapshots else None, lease)
     except BaseException:
         root.snapshots.discard(active)
         raise

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import threading
 import time
@@ -840,7 +841,19 @@ class ImageStore:
         except BaseException:
             self.root.snapshots.discard(active)
             raise
-        snapshot = self.root.snapshots.commit(active, None)
+        with self.root.index.lease() as lease:  # until the image is registered, prune keeps its layer
+            snapshot = self.commit_leased(active, None, lease)
+            return self._import_image(snapshot, message, architecture, os_name, changes, tags)
+
+    def commit_leased(self, active: Any, parent: str | None, lease: Any) -> str:
+        """Commit a new snapshot leased before it exists, so a prune before it is
+        registered (by a record or an image) leaves it alone."""
+        snapshot_id = secrets.token_hex(16)
+        lease.add([snapshot_id])
+        return self.root.snapshots.commit(active, parent, snapshot_id=snapshot_id)
+
+    def _import_image(self, snapshot: str, message: str, architecture: str, os_name: str,
+                      changes: Mapping[str, Any] | None, tags: Iterable[str]) -> StoredImage:
         layer = self.layer_for_snapshot(snapshot)
         self.remember_chain([layer.diff_id], [snapshot])
         now = rfc3339(time.time())
