@@ -4,7 +4,9 @@ It holds what must be looked up by key and updated transactionally:
 
 - cache records: cache key -> snapshot id, diff id and compressed blobs;
 - step history: the inputs a step had last time, to explain a cache miss;
-- image tags and the image table of the local image store;
+- image tags and the image table of the local image store (also kept as
+  files by ``_journal``, written inside the same transaction, so a lost or
+  damaged index can be rebuilt with them: ``_recover``);
 - leases: what running builds use, so garbage collection leaves it alone;
 - the stat cache: (device, inode, size, mtime, ctime) -> sha256 of a file.
 
