@@ -244,3 +244,53 @@ def test_a_damaged_blob_is_found_and_removed(root: Root, damage: str) -> None:
     assert not root.blob_intact(digest, expected)
     assert not root.blobs.has(digest)  # whoever asked makes or fetches it again
     assert not root.blob_intact(digest)
+
+
+def _images_and_tags(root: Root) -> tuple[list[str], list[tuple[str, str]]]:
+    return [i.digest for i in root.index.images()], [(t.name, t.digest) for t in root.index.tags()]
+
+
+def test_a_root_from_before_image_records_were_files_gets_them_and_survives_losing_its_index(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    Root.open(path).close()
+    old = CacheIndex(path / "index.db")  # as an older pybuild wrote it: rows only
+    old.put_image("sha256:" + "a" * 64, size=1, meta={"manifest": "sha256:" + "b" * 64})
+    old.set_tag("docker.io/library/app:1", "sha256:" + "a" * 64)
+    old.close()
+    messages: list[str] = []
+    with Root.open(path, warn=messages.append) as root:
+        kept = _images_and_tags(root)
+    assert messages == []  # nothing was lost: the files are written quietly
+    os.unlink(path / "index.db")
+    with Root.open(path, warn=messages.append) as root:
+        assert _images_and_tags(root) == kept
+        assert root.restored_images == ["sha256:" + "a" * 64]
+    assert len(messages) == 1 and "was missing" in messages[0] and "restored 1 images and 1 tags" in messages[0]
+
+
+def test_removed_images_and_tags_do_not_come_back_with_a_rebuilt_index(tmp_path: Path) -> None:
+    path = tmp_path / "r"
+    with Root.open(path) as root:
+        root.blobs.put(b"data")
+        for name in ("a", "b"):
+            root.index.put_image(f"sha256:{name * 64}", size=1)
+            root.index.set_tag(f"app:{name}", f"sha256:{name * 64}")
+        root.index.delete_image("sha256:" + "a" * 64)
+        root.index.delete_tag("app:a")
+        root.index.set_tag("app:b", "sha256:" + "c" * 64)  # moved
+    (path / "index.db").write_bytes(b"")
+    messages: list[str] = []
+    with Root.open(path, warn=messages.append) as root:
+        assert _images_and_tags(root) == (["sha256:" + "b" * 64], [("app:b", "sha256:" + "c" * 64)])
+    assert len(messages) == 1 and "empty (0 bytes)" in messages[0]
+    assert list(path.glob("index.db.broken-*"))
+
+
+def test_a_new_root_is_not_taken_for_a_lost_index(tmp_path: Path) -> None:
+    messages: list[str] = []
+    with Root.open(tmp_path / "r", warn=messages.append):
+        pass
+    (tmp_path / "r" / "index.db").unlink()  # nothing stored yet: simply made again
+    with Root.open(tmp_path / "r", warn=messages.append):
+        pass
+    assert messages == []
