@@ -106,14 +106,14 @@ def _move_aside(db: Path) -> Path:
     return aside
 
 
-def _recover(db: Path, root: Path, journal: ImageJournal, warn: Callable[[str], None]) -> tuple[CacheIndex, list[str]]:
+def _recover(db: Path, root: Path, journal: ImageJournal, warn: Callable[[str], None]) -> tuple[CacheIndex, list[str], bool]:
     with _recovery_lock(root):
         # look again under the lock: another process may have recovered it meanwhile
         reason = _lost(db, root, journal)
         if reason is None:
             index, reason = _try_open(db, journal)
             if index is not None:
-                return index, []
+                return index, [], False
         aside = _move_aside(db) if os.path.exists(db) else None
         index = CacheIndex(db, journal)
         images, tags = index.reconcile_journal()
@@ -121,14 +121,16 @@ def _recover(db: Path, root: Path, journal: ImageJournal, warn: Callable[[str], 
     if images or tags:
         restored = f"restored {len(images)} images and {len(tags)} tags from {journal.images_dir.parent}"
     else:
-        restored = "found no image records to restore (images stored before are lost)"
+        restored = "found no image records to restore"
     warn(f"the cache index {db} was {reason}{where}; {restored}; the build cache starts afresh")
-    return index, images
+    return index, images, not images
 
 
-def open_index(root: Path, warn: Callable[[str], None]) -> tuple[CacheIndex, list[str]]:
-    """The root's index, recovered first if it was lost or damaged; and the image
-    digests that were restored from their records (their layers need relinking)."""
+def open_index(root: Path, warn: Callable[[str], None]) -> tuple[CacheIndex, list[str], bool]:
+    """The root's index, recovered first if it was lost or damaged; the image
+    digests that were restored from their records (their layers need relinking);
+    and whether the index was rebuilt with no records to restore images from
+    (then the content store's manifests are all that is left of them)."""
     db = root / INDEX
     journal = ImageJournal(root / "records")
     try:
@@ -146,4 +148,4 @@ def open_index(root: Path, warn: Callable[[str], None]) -> tuple[CacheIndex, lis
             f"the cache index {db} had lost {len(images)} images and {len(tags)} tags"
             f" (an interrupted write?); restored them from {journal.images_dir.parent}"
         )
-    return index, images
+    return index, images, False

@@ -56,7 +56,7 @@ class Root:
         self.snapshots = DirSnapshotter(path / "snapshots", self._area_path)
         # a lost or damaged index is noticed and rebuilt here, with one warning;
         # images restored from their records need their layers linked again (ImageStore.relink)
-        self.index, self.restored_images = open_index(path, warn or _warn)
+        self.index, self.restored_images, self.images_lost = open_index(path, warn or _warn)
 
     @classmethod
     def open(cls, path: Path | None = None, *, warn: Callable[[str], None] | None = None) -> Root:

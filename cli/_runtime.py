@@ -15,7 +15,20 @@ def open_root(path: str | None = None) -> Any:
     root = Root.open(Path(path) if path else None)
     if root.restored_images:  # a rebuilt index: point the restored images at their snapshots again
         image_store(root).relink(root.restored_images)
+    elif root.images_lost:  # rebuilt, with no image records: find what the content store still holds
+        _recover_images(root)
     return root
+
+
+def _recover_images(root: Any) -> None:
+    import sys
+
+    found, incomplete = image_store(root).recover_from_blobs()
+    if found or incomplete:
+        sys.stderr.write(
+            f"warning: registered {len(found)} untagged images again from the manifests in the content store"
+            f" ({', '.join(i.short_id for i in found) or 'none'}); {incomplete} more had lost layers and are gone\n"
+        )
 
 
 def image_store(root: Any) -> Any:

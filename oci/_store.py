@@ -372,6 +372,60 @@ class ImageStore:
 
                     self.root.index.record(CHAIN_RECORD + chain_id, CacheRecord(snapshot_id=snapshot))
 
+    RECOVERABLE_MANIFEST_SIZE = 1 << 20
+
+    def recover_from_blobs(self) -> tuple[list[StoredImage], int]:
+        """Register again, untagged, every image whose manifest, config and layer
+        blobs are all in the content store (for an index rebuilt with no image
+        records to restore from).  Returns those images and how many manifests
+        named blobs that are gone."""
+        found: list[StoredImage] = []
+        incomplete = 0
+        for digest, size in list(self.root.blobs.list()):
+            if size > self.RECOVERABLE_MANIFEST_SIZE:
+                continue
+            manifest = self._manifest_blob(digest)
+            if manifest is None:
+                continue
+            config_digest = manifest["config"]["digest"]
+            layers = manifest["layers"]
+            if not all(self.root.blobs.has(d) for d in (config_digest, *(l["digest"] for l in layers))):
+                incomplete += 1
+                continue
+            try:
+                config = json.loads(self._read_blob(config_digest, "image config"))
+                diff_ids = list(config["rootfs"]["diff_ids"])
+                stored = [Layer(d, l["digest"], l["size"], l["mediaType"]) for d, l in zip(diff_ids, layers, strict=True)]
+            except (ValueError, KeyError, TypeError, CorruptContent):
+                incomplete += 1
+                continue
+            if self.root.index.get_image(config_digest) is None:
+                found.append(self.register(config_digest, digest, config, stored))
+        return found, incomplete
+
+    def _manifest_blob(self, digest: str) -> dict[str, Any] | None:
+        """The blob as an image manifest, if it is one."""
+        from ._formats import MANIFEST_MEDIA_TYPES
+
+        try:
+            with self.root.blobs.open(digest) as f:
+                head = f.read(1)
+                if head != b"{":
+                    return None
+                value = json.loads(head + f.read())
+        except (OSError, ValueError, NotFound):
+            return None
+        if not isinstance(value, dict) or value.get("schemaVersion") != 2:
+            return None
+        config, layers = value.get("config"), value.get("layers")
+        if not isinstance(config, dict) or not isinstance(config.get("digest"), str) or not isinstance(layers, list):
+            return None
+        if value.get("mediaType", MEDIA_TYPE_OCI_MANIFEST) not in MANIFEST_MEDIA_TYPES or "manifests" in value:
+            return None
+        if not all(isinstance(l, dict) and isinstance(l.get("digest"), str) for l in layers):
+            return None
+        return value
+
     def damaged(self) -> list[tuple[StoredImage, list[str]]]:
         """Images whose config, manifest or layers are neither stored as blobs nor as snapshots."""
         out = []

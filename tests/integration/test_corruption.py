@@ -197,3 +197,19 @@ def test_blobs_and_snapshots_of_a_stored_image_deleted(cli, busybox_image: str, 
     refused = cli("save", "-o", str(tmp_path / "again.tar"), "mine", check=False)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "image mine:latest is damaged" in refused.stderr, refused.stderr
+
+
+def test_a_lost_index_without_image_records_gets_the_images_back_from_their_manifests(cli, busybox_image: str, root: Path) -> None:  # type: ignore[no-untyped-def]
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore
+
+    with Root.open(root) as opened:
+        busybox = ImageStore(opened).get("busybox")
+    shutil.rmtree(root / "records")  # a root from before image records were kept as files
+    _break_index(root, "garbage")
+    listed = cli("images", "-q", "--no-trunc")
+    assert listed.stderr.count("warning: the cache index") == 1
+    assert "registered 1 untagged images again" in listed.stderr and busybox.short_id in listed.stderr
+    assert busybox.id in listed.stdout
+    cli("tag", busybox.id, "busybox")
+    cli("save", "-o", str(root.parent / "busybox.tar"), "busybox")
