@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import pybuild
+
 EPOCH = "1700000000"
 DOCKERFILE = "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n"
 
@@ -129,8 +131,6 @@ def test_a_truncated_wal_loses_no_image(cli, busybox_image: str, tmp_path: Path,
     wal = copy / "index.db-wal"
     assert wal.stat().st_size > 0
     os.truncate(wal, 32 + (wal.stat().st_size - 32) // 3)  # a torn tail: the last transactions are gone
-
-    from tests.integration.conftest import pybuild
 
     listed = pybuild("images", "--format", "{{.Repository}}:{{.Tag}}", root=copy)
     assert "walled:latest" in listed.stdout
