@@ -11,8 +11,9 @@ no lark type leaves this package.  Everything here is synchronous.
     ShellLex(escape)       -> BuildKit's shell-word expansion ($VAR, ${VAR:-x} ...)
 
 A Dockerfile may hold at most MAX_DOCKERFILE_SIZE bytes (BuildKit's limit)
-and one instruction at most MAX_INSTRUCTION_SIZE characters; parsing takes
-time and memory linear in the input.
+and MAX_INSTRUCTIONS instructions, one instruction at most
+MAX_INSTRUCTION_SIZE characters; parsing takes time and memory linear in the
+input.
 """
 
 from ._dump import dump as dump
@@ -52,6 +53,7 @@ from ._parser import Ast as Ast
 from ._parser import parse_ast as parse_ast
 from ._scanner import MAX_DOCKERFILE_SIZE as MAX_DOCKERFILE_SIZE
 from ._scanner import MAX_INSTRUCTION_SIZE as MAX_INSTRUCTION_SIZE
+from ._scanner import MAX_INSTRUCTIONS as MAX_INSTRUCTIONS
 from ._shell import ShellLex as ShellLex
 from ._shell import WordResult as WordResult
 

@@ -22,19 +22,19 @@ from ._nodes import KNOWN_KEYWORDS, Heredoc, Node, Span
 from ._parser import Ast
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyValue:
     key: str
     value: str  # as written: quotes and $references are expanded later
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArgDecl:
     name: str
     default: str | None  # as written; None when ARG has no default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Command:
     """A command line: exec form (``json``) or one shell-form string."""
 
@@ -46,7 +46,7 @@ class Command:
         return not self.json
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InlineFile:
     """A heredoc used as a file (COPY <<EOF) or as a script (RUN <<EOF)."""
 
@@ -56,7 +56,7 @@ class InlineFile:
     chomp: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instruction:
     node: Node = field(repr=False, compare=False)
 
@@ -73,14 +73,14 @@ class Instruction:
         return self.node.original
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class From(Instruction):
     image: str
     name: str | None
     platform: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run(Instruction):
     command: Command
     mounts: tuple[str, ...]  # raw --mount values, parsed by the converter
@@ -89,42 +89,42 @@ class Run(Instruction):
     files: tuple[InlineFile, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cmd(Instruction):
     command: Command
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entrypoint(Instruction):
     command: Command
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Shell(Instruction):
     shell: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Env(Instruction):
     pairs: tuple[KeyValue, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Label(Instruction):
     pairs: tuple[KeyValue, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Maintainer(Instruction):
     maintainer: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Arg(Instruction):
     args: tuple[ArgDecl, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Copy(Instruction):
     sources: tuple[str, ...]
     dest: str
@@ -137,7 +137,7 @@ class Copy(Instruction):
     excludes: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Add(Instruction):
     sources: tuple[str, ...]
     dest: str
@@ -151,32 +151,32 @@ class Add(Instruction):
     unpack: bool | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Workdir(Instruction):
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User(Instruction):
     user: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Volume(Instruction):
     volumes: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expose(Instruction):
     ports: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StopSignal(Instruction):
     signal: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Healthcheck(Instruction):
     """``test`` is ("NONE",) for HEALTHCHECK NONE; durations are in nanoseconds."""
 
@@ -188,13 +188,13 @@ class Healthcheck(Instruction):
     retries: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Onbuild(Instruction):
     expression: str  # the trigger as written, stored in the image config
     trigger: Instruction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stage:
     """``FROM base [AS name]`` and the instructions up to the next FROM."""
 
@@ -211,7 +211,7 @@ class Stage:
         return Span(self.from_.span.start, end)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dockerfile:
     """A parsed Dockerfile: global ARGs, stages, and the AST they came from."""
 

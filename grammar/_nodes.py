@@ -25,7 +25,7 @@ from ._words import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     """First and last physical line (1-based, inclusive) of an instruction."""
 
@@ -33,7 +33,7 @@ class Span:
     end: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Heredoc:
     name: str
     content: str
@@ -42,7 +42,7 @@ class Heredoc:
     file_descriptor: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     keyword: str  # lower case: "run", "copy", ... or an unknown word
     flags: tuple[str, ...]

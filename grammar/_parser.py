@@ -220,20 +220,32 @@ def parse_ast(text: str | bytes, file: str = "Dockerfile") -> Ast:
             location=Location(file, max(1, source.count("\n"))),
             hint="a Dockerfile needs at least a FROM instruction",
         )
-    try:
-        partials = _parse_lines([go_trim_space(line.text) for line in logical], scanned.escape)
-    except _LineError as error:
-        line = logical[min(error.line, len(logical)) - 1]
-        raise DockerfileSyntaxError(
-            str(error), location=Location(file, line.start_line, line.end_line), excerpt=shortened(line.text)
-        ) from None
+    nodes: list[Node] = []
+    for first in range(0, len(logical), _BATCH):
+        nodes.extend(_nodes(logical[first : first + _BATCH], scanned.escape, file))
     return Ast(
         file=file,
-        nodes=tuple(_node(partial, line) for partial, line in zip(partials, logical, strict=True)),
+        nodes=tuple(nodes),
         directives=tuple(scanned.directives.items()),
         escape=scanned.escape,
         warnings=tuple(scanned.warnings),
     )
+
+
+# Logical lines given to the grammar at once: enough to amortise a parse call,
+# few enough that the tokens and shapes of a huge file are never all alive.
+_BATCH = 1024
+
+
+def _nodes(lines: list[LogicalLine], escape: str, file: str) -> list[Node]:
+    try:
+        partials = _parse_lines([go_trim_space(line.text) for line in lines], escape)
+    except _LineError as error:
+        line = lines[min(error.line, len(lines)) - 1]
+        raise DockerfileSyntaxError(
+            str(error), location=Location(file, line.start_line, line.end_line), excerpt=shortened(line.text)
+        ) from None
+    return [_node(partial, line) for partial, line in zip(partials, lines, strict=True)]
 
 
 def _node(partial: _Partial, line: LogicalLine) -> Node:

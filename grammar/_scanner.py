@@ -29,6 +29,11 @@ KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 # enough for any real Dockerfile and small enough to parse in about a second.
 MAX_DOCKERFILE_SIZE = 16 * 1024 * 1024  # bytes
 MAX_INSTRUCTION_SIZE = 4 * 1024 * 1024  # characters of one logical line
+# Each instruction becomes a few hundred bytes of Python objects; 16 MiB of
+# "X\n" would be 8 million of them (gigabytes) before any is checked.  No real
+# Dockerfile comes near this many (BuildKit has no such limit, but Go's nodes
+# are several times smaller).
+MAX_INSTRUCTIONS = 250_000
 # Node.comments keeps the comment block right above an instruction, at most
 # this many lines of it: nothing reads more, and a file of comments must not
 # become millions of objects.
@@ -44,13 +49,13 @@ class ScanError(ValueError):
         self.end_line = end_line
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeredocBody:
     marker: HeredocMarker
     content: str
 
 
-@dataclass
+@dataclass(slots=True)
 class LogicalLine:
     text: str
     start_line: int
@@ -171,6 +176,8 @@ def scan(text: str, heredoc_capable: Callable[[str], bool]) -> ScanResult:
             for marker in markers:
                 _read_heredoc(physical, marker, logical, start)
         logical.end_line = physical.number
+        if len(lines) == MAX_INSTRUCTIONS:
+            raise ScanError(f"more than {MAX_INSTRUCTIONS:,} instructions", start, physical.number)
         lines.append(logical)
 
     return ScanResult(lines, directives, directive_lines, escape, warnings)

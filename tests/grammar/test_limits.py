@@ -127,3 +127,20 @@ def test_the_cli_reports_a_hostile_dockerfile_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {dockerfile}{expected}")
     assert "Traceback" not in err and len(err) < 1000
+
+
+def test_more_instructions_than_the_limit_are_refused_before_they_are_built() -> None:
+    from pybuild.grammar import MAX_INSTRUCTIONS
+
+    text = "FROM scratch\n" + "X\n" * MAX_INSTRUCTIONS
+    with pytest.raises(DockerfileSyntaxError, match=f"^Dockerfile:{MAX_INSTRUCTIONS + 1}: more than 250,000 instructions"):
+        parse_ast(text)
+
+
+def test_many_tiny_instructions_cost_memory_in_proportion() -> None:
+    small, large = "FROM scratch\n" + "RUN a\n" * 10_000, "FROM scratch\n" + "RUN a\n" * 20_000
+    parse(small)
+    small_peak = peak_bytes(lambda: parse(small))
+    large_peak = peak_bytes(lambda: parse(large))
+    assert large_peak < 2.5 * small_peak
+    assert large_peak < 800 * 20_000  # bytes per instruction, result included (was ~1,100)
