@@ -12,8 +12,8 @@ time of `pybuild --version` as a fresh process.  Targets (issue 2): at least
 With --limits (issue 13), `pybuild parse -f FILE` on large and hostile files,
 each in a fresh process: wall time and peak RSS.  A 20 MB ENV line and 200 MB
 of comments are refused at once (16 MiB file limit), as is a 5 MB ENV line
-(4 MiB instruction limit); a 4 MB ENV line, 15 MB of comments and 100,000
-instructions parse.
+(4 MiB instruction limit) and a file of more than 250,000 instructions; a
+4 MB ENV line, 15 MB of comments and 100,000 instructions parse.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ LIMIT_CASES = {
     "4 MB of --flags": lambda out: _write(out, b"FROM scratch\nCOPY ", (b"--a=b " * 100_000 for _ in range(6)), b"x y\n"),
     "200 MB of comments": lambda out: _write(out, b"", (b"# a comment line\n" * 62_500 for _ in range(200)), b"FROM scratch\n"),
     "15 MB of comments": lambda out: _write(out, b"", (b"# a comment line\n" * 62_500 for _ in range(15)), b"FROM scratch\n"),
+    "16 MB of 'X' lines": lambda out: _write(out, b"FROM scratch\n", (b"X\n" * 500_000 for _ in range(16)), b""),
+    "249,999 'RUN a' lines": lambda out: _write(out, b"FROM scratch\n", (b"RUN a\n" * 249_999 for _ in range(1)), b""),
     "100,000 instructions": lambda out: _write(
         out, b"FROM scratch\n", (f"RUN echo {i} && ls /tmp/{i}\n".encode() for i in range(100_000)), b""
     ),
