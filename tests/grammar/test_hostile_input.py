@@ -74,3 +74,36 @@ def test_any_text_gives_a_result_or_a_pybuild_error(text: str) -> None:
 @given(body=st.lists(st.one_of(PIECES, ANY_TEXT), max_size=12).map("".join), marker=st.sampled_from(["EOF", '"EOF"', "-EOF", "'E O'"]))
 def test_heredocs_of_arbitrary_unicode_give_a_result_or_a_pybuild_error(body: str, marker: str) -> None:
     parse_or_pybuild_error(f"FROM scratch\nRUN <<{marker} cat\n{body}\nEOF\nCOPY <<{marker} /x\n{body}\n")
+
+
+# Flags and values the converter interprets (mounts, ownership, durations,
+# sources), mixed with arbitrary text: converting what parses gives a plan or
+# a pybuild error.
+CONVERTER_PIECES = st.sampled_from(
+    ["--mount=type=cache,target=", "--mount=type=bind,source=", "--mount=type=secret,id=", "--network=",
+     "--security=", "--platform=", "--link", "--parents", "--exclude=", "--checksum=", "--keep-git-dir=",
+     "--interval=", "--retries=", "--chmod=", "--chown=", "--from=", "${a:-", "${a/", "http://", "git@h:",
+     "99999999999999999999", "-1", "0", "1s", "..", "/", ":", "*", "A=", "x", " ", "\u00a0", "'", '"', "\\"]
+)
+CONVERTER_LINES = st.lists(
+    st.tuples(st.sampled_from(KEYWORDS), st.lists(st.one_of(CONVERTER_PIECES, ANY_TEXT), max_size=8)), max_size=5
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=CONVERTER_LINES, build_args=st.dictionaries(st.sampled_from(["a", "A"]), ANY_TEXT, max_size=2))
+def test_converting_arbitrary_instructions_gives_a_plan_or_a_pybuild_error(
+    lines: list[tuple[str, list[str]]], build_args: dict[str, str]
+) -> None:
+    from pybuild.dag import BuildOptions, ResolvedImage, convert
+
+    config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+
+    class Images:
+        def lookup(self, ref, platform):  # type: ignore[no-untyped-def]
+            return ResolvedImage(ref, "sha256:" + "a" * 64, config)
+
+    try:
+        convert(parse("ARG a=1\n" + dockerfile_from(lines)), BuildOptions(build_args=build_args), Images())
+    except PybuildError:
+        pass
