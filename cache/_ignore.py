@@ -123,10 +123,14 @@ class DockerIgnore:
 
     @classmethod
     def from_file(cls, path: Path) -> DockerIgnore:
+        """The rules in the file ``path`` names (a path the user chose: links are followed)."""
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as file:
+                data = file.read(MAX_IGNORE_FILE_SIZE + 1)
         except OSError as error:
             raise ContextError(f"cannot read {path}: {error.strerror}", hint="check the file's permissions") from None
+        if len(data) > MAX_IGNORE_FILE_SIZE:
+            raise ContextError(f"{path} is larger than the {MAX_IGNORE_FILE_SIZE // (1024 * 1024)} MiB limit")
         return cls.from_text(data.decode("utf-8", "surrogateescape"), source=str(path))
 
     @classmethod
