@@ -11,7 +11,10 @@ so that DuplicateStageName can be reported as a check, as BuildKit does.
 from __future__ import annotations
 
 import re
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import overload
 
 from pybuild.grammar import Ast, Dockerfile, Node, parse_ast
 from pybuild.grammar._instructions import build_dockerfile
@@ -28,7 +31,7 @@ class Source:
     file: str
     ast: Ast
     dockerfile: Dockerfile
-    lines: tuple[str, ...]  # physical lines, without line endings; lines[0] is line 1
+    lines: Sequence[str]  # physical lines, without line endings; lines[0] is line 1
     duplicate_names: tuple[tuple[Node, str], ...]  # (FROM node, name) of every repeated stage name
     directive_lines: int  # how many lines at the top are parser directives
 
@@ -88,11 +91,44 @@ def _continuation(escape: str) -> re.Pattern[str]:
     return re.compile(rf"([^{e}]){e}[ \t]*$|^{e}[ \t]*$")
 
 
-def _decoded_lines(text: str | bytes) -> tuple[str, ...]:
+class PhysicalLines(Sequence[str]):
+    """The physical lines of a text (without line endings), each cut out when
+    asked for.  A tuple of them cost a string object per line: a 16 MiB file
+    of short comment lines took hundreds of MB to check."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        starts = array("q", [0])
+        find = text.find
+        end = find("\n")
+        while end >= 0:
+            starts.append(end + 1)
+            end = find("\n", end + 1)
+        self._starts = starts
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self._starts)
+        start = self._starts[index]  # IndexError past the end, as a tuple
+        end = self._starts[index + 1] - 1 if index + 1 < len(self._starts) else len(self._text)
+        return self._text[start:end].rstrip("\r")
+
+
+def _decoded_lines(text: str | bytes) -> Sequence[str]:
     if isinstance(text, bytes):
         text = text.decode("utf-8")  # parse_ast has already refused anything else
-    text = text.removeprefix("\ufeff")
-    return tuple(line.rstrip("\r") for line in text.split("\n"))
+    return PhysicalLines(text.removeprefix("\ufeff"))
 
 
 def load(text: str | bytes, file: str) -> Source:
@@ -128,7 +164,7 @@ def load(text: str | bytes, file: str) -> Source:
     return Source(file, ast, dockerfile, lines, tuple(duplicates), _count_directives(lines))
 
 
-def _count_directives(lines: tuple[str, ...]) -> int:
+def _count_directives(lines: Sequence[str]) -> int:
     count = 0
     for line in lines:
         if not _DIRECTIVE.match(line.lstrip()):

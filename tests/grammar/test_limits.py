@@ -144,3 +144,11 @@ def test_many_tiny_instructions_cost_memory_in_proportion() -> None:
     large_peak = peak_bytes(lambda: parse(large))
     assert large_peak < 2.5 * small_peak
     assert large_peak < 800 * 20_000  # bytes per instruction, result included (was ~1,100)
+
+
+def test_checking_a_file_of_comment_lines_costs_memory_in_proportion() -> None:
+    from pybuild.dag._checks_model import load
+
+    text = "# c\n" * (MiB // 4) + "FROM scratch\n"
+    load(text, "Dockerfile")
+    assert peak_bytes(lambda: load(text, "Dockerfile")) < 6 * len(text)  # a string per line cost ~15
