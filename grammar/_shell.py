@@ -36,7 +36,8 @@ from typing import Union
 from pybuild.errors import ExpansionError
 
 from ._dump import go_quote
-from ._shell_glob import GlobError, GoTemplate, parse_glob, reverse_pattern
+from ._scanner import MAX_INSTRUCTION_SIZE
+from ._shell_glob import GlobError, GoTemplate, ResultTooLarge, parse_glob, reverse_pattern
 from ._words import GO_SPACE
 
 __all__ = ["ShellLex", "WordResult"]
@@ -47,6 +48,10 @@ _ASCII_NAME = re.compile(r"[A-Za-z0-9_]*")
 _DIGITS = re.compile(r"\d+")  # \d is Unicode Nd, as Go's unicode.IsDigit
 _SPACE_RUN = re.compile("[" + re.escape(GO_SPACE) + "]+")
 _QUOTED_WORD_LIMIT = 200  # longer words are abbreviated in error messages
+# An expanded word may be as long as an instruction may be.  Without a limit
+# a few short lines multiply: ENV B=$A$A$A... then ENV C=$B$B$B... reach
+# gigabytes from a Dockerfile of kilobytes.
+MAX_EXPANSION_SIZE = MAX_INSTRUCTION_SIZE
 
 _MISSING_BRACE = "syntax error: missing '}'"
 _SUPPORTED_FORMS = (
@@ -236,7 +241,7 @@ def _drive(root: _Step) -> str:
 class _Expansion:
     """The state of expanding one word: position, environment, names looked up."""
 
-    __slots__ = ("lex", "text", "size", "pos", "env", "matched", "unmatched")
+    __slots__ = ("lex", "text", "size", "pos", "env", "matched", "unmatched", "budget")
 
     def __init__(self, lex: ShellLex, text: str, env: Mapping[str, str]) -> None:
         self.lex = lex
@@ -246,6 +251,10 @@ class _Expansion:
         self.env = env
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
+        # What variable values may still add to the word: the result is never
+        # longer than the word plus the values looked up (and the growth of a
+        # ${VAR//p/r}, charged where it is made).
+        self.budget = MAX_EXPANSION_SIZE - len(text)
 
     def at_end(self) -> bool:
         return self.pos >= self.size
@@ -257,7 +266,19 @@ class _Expansion:
             self.unmatched.add(name)
             return None
         self.matched.add(name)
+        self.charge(len(value))
         return value
+
+    def charge(self, size: int) -> None:
+        self.budget -= size
+        if self.budget < 0:
+            raise self.too_large()
+
+    def too_large(self) -> _Failure:
+        return _Failure(
+            f"the expanded word is longer than the {MAX_EXPANSION_SIZE // (1024 * 1024)} MiB limit",
+            "a variable's value is repeated too many times",
+        )
 
     # -- words and quotes --
 
@@ -517,9 +538,15 @@ class _Expansion:
             raise _Failure(
                 f"invalid pattern ({pattern}) in substitution: {error}", _PATTERN_HINT
             ) from None
-        if replace_all:
-            return glob.replace_all(value, GoTemplate.parse(replacement))
-        return glob.replace_first(value, replacement)
+        if not replace_all:
+            self.charge(len(replacement))
+            return glob.replace_first(value, replacement)
+        try:
+            result = glob.replace_all(value, GoTemplate.parse(replacement), limit=len(value) + max(self.budget, 0))
+        except ResultTooLarge:
+            raise self.too_large() from None
+        self.charge(len(result) - len(value))
+        return result
 
 
 def _set_hint(name: str) -> str:

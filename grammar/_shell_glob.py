@@ -47,6 +47,10 @@ class GlobError(ValueError):
     """The pattern cannot be translated (BuildKit: "invalid escape")."""
 
 
+class ResultTooLarge(ValueError):
+    """A replacement would make a string longer than the caller allows."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Segment:
     """A fixed-length run of literal characters and ``?`` between two stars."""
@@ -177,20 +181,38 @@ class Glob:
             return text
         return text[: span[0]] + replacement + text[span[1] :]
 
-    def replace_all(self, text: str, template: GoTemplate) -> str:
-        """Go's ``Regexp.ReplaceAllString``, including its handling of empty matches."""
+    def replace_all(self, text: str, template: GoTemplate, limit: int | None = None) -> str:
+        """Go's ``Regexp.ReplaceAllString``, including its handling of empty matches.
+
+        ResultTooLarge if the result would be longer than ``limit``: checked
+        before it is built (a short replacement at every character of a long
+        value multiplies its size).
+        """
         literal = self.literal
         if literal is not None:
             # Every match is the literal itself, so the template expands to one
             # string; str.replace also inserts around every character for "",
             # as Go does for an empty match at each position.
-            return text.replace(literal, template.expand(literal))
+            expanded = template.expand(literal)
+            if limit is not None:
+                count = text.count(literal) if literal else len(text) + 1
+                if len(text) + count * (len(expanded) - len(literal)) > limit:
+                    raise ResultTooLarge
+            return text.replace(literal, expanded)
+        room = [len(text) if limit is None else limit]  # what the result may still grow by, and more
+
+        def grown(before: str, after: str) -> str:
+            room[0] -= len(after) - len(before)
+            if limit is not None and room[0] < len(text):
+                raise ResultTooLarge
+            return after
+
         if len(self.segments) == 1:
             # No star and at least one `?`: matches are never empty, so Go's
             # loop is plain non-overlapping substitution.
             regex = self.segments[0].regex
             assert regex is not None
-            return regex.sub(lambda match: template.expand(match.group()), text)
+            return regex.sub(lambda match: grown(match.group(), template.expand(match.group())), text)
         out: list[str] = []
         last_end = 0
         pos = 0
@@ -203,7 +225,7 @@ class Glob:
             out.append(text[last_end:start])
             # Go skips an empty match right after the previous match.
             if stop > last_end or start == 0:
-                out.append(template.expand(text[start:stop]))
+                out.append(grown(text[start:stop], template.expand(text[start:stop])))
             last_end = stop
             pos = pos + 1 if pos + 1 > stop else stop
         out.append(text[last_end:])

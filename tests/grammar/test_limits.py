@@ -152,3 +152,36 @@ def test_checking_a_file_of_comment_lines_costs_memory_in_proportion() -> None:
     text = "# c\n" * (MiB // 4) + "FROM scratch\n"
     load(text, "Dockerfile")
     assert peak_bytes(lambda: load(text, "Dockerfile")) < 6 * len(text)  # a string per line cost ~15
+
+
+def test_expanding_a_variable_many_times_over_is_refused_not_built() -> None:
+    from pybuild.dag import BuildOptions, ResolvedImage, convert
+    from pybuild.errors import DockerfileError
+
+    class Images:
+        def lookup(self, ref, platform):  # type: ignore[no-untyped-def]
+            config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+            return ResolvedImage(ref, "sha256:" + "a" * 64, config)
+
+    # 3 KB of Dockerfile; C would be 1,000 x 1,000 x 1,000 characters
+    text = "FROM scratch\nENV A=" + "x" * 1000 + "\nENV B=" + "$A" * 1000 + "\nENV C=" + "$B" * 1000 + "\n"
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:4: failed to process .*longer than the 4 MiB limit"):
+        convert(parse(text), BuildOptions(), Images())
+
+
+@pytest.mark.parametrize("word", ["${A//x/yyyyyyyyyy}", "${A//?/yyyyyyyyyy}", "${A//x?/yyyyyyyyyyyyyyyyyyyy}", "${A///yyyyyyyyyy}"])
+def test_a_replacement_that_multiplies_a_value_is_refused_before_it_is_built(word: str) -> None:
+    from pybuild.errors import ExpansionError
+    from pybuild.grammar import ShellLex
+
+    env = {"A": "x" * MiB}
+    with pytest.raises(ExpansionError, match="longer than the 4 MiB limit"):
+        ShellLex("\\").process_word(word, env)
+    assert ShellLex("\\").process_word(word, {"A": "x" * 1000}).count("y") >= 10_000
+
+
+def test_expansion_up_to_the_limit_is_kept_whole() -> None:
+    from pybuild.grammar import ShellLex
+
+    value = "v" * (MiB - 10)
+    assert ShellLex("\\").process_word("$A$A$A$A", {"A": value}) == value * 4
