@@ -156,6 +156,11 @@ class _State:
         return StageResult(self.index, self.name, self.op, image)
 
 
+# What the expansions of one Dockerfile may make in all (each word is at most
+# grammar's 4 MiB); real Dockerfiles expand kilobytes.
+_MAX_EXPANDED = 64 * 1024 * 1024
+
+
 class _Converter:
     def __init__(self, dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup) -> None:
         self.dockerfile = dockerfile
@@ -167,6 +172,7 @@ class _Converter:
         self.missing: list[str] = []
         self.context_op: str | None = None
         self.results: dict[int, StageResult] = {}
+        self.expanded = 0  # characters made by variable expansion so far
         self.global_args = self._global_args()
 
     # ----------------------------------------------------------- errors
@@ -182,15 +188,32 @@ class _Converter:
 
     def expand(self, where: Instruction | Stage, word: str, env: Mapping[str, str]) -> str:
         try:
-            return self.lex.process_word(word, env)
+            result = self.lex.process_word(word, env)
         except ExpansionError as error:
             raise self.error(where, str(error)) from None
+        if result is not word:
+            self._count_expanded(where, len(result))
+        return result
 
     def expand_words(self, where: Instruction | Stage, word: str, env: Mapping[str, str]) -> list[str]:
         try:
-            return self.lex.process_words(word, env)
+            words = self.lex.process_words(word, env)
         except ExpansionError as error:
             raise self.error(where, str(error)) from None
+        self._count_expanded(where, sum(map(len, words)))
+        return words
+
+    def _count_expanded(self, where: Instruction | Stage, size: int) -> None:
+        # One word is at most 4 MiB, but many short instructions can each
+        # expand to that much (ENV C1=$B$B, ENV C2=$B$B, ...): what all
+        # expansions of one conversion make is bounded too.
+        self.expanded += size
+        if self.expanded > _MAX_EXPANDED:
+            raise self.error(
+                where,
+                f"the Dockerfile's expanded words add up to more than {_MAX_EXPANDED // (1024 * 1024)} MiB",
+                hint="a variable's value is repeated too many times",
+            )
 
     # ----------------------------------------------------------- args
 

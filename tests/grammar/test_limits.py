@@ -185,3 +185,19 @@ def test_expansion_up_to_the_limit_is_kept_whole() -> None:
 
     value = "v" * (MiB - 10)
     assert ShellLex("\\").process_word("$A$A$A$A", {"A": value}) == value * 4
+
+
+def test_many_short_expansions_adding_up_past_the_budget_are_refused() -> None:
+    from pybuild.dag import BuildOptions, ResolvedImage, convert
+    from pybuild.errors import DockerfileError
+
+    class Images:
+        def lookup(self, ref, platform):  # type: ignore[no-untyped-def]
+            config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+            return ResolvedImage(ref, "sha256:" + "a" * 64, config)
+
+    # each line makes 2 MiB; forty of them would hold 80 MiB of values
+    head = "FROM scratch\nENV A=" + "x" * 1024 + "\nENV B=" + "$A" * 1024 + "\n"
+    text = head + "".join(f"ENV C{i}=$B$B\n" for i in range(40))
+    with pytest.raises(DockerfileError, match="expanded words add up to more than 64 MiB"):
+        convert(parse(text), BuildOptions(), Images())
