@@ -12,7 +12,7 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {"@type": type(value).__name__}
         for field in dataclasses.fields(value):
-            if field.metadata.get("hashed", True):
+            if field.metadata.get("hashed", True) and not left_at_default(value, field):
                 out[field.name] = _plain(getattr(value, field.name))
         return out
     if isinstance(value, (tuple, list)):
@@ -24,6 +24,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     return value
+
+
+def left_at_default(value: Any, field: dataclasses.Field[Any]) -> bool:
+    """Whether ``field`` is one added later (``omit_when_default``) and still at its default."""
+    return bool(field.metadata.get("omit_when_default")) and getattr(value, field.name) == field.default
 
 
 def canonical_json(value: Any) -> bytes:

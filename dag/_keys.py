@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from ._canonical import canonical_json
+from ._canonical import canonical_json, left_at_default
 
 KEY_VERSION = "pybuild-cache/v1"
 
@@ -23,7 +23,7 @@ def _keyed(value: Any, input_keys: Mapping[str, str]) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {"@type": type(value).__name__}
         for field in dataclasses.fields(value):
-            if not field.metadata.get("cache_neutral"):
+            if not field.metadata.get("cache_neutral") and not left_at_default(value, field):
                 out[field.name] = _keyed(getattr(value, field.name), input_keys)
         return out
     if isinstance(value, (tuple, list)):

@@ -21,6 +21,12 @@ def cache_neutral(default=None):  # type: ignore[no-untyped-def]
     return field(default=default, metadata={"cache_neutral": True})
 
 
+def added_later(default):  # type: ignore[no-untyped-def]
+    """A field added after digests and cache keys were published: hashed only when it
+    differs from its default, so every op that leaves it alone keeps its digest and key."""
+    return field(default=default, metadata={"omit_when_default": True})
+
+
 def credentials():  # type: ignore[no-untyped-def]
     """A secret the op needs to run (a URL's userinfo): never hashed, keyed, or shown in its repr."""
     return field(default=None, repr=False, metadata={"hashed": False, "cache_neutral": True})
@@ -110,7 +116,7 @@ class ExecOp:
     mounts: tuple[RunMount, ...] = ()
     # "sandbox" or "insecure" (RUN --security=insecure: every capability, no syscall
     # filter); part of the key, so neither mode's result stands in for the other's
-    security: str = "sandbox"
+    security: str = added_later("sandbox")
     proxy_env: tuple[str, ...] = cache_neutral(())
     ignore_cache: bool = cache_neutral(False)
 

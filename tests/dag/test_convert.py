@@ -184,3 +184,17 @@ def test_run_security_mode_is_part_of_the_op_and_its_key() -> None:
     assert (sandbox.security, explicit.security, insecure.security) == ("sandbox", "sandbox", "insecure")
     keys = {make_key(op, {}) for op in (sandbox, explicit, insecure)}
     assert len(keys) == 2 and make_key(sandbox, {}) == make_key(explicit, {})
+
+
+def test_the_default_security_mode_keeps_the_digests_and_keys_of_before() -> None:
+    """``security`` came after digests and keys were published: a sandboxed RUN's canonical
+    bytes (digest) and keyed fields do not mention it, so caches made before stay valid."""
+    from pybuild.dag._canonical import canonical_json
+    from pybuild.dag._keys import cache_fields
+
+    [sandbox] = execs(plan("FROM busybox\nRUN make\n"))
+    [insecure] = execs(plan("FROM busybox\nRUN --security=insecure make\n", entitlements=frozenset({"security.insecure"})))
+    assert b'"security"' not in canonical_json(sandbox)
+    assert b'"security"' not in canonical_json(cache_fields(sandbox, {}))
+    assert b'"security":"insecure"' in canonical_json(insecure)
+    assert b'"security":"insecure"' in canonical_json(cache_fields(insecure, {}))
