@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pybuild.cache import DockerIgnore, find_ignore_file
 from pybuild.errors import ContextError
@@ -202,3 +204,66 @@ def test_a_file_named_in_the_context_is_read_through_links_inside_it_only(tmp_pa
     os.symlink("loop", context / "loop")
     with pytest.raises(ContextError, match="too many levels"):
         read_in_context(context, "loop", limit=100)
+
+
+# Patterns whose translation to a backtracking regex took exponential or high
+# polynomial time (Go's regexp, which Docker uses, is linear): each must answer
+# at once.  Under the old translation the first took minutes at depth 30.
+HOSTILE_PATTERNS = ["**/" * 40 + "zz", "**/a" * 30 + "zz", "*a" * 40 + "zz", "a*" * 30 + "/**/" + "*b" * 30 + "zz"]
+
+
+@pytest.mark.parametrize("pattern", HOSTILE_PATTERNS)
+def test_hostile_ignore_patterns_match_in_linear_time(pattern: str) -> None:
+    rules = DockerIgnore.from_text(pattern)
+    deep = "/".join(["a"] * 60) + "/b"
+    assert not rules.matches(deep)
+    assert not rules.matches("a" * 200)
+    assert rules.matches("zz") is pattern.startswith("**/" * 40)
+
+
+def test_hostile_copy_wildcards_match_in_linear_time() -> None:
+    from pybuild.cache._gomatch import compile_element
+
+    match = compile_element("*a" * 40 + "zz")
+    assert not match("a" * 250)
+    assert match("a" * 40 + "zz")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("**/**/x", "x", True), ("**/**/x", "a/b/x", True), ("**/**/x", "a/bx", False),
+        ("a*b*c", "abc", True), ("a*b*c", "a/b/c", False), ("a*b*c", "axxbyyc", True),
+        ("**/a*b*/**", "q/aXbY/z", True), ("**/a*b*/**", "q/aXY/z", False),
+        ("x/**/y/**/z", "x/y/z", True), ("x/**/y/**/z", "x/1/y/2/3/z", True), ("x/**/y/**/z", "x/1/y2/z", False),
+        ("*[ab]*?", "cbd", True), ("*[ab]*?", "cb", False), ("*[^b]*x", "ab/x", True), ("*[^b]*x", "bbx", False),
+    ],
+)
+def test_patterns_matched_without_a_regex_agree_with_patternmatcher(pattern: str, path: str, expected: bool) -> None:
+    assert DockerIgnore.from_text(pattern).matches(path) is expected
+
+
+def _both_ways(monkeypatch: pytest.MonkeyPatch, pattern: str):  # type: ignore[no-untyped-def]
+    from pybuild.cache import _gomatch
+
+    compiled = []
+    for slow in (True, False):
+        monkeypatch.setattr(_gomatch, "_backtracking_is_slow", lambda tokens, slow=slow: slow)
+        compiled.append(_gomatch.compile_ignore_pattern(pattern))
+    monkeypatch.undo()
+    return compiled
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pattern=st.lists(st.sampled_from(["a", "b", "/", "*", "**", "**/", "?", "[ab]", "[^a]", "\\*", ".", "^", "]"]), min_size=1, max_size=8).map("".join),
+    path=st.lists(st.sampled_from(["a", "b", "/", "x", ".", "*", "^", "]"]), max_size=12).map("".join),
+)
+def test_the_automaton_matches_what_the_regex_translation_matches(monkeypatch: pytest.MonkeyPatch, pattern: str, path: str) -> None:
+    from pybuild.cache._gomatch import BadPattern
+
+    try:
+        automaton, regex = _both_ways(monkeypatch, pattern)
+    except BadPattern:
+        return
+    assert automaton(path) is regex(path)
