@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
         report = check_dockerfile(
             data, name, build_args=build_args, context_dir=context_dir,
-            dockerfile_path=args.file, target=args.target,
+            dockerfile_path=dockerfile_path, target=args.target,
         )
         print_report(report, name)
         context.close()
