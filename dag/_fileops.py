@@ -27,9 +27,7 @@ from pybuild.executors._passwd import parse_group, parse_passwd
 
 # ADD's archives are read with oci's hardened tar reader, decompressors and
 # unpack budget (imported here, before the chroot, with zstandard and isal).
-from pybuild.oci._budget import UnpackBudget, unpack_limit
-from pybuild.oci._compression import open_decompressed
-from pybuild.oci._tar_format import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
+from pybuild.oci import TarEntry, TarKind, TarReader, UnpackBudget, open_decompressed, unpack_limit
 
 from ._chmod import apply_chmod
 from ._ops import Chown, CopyAction, MkdirAction, MkfileAction, RmAction
@@ -453,7 +451,7 @@ class _Unpacker:
         parts = self._parts(entry.name)
         kind = entry.typeflag
         if not parts:
-            if kind != DIRECTORY:
+            if kind != TarKind.DIRECTORY:
                 raise _Refused("it would replace the destination directory")
             return  # "./": the destination keeps its own metadata, as in Docker
         path = self._place(parts)
@@ -464,26 +462,26 @@ class _Unpacker:
             existing = os.lstat(path)
         except FileNotFoundError:
             existing = None
-        if existing is not None and not (kind == DIRECTORY and stat.S_ISDIR(existing.st_mode)):
+        if existing is not None and not (kind == TarKind.DIRECTORY and stat.S_ISDIR(existing.st_mode)):
             _remove(path)
             self._parents.clear()
             existing = None
-        if kind == REGULAR:
+        if kind == TarKind.REGULAR:
             self._regular(path, entry, reader)
-        elif kind == DIRECTORY:
+        elif kind == TarKind.DIRECTORY:
             if existing is None:
                 os.mkdir(path, 0o700)
             self._metadata(path, entry)
             self.dir_times.append((path, entry.mtime_ns))
-        elif kind == HARDLINK:
+        elif kind == TarKind.HARDLINK:
             self._hardlink(path, entry)
-        elif kind == SYMLINK:
+        elif kind == TarKind.SYMLINK:
             self._symlink(path, parts, entry)
-        elif kind in (CHARDEV, BLOCKDEV, FIFO):
-            if kind == FIFO:
+        elif kind in (TarKind.CHARDEV, TarKind.BLOCKDEV, TarKind.FIFO):
+            if kind == TarKind.FIFO:
                 os.mkfifo(path, 0o600)
             else:
-                node = stat.S_IFCHR if kind == CHARDEV else stat.S_IFBLK
+                node = stat.S_IFCHR if kind == TarKind.CHARDEV else stat.S_IFBLK
                 os.mknod(path, node | 0o600, os.makedev(entry.devmajor, entry.devminor))
             self._metadata(path, entry)
 

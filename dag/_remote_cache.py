@@ -423,7 +423,7 @@ def check_diff_id(blobs: Any, layer: RemoteLayer) -> None:
     import hashlib
 
     from pybuild.errors import CorruptContent
-    from pybuild.oci._budget import UnpackBudget, unpack_limit
+    from pybuild.oci import UnpackBudget, unpack_limit
     from pybuild.oci._compression import open_decompressed
 
     digest = hashlib.sha256()

@@ -310,7 +310,7 @@ class Worker:
                 del self.pending_remote[layer]
 
     async def _materialize(self, layer: str) -> None:
-        from pybuild.oci._budget import unpack_limit
+        from pybuild.oci import unpack_limit
         from pybuild.oci._tar_apply import apply_layer
 
         record, cache, parent = self.pending_remote[layer]

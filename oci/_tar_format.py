@@ -33,6 +33,20 @@ BLOCKDEV = b"4"
 DIRECTORY = b"5"
 FIFO = b"6"
 _CONTIGUOUS = b"7"
+
+
+class TarKind:
+    """The typeflags above under one name, for extractors outside this package."""
+
+    REGULAR = REGULAR
+    HARDLINK = HARDLINK
+    SYMLINK = SYMLINK
+    CHARDEV = CHARDEV
+    BLOCKDEV = BLOCKDEV
+    DIRECTORY = DIRECTORY
+    FIFO = FIFO
+
+
 _PAX_LOCAL = b"x"
 _PAX_GLOBAL = b"g"
 _GNU_LONGNAME = b"L"
