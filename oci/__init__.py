@@ -26,12 +26,12 @@ _LAZY = {
     "check_git_source": "._git",
     "split_userinfo": "._urls",
     "redact_urls": "._urls",
-    "BlobProgress": "._registry",
-    "RegistryClient": "._registry",
+    "BlobProgress": ".registry",
+    "RegistryClient": ".registry",
     "NetworkLimits": "._network",
-    "CredentialStore": "._registry_auth",
-    "Credentials": "._registry_auth",
-    "LayerDescriptor": "._registry_manifest",
+    "CredentialStore": ".registry",
+    "Credentials": ".registry",
+    "LayerDescriptor": ".registry",
     "walk_layers": "._compare",
     "analyze_image": "._compare",
     "compare_images": "._compare",
@@ -97,7 +97,7 @@ _LAZY = {
     "Archive": "._archive",
     "BlobSource": "._archive",
     "MemoryBlobSource": "._archive",
-    "ResolvedManifest": "._registry_manifest",
+    "ResolvedManifest": ".registry",
 }
 
 __all__ = [

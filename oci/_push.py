@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from ._export_layers import LayerSettings, export_manifest
 from ._reference import Reference, parse_reference
-from ._registry import BlobOutcome
+from .registry import BlobOutcome
 from ._store import ImageStore, Layer, StoredImage
 
 
@@ -39,8 +39,7 @@ class PushResult:
 
 def registry_client(insecure_registries: Sequence[str] = ()):  # type: ignore[no-untyped-def]
     """A registry client with the user's ``docker login`` credentials."""
-    from ._registry import RegistryClient
-    from ._registry_auth import CredentialStore
+    from .registry import CredentialStore, RegistryClient
 
     return RegistryClient(insecure_registries=insecure_registries, credentials=CredentialStore.from_docker_config())
 
@@ -64,7 +63,7 @@ async def push_image(
     """Push ``image`` as ``ref``; returns the manifest digest the registry stored."""
     import trio
 
-    from ._registry_manifest import LayerDescriptor
+    from .registry import LayerDescriptor
 
     reference = parse_reference(ref) if isinstance(ref, str) else ref
     if layers.compression is None:

@@ -15,9 +15,8 @@ import trio.testing
 
 from pybuild.errors import PybuildError, RegistryError
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import RegistryClient
-from pybuild.oci._registry_auth import CredentialStore, Credentials, parse_challenges
-from pybuild.oci._registry_manifest import LayerDescriptor
+from pybuild.oci.registry import CredentialStore, Credentials, LayerDescriptor, RegistryClient
+from pybuild.oci.registry._auth import parse_challenges
 
 from .registry_server import (
     BasicAuth,

@@ -19,8 +19,8 @@ import trio
 
 from pybuild.cache import FileContentStore
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import RegistryClient
-from pybuild.oci._registry_manifest import OCI_MANIFEST, LayerDescriptor
+from pybuild.oci.registry import LayerDescriptor, RegistryClient
+from pybuild.oci.registry._manifest import OCI_MANIFEST
 
 from .conftest import RunningRegistry
 from .registry_server import (

@@ -12,8 +12,8 @@ import pytest
 from pybuild.errors import ImageError, RegistryError
 from pybuild.oci._formats import parse_image_document
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import RegistryClient
-from pybuild.oci._registry_manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
+from pybuild.oci.registry import RegistryClient
+from pybuild.oci.registry._manifest import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
 
 from .registry_server import OCI_INDEX, OCI_MANIFEST, DictStore, FakeRegistry, image_index, tiny_image
 

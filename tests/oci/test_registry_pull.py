@@ -12,8 +12,8 @@ import trio.testing
 from pybuild.errors import NotFound, RegistryError
 from pybuild.oci._network import NetworkLimits
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import BlobProgress, RegistryClient
-from pybuild.oci._registry_manifest import DOCKER_MANIFEST_LIST, LayerDescriptor
+from pybuild.oci.registry import BlobProgress, LayerDescriptor, RegistryClient
+from pybuild.oci.registry._manifest import DOCKER_MANIFEST_LIST
 
 from .registry_server import (
     OCI_INDEX,

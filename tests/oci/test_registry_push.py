@@ -9,8 +9,8 @@ import trio.testing
 
 from pybuild.errors import CorruptContent, ImageError, NotFound, RegistryError
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import BlobOutcome, RegistryClient
-from pybuild.oci._registry_manifest import OCI_MANIFEST, LayerDescriptor
+from pybuild.oci.registry import BlobOutcome, LayerDescriptor, RegistryClient
+from pybuild.oci.registry._manifest import OCI_MANIFEST
 
 from .registry_server import (
     DictStore,

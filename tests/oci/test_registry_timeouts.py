@@ -13,8 +13,7 @@ import trio.testing
 from pybuild.errors import RegistryError, UsageError
 from pybuild.oci._network import NetworkLimits
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import RegistryClient
-from pybuild.oci._registry_manifest import LayerDescriptor
+from pybuild.oci.registry import LayerDescriptor, RegistryClient
 
 from .registry_server import OCI_MANIFEST, BearerAuth, DictStore, FakeRegistry, Fault, Response, TokenService, on, sha256, tiny_image
 

@@ -11,10 +11,10 @@ import trio.testing
 
 from pybuild.errors import NotFound, RegistryError
 from pybuild.oci._reference import parse_reference
-from pybuild.oci._registry import RegistryClient
-from pybuild.oci._registry_endpoint import allows_plain_http, endpoint_for
-from pybuild.oci._registry_manifest import normalize_arch, parse_platform, select_platform
-from pybuild.oci._registry_retry import RetryPolicy, parse_retry_after
+from pybuild.oci.registry import RegistryClient
+from pybuild.oci.registry._endpoint import allows_plain_http, endpoint_for
+from pybuild.oci.registry._manifest import normalize_arch, parse_platform, select_platform
+from pybuild.oci.registry._retry import RetryPolicy, parse_retry_after
 
 from .registry_server import image_index, tiny_image
 

@@ -26,7 +26,7 @@ import trio
 
 from pybuild.errors import RegistryError
 
-from ._network import DeadlineExceeded, NetworkLimits, Stalled, default_limits, operation
+from .._network import DeadlineExceeded, NetworkLimits, Stalled, default_limits, operation
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pybuild.errors import NotFound, RegistryError
 
-from ._reference import Reference
+from .._reference import Reference
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

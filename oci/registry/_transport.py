@@ -6,7 +6,7 @@
 - attaches the registry's Authorization header only to URLs of the
   registry's own origin, so a redirect to a storage host (S3, a CDN, anything
   else) never carries a credential or token;
-- answers a 401 challenge once per request (see ``_registry_auth``);
+- answers a 401 challenge once per request (see ``_auth``);
 - follows redirects itself (``follow_redirects`` is off in the client);
 - retries 5xx, 429 (honouring ``Retry-After``), timeouts and dropped
   connections with backoff, unless the caller retries whole operations itself;
@@ -30,10 +30,10 @@ import httpx
 
 from pybuild.errors import NotFound, PybuildError, RegistryError
 
-from . import _network
-from ._registry_auth import LOGIN_HINT, Authorizer, parse_challenges
-from ._registry_endpoint import Endpoint
-from ._registry_retry import (
+from .. import _network
+from ._auth import LOGIN_HINT, Authorizer, parse_challenges
+from ._endpoint import Endpoint
+from ._retry import (
     RETRYABLE_STATUS,
     RetryPolicy,
     TransientError,

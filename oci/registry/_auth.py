@@ -35,9 +35,9 @@ import trio
 
 from pybuild.errors import RegistryError
 
-from . import _network
-from ._registry_endpoint import DOCKER_HUB, Endpoint, allows_plain_http, split_host_port
-from ._registry_retry import (
+from .. import _network
+from ._endpoint import DOCKER_HUB, Endpoint, allows_plain_http, split_host_port
+from ._retry import (
     RETRYABLE_STATUS,
     RetryPolicy,
     TransientError,

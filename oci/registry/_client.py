@@ -35,10 +35,10 @@ import trio
 from pybuild._version import __version__
 from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError, RegistryError
 
-from ._reference import Reference
-from ._registry_auth import Authorizer, CredentialStore
-from ._registry_endpoint import Endpoint, endpoint_for
-from ._registry_manifest import (
+from .._reference import Reference
+from ._auth import Authorizer, CredentialStore
+from ._endpoint import Endpoint, endpoint_for
+from ._manifest import (
     INDEX_TYPES,
     MANIFEST_ACCEPT,
     LayerDescriptor,
@@ -52,10 +52,10 @@ from ._registry_manifest import (
     select_platform,
     sha256_digest,
 )
-from . import _network
-from ._network import NetworkLimits, default_limits
-from ._registry_retry import RetryPolicy, TransientError, with_retries
-from ._registry_transport import (
+from .. import _network
+from .._network import NetworkLimits, default_limits
+from ._retry import RetryPolicy, TransientError, with_retries
+from ._transport import (
     RegistryCall,
     RegistryHttp,
     pull_scopes,
