@@ -67,7 +67,7 @@ def _local_images(root: str | None) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.dag._checks import check_dockerfile
+    from pybuild.dag import check_dockerfile
 
     context = Path(args.context)
     if not context.is_dir():

@@ -26,7 +26,7 @@ from ._format import ellipsis, human_size
 from ._runtime import image_store, open_root
 
 if TYPE_CHECKING:  # the analysis is imported only when the command runs
-    from pybuild.oci._compare import Comparison, ImageReport, LayerReport, Waste
+    from pybuild.oci import Comparison, ImageReport, LayerReport, Waste
 
 WIDTH = 100  # the text output fits a terminal this wide
 SHARED_MARK = "="
@@ -54,7 +54,7 @@ def _count(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.oci._compare import compare_images
+    from pybuild.oci import compare_images
 
     store = image_store(open_root(args.root))
     left_name, right_name = args.images

@@ -29,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.executors import ProcessSpec
-    from pybuild.executors._containers import ContainerRuntime
+    from pybuild.executors import ContainerRuntime, ProcessSpec
 
     if not args.command:
         raise UsageError("exec needs a command", hint="pybuild exec CONTAINER COMMAND [ARG...]")

@@ -26,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pybuild.dag import host_platform
-    from pybuild.oci import parse_reference
-    from pybuild.oci._load import load_archive
+    from pybuild.oci import load_archive, parse_reference
 
     root = open_root(args.root)
     store = image_store(root)

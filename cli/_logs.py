@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.executors._containers import ContainerRuntime
+    from pybuild.executors import ContainerRuntime
 
     tail = _tail(args.tail)
     record = ContainerStore(open_root(args.root)).get(args.container)

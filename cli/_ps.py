@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.executors._containers import ContainerRuntime
+    from pybuild.executors import ContainerRuntime
 
     root = open_root(args.root)
     records = ContainerStore(root).records()

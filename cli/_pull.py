@@ -55,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pybuild.dag import Platform, host_platform
     from pybuild.errors import UsageError
-    from pybuild.oci import parse_reference
-    from pybuild.oci._pull import pull_image
-    from pybuild.oci._push import registry_client
+    from pybuild.oci import parse_reference, pull_image, registry_client
 
     from ._runtime import image_store, open_root
 

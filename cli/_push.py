@@ -41,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from pybuild.errors import NotFound, UsageError
-    from pybuild.oci import parse_reference
-    from pybuild.oci._export_layers import LayerSettings
-    from pybuild.oci._push import push_image, registry_client
+    from pybuild.oci import LayerSettings, parse_reference, push_image, registry_client
 
     from ._runtime import image_store, open_root
 

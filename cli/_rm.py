@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.executors._containers import ContainerRuntime
+    from pybuild.executors import ContainerRuntime
 
     containers = ContainerStore(open_root(args.root))
     runtime = ContainerRuntime()

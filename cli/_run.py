@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, attach: bool, interactive: bool) -> int:
     """Launch a created container; print its ID (detached) or return its exit code."""
-    from pybuild.executors import ProcessSpec, Rootfs
-    from pybuild.executors._containers import ContainerLaunch, ContainerRuntime, PublishedPort
+    from pybuild.executors import ContainerLaunch, ContainerRuntime, ProcessSpec, PublishedPort, Rootfs
 
     config = record.config
     tty = bool(config.get("Tty"))

@@ -55,7 +55,7 @@ def selections(store: Any, names: list[str]) -> list[tuple[Any, list[str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.oci._export import write_images_archive
+    from pybuild.oci import write_images_archive
 
     if args.output is None and sys.stdout.isatty():
         raise UsageError("cowardly refusing to save to a terminal", hint="use -o FILE or redirect standard output")

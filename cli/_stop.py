@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.executors._containers import ContainerRuntime
+    from pybuild.executors import ContainerRuntime
 
     if args.time < 0:
         raise UsageError("the timeout cannot be negative", hint="-t 0 kills at once")

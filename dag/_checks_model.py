@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import overload
 
-from pybuild.grammar import Ast, Dockerfile, Node, parse_ast
-from pybuild.grammar._instructions import build_dockerfile
+from pybuild.grammar import Ast, Dockerfile, Node, build_dockerfile, parse_ast
 
 _COMMENT = re.compile(r"^[ \t\r\f\v]*#")
 _DIRECTIVE = re.compile(r"^#\s*(syntax|escape|check)\s*=", re.IGNORECASE)
