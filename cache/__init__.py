@@ -21,6 +21,8 @@ library is used.
     open_with_writeback  a file whose writeback starts while it is written
 """
 
+from pybuild import _lazy
+
 from ._content import BlobWriter as BlobWriter
 from ._util import tree_disk_usage as tree_disk_usage
 from ._content import ContentStore as ContentStore
@@ -102,12 +104,4 @@ __all__ = [
 _LAZY = {name: "._conformance" for name in ("check_cache_index", "check_content_store", "check_snapshotter")}
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

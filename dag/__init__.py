@@ -8,8 +8,7 @@ The build checks (``pybuild check``) load on first use: a build does not
 need their rule tables.
 """
 
-from importlib import import_module
-from typing import Any
+from pybuild import _lazy
 
 from ._convert import BuildOptions as BuildOptions
 from ._convert import BuildPlan as BuildPlan
@@ -34,10 +33,4 @@ from ._platform import host_platform as host_platform
 _LAZY = {"CheckReport": "._checks", "CheckWarning": "._checks", "check_dockerfile": "._checks"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

@@ -20,6 +20,8 @@ imports only the standard library and its own siblings, because the zygote
 runs it as ``python -I -S`` without pybuild on its path.
 """
 
+from pybuild import _lazy
+
 from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._executor import SandboxExecutor as SandboxExecutor
@@ -41,17 +43,14 @@ from .testing import check_executor as check_executor
 from .testing import check_rootfs_caller as check_rootfs_caller
 
 # Containers (``pybuild run`` and friends) load on first use: builds never need them.
-_LAZY = {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus", "PublishedPort")}
+_LAZY = {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus")}
+# Their storage layout under the root, without the runtime: what ps, diff and rmi read.
+_LAZY |= {name: "._containers_store" for name in (
+    "ContainerRecord", "ContainerStore", "PublishedPort", "image_users", "images_in_use",
+    "new_container_id", "process_env", "snapshots_in_use", "validate_container_name",
+)}
 # Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
 _LAZY["load_seccomp_profile"] = "._seccomp"
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

@@ -9,8 +9,7 @@ cached rebuild never touches a registry, and importing httpx alone would
 cost it tens of milliseconds.
 """
 
-from importlib import import_module
-from typing import Any
+from pybuild import _lazy
 
 from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
@@ -22,6 +21,8 @@ from ._store import StoredImage as StoredImage
 from ._store import chain_ids as chain_ids
 
 _LAZY = {
+    "SnapshotLayers": "._snapshot_layers",
+    "layer_compression": "._snapshot_layers",
     "RemoteFetcher": "._fetch",
     "check_git_source": "._git",
     "split_userinfo": "._urls",
@@ -113,10 +114,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY)
