@@ -38,9 +38,11 @@ from pybuild.grammar import (
     User,
     Volume,
     Workdir,
+    chomp_content,
     parse_ast,
+    parse_marker,
+    parse_node,
 )
-from pybuild.grammar._instructions import parse_node
 from pybuild.oci import ResolvedImage, redact_urls
 
 from ._copy import convert_copy
@@ -607,8 +609,6 @@ class _Converter:
         if files:
             if len(args) != 1 or not run.command.prepend_shell:
                 raise self.error(run, f"parsing produced an invalid run command: {args}")
-            from pybuild.grammar._heredoc import chomp_content, parse_marker
-
             marker = parse_marker(args[0])
             if marker is not None:
                 data = chomp_content(files[0].data) if files[0].chomp else files[0].data

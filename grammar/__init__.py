@@ -19,6 +19,8 @@ input.
 from ._dump import dump as dump
 from ._dump import go_quote as go_quote
 from ._format import format_ast as format_ast
+from ._heredoc import chomp_content as chomp_content
+from ._heredoc import parse_marker as parse_marker
 from ._instructions import Add as Add
 from ._instructions import Arg as Arg
 from ._instructions import ArgDecl as ArgDecl
@@ -46,6 +48,7 @@ from ._instructions import Volume as Volume
 from ._instructions import Workdir as Workdir
 from ._instructions import build_dockerfile as build_dockerfile
 from ._instructions import parse_duration as parse_duration
+from ._instructions import parse_node as parse_node
 from ._nodes import Heredoc as Heredoc
 from ._nodes import Node as Node
 from ._nodes import Span as Span
