@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from pybuild.errors import BuildError, ImageError, shortened
-from pybuild.executors._passwd import parse_group, parse_passwd
+from pybuild.executors import parse_group, parse_passwd
 
 # ADD's archives are read with oci's hardened tar reader, decompressors and
 # unpack budget (imported here, before the chroot, with zstandard and isal).

@@ -25,6 +25,8 @@ from pybuild import _lazy
 from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._executor import SandboxExecutor as SandboxExecutor
+from ._passwd import parse_group as parse_group
+from ._passwd import parse_passwd as parse_passwd
 from ._protocol import Executor as Executor
 from ._protocol import RootfsCaller as RootfsCaller
 from ._spec import DEFAULT_PIDS_LIMIT as DEFAULT_PIDS_LIMIT
