@@ -24,7 +24,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -571,8 +571,51 @@ def _check_document(doc: Mapping[str, Any], expected: frozenset[str], media_type
     return kind
 
 
+def _descriptors(doc: Mapping[str, Any], key: str, what: str) -> Iterator[Descriptor]:
+    """The descriptors listed under ``key``: that it is a list is checked now, each entry as it is read."""
+    items = doc.get(key)
+    if not isinstance(items, list):
+        raise _bad(what, key, "a list")
+    return (Descriptor.from_dict(d, f"{what} {key}[{i}]") for i, d in enumerate(items))
+
+
+def _references(doc: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The fields a manifest and an index share besides their descriptors, as constructor arguments."""
+    subject = doc.get("subject")
+    return {
+        "annotations": _str_map(doc, "annotations", what),
+        "subject": Descriptor.from_dict(subject, f"{what} subject") if subject is not None else None,
+        "artifact_type": _opt_str(doc, "artifactType", what),
+    }
+
+
+class _Document:
+    """What a manifest and an index share: the fields after their descriptors, and how they are named."""
+
+    media_type: str
+    annotations: Pairs
+    subject: Descriptor | None
+    artifact_type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _put_references(self, out: dict[str, Any]) -> dict[str, Any]:
+        _put(out, "artifactType", self.artifact_type)
+        if self.subject is not None:
+            out["subject"] = self.subject.to_dict()
+        _put(out, "annotations", dict(self.annotations))
+        return out
+
+    def to_json(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    def descriptor(self, **kwargs: Any) -> Descriptor:
+        return Descriptor.of(self.media_type, self.to_json(), **kwargs)
+
+
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Document):
     """An image manifest: config and layer descriptors (OCI, or Docker schema 2)."""
 
     config: Descriptor
@@ -587,23 +630,12 @@ class Manifest:
         _freeze_pairs(self, "annotations")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return self._put_references({
             "schemaVersion": 2,
             "mediaType": self.media_type,
             "config": self.config.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
-        }
-        _put(out, "artifactType", self.artifact_type)
-        if self.subject is not None:
-            out["subject"] = self.subject.to_dict()
-        _put(out, "annotations", dict(self.annotations))
-        return out
-
-    def to_json(self) -> bytes:
-        return canonical_json(self.to_dict())
-
-    def descriptor(self, **kwargs: Any) -> Descriptor:
-        return Descriptor.of(self.media_type, self.to_json(), **kwargs)
+        })
 
     @classmethod
     def from_json(cls, data: bytes, media_type: str | None = None, what: str = "manifest") -> Manifest:
@@ -612,22 +644,17 @@ class Manifest:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], media_type: str | None = None, what: str = "manifest") -> Manifest:
         kind = _check_document(doc, MANIFEST_MEDIA_TYPES, media_type, what)
-        layers = doc.get("layers")
-        if not isinstance(layers, list):
-            raise _bad(what, "layers", "a list")
-        subject = doc.get("subject")
+        layers = _descriptors(doc, "layers", what)
         return cls(
             config=Descriptor.from_dict(doc.get("config"), f"{what} config"),
-            layers=tuple(Descriptor.from_dict(d, f"{what} layers[{i}]") for i, d in enumerate(layers)),
+            layers=tuple(layers),
             media_type=kind,
-            annotations=_str_map(doc, "annotations", what),
-            subject=Descriptor.from_dict(subject, f"{what} subject") if subject is not None else None,
-            artifact_type=_opt_str(doc, "artifactType", what),
+            **_references(doc, what),
         )
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Document):
     """An image index (OCI) or manifest list (Docker): manifests per platform."""
 
     manifests: tuple[Descriptor, ...]
@@ -641,22 +668,11 @@ class Index:
         _freeze_pairs(self, "annotations")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return self._put_references({
             "schemaVersion": 2,
             "mediaType": self.media_type,
             "manifests": [m.to_dict() for m in self.manifests],
-        }
-        _put(out, "artifactType", self.artifact_type)
-        if self.subject is not None:
-            out["subject"] = self.subject.to_dict()
-        _put(out, "annotations", dict(self.annotations))
-        return out
-
-    def to_json(self) -> bytes:
-        return canonical_json(self.to_dict())
-
-    def descriptor(self, **kwargs: Any) -> Descriptor:
-        return Descriptor.of(self.media_type, self.to_json(), **kwargs)
+        })
 
     @classmethod
     def from_json(cls, data: bytes, media_type: str | None = None, what: str = "image index") -> Index:
@@ -665,17 +681,7 @@ class Index:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], media_type: str | None = None, what: str = "image index") -> Index:
         kind = _check_document(doc, INDEX_MEDIA_TYPES, media_type, what)
-        manifests = doc.get("manifests")
-        if not isinstance(manifests, list):
-            raise _bad(what, "manifests", "a list")
-        subject = doc.get("subject")
-        return cls(
-            manifests=tuple(Descriptor.from_dict(d, f"{what} manifests[{i}]") for i, d in enumerate(manifests)),
-            media_type=kind,
-            annotations=_str_map(doc, "annotations", what),
-            subject=Descriptor.from_dict(subject, f"{what} subject") if subject is not None else None,
-            artifact_type=_opt_str(doc, "artifactType", what),
-        )
+        return cls(manifests=tuple(_descriptors(doc, "manifests", what)), media_type=kind, **_references(doc, what))
 
 
 ImageDocument = Union[Manifest, Index]
