@@ -37,6 +37,7 @@ from ._export_layers import LayerSettings, bool_option, export_manifest, parse_c
 from ._formats import Descriptor
 from ._output_file import open_output
 from ._reference import parse_reference
+from ._snapshot_layers import layer_compression
 from ._store import ImageStore, Layer, StoredImage
 
 OUTPUT_TYPES = ("image", "registry", "oci", "docker", "local", "tar")
@@ -97,10 +98,7 @@ def parse_output(text: str) -> Output:
     attrs.pop("tar", None)
     push = bool_option(attrs, "push", kind == "registry", what)
     attrs.pop("push", None)
-    layers = parse_compression_options(attrs, what)
-    if kind == "oci" and layers.compression is None:
-        # BuildKit's OCI exporter gzips layers by default; plain ones are what docker save writes
-        layers = replace(layers, compress_plain=True)
+    layers = layer_compression(parse_compression_options(attrs, what), output_type=kind)
     for key in ("compression", "compression-level", "force-compression"):
         attrs.pop(key, None)
     rewrite = bool_option(attrs, "rewrite-timestamp", False, what)
