@@ -124,7 +124,7 @@ class FailedStepLog:
     def _keep(self, digest: str) -> None:
         import shutil
 
-        from pybuild.dag._events import Notice
+        from pybuild.dag import Notice
         from pybuild.errors import UsageError
         from pybuild.oci import open_output
 

@@ -5,7 +5,8 @@ solver reaches those layers only through small Protocols, so its tests run
 with fakes and no root.  ``networkx`` is imported here and nowhere else.
 
 The build checks (``pybuild check``) load on first use: a build does not
-need their rule tables.
+need their rule tables; neither do ``pybuild graph`` or ``check`` need the
+solver and worker (``build``, ``Worker``), which load on first use too.
 """
 
 from pybuild import _lazy
@@ -17,6 +18,10 @@ from ._convert import MissingImages as MissingImages
 from ._convert import ResolvedImage as ResolvedImage
 from ._convert import StageResult as StageResult
 from ._convert import convert as convert
+from ._copy import git_source as git_source
+from ._copy import http_source as http_source
+from ._copy import is_git_source as is_git_source
+from ._events import Notice as Notice
 from ._graph import Definition as Definition
 from ._image import HistoryStep as HistoryStep
 from ._image import StageImage as StageImage
@@ -31,6 +36,8 @@ from ._platform import Platform as Platform
 from ._platform import host_platform as host_platform
 
 _LAZY = {"CheckReport": "._checks", "CheckWarning": "._checks", "check_dockerfile": "._checks"}
+_LAZY |= {name: "._build" for name in ("ExportOptions", "StoreImageChains", "build", "step_ids")}
+_LAZY |= {name: "._worker" for name in ("Context", "Worker", "WorkerOptions")}
 
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

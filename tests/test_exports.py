@@ -38,3 +38,14 @@ def test_lark_types_stay_inside_grammar() -> None:
     for package in ("dag", "executors", "cache", "oci", "cli"):
         for path in (REPO / package).rglob("*.py"):
             assert "import lark" not in path.read_text() and "from lark" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_lazily_exported_names_resolve(package: str) -> None:
+    """A name loaded on first use still points at a module that defines it (after a module moves)."""
+    module = importlib.import_module(f"pybuild.{package}")
+    lazy = getattr(module, "_LAZY", {})
+    for name, where in lazy.items():
+        defining = importlib.import_module(where, module.__name__)
+        assert getattr(defining, name, None) is getattr(module, name), f"{name} from {where}"
+        assert not name.startswith("_"), name
