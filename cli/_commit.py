@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pybuild.errors import DockerfileError, ImageError, PybuildError, UsageError
+from pybuild.executors import ContainerRecord, ContainerStore
 
-from ._containers import ContainerRecord, ContainerStore
 from ._runtime import image_store, open_root
 
 # Docker's commit accepts these instructions in --change (moby's validCommitCommands).

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._containers import ContainerStore
+from pybuild.executors import ContainerStore
+
 from ._runtime import open_root
 
 ADDED, CHANGED, DELETED = "A", "C", "D"

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from ._format import human_size
 
 
-    from ._containers import snapshots_in_use
+    from pybuild.executors import snapshots_in_use
 
     root = open_root(args.root)
     store = image_store(root)

@@ -11,8 +11,9 @@ import argparse
 import os
 
 from pybuild.errors import PybuildError, UsageError
+from pybuild.executors import ContainerStore, process_env
 
-from ._containers import ContainerStore, env_entries, process_env
+from ._containers import env_entries
 from ._runtime import open_root
 
 

@@ -110,7 +110,7 @@ def run_prune(args: argparse.Namespace) -> int:
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             return 0
-    from ._containers import images_in_use
+    from pybuild.executors import images_in_use
 
     root = open_root(args.root)
     store = image_store(root)

@@ -14,8 +14,8 @@ import sys
 import time
 
 from pybuild.errors import UsageError
+from pybuild.executors import ContainerStore
 
-from ._containers import ContainerStore
 from ._runtime import open_root
 
 _FOLLOW_INTERVAL = 0.1

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"unsupported filter {value!r}", hint="pybuild prune supports --filter until=DURATION")
         older_than = parse_duration(rest)
     keep_storage = parse_size(args.keep_storage) if args.keep_storage else None
-    from ._containers import snapshots_in_use
+    from pybuild.executors import snapshots_in_use
 
     root = open_root(args.root)
     if args.repair:

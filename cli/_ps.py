@@ -17,8 +17,9 @@ import time
 from typing import Any
 
 from pybuild.errors import PybuildError
+from pybuild.executors import ContainerRecord, ContainerStore
 
-from ._containers import ContainerRecord, ContainerStore, display_command
+from ._containers import display_command
 from ._format import created_since, ellipsis, human_duration, render_rows, rfc3339_local
 from ._runtime import image_store, open_root
 

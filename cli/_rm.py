@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from pybuild.errors import PybuildError
+from pybuild.executors import ContainerStore
 
-from ._containers import ContainerStore
 from ._runtime import open_root
 
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._containers import image_users
+    from pybuild.executors import image_users
 
     root = open_root(args.root)
     store = image_store(root)

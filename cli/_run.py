@@ -21,16 +21,16 @@ import time
 from typing import Any
 
 from pybuild.errors import NotFound, UsageError
-
-from ._containers import (
+from pybuild.executors import (
     ContainerRecord,
     ContainerStore,
-    Port,
-    env_entries,
-    new_id,
+    PublishedPort,
+    new_container_id,
     process_env,
-    validate_name,
+    validate_container_name,
 )
+
+from ._containers import env_entries
 from ._runtime import image_store, open_root
 
 NETWORKS = {"default": "default", "bridge": "default", "none": "none", "host": "host"}
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("ports can only be published on the default network", hint=f"drop -p or --network {args.network}")
     if args.workdir is not None and not args.workdir.startswith("/"):
         raise UsageError(f"the working directory {args.workdir!r} is invalid, it needs to be an absolute path", hint="-w /path")
-    name = validate_name(args.name) if args.name else None
+    name = validate_container_name(args.name) if args.name else None
     memory = parse_memory(args.memory) if args.memory else None
     seccomp, no_new_privileges = parse_security_opts(args.security_opt)
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise NotFound(f"unable to find image {args.image!r} locally", hint=f"build it, or: pybuild pull {args.image}") from None
     snapshots = store.snapshots_for(image)
     containers = ContainerStore(root)
-    container_id = new_id()
+    container_id = new_container_id()
     hostname = container_id[:12]
     config = container_config(image.config, args, hostname, ports)
     command = tuple((config.get("Entrypoint") or []) + (config.get("Cmd") or []))
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         ContainerRecord(
             id=container_id, name=name or containers.new_name(), created=time.time(), image_id=image.id,
             image_ref=args.image, snapshots=snapshots, config=config, args=command, network=network,
-            ports=tuple(Port(*p) for p in ports), auto_remove=args.rm, memory=memory,
+            ports=tuple(PublishedPort(*p) for p in ports), auto_remove=args.rm, memory=memory,
             seccomp=seccomp, no_new_privileges=no_new_privileges,
         ),
         [root.snapshots.tree(s) for s in snapshots],
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, attach: bool, interactive: bool) -> int:
     """Launch a created container; print its ID (detached) or return its exit code."""
-    from pybuild.executors import ContainerLaunch, ContainerRuntime, ProcessSpec, PublishedPort, Rootfs
+    from pybuild.executors import ContainerLaunch, ContainerRuntime, ProcessSpec, Rootfs
 
     config = record.config
     tty = bool(config.get("Tty"))
@@ -127,7 +127,7 @@ def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, att
         cgroup_name=record.cgroup_name,
         tty=tty,
         interactive=interactive,
-        ports=tuple(PublishedPort(p.host_ip, p.host_port, p.container_port, p.protocol) for p in record.ports),
+        ports=record.ports,
         remove_on_exit=(str(containers.name_link(record)), str(record.directory)) if record.auto_remove else (),
     )
     runtime = ContainerRuntime()

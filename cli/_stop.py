@@ -14,8 +14,8 @@ import signal
 import sys
 
 from pybuild.errors import PybuildError, UsageError
+from pybuild.executors import ContainerStore
 
-from ._containers import ContainerStore
 from ._runtime import open_root
 
 DEFAULT_TIMEOUT = 10

@@ -14,8 +14,8 @@ All the state a later command needs sits in the container's directory
 (``_containers_state``), so this class keeps none: any pybuild process can
 ask about, stop or enter any container.
 
-The container's bookkeeping -- names, images, configs, diff and commit --
-is the CLI's (``cli/_containers.py``); this module knows directories.
+The container's bookkeeping -- its directory under the root, name, image
+and config -- is ``_containers_store``'s; this module runs what it describes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from . import _containers_state as states
 from . import _containers_tty as ttys
 from . import _wire as wire
 from ._cgroups import CGROUP_PARENT, CgroupError, StepCgroups, detect_layout
+from ._containers_store import PublishedPort
 from ._executor import _request, security_request, validate
 from ._sandbox import DEFAULT_PATH
 from ._spec import ProcessSpec, Rootfs
@@ -55,19 +56,6 @@ _STARTING_TIMEOUT = 30.0
 RuntimeState = states.RuntimeState
 Frame = logs.Frame
 STDOUT, STDERR = logs.STDOUT, logs.STDERR
-
-
-@dataclass(frozen=True)
-class PublishedPort:
-    """``-p host_ip:host_port:container_port/protocol``."""
-
-    host_ip: str
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-
-    def __str__(self) -> str:
-        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.protocol}"
 
 
 @dataclass(frozen=True)
@@ -348,7 +336,7 @@ class _Session:
         self.console = console
         self.directory = directory
         self.decoder = wire.Decoder()
-        self.pending: list = []
+        self.pending: list[wire.Message] = []
         self.init_pid = 0
 
     def follow(self, attach: bool) -> int | None:
@@ -385,7 +373,7 @@ class _Session:
             pass
         _wait_unsupervised(self.directory, _KILL_TIMEOUT)
 
-    def _next(self) -> tuple:
+    def _next(self) -> wire.Message:
         while not self.pending:
             try:
                 data = self.channel.recv(65536)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from pybuild.errors import SandboxError
-from pybuild.executors import ProcessSpec, Rootfs
-from pybuild.executors._containers import ContainerLaunch, ContainerRuntime, PublishedPort
+from pybuild.executors import ProcessSpec, PublishedPort, Rootfs
+from pybuild.executors._containers import ContainerLaunch, ContainerRuntime
 
 from .conftest import PATH
 

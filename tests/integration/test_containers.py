@@ -321,7 +321,7 @@ def test_commit_applies_changes_and_an_unchanged_container_adds_no_layer(pb, cle
 
 def test_images_of_containers_are_in_use(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
     from pybuild.cache import Root
-    from pybuild.cli._containers import images_in_use, snapshots_in_use
+    from pybuild.executors import images_in_use, snapshots_in_use
     from pybuild.oci import ImageStore
 
     with Root.open(clean_root) as root:
@@ -383,7 +383,7 @@ def test_a_killed_client_detaches_and_the_container_goes_on(pb, clean_root: Path
 
 def test_image_users_tell_running_from_stopped(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
     from pybuild.cache import Root
-    from pybuild.cli._containers import image_users
+    from pybuild.executors import image_users
     from pybuild.oci import ImageStore
 
     stopped = pb("run", "--name", "stopped", busybox_image, "true").stdout

@@ -12,11 +12,12 @@ import pytest
 from pybuild.cache import Root
 from pybuild.errors import NotFound, PybuildError, UsageError
 from pybuild.cli import _commit as commit
-from pybuild.cli import _containers as containers
+from pybuild.cli import _containers as container_flags
 from pybuild.cli import _diff as diff
 from pybuild.cli import _ps as ps
 from pybuild.cli import _run as run
 from pybuild.cli._stop import stop_signal
+from pybuild.executors import _containers_store as containers
 from pybuild.executors._containers import ContainerStatus, RuntimeState
 
 # -- run's flags -------------------------------------------------------------------
@@ -87,14 +88,14 @@ def test_process_environment_follows_docker() -> None:
     assert env == ("PATH=/custom", "HOSTNAME=host1", "TERM=xterm", "A=4", "B=3")
     assert containers.process_env({}, "h", tty=False)[0].startswith("PATH=/usr/local/sbin")
     with pytest.raises(UsageError):
-        containers.env_entries(["=x"], {})
+        container_flags.env_entries(["=x"], {})
 
 
 def test_container_names() -> None:
-    assert containers.validate_name("/web.1_a-b") == "web.1_a-b"
+    assert containers.validate_container_name("/web.1_a-b") == "web.1_a-b"
     for bad in ("a", "-web", "we b", "web/x"):
         with pytest.raises(UsageError):
-            containers.validate_name(bad)
+            containers.validate_container_name(bad)
 
 
 def test_stop_signals() -> None:
@@ -265,7 +266,7 @@ def test_ps_status_words() -> None:
 
 def test_ps_ports_and_row() -> None:
     record = _record(
-        ports=(containers.Port("127.0.0.1", 8080, 80), containers.Port("0.0.0.0", 5353, 53, "udp")),
+        ports=(containers.PublishedPort("127.0.0.1", 8080, 80), containers.PublishedPort("0.0.0.0", 5353, 53, "udp")),
         config={"ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "Labels": {"b": "2", "a": "1"}},
         args=("/docker-entrypoint.sh", "nginx", "-g", "daemon off;"),
     )

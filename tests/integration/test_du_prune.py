@@ -20,7 +20,7 @@ def test_du_and_prune_keep_what_images_need(cli, busybox_image: str, tmp_path) -
 
 def test_prune_keeps_the_layers_of_a_container_whose_image_was_removed(cli, root, busybox_image: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from pybuild.cache import Root
-    from pybuild.cli._containers import snapshots_in_use
+    from pybuild.executors import snapshots_in_use
 
     (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo base-of-container > /marker\n")
     cli("build", "-t", "short-lived", str(tmp_path))
