@@ -62,7 +62,7 @@ def _tail(text: str) -> int | None:
 
 
 def _lines(frames):  # type: ignore[no-untyped-def]
-    from pybuild.executors._containers_log import iter_lines
+    from pybuild.executors import iter_lines
 
     return list(iter_lines(frames))
 

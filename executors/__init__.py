@@ -51,6 +51,8 @@ _LAZY |= {name: "._containers_store" for name in (
     "ContainerRecord", "ContainerStore", "PublishedPort", "image_users", "images_in_use",
     "new_container_id", "process_env", "snapshots_in_use", "validate_container_name",
 )}
+# ``pybuild logs`` cuts a container's log frames into lines.
+_LAZY["iter_lines"] = "._containers_log"
 # Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
 _LAZY["load_seccomp_profile"] = "._seccomp"
 
