@@ -1,7 +1,10 @@
 """Fixtures shared by every test package.
 
 Base images here are made from what Debian ships (no Docker Hub): a busybox
-root filesystem from ``busybox-static``.
+root filesystem from ``busybox-static``.  Peer tools, the docker daemon and the
+../shared conformance files are found through ``_peers.py``: a test marked
+``@pytest.mark.tool("skopeo", ...)`` fails under CI (``PYBUILD_TEST_STRICT``)
+and is skipped elsewhere when one is missing.
 """
 
 from __future__ import annotations
@@ -9,13 +12,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-CONFORMANCE = SHARED / "conformance"
 
 
 def _load_example_rootfs():  # type: ignore[no-untyped-def]
@@ -51,3 +53,28 @@ def busybox_tar(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) 
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (namespaces, overlayfs)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tool(*names): needs these peer tools (a failure under PYBUILD_TEST_STRICT)")
+
+
+# _peers is imported where it is used: tests/dag/golden/generate.py and benchmarks/ load this
+# file by path, as a top-level module, for make_busybox_rootfs alone.
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from ._peers import require_tool
+
+    for mark in item.iter_markers("tool"):
+        for name in mark.args:
+            require_tool(name)
+
+
+@pytest.fixture(scope="session")
+def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment for Debian's docker CLI: the running daemon, or one started for the session."""
+    from ._peers import docker_daemon
+
+    with docker_daemon(tmp_path_factory.mktemp("dockerd")) as env:
+        yield env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,35 +13,61 @@ from pybuild.grammar import parse_ast
 from pybuild.grammar._heredoc import chomp_content, markers_in_line, parse_marker
 from pybuild.errors import DockerfileSyntaxError
 
-PARSER = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "buildkit-parser"
-CASES = sorted(p.name for p in (PARSER / "testfiles").iterdir())
-NEGATIVE = sorted(p.name for p in (PARSER / "testfiles-negative").iterdir())
-HEREDOC = json.loads((PARSER / "heredoc" / "expected-heredocs.json").read_text())
+from .._peers import conformance_cases, require_conformance
+
+def _names(directory: str) -> list[str]:
+    return conformance_cases("buildkit-parser", lambda parser: sorted(p.name for p in (parser / directory).iterdir()))
 
 
-def test_the_conformance_files_are_there() -> None:
+def _heredoc_cases(*keys: str, width: int = 1) -> list[Any]:
+    """A list in expected-heredocs.json, found by its keys."""
+
+    def read(parser: Path) -> list[Any]:
+        table = json.loads((parser / "heredoc" / "expected-heredocs.json").read_text())
+        for key in keys:
+            table = table[key]
+        return table
+
+    return conformance_cases("buildkit-parser", read, width)
+
+
+CASES = _names("testfiles")
+NEGATIVE = _names("testfiles-negative")
+
+
+@pytest.fixture
+def parser() -> Path:
+    return require_conformance("buildkit-parser")
+
+
+@pytest.fixture
+def heredoc(parser: Path) -> Any:
+    return json.loads((parser / "heredoc" / "expected-heredocs.json").read_text())
+
+
+def test_the_conformance_files_are_there(parser: Path) -> None:
     assert len(CASES) == 33 and len(NEGATIVE) == 4
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_dump_matches_buildkit(case: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    directory = PARSER / "testfiles" / case
+def test_dump_matches_buildkit(case: str, parser: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    directory = parser / "testfiles" / case
     assert main(["parse", "--dump", "-f", str(directory / "Dockerfile")]) == 0
     out = capsysbinary.readouterr().out
     assert out == (directory / "result").read_bytes()
 
 
 @pytest.mark.parametrize("case", NEGATIVE)
-def test_negative_cases_are_rejected(case: str, capsys: pytest.CaptureFixture[str]) -> None:
-    path = PARSER / "testfiles-negative" / case / "Dockerfile"
+def test_negative_cases_are_rejected(case: str, parser: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = parser / "testfiles-negative" / case / "Dockerfile"
     assert main(["parse", "--dump", "-f", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}:")
     assert "Traceback" not in err
 
 
-def test_line_numbers() -> None:
-    ast = parse_ast((PARSER / "testfile-line" / "Dockerfile").read_bytes())
+def test_line_numbers(parser: Path) -> None:
+    ast = parse_ast((parser / "testfile-line" / "Dockerfile").read_bytes())
     spans = [(node.span.start, node.span.end) for node in ast.nodes]
     assert spans == [(5, 5), (11, 12), (17, 31)]
     assert spans[0][0] == 5 and spans[-1][1] == 31
@@ -55,45 +82,45 @@ def _heredoc_dicts(node):  # type: ignore[no-untyped-def]
     ]
 
 
-def test_heredocs_extracted_per_instruction() -> None:
-    ast = parse_ast((PARSER / "heredoc" / "Dockerfile").read_bytes())
-    expected = HEREDOC["children_heredocs"]
+def test_heredocs_extracted_per_instruction(parser: Path, heredoc: Any) -> None:
+    ast = parse_ast((parser / "heredoc" / "Dockerfile").read_bytes())
+    expected = heredoc["children_heredocs"]
     assert len(ast.nodes) == len(expected) + 1
     for node, want in zip(ast.nodes[1:], expected, strict=True):
         assert _heredoc_dicts(node) == want, node.original
 
 
-@pytest.mark.parametrize("word", HEREDOC["parse_heredoc_word"]["valid_name_EOF"])
+@pytest.mark.parametrize("word", _heredoc_cases("parse_heredoc_word", "valid_name_EOF"))
 def test_heredoc_word_valid(word: str) -> None:
     marker = parse_marker(word)
     assert marker is not None and marker.name == "EOF"
 
 
-@pytest.mark.parametrize("word", HEREDOC["parse_heredoc_word"]["invalid_error"])
+@pytest.mark.parametrize("word", _heredoc_cases("parse_heredoc_word", "invalid_error"))
 def test_heredoc_word_invalid(word: str) -> None:
     with pytest.raises(ValueError):
         parse_marker(word)
 
 
-@pytest.mark.parametrize("word", HEREDOC["parse_heredoc_word"]["not_heredoc"])
+@pytest.mark.parametrize("word", _heredoc_cases("parse_heredoc_word", "not_heredoc"))
 def test_heredoc_word_not_a_heredoc(word: str) -> None:
     assert parse_marker(word) is None
 
 
-@pytest.mark.parametrize(("line", "names"), HEREDOC["heredocs_from_line"]["cases"])
+@pytest.mark.parametrize(("line", "names"), _heredoc_cases("heredocs_from_line", "cases", width=2))
 def test_heredocs_from_line(line: str, names: list[str]) -> None:
     assert [m.name for m in markers_in_line(line)] == names
 
 
-@pytest.mark.parametrize("line", HEREDOC["json_form_no_heredoc"]["lines"])
+@pytest.mark.parametrize("line", _heredoc_cases("json_form_no_heredoc", "lines"))
 def test_json_form_never_has_heredocs(line: str) -> None:
     ast = parse_ast(f"FROM scratch\n{line}\nEOF\n")
     assert ast.nodes[1].heredocs == ()
     assert ast.nodes[1].json
 
 
-def test_chomp() -> None:
-    assert chomp_content(HEREDOC["chomp"]["input"]) == HEREDOC["chomp"]["output"]
+def test_chomp(heredoc: Any) -> None:
+    assert chomp_content(heredoc["chomp"]["input"]) == heredoc["chomp"]["output"]
 
 
 def test_unknown_instruction_dumps_as_empty_argument() -> None:

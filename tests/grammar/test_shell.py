@@ -17,7 +17,8 @@ from pybuild.errors import ExpansionError
 from pybuild.grammar._shell import ShellLex, WordResult
 from pybuild.grammar._words import GO_SPACE
 
-SHELL = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "buildkit-shell"
+from .._peers import conformance_cases, require_conformance
+
 ENV_VAR_TEST_ENV = {"PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": ""}
 
 
@@ -30,9 +31,9 @@ def _go_lines(path: Path) -> list[tuple[int, str]]:
     return [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
 
 
-def _env_var_cases() -> list[Any]:
+def _env_var_cases(shell: Path) -> list[Any]:
     cases = []
-    for number, line in _go_lines(SHELL / "envVarTest"):
+    for number, line in _go_lines(shell / "envVarTest"):
         if line.startswith("#"):
             continue
         line = line.strip(GO_SPACE)
@@ -48,10 +49,10 @@ def _env_var_cases() -> list[Any]:
     return cases
 
 
-def _words_cases() -> list[Any]:
+def _words_cases(shell: Path) -> list[Any]:
     cases = []
     env: dict[str, str] = {}
-    for number, line in _go_lines(SHELL / "wordsTest"):
+    for number, line in _go_lines(shell / "wordsTest"):
         if line.startswith("#"):
             continue
         if line.startswith("ENV "):
@@ -66,22 +67,34 @@ def _words_cases() -> list[Any]:
     return cases
 
 
-MATCHES = json.loads((SHELL / "process-with-matches.json").read_text(encoding="utf-8"))
-ENV_VAR_CASES = _env_var_cases()
-WORDS_CASES = _words_cases()
+def _matches(shell: Path) -> Any:
+    return json.loads((shell / "process-with-matches.json").read_text(encoding="utf-8"))
 
 
-def _json_cases(cases: list[dict[str, Any]]) -> list[Any]:
-    return [pytest.param(case, id=f"{index}:{case['input']}") for index, case in enumerate(cases)]
+def _json_cases(*keys: str) -> list[Any]:
+    """The cases of process-with-matches.json under `keys`, one parameter each."""
+
+    def read(shell: Path) -> list[Any]:
+        cases = _matches(shell)
+        for key in keys:
+            cases = cases[key]
+        return [pytest.param(case, id=f"{index}:{case['input']}") for index, case in enumerate(cases)]
+
+    return conformance_cases("buildkit-shell", read)
+
+
+ENV_VAR_CASES = conformance_cases("buildkit-shell", _env_var_cases, width=2)
+WORDS_CASES = conformance_cases("buildkit-shell", _words_cases, width=3)
 
 
 def test_the_conformance_files_are_there() -> None:
+    matches = _matches(require_conformance("buildkit-shell"))
     # 226 lines for all platforms and 2 for non-Windows ones (README.md).
     assert len(ENV_VAR_CASES) == 228
     assert len(WORDS_CASES) > 20
-    assert len(MATCHES["cases"]) == 47
-    assert len(MATCHES["platform_cases"]) == 3
-    assert len(MATCHES["mandatory_env_cases"]["cases"]) == 6
+    assert len(matches["cases"]) == 47
+    assert len(matches["platform_cases"]) == 3
+    assert len(matches["mandatory_env_cases"]["cases"]) == 6
 
 
 @pytest.mark.parametrize(("source", "expected"), ENV_VAR_CASES)
@@ -104,7 +117,7 @@ def test_words_table(source: str, env: dict[str, str], expected: list[str]) -> N
         assert lex.process_words(source, env) == expected
 
 
-@pytest.mark.parametrize("case", _json_cases(MATCHES["cases"]))
+@pytest.mark.parametrize("case", _json_cases("cases"))
 def test_process_with_matches_table(case: dict[str, Any]) -> None:
     lex = ShellLex("\\")
     if case["expected_error"]:
@@ -121,7 +134,7 @@ def test_process_with_matches_table(case: dict[str, Any]) -> None:
 _REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
-@pytest.mark.parametrize("case", _json_cases(MATCHES["platform_cases"]))
+@pytest.mark.parametrize("case", _json_cases("platform_cases"))
 def test_platform_table(case: dict[str, Any]) -> None:
     result = ShellLex("\\").process_word_with_matches(case["input"], case["envs"])
     assert result.result == case["expected"]
@@ -132,7 +145,7 @@ def test_platform_table(case: dict[str, Any]) -> None:
     assert result.unmatched == referenced - case["envs"].keys()
 
 
-@pytest.mark.parametrize("case", _json_cases(MATCHES["mandatory_env_cases"]["cases"]))
+@pytest.mark.parametrize("case", _json_cases("mandatory_env_cases", "cases"))
 def test_mandatory_env_table(case: dict[str, Any]) -> None:
     lex = ShellLex("\\")
     if "expected_error_contains" in case:
