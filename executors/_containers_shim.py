@@ -294,13 +294,7 @@ class Supervisor:
         received, self.signals = self.signals, []
         if signal.SIGTERM in received:
             self.kill()
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in linux.exited_children():
             if pid == self.monitor_pid:
                 self.monitor_status = status
 

@@ -16,6 +16,10 @@ import ctypes
 import os
 import platform
 
+TYPE_CHECKING = False  # not typing's: the zygote does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
@@ -284,6 +288,18 @@ def install_seccomp(program: bytes) -> None:
     instructions = (_SockFilter * count).from_buffer_copy(program)
     prog = _SockFprog(count, ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
     prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+
+
+def exited_children() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of each child that has ended by now, reaped one by one; never blocks."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # no children left
+        if pid == 0:
+            return  # the others are still running
+        yield pid, status
 
 
 def default_signal_action(sig: int) -> None:

@@ -114,13 +114,7 @@ def _accept(requests: socket.socket, monitors: dict[int, int], private: tuple[in
 
 
 def _reap(monitors: dict[int, int]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for pid, status in linux.exited_children():
         ctl = monitors.pop(pid, None)
         if ctl is not None:
             try:
