@@ -217,10 +217,15 @@ def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
     return entries
 
 
-def _xattrs(path: bytes) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
+def layer_xattrs(path: bytes) -> tuple[list[tuple[str, bytes]], bool]:
+    """The xattrs of ``path`` a layer carries, and whether overlayfs marked the directory opaque.
+
+    overlayfs's own ``trusted.overlay.*`` attributes describe the upper directory, not the
+    file: they never go into a layer.
+    """
     names = os.listxattr(path, follow_symlinks=False)
     if not names:
-        return None, False
+        return [], False
     opaque = False
     out = []
     for key in names:
@@ -228,9 +233,16 @@ def _xattrs(path: bytes) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
             if key == OPAQUE_XATTR:
                 opaque = os.getxattr(path, key, follow_symlinks=False) == b"y"
             continue
-        out.append((os.fsencode(key), os.getxattr(path, key, follow_symlinks=False)))
-    out.sort()
-    return out or None, opaque
+        out.append((key, os.getxattr(path, key, follow_symlinks=False)))
+    return out, opaque
+
+
+def _xattrs(path: bytes) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
+    """``layer_xattrs`` as a tar header takes them: encoded names, sorted, None for none."""
+    xattrs, opaque = layer_xattrs(path)
+    if not xattrs:
+        return None, opaque
+    return sorted((os.fsencode(key), value) for key, value in xattrs), opaque
 
 
 def write_layer(tree: Path, out: BinaryIO, *, mtime: int | None = None) -> LayerStats:

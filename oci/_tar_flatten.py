@@ -30,7 +30,7 @@ from pathlib import Path
 from pybuild.errors import StoreError
 
 from ._copy_range import copy_range
-from ._layers import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, is_whiteout
+from ._layers import is_whiteout, layer_xattrs
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -42,21 +42,6 @@ class FlattenStats:
 
     entries: int
     content_bytes: int
-
-
-def _xattrs(path: bytes) -> tuple[list[tuple[str, bytes]], bool]:
-    names = os.listxattr(path, follow_symlinks=False)
-    if not names:
-        return [], False
-    opaque = False
-    out = []
-    for key in names:
-        if key.startswith(OVERLAY_XATTR_PREFIX):
-            if key == OPAQUE_XATTR:
-                opaque = os.getxattr(path, key, follow_symlinks=False) == b"y"
-            continue
-        out.append((key, os.getxattr(path, key, follow_symlinks=False)))
-    return out, opaque
 
 
 class _Flattener:
@@ -97,7 +82,7 @@ class _Flattener:
                 return False
             if rel in self.sealed:
                 return False
-            if _xattrs(src)[1]:
+            if layer_xattrs(src)[1]:
                 self.sealed.add(rel)
             return True
         if is_whiteout(st):
@@ -105,7 +90,7 @@ class _Flattener:
             return False
         dst = self.dest + b"/" + rel
         self.merged[rel] = is_dir
-        xattrs, opaque = _xattrs(src)
+        xattrs, opaque = layer_xattrs(src)
         mode = st.st_mode
         if is_dir:
             os.mkdir(dst, 0o700)
