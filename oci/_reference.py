@@ -35,19 +35,14 @@ class Reference:
         return f"{self.registry}/{self.repository}"
 
     def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        return self._with_tag_and_digest(self.name)
 
     @property
     def familiar(self) -> str:
         """The short form Docker shows: ``busybox:latest``, ``user/app:1``."""
-        name = self.name
-        if self.registry == DEFAULT_REGISTRY:
-            name = self.repository.removeprefix("library/")
+        return self._with_tag_and_digest(self.familiar_name)
+
+    def _with_tag_and_digest(self, name: str) -> str:
         text = name
         if self.tag:
             text += f":{self.tag}"
