@@ -21,7 +21,6 @@ from ._convert import convert as convert
 from ._copy import git_source as git_source
 from ._copy import http_source as http_source
 from ._copy import is_git_source as is_git_source
-from ._events import Notice as Notice
 from ._graph import Definition as Definition
 from ._image import HistoryStep as HistoryStep
 from ._image import StageImage as StageImage
@@ -35,9 +34,10 @@ from ._ops import op_digest as op_digest
 from ._platform import Platform as Platform
 from ._platform import host_platform as host_platform
 
-_LAZY = {"CheckReport": "._checks", "CheckWarning": "._checks", "check_dockerfile": "._checks"}
+_LAZY = {name: ".checks" for name in ("CheckReport", "CheckWarning", "check_dockerfile")}
 _LAZY |= {name: "._build" for name in ("ExportOptions", "StoreImageChains", "build", "step_ids")}
 _LAZY |= {name: "._worker" for name in ("Context", "Worker", "WorkerOptions")}
+_LAZY["Notice"] = "._events"  # what a build reports besides steps; graph and check need none
 
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)
