@@ -128,8 +128,17 @@ class BuildError(PybuildError):
 class StepFailed(BuildError):
     reference = "run-exit-nonzero"
 
-    def __init__(self, message: str, *, exit_code: int, output_tail: str = "", **kw) -> None:
-        super().__init__(message, **kw)
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int,
+        output_tail: str = "",
+        hint: str | None = None,
+        location: Location | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, location=location, excerpt=excerpt)
         self.step_exit_code = exit_code
         self.output_tail = output_tail
 

@@ -82,7 +82,7 @@ class ContentStore(Protocol):
 class _VerifyingReader(io.RawIOBase):
     """Hashes what passes through; raises CorruptContent at end of file on mismatch."""
 
-    def __init__(self, raw: BinaryIO, digest: str) -> None:
+    def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, digest: str) -> None:
         self._raw = raw
         self._digest = digest
         self._hash = hashlib.sha256()
@@ -91,7 +91,7 @@ class _VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io passes only these
         n = self._raw.readinto(buffer)
         if n:
             self._hash.update(memoryview(buffer)[:n])

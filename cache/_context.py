@@ -28,7 +28,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -372,17 +372,18 @@ class _Job:
         result = []
         for named, real in matches:
             st = self.lstat(real)
-            resolved: str | None = real
+            target = real
             if st is not None and stat.S_ISLNK(st.st_mode):
-                resolved = self.resolve(real.split("/"), follow_final=True)
-                if resolved is None:
+                followed = self.resolve(real.split("/"), follow_final=True)
+                if followed is None:
                     raise _not_found(named, "not found (a dangling symlink)")
-            result.append(ContextPath(named, resolved, self._kind_of(resolved)))
+                target = followed
+            result.append(ContextPath(named, target, self._kind_of(target)))
         if not result and not allow_empty_wildcard:
             raise _not_found(rel, "no files match")
         return tuple(result)
 
-    def _expand(self, real_dir: str, named_dir: str, matchers: list, out: list[tuple[str, str]]) -> None:
+    def _expand(self, real_dir: str, named_dir: str, matchers: list[Callable[[str], bool]], out: list[tuple[str, str]]) -> None:
         """Wildcard elements, one directory level at a time, like filepath.Match
         over a walk that does not follow symlinks."""
         try:

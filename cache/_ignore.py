@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ class _Pattern:
     match: IgnoreMatcher
     # for "could an exception re-include something below this directory?":
     # one predicate per leading path element, up to the first element with **
-    element_matchers: tuple
+    element_matchers: tuple[Callable[[str], bool], ...]
     unbounded: bool  # has ** somewhere: may match at any depth
 
 

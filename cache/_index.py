@@ -232,7 +232,7 @@ class CacheIndex:
             self._pid = os.getpid()
             self._local = threading.local()
             self._connections = []
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
         if self._memory and self._connections:

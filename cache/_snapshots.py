@@ -66,11 +66,6 @@ class Snapshotter(Protocol):
 
     def created(self, snapshot_id: str) -> float | None:
         """When it was committed; None if it is missing or incomplete."""
-        meta = self._read_meta(snapshot_id)
-        if meta is None:
-            return None
-        created = meta.get("created")
-        return float(created) if isinstance(created, (int, float)) else 0.0
 
     def chain(self, snapshot_id: str) -> tuple[str, ...]:
         """This snapshot, its parent, ... down to the base (StoreError if any is missing)."""
@@ -103,7 +98,7 @@ class DirSnapshotter:
     def _dir(self, snapshot_id: str) -> Path:
         return self.directory / check_name("snapshot id", snapshot_id)
 
-    def _read_meta(self, snapshot_id: str) -> dict | None:
+    def _read_meta(self, snapshot_id: str) -> dict[str, object] | None:
         """Its metadata if the snapshot is complete, else None."""
         d = self._dir(snapshot_id)
         try:
@@ -184,7 +179,8 @@ class DirSnapshotter:
                 f"snapshot {snapshot_id} is missing or incomplete",
                 hint="the cache was pruned meanwhile or damaged; build again",
             )
-        return meta.get("parent")
+        parent = meta.get("parent")
+        return parent if isinstance(parent, str) else None  # written by commit: a str or None
 
     def created(self, snapshot_id: str) -> float | None:
         """When it was committed; None if it is missing or incomplete."""

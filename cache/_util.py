@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pybuild.errors import StoreError
@@ -49,7 +50,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_writable_and_retry(function, path, excinfo) -> None:
+def _make_writable_and_retry(
+    function: Callable[[str], object], path: str, excinfo: BaseException | tuple[object, BaseException, object]
+) -> None:
     """shutil.rmtree onerror: a read-only directory (chmod 0555, an overlay
     work dir) blocks unlinking its entries for a non-root user; open it up."""
     error = excinfo[1] if isinstance(excinfo, tuple) else excinfo

@@ -48,7 +48,7 @@ class _WritebackFileIO(io.FileIO):
         self._step = step
         self._unsent = 0
 
-    def write(self, data: Any) -> int | None:
+    def write(self, data: Any, /) -> int:  # Any: whatever buffer io.FileIO takes
         n = super().write(data)
         if n:
             self._unsent += n

@@ -143,7 +143,10 @@ def parse_marker(word: str) -> HeredocMarker | None:
         return None
     raw = _unquote(rest, keep_quotes=True)
     name = plain[0]
-    quotes = lambda s: s.count("'") + s.count('"')  # noqa: E731
+
+    def quotes(s: str) -> int:
+        return s.count("'") + s.count('"')
+
     return HeredocMarker(
         name=name,
         expand=quotes(name) == quotes(raw[0]),

@@ -13,7 +13,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from pybuild.errors import DockerfileSyntaxError, Location, shortened
 
@@ -54,7 +54,7 @@ class _Shape(NamedTuple):
     nested: _Shape | None
 
 
-def _shape(rule: str):
+def _shape(rule: str) -> Callable[[Any, list[Any]], _Shape]:
     def callback(self: Any, children: list[Any]) -> _Shape:
         flags = []
         arguments = nested = None
@@ -82,7 +82,7 @@ def _lark() -> Any:
     import lark
     from lark import Lark, Transformer
 
-    class Shapes(Transformer):
+    class Shapes(Transformer[Any, list[_Shape]]):
         instruction = _shape("instruction")
         healthcheck = _shape("healthcheck")
         onbuild = _shape("onbuild")
@@ -288,9 +288,9 @@ def _decode(text: str | bytes, file: str) -> str:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as error:
-            line = text.count(b"\n", 0, error.start) + 1
+            line = error.object.count(b"\n", 0, error.start) + 1
             raise DockerfileSyntaxError(
-                f"invalid UTF-8 (byte 0x{text[error.start]:02x} at offset {error.start})",
+                f"invalid UTF-8 (byte 0x{error.object[error.start]:02x} at offset {error.start})",
                 location=Location(file, line),
                 hint="save the Dockerfile as UTF-8",
             ) from None

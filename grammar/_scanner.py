@@ -123,6 +123,7 @@ def scan(text: str, heredoc_capable: Callable[[str], bool]) -> ScanResult:
             match = DIRECTIVE.match(stripped)
             name = match.group(1).lower() if match else None
             if name in KNOWN_DIRECTIVES:
+                assert match is not None  # the name came from it
                 if name in directives:
                     raise ScanError(f"only one {name} parser directive can be used", physical.number)
                 value = _directive_value(match.group(2))

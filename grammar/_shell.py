@@ -217,7 +217,8 @@ def _drive(root: _Step) -> str:
                     nested = current.throw(thrown)
             except StopIteration as done:
                 if not stack:
-                    return done.value
+                    result: str = done.value
+                    return result
                 current = stack.pop()
                 sent = done.value
                 continue
@@ -339,7 +340,7 @@ class _Expansion:
                 value = text[special + 1]
                 self.pos = special + 2
                 split = False
-            parts.append(value)  # type: ignore[arg-type]
+            parts.append(value)
             if kinds is not None:
                 kinds.append(split)
         if stop is not None:
@@ -391,7 +392,7 @@ class _Expansion:
                 value = self.dollar()
                 if value.__class__ is not str:
                     value = yield value  # type: ignore[misc]
-                parts.append(value)  # type: ignore[arg-type]
+                parts.append(value)
                 pos = self.pos
                 continue
             # The escape character.
