@@ -30,6 +30,7 @@ from pybuild.errors import SandboxError
 
 from . import _linux as linux
 from . import _paths as paths
+from . import _wire as wire
 from ._executor import _request_mounts
 from ._sandbox import SetupError, mount_depth, mount_state_tmpfs, overlay_fd, open_detached_mount, remove_stubs
 from ._spec import Mount, Rootfs
@@ -109,10 +110,10 @@ async def _in_own_thread(work: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-def _call_mounted(rootfs: Rootfs, specs: list[tuple], state: str, function: Callable[..., T], args: tuple) -> T:
+def _call_mounted(rootfs: Rootfs, specs: list[tuple[wire.Message, ...]], state: str, function: Callable[..., T], args: tuple[object, ...]) -> T:
     mount_point = os.path.join(state, "mnt")
     stubs: list[tuple[str, str]] = []
-    parents: dict[str, tuple] = {}
+    parents: dict[str, paths.DirMeta] = {}
     mounted = False
     try:
         try:

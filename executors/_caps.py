@@ -9,6 +9,10 @@ Stdlib only (imported by the zygote, see ``_zygote.py``).
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 CAPABILITY_NUMBERS = {
     "CAP_CHOWN": 0,
     "CAP_DAC_OVERRIDE": 1,
@@ -72,7 +76,7 @@ DOCKER_DEFAULT_CAPABILITIES = (
 )
 
 
-def capability_mask(names) -> int:
+def capability_mask(names: Iterable[str]) -> int:
     """The bit mask of capability names; unknown names raise KeyError."""
     mask = 0
     for name in names:

@@ -26,6 +26,10 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
 CGROUP_PARENT = "pybuild"
 
 # (type, major, minor) readable and writable in the sandbox; see _sandbox.DEVICES.
@@ -67,7 +71,7 @@ class CgroupLayout:
         return ", ".join(parts)
 
 
-def parse_layout(mountinfo: str, read_controllers=None) -> CgroupLayout:
+def parse_layout(mountinfo: str, read_controllers: Callable[[str], str] | None = None) -> CgroupLayout:
     """The layout from /proc/self/mountinfo text (``read_controllers(path)`` reads a v2 root's list)."""
     v1: dict[str, str] = {}
     v2: str | None = None
@@ -156,7 +160,7 @@ class StepCgroups:
             raise CgroupError(f"cannot create the step's cgroup: {e.strerror} ({e.filename})") from None
         return [os.path.join(p, "cgroup.procs") for p in self.paths]
 
-    def _make(self, root: str, enable: list[str] = ()) -> str:
+    def _make(self, root: str, enable: Sequence[str] = ()) -> str:
         parent = os.path.join(root, CGROUP_PARENT)
         try:
             os.mkdir(parent, 0o755)

@@ -384,7 +384,7 @@ class _Session:
                     "the container's supervisor ended without a word", hint=f"see {_SUPERVISOR_LOG} in the container's directory"
                 )
             self.pending += self.decoder.feed(data)
-        return self.pending.pop(0)  # type: ignore[no-any-return]
+        return self.pending.pop(0)
 
 
 @contextlib.contextmanager

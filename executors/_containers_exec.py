@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from . import _containers_tty as ttys
 from . import _linux as linux
@@ -43,7 +44,7 @@ CANNOT_START = 126
 def spawn(
     init_pid: int,
     cgroup_procs: tuple[str, ...],
-    process: dict,
+    process: dict[str, Any],  # Any: the sandbox request's process part
     stdio: tuple[int, int, int],
     *,
     tty: bool,
@@ -76,7 +77,7 @@ def _entrant(
     namespaces: list[tuple[int, int]],
     pid_namespace: int,
     cgroup_procs: tuple[str, ...],
-    process: dict,
+    process: dict[str, Any],  # Any: the sandbox request's process part
     stdio: tuple[int, int, int],
     tty: bool,
     detach: bool,
@@ -110,7 +111,7 @@ def _entrant(
         os._exit(status)
 
 
-def _process(namespaces: list[tuple[int, int]], process: dict, stdio: tuple[int, int, int], tty: bool, detach: bool) -> None:
+def _process(namespaces: list[tuple[int, int]], process: dict[str, Any], stdio: tuple[int, int, int], tty: bool, detach: bool) -> None:
     try:
         if not detach:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -27,6 +27,10 @@ from __future__ import annotations
 import os
 import signal
 
+TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
+if TYPE_CHECKING:
+    from typing import Any
+
 if __package__:
     from . import _containers_tty as ttys
     from . import _linux as linux
@@ -40,7 +44,7 @@ else:  # loaded by the supervisor as top-level modules
 class ContainerMonitor(sandbox._Monitor):
     """``_sandbox._Monitor`` whose init reads ``stdin_fd`` (None: /dev/null) and, with ``tty``, owns it as its terminal."""
 
-    def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict, stdin_fd: int | None, tty: bool) -> None:
+    def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict[str, Any], stdin_fd: int | None, tty: bool) -> None:
         super().__init__(ctl, out_fd, err_fd, request)
         self.stdin_fd = stdin_fd
         self.tty = tty
@@ -90,7 +94,7 @@ def _console_init(monitor: sandbox._Monitor, prepared: sandbox._Prepared, report
     os._exit(status)
 
 
-def monitor_main(ctl: int, out_fd: int, err_fd: int, request: dict, stdin_fd: int | None, tty: bool) -> int:
+def monitor_main(ctl: int, out_fd: int, err_fd: int, request: dict[str, Any], stdin_fd: int | None, tty: bool) -> int:
     """Entry point of the monitor process, forked by the supervisor (returns its exit status)."""
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     sandbox.reset_signals()

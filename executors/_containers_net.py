@@ -22,6 +22,10 @@ import shlex
 import socket
 import time
 
+TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
+if TYPE_CHECKING:
+    from typing import Any
+
 API_SOCKET = "slirp.sock"
 WRAPPER = "slirp4netns"
 _CONNECT_ATTEMPTS = 200
@@ -55,7 +59,7 @@ def add_forward(directory_fd: int, host_ip: str, host_port: int, container_port:
         )
 
 
-def _call(directory_fd: int, request: dict) -> dict:
+def _call(directory_fd: int, request: dict[str, Any]) -> dict[str, Any]:  # Any: slirp4netns's JSON API
     # /proc/self/fd/N/... keeps the socket path short whatever the directory's length.
     path = f"/proc/self/fd/{directory_fd}/{API_SOCKET}"
     for _ in range(_CONNECT_ATTEMPTS):

@@ -160,9 +160,9 @@ def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> N
         raise SandboxError("the step's upper and work directories must exist", hint="this is a pybuild bug")
 
 
-def _request_mounts(mounts: Sequence[Mount]) -> list[tuple]:
+def _request_mounts(mounts: Sequence[Mount]) -> list[tuple[wire.Message, ...]]:
     """Mounts in their wire form (plain tuples, see ``_sandbox.open_detached_mount``)."""
-    result = []
+    result: list[tuple[wire.Message, ...]] = []
     for mount in mounts:
         if isinstance(mount, BindMount):
             result.append(("bind", mount.target, mount.source, mount.readonly, mount.subpath))
@@ -177,7 +177,7 @@ def _request_mounts(mounts: Sequence[Mount]) -> list[tuple]:
     return result
 
 
-def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], procs: list[str], state: str, slirp: str) -> dict:
+def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], procs: list[str], state: str, slirp: str) -> dict[str, wire.Message]:
     return {
         "rootfs": (tuple(rootfs.lowers), rootfs.upper, rootfs.work, rootfs.readonly),
         "mounts": _request_mounts(mounts),
@@ -199,7 +199,7 @@ def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], proc
     }
 
 
-def security_request(process: ProcessSpec) -> dict:
+def security_request(process: ProcessSpec) -> dict[str, wire.Message]:
     """What the sandbox needs to confine the process: its capabilities, seccomp program, no_new_privs."""
     from . import _seccomp
     from ._caps import DOCKER_DEFAULT_MASK
@@ -302,7 +302,7 @@ class _Step:
         self.started = 0.0
         self.ended: float | None = None
 
-    async def start(self, zygote: _Zygote, request: dict) -> None:
+    async def start(self, zygote: _Zygote, request: dict[str, wire.Message]) -> None:
         self.zygote = zygote
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.ctl = trio.socket.from_stdlib_socket(ours)

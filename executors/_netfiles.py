@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 
+TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 # slirp4netns's built-in DNS forwarder (with --configure, 10.0.2.0/24).
 SLIRP_DNS = "10.0.2.3"
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
@@ -75,7 +79,7 @@ def resolv_conf(host_text: str, network: str) -> bytes:
     return ((text + "\n") if text else "").encode() + _nameservers(nameservers)
 
 
-def _nameservers(addresses) -> bytes:
+def _nameservers(addresses: Iterable[str]) -> bytes:
     return "".join(f"nameserver {a}\n" for a in addresses).encode()
 
 

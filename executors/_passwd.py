@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 @dataclass(frozen=True)
 class ResolvedUser:
@@ -47,7 +51,7 @@ class GroupEntry:
     members: tuple[str, ...]
 
 
-def _fields(text: str, minimum: int):
+def _fields(text: str, minimum: int) -> Iterator[list[str]]:
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):

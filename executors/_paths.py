@@ -153,7 +153,7 @@ def ensure_mount_point(
     *,
     directory: bool,
     stubs: list[tuple[str, str]],
-    parents: dict[str, tuple],
+    parents: dict[str, DirMeta],
 ) -> str:
     """Resolve ``target`` inside ``root``, creating what is missing; return the inside path.
 
@@ -209,7 +209,11 @@ def _host_path(root: str, parts: list[str]) -> str:
     return root.rstrip("/") + "/" + "/".join(parts) if parts else (root or "/")
 
 
-def dir_meta(path: str) -> tuple:
+# (mode, uid, gid, xattrs) of a directory, as ``remove_stubs`` compares them.
+DirMeta = tuple[int, int, int, dict[str, bytes]]
+
+
+def dir_meta(path: str) -> DirMeta:
     """(mode, uid, gid, xattrs) of a directory, as ``remove_stubs`` compares them."""
     st = os.lstat(path)
     try:

@@ -39,6 +39,10 @@ import socket
 import stat
 import struct
 
+TYPE_CHECKING = False  # not typing's: the zygote does not import typing
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 if __package__:
     from . import _caps as caps
     from . import _linux as linux
@@ -137,7 +141,7 @@ def monitor_main(ctl: int, out_fd: int, err_fd: int) -> int:
 
 
 class _Monitor:
-    def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict) -> None:
+    def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict[str, wire.Message]) -> None:
         self.ctl = ctl
         self.out_fd = out_fd
         self.err_fd = err_fd
@@ -148,7 +152,7 @@ class _Monitor:
         self.slirp: _Slirp | None = None
         self.mounted = False
         self.stubs: list[tuple[str, str]] = []
-        self.parents: dict[str, tuple] = {}
+        self.parents: dict[str, paths.DirMeta] = {}
 
     def send(self, message: object) -> None:
         try:
@@ -282,7 +286,7 @@ class _Monitor:
         poller.register(pidfd, select.POLLIN)
         control = wire.Decoder()
         report = wire.Decoder()
-        messages: list = []
+        messages: list[wire.Message] = []
         status = None
         killed = False
         while status is None:
@@ -352,7 +356,7 @@ def host_devices_for_insecure() -> tuple[str, ...]:
 class _Prepared:
     """Detached mounts and fds the init attaches after the pivot."""
 
-    def __init__(self, rootfs_dir: str, mounts: list, etc: list, devices: list, devnull: int) -> None:
+    def __init__(self, rootfs_dir: str, mounts: list[wire.Message], etc: list[wire.Message], devices: list[wire.Message], devnull: int) -> None:
         self.rootfs_dir = rootfs_dir
         self.mounts = mounts
         self.etc = etc
@@ -367,7 +371,7 @@ class _Prepared:
         os.close(self.devnull)
 
 
-def open_detached_mount(spec: tuple, index: int, state: str, scratch: str, flatten_dir: str) -> tuple[str, int, bool]:
+def open_detached_mount(spec: tuple[wire.Message, ...], index: int, state: str, scratch: str, flatten_dir: str) -> tuple[str, int, bool]:
     """A detached mount for one step mount: (target, mount fd, target is a file).
 
     ``spec`` is the wire form of a ``Mount``; secrets are written to a file in
@@ -478,7 +482,7 @@ def mount_state_tmpfs(path: str) -> None:
         linux.mount("tmpfs", path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
 
 
-def overlay_fd(lowers: tuple, upper: str | None, work: str | None, scratch: str, flatten_dir: str) -> int:
+def overlay_fd(lowers: tuple[str, ...], upper: str | None, work: str | None, scratch: str, flatten_dir: str) -> int:
     """A detached overlay mount of a chain of any length."""
     if overlay.lowerdir_plus_supported() and len(lowers) <= overlay.MAX_LOWERS:
         return overlay.mount_overlay_fd(tuple(lowers), upper, work)
@@ -603,7 +607,7 @@ _MEANINGFUL_OVERLAY_XATTRS = frozenset(
 )
 
 
-def remove_stubs(upper: str, stubs: list[tuple[str, str]], parents: dict[str, tuple]) -> None:
+def remove_stubs(upper: str, stubs: list[tuple[str, str]], parents: dict[str, paths.DirMeta]) -> None:
     """Remove from ``upper`` the mount points the init had to create.
 
     ``stubs`` are ("dir" | "file", path) in creation order; only a stub still
@@ -659,7 +663,7 @@ def _remove_if_stub(root: int, path: str, kind: str) -> None:
         os.close(fd)
 
 
-def _remove_if_unchanged_copy(root: int, path: str, meta: tuple) -> None:
+def _remove_if_unchanged_copy(root: int, path: str, meta: paths.DirMeta) -> None:
     opened = _open_parent(root, path)
     if opened is None:
         return
@@ -723,12 +727,12 @@ def _report(fd: int, message: object) -> None:
 class _Inside:
     """Setup inside the pivoted root: every path here is the sandbox's own."""
 
-    def __init__(self, process: dict, prepared: _Prepared, report_w: int) -> None:
+    def __init__(self, process: dict[str, wire.Message], prepared: _Prepared, report_w: int) -> None:
         self.process = process
         self.prepared = prepared
         self.report_w = report_w
         self.stubs: list[tuple[str, str]] = []
-        self.parents: dict[str, tuple] = {}
+        self.parents: dict[str, paths.DirMeta] = {}
 
     def run(self) -> None:
         process = self.process
@@ -860,7 +864,7 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
 
 
-def _environment(env: list, secret_env: list, home: str) -> dict[bytes, bytes]:
+def _environment(env: list[str], secret_env: list[str], home: str) -> dict[bytes, bytes]:
     result: dict[bytes, bytes] = {}
     for entry in list(env) + list(secret_env):
         key, _, value = entry.partition("=")
@@ -869,7 +873,7 @@ def _environment(env: list, secret_env: list, home: str) -> dict[bytes, bytes]:
     return result
 
 
-def confine_and_exec(security: dict, user: passwd.ResolvedUser, args: list, env: dict[bytes, bytes], cwd: str, *, die_with_parent: bool) -> None:
+def confine_and_exec(security: dict[str, wire.Message], user: passwd.ResolvedUser, args: list[str], env: dict[bytes, bytes], cwd: str, *, die_with_parent: bool) -> None:
     """Drop to ``user`` with ``security``'s capabilities, filter its syscalls, exec ``args``.
 
     ``security`` holds ``capabilities`` (the mask kept), ``seccomp`` (a BPF
@@ -919,7 +923,7 @@ def _drop_privileges(user: passwd.ResolvedUser, keep: int = caps.DOCKER_DEFAULT_
         linux.capset(0, 0, 0)
 
 
-def _exec(args: list, env: dict[bytes, bytes], cwd: str) -> None:
+def _exec(args: list[str], env: dict[bytes, bytes], cwd: str) -> None:
     """execve like a shell would look the command up; on failure exit 126/127 with a message."""
     if not args:
         _die(127, "pybuild: no command to run")
@@ -943,7 +947,7 @@ def _exec(args: list, env: dict[bytes, bytes], cwd: str) -> None:
     _die(126, f'pybuild: exec "{program}": {error.strerror}')
 
 
-def _die(code: int, message: str) -> None:
+def _die(code: int, message: str) -> NoReturn:
     try:
         os.write(2, message.encode(errors="replace") + b"\n")
     finally:

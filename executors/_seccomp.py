@@ -163,18 +163,21 @@ def _condition_sets(pyseccomp: Any, args: tuple[tuple[int, str, int, int], ...])
 
 
 def _action(pyseccomp: Any, name: str, errno: int | None) -> int:
+    action: int  # pyseccomp is untyped: its actions are ints
     if name == "SCMP_ACT_ERRNO":
-        return pyseccomp.ERRNO(_EPERM if errno is None else errno)
-    if name == "SCMP_ACT_TRACE":
-        return pyseccomp.TRACE(_EPERM if errno is None else errno)
-    return {
-        "SCMP_ACT_ALLOW": pyseccomp.ALLOW,
-        "SCMP_ACT_KILL": pyseccomp.KILL_THREAD,
-        "SCMP_ACT_KILL_THREAD": pyseccomp.KILL_THREAD,
-        "SCMP_ACT_KILL_PROCESS": pyseccomp.KILL_PROCESS,
-        "SCMP_ACT_TRAP": pyseccomp.TRAP,
-        "SCMP_ACT_LOG": pyseccomp.LOG,
-    }[name]
+        action = pyseccomp.ERRNO(_EPERM if errno is None else errno)
+    elif name == "SCMP_ACT_TRACE":
+        action = pyseccomp.TRACE(_EPERM if errno is None else errno)
+    else:
+        action = {
+            "SCMP_ACT_ALLOW": pyseccomp.ALLOW,
+            "SCMP_ACT_KILL": pyseccomp.KILL_THREAD,
+            "SCMP_ACT_KILL_THREAD": pyseccomp.KILL_THREAD,
+            "SCMP_ACT_KILL_PROCESS": pyseccomp.KILL_PROCESS,
+            "SCMP_ACT_TRAP": pyseccomp.TRAP,
+            "SCMP_ACT_LOG": pyseccomp.LOG,
+        }[name]
+    return action
 
 
 _SIMPLE_ACTIONS = (
@@ -252,7 +255,7 @@ def _argument(value: object, bad: Any, where: str) -> tuple[int, str, int, int]:
     return index, str(op), numbers[0], numbers[1]
 
 
-def _applies(entry: dict, capabilities: int, go_arch: str, bad: Any, where: str) -> bool:
+def _applies(entry: dict[str, Any], capabilities: int, go_arch: str, bad: Any, where: str) -> bool:
     """Docker's includes (all must hold) and excludes (none may)."""
     includes, excludes = entry.get("includes") or {}, entry.get("excludes") or {}
     if not isinstance(includes, dict) or not isinstance(excludes, dict):
@@ -280,7 +283,7 @@ def _applies(entry: dict, capabilities: int, go_arch: str, bad: Any, where: str)
     return True
 
 
-def _architectures(data: dict, native: str, bad: Any) -> tuple[str, ...]:
+def _architectures(data: dict[str, Any], native: str, bad: Any) -> tuple[str, ...]:
     names: list[str] = []
     if data.get("archMap"):
         for entry in data["archMap"]:

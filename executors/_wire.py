@@ -13,6 +13,14 @@ import os
 import pickle
 import struct
 
+TYPE_CHECKING = False  # not typing's: the zygote does not import typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    # What the other end pickled: its shape is the protocol between the two ends
+    # (see ``_executor`` and ``_sandbox``), which the type checker cannot follow.
+    Message = Any
+
 _HEADER = struct.Struct("!I")
 MAX_MESSAGE = 1 << 30
 
@@ -28,7 +36,7 @@ class Decoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[object]:
+    def feed(self, data: bytes) -> list[Message]:
         self._buffer += data
         messages = []
         while len(self._buffer) >= _HEADER.size:
@@ -55,7 +63,7 @@ def write_message(fd: int, message: object) -> None:
         data = data[written:]
 
 
-def read_message(fd: int) -> object | None:
+def read_message(fd: int) -> Message | None:
     """Read one message from a blocking fd; None at end of file."""
     header = _read_exactly(fd, _HEADER.size)
     if header is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,7 +46,7 @@ def _expect(condition: bool, message: str) -> None:
 
 
 @asynccontextmanager
-async def _opened(make_executor: Callable[[], Any]):
+async def _opened(make_executor: Callable[[], Any]) -> AsyncIterator[Any]:
     made = make_executor()
     if hasattr(made, "__aenter__"):
         async with made as executor:
