@@ -17,7 +17,7 @@ def lazy_getattr(package: str, lazy: Mapping[str, str]) -> Callable[[str], Any]:
     """The module ``__getattr__`` for ``package``, which is being imported.
 
     ``lazy`` maps each deferred name to the module defining it, relative to
-    ``package`` (``{"check_dockerfile": "._checks"}``).
+    ``package`` (``{"check_dockerfile": ".checks"}``).
     """
     namespace = vars(sys.modules[package])
 

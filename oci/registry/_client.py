@@ -35,6 +35,8 @@ import trio
 from pybuild._version import __version__
 from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError, RegistryError
 
+from .. import _network
+from .._network import NetworkLimits, default_limits
 from .._reference import Reference
 from ._auth import Authorizer, CredentialStore
 from ._endpoint import Endpoint, endpoint_for
@@ -52,8 +54,6 @@ from ._manifest import (
     select_platform,
     sha256_digest,
 )
-from .. import _network
-from .._network import NetworkLimits, default_limits
 from ._retry import RetryPolicy, TransientError, with_retries
 from ._transport import (
     RegistryCall,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pybuild.dag._checks import CheckReport, check_dockerfile
+from pybuild.dag.checks import CheckReport, check_dockerfile
 from pybuild.dag._platform import Platform
 from pybuild.oci import ResolvedImage
 

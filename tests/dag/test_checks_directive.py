@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pybuild.dag._checks import check_dockerfile
-from pybuild.dag._checks_config import CheckConfig, CheckOptionError, parse_check_options
-from pybuild.dag._checks_rules import RULES
+from pybuild.dag.checks import check_dockerfile
+from pybuild.dag.checks._config import CheckConfig, CheckOptionError, parse_check_options
+from pybuild.dag.checks._rules import RULES
 from pybuild.errors import DockerfileError, DockerfileSyntaxError
 
 NOISY = "FROM alpine AS Build\nMAINTAINER me\nCMD run\n"  # StageNameCasing, MaintainerDeprecated, JSONArgsRecommended

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pybuild.dag._checks import check_dockerfile
-from pybuild.dag._checks_shell import SimpleCommand, command_words, simple_commands
+from pybuild.dag.checks import check_dockerfile
+from pybuild.dag.checks._shell import SimpleCommand, command_words, simple_commands
 from pybuild.errors import DockerfileError
 
 

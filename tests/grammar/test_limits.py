@@ -147,7 +147,7 @@ def test_many_tiny_instructions_cost_memory_in_proportion() -> None:
 
 
 def test_checking_a_file_of_comment_lines_costs_memory_in_proportion() -> None:
-    from pybuild.dag._checks_model import load
+    from pybuild.dag.checks._model import load
 
     text = "# c\n" * (MiB // 4) + "FROM scratch\n"
     load(text, "Dockerfile")

@@ -21,8 +21,8 @@ from pybuild.grammar import Arg, Dockerfile, Env, Instruction, Shell, ShellLex, 
 
 from pybuild.oci import parse_reference
 
-from ._image import DEFAULT_PATH
-from ._platform import Platform, host_platform, platform_args
+from .._image import DEFAULT_PATH
+from .._platform import Platform, host_platform, platform_args
 
 # ARGs BuildKit never puts into the environment of a stage.
 NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})

@@ -2,8 +2,8 @@
 
     check_dockerfile(text, file, build_args=..., context_dir=..., images=...) -> CheckReport
 
-Nothing is pulled and nothing runs.  The BuildKit rules (``_checks_buildkit``)
-follow ``docker build --check``; the layer rules (``_checks_layers``) are the
+Nothing is pulled and nothing runs.  The BuildKit rules (``_buildkit``)
+follow ``docker build --check``; the layer rules (``_layers``) are the
 tutorial's lessons.  The ``# check=`` directive (or the
 ``BUILDKIT_DOCKERFILE_CHECK`` build argument) selects rules for both kinds;
 ``error=true`` asks callers to fail when anything was found, as BuildKit
@@ -31,13 +31,13 @@ from typing import Any, Literal
 from pybuild.cache import DockerIgnore
 from pybuild.errors import DockerfileError, Location
 
-from ._checks_buildkit import buildkit_findings
-from ._checks_config import CheckConfig, CheckOptionError, parse_check_options
-from ._checks_layers import layer_findings
-from ._checks_model import CHECK_COMMENT, Source, load
-from ._checks_rules import RULES, Finding
-from ._checks_scope import walk
-from ._platform import Platform, host_platform
+from .._platform import Platform, host_platform
+from ._buildkit import buildkit_findings
+from ._config import CheckConfig, CheckOptionError, parse_check_options
+from ._layers import layer_findings
+from ._model import CHECK_COMMENT, Source, load
+from ._rules import RULES, Finding
+from ._walk import walk
 
 __all__ = ["CheckReport", "CheckWarning", "check_dockerfile"]
 

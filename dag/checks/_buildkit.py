@@ -38,11 +38,11 @@ from pybuild.grammar import (
 )
 from pybuild.oci import parse_reference
 
-from ._checks_model import CHECK_COMMENT, Source, keyword_as_written, stage_name_as_written
-from ._checks_rules import Finding
-from ._checks_scope import NON_ENV_ARGS, Scope, StageInfo, Step, Walk, expand
-from ._convert import PROXY_ARGS
-from ._platform import Platform
+from .._convert import PROXY_ARGS
+from .._platform import Platform
+from ._model import CHECK_COMMENT, Source, keyword_as_written, stage_name_as_written
+from ._rules import Finding
+from ._walk import NON_ENV_ARGS, Scope, StageInfo, Step, Walk, expand
 
 RESERVED_STAGE_NAMES = ("context", "scratch")
 

@@ -14,7 +14,7 @@ and "多阶段构建"):
 Only the stages that make up the image being built are checked (the target,
 by default the last stage, and the stages it is built FROM): the layers of
 other stages never ship, which is the point of a multi-stage build.  Shell
-scripts are read statically (``_checks_shell``), so these are best-effort
+scripts are read statically (``_shell``), so these are best-effort
 warnings: a path with a variable that cannot be resolved is left alone.
 """
 
@@ -31,10 +31,10 @@ from pathlib import Path
 from pybuild.cache import DockerIgnore
 from pybuild.grammar import Add, Copy, Instruction, Run, ShellLex
 
-from ._checks_model import Source
-from ._checks_rules import Finding
-from ._checks_scope import Scope, Step, Walk, expand, join_path
-from ._checks_shell import SimpleCommand, command_words, simple_commands
+from ._model import Source
+from ._rules import Finding
+from ._shell import SimpleCommand, command_words, simple_commands
+from ._walk import Scope, Step, Walk, expand, join_path
 
 _SHELL_LEX = ShellLex("\\")  # shell words escape with a backslash, whatever the Dockerfile's escape
 _BARE_HEREDOC = re.compile(r"^<<-?\s*([\"']?)[A-Za-z0-9_.-]+\1\s*$")
