@@ -59,25 +59,28 @@ class ArgumentError(ValueError):
     """The arguments of an instruction cannot be split (a parse error)."""
 
 
-def _maybe_json(rest: str) -> tuple[tuple[str, ...], bool]:
-    if rest == "":
-        return (), False
+def _json_array(rest: str) -> tuple[str, ...] | None:
+    """The strings of ``rest`` written as a JSON array; None when it is not written as one."""
     try:
         array = decode_json_array(rest)
     except NotStringArray as error:
         raise ArgumentError(str(error)) from None
+    return None if array is None else tuple(array)
+
+
+def _maybe_json(rest: str) -> tuple[tuple[str, ...], bool]:
+    if rest == "":
+        return (), False
+    array = _json_array(rest)
     if array is not None:
-        return tuple(array), True
+        return array, True
     return (rest,), False
 
 
 def _maybe_json_to_list(rest: str) -> tuple[tuple[str, ...], bool]:
-    try:
-        array = decode_json_array(rest)
-    except NotStringArray as error:
-        raise ArgumentError(str(error)) from None
+    array = _json_array(rest)
     if array is not None:
-        return tuple(array), True
+        return array, True
     return tuple(split_whitespace(rest)), False
 
 
