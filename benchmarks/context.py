@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import time
 import sys
@@ -26,20 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import Engines, table  # noqa: E402
+from workloads import make_random_context  # noqa: E402
 
 DOCKERFILE = "FROM busybox\nCOPY src/ /src/\nRUN ls -R /src | wc -l > /count\n"
-
-
-def make_context(directory: Path, files: int, megabytes: int, seed: int = 3) -> list[Path]:
-    rng = random.Random(seed)
-    size = megabytes * 1_000_000 // files
-    paths = []
-    for i in range(files):
-        path = directory / "src" / f"d{i % 100:02d}" / f"e{(i // 100) % 20:02d}" / f"file{i}.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(size))
-        paths.append(path)
-    return paths
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
     engines = Engines.prepare(args.engines.split(","))
     try:
         contexts = {engine: engines.work / f"ctx-{engine}" for engine in engines.available}
-        paths = {engine: make_context(context, args.files, args.megabytes) for engine, context in contexts.items()}
+        paths = {engine: make_random_context(context, args.files, args.megabytes, seed=3) for engine, context in contexts.items()}
         # pybuild does not trust stat keys of files changed within the last
         # second (a change in the same clock tick could go unseen); a real
         # context is not being written while it is built

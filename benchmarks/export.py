@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import BASE_FROM, DOCKER, Engines, run  # noqa: E402
+from workloads import usr_bytes  # noqa: E402
 
 DOCKERFILE = "FROM busybox\nCOPY src/ /src/\n"
 CORPUS_BYTES = 64 << 20
@@ -46,24 +47,7 @@ CORPUS_BYTES = 64 << 20
 
 def corpus() -> bytes:
     """Real-world bytes from /usr, up to CORPUS_BYTES."""
-    parts: list[bytes] = []
-    total = 0
-    for top in ("/usr/lib", "/usr/share", "/usr/bin"):
-        for directory, _dirs, files in os.walk(top):
-            for name in sorted(files):
-                path = os.path.join(directory, name)
-                if os.path.islink(path) or not os.path.isfile(path):
-                    continue
-                try:
-                    with open(path, "rb") as f:
-                        data = f.read(2 << 20)
-                except OSError:
-                    continue
-                parts.append(data)
-                total += len(data)
-                if total >= CORPUS_BYTES:
-                    return b"".join(parts)
-    return b"".join(parts)
+    return usr_bytes(("/usr/lib", "/usr/share", "/usr/bin"), CORPUS_BYTES, 2 << 20)
 
 
 def make_context(directory: Path, files: int, megabytes: int, seed: int = 6) -> int:

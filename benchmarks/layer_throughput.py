@@ -25,14 +25,18 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pybuild.oci._compression import compress_layer
 from pybuild.oci._layers import write_layer
 from pybuild.oci._tar_apply import apply_layer
 from pybuild.oci._tar_flatten import flatten_into
+from workloads import usr_bytes  # noqa: E402
 
 CORPUS_BYTES = 48 << 20
 
@@ -44,24 +48,8 @@ class _Null:
 
 def corpus() -> bytes:
     """Real-world bytes: binaries and docs from /usr, up to CORPUS_BYTES."""
-    parts: list[bytes] = []
-    total = 0
-    for root in ("/usr/lib/x86_64-linux-gnu", "/usr/share/doc", "/usr/bin", "/usr/lib"):
-        for dirpath, _dirs, files in os.walk(root):
-            for name in sorted(files):
-                path = os.path.join(dirpath, name)
-                if os.path.islink(path) or not os.path.isfile(path):
-                    continue
-                try:
-                    with open(path, "rb") as f:
-                        data = f.read(4 << 20)
-                except OSError:
-                    continue
-                parts.append(data)
-                total += len(data)
-                if total >= CORPUS_BYTES:
-                    return b"".join(parts)
-    return b"".join(parts) or os.urandom(CORPUS_BYTES)
+    tops = ("/usr/lib/x86_64-linux-gnu", "/usr/share/doc", "/usr/bin", "/usr/lib")
+    return usr_bytes(tops, CORPUS_BYTES, 4 << 20) or os.urandom(CORPUS_BYTES)
 
 
 def generate(dest: Path, size: int, files: int, seed: int = 7) -> int:

@@ -66,31 +66,35 @@ def make_random_context(directory: Path, files: int, megabytes: int, seed: int) 
     return paths
 
 
-def make_real_bytes_context(directory: Path, megabytes: int, files: int = 2000) -> int:
-    """``files`` files cut from the binaries and text under /usr, ``megabytes`` MB in all,
-    so the layer compresses like a real image's.  Returns the bytes written."""
-    wanted = megabytes * 1_000_000
-    corpus: list[bytes] = []
+def usr_bytes(tops: tuple[str, ...], wanted: int, per_file: int) -> bytes:
+    """Real-world bytes: the first ``per_file`` bytes of each file under ``tops`` (binaries
+    and text under /usr), walked in name order, until there are ``wanted`` bytes or more."""
+    parts: list[bytes] = []
     total = 0
-    for top in ("/usr/lib", "/usr/share", "/usr/bin"):
-        for parent, _dirs, names in sorted(os.walk(top)):
+    for top in tops:
+        for parent, dirs, names in os.walk(top):
+            dirs.sort()
             for name in sorted(names):
                 path = os.path.join(parent, name)
                 if os.path.islink(path) or not os.path.isfile(path):
                     continue
                 try:
                     with open(path, "rb") as f:
-                        corpus.append(f.read(4 << 20))
+                        data = f.read(per_file)
                 except OSError:
                     continue
-                total += len(corpus[-1])
+                parts.append(data)
+                total += len(data)
                 if total >= wanted:
-                    break
-            if total >= wanted:
-                break
-        if total >= wanted:
-            break
-    data = b"".join(corpus)[:wanted]
+                    return b"".join(parts)
+    return b"".join(parts)
+
+
+def make_real_bytes_context(directory: Path, megabytes: int, files: int = 2000) -> int:
+    """``files`` files cut from the binaries and text under /usr, ``megabytes`` MB in all,
+    so the layer compresses like a real image's.  Returns the bytes written."""
+    wanted = megabytes * 1_000_000
+    data = usr_bytes(("/usr/lib", "/usr/share", "/usr/bin"), wanted, 4 << 20)[:wanted]
     per_file = max(1, len(data) // files)
     for i in range(files):
         path = directory / "data" / f"d{i % 50:02d}" / f"part{i}.bin"
