@@ -43,11 +43,11 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 from pybuild.errors import CorruptContent, ImageError, NotFound
 
-from ._compression import Compression, detect_compression, layer_media_type, open_decompressed
+from ._compression import ByteSource, Compression, detect_compression, layer_media_type, open_decompressed
 from ._copy_range import copy_range
 from ._formats import (
     ANNOTATION_CONTAINERD_NAME,
@@ -68,7 +68,7 @@ from ._formats import (
     parse_image_document,
     sha256_digest,
 )
-from ._reference import parse_reference
+from ._reference import Reference, parse_reference
 from ._tar_format import BLOCK, DIRECTORY, END_OF_ARCHIVE, HARDLINK, REGULAR, SYMLINK, TarReader, encode_header, padding
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
@@ -292,7 +292,7 @@ def _blob_closure(source: BlobSource, descriptor: Descriptor) -> tuple[list[Desc
     return documents, layers
 
 
-def _names(image: ArchiveImage) -> list:
+def _names(image: ArchiveImage) -> list[Reference]:
     return [parse_reference(name) for name in image.names]
 
 
@@ -422,14 +422,15 @@ class OciArchiveWriter:
 
 def _index_entries(
     source: BlobSource, images: Sequence[ArchiveImage], docker_compatible: bool, platform: ImagePlatform | None
-) -> tuple[Index, list[dict]]:
+) -> tuple[Index, list[dict[str, Any]]]:  # Any: entries of Docker's manifest.json
     """``index.json`` (one entry per image name) and Docker's ``manifest.json`` entries."""
     entries: list[Descriptor] = []
-    docker_entries: list[dict] = []
+    docker_entries: list[dict[str, Any]] = []
     for image in images:
         references = _names(image)
-        for ref in references or [None]:
-            annotations = {}
+        named: Sequence[Reference | None] = references or [None]
+        for ref in named:
+            annotations: dict[str, str] = {}
             if ref is not None:
                 annotations[ANNOTATION_CONTAINERD_NAME] = str(ref)
                 if ref.tag:
@@ -439,7 +440,7 @@ def _index_entries(
                     image.descriptor.media_type,
                     image.descriptor.digest,
                     image.descriptor.size,
-                    annotations=annotations,
+                    annotations=tuple(sorted(annotations.items())),
                     platform=image.descriptor.platform,
                 )
             )
@@ -480,7 +481,7 @@ def write_docker_archive(
     platform: ImagePlatform | None = None,
     tmp_dir: Path | None = None,
     mtime: int = 0,
-) -> list[dict]:
+) -> list[dict[str, Any]]:  # Any: entries of Docker's manifest.json
     """Write a docker-archive (``docker save`` format) of ``images`` into ``out``.
 
     Layers are stored uncompressed; compressed blobs are decompressed through
@@ -488,7 +489,7 @@ def write_docker_archive(
     Returns the ``manifest.json`` entries.
     """
     tar = _TarOut(out, mtime)
-    manifest_json: list[dict] = []
+    manifest_json: list[dict[str, Any]] = []
     repositories: dict[str, dict[str, str]] = {}
     written: set[str] = set()
     for image in images:
@@ -511,12 +512,12 @@ def write_docker_archive(
             written.add(name)
             _write_uncompressed_layer(tar, source, layer, diff_id, name, tmp_dir)
         references = _names(image)
-        tags = [r for r in references if r.tag and not r.digest]
-        manifest_json.append({"Config": config_name, "RepoTags": [r.familiar for r in tags], "Layers": layer_names})
+        tags = [(r, r.tag) for r in references if r.tag and not r.digest]
+        manifest_json.append({"Config": config_name, "RepoTags": [r.familiar for r, _ in tags], "Layers": layer_names})
         if tags and config.diff_ids:
             top = digest_hex(config.diff_ids[-1])
-            for ref in tags:
-                repositories.setdefault(ref.familiar_name, {})[ref.tag] = top
+            for ref, tag in tags:
+                repositories.setdefault(ref.familiar_name, {})[tag] = top
     tar.file("manifest.json", canonical_json(manifest_json))
     if repositories:
         tar.file("repositories", canonical_json(repositories))
@@ -679,7 +680,7 @@ def _member_key(name: bytes) -> str | None:
 
 def _index_members(file: BinaryIO) -> dict[str, tuple[int, int]]:
     """Regular members by normalized name → (offset, size); links resolved inside the archive."""
-    reader = TarReader(file, seekable=True)  # type: ignore[arg-type]
+    reader = TarReader(file, seekable=True)
     members: dict[str, tuple[int, int]] = {}
     links: dict[str, tuple[bytes, str]] = {}
     while (entry := reader.next()) is not None:
@@ -859,7 +860,7 @@ def _read_docker(reader: _Reader) -> tuple[tuple[LoadedImage, ...], dict[str, st
     return tuple(images), blobs
 
 
-def _uncompressed_digest(section: BinaryIO, size: int) -> str:
+def _uncompressed_digest(section: ByteSource, size: int) -> str:
     from ._budget import UnpackBudget, unpack_limit
 
     plain = UnpackBudget(unpack_limit(size), "a layer of the archive").reader(open_decompressed(section))
@@ -869,7 +870,7 @@ def _uncompressed_digest(section: BinaryIO, size: int) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
-def _load_json_list(data: bytes) -> list:
+def _load_json_list(data: bytes) -> list[Any]:  # Any: parsed JSON, checked by the caller
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -911,10 +912,10 @@ def read_archive(path: Path, *, tmp_dir: Path | None = None) -> Archive:
             from ._budget import UnpackBudget, unpack_limit
 
             budget = UnpackBudget(unpack_limit(os.fstat(file.fileno()).st_size), "the archive")
-            with open_decompressed(file) as plain:  # type: ignore[attr-defined]
+            with open_decompressed(file) as plain:
                 shutil.copyfileobj(budget.reader(plain), spool, _COPY_CHUNK)
             file.close()
-            file = spool  # type: ignore[assignment]
+            file = spool
         file.seek(0)
         members = _index_members(file)
         reader = _Reader(file, members)

@@ -144,6 +144,12 @@ class ByteSink(Protocol):
 _Sink = ByteSink
 
 
+class ByteSource(Protocol):
+    """Where bytes come from: a file, a blob hashed on its way, a section of an archive."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _HashingSink:
     """Counts and hashes the compressed bytes on their way to the caller's sink.
 
@@ -211,12 +217,13 @@ class LayerBlobWriter:
         self._blob = _HashingSink(sink, hashing=self.kind is not Compression.NONE, tee=tee)
         self._encoder: BinaryIO | _HashingSink
         if self.kind is Compression.GZIP:
-            self._encoder = igzip_threaded.open(
+            self._encoder = igzip_threaded.open(  # type: ignore[no-untyped-call]  # isal leaves it unannotated
                 self._blob, "wb", compresslevel=isal_level(level), threads=threads, block_size=BLOCK
             )
         elif self.kind is Compression.ZSTD:
             compressor = zstandard.ZstdCompressor(level=level, threads=threads)
-            self._encoder = compressor.stream_writer(self._blob, closefd=False, write_return_read=True)
+            # zstandard asks for IO[bytes]; it calls only write() (and flush() if there is one)
+            self._encoder = compressor.stream_writer(self._blob, closefd=False, write_return_read=True)  # type: ignore[arg-type]
         else:
             self._encoder = self._blob
         self._closed = False
@@ -253,7 +260,7 @@ class LayerBlobWriter:
                     self._encoder.write(bytes(self._pending))
                     self._pending.clear()
             finally:
-                self._encoder.close()
+                self._encoder.close()  # type: ignore[union-attr]  # not the blob sink: an encoder
         diff_id = self._known_diff_id or "sha256:" + self._diff.hexdigest()  # type: ignore[union-attr]
         return LayerBlob(
             diff_id=diff_id,
@@ -270,7 +277,7 @@ class LayerBlobWriter:
             self._closed = True
             if self._encoder is not self._blob:
                 try:
-                    self._encoder.close()
+                    self._encoder.close()  # type: ignore[union-attr]  # not the blob sink: an encoder
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     pass
 
@@ -382,7 +389,7 @@ def detect_compression(prefix: bytes) -> Compression:
 class _Prefixed(io.RawIOBase):
     """``prefix`` then the rest of ``stream``: magic bytes peeked without seeking."""
 
-    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+    def __init__(self, prefix: bytes, stream: ByteSource) -> None:
         self._prefix = prefix
         self._stream = stream
 
@@ -410,10 +417,22 @@ class _Prefixed(io.RawIOBase):
         return self._stream.read(size)
 
 
+class _Decoder(Protocol):
+    """What bz2's and lzma's decompressors have in common."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    @property
+    def needs_input(self) -> bool: ...
+    def decompress(self, data: bytes, max_length: int = -1, /) -> bytes: ...
+
+
 class _StreamDecompressor(io.RawIOBase):
     """Multi-stream bzip2/xz decoding with bounded output per read."""
 
-    def __init__(self, source: BinaryIO, factory: Callable[[], object]) -> None:
+    def __init__(self, source: _Prefixed, factory: Callable[[], _Decoder]) -> None:
         self._source = source
         self._factory = factory
         self._decoder = factory()
@@ -432,22 +451,22 @@ class _StreamDecompressor(io.RawIOBase):
             return b"".join(iter(lambda: self.read(BLOCK), b""))
         decoder = self._decoder
         while not self._eof:
-            if decoder.eof:  # type: ignore[attr-defined]
-                rest = decoder.unused_data  # type: ignore[attr-defined]
+            if decoder.eof:
+                rest = decoder.unused_data
                 if not rest:
                     rest = self._source.read(BLOCK)
                 if not rest:
                     self._eof = True
                     break
                 decoder = self._decoder = self._factory()
-                data = decoder.decompress(rest, size)  # type: ignore[attr-defined]
-            elif decoder.needs_input:  # type: ignore[attr-defined]
+                data = decoder.decompress(rest, size)
+            elif decoder.needs_input:
                 chunk = self._source.read(BLOCK)
                 if not chunk:
                     raise EOFError("compressed stream ends before its end marker")
-                data = decoder.decompress(chunk, size)  # type: ignore[attr-defined]
+                data = decoder.decompress(chunk, size)
             else:
-                data = decoder.decompress(b"", size)  # type: ignore[attr-defined]
+                data = decoder.decompress(b"", size)
             if data:
                 return data
         return b""
@@ -555,7 +574,7 @@ class _ZstdFrames:
 class _ZstdSource:
     """The compressed input of a zstd reader, checked to end on a frame boundary."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: _Prefixed) -> None:
         self._source = source
         self._frames = _ZstdFrames()
 
@@ -584,7 +603,7 @@ class _Decompressed(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         try:
             return self._reader.read(size)
-        except _DECODE_ERRORS as e:
+        except _DECODE_ERRORS as e:  # type: ignore[misc]  # isal's stub makes isal_zlib.error an instance
             raise ImageError(
                 f"cannot decompress {self.compression.value} data: {e}",
                 hint="the blob or archive is damaged or truncated",
@@ -602,7 +621,7 @@ class _Decompressed(io.RawIOBase):
             super().close()
 
 
-def open_decompressed(stream: BinaryIO) -> BinaryIO:
+def open_decompressed(stream: ByteSource) -> BinaryIO:
     """A reader of ``stream``'s content, decompressed by its magic bytes.
 
     gzip (multi-member), zstd (multi-frame), bzip2, xz or plain.  The result
@@ -621,10 +640,10 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     if kind is Compression.NONE:
         return source  # type: ignore[return-value]
     if kind is Compression.GZIP:
-        reader = igzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment]
+        reader = igzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment, no-untyped-call]
     elif kind is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(
-            _ZstdSource(source), read_across_frames=True, closefd=False
+            _ZstdSource(source), read_across_frames=True, closefd=False  # type: ignore[arg-type]  # it calls only read()
         )
     elif kind is Compression.BZIP2:
         reader = _StreamDecompressor(source, bz2.BZ2Decompressor)  # type: ignore[assignment]

@@ -23,7 +23,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypedDict
 
 from pybuild.errors import StoreError
 
@@ -75,6 +75,16 @@ class LayerStats:
 def is_whiteout(st: os.stat_result) -> bool:
     """True for overlayfs's whiteout: a character device with device number 0/0."""
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class _HeaderFields(TypedDict):
+    """The header fields every entry of one file shares (``encode_header``'s keywords)."""
+
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    xattrs: list[tuple[bytes, bytes]] | None
 
 
 class _Writer:
@@ -143,7 +153,7 @@ class _Writer:
             )
             return False
         xattrs, opaque = _xattrs(path)
-        common = {"mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self._mtime(st), "xattrs": xattrs}
+        common: _HeaderFields = {"mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self._mtime(st), "xattrs": xattrs}
         self.entries += 1
         if stat.S_ISDIR(mode):
             self._emit(encode_header(name, DIRECTORY, **common))
@@ -176,7 +186,7 @@ class _Writer:
             self.entries -= 1  # sockets cannot be archived (docker skips them too)
         return False
 
-    def _regular(self, path: bytes, name: bytes, size: int, common: dict) -> None:
+    def _regular(self, path: bytes, name: bytes, size: int, common: _HeaderFields) -> None:
         self._emit(encode_header(name, REGULAR, size=size, **common))
         fd = os.open(path, _READ_FLAGS)
         try:

@@ -85,7 +85,7 @@ class NetworkLimits:
                 values[field] = math.nan
             if not (values[field] > 0 and math.isfinite(values[field])):
                 raise UsageError(f"{name}={text[:40]!r} is not a positive number of seconds", hint=f"unset {name} or set it to, e.g., 30")
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # the float fields only
 
     def stall_reason(self, moved: int) -> str:
         """Why a watch stopped: "no response within 30 s (stall timeout; ...)"."""

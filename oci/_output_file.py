@@ -168,7 +168,7 @@ def _written_through(where: str, found: os.stat_result) -> Iterator[BinaryIO]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.connect(where)
             with sock.makefile("wb") as out:
-                yield out  # type: ignore[misc]
+                yield out
                 out.flush()
             sock.shutdown(socket.SHUT_WR)
         return

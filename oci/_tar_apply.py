@@ -138,7 +138,7 @@ def _remove(parent: int, base: bytes, keep_dir: bool) -> bool:
     return False
 
 
-def _set_xattrs(target: int | str, xattrs: dict[bytes, bytes], follow: bool = True) -> None:
+def _set_xattrs(target: int | str | bytes, xattrs: dict[bytes, bytes], follow: bool = True) -> None:
     for key, value in xattrs.items():
         if key.startswith(_IGNORED_XATTRS):
             continue
@@ -305,7 +305,7 @@ def apply_layer(
         size_budget = unpack_limit(size) if size is not None else (unpack_limit(None) or DEFAULT_SIZE_BUDGET)
     budget = UnpackBudget(size_budget, "the layer")
     raw = _HashingReader(budget.reader(open_decompressed(stream)))
-    reader = TarReader(raw, entry_budget=entry_budget)
+    reader = TarReader(raw, entry_budget=entry_budget)  # type: ignore[arg-type]  # forward only: it calls read()
     applier = _Applier(dest, budget)
     entry: TarEntry | None = None
     try:
