@@ -51,15 +51,9 @@ from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
 from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, OpMeta, RunMount
 from ._platform import Platform, host_platform, platform_args
 from ._runmount import MountSyntaxError, parse_mount
+from ._scope import PROXY_ARGS, arg_value, env_assignments, env_map, global_arg_values, target_stage, with_default_path
 from ._signals import parse_signal
 from ._words import duration_string, go_list, go_quote, go_quote_rune, go_quoted_list, port_specs
-
-PROXY_ARGS = frozenset(
-    name
-    for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
-    for name in (base, base.lower())
-)
-
 
 class ImageLookup(Protocol):
     def lookup(self, ref: str, platform: Platform) -> ResolvedImage | None:
@@ -134,7 +128,7 @@ class _State:
     total: int = 0
 
     def env_map(self) -> dict[str, str]:
-        return dict(item.partition("=")[::2] for item in self.env)
+        return env_map(self.env)
 
     @property
     def workdir(self) -> str:
@@ -221,14 +215,10 @@ class _Converter:
 
     def _global_args(self) -> dict[str, str]:
         """Platform ARGs plus the ARGs before the first FROM (BuildKit's meta args)."""
-        scope = platform_args(host_platform(), self.platform)
-        for arg in self.dockerfile.global_args:
-            for decl in arg.args:
-                if decl.name in self.options.build_args:
-                    scope[decl.name] = self.options.build_args[decl.name]
-                elif decl.default is not None:
-                    scope[decl.name] = self.expand(arg, decl.default, scope)
-        return scope
+        start = platform_args(host_platform(), self.platform)
+        values = global_arg_values(self.dockerfile, start, self.options.build_args, self.expand)
+        assert values is not None, "conversion's expand raises rather than give up"
+        return values
 
     # ----------------------------------------------------------- stages
 
@@ -280,16 +270,6 @@ class _Converter:
             out.append(index)
         return out
 
-    def target_stage(self) -> Stage:
-        if self.options.target is None:
-            return self.dockerfile.stages[-1]
-        stage = self.dockerfile.stage(self.options.target)
-        if stage is None or self.options.target.isdigit():
-            names = [s.name for s in self.dockerfile.stages if s.name]
-            hint = f"stages are: {', '.join(names)}" if names else "name a stage with FROM image AS name"
-            raise DockerfileError(f"target stage {self.options.target!r} could not be found", hint=hint)
-        return stage
-
     def needed_stages(self, target: Stage) -> list[Stage]:
         needed: set[int] = set()
         stack = [target.index]
@@ -302,7 +282,7 @@ class _Converter:
         return [s for s in self.dockerfile.stages if s.index in needed]
 
     def convert(self) -> BuildPlan:
-        target = self.target_stage()
+        target = target_stage(self.dockerfile, self.options.target)
         stages = self.needed_stages(target)
         for stage in stages:
             self.results[stage.index] = self.convert_stage(stage)
@@ -354,9 +334,8 @@ class _Converter:
                 state = self.state_from_image(stage, name, op, image)
                 triggers = list(image.config.get("config", {}).get("OnBuild") or [])
                 state.config.pop("OnBuild", None)
-        if not any(item.startswith("PATH=") for item in state.config.get("Env") or []):
-            state.config["Env"] = [*(state.config.get("Env") or []), f"PATH={DEFAULT_PATH}"]
-        state.env = list(state.config.get("Env") or [])
+        state.config["Env"] = with_default_path(state.config.get("Env") or [])
+        state.env = list(state.config["Env"])
         from_is_a_step = not (base_index is not None or base.lower() == "scratch")
         state.total = self.step_total(stage, not from_is_a_step)
         state.step = 1 if from_is_a_step else 0  # BuildKit counts FROM image as step 1
@@ -437,11 +416,8 @@ class _Converter:
         handler(state, stage, instruction)
 
     def do_env(self, state: _State, stage: Stage, env: Env) -> None:
-        scope = state.env_map()
         words = []
-        for pair in env.pairs:
-            key = self.expand(env, pair.key, scope)
-            value = self.expand(env, pair.value, scope)
+        for key, value in env_assignments(env, state.env_map(), self.expand):
             words.append(f"{key}={value}")
             state.env = set_env(state.env, key, value)
             state.config["Env"] = set_env(list(state.config.get("Env") or []), key, value)
@@ -466,14 +442,8 @@ class _Converter:
     def do_arg(self, state: _State, stage: Stage, arg: Arg) -> None:
         words = []
         for decl in arg.args:
-            value: str | None
             default = self.expand(arg, decl.default, state.env_map()) if decl.default is not None else None
-            if decl.name in self.options.build_args:
-                value = self.options.build_args[decl.name]
-            elif default is not None:
-                value = default
-            else:
-                value = self.global_args.get(decl.name)
+            value = arg_value(decl, default, self.options.build_args, self.global_args)
             if value is not None:
                 state.env = set_env(state.env, decl.name, value)
             state.args.append((decl.name, value))

@@ -38,11 +38,11 @@ from pybuild.grammar import (
 )
 from pybuild.oci import parse_reference
 
-from .._convert import PROXY_ARGS
 from .._platform import Platform
+from .._scope import NON_ENV_ARGS, PROXY_ARGS
 from ._model import CHECK_COMMENT, Source, keyword_as_written, stage_name_as_written
 from ._rules import Finding
-from ._walk import NON_ENV_ARGS, Scope, StageInfo, Step, Walk, expand
+from ._walk import Scope, StageInfo, Step, Walk, expand
 
 RESERVED_STAGE_NAMES = ("context", "scratch")
 

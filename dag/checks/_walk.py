@@ -1,4 +1,5 @@
-"""A dry run of the variable scopes of a Dockerfile, as BuildKit's dispatcher keeps them.
+"""A dry run of the variable scopes of a Dockerfile, as BuildKit's dispatcher keeps them
+(the rules are ``dag._scope``'s, which conversion follows too).
 
 No image is pulled and nothing runs.  For each instruction the walk records
 the scope *before* it: the environment that ``$VAR`` references expand in
@@ -16,16 +17,22 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from pybuild.errors import DockerfileError, ExpansionError, PybuildError
+from pybuild.errors import ExpansionError, PybuildError
 from pybuild.grammar import Arg, Dockerfile, Env, Instruction, Shell, ShellLex, Stage, WordResult, Workdir
-
 from pybuild.oci import parse_reference
 
 from .._image import DEFAULT_PATH
-from .._platform import Platform, host_platform, platform_args
-
-# ARGs BuildKit never puts into the environment of a stage.
-NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
+from .._platform import Platform, host_platform
+from .._scope import (
+    NON_ENV_ARGS,
+    arg_value,
+    env_assignments,
+    env_map,
+    global_arg_values,
+    predefined_args,
+    target_stage,
+    with_default_path,
+)
 
 
 def expand(lex: ShellLex, word: str, env: Mapping[str, str]) -> WordResult | None:
@@ -85,34 +92,6 @@ class Walk:
     target: int  # index of the stage a plain build produces (or --target's)
 
 
-def default_args(build_args: Mapping[str, str], platform: Platform, target: str) -> dict[str, str]:
-    """BuildKit's defaultArgs: platform ARGs, OS versions and TARGETSTAGE; a
-    --build-arg of the same name replaces each."""
-    values = platform_args(host_platform(), platform)
-    values.update({"BUILDOSVERSION": "", "TARGETOSVERSION": "", "TARGETSTAGE": target})
-    for key in list(values):
-        if key in build_args:
-            values[key] = build_args[key]
-    return values
-
-
-def meta_args(
-    dockerfile: Dockerfile, lex: ShellLex, start: Mapping[str, str], build_args: Mapping[str, str]
-) -> dict[str, str] | None:
-    """BuildKit's buildMetaArgs: the global ARGs in order; None if one fails to expand."""
-    values = dict(start)
-    for arg in dockerfile.global_args:
-        for decl in arg.args:
-            if decl.name in build_args:
-                values[decl.name] = build_args[decl.name]
-            elif decl.default is not None:
-                result = expand(lex, decl.default, values)
-                if result is None:
-                    return None
-                values[decl.name] = result.result
-    return values
-
-
 class _Walker:
     def __init__(self, dockerfile: Dockerfile, build_args: Mapping[str, str], images: Any, platform: Platform) -> None:
         self.dockerfile = dockerfile
@@ -121,27 +100,22 @@ class _Walker:
         self.platform = platform
         self.lex = ShellLex(dockerfile.escape)
 
-    def target_index(self, target: str | None) -> int:
-        if target is None:
-            return len(self.dockerfile.stages) - 1
-        stage = self.dockerfile.stage(target)
-        if stage is None or target.isdigit():  # as the converter: a target is a name
-            names = [s.name for s in self.dockerfile.stages if s.name]
-            hint = f"stages are: {', '.join(names)}" if names else "name a stage with FROM image AS name"
-            raise DockerfileError(f"target stage {target!r} could not be found", hint=hint)
-        return stage.index
+    def expand(self, where: Instruction | Stage, word: str, env: Mapping[str, str]) -> str | None:
+        result = expand(self.lex, word, env)
+        return result.result if result is not None else None
 
     def global_args(self, target: int) -> GlobalArgs:
         name = self.dockerfile.stages[target].name or ""
-        start = default_args(self.build_args, self.platform, name)
+        start = predefined_args(self.build_args, self.platform, name)
         declared = frozenset(decl.name for arg in self.dockerfile.global_args for decl in arg.args)
-        values = meta_args(self.dockerfile, self.lex, start, self.build_args)
+        values = global_arg_values(self.dockerfile, start, self.build_args, self.expand)
         if values is None:  # the build fails on it; the checks go on with what is known
             values = start
-        return GlobalArgs(MappingProxyType(values), declared, meta_args(self.dockerfile, self.lex, start, {}))
+        defaults_only = global_arg_values(self.dockerfile, start, {}, self.expand)
+        return GlobalArgs(MappingProxyType(values), declared, defaults_only)
 
     def walk(self, target_name: str | None) -> Walk:
-        target = self.target_index(target_name)
+        target = target_stage(self.dockerfile, target_name).index
         global_args = self.global_args(target)
         infos: list[StageInfo] = []
         ends: list[Scope] = []
@@ -170,8 +144,7 @@ class _Walker:
         if image is None:
             return StageInfo(stage, base, None, None, False, Scope(env_known=False))
         config = dict(image.config.get("config") or {})
-        env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
-        env.setdefault("PATH", DEFAULT_PATH)
+        env = env_map(with_default_path(config.get("Env") or []))
         scope = Scope(
             env=MappingProxyType(env),
             workdir=config.get("WorkingDir") or "/",
@@ -191,24 +164,11 @@ class _Walker:
     def apply(self, scope: Scope, instruction: Instruction, global_args: GlobalArgs) -> Scope:
         """The scope after ``instruction``, as BuildKit's dispatch leaves it."""
         if isinstance(instruction, Env):
-            # Every pair of one ENV expands in the scope from before the ENV.
-            pairs = []
-            for pair in instruction.pairs:
-                key = expand(self.lex, pair.key, scope.env)
-                expanded = expand(self.lex, pair.value, scope.env)
-                if key is not None and expanded is not None:
-                    pairs.append((key.result, expanded.result))
-            return scope.with_env(pairs)
+            return scope.with_env(env_assignments(instruction, scope.env, self.expand))
         if isinstance(instruction, Arg):
             for decl in instruction.args:
-                value: str | None
-                if decl.name in self.build_args:
-                    value = self.build_args[decl.name]
-                elif decl.default is not None:
-                    result = expand(self.lex, decl.default, scope.env)
-                    value = result.result if result is not None else None
-                else:
-                    value = global_args.values.get(decl.name)
+                default = self.expand(instruction, decl.default, scope.env) if decl.default is not None else None
+                value = arg_value(decl, default, self.build_args, global_args.values)
                 scope = replace(scope, declared=scope.declared | {decl.name})
                 if value is not None and decl.name not in NON_ENV_ARGS:
                     scope = scope.with_env([(decl.name, value)])
