@@ -1,8 +1,8 @@
 """Cross-checks against BuildKit (Debian's docker.io): what it sends and copies.
 
-Uses a docker daemon that is already running (these tests start none) and
-skips otherwise.  The cases avoid two behaviours of the BuildKit bundled in
-docker 20.10 that newer BuildKit (and pybuild) changed: regexp characters in
+Uses the running docker daemon, or one started for the session (``docker_env``
+in tests/conftest.py).  The cases avoid two behaviours of the BuildKit bundled
+in docker 20.10 that newer BuildKit (and pybuild) changed: regexp characters in
 patterns, and eagerly sending an excluded directory that an exception might,
 but does not, reach into.
 """
@@ -18,9 +18,10 @@ import pytest
 
 from pybuild.cache import ContextHasher, DockerIgnore
 
+from .._peers import DOCKER, PACKAGES, peer_unavailable
+
 pytestmark = pytest.mark.peers
 
-DOCKER = "/usr/bin/docker"
 FILES = [
     "a.go", "b.md", "c.txt", ".hidden", "docs/README.md", "docs/x.md", "node_modules/m/i.js",
     "build/out/keep.txt", "build/out/o.bin", "build/log.txt", "src/main.py", "src/pkg/mod.py",
@@ -28,10 +29,10 @@ FILES = [
 ]  # fmt: skip
 
 
-def _docker_build(context: Path, out: Path) -> subprocess.CompletedProcess:
+def _docker_build(env: dict[str, str], context: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [DOCKER, "build", "-q", "-o", f"type=local,dest={out}", str(context)],
-        env=dict(os.environ, DOCKER_BUILDKIT="1"),
+        env=dict(env, DOCKER_BUILDKIT="1"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -39,15 +40,14 @@ def _docker_build(context: Path, out: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if not os.path.exists(DOCKER) or not os.path.exists("/var/run/docker.sock"):
-        pytest.skip("no docker daemon running")
+def docker(docker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment for `docker build`, once BuildKit is seen to work."""
     probe = tmp_path_factory.mktemp("probe")
     (probe / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
-    result = _docker_build(probe, probe / "out")
+    result = _docker_build(docker_env, probe, probe / "out")
     if result.returncode != 0:
-        pytest.skip(f"docker cannot build with BuildKit here: {result.stderr[-200:]}")
-    return DOCKER
+        peer_unavailable(f"docker cannot build with BuildKit here: {result.stderr[-200:]}", PACKAGES["docker"])
+    return docker_env
 
 
 def _listing(directory: Path) -> list[str]:
@@ -64,7 +64,7 @@ def _listing(directory: Path) -> list[str]:
         "**\n!src\n",
     ],
 )
-def test_context_sent_matches_buildkit(docker: str, tmp_path: Path, patterns: str) -> None:
+def test_context_sent_matches_buildkit(docker: dict[str, str], tmp_path: Path, patterns: str) -> None:
     context = tmp_path / "ctx"
     for rel in FILES:
         (context / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def test_context_sent_matches_buildkit(docker: str, tmp_path: Path, patterns: st
     (context / ".dockerignore").write_text(patterns)
     (context / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
     out = tmp_path / "out"
-    result = _docker_build(context, out)
+    result = _docker_build(docker, context, out)
     assert result.returncode == 0, result.stderr
     theirs = [p for p in _listing(out) if p not in ("Dockerfile", ".dockerignore")]
     rules = DockerIgnore.load(context)
@@ -82,7 +82,7 @@ def test_context_sent_matches_buildkit(docker: str, tmp_path: Path, patterns: st
     assert hashed == theirs
 
 
-def test_copy_sources_match_buildkit(docker: str, tmp_path: Path) -> None:
+def test_copy_sources_match_buildkit(docker: dict[str, str], tmp_path: Path) -> None:
     context = tmp_path / "ctx"
     for rel, content in {"src/main.py": "m", "src/pkg/mod.py": "p", "real/f": "r", "a1.txt": "1", "b1.txt": "2"}.items():
         (context / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def test_copy_sources_match_buildkit(docker: str, tmp_path: Path) -> None:
     lines = ["FROM scratch"] + [f"COPY {source} /{dest}/" for dest, source in copies.items()]
     (context / "Dockerfile").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    result = _docker_build(context, out)
+    result = _docker_build(docker, context, out)
     assert result.returncode == 0, result.stderr
 
     hasher = ContextHasher(context, DockerIgnore())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pybuild.executors._caps import DOCKER_DEFAULT_MASK
 from pybuild.executors._executor import own_bounding_set
 from pybuild.executors._seccomp import check_profile, compile_filter, load_seccomp_profile
 
+from .._peers import require_tool
 from .test_sandbox import sh
 
 pytestmark = pytest.mark.root
@@ -75,9 +75,7 @@ REFUSED = ("keyctl", "add_key", "mount", "unshare", "clone_newns", "bpf", "ptrac
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.fail("gcc is needed for the seccomp probe (installed by .ci/setup)")
+    gcc = require_tool("gcc")
     directory = tmp_path_factory.mktemp("probe")
     (directory / "probe.c").write_text(PROBE_C)
     subprocess.run([gcc, "-static", "-O1", "-o", str(directory / "probe"), str(directory / "probe.c")], check=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from .._peers import require_tool
+
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -165,6 +167,7 @@ def _wait_listening(port: int) -> None:
 def git_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     """``git_server({path: text}, symlinks={path: target})`` commits the files on branch main
     and serves the repo with ``git daemon`` on 127.0.0.1; returns its git:// URL."""
+    require_tool("git")
     daemons: list[subprocess.Popen[bytes]] = []
 
     def serve(files: dict[str, str], symlinks: dict[str, str] | None = None) -> str:

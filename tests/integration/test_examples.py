@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from .._peers import peer_unavailable
 from .conftest import pybuild
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def gcc_tar() -> Path:
     """The gcc base's root filesystem tar, made once per package versions and script."""
     missing = [p for p in ("gcc", "libc6-dev", "busybox-static") if not _installed(p)]
     if missing:
-        pytest.skip(f"not installed: {' '.join(missing)}")
+        peer_unavailable(f"not installed: {' '.join(missing)}", " ".join(missing))
     key = subprocess.run([sys.executable, str(MAKE_GCC_ROOTFS), "--key"], capture_output=True, text=True, check=True).stdout.strip()
     script = hashlib.sha256(MAKE_GCC_ROOTFS.read_bytes()).hexdigest()[:12]
     path = CACHE / f"gcc-rootfs-{key}-{script}.tar"

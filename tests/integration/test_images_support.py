@@ -8,11 +8,8 @@ user would.  The image commands are added to the command table if
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,40 +43,18 @@ def run_pybuild(
     return result
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=300)
+DOCKER_ENV: dict[str, str] = {}  # DOCKER_HOST, when the dockerd fixture started a daemon of its own
+
+
+def docker(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **DOCKER_ENV, **(env or {})}
+    result = subprocess.run([DOCKER, *args], env=environment, capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
 
 
 @pytest.fixture(scope="session")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Debian's docker daemon, started for the session if none answers (and stopped after)."""
-    if not Path(DOCKER).exists() or shutil.which("dockerd") is None:
-        pytest.skip("docker.io is not installed")
-    if os.geteuid() != 0:
-        pytest.skip("dockerd needs root")
-    if docker("info", check=False).returncode == 0:
-        yield
-        return
-    log = open(tmp_path_factory.mktemp("dockerd") / "dockerd.log", "wb")
-    process = subprocess.Popen(["dockerd", "--iptables=false", "--bridge=none"], stdout=log, stderr=log, start_new_session=True)
-    try:
-        for _ in range(200):
-            if docker("info", check=False).returncode == 0:
-                break
-            if process.poll() is not None:
-                pytest.skip(f"dockerd exited ({process.returncode}); see {log.name}")
-            time.sleep(0.1)
-        else:
-            pytest.skip("dockerd did not answer within 20 s")
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+def dockerd(docker_env: dict[str, str]) -> None:
+    """Debian's docker daemon for `docker` here: tests/conftest.py's docker_env (started if none runs)."""
+    DOCKER_ENV.update((name, value) for name, value in docker_env.items() if name == "DOCKER_HOST")

@@ -7,14 +7,13 @@ the daemon names it too).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .._peers import PACKAGES, peer_unavailable
 from .test_images_support import docker, dockerd, run_pybuild  # noqa: F401 - dockerd is a fixture
 
 pytestmark = pytest.mark.peers
@@ -76,10 +75,9 @@ def test_docker_images_load_into_pybuild_with_the_same_id_and_history(
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(f"FROM {base}\nLABEL org.example.k=v\nRUN echo built > /built.txt\nENV A=1\n")
-    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    result = subprocess.run(["/usr/bin/docker", "build", "-q", "--network=none", "-t", built, str(context)], env=env, capture_output=True, text=True)
+    result = docker("build", "-q", "--network=none", "-t", built, str(context), check=False, env={"DOCKER_BUILDKIT": "1"})
     if result.returncode != 0:
-        pytest.skip(f"docker build (BuildKit) does not work here: {result.stderr[-500:]}")
+        peer_unavailable(f"docker build (BuildKit) does not work here: {result.stderr[-500:]}", PACKAGES["docker"])
     archive = tmp_path / "docker-saved.tar"
     docker("save", "-o", str(archive), built)
     loaded = run_pybuild("load", "-i", str(archive), root=root).stdout

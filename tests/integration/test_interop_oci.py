@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -19,6 +18,7 @@ from pybuild.oci._export_layers import LayerSettings
 from pybuild.oci._export import export_oci_archive
 from pybuild.oci._export_local import export_local
 
+from .._peers import require_tools
 from .test_images_support import run_pybuild
 
 pytestmark = pytest.mark.peers
@@ -54,8 +54,7 @@ def describe(tree: Path) -> dict[str, tuple]:
 
 @pytest.fixture
 def built(root: Path, busybox_tar: Path, tmp_path: Path, require_root: None) -> str:
-    if shutil.which("skopeo") is None or shutil.which("umoci") is None:
-        pytest.skip("skopeo and umoci are needed")
+    require_tools(["skopeo", "umoci"])
     run_pybuild("import", str(busybox_tar), "busybox:latest", root=root)
     context = tmp_path / "ctx"
     context.mkdir()

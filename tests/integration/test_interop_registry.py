@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import tarfile
 import uuid
@@ -24,6 +23,7 @@ from pybuild.grammar import parse
 from pybuild.oci import ImageStore
 from pybuild.oci._pull import StorePuller
 
+from .._peers import require_tool
 from ..oci.conftest import docker_registry  # noqa: F401 - the session registry fixture
 from .test_images_support import run_pybuild
 
@@ -37,8 +37,7 @@ def skopeo(*args: str) -> str:
 @pytest.fixture
 def repo(docker_registry) -> str:  # noqa: F811
     """A fresh repository prefix in the registry: HOST/test-xxxx."""
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo is not installed")
+    require_tool("skopeo")
     return f"{docker_registry.host}/test-{uuid.uuid4().hex[:10]}"
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from .._peers import require_tool
 
 pytestmark = pytest.mark.root
 
@@ -30,8 +31,7 @@ def own_capabilities() -> int:
 
 
 def test_a_build_step_is_filtered_and_ordinary_programs_still_run(cli, busybox_image: str, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
-    gcc = shutil.which("gcc")
-    assert gcc, "gcc is installed by .ci/setup"
+    gcc = require_tool("gcc")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "hello.c").write_text('#include <stdio.h>\nint main(void) { puts("hello from a static binary"); return 0; }\n')

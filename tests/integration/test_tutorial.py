@@ -11,12 +11,12 @@ dangling image appears, remove dangling images with
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from .._peers import require_tool
 from ..oci.conftest import docker_registry  # noqa: F401 - the session registry fixture
 from .test_images_support import run_pybuild
 
@@ -61,8 +61,7 @@ def _table(text: str) -> list[dict[str, str]]:
 @pytest.fixture
 def base_in_registry(docker_registry, busybox_tar: Path, tmp_path: Path, require_root: None) -> str:  # noqa: F811
     """busybox pushed by skopeo to the registry, as a tutorial reader would find it on a hub."""
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo is not installed")
+    require_tool("skopeo")
     seed = tmp_path / "seed-root"
     run_pybuild("import", str(busybox_tar), "busybox:latest", root=seed)
     archive = tmp_path / "busybox-docker.tar"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from .._peers import require_tool
+
 USER = "builder"
 PASSWORD = "s3cret-pw-7f3a"
 TOKEN = "ghp-t0ken-91bc"
@@ -151,6 +153,7 @@ def test_credentials_are_not_sent_across_a_redirect(cli, busybox_image: str, tmp
 
 def bare_repository(tmp_path: Path) -> Path:
     """A directory holding ``repo.git``, one commit on main with hello.txt."""
+    require_tool("git")
     repo = tmp_path / "repo"
     git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)

@@ -9,7 +9,6 @@ trio run (so trio's MockClock applies to it) and stopped when the test ends.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -22,9 +21,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from .._peers import require_tool
 from .registry_server import FakeRegistry
-
-DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,7 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def docker_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    if not Path(DOCKER_REGISTRY).exists():
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    program = require_tool("docker-registry")
     root = tmp_path_factory.mktemp("docker-registry")
     storage = root / "storage"
     storage.mkdir()
@@ -73,7 +70,7 @@ def docker_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         )
         with open(log, "ab") as log_file:
             process = subprocess.Popen(
-                [DOCKER_REGISTRY, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                [program, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         registry = RunningRegistry(f"127.0.0.1:{port}", storage, log)
         deadline = time.monotonic() + 15

@@ -12,7 +12,6 @@ import hashlib
 import io
 import lzma
 import random
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -33,6 +32,7 @@ from pybuild.oci._compression import (
 )
 from pybuild.oci._layers import write_layer
 
+from .._peers import require_tool, tool_present
 from .layer_trees import build_rich_tree
 
 
@@ -75,7 +75,7 @@ def test_compress_layer_digests_match_the_bytes(tree: Path, kind: str) -> None:
 def test_external_tools_read_our_blobs(tree: Path) -> None:
     plain = tar_of(tree)
     for kind, command in (("gzip", ["gzip", "-dc"]), ("zstd", ["zstd", "-dc"])):
-        if not shutil.which(command[0]):
+        if not tool_present(command[0]):
             continue
         sink = io.BytesIO()
         compress_layer(tree, kind, None, sink)
@@ -291,8 +291,7 @@ def test_zstd_truncation_is_caught_at_every_cut() -> None:
 
 
 def test_zstd_cli_output_reads(sample: bytes) -> None:
-    if not shutil.which("zstd"):
-        pytest.skip("zstd(1) not installed")
+    require_tool("zstd")
     for flags in (["-1"], ["-19", "--no-check"], ["-3", "-T2", "--content-size"]):
         blob = subprocess.run(["zstd", "-c", "-q", *flags], input=sample, capture_output=True, check=True).stdout
         assert open_decompressed(io.BytesIO(blob)).read() == sample, flags

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,47 +28,7 @@ pytestmark = [pytest.mark.peers, pytest.mark.root]
 DOCKER = "/usr/bin/docker"
 
 
-def _docker_ok(env: dict[str, str]) -> bool:
-    try:
-        return subprocess.run([DOCKER, "info"], env=env, capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.fixture(scope="module")
-def docker_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Environment for the docker CLI: the running daemon, or one started here and stopped after."""
-    if not os.path.exists(DOCKER):
-        pytest.skip("docker.io is not installed")
-    env = dict(os.environ)
-    if _docker_ok(env):
-        yield env
-        return
-    if os.geteuid() != 0 or not shutil.which("dockerd"):
-        pytest.skip("no docker daemon and cannot start one")
-    state = tmp_path_factory.mktemp("dockerd")
-    sock = state / "docker.sock"
-    env["DOCKER_HOST"] = f"unix://{sock}"
-    log = open(state / "log", "wb")
-    daemon = subprocess.Popen(
-        [
-            "dockerd", "--iptables=false", "--bridge=none", f"--host=unix://{sock}",
-            f"--data-root={state / 'data'}", f"--exec-root={state / 'exec'}", f"--pidfile={state / 'pid'}",
-        ],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    try:
-        for _ in range(120):
-            if _docker_ok(env):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.skip("dockerd did not start: " + (state / "log").read_text()[-500:])
-        yield env
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
-        log.close()
+# docker_env (tests/conftest.py): the running docker daemon, or one started for the session.
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +115,7 @@ def skopeo_inspect(target: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed")
+@pytest.mark.tool("skopeo")
 def test_skopeo_inspects_both_archives(image, oci_archive: Path) -> None:
     source, img, tag, _, tmp = image
     manifest = Manifest.from_json(source.blobs[img.descriptor.digest])
@@ -173,7 +131,7 @@ def test_skopeo_inspects_both_archives(image, oci_archive: Path) -> None:
     assert len(info["Layers"]) == 2 and info["RepoTags"] == []  # skopeo shows the name in the reference, not here
 
 
-@pytest.mark.skipif(not shutil.which("umoci"), reason="umoci is not installed")
+@pytest.mark.tool("umoci")
 def test_umoci_unpacks_the_same_rootfs(image, oci_archive: Path, tmp_path: Path) -> None:
     _, _, tag, expected, _ = image
     layout = tmp_path / "layout"

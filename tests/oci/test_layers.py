@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -19,6 +18,7 @@ from pybuild.errors import StoreError
 from pybuild.oci._layers import write_layer
 from pybuild.oci._tar_apply import apply_layer
 
+from .._peers import tool_present
 from .layer_trees import BIG_ID, FAR_FUTURE, build_rich_tree, describe
 
 
@@ -242,7 +242,7 @@ def test_aufs_metadata_is_ignored_and_missing_parents_are_made(tmp_path: Path) -
 def test_apply_reads_compressed_layers(rich_tree: Path, tmp_path: Path) -> None:
     data = layer_bytes(rich_tree)
     for tool in ("gzip", "zstd", "xz", "bzip2"):
-        if not shutil.which(tool):
+        if not tool_present(tool):
             continue
         compressed = subprocess.run([tool, "-c"], input=data, capture_output=True, check=True).stdout
         dest = tmp_path / tool

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from pathlib import Path
 
 import httpx
@@ -33,7 +32,7 @@ from .registry_server import (
 
 pytestmark = [
     pytest.mark.peers,
-    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
+    pytest.mark.tool("skopeo"),
 ]
 
 
