@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +126,28 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import trio
+    """Options -> build -> outputs: every flag is read and checked first, then one
+    build (whose export stage writes the image, the cache exports and every
+    ``--output``), then what the build made is reported."""
+    _check_flags(args)
+    root = open_root(args.root)
+    context = _open_context(args, root)
+    try:
+        data, name = _dockerfile_source(context)
+        build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
+        if args.check:
+            return _check(args, context, data, name, build_args)
+        request = _request(args, build_args)
+        outcome = _build(args, root, context, _parse(data, name), name, request)
+    finally:
+        context.close()
+    _report(args, outcome, to_stdout=any(o.to_stdout for o in request.export.outputs))
+    return 0
 
-    from pybuild.cache import DockerIgnore
-    from pybuild.dag import BuildOptions, Platform, host_platform
-    from pybuild.dag._build import ExportOptions, StoreImageChains, build, step_ids
-    from pybuild.dag._events import Notice
-    from pybuild.dag._remote_cache import parse_cache_spec
-    from pybuild.dag._worker import Context, Worker, WorkerOptions
-    from pybuild.grammar import parse
-    from pybuild.oci import RemoteFetcher
-    from pybuild.oci import Output
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """What the flags alone say is wrong, before anything is opened."""
+    from pybuild.dag import Platform, host_platform
 
     platform = host_platform()
     if args.platform and args.platform not in ("local",):
@@ -155,40 +166,62 @@ def run(args: argparse.Namespace) -> int:
     if args.network == "host" and "network.host" not in args.allow:
         raise UsageError("--network=host needs --allow network.host")
 
-    root = open_root(args.root)
-    context = _open_context(args, root)
-    context_dir, dockerfile_path = context.directory, context.dockerfile
+
+def _dockerfile_source(context: _Context) -> tuple[bytes, str]:
     if context.dockerfile_bytes is not None:
-        data, name = context.dockerfile_bytes, context.dockerfile
-    else:
-        data, name = read_dockerfile(dockerfile_path)
-    build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
-    if args.check:
-        from pybuild.dag import check_dockerfile
+        return context.dockerfile_bytes, context.dockerfile
+    return read_dockerfile(context.dockerfile)
 
-        from ._check import print_report
 
-        report = check_dockerfile(
-            data, name, build_args=build_args, context_dir=context_dir,
-            dockerfile_path=dockerfile_path, target=args.target,
-        )
-        print_report(report, name)
-        context.close()
-        return 1 if report.failed else 0
-    dockerfile = parse(data, name)
+def _parse(data: bytes, name: str) -> Any:
+    from pybuild.grammar import parse
+
+    return parse(data, name)
+
+
+def _check(args: argparse.Namespace, context: _Context, data: bytes, name: str, build_args: dict[str, str]) -> int:
+    """``build --check``: the build checks instead of a build."""
+    from pybuild.dag import check_dockerfile
+
+    from ._check import print_report
+
+    report = check_dockerfile(
+        data, name, build_args=build_args, context_dir=context.directory,
+        dockerfile_path=context.dockerfile, target=args.target,
+    )
+    print_report(report, name)
+    return 1 if report.failed else 0
+
+
+@dataclass(frozen=True)
+class _Request:
+    """Everything the flags ask of one build, read and checked."""
+
+    options: Any  # dag.BuildOptions
+    worker: Any  # dag.WorkerOptions
+    export: Any  # dag.ExportOptions
+    cache_from: tuple[Any, ...]  # cache.remote.CacheSpec
+    cache_to: tuple[Any, ...]
+
+
+def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
+    from pybuild.cache.remote import parse_cache_spec
+    from pybuild.dag import BuildOptions, ExportOptions, WorkerOptions, host_platform
+    from pybuild.oci import parse_outputs
+
     source_date_epoch = _source_date_epoch(build_args)
     options = BuildOptions(
         build_args=build_args,
         target=args.target,
         labels=_pairs(args.label, "--label"),
-        platform=platform,
+        platform=host_platform(),
         network=args.network,
         no_cache=args.no_cache,
         no_cache_stages=frozenset(s.lower() for value in args.no_cache_filter for s in value.split(",") if s),
         source_date_epoch=source_date_epoch,
         entitlements=frozenset(args.allow),
     )
-    worker_options = WorkerOptions(
+    worker = WorkerOptions(
         allow_host_network="network.host" in args.allow,
         allow_insecure="security.insecure" in args.allow,
         secrets=_secrets(args.secret),
@@ -196,71 +229,44 @@ def run(args: argparse.Namespace) -> int:
         step_timeout=args.step_timeout,
         memory_limit=_memory(args.memory),
     )
-    store = image_store(root)
-    from ._runtime import executors
-
-    executor, files = executors(root)
-    ignore = DockerIgnore.load(context_dir, None if dockerfile_path == "<stdin>" else Path(dockerfile_path))
-
-    remote_caches: list[Any] = []  # filled from --cache-from before the build starts
-
-    def make_runner(plan: Any) -> Worker:
-        from pybuild.cache import ContextHasher
-
-        context = Context(context_dir, ContextHasher(context_dir, ignore, root.index)) if plan.context_op else None
-        return Worker(
-            plan.definition,
-            root=root,
-            executor=executor,
-            files=files,
-            images=StoreImageChains(store),
-            context=context,
-            fetcher=RemoteFetcher(),
-            options=worker_options,
-            step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
-            dockerfile_name=name,
-            remote_caches=remote_caches,
-        )
-
-    progress = _progress(args)
-    from pybuild.oci import parse_outputs
-
     outputs = parse_outputs(args.output, push=args.push)
     rewrite = any(o.rewrite_timestamp for o in outputs)
     if rewrite and source_date_epoch is None:
         raise UsageError("rewrite-timestamp needs SOURCE_DATE_EPOCH", hint="--build-arg SOURCE_DATE_EPOCH=<seconds>")
-    # an output that asks for a compression gets layers made that way once, not twice
-    wanted = next((o.layers for o in outputs if o.layers.compression), None)
     export = ExportOptions(
-        tags=tuple(args.tag),
-        compression=wanted.compression if wanted and wanted.compression else args.compression,
-        compression_level=wanted.level if wanted and wanted.level is not None else args.compression_level,
-        rewrite_timestamp=rewrite,
+        tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level,
+        rewrite_timestamp=rewrite, outputs=outputs,
     )
-    cache_from = [parse_cache_spec(value, export=False) for value in args.cache_from]
-    cache_to = [parse_cache_spec(value, export=True) for value in args.cache_to]
+    cache_from = tuple(parse_cache_spec(value, export=False) for value in args.cache_from)
+    cache_to = tuple(parse_cache_spec(value, export=True) for value in args.cache_to)
+    return _Request(options, worker, export, cache_from, cache_to)
+
+
+def _build(args: argparse.Namespace, root: Any, context: _Context, dockerfile: Any, name: str, request: _Request) -> Any:
+    """The build itself, in one trio run; the executors and registry client it made are closed after."""
+    import trio
+
+    from pybuild.dag import build
+
+    from ._runtime import executors
+
+    store = image_store(root)
+    executor, files = executors(root)
     registry = _LazyRegistry(args.insecure_registry)
+    progress = _progress(args)
+    remote_caches: list[Any] = []  # filled from --cache-from before the build starts
+    make_runner = _runner_factory(root, store, context, name, executor, files, request, remote_caches)
 
     async def main() -> Any:
         try:
-            remote_caches.extend(await _import_caches(cache_from, registry, store, str(platform), progress))
-            outcome = await build(
-                dockerfile, options, store=store, make_runner=make_runner,
+            platform = str(request.options.platform)
+            remote_caches.extend(await _import_caches(list(request.cache_from), registry, platform, progress))
+            return await build(
+                dockerfile, request.options, store=store, make_runner=make_runner,
                 puller=_SharedClientPuller(store, registry), pull=args.pull,
-                jobs=args.jobs or cpu_count(), export=export, cache_to=cache_to,
-                cache_client=registry.quick() if any(s.kind == "registry" for s in cache_to) else None,
-                push_registries=_push_registries(outputs, args.tag), emit=progress,
+                jobs=args.jobs or cpu_count(), export=request.export, cache_to=request.cache_to,
+                registries=registry, stdout=sys.stdout.buffer, emit=progress,
             )
-            if outputs != (Output("image"),):
-                from pybuild.oci import export_outputs
-
-                progress(Notice("exporting outputs", trio.current_time()))
-                pushed = await export_outputs(
-                    store, outcome.image, outputs, tags=args.tag, stdout=sys.stdout.buffer,
-                    client=registry.client() if any(o.push for o in outputs) else None,
-                )
-                outcome = replace(outcome, outputs=tuple(pushed))
-            return outcome
         finally:
             with trio.CancelScope(shield=True):
                 await registry.aclose()
@@ -268,13 +274,41 @@ def run(args: argparse.Namespace) -> int:
                 files.close()
 
     try:
-        outcome = trio.run(main)
+        return trio.run(main)
     finally:
         if hasattr(progress, "close"):
             progress.close()
-        context.close()
-    _report(args, outcome, to_stdout=any(o.to_stdout for o in outputs))
-    return 0
+
+
+def _runner_factory(
+    root: Any, store: Any, context: _Context, name: str, executor: Any, files: Any, request: _Request, remote_caches: list[Any],
+) -> Any:
+    """How the build makes its runner once the plan is known: a Worker on this root."""
+    from pybuild.cache import ContextHasher, DockerIgnore
+    from pybuild.dag import Context, StoreImageChains, Worker, step_ids
+    from pybuild.oci import RemoteFetcher, SnapshotLayers
+
+    context_dir, dockerfile_path = context.directory, context.dockerfile
+    ignore = DockerIgnore.load(context_dir, None if dockerfile_path == "<stdin>" else Path(dockerfile_path))
+
+    def make_runner(plan: Any) -> Any:
+        hasher = Context(context_dir, ContextHasher(context_dir, ignore, root.index)) if plan.context_op else None
+        return Worker(
+            plan.definition,
+            root=root,
+            executor=executor,
+            files=files,
+            images=StoreImageChains(store),
+            context=hasher,
+            fetcher=RemoteFetcher(),
+            options=request.worker,
+            step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
+            dockerfile_name=name,
+            remote_caches=remote_caches,
+            layers=SnapshotLayers(store),
+        )
+
+    return make_runner
 
 
 def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
@@ -301,17 +335,6 @@ def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
     lines += [f"naming to {parse_reference(t)}" for t in args.tag]
     lines += [f"pushed {reference}@{digest}" for reference, digest in pushed]
     print("\n".join(lines), file=sys.stderr)
-
-
-def _push_registries(outputs: Any, tags: list[str]) -> frozenset[str]:
-    """Registries every output pushes to, when nothing else needs the layers' bytes:
-    layers cached there need not be downloaded only to be uploaded again."""
-    from pybuild.oci import parse_reference
-
-    if any(o.type not in ("image", "registry") for o in outputs) or not any(o.push for o in outputs):
-        return frozenset()
-    names = [n for o in outputs if o.push for n in (o.names or tuple(tags))]
-    return frozenset(parse_reference(n).registry for n in names)
 
 
 class _LazyRegistry:
@@ -360,21 +383,20 @@ class _SharedClientPuller:
         await StorePuller(self.store, client=self.registry.client()).pull(ref, platform)
 
 
-async def _import_caches(specs: list[Any], registry: _LazyRegistry, store: Any, platform: str, emit: Any) -> list[Any]:
+async def _import_caches(specs: list[Any], registry: _LazyRegistry, platform: str, emit: Any) -> list[Any]:
     """Every --cache-from that can be read; the others warn (or fail with ignore-error=false)."""
     import trio
 
-    from pybuild.dag._events import Notice
-    from pybuild.dag._remote_cache import import_cache
+    from pybuild.dag import Notice, import_remote_cache
 
     caches = []
     for spec in specs:
         where = spec.ref or spec.path
         try:
             if spec.kind == "registry":
-                cache = await import_cache(spec, client=registry.quick(), blob_client=registry.client(), platform=platform)
+                cache = await import_remote_cache(spec, client=registry.quick(), blob_client=registry.client(), platform=platform)
             else:
-                cache = await import_cache(spec, client=None, platform=platform)
+                cache = await import_remote_cache(spec, client=None, platform=platform)
             caches.append(cache)
         except (PybuildError, OSError) as error:
             message = str(error) if isinstance(error, PybuildError) else (error.strerror or str(error))
@@ -478,7 +500,7 @@ def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
     import trio
 
     from pybuild.cache import open_tar_context
-    from pybuild.dag._copy import git_source, http_source, is_git_source
+    from pybuild.dag import git_source, http_source, is_git_source
     from pybuild.oci import RemoteFetcher
 
     fetcher = RemoteFetcher()

@@ -38,6 +38,9 @@ _LAZY = {name: ".checks" for name in ("CheckReport", "CheckWarning", "check_dock
 _LAZY |= {name: "._build" for name in ("ExportOptions", "StoreImageChains", "build", "step_ids")}
 _LAZY |= {name: "._worker" for name in ("Context", "Worker", "WorkerOptions")}
 _LAZY["Notice"] = "._events"  # what a build reports besides steps; graph and check need none
+_LAZY |= {name: "._runner" for name in ("BuildRunner", "ExportPreparer", "RemoteCacheRunner")}
+_LAZY |= {name: "._layers" for name in ("SnapshotLayerStore", "MemorySnapshotLayers", "check_snapshot_layers")}
+_LAZY["import_remote_cache"] = "._cache_wiring"  # --cache-from: cache.remote reads, oci parses and fetches
 
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

@@ -1,27 +1,36 @@
 """One build, start to finish: convert (pulling missing bases), solve, export.
 
 ``build`` is the only entry the CLI needs; everything it touches comes in
-as an argument, so tests can drive it with fakes.
+as an argument, so tests can drive it with fakes.  Its export stage writes
+the image into the store, then the cache exports (``--cache-to``), then
+every other ``--output`` (archives, directories, pushes).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
+from pybuild.cache.remote import INLINE_KEY, CacheSpec, RemoteCacheBroken
 from pybuild.errors import BuildError, PybuildError
 from pybuild.grammar import Dockerfile
 
+from ._cache_wiring import export_cache, inline_records
 from ._convert import BuildOptions, BuildPlan, MissingImages, convert
 from ._events import EventSink, Notice, ignore_events
 from ._export import image_config, layers_of
 from ._ops import ImageSource
-from ._remote_cache import INLINE_KEY, CacheSpec, RemoteCacheBroken, export_cache, inline_records
-from ._solver import OpRunner, Result, SolveStatistics, Solver
+from ._runner import BuildRunner, ExportPreparer, RemoteCacheRunner
+from ._solver import Result, SolveStatistics, Solver
+
+if TYPE_CHECKING:
+    from pybuild.oci import ImageStore, Layer, LayerSettings, Output, OutputResult, RegistryClient, ResolvedImage, StoredImage
+
+    from ._layers import SnapshotLayerStore
 
 MAX_PULL_ROUNDS = 5
 MAX_CACHE_RETRIES = 4  # broken imported caches dropped before the build gives up
@@ -32,12 +41,23 @@ class Puller(Protocol):
         """Bring the image ``ref`` into the local store."""
 
 
+class Registries(Protocol):
+    """The build's registry clients, made when first asked for (``oci.RegistryClient``)."""
+
+    def client(self) -> RegistryClient:
+        """The client pushes and layer downloads use."""
+
+    def quick(self) -> RegistryClient:
+        """The same client giving up sooner, for the build cache's documents."""
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     tags: tuple[str, ...] = ()
     compression: str | None = None  # None: new layers by reference, blobs made when exported
     compression_level: int | None = None
     rewrite_timestamp: bool = False
+    outputs: tuple[Output, ...] = ()  # every --output; none, or type=image alone: the image store only
 
 
 @dataclass(frozen=True)
@@ -45,15 +65,15 @@ class BuildOutcome:
     plan: BuildPlan
     results: dict[str, Result] = field(repr=False)
     statistics: SolveStatistics
-    image: Any | None = None  # oci.StoredImage when exported to the store
+    image: StoredImage | None = None  # when exported to the store
     config: dict[str, Any] | None = field(default=None, repr=False)
-    outputs: tuple[Any, ...] = ()  # oci OutputResult of each --output beyond the image store
+    outputs: tuple[OutputResult, ...] = ()  # what each --output beyond the image store did
 
 
 class StoreImageChains:
     """Base images' layers as snapshots, from the local image store."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: ImageStore) -> None:
         self.store = store
 
     async def chain(self, source: ImageSource) -> tuple[str, ...]:
@@ -65,7 +85,7 @@ class StoreImageChains:
 
 
 async def plan_build(
-    dockerfile: Dockerfile, options: BuildOptions, store: Any, puller: Puller | None, *, pull: bool = False,
+    dockerfile: Dockerfile, options: BuildOptions, store: ImageStore, puller: Puller | None, *, pull: bool = False,
     emit: EventSink = ignore_events,
 ) -> BuildPlan:
     """Convert, pulling base images the store does not have (or all of them with ``pull``)."""
@@ -91,11 +111,11 @@ async def plan_build(
 class _PullFirst:
     """With --pull, every base image is pulled once before it is used."""
 
-    def __init__(self, store: Any, pulled: set[str]) -> None:
+    def __init__(self, store: ImageStore, pulled: set[str]) -> None:
         self.store = store
         self.pulled = pulled
 
-    def lookup(self, ref: str, platform: Any) -> Any:
+    def lookup(self, ref: str, platform: object) -> ResolvedImage | None:
         if ref not in self.pulled:
             return None
         return self.store.lookup(ref, platform)
@@ -105,88 +125,113 @@ async def build(
     dockerfile: Dockerfile,
     options: BuildOptions,
     *,
-    store: Any,  # oci.ImageStore
-    make_runner: Callable[[BuildPlan], OpRunner],
+    store: ImageStore,
+    make_runner: Callable[[BuildPlan], BuildRunner],
     puller: Puller | None = None,
     pull: bool = False,
     jobs: int = 2,
     export: ExportOptions | None = ExportOptions(),
     cache_to: Sequence[CacheSpec] = (),
-    cache_client: Any = None,  # oci.RegistryClient, for type=registry cache exports
-    push_registries: frozenset[str] = frozenset(),  # where the image goes next: cached layers there stay there
+    registries: Registries | None = None,  # for cache exports to a registry and pushes
+    stdout: BinaryIO | None = None,  # where an --output to "-" goes
     emit: EventSink = ignore_events,
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
     runner = make_runner(plan)
     try:
-        for _ in range(MAX_CACHE_RETRIES + 1):
-            solver = Solver(plan.definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile.file)
-            try:
-                await solver.solve([plan.target.op] if plan.target.op else [])
-                results = solver.results  # every op's result: history needs the intermediate ones
-                if export is not None:
-                    emit(Notice("exporting to image", trio.current_time()))
-                    remote_only = await _prepare_layers(runner, plan, results, export, push_registries)
-                break
-            except RemoteCacheBroken as broken:
-                if not broken.cache.ignore_error or not hasattr(runner, "drop_remote_cache"):
-                    raise
-                emit(Notice(f"WARNING: {broken}; building again without it", trio.current_time()))
-                runner.drop_remote_cache(broken.cache)
-        else:
-            raise BuildError("imported caches keep failing", hint="build without --cache-from")
-        outcome = BuildOutcome(plan, results, solver.statistics())
+        solver, results = await _solve(plan, runner, dockerfile, export, jobs, emit)
         if export is None:
-            return outcome
-        if cache_to and export.compression is None:
-            # a cache export makes the layer blobs anyway; the image names the same blobs,
-            # so a runner that imports the cache assembles the same manifest
-            export = replace(export, compression="gzip")
-        inline = _inline_cache(plan, results, runner) if any(s.kind == "inline" for s in cache_to) else None
+            return BuildOutcome(plan, results, solver.statistics())
+        inline = any(s.kind == "inline" for s in cache_to)
         image, config = await trio.to_thread.run_sync(
-            lambda: export_image(plan, results, store, export, options.source_date_epoch, inline=inline, remote_only=remote_only)
+            lambda: export_image(
+                plan, results, store, export, options.source_date_epoch, layers=runner.layers,
+                inline=(lambda layers: inline_records(plan, results, runner.keys, layers)) if inline else None,
+                cache_export=bool(cache_to),
+            )
         )
         for spec in cache_to:
             if spec.kind != "inline":
-                await _export_cache(spec, plan, results, runner, store, cache_client, emit)
-        return BuildOutcome(plan, results, outcome.statistics, image, config)
+                client = registries.quick() if registries is not None and spec.kind == "registry" else None
+                await _export_cache(spec, plan, results, runner, store, client, emit)
+        outputs = await _export_outputs(store, image, export, registries, stdout, emit)
+        return BuildOutcome(plan, results, solver.statistics(), image, config, outputs)
     finally:
-        close = getattr(runner, "close", None)
-        if close is not None:
-            close()
+        runner.close()
 
 
-async def _prepare_layers(
-    runner: OpRunner, plan: BuildPlan, results: dict[str, Result], export: ExportOptions, push_registries: frozenset[str]
-) -> dict[str, Any]:
+async def _solve(
+    plan: BuildPlan, runner: BuildRunner, dockerfile: Dockerfile, export: ExportOptions | None, jobs: int, emit: EventSink
+) -> tuple[Solver, dict[str, Result]]:
+    """Solve the plan (and bring here what the export needs); a broken imported
+    cache that may be ignored is dropped and the plan solved again without it."""
+    for _ in range(MAX_CACHE_RETRIES + 1):
+        solver = Solver(plan.definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile.file)
+        try:
+            await solver.solve([plan.target.op] if plan.target.op else [])
+            results = solver.results  # every op's result: history needs the intermediate ones
+            if export is not None:
+                emit(Notice("exporting to image", trio.current_time()))
+                await _prepare_layers(runner, plan, results, export)
+            return solver, results
+        except RemoteCacheBroken as broken:
+            if not broken.cache.ignore_error:
+                raise
+            emit(Notice(f"WARNING: {broken}; building again without it", trio.current_time()))
+            runner.drop_remote_cache(broken.cache)
+    raise BuildError("imported caches keep failing", hint="build without --cache-from")
+
+
+async def _prepare_layers(runner: ExportPreparer, plan: BuildPlan, results: dict[str, Result], export: ExportOptions) -> None:
     """Layers known only from a remote cache: their blobs must be here to export them
     (and their files too, when the export rewrites timestamps) -- unless the image
-    goes to the registry that has them.  Returns those, by snapshot."""
+    goes to the registry that has them (the runner's layers then know them as remote only)."""
     target = results.get(plan.target.op) if plan.target.op else None
-    if target is None or not hasattr(runner, "prepare_export"):
-        return {}
+    if target is None:
+        return
     if export.rewrite_timestamp:
-        await runner.ensure_local(target.chain)  # type: ignore[attr-defined]
-        return {}
-    return await runner.prepare_export(target.chain, leave_in=push_registries)  # type: ignore[attr-defined]
+        await runner.ensure_local(target.chain)
+        return
+    await runner.prepare_export(target.chain, leave_in=push_registries(export))
 
 
-def _inline_cache(plan: BuildPlan, results: dict[str, Result], runner: OpRunner) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
-    if not hasattr(runner, "keys"):
-        return None
-    return lambda layers: inline_records(plan, results, runner, layers)
+def push_registries(export: ExportOptions) -> frozenset[str]:
+    """Registries every output pushes to, when nothing else needs the layers' bytes:
+    layers cached there need not be downloaded only to be uploaded again."""
+    from pybuild.oci import parse_reference
+
+    outputs = export.outputs
+    if any(o.type not in ("image", "registry") for o in outputs) or not any(o.push for o in outputs):
+        return frozenset()
+    names = [n for o in outputs if o.push for n in (o.names or export.tags)]
+    return frozenset(parse_reference(n).registry for n in names)
+
+
+async def _export_outputs(
+    store: ImageStore, image: StoredImage, export: ExportOptions, registries: Registries | None, stdout: BinaryIO | None,
+    emit: EventSink,
+) -> tuple[OutputResult, ...]:
+    """Every --output beyond the image store (which ``export_image`` wrote)."""
+    from pybuild.oci import Output, export_outputs
+
+    if export.outputs in ((), (Output("image"),)):
+        return ()
+    emit(Notice("exporting outputs", trio.current_time()))
+    pushing = any(o.push for o in export.outputs)
+    client = registries.client() if registries is not None and pushing else None
+    done = await export_outputs(store, image, export.outputs, tags=export.tags, stdout=stdout, client=client)
+    return tuple(done)
 
 
 async def _export_cache(
-    spec: CacheSpec, plan: BuildPlan, results: dict[str, Result], runner: OpRunner, store: Any, client: Any, emit: EventSink
+    spec: CacheSpec, plan: BuildPlan, results: dict[str, Result], runner: RemoteCacheRunner, store: ImageStore,
+    client: RegistryClient | None, emit: EventSink,
 ) -> None:
     """One --cache-to; a failure only warns unless the user said ignore-error=false."""
-    if not hasattr(runner, "keys"):
-        return
     where = spec.ref or spec.path
     emit(Notice(f"exporting cache to {where}", trio.current_time()))
     try:
-        await export_cache(spec, plan, results, runner, store, client)
+        await export_cache(spec, plan, results, runner, store.root.blobs, client)
     except (PybuildError, OSError) as error:
         message = str(error) if isinstance(error, PybuildError) else (error.strerror or str(error))
         if not spec.ignore_error:
@@ -195,46 +240,47 @@ async def _export_cache(
 
 
 def export_image(
-    plan: BuildPlan, results: dict[str, Result], store: Any, export: ExportOptions, source_date_epoch: int | None,
-    *, inline: Callable[[dict[str, Any]], dict[str, Any]] | None = None, remote_only: Mapping[str, Any] | None = None,
-) -> tuple[Any, dict[str, Any]]:
+    plan: BuildPlan, results: dict[str, Result], store: ImageStore, export: ExportOptions, source_date_epoch: int | None,
+    *, layers: SnapshotLayerStore, inline: Callable[[dict[str, Layer]], dict[str, Any]] | None = None, cache_export: bool = False,
+) -> tuple[StoredImage, dict[str, Any]]:
     """Write the target's layers and config into the image store and tag it.
 
-    ``inline`` makes the cache records to embed in the config from the
-    image's layers by snapshot (``--cache-to type=inline``).  ``remote_only``
-    names layers (by snapshot) whose blobs stay in a registry.
+    ``layers`` gives each snapshot's layer (those a registry keeps, as they
+    are there).  ``inline`` makes the cache records to embed in the config
+    from the image's layers by snapshot (``--cache-to type=inline``);
+    ``cache_export``: a cache export makes the layers' blobs too.
     """
-    from pybuild.oci import Layer
-
     snapshots = layers_of(plan.target, results)
     mtime = source_date_epoch if export.rewrite_timestamp else None
-    remote_only = remote_only or {}
-    compression = export.compression
-    if compression is None and (inline is not None or mtime is not None or export.compression_level is not None):
-        compression = "gzip"  # inline cache names the blobs a push sends; rewritten times need their own tar
-
-    def layer(snapshot: str) -> Any:
-        if snapshot in remote_only:
-            return Layer(*remote_only[snapshot])
-        if compression is None:
-            return store.layer_by_reference(snapshot)
-        return store.layer_for_snapshot(snapshot, compression, export.compression_level, mtime=mtime)
-
-    layers = [layer(s) for s in snapshots]
+    settings = _layer_settings(export, cache_export=cache_export, inline_cache=inline is not None)
+    made = [layers.layer(s, settings.compression, settings.level, mtime=mtime) for s in snapshots]
     config = image_config(plan.target, results, created=time.time(), source_date_epoch=source_date_epoch)
     if inline is not None:
-        config[INLINE_KEY] = inline(dict(zip(snapshots, layers)))
-    config["rootfs"]["diff_ids"] = [layer.diff_id for layer in layers]
+        config[INLINE_KEY] = inline(dict(zip(snapshots, made)))
+    config["rootfs"]["diff_ids"] = [layer.diff_id for layer in made]
     expected = sum(1 for entry in config["history"] if not entry.get("empty_layer"))
-    if expected != len(layers):
+    if expected != len(made):
         raise BuildError(
-            f"internal error: {len(layers)} layers but {expected} history entries with layers",
+            f"internal error: {len(made)} layers but {expected} history entries with layers",
             hint="this is a pybuild bug; please report it",
         )
     if mtime is None:
-        store.remember_chain([layer.diff_id for layer in layers], snapshots)
-    image = store.add_image(config, layers, export.tags)
+        store.remember_chain([layer.diff_id for layer in made], snapshots)
+    image = store.add_image(config, made, export.tags)
     return image, config
+
+
+def _layer_settings(export: ExportOptions, *, cache_export: bool, inline_cache: bool) -> LayerSettings:
+    """How the image's new layers are made: oci's one compression rule decides."""
+    from pybuild.oci import LayerSettings, layer_compression
+
+    return layer_compression(
+        LayerSettings(export.compression, export.compression_level),
+        outputs=[o.layers for o in export.outputs],
+        cache_export=cache_export,
+        inline_cache=inline_cache,
+        rewrite_timestamp=export.rewrite_timestamp,
+    )
 
 
 def step_ids(plan: BuildPlan, file: str) -> dict[str, str]:
@@ -246,4 +292,6 @@ def step_ids(plan: BuildPlan, file: str) -> dict[str, str]:
     return out
 
 
-__all__: Sequence[str] = ["BuildOutcome", "ExportOptions", "Puller", "StoreImageChains", "build", "plan_build", "step_ids"]
+__all__: Sequence[str] = [
+    "BuildOutcome", "ExportOptions", "Puller", "Registries", "StoreImageChains", "build", "plan_build", "push_registries", "step_ids",
+]

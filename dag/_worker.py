@@ -17,10 +17,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -42,6 +42,13 @@ from ._ops import (
     RunMount,
 )
 from ._solver import CacheKey, Result
+
+if TYPE_CHECKING:
+    from pybuild.cache import ActiveSnapshot, ContextHasher, Root, Selection
+    from pybuild.cache.remote import RemoteCache, RemoteRecord
+    from pybuild.executors import Executor, Mount, RootfsCaller
+
+    from ._layers import SnapshotLayerStore
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ class Context:
     """The build context as the worker sees it."""
 
     path: Path
-    hasher: Any  # cache.ContextHasher
+    hasher: ContextHasher
 
 
 @dataclass(frozen=True)
@@ -110,22 +117,24 @@ class Worker:
         self,
         definition: Definition,
         *,
-        root: Any,  # cache.Root
-        executor: Any,  # executors.Executor
-        files: Any,  # executors.RootfsCaller
+        root: Root,
+        executor: Executor,
+        files: RootfsCaller,
         images: ImageChains,
         context: Context | None = None,
         fetcher: Fetcher | None = None,
         options: WorkerOptions = WorkerOptions(),
         step_ids: Mapping[str, str] | None = None,
         dockerfile_name: str = "Dockerfile",
-        remote_caches: Sequence[Any] = (),  # _remote_cache.RemoteCache, consulted after a local miss
+        remote_caches: Sequence[RemoteCache] = (),  # consulted after a local miss
+        layers: SnapshotLayerStore | None = None,  # default: the image store's (oci.SnapshotLayers)
     ) -> None:
         self.dockerfile_name = dockerfile_name
         self.remote_caches = list(remote_caches)
+        self.layers = layers if layers is not None else _store_layers(root)
         self.keys: dict[str, str] = {}  # op digest -> its cache key (the cache export needs them)
         # layers known from a remote cache, not downloaded yet: snapshot id -> (record, cache, parent)
-        self.pending_remote: dict[str, tuple[Any, Any, str | None]] = {}
+        self.pending_remote: dict[str, tuple[RemoteRecord, RemoteCache, str | None]] = {}
         self._materializing: dict[str, trio.Lock] = {}
         self._adopted: set[str] = set()
         self.used_cache_mounts: dict[str, Path] = {}
@@ -138,7 +147,7 @@ class Worker:
         self.fetcher = fetcher
         self.options = options
         self.step_ids = dict(step_ids or {})
-        self._selections: dict[tuple[str, int], Any] = {}
+        self._selections: dict[tuple[str, int], Selection] = {}
         self._fetched: dict[str, Path] = {}
         # what this build uses stays leased, so a concurrent prune keeps it
         self.lease = root.index.new_lease()
@@ -175,23 +184,24 @@ class Worker:
             explain["network"] = op.network
             for mount in op.mounts:
                 if mount.kind == "bind" and mount.source and isinstance(self.definition.ops[mount.source], LocalSource):
-                    selection = await trio.to_thread.run_sync(self.context.hasher.whole) if self.context else None
-                    if selection is not None:
-                        contents[f"bind:{mount.target}"] = selection.digest()
+                    whole = await trio.to_thread.run_sync(self.context.hasher.whole) if self.context else None
+                    if whole is not None:
+                        contents[f"bind:{mount.target}"] = whole.digest()
         for name, dependency in _named_inputs(op):
             explain[name] = input_keys[dependency]
         key = make_key(op, input_keys, contents)
         self.keys[digest] = key
         return CacheKey(key, explain, self.step_ids.get(digest))
 
-    async def _select(self, action: CopyAction) -> Any:
+    async def _select(self, action: CopyAction) -> Selection:
         if self.context is None:
             raise BuildError("this step reads the build context, but there is none", hint="pass a context directory")
         sources = [action.src] if not action.include_patterns else [
             f"{action.src.rstrip('/')}/{pattern}" for pattern in action.include_patterns
         ]
+        hasher = self.context.hasher
         return await trio.to_thread.run_sync(
-            lambda: self.context.hasher.select(
+            lambda: hasher.select(
                 sources, excludes=list(action.exclude_patterns), allow_empty_wildcard=action.allow_empty_wildcard
             )
         )
@@ -242,11 +252,11 @@ class Worker:
         if isinstance(op, (HttpSource, GitSource)):
             return Result(key.key, path=str(self._fetched[digest]), cached=True)
         if isinstance(op, MergeOp):
-            chain: tuple[str, ...] = ()
-            for layer in op.layers:
-                chain = _stack(chain, inputs[layer].chain)
+            merged: tuple[str, ...] = ()
+            for part in op.layers:
+                merged = _stack(merged, inputs[part].chain)
             top = inputs[op.layers[-1]]
-            return Result(key.key, chain=chain, layer=top.layer, cached=all(inputs[l].cached for l in op.layers))
+            return Result(key.key, chain=merged, layer=top.layer, cached=all(inputs[l].cached for l in op.layers))
         if getattr(op, "ignore_cache", False):
             return None
         record = await trio.to_thread.run_sync(self.root.index.lookup, key.key)
@@ -288,10 +298,10 @@ class Worker:
                             await self._materialize(layer)
 
     @contextlib.asynccontextmanager
-    async def _blaming(self, layer: str) -> Any:
+    async def _blaming(self, layer: str) -> AsyncIterator[None]:
         """A fault while bringing a remote layer here is that cache's fault: the build
         goes on without it (``drop_remote_cache``) rather than failing."""
-        from ._remote_cache import RemoteCacheBroken
+        from pybuild.cache.remote import RemoteCacheBroken
 
         cache = self.pending_remote[layer][1]
         try:
@@ -302,7 +312,7 @@ class Worker:
             message = str(error) if isinstance(error, PybuildError) else (error.strerror or str(error))
             raise RemoteCacheBroken(f"cache {cache.source.name} is broken: {message}", cache=cache) from None
 
-    def drop_remote_cache(self, cache: Any) -> None:
+    def drop_remote_cache(self, cache: RemoteCache) -> None:
         """Forget a cache that turned out broken; what came from it is built instead."""
         self.remote_caches = [c for c in self.remote_caches if c is not cache]
         for layer, (_, owner, _) in list(self.pending_remote.items()):
@@ -310,14 +320,13 @@ class Worker:
                 del self.pending_remote[layer]
 
     async def _materialize(self, layer: str) -> None:
-        from pybuild.oci import unpack_limit
-        from pybuild.oci._tar_apply import apply_layer
+        from pybuild.oci import apply_layer, unpack_limit
 
         record, cache, parent = self.pending_remote[layer]
         await trio.to_thread.run_sync(self.lease.add, [layer])
         if await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
             # here already -- from an earlier import -- but only if it is that very layer
-            if await trio.to_thread.run_sync(self._snapshot_diff_id, layer) != record.layer.diff_id:
+            if await trio.to_thread.run_sync(self.layers.diff_id, layer) != record.layer.diff_id:
                 raise BuildError(f"its record names snapshot {layer[:12]}, which holds another layer here")
             await trio.to_thread.run_sync(self._record_remote, record, layer)
             del self.pending_remote[layer]
@@ -338,13 +347,7 @@ class Worker:
         await trio.to_thread.run_sync(unpack)
         del self.pending_remote[layer]
 
-    def _snapshot_diff_id(self, snapshot_id: str) -> str | None:
-        from pybuild.oci._store import SNAPSHOT_RECORD
-
-        record = self.root.index.lookup(SNAPSHOT_RECORD + snapshot_id)
-        return record.diff_id if record is not None else None
-
-    def _record_remote(self, record: Any, layer: str) -> None:
+    def _record_remote(self, record: RemoteRecord, layer: str) -> None:
         from pybuild.cache import CacheRecord
 
         self.root.index.record(record.key, CacheRecord(snapshot_id=layer, created=record.created, last_used=time.time()))
@@ -356,19 +359,17 @@ class Worker:
             return
         async with self._blaming(layer):
             record, cache, _ = self.pending_remote[layer]
-            if await trio.to_thread.run_sync(self._snapshot_diff_id, layer) == record.layer.diff_id and await trio.to_thread.run_sync(
+            if await trio.to_thread.run_sync(self.layers.diff_id, layer) == record.layer.diff_id and await trio.to_thread.run_sync(
                 self.root.blobs.has, record.layer.digest
             ):
                 self._adopted.add(layer)  # adopted by an earlier build, blob checked then
                 return
             await cache.source.fetch(record.layer, self.root.blobs)
             await trio.to_thread.run_sync(self.lease.add, [record.layer.digest])
-            from ._remote_cache import adopt_layer, check_diff_id
+            from ._cache_wiring import as_layer, check_diff_id
 
             await trio.to_thread.run_sync(check_diff_id, self.root.blobs, record.layer)
-            await trio.to_thread.run_sync(
-                adopt_layer, self.root, layer, record.layer.diff_id, record.layer.digest, record.layer.size, record.layer.media_type
-            )
+            await trio.to_thread.run_sync(self.layers.adopt, layer, as_layer(record.layer))
         self._adopted.add(layer)
 
     @staticmethod
@@ -408,7 +409,7 @@ class Worker:
             return await self._run_file(digest, op, key, inputs)
 
     @contextlib.asynccontextmanager
-    async def _step_lock(self, key: str) -> Any:
+    async def _step_lock(self, key: str) -> AsyncIterator[None]:
         directory = self.root.path / "locks"
         directory.mkdir(exist_ok=True)
         # a bounded set of lock files: unrelated steps rarely share one, and then just wait
@@ -427,7 +428,7 @@ class Worker:
     def _lowers(self, chain: Sequence[str]) -> tuple[str, ...]:
         return tuple(str(self.root.snapshots.tree(s)) for s in chain)
 
-    async def _commit(self, digest: str, op: Op, key: CacheKey, active: Any, inputs: Mapping[str, Result]) -> Result:
+    async def _commit(self, digest: str, op: Op, key: CacheKey, active: ActiveSnapshot, inputs: Mapping[str, Result]) -> Result:
         # An empty change still makes a layer: the BuildKit this project compares
         # with (docker.io 20.10) keeps one for `RUN true` (tests/dag/golden/run_empty_diff).
         base_chain = self._base_chain(op, inputs)
@@ -516,10 +517,10 @@ class Worker:
 
     async def _exec_mounts(
         self, op: ExecOp, inputs: Mapping[str, Result], scratch: list[Path], locks: list[int]
-    ) -> tuple[list[Any], list[str]]:
+    ) -> tuple[list[Mount], list[str]]:
         from pybuild.executors import BindMount, SecretMount, TmpfsMount
 
-        mounts: list[Any] = []
+        mounts: list[Mount] = []
         secret_env: list[str] = []
         for mount in op.mounts:
             if mount.kind == "tmpfs":
@@ -551,7 +552,7 @@ class Worker:
 
     async def _cache_mount(
         self, mount: RunMount, locks: list[int], scratch: list[Path], inputs: Mapping[str, Result]
-    ) -> Any:
+    ) -> Mount:
         from pybuild.executors import BindMount
 
         mount_id = mount.cache_id or mount.target
@@ -586,7 +587,7 @@ class Worker:
 
     async def _restore_cache_mount(self, mount_id: str, directory: Path) -> None:
         """An empty cache mount takes its contents from a remote cache that exported it."""
-        from ._remote_cache import unpack_cache_mount
+        from ._cache_wiring import unpack_cache_mount
 
         for cache in self.remote_caches:
             layer = cache.cache_mounts.get(mount_id)
@@ -601,31 +602,24 @@ class Worker:
                 continue
             return
 
-    async def prepare_export(self, chain: Sequence[str], *, leave_in: frozenset[str] = frozenset()) -> dict[str, Any]:
+    async def prepare_export(self, chain: Sequence[str], *, leave_in: frozenset[str] = frozenset()) -> None:
         """Layers of the exported image that only a remote cache has: fetch their blobs.
 
         A blob that lives in a registry in ``leave_in`` (the registries the
         image is pushed to) stays there: the push mounts it from the cache's
-        repository.  Returns those layers by snapshot, as (diff_id, digest,
-        size, media_type) tuples.
+        repository, and ``self.layers`` knows it as remote only.
         """
-        remote_only: dict[str, Any] = {}
+        from ._cache_wiring import as_layer
+
         for layer in chain:
             if layer not in self.pending_remote:
                 continue
             record, cache, _ = self.pending_remote[layer]
             where = cache.source.registry_ref()
             if where is not None and where.registry in leave_in:
-                remote_only[layer] = (record.layer.diff_id, record.layer.digest, record.layer.size, record.layer.media_type)
-                await trio.to_thread.run_sync(self._remember_origin, record.layer.digest, where)
+                await trio.to_thread.run_sync(self.layers.leave_remote, layer, as_layer(record.layer), where.name)
             else:
                 await self.adopt_remote_layer(layer)
-        return remote_only
-
-    def _remember_origin(self, digest: str, where: Any) -> None:
-        from pybuild.oci import ImageStore
-
-        ImageStore(self.root).remember_origin([digest], where.name)
 
     async def _seed_cache(self, directory: Path, source: Result, source_path: str, scratch: list[Path]) -> None:
         """Copy ``source_path`` of a from= stage, image or context into a new cache mount.
@@ -649,7 +643,7 @@ class Worker:
         for entry in (staging / "tree").iterdir():
             os.rename(entry, directory / entry.name)
 
-    async def _bind_mount(self, mount: RunMount, inputs: Mapping[str, Result], scratch: list[Path]) -> Any:
+    async def _bind_mount(self, mount: RunMount, inputs: Mapping[str, Result], scratch: list[Path]) -> Mount:
         from pybuild.executors import BindMount, OverlayMount
 
         source = inputs[mount.source] if mount.source else None
@@ -715,12 +709,19 @@ class Worker:
 
 def _copy_seed(root: str, source_path: str) -> None:
     """In the caller's mounts: the merged ``/source`` directory into ``/seed/tree``."""
-    from pybuild.oci._tar_flatten import flatten_into
+    from pybuild.oci import flatten_into
 
     source = os.path.join(root, "source")
     if not os.path.isdir(source):
         raise BuildError(f"cache mount source {source_path} is not a directory in its from= stage or image")
     flatten_into([Path(source)], Path(root, "seed", "tree"))
+
+
+def _store_layers(root: Root) -> SnapshotLayerStore:
+    from pybuild.oci import ImageStore, SnapshotLayers
+
+    layers: SnapshotLayerStore = SnapshotLayers(ImageStore(root))
+    return layers
 
 
 def _stack(below: tuple[str, ...], above: tuple[str, ...]) -> tuple[str, ...]:

@@ -46,6 +46,7 @@ _LAZY = {
     "parse_output": "._export",
     "parse_outputs": "._export",
     "export_outputs": "._export",
+    "OutputResult": "._export",
     "export_oci_archive": "._export",
     "export_docker_archive": "._export",
     "write_images_archive": "._export",
