@@ -11,10 +11,9 @@ them around the shared code instead of copying it:
   fd 0.
 - the controlling terminal: with ``-t`` the init must make the pty its
   controlling terminal (``TIOCSCTTY`` right after ``setsid``), so Ctrl-C and
-  job control reach the container's foreground process group.  The RUN init
-  has no such step, so for a tty the monitor forks ``_console_init``
-  instead (the RUN init plus that one call).  It is swapped in only for the
-  duration of ``supervise``, in a process that runs nothing else.
+  job control reach the container's foreground process group.  The RUN
+  init calls its monitor's ``init_console`` once fds 0-2 are in place; a
+  RUN step's does nothing, this one takes the terminal.
 
 Until ``_sandbox`` takes a stdin descriptor and a tty flag in its request
 (requested in the issue-9 report), this subclass is the seam.
@@ -44,6 +43,8 @@ else:  # loaded by the supervisor as top-level modules
 class ContainerMonitor(sandbox._Monitor):
     """``_sandbox._Monitor`` whose init reads ``stdin_fd`` (None: /dev/null) and, with ``tty``, owns it as its terminal."""
 
+    setting_up = "container"
+
     def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict[str, Any], stdin_fd: int | None, tty: bool) -> None:
         super().__init__(ctl, out_fd, err_fd, request)
         self.stdin_fd = stdin_fd
@@ -58,40 +59,9 @@ class ContainerMonitor(sandbox._Monitor):
             self.stdin_fd = None
         return prepared
 
-    def supervise(self, prepared: sandbox._Prepared) -> tuple[int, tuple[str, str | None] | None]:
-        if not self.tty:
-            return super().supervise(prepared)
-        run_init = sandbox._init_main
-        sandbox._init_main = _console_init
-        try:
-            return super().supervise(prepared)
-        finally:
-            sandbox._init_main = run_init
-
-
-def _console_init(monitor: sandbox._Monitor, prepared: sandbox._Prepared, report_w: int) -> None:
-    """The RUN init (``_sandbox._init_main``) with the pty on fd 0 as controlling terminal."""
-    status = 125
-    try:
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.setsid()
-        os.dup2(prepared.devnull, 0)
-        os.dup2(monitor.out_fd, 1)
-        os.dup2(monitor.err_fd, 2)
-        ttys.make_controlling_terminal(0)
-        linux.unshare(linux.CLONE_NEWNS)
-        os.chdir(prepared.rootfs_dir)
-        linux.pivot_root(".", ".")
-        linux.umount2(".", linux.MNT_DETACH)
-        os.chdir("/")
-        sandbox._Inside(monitor.process, prepared, report_w).run()
-    except sandbox.SetupError as e:
-        sandbox._report(report_w, ("error", e.message, e.hint))
-    except OSError as e:
-        sandbox._report(report_w, ("error", f"cannot set up the container: {e.strerror or e}" + sandbox._where(e), None))
-    except BaseException as e:  # noqa: BLE001 - the init must never unwind into the monitor's code
-        sandbox._report(report_w, ("error", f"cannot set up the container: {type(e).__name__}: {e}", None))
-    os._exit(status)
+    def init_console(self) -> None:
+        if self.tty:
+            ttys.make_controlling_terminal(0)  # TIOCSCTTY: the pty on fd 0 becomes the init's terminal
 
 
 def monitor_main(ctl: int, out_fd: int, err_fd: int, request: dict[str, Any], stdin_fd: int | None, tty: bool) -> int:

@@ -41,7 +41,10 @@ import struct
 
 TYPE_CHECKING = False  # not typing's: the zygote does not import typing
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from collections.abc import Callable
+    from typing import NoReturn, TypeVar
+
+    _T = TypeVar("_T")
 
 if __package__:
     from . import _caps as caps
@@ -141,6 +144,9 @@ def monitor_main(ctl: int, out_fd: int, err_fd: int) -> int:
 
 
 class _Monitor:
+    # What the init's setup errors say it could not set up.
+    setting_up = "sandbox"
+
     def __init__(self, ctl: int, out_fd: int, err_fd: int, request: dict[str, wire.Message]) -> None:
         self.ctl = ctl
         self.out_fd = out_fd
@@ -153,6 +159,9 @@ class _Monitor:
         self.mounted = False
         self.stubs: list[tuple[str, str]] = []
         self.parents: dict[str, paths.DirMeta] = {}
+
+    def init_console(self) -> None:
+        """Called in the init once fds 0-2 are in place; a RUN step has no console to set up."""
 
     def send(self, message: object) -> None:
         try:
@@ -623,9 +632,9 @@ def remove_stubs(upper: str, stubs: list[tuple[str, str]], parents: dict[str, pa
         return
     try:
         for kind, path in reversed(stubs):
-            _remove_if_stub(root, path, kind)
+            _at_parent(root, path, _remove_if_stub, kind)
         for path in sorted(parents, key=lambda p: -p.count("/")):
-            _remove_if_unchanged_copy(root, path, parents[path])
+            _at_parent(root, path, _remove_if_unchanged_copy, parents[path])
     finally:
         os.close(root)
 
@@ -646,48 +655,44 @@ def _open_parent(root: int, path: str) -> tuple[int, str] | None:
     return fd, parts[-1]
 
 
-def _remove_if_stub(root: int, path: str, kind: str) -> None:
+def _at_parent(root: int, path: str, remove: Callable[[int, str, _T], None], what: _T) -> None:
+    """``remove(parent_fd, name, what)`` for ``path`` under ``root``; one that cannot be reached or removed is left."""
     opened = _open_parent(root, path)
     if opened is None:
         return
     fd, name = opened
     try:
-        st = os.lstat(name, dir_fd=fd)
-        if kind == "dir" and stat.S_ISDIR(st.st_mode):
-            os.rmdir(name, dir_fd=fd)  # fails (and is kept) unless empty
-        elif kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            os.unlink(name, dir_fd=fd)
+        remove(fd, name, what)
     except OSError:
         pass
     finally:
         os.close(fd)
 
 
-def _remove_if_unchanged_copy(root: int, path: str, meta: paths.DirMeta) -> None:
-    opened = _open_parent(root, path)
-    if opened is None:
+def _remove_if_stub(fd: int, name: str, kind: str) -> None:
+    st = os.lstat(name, dir_fd=fd)
+    if kind == "dir" and stat.S_ISDIR(st.st_mode):
+        os.rmdir(name, dir_fd=fd)  # fails (and is kept) unless empty
+    elif kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        os.unlink(name, dir_fd=fd)
+
+
+def _remove_if_unchanged_copy(fd: int, name: str, meta: paths.DirMeta) -> None:
+    st = os.lstat(name, dir_fd=fd)
+    if not stat.S_ISDIR(st.st_mode) or (st.st_mode, st.st_uid, st.st_gid) != meta[:3]:
         return
-    fd, name = opened
+    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
     try:
-        st = os.lstat(name, dir_fd=fd)
-        if not stat.S_ISDIR(st.st_mode) or (st.st_mode, st.st_uid, st.st_gid) != meta[:3]:
+        if os.listdir(child):
             return
-        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-        try:
-            if os.listdir(child):
-                return
-            names = os.listxattr(child)
-            if any(n in _MEANINGFUL_OVERLAY_XATTRS for n in names):
-                return  # an opaque directory hides the layers below: keep it
-            xattrs = {n: os.getxattr(child, n) for n in names if not n.startswith("trusted.overlay.")}
-        finally:
-            os.close(child)
-        if xattrs == meta[3]:
-            os.rmdir(name, dir_fd=fd)
-    except OSError:
-        pass
+        names = os.listxattr(child)
+        if any(n in _MEANINGFUL_OVERLAY_XATTRS for n in names):
+            return  # an opaque directory hides the layers below: keep it
+        xattrs = {n: os.getxattr(child, n) for n in names if not n.startswith("trusted.overlay.")}
     finally:
-        os.close(fd)
+        os.close(child)
+    if xattrs == meta[3]:
+        os.rmdir(name, dir_fd=fd)
 
 
 # --------------------------------------------------------------------------
@@ -702,6 +707,7 @@ def _init_main(monitor: _Monitor, prepared: _Prepared, report_w: int) -> None:
         os.dup2(prepared.devnull, 0)
         os.dup2(monitor.out_fd, 1)
         os.dup2(monitor.err_fd, 2)
+        monitor.init_console()
         linux.unshare(linux.CLONE_NEWNS)
         os.chdir(prepared.rootfs_dir)
         linux.pivot_root(".", ".")
@@ -711,9 +717,9 @@ def _init_main(monitor: _Monitor, prepared: _Prepared, report_w: int) -> None:
     except SetupError as e:
         _report(report_w, ("error", e.message, e.hint))
     except OSError as e:
-        _report(report_w, ("error", f"cannot set up the sandbox: {e.strerror or e}" + _where(e), None))
+        _report(report_w, ("error", f"cannot set up the {monitor.setting_up}: {e.strerror or e}" + _where(e), None))
     except BaseException as e:  # noqa: BLE001 - the init must never unwind into the monitor's code
-        _report(report_w, ("error", f"cannot set up the sandbox: {type(e).__name__}: {e}", None))
+        _report(report_w, ("error", f"cannot set up the {monitor.setting_up}: {type(e).__name__}: {e}", None))
     os._exit(status)
 
 
