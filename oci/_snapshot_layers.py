@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from ._compression import Compression
 from ._export_layers import LayerSettings
-from ._store import SNAPSHOT_RECORD, ImageStore, Layer, compression_of
+from ._store import ImageStore, Layer
 
 
 class SnapshotLayers:
@@ -40,13 +40,7 @@ class SnapshotLayers:
         machine that made it) instead of archiving the snapshot again -- and the
         snapshot itself need not exist for that.
         """
-        from pybuild.cache import BlobRef, CacheRecord
-
-        blob = BlobRef(layer.digest, layer.size, layer.media_type)
-        self._store.root.index.record(
-            SNAPSHOT_RECORD + snapshot,
-            CacheRecord(snapshot_id=snapshot, diff_id=layer.diff_id, blobs={compression_of(layer.media_type).value: blob}, meta={"source": "blob"}),
-        )
+        self._store.adopt_blob(snapshot, layer)
         self._remote.pop(snapshot, None)  # its blob is here now
 
     def layer(self, snapshot: str, compression: str | None, level: int | None = None, *, mtime: int | None = None) -> Layer:

@@ -874,15 +874,19 @@ class ImageStore:
                 self.root.snapshots.discard(active)
                 raise
             snapshot = self.root.snapshots.commit(active, parent, snapshot_id=chain_id.split(":", 1)[1])
-            # The snapshot's layer is this blob: builds on top reuse it as is.
-            from pybuild.cache import BlobRef, CacheRecord
-
-            blob = BlobRef(layer.digest, layer.size, layer.media_type)
-            self.root.index.record(
-                SNAPSHOT_RECORD + snapshot,
-                CacheRecord(snapshot_id=snapshot, diff_id=layer.diff_id, blobs={compression_of(layer.media_type).value: blob}, meta={"source": "blob"}),
-            )
+            self.adopt_blob(snapshot, layer)  # builds on top reuse the blob as is
             return snapshot
+
+    def adopt_blob(self, snapshot_id: str, layer: Layer) -> None:
+        """The snapshot's layer is this (stored) blob: exported and pushed as is,
+        never archived from the snapshot again -- which need not even exist."""
+        from pybuild.cache import BlobRef, CacheRecord
+
+        blob = BlobRef(layer.digest, layer.size, layer.media_type)
+        self.root.index.record(
+            SNAPSHOT_RECORD + snapshot_id,
+            CacheRecord(snapshot_id=snapshot_id, diff_id=layer.diff_id, blobs={compression_of(layer.media_type).value: blob}, meta={"source": "blob"}),
+        )
 
     # ------------------------------------------------------------ import
 
