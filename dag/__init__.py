@@ -16,7 +16,6 @@ from ._convert import BuildPlan as BuildPlan
 from ._convert import ImageLookup as ImageLookup
 from ._convert import MissingImages as MissingImages
 from ._convert import ResolvedImage as ResolvedImage
-from ._convert import StageResult as StageResult
 from ._convert import convert as convert
 from ._copy import git_source as git_source
 from ._copy import http_source as http_source
@@ -33,6 +32,7 @@ from ._ops import OpMeta as OpMeta
 from ._ops import op_digest as op_digest
 from ._platform import Platform as Platform
 from ._platform import host_platform as host_platform
+from ._stage import StageResult as StageResult
 
 _LAZY = {name: ".checks" for name in ("CheckReport", "CheckWarning", "check_dockerfile")}
 _LAZY |= {name: "._build" for name in ("ExportOptions", "StoreImageChains", "build", "step_ids")}

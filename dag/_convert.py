@@ -47,12 +47,13 @@ from pybuild.oci import ResolvedImage, redact_urls
 
 from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
-from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
+from ._image import DEFAULT_PATH, HistoryStep, set_env
 from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, OpMeta, RunMount
 from ._platform import Platform, host_platform, platform_args
 from ._runmount import MountSyntaxError, parse_mount
-from ._scope import PROXY_ARGS, arg_value, env_assignments, env_map, global_arg_values, target_stage, with_default_path
+from ._scope import PROXY_ARGS, arg_value, env_assignments, global_arg_values, target_stage, with_default_path
 from ._signals import parse_signal
+from ._stage import StageResult, StageState
 from ._words import duration_string, go_list, go_quote, go_quote_rune, go_quoted_list, port_specs
 
 class ImageLookup(Protocol):
@@ -84,14 +85,6 @@ class BuildOptions:
 
 
 @dataclass(frozen=True)
-class StageResult:
-    index: int
-    name: str  # the stage's name, or "stage-N"
-    op: str | None  # the op whose result is the stage's filesystem; None for scratch
-    image: StageImage
-
-
-@dataclass(frozen=True)
 class BuildPlan:
     definition: Definition
     target: StageResult
@@ -104,52 +97,6 @@ def _normalize_ref(ref: str) -> str:
     from pybuild.oci import parse_reference
 
     return str(parse_reference(ref))
-
-
-@dataclass
-class _State:
-    """A stage while it is being converted (mutable, private to this module)."""
-
-    index: int
-    name: str
-    op: str | None
-    env: list[str]  # the step environment: image Env plus ARGs, in order
-    config: dict[str, Any]
-    os: str
-    architecture: str
-    variant: str
-    author: str | None
-    base_history: tuple[Mapping[str, Any], ...]
-    base_diff_ids: tuple[str, ...]
-    history: list[HistoryStep]
-    args: list[tuple[str, str | None]]  # ARGs declared in the stage (BuildKit's d.buildArgs)
-    cmd_set: bool = False
-    step: int = 0
-    total: int = 0
-
-    def env_map(self) -> dict[str, str]:
-        return env_map(self.env)
-
-    @property
-    def workdir(self) -> str:
-        return self.config.get("WorkingDir") or "/"
-
-    @property
-    def user(self) -> str:
-        return self.config.get("User") or ""
-
-    def finish(self) -> StageResult:
-        image = StageImage(
-            config=MappingProxyType(copy.deepcopy(self.config)),
-            os=self.os,
-            architecture=self.architecture,
-            variant=self.variant,
-            author=self.author,
-            base_history=self.base_history,
-            base_diff_ids=self.base_diff_ids,
-            history=tuple(self.history),
-        )
-        return StageResult(self.index, self.name, self.op, image)
 
 
 # What the expansions of one Dockerfile may make in all (each word is at most
@@ -316,7 +263,7 @@ class _Converter:
         digest = self.graph.add(op, OpMeta(f"FROM {image.ref}@{image.manifest_digest}", internal=True))
         return digest, image
 
-    def convert_stage(self, stage: Stage) -> _State:
+    def convert_stage(self, stage: Stage) -> StageResult:
         base = self.base_name(stage)
         name = stage.name or f"stage-{stage.index}"
         base_index = self.stage_index(base)
@@ -358,16 +305,16 @@ class _Converter:
         kinds = (Add, Copy, Run, Workdir)
         return (0 if from_stage_or_scratch else 1) + sum(isinstance(i, kinds) for i in stage.instructions)
 
-    def empty_state(self, stage: Stage, name: str) -> _State:
-        return _State(
+    def empty_state(self, stage: Stage, name: str) -> StageState:
+        return StageState(
             index=stage.index, name=name, op=None, env=[], config={"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
             os=self.platform.os, architecture=self.platform.architecture, variant=self.platform.variant,
             author=None, base_history=(), base_diff_ids=(), history=[], args=[],
         )
 
-    def state_from_image(self, stage: Stage, name: str, op: str | None, image: ResolvedImage) -> _State:
+    def state_from_image(self, stage: Stage, name: str, op: str | None, image: ResolvedImage) -> StageState:
         config = copy.deepcopy(dict(image.config.get("config") or {}))
-        return _State(
+        return StageState(
             index=stage.index, name=name, op=op, env=[], config=config,
             os=image.config.get("os", self.platform.os),
             architecture=image.config.get("architecture", self.platform.architecture),
@@ -378,11 +325,11 @@ class _Converter:
             history=[], args=[],
         )
 
-    def state_from_result(self, stage: Stage, name: str, parent: StageResult) -> _State:
+    def state_from_result(self, stage: Stage, name: str, parent: StageResult) -> StageState:
         image = parent.image
         config = copy.deepcopy(dict(image.config))
         config.pop("OnBuild", None)  # triggers do not carry over from a base stage
-        state = _State(
+        state = StageState(
             index=stage.index, name=name, op=parent.op, env=[], config=config,
             os=image.os, architecture=image.architecture, variant=image.variant, author=image.author,
             base_history=image.base_history, base_diff_ids=image.base_diff_ids,
@@ -392,7 +339,7 @@ class _Converter:
 
     # ----------------------------------------------------------- steps
 
-    def meta(self, state: _State, instruction: Instruction, description: str) -> OpMeta:
+    def meta(self, state: StageState, instruction: Instruction, description: str) -> OpMeta:
         state.step += 1
         # BuildKit names the stage in progress only when the Dockerfile has several
         label = f"{state.name} " if len(self.dockerfile.stages) > 1 else ""
@@ -405,17 +352,17 @@ class _Converter:
             args=frozenset(name for name, _ in state.args),
         )
 
-    def ignore_cache(self, state: _State) -> bool:
+    def ignore_cache(self, state: StageState) -> bool:
         return self.options.no_cache or state.name in self.options.no_cache_stages
 
-    def history(self, state: _State, created_by: str, layer_op: str | None = None) -> None:
+    def history(self, state: StageState, created_by: str, layer_op: str | None = None) -> None:
         state.history.append(HistoryStep(created_by=created_by, layer_op=layer_op))
 
-    def dispatch(self, state: _State, stage: Stage, instruction: Instruction) -> None:
+    def dispatch(self, state: StageState, stage: Stage, instruction: Instruction) -> None:
         handler = getattr(self, f"do_{type(instruction).__name__.lower()}")
         handler(state, stage, instruction)
 
-    def do_env(self, state: _State, stage: Stage, env: Env) -> None:
+    def do_env(self, state: StageState, stage: Stage, env: Env) -> None:
         words = []
         for key, value in env_assignments(env, state.env_map(), self.expand):
             words.append(f"{key}={value}")
@@ -423,7 +370,7 @@ class _Converter:
             state.config["Env"] = set_env(list(state.config.get("Env") or []), key, value)
         self.history(state, "ENV " + " ".join(words))
 
-    def do_label(self, state: _State, stage: Stage, label: Label) -> None:
+    def do_label(self, state: StageState, stage: Stage, label: Label) -> None:
         scope = state.env_map()
         labels = dict(state.config.get("Labels") or {})
         words = []
@@ -435,11 +382,11 @@ class _Converter:
         state.config["Labels"] = labels
         self.history(state, "LABEL " + " ".join(words))
 
-    def do_maintainer(self, state: _State, stage: Stage, maintainer: Maintainer) -> None:
+    def do_maintainer(self, state: StageState, stage: Stage, maintainer: Maintainer) -> None:
         state.author = maintainer.maintainer
         self.history(state, f"MAINTAINER {maintainer.maintainer}")
 
-    def do_arg(self, state: _State, stage: Stage, arg: Arg) -> None:
+    def do_arg(self, state: StageState, stage: Stage, arg: Arg) -> None:
         words = []
         for decl in arg.args:
             default = self.expand(arg, decl.default, state.env_map()) if decl.default is not None else None
@@ -451,7 +398,7 @@ class _Converter:
             words.append(decl.name if default is None else f"{decl.name}={default}")
         self.history(state, "ARG " + " ".join(words))
 
-    def do_workdir(self, state: _State, stage: Stage, workdir: Workdir) -> None:
+    def do_workdir(self, state: StageState, stage: Stage, workdir: Workdir) -> None:
         path = self.expand(workdir, workdir.path, state.env_map())
         current = state.workdir
         joined = path if path.startswith("/") else posixpath.join("/", current, path)
@@ -475,12 +422,12 @@ class _Converter:
             state.op = layer = self.graph.add(op, self.meta(state, workdir, f"WORKDIR {path}"))
         self.history(state, f"WORKDIR {normalized}", layer)
 
-    def do_user(self, state: _State, stage: Stage, user: User) -> None:
+    def do_user(self, state: StageState, stage: Stage, user: User) -> None:
         value = self.expand(user, user.user, state.env_map())
         state.config["User"] = value
         self.history(state, f"USER {value}")
 
-    def do_volume(self, state: _State, stage: Stage, volume: Volume) -> None:
+    def do_volume(self, state: StageState, stage: Stage, volume: Volume) -> None:
         scope = state.env_map()
         volumes = dict(state.config.get("Volumes") or {})
         expanded = []
@@ -493,7 +440,7 @@ class _Converter:
         state.config["Volumes"] = volumes
         self.history(state, f"VOLUME {go_list(expanded)}")
 
-    def do_stopsignal(self, state: _State, stage: Stage, stopsignal: StopSignal) -> None:
+    def do_stopsignal(self, state: StageState, stage: Stage, stopsignal: StopSignal) -> None:
         value = self.expand(stopsignal, stopsignal.signal, state.env_map())
         try:
             parse_signal(value)
@@ -502,22 +449,22 @@ class _Converter:
         state.config["StopSignal"] = value
         self.history(state, f"STOPSIGNAL {value}")
 
-    def do_shell(self, state: _State, stage: Stage, shell: Shell) -> None:
+    def do_shell(self, state: StageState, stage: Stage, shell: Shell) -> None:
         state.config["Shell"] = list(shell.shell)
         self.history(state, f"SHELL {go_list(shell.shell)}")
 
-    def with_shell(self, state: _State, args: tuple[str, ...]) -> list[str]:
+    def with_shell(self, state: StageState, args: tuple[str, ...]) -> list[str]:
         shell = list(state.config.get("Shell") or ["/bin/sh", "-c"])
         return [*shell, " ".join(args)]
 
-    def do_cmd(self, state: _State, stage: Stage, cmd: Cmd) -> None:
+    def do_cmd(self, state: StageState, stage: Stage, cmd: Cmd) -> None:
         args = self.with_shell(state, cmd.command.args) if cmd.command.prepend_shell else list(cmd.command.args)
         state.config["Cmd"] = args
         state.config["ArgsEscaped"] = True
         state.cmd_set = True
         self.history(state, f"CMD {go_quoted_list(args)}")
 
-    def do_entrypoint(self, state: _State, stage: Stage, entrypoint: Entrypoint) -> None:
+    def do_entrypoint(self, state: StageState, stage: Stage, entrypoint: Entrypoint) -> None:
         command = entrypoint.command
         if command.prepend_shell:
             args = self.with_shell(state, command.args)
@@ -528,7 +475,7 @@ class _Converter:
             state.config["Cmd"] = None
         self.history(state, f"ENTRYPOINT {go_quoted_list(args or [])}")
 
-    def do_healthcheck(self, state: _State, stage: Stage, healthcheck: Healthcheck) -> None:
+    def do_healthcheck(self, state: StageState, stage: Stage, healthcheck: Healthcheck) -> None:
         config: dict[str, Any] = {"Test": list(healthcheck.test)}
         for key, value in (
             ("Interval", healthcheck.interval),
@@ -551,7 +498,7 @@ class _Converter:
         fields.append(go_quote_rune(healthcheck.retries))
         self.history(state, "HEALTHCHECK &{" + " ".join(fields) + "}")
 
-    def do_expose(self, state: _State, stage: Stage, expose: Expose) -> None:
+    def do_expose(self, state: StageState, stage: Stage, expose: Expose) -> None:
         scope = state.env_map()
         ports = dict(state.config.get("ExposedPorts") or {})
         words: list[str] = []
@@ -566,12 +513,12 @@ class _Converter:
         state.config["ExposedPorts"] = ports
         self.history(state, "EXPOSE map[" + " ".join(f"{spec}:{{}}" for spec in sorted(set(specs))) + "]")
 
-    def do_onbuild(self, state: _State, stage: Stage, onbuild: Onbuild) -> None:
+    def do_onbuild(self, state: StageState, stage: Stage, onbuild: Onbuild) -> None:
         state.config["OnBuild"] = [*(state.config.get("OnBuild") or []), onbuild.expression]
 
     # ----------------------------------------------------------- RUN
 
-    def do_run(self, state: _State, stage: Stage, run: Run) -> None:
+    def do_run(self, state: StageState, stage: Stage, run: Run) -> None:
         args = list(run.command.args)
         files = run.files
         mounts: list[RunMount] = []
@@ -636,14 +583,14 @@ class _Converter:
             shown = rest
         return f"{keyword.upper()} {shown}".rstrip()
 
-    def run_command_string(self, state: _State, argv: list[str]) -> str:
+    def run_command_string(self, state: StageState, argv: list[str]) -> str:
         """BuildKit's history text of a RUN: ``|N K=V ... argv`` for the ARGs in scope."""
         scope = state.env_map()
         pairs = [f"{key}={scope.get(key, value or '')}" for key, value in state.args]
         prefix = [f"|{len(pairs)}", *pairs] if pairs else []
         return " ".join([*prefix, *argv])
 
-    def run_mount(self, state: _State, stage: Stage, run: Run, value: str, scope: Mapping[str, str]) -> RunMount:
+    def run_mount(self, state: StageState, stage: Stage, run: Run, value: str, scope: Mapping[str, str]) -> RunMount:
         try:
             mount = parse_mount(self.expand(run, value, scope))
         except MountSyntaxError as error:
@@ -696,10 +643,10 @@ class _Converter:
 
     # ----------------------------------------------------------- COPY / ADD
 
-    def do_copy(self, state: _State, stage: Stage, copy_: Copy) -> None:
+    def do_copy(self, state: StageState, stage: Stage, copy_: Copy) -> None:
         convert_copy(self, state, stage, copy_)
 
-    def do_add(self, state: _State, stage: Stage, add: Add) -> None:
+    def do_add(self, state: StageState, stage: Stage, add: Add) -> None:
         convert_copy(self, state, stage, add)
 
 

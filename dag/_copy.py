@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from pybuild.errors import BuildError, ExpansionError
-from pybuild.grammar import Add, Copy, ShellLex, Stage
+from pybuild.errors import BuildError, DockerfileError, ExpansionError
+from pybuild.grammar import Add, Copy, Instruction, ShellLex, Stage
 from pybuild.oci import check_git_source, redact_urls, split_userinfo
 
 from ._chmod import validate_chmod
+from ._graph import GraphBuilder
 from ._ops import Chown, CopyAction, FileOp, GitSource, HttpSource, MergeOp, MkfileAction, OpMeta
-
-if TYPE_CHECKING:
-    from ._convert import _Converter, _State
+from ._stage import StageState
 
 _GIT_URL = re.compile(r"^(?:git@[^:]+:|git://|ssh://|https?://[^#]+\.git(?:#|$)|https?://[^#]+#)")
 
@@ -85,7 +85,43 @@ def http_source(src: str, filename: str, checksum: str | None = None) -> HttpSou
     return HttpSource(url=url, filename=filename, checksum=checksum, userinfo=userinfo)
 
 
-def convert_copy(conv: _Converter, state: _State, stage: Stage, cmd: Copy | Add) -> None:
+class CopyOptions(Protocol):
+    @property
+    def source_date_epoch(self) -> int | None: ...
+
+
+class Conversion(Protocol):
+    """What COPY and ADD ask of the conversion they are part of (``_convert``'s converter)."""
+
+    @property
+    def options(self) -> CopyOptions: ...
+
+    @property
+    def lex(self) -> ShellLex: ...
+
+    @property
+    def graph(self) -> GraphBuilder: ...
+
+    def error(self, instruction: Instruction | Stage, message: str, hint: str | None = None) -> DockerfileError: ...
+
+    def expand(self, where: Instruction | Stage, word: str, env: Mapping[str, str]) -> str: ...
+
+    def lex_display(self, text: str, scope: Mapping[str, str]) -> str: ...
+
+    def source_op(self, where: Instruction, stage: Stage, name: str) -> str | None:
+        """The op of ``--from=name``: an earlier stage or an image."""
+
+    def context(self) -> str:
+        """The op of the build context."""
+
+    def meta(self, state: StageState, instruction: Instruction, description: str) -> OpMeta: ...
+
+    def ignore_cache(self, state: StageState) -> bool: ...
+
+    def history(self, state: StageState, created_by: str, layer_op: str | None = None) -> None: ...
+
+
+def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | Add) -> None:
     is_add = isinstance(cmd, Add)
     keyword = "ADD" if is_add else "COPY"
     scope = state.env_map()

@@ -12,7 +12,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from ._convert import StageResult
+from ._stage import StageResult
 from ._solver import Result
 
 
