@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import trio
@@ -45,10 +45,14 @@ def _expect(condition: bool, message: str) -> None:
         raise ConformanceFailure(message)
 
 
+# An executor, or an async context manager that opens one (and closes it at the end).
+ExecutorFactory = Callable[[], "Executor | AbstractAsyncContextManager[Executor]"]
+
+
 @asynccontextmanager
-async def _opened(make_executor: Callable[[], Any]) -> AsyncIterator[Any]:
+async def _opened(make_executor: ExecutorFactory) -> AsyncIterator[Executor]:
     made = make_executor()
-    if hasattr(made, "__aenter__"):
+    if isinstance(made, AbstractAsyncContextManager):
         async with made as executor:
             yield executor
     else:
@@ -70,7 +74,7 @@ async def _run(executor: Executor, rootfs: Rootfs, args: tuple[str, ...], **fiel
     return result, output
 
 
-async def check_executor(make_executor: Callable[[], Any], make_rootfs: Callable[[], Rootfs]) -> None:
+async def check_executor(make_executor: ExecutorFactory, make_rootfs: Callable[[], Rootfs]) -> None:
     """Raise ``ConformanceFailure`` (an AssertionError) at the first behaviour that is wrong."""
     async with _opened(make_executor) as executor:
         # Exit codes are results, not errors.

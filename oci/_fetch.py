@@ -12,12 +12,26 @@ import email.utils
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from pybuild.errors import BuildError
 
 from ._network import DeadlineExceeded, NetworkLimits, Stalled, answered, default_limits, expect, operation, progress
 from ._urls import basic_auth, redact_urls
+
+if TYPE_CHECKING:
+    from ._git import GitCheckout
+
+
+class HttpDownload(Protocol):
+    """What a download reads of its source (dag's HttpSource); ``userinfo`` too, when it has one."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def filename(self) -> str: ...
+    @property
+    def checksum(self) -> str | None: ...
 
 
 class RemoteFetcher:
@@ -30,7 +44,7 @@ class RemoteFetcher:
     def __init__(self, *, limits: NetworkLimits | None = None) -> None:
         self.limits = limits or default_limits()  # read now: a bad value fails before the build starts
 
-    async def http(self, source: Any, dest: Path) -> str:
+    async def http(self, source: HttpDownload, dest: Path) -> str:
         import httpx
 
         limits = self.limits
@@ -83,7 +97,7 @@ class RemoteFetcher:
             )
         return actual
 
-    async def git(self, source: Any, dest: Path) -> str:
+    async def git(self, source: GitCheckout, dest: Path) -> str:
         from ._git import fetch_git
 
         return await fetch_git(source, dest)

@@ -26,7 +26,7 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import trio
@@ -35,6 +35,19 @@ from pybuild.errors import BuildError
 
 from . import _network
 from ._urls import join_userinfo, redact_urls
+
+
+class GitCheckout(Protocol):
+    """What a git fetch reads of its source (dag's GitSource); ``userinfo`` too, when it has one."""
+
+    @property
+    def remote(self) -> str: ...
+    @property
+    def ref(self) -> str | None: ...
+    @property
+    def subdir(self) -> str | None: ...
+    @property
+    def keep_git_dir(self) -> bool: ...
 
 ALLOWED_PROTOCOLS = ("https", "http", "git", "ssh")
 _SCHEMES = frozenset({*ALLOWED_PROTOCOLS, "git+ssh", "ssh+git"})  # git counts the last two as ssh
@@ -161,7 +174,7 @@ def git_environment(home: Path) -> dict[str, str]:
     return env
 
 
-async def fetch_git(source: Any, dest: Path) -> str:
+async def fetch_git(source: GitCheckout, dest: Path) -> str:
     """Fetch ``source`` (a dag GitSource) into ``dest``; return ``git:COMMIT``.
 
     On failure ``dest`` is left as it was given: empty.
@@ -181,7 +194,7 @@ async def fetch_git(source: Any, dest: Path) -> str:
         raise
 
 
-async def _fetch(git: str, source: Any, dest: Path) -> str:
+async def _fetch(git: str, source: GitCheckout, dest: Path) -> str:
     home = dest / "home"
     home.mkdir(mode=0o700)
     checkout = dest / "checkout"
@@ -201,7 +214,7 @@ async def _fetch(git: str, source: Any, dest: Path) -> str:
         shutil.rmtree(checkout / ".git")
     tree = checkout
     if source.subdir:
-        tree = _inside_checkout(checkout, source)
+        tree = _inside_checkout(checkout, source, source.subdir)
     final = dest / "tree"
     tree.rename(final)
     for entry in list(dest.iterdir()):
@@ -213,10 +226,10 @@ async def _fetch(git: str, source: Any, dest: Path) -> str:
     return "git:" + commit
 
 
-def _inside_checkout(checkout: Path, source: Any) -> Path:
-    """The subdirectory, walked one component at a time; a symbolic link on the way is refused."""
+def _inside_checkout(checkout: Path, source: GitCheckout, subdir: str) -> Path:
+    """``subdir`` (the source's), walked one component at a time; a symbolic link on the way is refused."""
     path = checkout
-    for part in _subdir_parts(source.subdir):
+    for part in _subdir_parts(subdir):
         path = path / part
         try:
             mode = os.lstat(path).st_mode

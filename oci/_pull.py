@@ -18,12 +18,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pybuild.errors import ImageError
 
 from ._reference import Reference, parse_reference
 from ._store import ImageStore, Layer, StoredImage
+
+if TYPE_CHECKING:  # the registry package imports httpx: loaded when a pull runs
+    from .registry import BlobProgress, RegistryClient
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,11 @@ class PullResult:
 
 async def pull_image(
     store: ImageStore,
-    client: Any,  # RegistryClient
+    client: RegistryClient,
     ref: str | Reference,
     platform: str,
     *,
-    on_progress: Callable[[Any], None] | None = None,
+    on_progress: Callable[[BlobProgress], None] | None = None,
 ) -> PullResult:
     """Pull ``ref`` for ``platform`` (``linux/amd64``) into ``store``."""
     import trio
@@ -57,7 +60,7 @@ async def pull_image(
     reference = parse_reference(ref) if isinstance(ref, str) else ref
     cached: set[str] = set()
 
-    def progress(event: Any) -> None:
+    def progress(event: BlobProgress) -> None:
         if event.cached:
             cached.add(event.digest)
         if on_progress is not None:
@@ -76,7 +79,7 @@ async def pull_image(
 
 
 async def _pull_once(
-    store: ImageStore, client: Any, reference: Reference, platform: str, progress: Callable[[Any], None], cached: set[str],
+    store: ImageStore, client: RegistryClient, reference: Reference, platform: str, progress: Callable[[BlobProgress], None], cached: set[str],
 ) -> PullResult:
     import trio
 
@@ -118,7 +121,7 @@ class StorePuller:
     own for each pull, with the user's ``docker login`` credentials.
     """
 
-    def __init__(self, store: ImageStore, *, insecure_registries: Sequence[str] = (), client: Any = None) -> None:
+    def __init__(self, store: ImageStore, *, insecure_registries: Sequence[str] = (), client: RegistryClient | None = None) -> None:
         self.store = store
         self.insecure_registries = tuple(insecure_registries)
         self.client = client
