@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
 
 
 class Supervisor:
-    def __init__(self, channel: socket.socket, request: dict) -> None:
+    def __init__(self, channel: socket.socket, request: dict[str, wire.Message]) -> None:
         self.channel: socket.socket | None = channel
         self.request = request
         self.directory = request["directory"]
@@ -248,7 +248,7 @@ class Supervisor:
             if status is not None and code is None and not self.error:
                 message += f" (monitor status {status})"
             self.state = self.state.but(status=states.CREATED, init_pid=0, error=message, finished_at=now)
-            outcome: tuple = ("failed", message, hint, 125)
+            outcome: tuple[object, ...] = ("failed", message, hint, 125)
         elif self.exec_failed(code):
             tail = bytes(self.stderr_tail).decode(errors="replace").strip().splitlines()[-_FAILURE_TAIL:]
             message = "; ".join(line.removeprefix("pybuild: ") for line in tail)
@@ -358,7 +358,7 @@ class Supervisor:
     def output_ended(self) -> None:
         self.outputs_open -= 1
 
-    def tell(self, message: tuple) -> None:
+    def tell(self, message: tuple[object, ...]) -> None:
         if self.channel is None:
             return
         try:
