@@ -1,5 +1,7 @@
 """Running processes: the RUN sandbox (namespaces, overlay rootfs, mounts,
-network, user, capabilities) and a fake executor for tests.
+network, user, capabilities), a fake executor for tests, and containers
+(``pybuild run``): their runtime (``_containers*``) and their records under
+the root (``_containers_store``).
 
 Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` and
 ``pyseccomp`` are imported here and nowhere else.
