@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pybuild.errors import PybuildError, SandboxError
@@ -388,17 +388,22 @@ class _Session:
 
 
 @contextlib.contextmanager
-def _resizing(master: int) -> Iterator[None]:
-    """While attached, SIGWINCH copies this terminal's size to the container's pty."""
-    previous = signal.signal(signal.SIGWINCH, lambda *_: ttys.set_window_size(master, _terminal_size()))
+def _handling(handler: Callable[[int, object], None] | signal.Handlers, *signals: signal.Signals) -> Iterator[None]:
+    """``handler`` takes ``signals`` while the block runs; their previous handlers come back after it."""
+    saved = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGWINCH, previous)
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
 
 
-@contextlib.contextmanager
-def _forwarding_signals(target) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def _resizing(master: int) -> contextlib.AbstractContextManager[None]:
+    """While attached, SIGWINCH copies this terminal's size to the container's pty."""
+    return _handling(lambda *_: ttys.set_window_size(master, _terminal_size()), signal.SIGWINCH)
+
+
+def _forwarding_signals(target: Callable[[], int]) -> contextlib.AbstractContextManager[None]:
     """While attached without a tty, SIGINT and SIGTERM go to the container's pid 1 (Docker's sig-proxy)."""
 
     def forward(number: int, _frame: object) -> None:
@@ -407,45 +412,26 @@ def _forwarding_signals(target) -> Iterator[None]:  # type: ignore[no-untyped-de
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, number)
 
-    saved = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    return _handling(forward, signal.SIGINT, signal.SIGTERM)
 
 
 class _Terminated(SystemExit):
     pass
 
 
-@contextlib.contextmanager
-def _leaving_on_termination() -> Iterator[None]:
+def _leaving_on_termination() -> contextlib.AbstractContextManager[None]:
     """With a tty, SIGTERM or SIGHUP ends pybuild cleanly: its terminal leaves raw mode, the
     supervisor sees the client go and the container goes on (Docker's client does the same)."""
 
     def leave(number: int, _frame: object) -> None:
         raise _Terminated(128 + number)
 
-    saved = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    return _handling(leave, signal.SIGTERM, signal.SIGHUP)
 
 
-@contextlib.contextmanager
-def _ignoring_interrupts(enabled: bool) -> Iterator[None]:
+def _ignoring_interrupts(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """``exec`` without a tty: Ctrl-C reaches the entrant (same process group) and ends it; pybuild waits."""
-    if not enabled:
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return _handling(signal.SIG_IGN, signal.SIGINT) if enabled else contextlib.nullcontext()
 
 
 def _relay_terminal(master: int, stdin: int | None) -> None:
