@@ -364,7 +364,8 @@ class Authorizer:
                 hint=f"the token service must use https, or add --insecure-registry {split_host_port(realm_host)[0]}",
             )
         service = challenge.get("service")
-        scope_list = list(scopes) or ([challenge.get("scope")] if challenge.get("scope") else [])
+        scope = challenge.get("scope")
+        scope_list = list(scopes) or ([scope] if scope else [])
 
         async def attempt(_n: int) -> httpx.Response:
             if credentials is not None and credentials.identity_token:
@@ -378,7 +379,7 @@ class Authorizer:
                 params: list[tuple[str, str]] = [("service", service)] if service else []
                 params += [("scope", s) for s in scope_list]
                 headers = {"Authorization": credentials.basic_header()} if credentials else {}
-                request = self._client.build_request("GET", realm, params=params, headers=headers)
+                request = self._client.build_request("GET", realm, params=tuple(params), headers=headers)
             try:
                 response = await self._client.send(request, stream=True)
                 try:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-
+import functools
 import hashlib
 import json
 import logging
 import re
 from contextlib import aclosing
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import BinaryIO, Protocol
@@ -363,7 +363,7 @@ class RegistryClient:
         for data, digest in ((resolved.manifest, resolved.digest), (resolved.config, resolved.config_digest)):
             await self._store_verified(store, data, digest)
         await _first_error(
-            [lambda layer=layer: self.fetch_blob(ref, layer, store, on_progress=on_progress) for layer in resolved.layers]
+            [functools.partial(self.fetch_blob, ref, layer, store, on_progress=on_progress) for layer in resolved.layers]
         )
         log.debug("pulled %s (%s, %d layers)", ref, resolved.digest, len(resolved.layers))
         return resolved
@@ -394,7 +394,7 @@ class RegistryClient:
             raise status_error(answer, call, subject=str(ref), kind="manifest")
         if ref.digest:
             return ref.digest
-        announced = answer.headers.get("docker-content-digest", "")
+        announced: str = answer.headers.get("docker-content-digest", "")
         if re.fullmatch(r"sha256:[a-f0-9]{64}", announced):
             return announced
         _data, _media_type, digest = await self._get_manifest(call, reference, subject=str(ref))
@@ -552,7 +552,7 @@ class RegistryClient:
             unique.setdefault(blob.digest, blob)
         await _first_error(
             [
-                lambda blob=blob: self._push_blob(call, scopes, blob, store, sources.get(blob.digest), on_blob)
+                functools.partial(self._push_blob, call, scopes, blob, store, sources.get(blob.digest), on_blob)
                 for blob in unique.values()
             ]
         )
@@ -716,7 +716,7 @@ def _check_announced(headers: httpx.Headers, digest: str, call: RegistryCall) ->
         )
 
 
-async def _read_verified(store: BlobStore, blob: BlobLike, chunk_size: int = _READ_SIZE) -> AsyncIterator[bytes]:
+async def _read_verified(store: BlobStore, blob: BlobLike, chunk_size: int = _READ_SIZE) -> AsyncGenerator[bytes, None]:
     """Yield a stored blob in chunks, checking size and digest before the last
     chunk leaves, so a corrupt local blob never completes an upload."""
     source = store.open(blob.digest)
@@ -746,13 +746,13 @@ async def _read_verified(store: BlobStore, blob: BlobLike, chunk_size: int = _RE
         source.close()
 
 
-async def _first_error(jobs: list[Callable[[], Awaitable[None]]]) -> None:
+async def _first_error(jobs: list[Callable[[], Awaitable[object]]]) -> None:
     """Run jobs concurrently; the first user-facing error cancels the rest and
     is raised alone (not wrapped in an ExceptionGroup)."""
     failures: list[PybuildError] = []
     async with trio.open_nursery() as nursery:
 
-        async def run(job: Callable[[], Awaitable[None]]) -> None:
+        async def run(job: Callable[[], Awaitable[object]]) -> None:
             try:
                 await job()
             except PybuildError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Any
 from dataclasses import dataclass
 
 from pybuild.errors import NotFound, RegistryError
@@ -111,7 +112,7 @@ def _descriptor(value: object, what: str) -> LayerDescriptor:
     return LayerDescriptor(check_digest(value.get("digest"), what), size, str(media_type or ""))
 
 
-def _document(data: bytes, what: str) -> dict:
+def _document(data: bytes, what: str) -> dict[str, Any]:  # Any: JSON, checked by the caller
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError):

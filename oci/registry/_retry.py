@@ -63,7 +63,7 @@ class RetryPolicy:
         """Seconds to wait before attempt ``attempt + 1`` (attempts count from 0)."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
+        ceiling: float = min(self.max_delay, self.base_delay * (2**attempt))  # int ** int is Any to mypy
         # "equal jitter": at least half the exponential step, so retries of
         # many concurrent requests spread out but still back off.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
