@@ -6,14 +6,23 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError, UsageError
 
 from ._io import read_dockerfile
 from ._runtime import cpu_count, image_store, open_root, positive_int
+
+if TYPE_CHECKING:  # the build's types, imported only for the checker: a no-op build loads little
+    from pybuild.cache import Root
+    from pybuild.cache.remote import CacheSpec, RemoteCache
+    from pybuild.dag import BuildOptions, BuildOutcome, BuildPlan, ExportOptions, Worker, WorkerOptions
+    from pybuild.executors import Executor, RootfsCaller
+    from pybuild.grammar import Dockerfile
+    from pybuild.oci import ImageStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,7 +182,7 @@ def _dockerfile_source(context: _Context) -> tuple[bytes, str]:
     return read_dockerfile(context.dockerfile)
 
 
-def _parse(data: bytes, name: str) -> Any:
+def _parse(data: bytes, name: str) -> Dockerfile:
     from pybuild.grammar import parse
 
     return parse(data, name)
@@ -197,11 +206,11 @@ def _check(args: argparse.Namespace, context: _Context, data: bytes, name: str, 
 class _Request:
     """Everything the flags ask of one build, read and checked."""
 
-    options: Any  # dag.BuildOptions
-    worker: Any  # dag.WorkerOptions
-    export: Any  # dag.ExportOptions
-    cache_from: tuple[Any, ...]  # cache.remote.CacheSpec
-    cache_to: tuple[Any, ...]
+    options: BuildOptions
+    worker: WorkerOptions
+    export: ExportOptions
+    cache_from: tuple[CacheSpec, ...]
+    cache_to: tuple[CacheSpec, ...]
 
 
 def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
@@ -242,7 +251,7 @@ def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
     return _Request(options, worker, export, cache_from, cache_to)
 
 
-def _build(args: argparse.Namespace, root: Any, context: _Context, dockerfile: Any, name: str, request: _Request) -> Any:
+def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: Dockerfile, name: str, request: _Request) -> BuildOutcome:
     """The build itself, in one trio run; the executors and registry client it made are closed after."""
     import trio
 
@@ -254,10 +263,10 @@ def _build(args: argparse.Namespace, root: Any, context: _Context, dockerfile: A
     executor, files = executors(root)
     registry = _LazyRegistry(args.insecure_registry)
     progress = _progress(args)
-    remote_caches: list[Any] = []  # filled from --cache-from before the build starts
+    remote_caches: list[RemoteCache] = []  # filled from --cache-from before the build starts
     make_runner = _runner_factory(root, store, context, name, executor, files, request, remote_caches)
 
-    async def main() -> Any:
+    async def main() -> BuildOutcome:
         try:
             platform = str(request.options.platform)
             remote_caches.extend(await _import_caches(list(request.cache_from), registry, platform, progress))
@@ -281,8 +290,9 @@ def _build(args: argparse.Namespace, root: Any, context: _Context, dockerfile: A
 
 
 def _runner_factory(
-    root: Any, store: Any, context: _Context, name: str, executor: Any, files: Any, request: _Request, remote_caches: list[Any],
-) -> Any:
+    root: Root, store: ImageStore, context: _Context, name: str, executor: Executor, files: RootfsCaller, request: _Request,
+    remote_caches: list[RemoteCache],
+) -> Callable[[BuildPlan], Worker]:
     """How the build makes its runner once the plan is known: a Worker on this root."""
     from pybuild.cache import ContextHasher, DockerIgnore
     from pybuild.dag import Context, StoreImageChains, Worker, step_ids
@@ -291,7 +301,7 @@ def _runner_factory(
     context_dir, dockerfile_path = context.directory, context.dockerfile
     ignore = DockerIgnore.load(context_dir, None if dockerfile_path == "<stdin>" else Path(dockerfile_path))
 
-    def make_runner(plan: Any) -> Any:
+    def make_runner(plan: BuildPlan) -> Worker:
         hasher = Context(context_dir, ContextHasher(context_dir, ignore, root.index)) if plan.context_op else None
         return Worker(
             plan.definition,
@@ -383,7 +393,7 @@ class _SharedClientPuller:
         await StorePuller(self.store, client=self.registry.client()).pull(ref, platform)
 
 
-async def _import_caches(specs: list[Any], registry: _LazyRegistry, platform: str, emit: Any) -> list[Any]:
+async def _import_caches(specs: list[CacheSpec], registry: _LazyRegistry, platform: str, emit: Any) -> list[RemoteCache]:
     """Every --cache-from that can be read; the others warn (or fail with ignore-error=false)."""
     import trio
 

@@ -35,7 +35,7 @@ from ._platform import host_platform as host_platform
 from ._stage import StageResult as StageResult
 
 _LAZY = {name: ".checks" for name in ("CheckReport", "CheckWarning", "check_dockerfile")}
-_LAZY |= {name: "._build" for name in ("ExportOptions", "StoreImageChains", "build", "step_ids")}
+_LAZY |= {name: "._build" for name in ("BuildOutcome", "ExportOptions", "Registries", "StoreImageChains", "build", "step_ids")}
 _LAZY |= {name: "._worker" for name in ("Context", "Worker", "WorkerOptions")}
 _LAZY["Notice"] = "._events"  # what a build reports besides steps; graph and check need none
 _LAZY |= {name: "._runner" for name in ("BuildRunner", "ExportPreparer", "RemoteCacheRunner")}
