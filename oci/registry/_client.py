@@ -56,6 +56,7 @@ from ._manifest import (
 )
 from ._retry import RetryPolicy, TransientError, with_retries
 from ._transport import (
+    Answer,
     RegistryCall,
     RegistryHttp,
     pull_scopes,
@@ -380,14 +381,7 @@ class RegistryClient:
         """The digest of ``ref``'s manifest in the registry, or None if there is none."""
         call = RegistryCall(self.endpoint(ref), ref.repository, "pull")
         reference = ref.digest or ref.tag or "latest"
-        answer = await self._http.fetch(
-            "HEAD",
-            call.endpoint,
-            call.endpoint.url(f"/v2/{ref.repository}/manifests/{reference}"),
-            scopes=pull_scopes(ref.repository),
-            what=f"HEAD manifest {ref}",
-            headers={"Accept": MANIFEST_ACCEPT},
-        )
+        answer = await self._fetch_manifest("HEAD", call, reference, subject=str(ref))
         if answer.status == 404:
             return None
         if answer.status != 200:
@@ -400,6 +394,18 @@ class RegistryClient:
         _data, _media_type, digest = await self._get_manifest(call, reference, subject=str(ref))
         return digest
 
+    async def _fetch_manifest(self, method: str, call: RegistryCall, reference: str, *, subject: str) -> Answer:
+        """HEAD or GET the manifest ``reference`` names, accepting every manifest and index type pybuild reads."""
+        return await self._http.fetch(
+            method,
+            call.endpoint,
+            call.endpoint.url(f"/v2/{call.repository}/manifests/{reference}"),
+            scopes=pull_scopes(call.repository),
+            what=f"{method} manifest {subject}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            max_body=self._max_manifest,  # a HEAD answer has no body: the same limit does for both
+        )
+
     async def _get_manifest(
         self,
         call: RegistryCall,
@@ -409,15 +415,7 @@ class RegistryClient:
         expected_digest: str | None = None,
         expected_size: int | None = None,
     ) -> tuple[bytes, str, str]:
-        answer = await self._http.fetch(
-            "GET",
-            call.endpoint,
-            call.endpoint.url(f"/v2/{call.repository}/manifests/{reference}"),
-            scopes=pull_scopes(call.repository),
-            what=f"GET manifest {subject}",
-            headers={"Accept": MANIFEST_ACCEPT},
-            max_body=self._max_manifest,
-        )
+        answer = await self._fetch_manifest("GET", call, reference, subject=subject)
         if answer.status != 200:
             raise status_error(answer, call, subject=subject, kind="manifest")
         digest = sha256_digest(answer.body)
