@@ -159,20 +159,19 @@ def _entry_digest(kind: bytes, mode: int, size: int, extra: bytes, xattrs: bytes
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+# A file type's name in an entry's digest; any other type is a socket.
+_KINDS = {
+    stat.S_IFREG: b"file",
+    stat.S_IFDIR: b"dir",
+    stat.S_IFLNK: b"symlink",
+    stat.S_IFCHR: b"char",
+    stat.S_IFBLK: b"block",
+    stat.S_IFIFO: b"fifo",
+}
+
+
 def _kind(mode: int) -> bytes:
-    if stat.S_ISREG(mode):
-        return b"file"
-    if stat.S_ISDIR(mode):
-        return b"dir"
-    if stat.S_ISLNK(mode):
-        return b"symlink"
-    if stat.S_ISCHR(mode):
-        return b"char"
-    if stat.S_ISBLK(mode):
-        return b"block"
-    if stat.S_ISFIFO(mode):
-        return b"fifo"
-    return b"socket"
+    return _KINDS.get(stat.S_IFMT(mode), b"socket")
 
 
 def _encode_xattrs(target: int | str) -> bytes:
