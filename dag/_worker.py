@@ -803,3 +803,10 @@ def describe_changes(old: Mapping[str, str], new: Mapping[str, str], definition:
         else:
             reasons.append(f"{name} changed")
     return ", ".join(dict.fromkeys(reasons)) or "inputs changed"
+
+
+if TYPE_CHECKING:
+    from ._runner import BuildRunner
+
+    def _is_a_build_runner(worker: Worker) -> BuildRunner:
+        return worker  # the checker proves Worker satisfies every Protocol a build asks of its runner
