@@ -6,9 +6,10 @@ Every test that depends on one of them finds it here, so that its absence is han
   is a *failure* when ``PYBUILD_TEST_STRICT`` is set (``.ci/run`` sets it: ``.ci/setup``
   installs every peer, so a skip there would hide a broken interop), and otherwise a *skip*
   whose reason names the Debian package to install.
-- The conformance files of ``../shared/conformance`` are read through `conformance_dir` (at
-  collection time) or the ``conformance`` fixture; a clone without ``../shared`` reports those
-  tests as skipped with one reason naming the directory, never a collection error.
+- The conformance files of ``../shared/conformance`` are found by `conformance_cases` (cases
+  for parametrize, at collection time) and `require_conformance` (in a test or fixture); a
+  clone without ``../shared`` reports those tests as skipped with one reason naming the
+  directory, never a collection error.
 
 Tools are looked up on ``PATH`` (`shutil.which`), so a run with a PATH that lacks one shows what
 CI would do without it.
@@ -48,7 +49,6 @@ PACKAGES = {
 
 REPO = Path(__file__).resolve().parent.parent
 CONFORMANCE = REPO.parent / "shared" / "conformance"
-NO_CONFORMANCE = f"the conformance files are not here: {CONFORMANCE} (the ../shared checkout beside the repository)"
 
 
 def strict() -> bool:
@@ -63,14 +63,9 @@ def peer_unavailable(reason: str, package: str) -> NoReturn:
     pytest.skip(f"{reason} (apt-get install {package})")
 
 
-def tool_path(name: str) -> str | None:
-    """Where `name` is on PATH, or None."""
-    return shutil.which(name)
-
-
 def require_tool(name: str) -> str:
     """The path of peer tool `name`; fails (CI) or skips (elsewhere) when it is missing."""
-    found = tool_path(name)
+    found = shutil.which(name)
     if found is None:
         peer_unavailable(f"{name} is not installed", PACKAGES[name])
     return found
@@ -78,7 +73,7 @@ def require_tool(name: str) -> str:
 
 def tool_present(name: str) -> bool:
     """For tests that try several tools: False when `name` is missing, a failure under CI."""
-    if tool_path(name) is not None:
+    if shutil.which(name) is not None:
         return True
     if strict():
         require_tool(name)  # fails
@@ -109,13 +104,13 @@ def docker_daemon(state: Path) -> Iterator[dict[str, str]]:
     A daemon started here listens on a socket in `state` (named by DOCKER_HOST in the returned
     environment), keeps its data there, and is stopped on exit, its mounts undone.
     """
-    require_tool("dockerd")
     if not os.path.exists(DOCKER):
         peer_unavailable(f"{DOCKER} is not installed", PACKAGES["docker"])
     env = dict(os.environ)
     if docker_answers(env):
         yield env
         return
+    require_tool("dockerd")
     if os.geteuid() != 0:
         pytest.skip("no docker daemon runs and starting one needs root")
     sock = state / "docker.sock"
@@ -179,6 +174,11 @@ def unmount_under(directory: Path) -> None:
 # --- ../shared/conformance ----------------------------------------------------------------------
 
 
+def no_conformance() -> str:
+    """The one skip reason of tests whose conformance files are absent."""
+    return f"the conformance files are not here: {CONFORMANCE} (the ../shared checkout beside the repository)"
+
+
 def conformance_dir(name: str) -> Path | None:
     """``../shared/conformance/<name>``, or None when the clone has no ../shared."""
     directory = CONFORMANCE / name
@@ -189,12 +189,12 @@ def conformance_cases(name: str, cases: Callable[[Path], Sequence[Any]], width: 
     """Parameters for a test whose cases are read from ``../shared/conformance/<name>``.
 
     Without ../shared this is one placeholder case (of `width` values) marked skipped with
-    `NO_CONFORMANCE` as its reason, so the test still collects and is reported as skipped.
+    `no_conformance()` as its reason, so the test still collects and is reported as skipped.
     """
     directory = conformance_dir(name)
     if directory is None:
         values = (None,) * width
-        return [pytest.param(*values, id="no-conformance-files", marks=pytest.mark.skip(reason=NO_CONFORMANCE))]
+        return [pytest.param(*values, id="no-conformance-files", marks=pytest.mark.skip(reason=no_conformance()))]
     return list(cases(directory))
 
 
@@ -202,5 +202,5 @@ def require_conformance(name: str) -> Path:
     """``../shared/conformance/<name>``, or a skip naming the directory looked for."""
     directory = conformance_dir(name)
     if directory is None:
-        pytest.skip(NO_CONFORMANCE)
+        pytest.skip(no_conformance())
     return directory
