@@ -118,6 +118,16 @@ class ImageView:
         return os.lstat(found)
 
 
+
+def read_image_file(root: Path, ref: str, path: str) -> str:
+    """The text of ``path`` in the image ``ref`` stored under ``root``."""
+    view = ImageView(root, ref)
+    try:
+        return view.read(path)
+    finally:
+        view.close()
+
+
 @pytest.fixture
 def open_image(root: Path):  # type: ignore[no-untyped-def]
     views: list[ImageView] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ImageView
+from .conftest import read_image_file
 
 
 def _context(tmp_path: Path, dockerfile: str, name: str = "ctx") -> Path:
@@ -17,16 +17,6 @@ def _context(tmp_path: Path, dockerfile: str, name: str = "ctx") -> Path:
     context.mkdir()
     (context / "Dockerfile").write_text(dockerfile)
     return context
-
-
-def _read(root: Path, ref: str, path: str) -> str:
-    view = ImageView(root, ref)
-    try:
-        found = view.find(path)
-        assert found is not None, path
-        return found.read_text()
-    finally:
-        view.close()
 
 
 def test_tags_labels_build_args_and_the_result_files(cli, root: Path, busybox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +33,7 @@ def test_tags_labels_build_args_and_the_result_files(cli, root: Path, busybox_im
     meta = json.loads(metadata.read_text())
     assert meta["containerimage.config.digest"] == image_id
     assert sorted(meta["image.name"].split(",")) == ["docker.io/library/app:1", "docker.io/library/app:latest"]
-    assert _read(root, "app:1", "/args") == "flag environment\n"
+    assert read_image_file(root, "app:1", "/args") == "flag environment\n"
     inspected = json.loads(cli("inspect", "app:latest").stdout)[0]
     assert inspected["Id"] == image_id
     assert inspected["Config"]["Labels"] == {"team": "build", "tier": "ci"}
@@ -64,7 +54,7 @@ def test_jobs_and_compression(cli, root: Path, busybox_image: str, tmp_path: Pat
     context = _context(tmp_path, "FROM busybox\nRUN echo one > /one\n")
     cli("build", "--jobs", "1", "--compression", "zstd", "--compression-level", "5", "-t", "zst", str(context))
     inspect = json.loads(cli("inspect", "zst").stdout)[0]
-    assert _read(root, "zst", "/one") == "one\n"
+    assert read_image_file(root, "zst", "/one") == "one\n"
     from pybuild.cache import Root
     from pybuild.oci import ImageStore
 
@@ -82,7 +72,7 @@ def test_ssh_forwards_an_agent_socket(cli, root: Path, busybox_image: str, tmp_p
     try:
         context = _context(tmp_path, 'FROM busybox\nRUN --mount=type=ssh test -S "$SSH_AUTH_SOCK" && echo forwarded > /ssh\n')
         cli("build", "--ssh", f"default={agent}", "-t", "ssh", str(context))
-        assert _read(root, "ssh", "/ssh") == "forwarded\n"
+        assert read_image_file(root, "ssh", "/ssh") == "forwarded\n"
         missing = cli("build", "--ssh", "default", str(context), check=False, env={"SSH_AUTH_SOCK": ""})
         assert missing.returncode == 2 and "no agent socket" in missing.stderr
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ..oci.conftest import docker_registry  # noqa: F401 - the session registry fixture
-from .conftest import ImageView, pybuild
+from .conftest import pybuild, read_image_file
 
 pytestmark = pytest.mark.peers
 
@@ -36,9 +36,4 @@ def test_pull_brings_a_moved_tag_and_the_miss_says_why(docker_registry, busybox_
     fresh = pybuild("build", "--progress=plain", "--pull", "-t", "app:1", str(context), root=builder)
     assert f"pulling {base}" in fresh.stderr
     assert "cache miss: base image digest changed" in fresh.stderr
-    view = ImageView(builder, "app:1")
-    try:
-        seen = view.find("/seen")
-        assert seen is not None and seen.read_text() == "2\n"
-    finally:
-        view.close()
+    assert read_image_file(builder, "app:1", "/seen") == "2\n"

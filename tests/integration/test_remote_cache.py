@@ -20,7 +20,7 @@ from pybuild.cache import Root
 from pybuild.oci import ImageStore
 
 from ..oci.conftest import docker_registry  # noqa: F401 - the session registry fixture
-from .conftest import pybuild
+from .conftest import pybuild, read_image_file
 
 pytestmark = pytest.mark.peers
 
@@ -252,23 +252,11 @@ def test_cache_mounts_travel_when_asked(tmp_path: Path, repo: str, base: str) ->
     a.build("--cache-to", f"{cache},cache-mounts=true", "--build-arg", "ROUND=1")
     # a new ARG value: the RUN step must run on B, and finds A's cache mount
     b.build("--cache-from", f"{cache},cache-mounts=true", "--build-arg", "ROUND=2", "-t", "mounts:b")
-    assert _file(b, "mounts:b", "/result") == b"reused\n"
+    assert read_image_file(b.root, "mounts:b", "/result") == "reused\n"
 
     c = Runner(tmp_path / "c", CACHE_MOUNT.format(base=base))
     c.build("--cache-from", cache, "--build-arg", "ROUND=2", "-t", "mounts:c")  # not asked for: an empty mount
-    assert _file(c, "mounts:c", "/result") == b"fresh\n"
-
-
-def _file(runner: Runner, ref: str, path: str) -> bytes:
-    from .conftest import ImageView
-
-    view = ImageView(runner.root, ref)
-    try:
-        found = view.find(path)
-        assert found is not None, path
-        return found.read_bytes()
-    finally:
-        view.close()
+    assert read_image_file(c.root, "mounts:c", "/result") == "fresh\n"
 
 
 def test_an_unreachable_cache_warns_and_the_build_goes_on(tmp_path: Path, base: str) -> None:
@@ -374,7 +362,7 @@ def test_a_cache_whose_layers_are_not_what_they_claim_is_dropped_and_the_build_g
     assert build.result.returncode == 0
     assert any("is broken" in n and "building again without it" in n for n in build.notices)
     assert len(_steps(build.ran, "RUN")) == 2  # made here, not taken from the broken cache
-    assert _file(b, "app:b", "/app/ran") == b"deps\nbundle\n"
+    assert read_image_file(b.root, "app:b", "/app/ran") == "deps\nbundle\n"
 
     strict = Runner(tmp_path / "c", APP.format(base=base)).build("--cache-from", f"type=local,src={directory},ignore-error=false", check=False)
     assert strict.result.returncode == 1 and "is broken" in strict.result.stderr and "Traceback" not in strict.result.stderr
