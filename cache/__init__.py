@@ -21,6 +21,8 @@ library is used.
     open_with_writeback  a file whose writeback starts while it is written
 """
 
+from typing import TYPE_CHECKING
+
 from pybuild import _lazy
 
 from ._content import BlobWriter as BlobWriter
@@ -103,5 +105,10 @@ __all__ = [
 # The conformance checks are for tests of other implementations: loaded on first use.
 _LAZY = {name: "._conformance" for name in ("check_cache_index", "check_content_store", "check_snapshotter")}
 
+
+if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._conformance import check_cache_index as check_cache_index
+    from ._conformance import check_content_store as check_content_store
+    from ._conformance import check_snapshotter as check_snapshotter
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

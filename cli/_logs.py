@@ -12,11 +12,15 @@ import argparse
 import datetime
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from pybuild.errors import UsageError
 from pybuild.executors import ContainerStore
 
 from ._runtime import open_root
+
+if TYPE_CHECKING:
+    from pybuild.executors import Frame
 
 _FOLLOW_INTERVAL = 0.1
 
@@ -61,13 +65,13 @@ def _tail(text: str) -> int | None:
     return None if value < 0 else value
 
 
-def _lines(frames):  # type: ignore[no-untyped-def]
+def _lines(frames: list[Frame]) -> list[Frame]:
     from pybuild.executors import iter_lines
 
     return list(iter_lines(frames))
 
 
-def _write(frames, timestamps: bool) -> None:  # type: ignore[no-untyped-def]
+def _write(frames: list[Frame], timestamps: bool) -> None:
     for frame in frames:
         stream = sys.stdout.buffer if frame.stream == 1 else sys.stderr.buffer
         if timestamps:

@@ -9,6 +9,8 @@ need their rule tables; neither do ``pybuild graph`` or ``check`` need the
 solver and worker (``build``, ``Worker``), which load on first use too.
 """
 
+from typing import TYPE_CHECKING
+
 from pybuild import _lazy
 
 from ._convert import BuildOptions as BuildOptions
@@ -42,5 +44,27 @@ _LAZY |= {name: "._runner" for name in ("BuildRunner", "ExportPreparer", "Remote
 _LAZY |= {name: "._layers" for name in ("SnapshotLayerStore", "MemorySnapshotLayers", "check_snapshot_layers")}
 _LAZY["import_remote_cache"] = "._cache_wiring"  # --cache-from: cache.remote reads, oci parses and fetches
 
+
+if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._build import BuildOutcome as BuildOutcome
+    from ._build import ExportOptions as ExportOptions
+    from ._build import Registries as Registries
+    from ._build import StoreImageChains as StoreImageChains
+    from ._build import build as build
+    from ._build import step_ids as step_ids
+    from ._cache_wiring import import_remote_cache as import_remote_cache
+    from ._events import Notice as Notice
+    from ._layers import MemorySnapshotLayers as MemorySnapshotLayers
+    from ._layers import SnapshotLayerStore as SnapshotLayerStore
+    from ._layers import check_snapshot_layers as check_snapshot_layers
+    from ._runner import BuildRunner as BuildRunner
+    from ._runner import ExportPreparer as ExportPreparer
+    from ._runner import RemoteCacheRunner as RemoteCacheRunner
+    from ._worker import Context as Context
+    from ._worker import Worker as Worker
+    from ._worker import WorkerOptions as WorkerOptions
+    from .checks import CheckReport as CheckReport
+    from .checks import CheckWarning as CheckWarning
+    from .checks import check_dockerfile as check_dockerfile
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

@@ -22,6 +22,8 @@ imports only the standard library and its own siblings, because the zygote
 runs it as ``python -I -S`` without pybuild on its path.
 """
 
+from typing import TYPE_CHECKING
+
 from pybuild import _lazy
 
 from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
@@ -54,9 +56,26 @@ _LAZY |= {name: "._containers_store" for name in (
     "new_container_id", "process_env", "snapshots_in_use", "validate_container_name",
 )}
 # ``pybuild logs`` cuts a container's log frames into lines.
-_LAZY["iter_lines"] = "._containers_log"
+_LAZY |= {name: "._containers_log" for name in ("Frame", "iter_lines")}
 # Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
 _LAZY["load_seccomp_profile"] = "._seccomp"
 
+
+if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._containers import ContainerLaunch as ContainerLaunch
+    from ._containers import ContainerRuntime as ContainerRuntime
+    from ._containers import ContainerStatus as ContainerStatus
+    from ._containers_log import Frame as Frame
+    from ._containers_log import iter_lines as iter_lines
+    from ._containers_store import ContainerRecord as ContainerRecord
+    from ._containers_store import ContainerStore as ContainerStore
+    from ._containers_store import PublishedPort as PublishedPort
+    from ._containers_store import image_users as image_users
+    from ._containers_store import images_in_use as images_in_use
+    from ._containers_store import new_container_id as new_container_id
+    from ._containers_store import process_env as process_env
+    from ._containers_store import snapshots_in_use as snapshots_in_use
+    from ._containers_store import validate_container_name as validate_container_name
+    from ._seccomp import load_seccomp_profile as load_seccomp_profile
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

@@ -9,6 +9,8 @@ cached rebuild never touches a registry, and importing httpx alone would
 cost it tens of milliseconds.
 """
 
+from typing import TYPE_CHECKING
+
 from pybuild import _lazy
 
 from ._reference import Reference as Reference
@@ -114,5 +116,86 @@ __all__ = [
     *_LAZY,
 ]
 
+
+if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._archive import Archive as Archive
+    from ._archive import BlobSource as BlobSource
+    from ._archive import MemoryBlobSource as MemoryBlobSource
+    from ._archive import read_archive as read_archive
+    from ._archive import write_docker_archive as write_docker_archive
+    from ._archive import write_oci_archive as write_oci_archive
+    from ._budget import UnpackBudget as UnpackBudget
+    from ._budget import unpack_limit as unpack_limit
+    from ._compare import Comparison as Comparison
+    from ._compare import ImageReport as ImageReport
+    from ._compare import LayerContent as LayerContent
+    from ._compare import LayerReport as LayerReport
+    from ._compare import Waste as Waste
+    from ._compare import WastedFile as WastedFile
+    from ._compare import analyze_image as analyze_image
+    from ._compare import compare_images as compare_images
+    from ._compare import walk_layers as walk_layers
+    from ._compression import Compression as Compression
+    from ._compression import LayerBlob as LayerBlob
+    from ._compression import LayerBlobWriter as LayerBlobWriter
+    from ._compression import compress_layer as compress_layer
+    from ._compression import compress_stream as compress_stream
+    from ._compression import detect_compression as detect_compression
+    from ._compression import layer_media_type as layer_media_type
+    from ._compression import open_decompressed as open_decompressed
+    from ._export import Output as Output
+    from ._export import OutputResult as OutputResult
+    from ._export import export_docker_archive as export_docker_archive
+    from ._export import export_oci_archive as export_oci_archive
+    from ._export import export_outputs as export_outputs
+    from ._export import parse_output as parse_output
+    from ._export import parse_outputs as parse_outputs
+    from ._export import write_images_archive as write_images_archive
+    from ._export_layers import LayerSettings as LayerSettings
+    from ._export_local import export_local as export_local
+    from ._export_local import export_tar as export_tar
+    from ._fetch import RemoteFetcher as RemoteFetcher
+    from ._formats import ContainerConfig as ContainerConfig
+    from ._formats import Descriptor as Descriptor
+    from ._formats import Healthcheck as Healthcheck
+    from ._formats import HistoryEntry as HistoryEntry
+    from ._formats import ImageConfig as ImageConfig
+    from ._formats import ImagePlatform as ImagePlatform
+    from ._formats import Index as Index
+    from ._formats import Manifest as Manifest
+    from ._formats import canonical_json as canonical_json
+    from ._formats import parse_image_document as parse_image_document
+    from ._formats import sha256_digest as sha256_digest
+    from ._git import check_git_source as check_git_source
+    from ._layers import LayerStats as LayerStats
+    from ._layers import write_layer as write_layer
+    from ._load import LoadResult as LoadResult
+    from ._load import load_archive as load_archive
+    from ._network import NetworkLimits as NetworkLimits
+    from ._output_file import OutputFile as OutputFile
+    from ._output_file import open_output as open_output
+    from ._output_file import write_output_bytes as write_output_bytes
+    from ._pull import PullResult as PullResult
+    from ._pull import StorePuller as StorePuller
+    from ._pull import pull_image as pull_image
+    from ._push import PushResult as PushResult
+    from ._push import push_image as push_image
+    from ._push import registry_client as registry_client
+    from ._snapshot_layers import SnapshotLayers as SnapshotLayers
+    from ._snapshot_layers import layer_compression as layer_compression
+    from ._tar_apply import apply_layer as apply_layer
+    from ._tar_flatten import FlattenStats as FlattenStats
+    from ._tar_flatten import flatten_into as flatten_into
+    from ._tar_format import TarEntry as TarEntry
+    from ._tar_format import TarKind as TarKind
+    from ._tar_format import TarReader as TarReader
+    from ._urls import redact_urls as redact_urls
+    from ._urls import split_userinfo as split_userinfo
+    from .registry import BlobProgress as BlobProgress
+    from .registry import CredentialStore as CredentialStore
+    from .registry import Credentials as Credentials
+    from .registry import LayerDescriptor as LayerDescriptor
+    from .registry import RegistryClient as RegistryClient
+    from .registry import ResolvedManifest as ResolvedManifest
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)
