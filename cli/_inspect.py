@@ -120,6 +120,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render_values(args.format, [template_view(d) for d in found]))
     else:
         sys.stdout.write(json.dumps(found, indent=4, ensure_ascii=False) + "\n")
-    for error in errors:
-        print(error.render(), file=sys.stderr)
+    for failure in errors:
+        print(failure.render(), file=sys.stderr)
     return 1 if errors else 0

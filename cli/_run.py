@@ -143,7 +143,7 @@ def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, att
     return int(code or 0)
 
 
-def container_config(image_config: dict[str, Any] | Any, args: argparse.Namespace, hostname: str, ports: tuple) -> dict[str, Any]:
+def container_config(image_config: dict[str, Any] | Any, args: argparse.Namespace, hostname: str, ports: tuple[tuple[str, int, int, str], ...]) -> dict[str, Any]:
     """Docker's container config: the image's, with the run flags applied."""
     config = dict((image_config or {}).get("config") or {})
     config["Hostname"] = hostname

@@ -98,7 +98,7 @@ def _shown(error: PybuildError) -> str:
     return redact_urls(error.render())
 
 
-def _first_leaf(group: BaseExceptionGroup) -> PybuildError:  # type: ignore[type-arg]
+def _first_leaf(group: BaseExceptionGroup) -> PybuildError:
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
             return _first_leaf(error)

@@ -350,14 +350,14 @@ def _copy_xattrs(source: str | int, target: str | int) -> None:
     """User xattrs and file capabilities, as BuildKit copies them (paths or descriptors)."""
     by_path = {"follow_symlinks": False}
     try:
-        names = os.listxattr(source, **(by_path if isinstance(source, str) else {}))  # type: ignore[arg-type]
+        names = os.listxattr(source, **(by_path if isinstance(source, str) else {}))
     except OSError:
         return
     for name in names:
         if name.startswith(("user.", "security.capability")):
             try:
-                value = os.getxattr(source, name, **(by_path if isinstance(source, str) else {}))  # type: ignore[arg-type]
-                os.setxattr(target, name, value, **(by_path if isinstance(target, str) else {}))  # type: ignore[arg-type]
+                value = os.getxattr(source, name, **(by_path if isinstance(source, str) else {}))
+                os.setxattr(target, name, value, **(by_path if isinstance(target, str) else {}))
             except OSError:
                 pass
 

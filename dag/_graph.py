@@ -97,7 +97,7 @@ class Definition:
                     "inputs": list(op.inputs()),
                     "description": self.meta[digest].description,
                     "stage": self.meta[digest].stage,
-                    "lines": list(self.meta[digest].span) if self.meta[digest].span else None,
+                    "lines": list(span) if (span := self.meta[digest].span) else None,
                     "op": _plain(op),
                 }
                 for digest, op in self.ops.items()

@@ -11,23 +11,25 @@ variables, for instance).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from ._canonical import digest_of
 
+# The field helpers return Any, as dataclasses.field does: it stands for the field's value.
 
-def cache_neutral(default=None):  # type: ignore[no-untyped-def]
+
+def cache_neutral(default: Any = None) -> Any:
     """A field that is hashed into the op digest but left out of its cache key."""
     return field(default=default, metadata={"cache_neutral": True})
 
 
-def added_later(default):  # type: ignore[no-untyped-def]
+def added_later(default: Any) -> Any:
     """A field added after digests and cache keys were published: hashed only when it
     differs from its default, so every op that leaves it alone keeps its digest and key."""
     return field(default=default, metadata={"omit_when_default": True})
 
 
-def credentials():  # type: ignore[no-untyped-def]
+def credentials() -> Any:
     """A secret the op needs to run (a URL's userinfo): never hashed, keyed, or shown in its repr."""
     return field(default=None, repr=False, metadata={"hashed": False, "cache_neutral": True})
 

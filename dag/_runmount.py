@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 
 
 class MountSyntaxError(ValueError):
@@ -125,7 +126,7 @@ def _with_secret_defaults(mount: ParsedMount) -> ParsedMount:
                     mode=mount.mode if mount.mode is not None else 0o600)
 
 
-def _replace(mount: ParsedMount, **changes: object) -> ParsedMount:
+def _replace(mount: ParsedMount, **changes: Any) -> ParsedMount:  # Any: dataclasses.replace checks the fields
     from dataclasses import replace
 
     return replace(mount, **changes)

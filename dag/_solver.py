@@ -208,7 +208,7 @@ def _user_error(error: BaseException, name: str) -> BaseException:
     return _unexpected(error, name)
 
 
-def _first_leaf(group: BaseExceptionGroup) -> PybuildError | None:  # type: ignore[type-arg]
+def _first_leaf(group: BaseExceptionGroup) -> PybuildError | None:
     for inner in group.exceptions:
         found = _first_leaf(inner) if isinstance(inner, BaseExceptionGroup) else inner
         if isinstance(found, PybuildError):

@@ -38,6 +38,10 @@ import socket
 import sys
 import time
 
+TYPE_CHECKING = False  # not typing's: the shim does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 if __package__:
     from . import _cgroups as cgroups
     from . import _containers_log as logs
@@ -335,7 +339,7 @@ class Supervisor:
 
     # -- output ----------------------------------------------------------------
 
-    def logger(self, stream: int):  # type: ignore[no-untyped-def]
+    def logger(self, stream: int) -> Callable[[bytes], None]:
         return lambda data: self.log.write(stream, data)
 
     def keep_stderr(self, data: bytes) -> None:
@@ -343,7 +347,7 @@ class Supervisor:
             self.stderr_tail += data[-4096:]
             del self.stderr_tail[:-4096]
 
-    def to_client(self, name: str):  # type: ignore[no-untyped-def]
+    def to_client(self, name: str) -> Callable[[bytes], None]:
         def sink(data: bytes) -> None:
             fd = self.fds.get(name)
             if fd is None:

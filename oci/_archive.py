@@ -619,7 +619,7 @@ class _Section(io.RawIOBase):
         self._left -= len(data)
         return data
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io passes only these
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

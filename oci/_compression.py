@@ -396,7 +396,7 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io passes only these
         if self._prefix:
             n = min(len(buffer), len(self._prefix))
             buffer[:n] = self._prefix[:n]
@@ -441,7 +441,7 @@ class _StreamDecompressor(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io passes only these
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -609,7 +609,7 @@ class _Decompressed(io.RawIOBase):
                 hint="the blob or archive is damaged or truncated",
             ) from None
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]  # io passes only these
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

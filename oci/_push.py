@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from ._export_layers import LayerSettings, export_manifest
 from ._reference import Reference, parse_reference
-from .registry import BlobOutcome
+from .registry import BlobOutcome, RegistryClient
 from ._store import ImageStore, Layer, StoredImage
 
 
@@ -37,7 +37,7 @@ class PushResult:
     layers: tuple[PushedLayer, ...]  # bottom first
 
 
-def registry_client(insecure_registries: Sequence[str] = ()):  # type: ignore[no-untyped-def]
+def registry_client(insecure_registries: Sequence[str] = ()) -> RegistryClient:
     """A registry client with the user's ``docker login`` credentials."""
     from .registry import CredentialStore, RegistryClient
 
