@@ -17,7 +17,7 @@ from ._convert import BuildOptions as BuildOptions
 from ._convert import BuildPlan as BuildPlan
 from ._convert import ImageLookup as ImageLookup
 from ._convert import MissingImages as MissingImages
-from ._convert import ResolvedImage as ResolvedImage
+from pybuild.oci import ResolvedImage as ResolvedImage  # what an ImageLookup answers
 from ._convert import convert as convert
 from ._copy import git_source as git_source
 from ._copy import http_source as http_source

@@ -466,6 +466,7 @@ class _Converter:
 
     def do_entrypoint(self, state: StageState, stage: Stage, entrypoint: Entrypoint) -> None:
         command = entrypoint.command
+        args: list[str] | None
         if command.prepend_shell:
             args = self.with_shell(state, command.args)
         else:

@@ -134,8 +134,8 @@ def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | 
             validate_chmod(chmod)
         except ValueError as error:
             raise conv.error(cmd, str(error)) from None
-    checksum = cmd.checksum if is_add else None
-    unpack = cmd.unpack if is_add else None
+    checksum = cmd.checksum if isinstance(cmd, Add) else None
+    unpack = cmd.unpack if isinstance(cmd, Add) else None
     if checksum:
         if len(sources) != 1 or not (is_http_source(sources[0]) or is_git_source(sources[0])):
             raise conv.error(cmd, "checksum requires a single HTTP(S) or Git source")
@@ -166,7 +166,7 @@ def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | 
     for src in sources:
         message.append(redact_urls(src))  # history never holds a URL's credentials
         if is_git_source(src) and not (isinstance(cmd, Copy) and cmd.from_):
-            if not is_add:
+            if not isinstance(cmd, Add):
                 raise conv.error(cmd, "source can't be a git ref for COPY")
             try:
                 source_op = git_source(src, cmd.keep_git_dir)

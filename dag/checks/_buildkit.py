@@ -314,8 +314,8 @@ class _BuildKitChecks:
             elif isinstance(instruction, (Copy, Add)):
                 yield from self.ignored_sources(instruction, scope)
             if isinstance(instruction, (Cmd, Entrypoint, Healthcheck)):
-                key = (step.stage.stage.index, instruction.node.keyword)
-                previous = last_of_kind.get(key)
+                kind = (step.stage.stage.index, instruction.node.keyword)
+                previous = last_of_kind.get(kind)
                 if previous is not None:
                     name = keyword_as_written(instruction.node)
                     # Reported where the instruction that has no effect is.
@@ -324,7 +324,7 @@ class _BuildKitChecks:
                         f"Multiple {name} instructions should not be used in the same stage because only the last one will be used",
                         f"remove this {name.upper()}: the one on line {instruction.span.start} replaces it",
                     )
-                last_of_kind[key] = instruction.node
+                last_of_kind[kind] = instruction.node
 
     def words_expanded(self, instruction: Instruction) -> list[str]:
         """The words BuildKit expands (and reports unset variables of) before dispatching."""
