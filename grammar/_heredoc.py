@@ -10,6 +10,7 @@ quoted.  Backslash is the escape here whatever the escape directive says.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._words import _GO_SPACE_SET
@@ -30,14 +31,19 @@ class HeredocMarker:
     file_descriptor: int
 
 
-def marker_words(line: str) -> list[str]:
-    """Shell words of ``line`` with quotes and escapes kept as written."""
+def _split_words(text: str, special: str, take: Callable[[str, int, list[str]], int]) -> list[str]:
+    """``text`` split at Go whitespace outside quotes.
+
+    An ordinary character joins the current word as it is; at a character in
+    ``special`` (quotes, escapes), ``take(text, i, current)`` adds that part of
+    the word to ``current`` and returns where the next part starts.
+    """
     words: list[str] = []
     current: list[str] = []
     in_word = False
-    i, n = 0, len(line)
+    i, n = 0, len(text)
     while i < n:
-        ch = line[i]
+        ch = text[i]
         if ch in _GO_SPACE_SET:
             if in_word:
                 words.append("".join(current))
@@ -46,28 +52,42 @@ def marker_words(line: str) -> list[str]:
             i += 1
             continue
         in_word = True
-        if ch == "\\":
-            current.append(line[i : i + 2])
-            i += 2
-        elif ch == "'" or ch == '"':
-            end = _closing_quote(line, i)
-            current.append(line[i:end])
-            i = end
-        elif ch == "<" and line.startswith("<<", i):
-            # `<<  EOF` and `<<- EOF` are one word, as in a shell.
-            j = i + 2
-            if j < n and line[j] == "-":
-                j += 1
-            while j < n and line[j] in _GO_SPACE_SET:
-                j += 1
-            current.append(line[i:j])
-            i = j
+        if ch in special:
+            i = take(text, i, current)
         else:
             current.append(ch)
             i += 1
     if in_word:
         words.append("".join(current))
     return words
+
+
+def marker_words(line: str) -> list[str]:
+    """Shell words of ``line`` with quotes and escapes kept as written."""
+    return _split_words(line, "\\'\"<", _part_as_written)
+
+
+def _part_as_written(line: str, i: int, current: list[str]) -> int:
+    ch = line[i]
+    if ch == "\\":
+        current.append(line[i : i + 2])
+        return i + 2
+    if ch == "'" or ch == '"':
+        end = _closing_quote(line, i)
+        current.append(line[i:end])
+        return end
+    if line.startswith("<<", i):
+        # `<<  EOF` and `<<- EOF` are one word, as in a shell.
+        n = len(line)
+        j = i + 2
+        if j < n and line[j] == "-":
+            j += 1
+        while j < n and line[j] in _GO_SPACE_SET:
+            j += 1
+        current.append(line[i:j])
+        return j
+    current.append(ch)  # a lone "<"
+    return i + 1
 
 
 def _closing_quote(line: str, start: int) -> int:
@@ -85,49 +105,34 @@ def _closing_quote(line: str, start: int) -> int:
 
 def _unquote(word: str, keep_quotes: bool) -> list[str]:
     """Shell quote removal on one word; several results if it splits."""
-    words: list[str] = []
-    current: list[str] = []
-    in_word = False
-    i, n = 0, len(word)
-    while i < n:
+
+    def part(word: str, i: int, current: list[str]) -> int:
+        n = len(word)
         ch = word[i]
-        if ch in _GO_SPACE_SET:
-            if in_word:
-                words.append("".join(current))
-                current.clear()
-                in_word = False
-            i += 1
-            continue
-        in_word = True
         if ch == "\\":
             if i + 1 < n:
                 current.append(word[i + 1])
-            i += 2
-        elif ch == "'":
+            return i + 2
+        if ch == "'":
             end = word.find("'", i + 1)
             if end < 0:
                 raise HeredocSyntaxError("unexpected end of statement while looking for matching single-quote")
             current.append(word[i : end + 1] if keep_quotes else word[i + 1 : end])
-            i = end + 1
-        elif ch == '"':
-            j = i + 1
-            inner: list[str] = []
-            while j < n and word[j] != '"':
-                if word[j] == "\\" and j + 1 < n and word[j + 1] in '"\\$`':
-                    j += 1
-                inner.append(word[j])
+            return end + 1
+        j = i + 1
+        inner: list[str] = []
+        while j < n and word[j] != '"':
+            if word[j] == "\\" and j + 1 < n and word[j + 1] in '"\\$`':
                 j += 1
-            if j >= n:
-                raise HeredocSyntaxError("unexpected end of statement while looking for matching double-quote")
-            text = "".join(inner)
-            current.append(f'"{text}"' if keep_quotes else text)
-            i = j + 1
-        else:
-            current.append(ch)
-            i += 1
-    if in_word:
-        words.append("".join(current))
-    return words
+            inner.append(word[j])
+            j += 1
+        if j >= n:
+            raise HeredocSyntaxError("unexpected end of statement while looking for matching double-quote")
+        text = "".join(inner)
+        current.append(f'"{text}"' if keep_quotes else text)
+        return j + 1
+
+    return _split_words(word, "\\'\"", part)
 
 
 def parse_marker(word: str) -> HeredocMarker | None:
