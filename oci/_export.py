@@ -28,7 +28,7 @@ import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pybuild.errors import NotFound, UsageError
 
@@ -39,6 +39,9 @@ from ._output_file import open_output
 from ._reference import parse_reference
 from ._snapshot_layers import layer_compression
 from ._store import ImageStore, Layer, StoredImage
+
+if TYPE_CHECKING:  # the registry package imports httpx: loaded when a push runs
+    from .registry import RegistryClient
 
 OUTPUT_TYPES = ("image", "registry", "oci", "docker", "local", "tar")
 STDOUT = "-"
@@ -264,7 +267,7 @@ async def export_outputs(
     tags: Sequence[str] = (),
     stdout: BinaryIO | None = None,
     insecure_registries: Sequence[str] = (),
-    client: Any = None,  # RegistryClient; made on demand when None
+    client: RegistryClient | None = None,  # made on demand when None
 ) -> list[OutputResult]:
     """Write ``image`` (already in the store, tagged with ``tags``) to every output."""
     import trio
@@ -298,7 +301,7 @@ async def export_outputs(
         elif output.type == "docker":
             await trio.to_thread.run_sync(lambda: export_docker_archive(store, image, target, names))
         elif output.type == "local":
-            await trio.to_thread.run_sync(export_local, store, image, target)
+            await trio.to_thread.run_sync(export_local, store, image, target)  # type: ignore[arg-type]  # a directory: parse_output refuses dest=- for local
         elif output.type == "tar":
             await trio.to_thread.run_sync(lambda: _atomic(target, lambda out, _own_file: export_tar(store, image, out)))
         results.append(OutputResult(output))
@@ -306,7 +309,7 @@ async def export_outputs(
 
 
 async def _push_all(
-    store: ImageStore, image: StoredImage, names: Sequence[str], layers: LayerSettings, client: Any, insecure: Sequence[str]
+    store: ImageStore, image: StoredImage, names: Sequence[str], layers: LayerSettings, client: RegistryClient | None, insecure: Sequence[str]
 ) -> list[tuple[str, str]]:
     from ._push import push_image, registry_client
 

@@ -46,7 +46,7 @@ from ._budget import unpack_limit
 from ._tar_apply import apply_layer
 
 if TYPE_CHECKING:
-    from pybuild.cache import BlobRef, CacheRecord
+    from pybuild.cache import ActiveSnapshot, BlobRef, CacheRecord, Lease, Root
 
 SNAPSHOT_RECORD = "snapshot:"  # cache-index records describing a snapshot's layer forms
 CHAIN_RECORD = "chain:"  # cache-index records: chain ID -> snapshot
@@ -194,7 +194,7 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
 class ImageStore:
     """Images and tags of one pybuild root.  Thread-safe."""
 
-    def __init__(self, root: Any) -> None:  # cache.Root
+    def __init__(self, root: Root) -> None:
         self.root = root
         self._unpack_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -290,7 +290,7 @@ class ImageStore:
             max((t.updated for t in tags), default=0.0),
         )
 
-    def lookup(self, ref: str, platform: Any = None) -> ResolvedImage | None:
+    def lookup(self, ref: str, platform: object = None) -> ResolvedImage | None:
         """The image a normalized reference names, if it is in the store."""
         try:
             image = self.get(ref)
@@ -668,10 +668,10 @@ class ImageStore:
         key = SNAPSHOT_RECORD + snapshot_id + (f":mtime={mtime}" if mtime is not None else "")
         record = self._snapshot_record(key, snapshot_id)
         if record is not None:
-            blob = record.blobs.get(kind.value)
+            stored = record.blobs.get(kind.value)
             # a damaged blob (truncated, bytes changed) is removed here and made again below
-            if blob is not None and record.diff_id and self.root.blob_intact(blob.digest, blob.size):
-                return Layer(record.diff_id, blob.digest, blob.size, blob.media_type)
+            if stored is not None and record.diff_id and self.root.blob_intact(stored.digest, stored.size):
+                return Layer(record.diff_id, stored.digest, stored.size, stored.media_type)
         from pybuild.cache import BlobRef, CacheRecord
 
         if mtime is None and record is not None and record.diff_id:
@@ -903,7 +903,7 @@ class ImageStore:
             snapshot = self.commit_leased(active, None, lease)
             return self._import_image(snapshot, message, architecture, os_name, changes, tags)
 
-    def commit_leased(self, active: Any, parent: str | None, lease: Any) -> str:
+    def commit_leased(self, active: ActiveSnapshot, parent: str | None, lease: Lease) -> str:
         """Commit a new snapshot leased before it exists, so a prune before it is
         registered (by a record or an image) leaves it alone."""
         snapshot_id = secrets.token_hex(16)
