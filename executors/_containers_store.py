@@ -32,7 +32,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pybuild.errors import NotFound, PybuildError, UsageError
 
@@ -148,10 +148,18 @@ class ContainerRecord:
         )
 
 
+class PybuildRoot(Protocol):
+    """What the container store needs of the pybuild root (cache's ``Root``, which
+    executors may not import): where it is."""
+
+    @property
+    def path(self) -> Path: ...
+
+
 class ContainerStore:
     """The containers of one pybuild root."""
 
-    def __init__(self, root: Any) -> None:  # cache.Root
+    def __init__(self, root: PybuildRoot) -> None:
         self.root = root
         self.base = Path(root.path) / CONTAINERS
         self.names = self.base / NAMES
@@ -325,7 +333,7 @@ def _copy_metadata_from_image(path: Path, relative: str, lowers: Sequence[Path])
         return
 
 
-def images_in_use(root: Any) -> set[str]:
+def images_in_use(root: PybuildRoot) -> set[str]:
     """IDs of the images that existing containers (running or not) were made from.
 
     ``rmi`` refuses to remove these without ``-f``, as Docker does.
@@ -333,7 +341,7 @@ def images_in_use(root: Any) -> set[str]:
     return {record.image_id for record in ContainerStore(root).records()}
 
 
-def image_users(root: Any) -> dict[str, list[tuple[str, bool]]]:
+def image_users(root: PybuildRoot) -> dict[str, list[tuple[str, bool]]]:
     """Image ID -> (container ID, running?) of each container made from it, for ``rmi``'s messages.
 
     Docker refuses to delete an image a running container uses even with
@@ -348,7 +356,7 @@ def image_users(root: Any) -> dict[str, list[tuple[str, bool]]]:
     return users
 
 
-def snapshots_in_use(root: Any) -> set[str]:
+def snapshots_in_use(root: PybuildRoot) -> set[str]:
     """Snapshot IDs the containers' layers sit on: ``prune`` must keep them."""
     return {snapshot for record in ContainerStore(root).records() for snapshot in record.snapshots}
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pybuild.cache import DockerIgnore
 from pybuild.errors import DockerfileError, Location
@@ -38,6 +38,9 @@ from ._layers import layer_findings
 from ._model import CHECK_COMMENT, Source, load
 from ._rules import RULES, Finding
 from ._walk import walk
+
+if TYPE_CHECKING:
+    from .._convert import ImageLookup
 
 __all__ = ["CheckReport", "CheckWarning", "check_dockerfile"]
 
@@ -75,7 +78,7 @@ def check_dockerfile(
     build_args: Mapping[str, str] = {},  # noqa: B006 - read only
     context_dir: str | Path | None = None,
     dockerfile_path: str | Path | None = None,
-    images: Any = None,
+    images: ImageLookup | None = None,
     platform: Platform | None = None,
     target: str | None = None,
 ) -> CheckReport:

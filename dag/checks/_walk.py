@@ -15,7 +15,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import ExpansionError, PybuildError
 from pybuild.grammar import Arg, Dockerfile, Env, Instruction, Shell, ShellLex, Stage, WordResult, Workdir
@@ -23,6 +23,9 @@ from pybuild.oci import parse_reference
 
 from .._image import DEFAULT_PATH
 from .._platform import Platform, host_platform
+
+if TYPE_CHECKING:
+    from .._convert import ImageLookup
 from .._scope import (
     NON_ENV_ARGS,
     arg_value,
@@ -93,7 +96,7 @@ class Walk:
 
 
 class _Walker:
-    def __init__(self, dockerfile: Dockerfile, build_args: Mapping[str, str], images: Any, platform: Platform) -> None:
+    def __init__(self, dockerfile: Dockerfile, build_args: Mapping[str, str], images: ImageLookup | None, platform: Platform) -> None:
         self.dockerfile = dockerfile
         self.build_args = build_args
         self.images = images
@@ -193,7 +196,7 @@ def walk(
     dockerfile: Dockerfile,
     *,
     build_args: Mapping[str, str],
-    images: Any = None,
+    images: ImageLookup | None = None,
     platform: Platform | None = None,
     target: str | None = None,
 ) -> Walk:
