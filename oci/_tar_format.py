@@ -74,6 +74,15 @@ def _octal(value: int, width: int) -> bytes | None:
     return None
 
 
+def _octal_or_pax(value: int, width: int, pax: list[tuple[bytes, bytes]], key: bytes) -> bytes:
+    """``value`` as an octal field; one octal cannot hold goes into a PAX record ``key`` and the field reads 0."""
+    digits = width - 1
+    if 0 <= value < 8**digits:
+        return b"%0*o\x00" % (digits, value)
+    pax.append((key, b"%d" % value))
+    return b"%0*o\x00" % (digits, 0)
+
+
 def _base256(value: int, width: int) -> bytes:
     # GNU's binary form for numbers that octal cannot hold (device numbers).
     return bytes([0x80]) + value.to_bytes(width - 1, "big")
@@ -148,22 +157,10 @@ def encode_header(
         pax.append((b"path", name))
     if len(linkname) > 100 or not linkname.isascii():
         pax.append((b"linkpath", linkname))
-    uid_field = _octal(uid, 8)
-    if uid_field is None:
-        pax.append((b"uid", b"%d" % uid))
-        uid_field = _ZERO8
-    gid_field = _octal(gid, 8)
-    if gid_field is None:
-        pax.append((b"gid", b"%d" % gid))
-        gid_field = _ZERO8
-    size_field = _octal(size, 12)
-    if size_field is None:
-        pax.append((b"size", b"%d" % size))
-        size_field = _ZERO12
-    mtime_field = _octal(mtime, 12)
-    if mtime_field is None:
-        pax.append((b"mtime", b"%d" % mtime))
-        mtime_field = _ZERO12
+    uid_field = _octal_or_pax(uid, 8, pax, b"uid")
+    gid_field = _octal_or_pax(gid, 8, pax, b"gid")
+    size_field = _octal_or_pax(size, 12, pax, b"size")
+    mtime_field = _octal_or_pax(mtime, 12, pax, b"mtime")
     if xattrs:
         pax.extend((_XATTR_PREFIX + key, value) for key, value in xattrs)
     header = _ustar_header(
