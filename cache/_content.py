@@ -201,7 +201,19 @@ class _FileBlobWriter:
         self.discard()
 
 
-class FileContentStore:
+class _StoreThroughWriter:
+    """What a content store does the same way whatever holds its blobs: ``put`` goes through ``writer``."""
+
+    def writer(self, expected_digest: str | None = None, expected_size: int | None = None) -> BlobWriter:
+        raise NotImplementedError
+
+    def put(self, data: bytes) -> str:
+        with self.writer() as w:
+            w.write(data)
+            return w.commit()
+
+
+class FileContentStore(_StoreThroughWriter):
     """Blobs as files under ``<dir>/sha256/``; temp files come from ``staging()``,
     a directory on the same file system (the process temp area)."""
 
@@ -249,11 +261,6 @@ class FileContentStore:
         if expected_digest is not None:
             digest_hex(expected_digest)
         return _FileBlobWriter(self, expected_digest, expected_size)
-
-    def put(self, data: bytes) -> str:
-        with self.writer() as w:
-            w.write(data)
-            return w.commit()
 
     def verify(self, digest: str) -> bool:
         try:
@@ -328,7 +335,7 @@ class _MemoryBlobWriter:
         self._done = True
 
 
-class MemoryContentStore:
+class MemoryContentStore(_StoreThroughWriter):
     """A ContentStore in a dict, for tests of code that stores blobs."""
 
     def __init__(self) -> None:
@@ -361,11 +368,6 @@ class MemoryContentStore:
         if expected_digest is not None:
             digest_hex(expected_digest)
         return _MemoryBlobWriter(self, expected_digest, expected_size)
-
-    def put(self, data: bytes) -> str:
-        with self.writer() as w:
-            w.write(data)
-            return w.commit()
 
     def verify(self, digest: str) -> bool:
         digest_hex(digest)
