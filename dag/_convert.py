@@ -48,7 +48,7 @@ from pybuild.oci import ResolvedImage, redact_urls
 from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
 from ._image import DEFAULT_PATH, HistoryStep, set_env
-from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, OpMeta, RunMount
+from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileAction, OpMeta, RunMount
 from ._platform import Platform, host_platform, platform_args
 from ._runmount import MountSyntaxError, parse_mount
 from ._scope import PROXY_ARGS, arg_value, env_assignments, global_arg_values, target_stage, with_default_path
@@ -637,8 +637,7 @@ class _Converter:
         return self.context_op
 
     @staticmethod
-    def mkfile(name: str, data: str, mode: int):  # type: ignore[no-untyped-def]
-        from ._ops import MkfileAction
+    def mkfile(name: str, data: str, mode: int) -> MkfileAction:
 
         return MkfileAction(path="/" + name.lstrip("/"), data=data, mode=mode)
 

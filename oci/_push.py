@@ -54,7 +54,7 @@ def _mount_source(store: ImageStore, digest: str, target: Reference) -> Referenc
 
 async def push_image(
     store: ImageStore,
-    client: object,  # RegistryClient
+    client: RegistryClient,
     image: StoredImage,
     ref: str | Reference,
     *,
@@ -76,7 +76,7 @@ async def push_image(
     blobs += [LayerDescriptor(l.digest, l.size, l.media_type) for l in exported.layers]
     sources = {b.digest: source for b in blobs if (source := _mount_source(store, b.digest, reference)) is not None}
     outcomes: dict[str, BlobOutcome] = {}
-    digest = await client.push(  # type: ignore[attr-defined]
+    digest = await client.push(
         reference,
         manifest=exported.data,
         media_type=exported.media_type,
