@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -253,17 +253,21 @@ class CacheIndex:
         return conn
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _session(self, failure: str) -> Iterator[sqlite3.Connection]:
+        """This thread's connection (holding an in-memory database's lock); a sqlite error says ``failure``."""
         lock = self._shared_lock
         if lock is not None:
             lock.acquire()
         try:
             yield self._connection()
         except sqlite3.Error as error:
-            raise self._translate(error, "read failed") from None
+            raise self._translate(error, failure) from None
         finally:
             if lock is not None:
                 lock.release()
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._session("read failed")
 
     @contextmanager
     def _consistent_read(self) -> Iterator[sqlite3.Connection]:
@@ -285,11 +289,7 @@ class CacheIndex:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding the database's write lock throughout."""
-        lock = self._shared_lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            conn = self._connection()
+        with self._session("write failed") as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -298,11 +298,6 @@ class CacheIndex:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        except sqlite3.Error as error:
-            raise self._translate(error, "write failed") from None
-        finally:
-            if lock is not None:
-                lock.release()
 
     @property
     def damage_marker(self) -> Path:
