@@ -1,0 +1,42 @@
+"""Public names a package loads on first use (``pybuild._lazy``): imported when asked for, then bound."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from pybuild._lazy import lazy_getattr
+
+
+def test_a_deferred_name_is_imported_when_asked_for_then_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    package = types.ModuleType("lazy_probe")
+    monkeypatch.setitem(sys.modules, "lazy_probe", package)
+    getattr_ = lazy_getattr("lazy_probe", {"dumps": "json"})
+    assert "dumps" not in vars(package)
+    assert getattr_("dumps") is json.dumps
+    assert vars(package)["dumps"] is json.dumps  # the next lookup does not come back here
+    with pytest.raises(AttributeError, match="^module 'lazy_probe' has no attribute 'loads'$"):
+        getattr_("loads")
+
+
+# In a fresh interpreter: what the test process imported already would hide the laziness.
+PROBE = """
+import sys
+import pybuild.oci as oci
+loaded_at_import = "pybuild.oci.registry" in sys.modules
+client = oci.RegistryClient
+print(loaded_at_import, "pybuild.oci.registry" in sys.modules, vars(oci)["RegistryClient"] is client)
+try:
+    oci.no_such_name
+except AttributeError as error:
+    print(error)
+"""
+
+
+def test_a_package_loads_its_deferred_modules_on_first_use_only() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["False True True", "module 'pybuild.oci' has no attribute 'no_such_name'"]
