@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,20 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="the pybuild root whose images describe base images (default: $PYBUILD_ROOT)")
 
 
-def _build_args(values: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values:
-        key, eq, rest = value.partition("=")
-        if not key:
-            raise UsageError(f"invalid --build-arg {value!r}: expected KEY=VALUE")
-        if not eq:
-            if key not in os.environ:
-                continue  # as docker: an unset variable is not passed
-            rest = os.environ[key]
-        out[key] = rest
-    return out
-
-
 def _local_images(root: str | None) -> Any:
     """The local image store, if there is one: base image configs help some rules.
 
@@ -69,6 +54,8 @@ def _local_images(root: str | None) -> Any:
 def run(args: argparse.Namespace) -> int:
     from pybuild.dag import check_dockerfile
 
+    from ._build import _pairs  # --build-arg as the build reads it
+
     context = Path(args.context)
     if not context.is_dir():
         raise UsageError(f"{args.context}: the build context is not a directory", hint="pybuild check [-f FILE] [CONTEXT]")
@@ -77,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_dockerfile(
         data,
         name,
-        build_args=_build_args(args.build_arg),
+        build_args=_pairs(args.build_arg, "--build-arg", from_env=True),
         context_dir=context,
         dockerfile_path=None if file == "-" else file,
         images=_local_images(args.root),

@@ -95,6 +95,18 @@ def test_build_args_reach_the_checks(context: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().out == ""
 
 
+
+def test_a_build_arg_named_alone_comes_from_the_environment(
+    context: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (context / "Dockerfile").write_text('FROM alpine\nARG A=$B\nCMD ["x"]\n')
+    monkeypatch.delenv("A", raising=False)
+    assert run_check(["--build-arg", "A"]) == 0  # unset here: not passed, as docker
+    assert "UndefinedVar" in capsys.readouterr().out
+    monkeypatch.setenv("A", "1")
+    assert run_check(["--build-arg", "A"]) == 0
+    assert capsys.readouterr().out == ""
+
 def test_context_feeds_copy_ignored_file(context: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (context / "app").mkdir()
     (context / "app" / ".dockerignore").write_text("secret.txt\n")
