@@ -179,10 +179,10 @@ def encode_header(
         return header
     pax.sort()
     records = b"".join(_pax_record(k, v) for k, v in pax)
-    size_field = _octal(len(records), 12)
-    assert size_field is not None  # records are small: names and xattrs
+    records_size = _octal(len(records), 12)
+    assert records_size is not None  # records are small: names and xattrs
     pax_header = _ustar_header(
-        _PAX_HEADER_NAME, 0, _ZERO8, _ZERO8, size_field, _ZERO12, _PAX_LOCAL, b"", _ZERO8, _ZERO8
+        _PAX_HEADER_NAME, 0, _ZERO8, _ZERO8, records_size, _ZERO12, _PAX_LOCAL, b"", _ZERO8, _ZERO8
     )
     return b"".join((pax_header, records, b"\0" * padding(len(records)), header))
 
