@@ -134,7 +134,7 @@ class Selection:
             assert self.hasher is not None
             full = self.hasher.select(self.sources, excludes=self.excludes, allow_empty_wildcard=True, use_fingerprint=False)
             object.__setattr__(self, "known_entries", full.entries)
-        return self.known_entries  # type: ignore[return-value]
+        return self.known_entries  # type: ignore[return-value]  # set just above
 
     def digest(self) -> str:
         """sha256 over every entry's path and digest, in path order."""
@@ -146,7 +146,7 @@ class Selection:
             cached = "sha256:" + h.hexdigest()
             cache = self.hasher.stat_cache if self.hasher is not None else None
             if self.fingerprint is not None and hasattr(cache, "put_selection_digest"):
-                cache.put_selection_digest(self.fingerprint, cached)  # type: ignore[union-attr]
+                cache.put_selection_digest(self.fingerprint, cached)  # type: ignore[union-attr]  # an optional method of the StatCache: hasattr checked
         object.__setattr__(self, "_digest", cached)
         return cached
 
@@ -499,9 +499,9 @@ class _Job:
             ignored, child_ign = ignore.check(child, ign_state) if ignore else (False, 0)
             excluded, child_exc = excludes.check(child[base_len:], exc_state) if excludes else (False, 0)
             if stat.S_ISDIR(st.st_mode):
-                if ignored and not ignore.could_include_below(child):  # type: ignore[union-attr]
+                if ignored and not ignore.could_include_below(child):  # type: ignore[union-attr]  # ignored is true only with a matcher
                     continue
-                if excluded and not excludes.could_include_below(child[base_len:]):  # type: ignore[union-attr]
+                if excluded and not excludes.could_include_below(child[base_len:]):  # type: ignore[union-attr]  # excluded is true only with a matcher
                     continue
                 try:
                     sub_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -688,7 +688,7 @@ class ContextHasher:
             if use_fingerprint and hasattr(self.stat_cache, "get_selection_digest"):
                 fingerprint = job.fingerprint(sources, excludes)
                 if fingerprint is not None:
-                    known = self.stat_cache.get_selection_digest(fingerprint)  # type: ignore[union-attr]
+                    known = self.stat_cache.get_selection_digest(fingerprint)  # type: ignore[union-attr]  # an optional method of the StatCache: hasattr checked
             if known is None:
                 job.finish()
         finally:

@@ -117,10 +117,10 @@ class Automaton:
                 if char == arg:
                     following.add(state + 1)
             elif kind == "one":
-                if arg(char):  # type: ignore[operator]
+                if arg(char):  # type: ignore[operator]  # a one/star token's argument is its predicate
                     following.add(state + 1)
             elif kind == "star":
-                if arg(char):  # type: ignore[operator]
+                if arg(char):  # type: ignore[operator]  # a one/star token's argument is its predicate
                     following.add(state)
             elif kind == "any":
                 following.add(state)

@@ -161,7 +161,7 @@ def tabwrite(text: str, *, minwidth: int = 10, padding: int = 3) -> str:
 # --- Go templates ------------------------------------------------------------
 
 
-class StrictRow(dict):  # type: ignore[type-arg]
+class StrictRow(dict[str, Any]):
     """A row context: asking for a field it lacks is an error, as on docker's Go structs."""
 
 

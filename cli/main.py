@@ -48,7 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing and exiting."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse says NoReturn; this raises, without importing typing at start-up
         raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
 
 
@@ -102,7 +102,7 @@ def _first_leaf(group: BaseExceptionGroup) -> PybuildError:
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
             return _first_leaf(error)
-        return error  # type: ignore[return-value]
+        return error  # type: ignore[return-value]  # the groups handled here hold PybuildErrors
     raise AssertionError("empty exception group")
 
 

@@ -126,7 +126,7 @@ def check_snapshot_layers(make: Callable[[], tuple[SnapshotLayerStore, str, Laye
     _expect(dict(left) == {remote: fetched}, "a layer left in a registry is remote only")
     _expect(layers.layer(remote, "gzip") == fetched, "a remote layer is given as it is")
     try:
-        left[remote] = gzip  # type: ignore[index]
+        left[remote] = gzip  # type: ignore[index]  # the check: the mapping refuses assignment
         raise AssertionError("remote_only() is a frozen view")
     except TypeError:
         pass

@@ -107,7 +107,7 @@ async def _in_own_thread(work: Callable[[], T]) -> T:
         error = box["error"]
         assert isinstance(error, BaseException)
         raise error
-    return box["value"]  # type: ignore[return-value]
+    return box["value"]  # type: ignore[return-value]  # the thread stored the function's T there
 
 
 def _call_mounted(rootfs: Rootfs, specs: list[tuple[wire.Message, ...]], state: str, function: Callable[..., T], args: tuple[object, ...]) -> T:

@@ -152,7 +152,7 @@ class Supervisor:
             self.outputs_open = 1
             self.relay.copy(master, [self.logger(logs.STDOUT), self.keep_stderr, self.to_client("client_stdout")], self.output_ended)
             if self.fds.get("client_stdin") is not None:
-                self.relay.feed(self.fds["client_stdin"], master)  # type: ignore[arg-type]
+                self.relay.feed(self.fds["client_stdin"], master)  # type: ignore[arg-type]  # not None: checked just above
         else:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)

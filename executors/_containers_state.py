@@ -58,7 +58,7 @@ class RuntimeState:
     cgroups: tuple[str, ...] = field(default=())
 
     def but(self, **changes: object) -> RuntimeState:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # replace checks the field names and the shim's values fit
 
 
 def read_state(directory: str) -> RuntimeState:

@@ -46,7 +46,7 @@ def parse_flags(words: Sequence[str], allowed: Mapping[str, FlagSpec]) -> dict[s
         else:
             parsed = value
         if spec.kind == LIST:
-            values[name] = (*values.get(name, ()), parsed)  # type: ignore[misc]
+            values[name] = (*values.get(name, ()), parsed)  # type: ignore[misc]  # a LIST flag's value is a tuple
         elif name in values:
             raise FlagError(f"duplicate flag specified: --{name}")
         else:

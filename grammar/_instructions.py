@@ -300,7 +300,7 @@ def parse_from(node: Node) -> From:
         name = None
     else:
         raise _Invalid("FROM requires either one or three arguments", hint="FROM image [AS name]")
-    return From(node, image=args[0], name=name, platform=flags["platform"])  # type: ignore[arg-type]
+    return From(node, image=args[0], name=name, platform=flags["platform"])  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
 
 
 def parse_run(node: Node) -> Run:
@@ -315,9 +315,9 @@ def parse_run(node: Node) -> Run:
     return Run(
         node,
         command=_command(node),
-        mounts=flags["mount"],  # type: ignore[arg-type]
-        network=flags["network"],  # type: ignore[arg-type]
-        security=flags["security"],  # type: ignore[arg-type]
+        mounts=flags["mount"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
+        network=flags["network"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
+        security=flags["security"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
         files=_inline_files(node),
     )
 
@@ -409,12 +409,12 @@ def parse_copy(node: Node) -> Copy:
         sources=sources,
         dest=dest,
         files=files,
-        from_=flags["from"],  # type: ignore[arg-type]
-        chown=flags["chown"],  # type: ignore[arg-type]
-        chmod=flags["chmod"],  # type: ignore[arg-type]
+        from_=flags["from"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
+        chown=flags["chown"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
+        chmod=flags["chmod"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
         link=bool(flags["link"]),
         parents=bool(flags["parents"]),
-        excludes=flags["exclude"],  # type: ignore[arg-type]
+        excludes=flags["exclude"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
     )
 
 
@@ -437,13 +437,13 @@ def parse_add(node: Node) -> Add:
         sources=sources,
         dest=dest,
         files=files,
-        chown=flags["chown"],  # type: ignore[arg-type]
-        chmod=flags["chmod"],  # type: ignore[arg-type]
+        chown=flags["chown"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
+        chmod=flags["chmod"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
         link=bool(flags["link"]),
-        checksum=flags["checksum"],  # type: ignore[arg-type]
+        checksum=flags["checksum"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
         keep_git_dir=bool(flags["keep-git-dir"]),
-        excludes=flags["exclude"],  # type: ignore[arg-type]
-        unpack=flags["unpack"],  # type: ignore[arg-type]
+        excludes=flags["exclude"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
+        unpack=flags["unpack"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
     )
 
 

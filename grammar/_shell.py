@@ -211,7 +211,7 @@ def _drive(root: _Step) -> str:
         while True:
             try:
                 if failure is None:
-                    nested = current.send(sent)  # type: ignore[arg-type]
+                    nested = current.send(sent)  # type: ignore[arg-type]  # None starts a generator, as send() requires
                 else:
                     thrown, failure = failure, None
                     nested = current.throw(thrown)
@@ -321,7 +321,7 @@ class _Expansion:
             if char == "$":
                 value = self.dollar()
                 if value.__class__ is not str:
-                    value = yield value  # type: ignore[misc]
+                    value = yield value  # type: ignore[misc]  # a step yields its nested steps and is sent their text (see _Step)
                 split = True
             elif char == "'" and not lex.skip_process_quotes:
                 value = self.single_quote()
@@ -391,7 +391,7 @@ class _Expansion:
                 self.pos = special
                 value = self.dollar()
                 if value.__class__ is not str:
-                    value = yield value  # type: ignore[misc]
+                    value = yield value  # type: ignore[misc]  # a step yields its nested steps and is sent their text (see _Step)
                 parts.append(value)
                 pos = self.pos
                 continue
@@ -458,17 +458,17 @@ class _Expansion:
             return ""
         first = text[start]
         if first.isdecimal():
-            end = _DIGITS.match(text, start).end()  # type: ignore[union-attr]
+            end = _DIGITS.match(text, start).end()  # type: ignore[union-attr]  # the character there is a digit: it matches
         elif first in _SPECIAL_PARAMETERS:
             end = start + 1
         else:
-            end = _ASCII_NAME.match(text, start).end()  # type: ignore[union-attr]
+            end = _ASCII_NAME.match(text, start).end()  # type: ignore[union-attr]  # the pattern matches the empty string: never None
             size = self.size
             while end < size:
                 char = text[end]
                 if char.isascii() or not (char.isalpha() or char.isdecimal()):
                     break
-                end = _ASCII_NAME.match(text, end + 1).end()  # type: ignore[union-attr]
+                end = _ASCII_NAME.match(text, end + 1).end()  # type: ignore[union-attr]  # the pattern matches the empty string: never None
         self.pos = end
         return text[start:end]
 

@@ -86,7 +86,7 @@ class _Segment:
 
 def _make_segment(tokens: list[str | None]) -> _Segment:
     if _ANY not in tokens:
-        text = "".join(tokens)  # type: ignore[arg-type]
+        text = "".join(tokens)  # type: ignore[arg-type]  # no _ANY among them: all str
         return _Segment(len(tokens), re.escape(text), text, None, None)
     source = "".join("." if token is _ANY else re.escape(token) for token in tokens)
     return _Segment(len(tokens), source, None, re.compile(source), re.compile(".*" + source))
@@ -376,5 +376,5 @@ class GoTemplate:
 
     def expand(self, match: str) -> str:
         if len(self.parts) == 1:
-            return self.parts[0]  # type: ignore[return-value]
+            return self.parts[0]  # type: ignore[return-value]  # a single part is literal text, never the match
         return "".join(match if part is None else part for part in self.parts)

@@ -134,13 +134,13 @@ def extract_flags(line: str) -> tuple[list[str], str]:
     flags: list[str] = []
     i, n = 0, len(line)
     while True:
-        i = _GO_SPACES.match(line, i).end()  # type: ignore[union-attr]
+        i = _GO_SPACES.match(line, i).end()  # type: ignore[union-attr]  # the pattern matches the empty string: never None
         if i >= n:
             return flags, ""
         if not line.startswith("--", i):
             return flags, line[i:]
         plain = _PLAIN_FLAG.match(line, i)
-        end = plain.end()  # type: ignore[union-attr]
+        end = plain.end()  # type: ignore[union-attr]  # the line has -- there: it matches
         if end == n or line[end] in _GO_SPACE_SET:  # no quotes or escapes: the word as written
             text, blank_ok, i = line[i:end], False, end
         else:

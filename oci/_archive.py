@@ -654,7 +654,7 @@ class Archive:
         if isinstance(where, bytes):
             return io.BytesIO(where)
         offset, size = self._members[where]
-        return _Section(self._file.fileno(), offset, size)  # type: ignore[return-value]
+        return _Section(self._file.fileno(), offset, size)  # type: ignore[return-value]  # a forward reader (read, close) stands for a file
 
     @property
     def digests(self) -> frozenset[str]:

@@ -110,7 +110,7 @@ class UnpackBudget:
 
     def reader(self, stream: BinaryIO) -> BinaryIO:
         """``stream`` (decompressed), counted: a read past the limit raises."""
-        return _Counted(stream, self)  # type: ignore[return-value]
+        return _Counted(stream, self)  # type: ignore[return-value]  # a forward reader (read, close) stands for a file
 
 
 class _Counted:

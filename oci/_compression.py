@@ -261,7 +261,7 @@ class LayerBlobWriter:
                     self._pending.clear()
             finally:
                 self._encoder.close()  # type: ignore[union-attr]  # not the blob sink: an encoder
-        diff_id = self._known_diff_id or "sha256:" + self._diff.hexdigest()  # type: ignore[union-attr]
+        diff_id = self._known_diff_id or "sha256:" + self._diff.hexdigest()  # type: ignore[union-attr]  # _diff is made whenever no diffID was given
         return LayerBlob(
             diff_id=diff_id,
             digest=diff_id if self.kind is Compression.NONE else self._blob.digest(),
@@ -295,7 +295,7 @@ def compress_layer(
     """Archive the layer tree ``tree``, compress it into ``sink`` (and ``tee``), and describe the blob."""
     writer = LayerBlobWriter(kind, level, sink, docker_media_types=docker_media_types, tee=tee)
     try:
-        stats = write_layer(tree, writer, mtime=mtime)  # type: ignore[arg-type]
+        stats = write_layer(tree, writer, mtime=mtime)  # type: ignore[arg-type]  # it only writes to it
     except BaseException:
         writer.abort()
         raise
@@ -331,7 +331,7 @@ def compress_stream(
         with _mapped(source) if known_diff_id is not None else contextlib.nullcontext() as whole:
             if whole is not None:
                 for start in range(0, len(whole), BLOCK):
-                    writer.write(whole[start : start + BLOCK])  # type: ignore[arg-type]
+                    writer.write(whole[start : start + BLOCK])  # type: ignore[arg-type]  # a slice of an mmap is bytes
             else:
                 plain = open_decompressed(source)
                 while chunk := plain.read(BLOCK):
@@ -638,15 +638,15 @@ def open_decompressed(stream: ByteSource) -> BinaryIO:
     source = _Prefixed(prefix, stream)
     reader: BinaryIO
     if kind is Compression.NONE:
-        return source  # type: ignore[return-value]
+        return source  # type: ignore[return-value]  # a forward reader (read, close) stands for a file
     if kind is Compression.GZIP:
-        reader = igzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment, no-untyped-call]
+        reader = igzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[assignment, no-untyped-call]  # isal leaves it unannotated
     elif kind is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(
             _ZstdSource(source), read_across_frames=True, closefd=False  # type: ignore[arg-type]  # it calls only read()
         )
     elif kind is Compression.BZIP2:
-        reader = _StreamDecompressor(source, bz2.BZ2Decompressor)  # type: ignore[assignment]
+        reader = _StreamDecompressor(source, bz2.BZ2Decompressor)  # type: ignore[assignment]  # a forward reader (read, close) stands for a file
     else:
-        reader = _StreamDecompressor(source, lambda: lzma.LZMADecompressor(memlimit=XZ_MEMORY_LIMIT))  # type: ignore[assignment]
-    return _Decompressed(reader, kind)  # type: ignore[return-value]
+        reader = _StreamDecompressor(source, lambda: lzma.LZMADecompressor(memlimit=XZ_MEMORY_LIMIT))  # type: ignore[assignment]  # a forward reader (read, close) stands for a file
+    return _Decompressed(reader, kind)  # type: ignore[return-value]  # a forward reader (read, close) stands for a file

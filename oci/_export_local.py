@@ -137,7 +137,7 @@ def export_tar(store: ImageStore, image: StoredImage, out: BinaryIO) -> FlattenS
     merged, stats = _merged(store, image, hardlink_files=True)
     destination = _Destination(out)
     try:
-        write_layer(merged, destination)  # type: ignore[arg-type]
+        write_layer(merged, destination)  # type: ignore[arg-type]  # it only writes to it
     except StoreError:
         if destination.failure is not None:
             raise destination.failure from None  # the output, not the tree, failed (a full disk)
