@@ -10,8 +10,9 @@ and knows neither.
 
 ``cli`` wires real implementations together and is the only place that calls
 ``trio.run``.  ``dag`` reaches the lower layers through small Protocols, so its
-tests run with fakes.  ``errors`` and ``_version`` sit beside the layers and
-import nothing from them.  This module imports nothing, so ``pybuild --version``
+tests run with fakes.  ``errors``, ``_version`` and ``_lazy`` (the first-use
+loader of the packages' deferred names) sit beside the layers and import
+nothing from them.  This module imports nothing, so ``pybuild --version``
 stays fast.
 """
 
