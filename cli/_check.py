@@ -11,11 +11,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError, UsageError
 
 from ._io import read_dockerfile
+
+if TYPE_CHECKING:
+    from pybuild.dag import CheckReport
+    from pybuild.oci import ImageStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="the pybuild root whose images describe base images (default: $PYBUILD_ROOT)")
 
 
-def _local_images(root: str | None) -> Any:
+def _local_images(root: str | None) -> ImageStore | None:
     """The local image store, if there is one: base image configs help some rules.
 
     A check never creates a root and never fails because of one.
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def print_report(report: Any, name: str, form: str = "text") -> None:
+def print_report(report: CheckReport, name: str, form: str = "text") -> None:
     """The warnings as ``FILE:LINE: Rule: message`` lines with hints, or as JSON."""
     if form == "json":
         json.dump(_as_json(name, report), sys.stdout, indent=2, ensure_ascii=False)
@@ -86,7 +90,7 @@ def print_report(report: Any, name: str, form: str = "text") -> None:
     print(_summary(report), file=sys.stderr)
 
 
-def _summary(report: Any) -> str:
+def _summary(report: CheckReport) -> str:
     count = len(report.warnings)
     if not count:
         return "check complete, no warnings found"

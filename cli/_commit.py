@@ -25,9 +25,13 @@ import posixpath
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import DockerfileError, ImageError, PybuildError, UsageError
+
+if TYPE_CHECKING:
+    from pybuild.cache import Lease, Root
+    from pybuild.oci import ImageStore, Layer
 from pybuild.executors import ContainerRecord, ContainerStore
 
 from ._runtime import image_store, open_root
@@ -79,7 +83,7 @@ def container_image_config(record: ContainerRecord) -> dict[str, Any]:
     return config
 
 
-def commit_layer(root: Any, store: Any, record: ContainerRecord, diff_ids: Sequence[str], lease: Any) -> Any:
+def commit_layer(root: Root, store: ImageStore, record: ContainerRecord, diff_ids: Sequence[str], lease: Lease) -> Layer | None:
     """The container's layer as a snapshot on its image's top one, and its compressed layer (None if empty)."""
     if not any(os.scandir(record.upper)):
         return None

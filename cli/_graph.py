@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._io import read_dockerfile
+
+if TYPE_CHECKING:
+    from pybuild.dag import Platform
+    from pybuild.oci import ImageStore, ResolvedImage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _AnyImage:
     """Base images as the store knows them, or an unresolved stand-in (the graph needs no pull)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: ImageStore | None) -> None:
         self.store = store
 
-    def lookup(self, ref: str, platform: Any) -> Any:
+    def lookup(self, ref: str, platform: Platform) -> ResolvedImage:
         from pybuild.oci import ResolvedImage
 
         found = self.store.lookup(ref, platform) if self.store is not None else None

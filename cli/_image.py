@@ -15,9 +15,12 @@ import importlib
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pybuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from pybuild.oci import StoredImage
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("pybuild.cli._images", "List images"),
@@ -81,7 +84,7 @@ def _until(text: str, now: float) -> float:
     return moment
 
 
-def _keep(image: Any, filters: list[str], now: float) -> bool:
+def _keep(image: StoredImage, filters: list[str], now: float) -> bool:
     """False when the filters select the image for pruning."""
     for value in filters:
         key, _, arg = value.partition("=")

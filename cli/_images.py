@@ -16,12 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import UsageError
 
 from ._format import created_since, go_time_string, human_size, render_rows
 from ._runtime import image_store, open_root
+
+if TYPE_CHECKING:
+    from pybuild.oci import Reference
 
 LABELS = {
     "Repository": "REPOSITORY",
@@ -115,7 +118,7 @@ def parse_filters(values: Sequence[str], created_of: Callable[[str], float]) -> 
     return Filters(dangling, tuple(labels), before, since, tuple(references))
 
 
-def _matches_reference(patterns: Sequence[str], ref: Any) -> bool:
+def _matches_reference(patterns: Sequence[str], ref: Reference) -> bool:
     return any(path_match(p, ref.familiar) or path_match(p, ref.familiar_name) for p in patterns)
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._io import read_dockerfile
+
+if TYPE_CHECKING:
+    from pybuild.grammar import Dockerfile, Span
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,11 +78,11 @@ def _as_json(dockerfile: Any) -> dict[str, Any]:
     }
 
 
-def _lines(span: Any) -> str:
+def _lines(span: Span) -> str:
     return f"line {span.start}" if span.start == span.end else f"lines {span.start}-{span.end}"
 
 
-def _listing(dockerfile: Any) -> str:
+def _listing(dockerfile: Dockerfile) -> str:
     out = []
     stages = len(dockerfile.stages)
     out.append(f"{dockerfile.file}: {stages} stage{'s' if stages != 1 else ''}, "

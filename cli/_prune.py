@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pybuild.errors import UsageError
 
 from ._runtime import image_store, open_root
+
+if TYPE_CHECKING:
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repair(root: Any, path: str | None) -> Any:
+def _repair(root: Root, path: str | None) -> Root:
     """Rebuild the index if SQLite finds it damaged; remove blobs that do not match their digest."""
     problem = root.index.quick_check()
     if problem is not None:
@@ -81,7 +85,7 @@ def _repair(root: Any, path: str | None) -> Any:
     return root
 
 
-def _report_damaged(store: Any) -> int:
+def _report_damaged(store: ImageStore) -> int:
     """Name the images whose data is gone (they must be pulled or built again); 1 if any."""
     from pybuild.oci import parse_reference
 

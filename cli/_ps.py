@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError
 from pybuild.executors import ContainerRecord, ContainerStore
@@ -22,6 +22,9 @@ from pybuild.executors import ContainerRecord, ContainerStore
 from ._containers import display_command
 from ._format import created_since, ellipsis, human_duration, render_rows, rfc3339_local
 from ._runtime import image_store, open_root
+
+if TYPE_CHECKING:
+    from pybuild.oci import ImageStore
 
 LABELS = {
     "ID": "CONTAINER ID",
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def image_name(store: Any, record: ContainerRecord) -> str:
+def image_name(store: ImageStore, record: ContainerRecord) -> str:
     """The image as the user named it, while that name still means the container's image."""
     try:
         if store.resolve_id(record.image_ref) == record.image_id:

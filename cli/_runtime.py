@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import UsageError
 
+if TYPE_CHECKING:
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore
 
-def open_root(path: str | None = None) -> Any:
+
+def open_root(path: str | None = None) -> Root:
     from pybuild.cache import Root
 
     root = Root.open(Path(path) if path else None)
@@ -20,7 +24,7 @@ def open_root(path: str | None = None) -> Any:
     return root
 
 
-def _recover_images(root: Any) -> None:
+def _recover_images(root: Root) -> None:
     import sys
 
     found, incomplete = image_store(root).recover_from_blobs()
@@ -31,13 +35,13 @@ def _recover_images(root: Any) -> None:
         )
 
 
-def image_store(root: Any) -> Any:
+def image_store(root: Root) -> ImageStore:
     from pybuild.oci import ImageStore
 
     return ImageStore(root)
 
 
-def executors(root: Any) -> tuple[Any, Any]:
+def executors(root: Root) -> tuple[Any, Any]:  # Any: OnFirstUse stands in for each
     """The RUN executor and the file-operation caller; close both after the build.
 
     Their state (flattened bottoms of very deep layer chains) lives in this
