@@ -25,6 +25,7 @@ import json
 import os
 import platform
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from pybuild.errors import UsageError
@@ -225,7 +226,7 @@ def _parse(text: str, source: str, capabilities: int) -> _Profile:
     return _Profile(default_action, default_errno if default_errno is not None else _EPERM, _architectures(data, native, bad), tuple(rules))
 
 
-def _action_name(value: object, bad: Any, where: str) -> str:
+def _action_name(value: object, bad: Callable[[str], UsageError], where: str) -> str:
     if value in _SIMPLE_ACTIONS or value in _ACTIONS_WITH_ERRNO:
         return str(value)
     if value == "SCMP_ACT_NOTIFY":
@@ -233,7 +234,7 @@ def _action_name(value: object, bad: Any, where: str) -> str:
     raise bad(f"{where}: unknown action {value!r}")
 
 
-def _errno(value: object, bad: Any, where: str) -> int | None:
+def _errno(value: object, bad: Callable[[str], UsageError], where: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 4096:
@@ -241,7 +242,7 @@ def _errno(value: object, bad: Any, where: str) -> int | None:
     return value
 
 
-def _argument(value: object, bad: Any, where: str) -> tuple[int, str, int, int]:
+def _argument(value: object, bad: Callable[[str], UsageError], where: str) -> tuple[int, str, int, int]:
     if not isinstance(value, dict):
         raise bad(f"{where}: an argument rule is not an object")
     index, op = value.get("index"), value.get("op")
@@ -255,7 +256,7 @@ def _argument(value: object, bad: Any, where: str) -> tuple[int, str, int, int]:
     return index, str(op), numbers[0], numbers[1]
 
 
-def _applies(entry: dict[str, Any], capabilities: int, go_arch: str, bad: Any, where: str) -> bool:
+def _applies(entry: dict[str, Any], capabilities: int, go_arch: str, bad: Callable[[str], UsageError], where: str) -> bool:
     """Docker's includes (all must hold) and excludes (none may)."""
     includes, excludes = entry.get("includes") or {}, entry.get("excludes") or {}
     if not isinstance(includes, dict) or not isinstance(excludes, dict):
@@ -283,7 +284,7 @@ def _applies(entry: dict[str, Any], capabilities: int, go_arch: str, bad: Any, w
     return True
 
 
-def _architectures(data: dict[str, Any], native: str, bad: Any) -> tuple[str, ...]:
+def _architectures(data: dict[str, Any], native: str, bad: Callable[[str], UsageError]) -> tuple[str, ...]:
     names: list[str] = []
     if data.get("archMap"):
         for entry in data["archMap"]:
@@ -296,7 +297,7 @@ def _architectures(data: dict[str, Any], native: str, bad: Any) -> tuple[str, ..
     return tuple(names)
 
 
-def _version(text: object, bad: Any, where: str) -> tuple[int, ...]:
+def _version(text: object, bad: Callable[[str], UsageError], where: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in str(text).split(".")[:2])
     except ValueError:

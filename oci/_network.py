@@ -36,9 +36,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:  # httpx is imported where a request is made
+    import httpx
 
 from pybuild.errors import UsageError
 
@@ -282,7 +285,7 @@ def expect(size: int) -> None:
         watch.operation.expect(size)
 
 
-async def read_at_most(response: Any, limit: int) -> bytes | None:
+async def read_at_most(response: httpx.Response, limit: int) -> bytes | None:
     """An httpx response's body, counted as progress; None if it is bigger
     than ``limit`` bytes (known from its Content-Length before reading, when
     it has one: the answer to HEAD announces a body it does not send)."""

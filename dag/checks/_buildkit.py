@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
 
 from pybuild.cache import DockerIgnore
 from pybuild.errors import ExpansionError, PybuildError
@@ -33,6 +32,7 @@ from pybuild.grammar import (
     StopSignal,
     User,
     Volume,
+    WordResult,
     Workdir,
     go_quote,
 )
@@ -61,7 +61,7 @@ def _at(rule: str, node: Node, message: str, hint: str | None = None) -> Finding
     return Finding(rule, node.span.start, node.span.end, message, hint)
 
 
-def suggestion(name: str, options: Any) -> str | None:
+def suggestion(name: str, options: Iterable[str]) -> str | None:
     """BuildKit's suggest: the closest option at edit distance 1 or 2, none on an exact match."""
     best, best_distance = None, 3
     for option in sorted(set(options)):
@@ -241,7 +241,7 @@ class _BuildKitChecks:
             yield from self.platform_flag(info, platform_result)
         yield from self.base_image_platform(info, platform_result)
 
-    def platform_flag(self, info: StageInfo, result: Any) -> Iterator[Finding]:
+    def platform_flag(self, info: StageInfo, result: WordResult) -> Iterator[Finding]:
         stage, node = info.stage, info.stage.from_.node
         if result.matched == {"TARGETPLATFORM"} and not result.unmatched:
             if result.result == self.walk.global_args.values.get("TARGETPLATFORM"):
@@ -263,7 +263,7 @@ class _BuildKitChecks:
             f"FROM --platform flag should not use constant value {go_quote(result.result)}",
         )
 
-    def base_image_platform(self, info: StageInfo, platform_result: Any) -> Iterator[Finding]:
+    def base_image_platform(self, info: StageInfo, platform_result: WordResult | None) -> Iterator[Finding]:
         """InvalidBaseImagePlatform: decidable only for an image known locally."""
         if info.image is None:
             return

@@ -15,11 +15,11 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pybuild.errors import ExpansionError, PybuildError
 from pybuild.grammar import Arg, Dockerfile, Env, Instruction, Shell, ShellLex, Stage, WordResult, Workdir
-from pybuild.oci import parse_reference
+from pybuild.oci import ResolvedImage, parse_reference
 
 from .._image import DEFAULT_PATH
 from .._platform import Platform, host_platform
@@ -75,7 +75,7 @@ class StageInfo:
     stage: Stage
     base: str | None  # the expanded base name; None when it cannot be expanded
     parent: int | None  # the index of the stage this one is built FROM
-    image: Any | None  # ResolvedImage of an image base known locally
+    image: ResolvedImage | None  # of an image base known locally
     scratch: bool
     start: Scope  # the scope right after FROM
 
@@ -155,7 +155,7 @@ class _Walker:
         )
         return StageInfo(stage, base, None, image, False, scope)
 
-    def lookup(self, name: str) -> Any | None:
+    def lookup(self, name: str) -> ResolvedImage | None:
         if self.images is None:
             return None
         try:
