@@ -6,7 +6,7 @@
 setup:
 	@.ci/setup
 
-test: setup
+test: setup typecheck
 	.venv/bin/python -m pytest -q
 
 # mypy over the packages (configured in pyproject.toml). It cannot follow the editable
