@@ -400,12 +400,11 @@ class _Converter:
 
     def do_workdir(self, state: StageState, stage: Stage, workdir: Workdir) -> None:
         path = self.expand(workdir, workdir.path, state.env_map())
-        current = state.workdir
-        joined = path if path.startswith("/") else posixpath.join("/", current, path)
-        normalized = posixpath.normpath(joined)
-        if normalized.startswith("//"):
-            normalized = normalized[1:]
-        state.config["WorkingDir"] = normalized
+        # BuildKit (util/system/path.go NormalizePath) keeps an absolute WORKDIR as
+        # written, trailing slash included, and only joins and cleans a relative one
+        workdir_as_set = path if path.startswith("/") else self.join_workdir(state.workdir, path)
+        normalized = self.join_workdir("/", workdir_as_set)
+        state.config["WorkingDir"] = workdir_as_set
         layer = None
         if normalized != "/":
             chown = None
@@ -420,7 +419,12 @@ class _Converter:
                 ignore_cache=self.ignore_cache(state),
             )
             state.op = layer = self.graph.add(op, self.meta(state, workdir, f"WORKDIR {path}"))
-        self.history(state, f"WORKDIR {normalized}", layer)
+        self.history(state, f"WORKDIR {workdir_as_set}", layer)
+
+    @staticmethod
+    def join_workdir(current: str, path: str) -> str:
+        joined = posixpath.normpath(posixpath.join("/", current, path))
+        return joined[1:] if joined.startswith("//") else joined
 
     def do_user(self, state: StageState, stage: Stage, user: User) -> None:
         value = self.expand(user, user.user, state.env_map())

@@ -198,3 +198,22 @@ def test_the_default_security_mode_keeps_the_digests_and_keys_of_before() -> Non
     assert b'"security"' not in canonical_json(cache_fields(sandbox, {}))
     assert b'"security":"insecure"' in canonical_json(insecure)
     assert b'"security":"insecure"' in canonical_json(cache_fields(insecure, {}))
+
+
+def test_an_absolute_workdir_is_kept_as_written_and_a_relative_one_is_joined_and_cleaned() -> None:
+    """BuildKit keeps an absolute WORKDIR exactly as written (trailing slash included) in the
+    config's WorkingDir and in history, and only joins and cleans a relative one:
+    dockerfile2llb's dispatchWorkdir calls system.NormalizeWorkdir -> NormalizePath(keepSlash=false)
+    in moby/buildkit util/system/path.go, which filepath.Join-s only a path that is not absolute,
+    and writes history as "WORKDIR " + that path."""
+    p = plan("FROM busybox\nWORKDIR /usr/src/\nRUN pwd\nWORKDIR app/./x/\n")
+    image = p.target.image
+    assert [h.created_by for h in image.history][-3:] == [
+        "WORKDIR /usr/src/",
+        "RUN /bin/sh -c pwd # buildkit",
+        "WORKDIR /usr/src/app/x",
+    ]
+    assert image.config["WorkingDir"] == "/usr/src/app/x"
+    [run] = execs(p)
+    assert run.cwd == "/usr/src/"
+    assert plan("FROM busybox\nWORKDIR /usr/src/\n").target.image.config["WorkingDir"] == "/usr/src/"
