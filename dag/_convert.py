@@ -252,9 +252,11 @@ class _Converter:
         try:
             ref = _normalize_ref(name)
         except Exception as error:  # ImageError from the reference parser
+            self.refuse_stage_typo(where, name)
             raise self.error(where, str(error)) from None
         image = self.images.lookup(ref, self.platform)
         if image is None:
+            self.refuse_stage_typo(where, name)
             self.missing.append(ref)
             return None, None
         if not image.config.get("rootfs", {}).get("diff_ids"):
@@ -262,6 +264,18 @@ class _Converter:
         op = ImageSource(ref=image.ref, manifest_digest=image.manifest_digest, platform=str(self.platform))
         digest = self.graph.add(op, OpMeta(f"FROM {image.ref}@{image.manifest_digest}", internal=True))
         return digest, image
+
+    def refuse_stage_typo(self, where: Instruction | Stage, name: str) -> None:
+        """A bare name that is no stage but close to one is a typo, not an image to
+        pull: BuildKit adds the same "did you mean" (its suggest package, over the
+        stage names) to the error of resolving the image; we say it before any pull."""
+        if any(mark in name for mark in ":/@"):
+            return  # a tag, digest or registry: meant as an image
+        from ._suggest import suggestion
+
+        close = suggestion(name.lower(), (s.name for s in self.dockerfile.stages if s.name))
+        if close is not None:
+            raise self.error(where, f'no stage named "{name}"; did you mean "{close}"?')
 
     def convert_stage(self, stage: Stage) -> StageResult:
         base = self.base_name(stage)

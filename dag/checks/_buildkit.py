@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from pybuild.cache import DockerIgnore
 from pybuild.errors import ExpansionError, PybuildError
@@ -40,6 +40,7 @@ from pybuild.oci import parse_reference
 
 from .._platform import Platform
 from .._scope import NON_ENV_ARGS, PROXY_ARGS
+from .._suggest import suggestion
 from ._model import CHECK_COMMENT, Source, keyword_as_written, stage_name_as_written
 from ._rules import Finding
 from ._walk import Scope, StageInfo, Step, Walk, expand
@@ -59,28 +60,6 @@ _ROOT_IGNORE_PATTERNS = frozenset({"*", "**", "**/*"})
 
 def _at(rule: str, node: Node, message: str, hint: str | None = None) -> Finding:
     return Finding(rule, node.span.start, node.span.end, message, hint)
-
-
-def suggestion(name: str, options: Iterable[str]) -> str | None:
-    """BuildKit's suggest: the closest option at edit distance 1 or 2, none on an exact match."""
-    best, best_distance = None, 3
-    for option in sorted(set(options)):
-        if option == name:
-            return None
-        distance = _levenshtein(name, option)
-        if distance < best_distance:
-            best, best_distance = option, distance
-    return best
-
-
-def _levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
 
 
 def is_secret_key(key: str) -> bool:

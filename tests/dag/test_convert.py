@@ -217,3 +217,38 @@ def test_an_absolute_workdir_is_kept_as_written_and_a_relative_one_is_joined_and
     [run] = execs(p)
     assert run.cwd == "/usr/src/"
     assert plan("FROM busybox\nWORKDIR /usr/src/\n").target.image.config["WorkingDir"] == "/usr/src/"
+
+
+class LocalImagesOnly(Images):
+    """Only busybox is available without a pull."""
+
+    def lookup(self, ref, platform):  # type: ignore[no-untyped-def]
+        return super().lookup(ref, platform) if "busybox" in ref else None
+
+
+@pytest.mark.parametrize(
+    ("line", "expected_line"),
+    [
+        ("COPY --from=biuld /out /out", 3),
+        ("RUN --mount=type=bind,from=Biuld,target=/mnt true", 3),
+        ("FROM biuld AS next", 3),
+    ],
+)
+def test_a_from_name_close_to_a_stage_says_which_stage_before_any_pull(line: str, expected_line: int) -> None:
+    """BuildKit wraps the error of resolving an unknown base name with its suggest
+    package (frontend/dockerfile/dockerfile2llb/convert.go:
+    suggest.WrapError(..., origName, <stage names>, true), moby/buildkit
+    util/suggest/error.go): a name at edit distance 1-2 of a stage gets
+    'did you mean'. pybuild says so before asking a registry for the image."""
+    text = f"FROM busybox AS build\nFROM busybox\n{line}\n"
+    with pytest.raises(DockerfileError) as caught:
+        convert(parse(text), BuildOptions(), LocalImagesOnly())
+    assert 'no stage named "biuld"; did you mean "build"?' in str(caught.value).lower()
+    assert caught.value.location is not None and caught.value.location.start_line == expected_line
+
+
+def test_a_from_name_close_to_no_stage_is_an_image_to_pull() -> None:
+    text = "FROM busybox AS build\nFROM busybox\nCOPY --from=alpine:3 /x /x\nCOPY --from=bild-tools /y /y\n"
+    with pytest.raises(MissingImages) as caught:
+        convert(parse(text), BuildOptions(), LocalImagesOnly())
+    assert caught.value.refs == ["docker.io/library/alpine:3", "docker.io/library/bild-tools:latest"]
