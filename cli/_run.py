@@ -123,6 +123,7 @@ def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, att
             memory_limit=record.memory,
             seccomp=record.seccomp,
             no_new_privileges=record.no_new_privileges,
+            etc_hostname=True,  # docker run mounts /etc/hostname; RUN steps do not
         ),
         cgroup_name=record.cgroup_name,
         tty=tty,

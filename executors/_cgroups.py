@@ -5,10 +5,10 @@ hierarchy serves what is decided from ``/proc/self/mountinfo``:
 
 - pids and memory: the cgroup v1 controller if it is mounted, else the v2
   controller if the v2 root offers it (then enabled in ``pybuild``'s subtree).
-- devices: cgroup v1 only.  Every device is denied except the ones the
-  sandbox binds into /dev, and those only for read and write, never for
-  mknod ("m"): a step cannot create device nodes although it keeps Docker's
-  CAP_MKNOD.  The kernel exempts overlay whiteouts (0/0) from the check.
+- devices: cgroup v1 only.  As in Docker, a step may create any node
+  (mknod, "m") but read and write only the ones the sandbox binds into
+  /dev: ``RUN mknod`` works and the node is kept in the layer, opening it
+  is refused unless it is one of those.
   On a v2-only machine no device rules are applied (see ``describe``).
 - kill: the v2 hierarchy's ``cgroup.kill`` when a v2 hierarchy is mounted
   (it needs no controller), else SIGKILL to every pid listed by a v1 group.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 CGROUP_PARENT = "pybuild"
 
-# (type, major, minor) readable and writable in the sandbox; see _sandbox.DEVICES.
+# (type, major, minor) readable and writable in the sandbox (see _sandbox.DEVICES), and mknod of any node.
 ALLOWED_DEVICES = (
     "c 1:3 rw",  # null
     "c 1:5 rw",  # zero
@@ -42,6 +42,8 @@ ALLOWED_DEVICES = (
     "c 5:0 rw",  # tty
     "c 5:2 rw",  # ptmx
     "c 136:* rw",  # pts/*
+    "c *:* m",  # Docker's default: creating any node is allowed, using it is not
+    "b *:* m",
 )
 
 _counter = itertools.count(1)

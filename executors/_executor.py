@@ -189,6 +189,7 @@ def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], proc
             "user": process.user,
             "network": process.network,
             "hostname": process.hostname,
+            "etc_hostname": process.etc_hostname,
             "extra_hosts": list(process.extra_hosts),
             **security_request(process),
         },

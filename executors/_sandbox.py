@@ -264,7 +264,9 @@ class _Monitor:
         directory = os.path.join(self.state, "etc")
         os.mkdir(directory, 0o755)
         result = []
-        for name in ETC_FILES:
+        # A RUN step keeps the image's /etc/hostname, as BuildKit's does; containers get one.
+        names = ETC_FILES if process.get("etc_hostname") else tuple(n for n in ETC_FILES if n != "hostname")
+        for name in names:
             path = os.path.join(directory, name)
             with open(path, "wb") as f:
                 f.write(contents[name])

@@ -110,6 +110,11 @@ class ProcessSpec:
     (Docker's default policy), ``unconfined`` or the JSON text of a
     profile in Docker's format.  ``no_new_privileges`` sets the process's
     no_new_privs bit (setuid binaries gain nothing).
+
+    ``etc_hostname`` mounts a file holding ``hostname`` at /etc/hostname,
+    as ``docker run`` does for containers.  A RUN step leaves it off: BuildKit
+    mounts only /etc/hosts and /etc/resolv.conf, so a step sees the image's
+    own /etc/hostname (or none) while its UTS hostname is ``hostname``.
     """
 
     args: tuple[str, ...]
@@ -126,6 +131,7 @@ class ProcessSpec:
     security: str = "sandbox"
     seccomp: str = "default"
     no_new_privileges: bool = False
+    etc_hostname: bool = False
 
 
 @dataclass(frozen=True)

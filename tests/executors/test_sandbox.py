@@ -72,19 +72,98 @@ async def test_recreated_directory_is_opaque(executor, make_rootfs) -> None:
 
 async def test_a_step_that_changes_nothing_leaves_an_empty_layer(executor, make_rootfs) -> None:
     rootfs = make_rootfs()
-    result, out, _ = await sh(executor, rootfs, "cat /etc/hosts /etc/hostname /etc/resolv.conf >/dev/null && ls /proc/1 >/dev/null && echo ok")
+    result, out, _ = await sh(executor, rootfs, "cat /etc/hosts /etc/resolv.conf >/dev/null && ls /proc/1 >/dev/null && echo ok")
     assert (result.exit_code, out) == (0, "ok\n")
     assert walk_upper(rootfs.upper) == {}
 
 
 async def test_hosts_files_are_provided(executor, make_rootfs) -> None:
     result, out, _ = await sh(
-        executor, make_rootfs(), "cat /etc/hosts; cat /etc/hostname; echo x >> /etc/hosts || echo readonly", extra_hosts=("db:10.1.2.3",)
+        executor,
+        make_rootfs(),
+        "cat /etc/hosts; cat /etc/hostname; echo x >> /etc/hosts || echo readonly",
+        extra_hosts=("db:10.1.2.3",),
+        etc_hostname=True,
     )
     assert result.exit_code == 0
     lines = out.splitlines()
     assert "127.0.0.1\tlocalhost buildkitsandbox" in lines and "10.1.2.3\tdb" in lines
     assert "buildkitsandbox" in lines and lines[-1] == "readonly"
+
+
+def image_with_hostname(tmp_path: Path, text: str) -> str:
+    """A layer holding only /etc/hostname, to stack over busybox (which has none)."""
+    layer = tmp_path / "hostname-layer"
+    (layer / "etc").mkdir(parents=True)
+    (layer / "etc" / "hostname").write_text(text)
+    return str(layer)
+
+
+async def test_a_step_sees_the_images_own_etc_hostname(executor, make_rootfs, tmp_path) -> None:
+    """BuildKit mounts only /etc/resolv.conf and /etc/hosts into a RUN step
+    (moby/buildkit executor/oci/spec_linux.go and executor/runcexecutor: the
+    "hostname" is set on the UTS namespace, /etc/hostname is left to the image),
+    so a step reads the image's /etc/hostname while `hostname` says
+    buildkitsandbox; nothing lands in the layer unless the step writes it."""
+    rootfs = make_rootfs(lowers=(image_with_hostname(tmp_path, "from-the-image\n"), *make_rootfs.lowers))
+    result, _, err = await sh(executor, rootfs, "cat /etc/hostname > /h; hostname > /c")
+    assert result.exit_code == 0, err
+    upper = Path(rootfs.upper)
+    assert (upper / "h").read_text() == "from-the-image\n"
+    assert (upper / "c").read_text() == "buildkitsandbox\n"
+    assert sorted(walk_upper(rootfs.upper)) == ["c", "h"]
+
+
+async def test_without_an_image_etc_hostname_a_step_has_none(executor, make_rootfs) -> None:
+    """BuildKit creates no /etc/hostname for a RUN step (executor/oci/spec_linux.go
+    mounts resolv.conf and hosts only): on an image without one it is absent."""
+    rootfs = make_rootfs()
+    result, out, err = await sh(executor, rootfs, "test -e /etc/hostname && echo present || echo absent; hostname")
+    assert (result.exit_code, out) == (0, "absent\nbuildkitsandbox\n"), err
+    assert walk_upper(rootfs.upper) == {}
+
+
+async def test_a_step_writing_etc_hostname_keeps_it_in_the_layer(executor, make_rootfs) -> None:
+    rootfs = make_rootfs()
+    result, _, err = await sh(executor, rootfs, "echo mine > /etc/hostname")
+    assert result.exit_code == 0, err
+    assert (Path(rootfs.upper) / "etc" / "hostname").read_text() == "mine\n"
+
+
+async def test_mknod_and_mkfifo_make_nodes_kept_in_the_layer(executor, make_rootfs) -> None:
+    """Docker's device cgroup lets a container create any node (rules "c *:* m"
+    and "b *:* m", moby/moby oci/devices_linux.go / BuildKit's default spec from
+    containerd oci/spec.go), so `RUN mknod` and `mkfifo` work and the nodes
+    are kept in the layer; a 0/0 whiteout is not confused with them."""
+    rootfs = make_rootfs()
+    script = "mknod /root/null c 1 3 && mknod /root/sda b 8 0 && mkfifo /p && echo x > /root/null && echo ok"
+    result, out, err = await sh(executor, rootfs, script)
+    assert (result.exit_code, out) == (0, "ok\n"), err
+    entries = walk_upper(rootfs.upper)
+    null, sda, fifo = entries["root/null"], entries["root/sda"], entries["p"]
+    assert stat.S_ISCHR(null.st_mode) and (os.major(null.st_rdev), os.minor(null.st_rdev)) == (1, 3)
+    assert stat.S_ISBLK(sda.st_mode) and (os.major(sda.st_rdev), os.minor(sda.st_rdev)) == (8, 0)
+    assert stat.S_ISFIFO(fifo.st_mode)
+
+
+@pytest.mark.parametrize("node", ["b 8 0", "c 1 1"])
+async def test_a_made_node_outside_the_default_set_cannot_be_opened(executor, make_rootfs, node: str) -> None:
+    """Creating is allowed, reading or writing stays limited to Docker's default
+    devices (null, zero, full, random, urandom, tty, ptmx, pts): the "rwm"
+    rules of moby/moby oci/defaults.go; anything else is EPERM."""
+    result, _, err = await sh(executor, make_rootfs(), f"mknod /root/n {node} && head -c1 /root/n")
+    assert result.exit_code != 0
+    assert "Operation not permitted" in err
+
+
+async def test_a_node_made_in_dev_is_not_kept(executor, make_rootfs) -> None:
+    """/dev of a BuildKit step is a tmpfs (containerd oci/mounts.go default
+    mounts, used by executor/oci/spec.go): a node made there works during the
+    step and is not in the layer."""
+    rootfs = make_rootfs()
+    result, out, err = await sh(executor, rootfs, "mknod /dev/x c 1 3 && echo y > /dev/x && echo ok")
+    assert (result.exit_code, out) == (0, "ok\n"), err
+    assert walk_upper(rootfs.upper) == {}
 
 
 async def test_workdir_is_created_and_stays_in_the_layer(executor, make_rootfs) -> None:
@@ -137,8 +216,7 @@ async def test_hostname_changes_stay_inside(executor, make_rootfs) -> None:
     "script",
     [
         "mkdir -p /mnt/p && mount -t proc proc /mnt/p",
-        "mknod /tmp/mem c 1 1",
-        "mknod /tmp/null c 1 3",
+        "mknod /tmp/mem c 1 1 && head -c1 /tmp/mem",
         "echo b > /proc/sysrq-trigger",
         "echo 1 > /proc/sys/kernel/sysrq",
         "touch /sys/kernel/x",

@@ -260,6 +260,14 @@ def test_a_foreground_container_keeps_its_output_and_exit_code(pb, clean_root: P
     pb("rm", "once")
 
 
+def test_a_container_gets_etc_hostname_unlike_a_run_step(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    """docker run mounts /etc/hostname holding the container's hostname
+    (moby/moby daemon/container_operations_unix.go); only BuildKit's RUN steps go without it."""
+    out = pb("run", "--name", "hn", busybox_image, "sh", "-c", "cat /etc/hostname; hostname").stdout.split()
+    assert len(out) == 2 and out[0] == out[1] and len(out[0]) == 12
+    pb("rm", "hn")
+
+
 def test_names_ids_and_running_containers(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
     first = pb("run", "-d", busybox_image, "sleep", "1000").stdout.strip()
     name = table(pb("ps").stdout)[0]["NAMES"]
