@@ -138,3 +138,46 @@ async def test_redirect_loops_end() -> None:
     async with RegistryClient(transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(RegistryError, match="redirected .* too many times"):
             await client.resolve(parse_reference("127.0.0.1:1/loop:1"), "linux/amd64")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ConnectError("[Errno 111] Connection refused"),
+        httpx.ConnectError("[Errno -2] Name or service not known"),
+    ],
+)
+async def test_an_unreachable_registry_is_tried_once_not_retried(
+    autojump_clock: trio.testing.MockClock, failure: httpx.ConnectError
+) -> None:
+    """A refused connection or a name that does not resolve will not pass by
+    waiting: BuildKit's registry retry handler retries only 5xx answers, EOF,
+    ECONNRESET, EPIPE, closed connections and temporary net errors
+    (moby/buildkit util/resolver/retryhandler/retry.go retryError), so an
+    image name that reaches no registry fails at once, not after five tries."""
+    attempts: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url)
+        raise failure
+
+    async with RegistryClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(RegistryError) as caught:
+            await client.resolve(parse_reference("127.0.0.1:1/far-away:1"), "linux/amd64")
+    assert len(attempts) == 1
+    assert "cannot connect" in str(caught.value) and "tried once" in str(caught.value)
+
+
+async def test_a_dropped_connection_is_still_retried(autojump_clock: trio.testing.MockClock) -> None:
+    attempts: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url)
+        if len(attempts) == 1:
+            raise httpx.ReadError("connection reset by peer")
+        return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
+
+    async with RegistryClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(NotFound):
+            await client.resolve(parse_reference("127.0.0.1:1/flaky:1"), "linux/amd64")
+    assert len(attempts) == 2
