@@ -101,8 +101,8 @@ def image_with_hostname(tmp_path: Path, text: str) -> str:
 
 async def test_a_step_sees_the_images_own_etc_hostname(executor, make_rootfs, tmp_path) -> None:
     """BuildKit mounts only /etc/resolv.conf and /etc/hosts into a RUN step
-    (moby/buildkit executor/oci/spec_linux.go and executor/runcexecutor: the
-    "hostname" is set on the UTS namespace, /etc/hostname is left to the image),
+    (moby/buildkit executor/oci/spec.go: generateMountOpts(resolvConf, hostsFile);
+    the hostname is only oci.WithHostname, the UTS name; /etc/hostname is the image's),
     so a step reads the image's /etc/hostname while `hostname` says
     buildkitsandbox; nothing lands in the layer unless the step writes it."""
     rootfs = make_rootfs(lowers=(image_with_hostname(tmp_path, "from-the-image\n"), *make_rootfs.lowers))
@@ -115,8 +115,9 @@ async def test_a_step_sees_the_images_own_etc_hostname(executor, make_rootfs, tm
 
 
 async def test_without_an_image_etc_hostname_a_step_has_none(executor, make_rootfs) -> None:
-    """BuildKit creates no /etc/hostname for a RUN step (executor/oci/spec_linux.go
-    mounts resolv.conf and hosts only): on an image without one it is absent."""
+    """BuildKit creates no /etc/hostname for a RUN step (moby/buildkit
+    executor/oci/spec.go mounts resolv.conf and hosts only): on an image
+    without one it is absent."""
     rootfs = make_rootfs()
     result, out, err = await sh(executor, rootfs, "test -e /etc/hostname && echo present || echo absent; hostname")
     assert (result.exit_code, out) == (0, "absent\nbuildkitsandbox\n"), err
@@ -131,10 +132,10 @@ async def test_a_step_writing_etc_hostname_keeps_it_in_the_layer(executor, make_
 
 
 async def test_mknod_and_mkfifo_make_nodes_kept_in_the_layer(executor, make_rootfs) -> None:
-    """Docker's device cgroup lets a container create any node (rules "c *:* m"
-    and "b *:* m", moby/moby oci/devices_linux.go / BuildKit's default spec from
-    containerd oci/spec.go), so `RUN mknod` and `mkfifo` work and the nodes
-    are kept in the layer; a 0/0 whiteout is not confused with them."""
+    """BuildKit's runc executor lets a step create any node: runc adds
+    "c *:* m" and "b *:* m" to every device cgroup (opencontainers/runc
+    libcontainer/specconv/spec_linux.go, AllowedDevices), so `RUN mknod` and
+    `mkfifo` work and the nodes are kept in the layer."""
     rootfs = make_rootfs()
     script = "mknod /root/null c 1 3 && mknod /root/sda b 8 0 && mkfifo /p && echo x > /root/null && echo ok"
     result, out, err = await sh(executor, rootfs, script)
@@ -148,18 +149,19 @@ async def test_mknod_and_mkfifo_make_nodes_kept_in_the_layer(executor, make_root
 
 @pytest.mark.parametrize("node", ["b 8 0", "c 1 1"])
 async def test_a_made_node_outside_the_default_set_cannot_be_opened(executor, make_rootfs, node: str) -> None:
-    """Creating is allowed, reading or writing stays limited to Docker's default
-    devices (null, zero, full, random, urandom, tty, ptmx, pts): the "rwm"
-    rules of moby/moby oci/defaults.go; anything else is EPERM."""
+    """Creating is allowed, reading or writing stays limited to the default
+    devices (null, zero, full, random, urandom, tty, ptmx, pts: runc's
+    AllowedDevices in libcontainer/specconv/spec_linux.go, after containerd's
+    default "deny all" in oci/spec_opts.go); anything else is EPERM."""
     result, _, err = await sh(executor, make_rootfs(), f"mknod /root/n {node} && head -c1 /root/n")
     assert result.exit_code != 0
     assert "Operation not permitted" in err
 
 
 async def test_a_node_made_in_dev_is_not_kept(executor, make_rootfs) -> None:
-    """/dev of a BuildKit step is a tmpfs (containerd oci/mounts.go default
-    mounts, used by executor/oci/spec.go): a node made there works during the
-    step and is not in the layer."""
+    """/dev of a BuildKit step is a tmpfs (containerd oci/mounts.go defaultMounts,
+    which executor/oci/spec.go's oci.GenerateSpec starts from): a node made
+    there works during the step and is not in the layer."""
     rootfs = make_rootfs()
     result, out, err = await sh(executor, rootfs, "mknod /dev/x c 1 3 && echo y > /dev/x && echo ok")
     assert (result.exit_code, out) == (0, "ok\n"), err

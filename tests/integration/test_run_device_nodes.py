@@ -25,10 +25,10 @@ def top_layer(cli, ref: str, tmp_path: Path) -> tarfile.TarFile:  # type: ignore
 
 
 def test_nodes_made_by_run_are_in_the_layer(cli, busybox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """BuildKit keeps what mknod and mkfifo make in the step's layer: Docker's
-    device cgroup allows "c *:* m" and "b *:* m" (moby/moby oci/defaults.go,
-    containerd oci/spec.go for BuildKit's executor/oci/spec.go), and the
-    differ writes char, block and FIFO entries (containerd archive/tar.go).
+    """BuildKit keeps what mknod and mkfifo make in the step's layer: runc's
+    device cgroup allows "c *:* m" and "b *:* m" (opencontainers/runc
+    libcontainer/specconv/spec_linux.go, AllowedDevices), and the differ
+    writes char, block and FIFO entries (containerd archive/tar.go).
     /dev is a tmpfs in a step (containerd oci/mounts.go), so a node made
     there is not kept."""
     (tmp_path / "Dockerfile").write_text(
@@ -46,8 +46,8 @@ def test_nodes_made_by_run_are_in_the_layer(cli, busybox_image: str, tmp_path: P
 
 def test_run_sees_the_images_etc_hostname(cli, busybox_image: str, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
     """BuildKit mounts /etc/resolv.conf and /etc/hosts into a step but not
-    /etc/hostname (moby/buildkit executor/oci/spec_linux.go); the UTS
-    hostname is buildkitsandbox (executor/runcexecutor/executor.go)."""
+    /etc/hostname (moby/buildkit executor/oci/spec.go, generateMountOpts);
+    the UTS hostname is buildkitsandbox (defaultHostname, oci.WithHostname)."""
     (tmp_path / "Dockerfile").write_text(
         "FROM busybox AS named\nRUN echo image-host > /etc/hostname\n"
         "FROM busybox AS none\nRUN test -e /etc/hostname && echo yes > /none || echo no > /none\n"
