@@ -173,6 +173,11 @@ class _Converter:
         stage = self.dockerfile.stage(name)
         return stage.index if stage is not None else None
 
+    def base_stage_index(self, base: str) -> int | None:
+        """The stage FROM names: by name only (a number is an image name there,
+        as in BuildKit, unlike ``COPY --from=0``)."""
+        return None if base.isdigit() else self.stage_index(base)
+
     def base_name(self, stage: Stage) -> str:
         name = self.expand(stage, stage.base, self.global_args)
         if not name:
@@ -182,7 +187,7 @@ class _Converter:
     def dependencies(self, stage: Stage) -> set[int]:
         deps: set[int] = set()
         base = self.base_name(stage)
-        index = self.stage_index(base) if not base.isdigit() else None
+        index = self.base_stage_index(base)
         if index is not None and index < stage.index:
             deps.add(index)
         for instruction in stage.instructions:
@@ -280,7 +285,7 @@ class _Converter:
     def convert_stage(self, stage: Stage) -> StageResult:
         base = self.base_name(stage)
         name = stage.name or f"stage-{stage.index}"
-        base_index = self.stage_index(base)
+        base_index = self.base_stage_index(base)
         triggers: list[str] = []
         if base_index is not None and base_index < stage.index:
             parent = self.results[base_index]

@@ -252,3 +252,18 @@ def test_a_from_name_close_to_no_stage_is_an_image_to_pull() -> None:
     with pytest.raises(MissingImages) as caught:
         convert(parse(text), BuildOptions(), LocalImagesOnly())
     assert caught.value.refs == ["docker.io/library/alpine:3", "docker.io/library/bild-tools:latest"]
+
+
+def test_from_a_number_names_an_image_not_a_stage_index() -> None:
+    """``FROM 0`` after a stage is the image ``0`` (as BuildKit reads FROM: stages by name;
+    only ``COPY --from`` takes an index): it is looked up as an image, never a KeyError."""
+    images = Images()
+    looked_up: list[str] = []
+
+    class Recording(Images):
+        def lookup(self, ref, platform):  # type: ignore[no-untyped-def]
+            looked_up.append(ref)
+            return images.lookup(ref, platform)
+
+    convert(parse("FROM busybox\nRUN true\nFROM 0\nRUN true\n"), BuildOptions(), Recording())
+    assert any(ref.endswith("/0:latest") or ref == "0" for ref in looked_up), looked_up
