@@ -14,8 +14,8 @@ it, and which layers two images share (by chain ID).
 Layer trees are overlay upper directories, as overlayfs writes them:
 a whiteout is a character device 0/0, an opaque directory carries
 ``trusted.overlay.opaque=y``.  Sizes come from ``lstat`` (no file is read),
-counted as Docker counts them: regular files by their length, symlinks and
-other entries as 0, hard links of one layer once.  Indexes are 0-based, bottom
+counted as Docker counts them: every non-directory, symlinks by their
+target's length, hard links of one layer once.  Indexes are 0-based, bottom
 layer first.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from pybuild.errors import StoreError
 
-from ._layers import OPAQUE_XATTR, docker_counted_bytes, is_whiteout
+from ._layers import OPAQUE_XATTR, is_whiteout
 from ._store import ImageStore, StoredImage, chain_ids
 
 
@@ -215,10 +215,10 @@ class _Replay:
             key = (index, link)
             self.names_left[key] = self.names_left.get(key, 0) + 1
         if link is None or link not in seen_links:  # a layer holds a hard-linked file's bytes once
-            tally.content += docker_counted_bytes(st)
+            tally.content += st.st_size
             if link is not None:
                 seen_links.add(link)
-        merged[name] = (index, link, docker_counted_bytes(st))
+        merged[name] = (index, link, st.st_size)
 
     def _directory(self, index: int, path: bytes, host: str | bytes, below: _Dir | _Leaf | None) -> _Dir:
         """The merged directory for a directory of the layer: the one below,

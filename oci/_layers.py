@@ -64,20 +64,12 @@ class LayerStats:
     tar_bytes: int
     whiteouts: int
     diff_id: str | None = None
+    link_target_bytes: int = 0  # symlink targets' lengths (their lstat sizes)
 
     @property
     def docker_size(self) -> int:
-        """Docker's size of the layer: its regular files' bytes, hard links once."""
-        return self.content_bytes
-
-
-def docker_counted_bytes(st: os.stat_result) -> int:
-    """What Docker's layer size counts of an entry: a regular file's length.
-
-    Docker sums the tar headers' sizes as it applies a layer (moby
-    pkg/archive/diff.go UnpackLayer), and a symlink's header has size 0.
-    """
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+        """Docker's size of the layer: lstat sizes of all but directories, hard links once."""
+        return self.content_bytes + self.link_target_bytes
 
 
 def is_whiteout(st: os.stat_result) -> bool:
@@ -103,6 +95,7 @@ class _Writer:
         self._links: dict[tuple[int, int], bytes] = {}
         self.entries = 0
         self.content_bytes = 0
+        self.link_target_bytes = 0
         self.tar_bytes = 0
         self.whiteouts = 0
 
@@ -181,6 +174,7 @@ class _Writer:
         if stat.S_ISREG(mode):
             self._regular(path, name, st.st_size, common)
         elif stat.S_ISLNK(mode):
+            self.link_target_bytes += st.st_size
             self._emit(encode_header(name, SYMLINK, linkname=os.readlink(path), **common))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = CHARDEV if stat.S_ISCHR(mode) else BLOCKDEV
@@ -282,4 +276,5 @@ def write_layer(tree: Path, out: BinaryIO, *, mtime: int | None = None) -> Layer
         content_bytes=writer.content_bytes,
         tar_bytes=writer.tar_bytes,
         whiteouts=writer.whiteouts,
+        link_target_bytes=writer.link_target_bytes,
     )

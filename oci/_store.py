@@ -41,7 +41,6 @@ from ._formats import (
     rfc3339,
     sha256_digest,
 )
-from ._layers import docker_counted_bytes
 from ._reference import Reference, parse_reference
 from ._budget import unpack_limit
 from ._tar_apply import apply_layer
@@ -143,8 +142,8 @@ class _Discard:
 
 
 def docker_size(tree: Path) -> int:
-    """The size Docker reports for a layer: its regular files' lengths (not
-    symlinks' targets, see ``docker_counted_bytes``), hard links once."""
+    """The size Docker reports for a layer: lstat sizes of everything but
+    directories (so symlinks count their target's length), hard links once."""
     linked: set[int] = set()
     total = 0
     stack = [os.fsencode(tree)]
@@ -159,7 +158,7 @@ def docker_size(tree: Path) -> int:
                     if st.st_ino in linked:
                         continue
                     linked.add(st.st_ino)
-                total += docker_counted_bytes(st)
+                total += st.st_size
     return total
 
 

@@ -10,9 +10,6 @@ Retries never multiply the wait: every operation runs under the overall
 deadline of ``_network`` (back-off included: no sleep starts that would end
 past it), each attempt under its stall watch, and a timed-out attempt (a
 silent or dripping server) is tried again only ``timeout_retries`` times.
-A registry that cannot be reached at all (connection refused, a name that
-does not resolve) is not tried again: waiting will not change that, and
-BuildKit's retry handler does not retry it either.
 """
 
 from __future__ import annotations
@@ -43,17 +40,14 @@ class TransientError(Exception):
     ``reason`` must not contain credentials: it is built from status lines,
     exception class names and byte counts only.  ``timed_out`` marks a
     connect or stall timeout, which is retried at most ``timeout_retries``
-    times; ``unreachable`` a connection that could not be made, not retried.
+    times.
     """
 
-    def __init__(
-        self, reason: str, *, retry_after: float | None = None, timed_out: bool = False, unreachable: bool = False
-    ) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None, timed_out: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.timed_out = timed_out
-        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -109,18 +103,7 @@ def describe_transport_error(error: httpx.TransportError, limits: NetworkLimits 
 def transport_error(prefix: str, error: httpx.TransportError, limits: NetworkLimits | None = None) -> TransientError:
     """The TransientError for an httpx failure: "GET URL: cause"."""
     reason = describe_transport_error(error, limits)
-    return TransientError(
-        f"{prefix}: {reason}" if prefix else reason,
-        timed_out=isinstance(error, httpx.TimeoutException),
-        unreachable=is_unreachable(error),
-    )
-
-
-def is_unreachable(error: httpx.TransportError) -> bool:
-    """A connection that could not be made (refused, no route, a name that does
-    not resolve): BuildKit's retryhandler (util/resolver/retryhandler/retry.go)
-    retries only resets, EOFs, broken pipes and temporary errors."""
-    return isinstance(error, httpx.ConnectError) and "reset" not in str(error).lower()
+    return TransientError(f"{prefix}: {reason}" if prefix else reason, timed_out=isinstance(error, httpx.TimeoutException))
 
 
 async def with_retries(
@@ -150,8 +133,7 @@ async def with_retries(
                     error = failed
                 timeouts += error.timed_out
                 delay = policy.delay(n, error.retry_after)
-                out_of_tries = n >= policy.retries or timeouts > policy.timeout_retries or error.unreachable
-                if out_of_tries or trio.current_time() + delay >= op.deadline:
+                if n >= policy.retries or timeouts > policy.timeout_retries or trio.current_time() + delay >= op.deadline:
                     tries = "once" if n == 0 else f"{n + 1} times"
                     raise RegistryError(
                         f"{what} failed: {error.reason} (tried {tries})",
