@@ -40,23 +40,30 @@ def _installed(package: str) -> bool:
     return result.returncode == 0 and result.stdout.endswith(" installed")
 
 
+def cached_gcc_rootfs(name: str, extra_packages: tuple[str, ...] = ()) -> Path:
+    """make-gcc-rootfs's tar (with ``--package`` for each of ``extra_packages``), kept in
+    CACHE as NAME-KEY-SCRIPT.tar: made again only when the packages or the script change."""
+    missing = [p for p in ("gcc", "libc6-dev", "busybox-static", *extra_packages) if not _installed(p)]
+    if missing:
+        peer_unavailable(f"not installed: {' '.join(missing)}", " ".join(missing))
+    flags = [f"--package={p}" for p in extra_packages]
+    key = subprocess.run([sys.executable, str(MAKE_GCC_ROOTFS), *flags, "--key"], capture_output=True, text=True, check=True).stdout.strip()
+    script = hashlib.sha256(MAKE_GCC_ROOTFS.read_bytes()).hexdigest()[:12]
+    path = CACHE / f"{name}-{key}-{script}.tar"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        for old in CACHE.glob(f"{name}-*.tar"):
+            old.unlink(missing_ok=True)
+        partial = CACHE / f".{path.name}.{os.getpid()}"
+        subprocess.run([sys.executable, str(MAKE_GCC_ROOTFS), *flags, str(partial)], check=True, capture_output=True)
+        os.replace(partial, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def gcc_tar() -> Path:
     """The gcc base's root filesystem tar, made once per package versions and script."""
-    missing = [p for p in ("gcc", "libc6-dev", "busybox-static") if not _installed(p)]
-    if missing:
-        peer_unavailable(f"not installed: {' '.join(missing)}", " ".join(missing))
-    key = subprocess.run([sys.executable, str(MAKE_GCC_ROOTFS), "--key"], capture_output=True, text=True, check=True).stdout.strip()
-    script = hashlib.sha256(MAKE_GCC_ROOTFS.read_bytes()).hexdigest()[:12]
-    path = CACHE / f"gcc-rootfs-{key}-{script}.tar"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.glob("gcc-rootfs-*.tar"):
-            old.unlink(missing_ok=True)
-        partial = CACHE / f".{path.name}.{os.getpid()}"
-        subprocess.run([sys.executable, str(MAKE_GCC_ROOTFS), str(partial)], check=True, capture_output=True)
-        os.replace(partial, path)
-    return path
+    return cached_gcc_rootfs("gcc-rootfs")
 
 
 @pytest.fixture
