@@ -47,9 +47,9 @@ from pybuild.oci import ResolvedImage, redact_urls
 
 from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
-from ._image import DEFAULT_PATH, HistoryStep, set_env
+from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
 from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileAction, OpMeta, RunMount
-from ._platform import Platform, host_platform, platform_args
+from ._platform import Platform, host_platform, platform_args, target_in_env
 from ._runmount import MountSyntaxError, parse_mount
 from ._scope import PROXY_ARGS, arg_value, env_assignments, global_arg_values, target_stage, with_default_path
 from ._signals import parse_signal
@@ -62,11 +62,13 @@ class ImageLookup(Protocol):
 
 
 class MissingImages(Exception):
-    """Base images that must be pulled before the graph can be built."""
+    """Base images that must be pulled before the graph can be built: ``refs`` by
+    name, ``wanted`` each with the platform it is needed for."""
 
-    def __init__(self, refs: list[str]) -> None:
+    def __init__(self, refs: list[str], wanted: list[tuple[str, Platform]] | None = None) -> None:
         super().__init__(", ".join(refs))
         self.refs = refs
+        self.wanted = wanted if wanted is not None else [(ref, host_platform()) for ref in refs]
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,10 @@ class BuildOptions:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
-    platform: Platform = field(default_factory=host_platform)
+    platform: Platform = field(default_factory=host_platform)  # the target of one conversion
+    # --platform as asked (empty: none asked, the host's implicitly); with several,
+    # ``convert`` makes one plan per platform on one graph
+    platforms: tuple[Platform, ...] = ()
     network: str = "default"
     no_cache: bool = False
     no_cache_stages: frozenset[str] = frozenset()
@@ -91,6 +96,9 @@ class BuildPlan:
     stages: tuple[StageResult, ...]
     context_op: str | None  # the build context source, if any step reads it
     warnings: tuple[str, ...] = ()
+    platform: Platform | None = None  # the target platform this plan builds
+    # several target platforms: one plan each, all on this plan's merged ``definition``
+    targets: tuple[BuildPlan, ...] = ()
 
 
 def _normalize_ref(ref: str) -> str:
@@ -105,14 +113,20 @@ _MAX_EXPANDED = 64 * 1024 * 1024
 
 
 class _Converter:
-    def __init__(self, dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup) -> None:
+    def __init__(
+        self, dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup, graph: GraphBuilder | None = None
+    ) -> None:
         self.dockerfile = dockerfile
         self.options = options
         self.images = images
         self.lex = ShellLex(dockerfile.escape)
-        self.graph = GraphBuilder()
+        self.graph = graph if graph is not None else GraphBuilder()  # shared by every target platform's conversion
         self.platform = options.platform
-        self.missing: list[str] = []
+        self.host = host_platform()
+        # BuildKit's MultiPlatformRequested: progress names then carry each step's platform
+        self.prefix_platform = len(options.platforms) > 1
+        self.missing: list[tuple[str, Platform]] = []
+        self.warnings: list[str] = []
         self.context_op: str | None = None
         self.results: dict[int, StageResult] = {}
         self.expanded = 0  # characters made by variable expansion so far
@@ -239,36 +253,81 @@ class _Converter:
         for stage in stages:
             self.results[stage.index] = self.convert_stage(stage)
         if self.missing:
-            raise MissingImages(sorted(set(self.missing)))
+            raise MissingImages(sorted({ref for ref, _ in self.missing}), list(dict.fromkeys(self.missing)))
         result = self.results[target.index]
         if self.options.labels:
             config = dict(result.image.config)
             config["Labels"] = {**(config.get("Labels") or {}), **self.options.labels}
             result = replace(result, image=replace(result.image, config=MappingProxyType(config)))
+        if self.options.platforms:
+            result = replace(result, image=self.as_target_platform(result.image))
         return BuildPlan(
             definition=self.graph.build(),
             target=result,
             stages=tuple(self.results[s.index] for s in stages),
             context_op=self.context_op,
+            warnings=tuple(self.warnings),
+            platform=self.platform,
         )
 
-    def image_source(self, where: Instruction | Stage, name: str) -> tuple[str | None, ResolvedImage | None]:
-        """The op and config of an image; (None, None) when it must be pulled first."""
+    def as_target_platform(self, image: StageImage) -> StageImage:
+        """An asked-for platform is the image's, whatever its last stage ran as
+        (BuildKit's finalizeResultImage: a FROM --platform=$BUILDPLATFORM last
+        stage still makes the target's image); the variant is kept only when
+        the os and architecture already agreed and the target names none."""
+        target = self.platform
+        same = (image.os, image.architecture) == (target.os, target.architecture)
+        variant = target.variant if target.variant or not same else image.variant
+        return replace(image, os=target.os, architecture=target.architecture, variant=variant)
+
+    def image_source(
+        self, where: Instruction | Stage, name: str, platform: Platform | None = None
+    ) -> tuple[str | None, ResolvedImage | None]:
+        """The op and config of an image for ``platform`` (default: the target's);
+        (None, None) when it must be pulled first."""
+        platform = platform or self.platform
         try:
             ref = _normalize_ref(name)
         except Exception as error:  # ImageError from the reference parser
             self.refuse_stage_typo(where, name)
             raise self.error(where, str(error)) from None
-        image = self.images.lookup(ref, self.platform)
+        image = self.images.lookup(ref, platform)
         if image is None:
             self.refuse_stage_typo(where, name)
-            self.missing.append(ref)
+            self.missing.append((ref, platform))
             return None, None
         if not image.config.get("rootfs", {}).get("diff_ids"):
             return None, image  # an image with no layers is scratch
-        op = ImageSource(ref=image.ref, manifest_digest=image.manifest_digest, platform=str(self.platform))
-        digest = self.graph.add(op, OpMeta(f"FROM {image.ref}@{image.manifest_digest}", internal=True))
+        op = ImageSource(ref=image.ref, manifest_digest=image.manifest_digest, platform=str(platform))
+        shown = f"[{platform} internal] " if self.prefix_platform else ""
+        digest = self.graph.add(op, OpMeta(f"{shown}FROM {image.ref}@{image.manifest_digest}", internal=True))
         return digest, image
+
+    def check_base_platform(self, stage: Stage, name: str, platform: Platform, image: ResolvedImage) -> None:
+        """A base of another platform than the stage's is used with a warning, as
+        BuildKit's InvalidBaseImagePlatform check (validateBaseImagePlatform)."""
+        found = (image.config.get("os") or "", image.config.get("architecture") or "")
+        if not found[1] or found == (platform.os, platform.architecture):
+            return
+        actual = Platform(found[0] or platform.os, found[1], image.config.get("variant") or "").normalized()
+        self.warnings.append(
+            f"{self.dockerfile.file}:{stage.from_.span.start}: InvalidBaseImagePlatform: Base image {name} was pulled "
+            f'with platform "{actual}", expected "{platform}" for current build'
+        )
+
+    def stage_platform(self, stage: Stage, parent: StageResult | None) -> Platform:
+        """What a stage's RUN steps run as: its FROM --platform (expanded with the
+        meta ARGs, BUILDPLATFORM and TARGETPLATFORM among them), else its base
+        stage's, else the target's (BuildKit's dispatchState.platform)."""
+        if not stage.platform:
+            return parent.platform if parent is not None and parent.platform is not None else self.platform
+        text = self.expand(stage, stage.platform, self.global_args)
+        if not text:
+            raise self.error(stage, f"empty platform value from expression {stage.platform}")
+        try:
+            return Platform.parse(text)
+        except ValueError as error:
+            raise self.error(stage, f"failed to parse platform {stage.platform}: {error}") from None
 
     def refuse_stage_typo(self, where: Instruction | Stage, name: str) -> None:
         """A bare name that is no stage but close to one is a typo, not an image to
@@ -287,19 +346,23 @@ class _Converter:
         name = stage.name or f"stage-{stage.index}"
         base_index = self.base_stage_index(base)
         triggers: list[str] = []
-        if base_index is not None and base_index < stage.index:
+        from_stage = base_index is not None and base_index < stage.index
+        platform = self.stage_platform(stage, self.results[base_index] if from_stage and base_index is not None else None)
+        if from_stage and base_index is not None:
             parent = self.results[base_index]
             state = self.state_from_result(stage, name, parent)
             triggers = list(parent.image.config.get("OnBuild") or [])
         elif base.lower() == "scratch":
             state = self.empty_state(stage, name)
         else:
-            op, image = self.image_source(stage, base)
+            op, image = self.image_source(stage, base, platform)
             state = self.empty_state(stage, name)
             if image is not None:
-                state = self.state_from_image(stage, name, op, image)
+                self.check_base_platform(stage, base, platform, image)
+                state = self.state_from_image(stage, name, op, image, platform)
                 triggers = list(image.config.get("config", {}).get("OnBuild") or [])
                 state.config.pop("OnBuild", None)
+        state.platform = platform
         state.config["Env"] = with_default_path(state.config.get("Env") or [])
         state.env = list(state.config["Env"])
         from_is_a_step = not (base_index is not None or base.lower() == "scratch")
@@ -331,12 +394,12 @@ class _Converter:
             author=None, base_history=(), base_diff_ids=(), history=[], args=[],
         )
 
-    def state_from_image(self, stage: Stage, name: str, op: str | None, image: ResolvedImage) -> StageState:
+    def state_from_image(self, stage: Stage, name: str, op: str | None, image: ResolvedImage, platform: Platform) -> StageState:
         config = copy.deepcopy(dict(image.config.get("config") or {}))
         return StageState(
             index=stage.index, name=name, op=op, env=[], config=config,
-            os=image.config.get("os", self.platform.os),
-            architecture=image.config.get("architecture", self.platform.architecture),
+            os=image.config.get("os", platform.os),
+            architecture=image.config.get("architecture", platform.architecture),
             variant=image.config.get("variant", ""),
             author=image.config.get("author"),
             base_history=tuple(image.config.get("history") or ()),
@@ -362,7 +425,7 @@ class _Converter:
         state.step += 1
         # BuildKit names the stage in progress only when the Dockerfile has several
         label = f"{state.name} " if len(self.dockerfile.stages) > 1 else ""
-        prefix = f"[{label}{state.step}/{max(state.total, state.step)}] "
+        prefix = f"[{self.platform_label(state)}{label}{state.step}/{max(state.total, state.step)}] "
         return OpMeta(
             description=prefix + description,
             stage=state.name,
@@ -370,6 +433,19 @@ class _Converter:
             step=(state.step, state.total),
             args=frozenset(name for name, _ in state.args),
         )
+
+    def platform_label(self, state: StageState) -> str:
+        """With several target platforms, the platform a step runs as, and the
+        target its TARGET* ARGs name when that differs: ``linux/amd64->arm64 ``
+        (BuildKit's prefixCommand and formatTargetPlatform). A step that uses no
+        TARGET* ARG is the same op for every target, and so is its name."""
+        if not self.prefix_platform or state.platform is None:
+            return ""
+        target = target_in_env(state.env_map())
+        if target is None:
+            return f"{state.platform} "
+        target = Platform(target.os or state.platform.os, target.architecture or state.platform.architecture, target.variant)
+        return f"{state.platform}{target.relative_to(state.platform)} "
 
     def ignore_cache(self, state: StageState) -> bool:
         return self.options.no_cache or state.name in self.options.no_cache_stages
@@ -582,6 +658,7 @@ class _Converter:
             network=network,
             mounts=tuple(mounts),
             security=security,
+            platform=str(state.platform) if state.platform not in (None, self.host) else "",
             proxy_env=proxy,
             ignore_cache=self.ignore_cache(state),
         )
@@ -674,5 +751,33 @@ class _Converter:
 
 
 def convert(dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup) -> BuildPlan:
-    """Build the graph and image config for ``options.target`` (default: the last stage)."""
-    return _Converter(dockerfile, options, images).convert()
+    """Build the graph and image config for ``options.target`` (default: the last stage).
+
+    With several ``options.platforms``, the Dockerfile is converted once per
+    target platform into one graph (BuildKit converts per TargetPlatform too):
+    ops are content-addressed, so a step whose inputs are the same for every
+    target (a ``FROM --platform=$BUILDPLATFORM`` stage before any TARGET* ARG)
+    is one op, solved once; the plan's ``targets`` are the per-platform plans.
+    """
+    if len(options.platforms) <= 1:
+        single = replace(options, platform=options.platforms[0]) if options.platforms else options
+        return _Converter(dockerfile, single, images).convert()
+    graph = GraphBuilder()
+    plans: list[BuildPlan] = []
+    missing: list[tuple[str, Platform]] = []
+    for platform in options.platforms:
+        try:
+            plans.append(_Converter(dockerfile, replace(options, platform=platform), images, graph).convert())
+        except MissingImages as error:
+            missing.extend(error.wanted)  # every platform's missing bases, pulled in one round
+    if missing:
+        raise MissingImages(sorted({ref for ref, _ in missing}), list(dict.fromkeys(missing)))
+    definition = graph.build()
+    targets = tuple(replace(plan, definition=definition) for plan in plans)
+    first = targets[0]
+    return replace(
+        first,
+        context_op=next((p.context_op for p in targets if p.context_op), None),
+        warnings=tuple(dict.fromkeys(w for p in targets for w in p.warnings)),
+        targets=targets,
+    )

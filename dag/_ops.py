@@ -119,6 +119,9 @@ class ExecOp:
     # "sandbox" or "insecure" (RUN --security=insecure: every capability, no syscall
     # filter); part of the key, so neither mode's result stands in for the other's
     security: str = added_later("sandbox")
+    # the platform the step runs for ("linux/arm64"), set only when it is not the
+    # host's: host steps keep their keys, and an arm64 run never stands in for an amd64 one
+    platform: str = added_later("")
     proxy_env: tuple[str, ...] = cache_neutral(())
     ignore_cache: bool = cache_neutral(False)
 

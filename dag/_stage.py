@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._image import HistoryStep, StageImage
+from ._platform import Platform
 from ._scope import env_map
 
 
@@ -20,6 +21,7 @@ class StageResult:
     name: str  # the stage's name, or "stage-N"
     op: str | None  # the op whose result is the stage's filesystem; None for scratch
     image: StageImage
+    platform: Platform | None = None  # what its RUN steps run as (FROM --platform, or the target)
 
 
 @dataclass
@@ -42,6 +44,8 @@ class StageState:
     cmd_set: bool = False
     step: int = 0
     total: int = 0
+    platform: Platform | None = None  # FROM --platform's, a base stage's, or the target's
+
 
     def env_map(self) -> dict[str, str]:
         return env_map(self.env)
@@ -65,4 +69,4 @@ class StageState:
             base_diff_ids=self.base_diff_ids,
             history=tuple(self.history),
         )
-        return StageResult(self.index, self.name, self.op, image)
+        return StageResult(self.index, self.name, self.op, image, self.platform)
