@@ -16,10 +16,12 @@ from pybuild import _lazy
 from ._reference import Reference as Reference
 from ._reference import parse_reference as parse_reference
 from ._store import ImageStore as ImageStore
+from ._store import IndexEntry as IndexEntry
 from ._store import Layer as Layer
 from ._store import Removal as Removal
 from ._store import ResolvedImage as ResolvedImage
 from ._store import StoredImage as StoredImage
+from ._store import StoredIndex as StoredIndex
 from ._store import chain_ids as chain_ids
 
 _LAZY = {
@@ -106,11 +108,13 @@ _LAZY = {
 
 __all__ = [
     "ImageStore",
+    "IndexEntry",
     "Layer",
     "Removal",
     "Reference",
     "ResolvedImage",
     "StoredImage",
+    "StoredIndex",
     "chain_ids",
     "parse_reference",
     *_LAZY,

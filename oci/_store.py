@@ -36,11 +36,13 @@ from pybuild.errors import CorruptContent, ImageError, NotFound
 from ._compression import ByteSink, Compression, compress_layer, compress_stream, layer_media_type
 from ._formats import (
     MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
     canonical_json,
     rfc3339,
     sha256_digest,
 )
+from ._platforms import config_platform, host_platform, pick_platform, platform_json, platform_key
 from ._reference import Reference, parse_reference
 from ._budget import unpack_limit
 from ._tar_apply import apply_layer
@@ -52,6 +54,7 @@ SNAPSHOT_RECORD = "snapshot:"  # cache-index records describing a snapshot's lay
 CHAIN_RECORD = "chain:"  # cache-index records: chain ID -> snapshot
 SIZE_RECORD = CHAIN_RECORD + "size:"  # diffID -> {"size": tar bytes, "content": Docker's size}
 ORIGIN_RECORD = "origin:"  # blob digest -> {"repos": JSON list of registry/repository it came from}
+INDEX_META = "index"  # the key that makes an image record an image index (its meta says which images)
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,16 @@ class StoredImage:
     tags: tuple[str, ...] = ()  # normalized references, sorted
     repo_digests: tuple[str, ...] = ()  # registry/repository@sha256:..., sorted
     last_tag_time: float = 0.0
+    indexes: tuple[str, ...] = ()  # digests of the stored image indexes that list it
 
     @property
     def short_id(self) -> str:
         return self.id.split(":", 1)[1][:12]
+
+    @property
+    def platform(self) -> str:
+        """What its config says it runs on: ``linux/arm64``."""
+        return config_platform(self.config)
 
     @property
     def created_at(self) -> float:
@@ -103,7 +112,62 @@ class StoredImage:
 
     @property
     def dangling(self) -> bool:
-        """Untagged (``<none>:<none>`` in ``images``), as Docker's ``dangling=true`` filter means it."""
+        """Untagged (``<none>:<none>`` in ``images``), as Docker's ``dangling=true`` filter means it.
+        An image an index lists is that index's, not dangling."""
+        return not self.tags and not self.indexes
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One platform's image in a stored index."""
+
+    platform: str  # normalized: linux/amd64, linux/arm64, linux/arm/v7
+    image: StoredImage
+    manifest_digest: str
+
+
+@dataclass(frozen=True)
+class StoredIndex:
+    """An OCI image index of the store: one image per platform under one tag.
+
+    Like containerd's image store, the tag names the index (its digest is
+    what ``images`` shows as the ID) and each platform's image is an image
+    record of its own, untagged but kept while an index lists it.  A pulled
+    index keeps the registry's index blob and lists the platforms pulled.
+    """
+
+    digest: str
+    media_type: str
+    manifests: tuple[IndexEntry, ...]
+    tags: tuple[str, ...] = ()  # normalized references, sorted
+    created: float = 0.0  # when the store got it
+    repo_digests: tuple[str, ...] = ()
+    source: str = ""  # registry/repository a pulled index came from; "" if made here
+
+    @property
+    def short_id(self) -> str:
+        return self.digest.split(":", 1)[1][:12]
+
+    @property
+    def id(self) -> str:
+        return self.digest
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(entry.platform for entry in self.manifests)
+
+    @property
+    def created_at(self) -> float:
+        """The newest of its images' ``created``, else when it was stored."""
+        return max((entry.image.created_at for entry in self.manifests), default=self.created)
+
+    @property
+    def size(self) -> int:
+        """Its images' sizes added up, as Docker's containerd store counts an index."""
+        return sum(entry.image.size for entry in self.manifests)
+
+    @property
+    def dangling(self) -> bool:
         return not self.tags
 
 
@@ -243,6 +307,8 @@ class ImageStore:
     def _by_reference(self, ref: Reference) -> str | None:
         if ref.digest is None:
             return self.root.index.get_tag(str(ref))
+        if self._index_record(ref.digest) is not None:
+            return ref.digest  # name@digest of an index the store keeps
         # A digest names content, so any image with that manifest (or pulled
         # by that index digest) is the one, whatever name it is stored under.
         for record in self.root.index.images():
@@ -255,13 +321,34 @@ class ImageStore:
 
     # ------------------------------------------------------------ reading
 
-    def get(self, name_or_id: str) -> StoredImage:
-        return self.by_id(self.resolve_id(name_or_id))
+    def get(self, name_or_id: str, platform: str | None = None) -> StoredImage:
+        """The image a name or ID names; an index's image for ``platform`` (None: the host's).
+
+        A plain image asked for another ``platform`` than its own is refused, as
+        ``docker inspect --platform`` refuses it.
+        """
+        digest = self.resolve_id(name_or_id)
+        record = self._index_record(digest)
+        if record is not None:
+            return self._platform_image(self._index_of(record), platform, name_or_id)
+        image = self.by_id(digest)
+        if platform is not None and image.config.get("architecture") and not _serves(image.platform, platform):
+            raise ImageError(
+                f"image {name_or_id.strip()} was found but its platform ({image.platform}) does not match the specified platform ({platform})",
+                hint="leave out --platform, or build or pull the image for that platform",
+            )
+        return image
 
     def by_id(self, image_id: str) -> StoredImage:
         record = self.root.index.get_image(image_id)
         if record is None:
             raise NotFound(f"no such image: {image_id}")
+        if INDEX_META in record.meta:
+            index = self._index_of(record)
+            raise ImageError(
+                f"{index.short_id} is an image index ({', '.join(index.platforms)}), not one image",
+                hint="name one platform's image with --platform",
+            )
         tags = [t for t in self.root.index.tags() if t.digest == image_id]
         if not self.root.blobs.has(image_id):
             summary = self._image(record, record.meta.get("config_summary", {}), tags, {})
@@ -278,6 +365,7 @@ class ImageStore:
         out = [
             self._image(record, record.meta.get("config_summary", {}), by_image.get(record.digest, []), sizes)
             for record in self.root.index.images()
+            if INDEX_META not in record.meta
         ]
         return sorted(out, key=lambda image: (image.created_at, image.created, image.id), reverse=True)
 
@@ -287,15 +375,32 @@ class ImageStore:
         return StoredImage(
             record.digest, record.meta["manifest"], config, layers, record.created, size,
             tuple(sorted(t.name for t in tags)), tuple(sorted(record.meta.get("repo_digests", []))),
-            max((t.updated for t in tags), default=0.0),
+            max((t.updated for t in tags), default=0.0), tuple(record.meta.get("indexes", [])),
         )
 
     def lookup(self, ref: str, platform: object = None) -> ResolvedImage | None:
-        """The image a normalized reference names, if it is in the store."""
+        """The image a normalized reference names, if it is in the store: for an
+        index, its image for ``platform`` (``linux/arm64``, or anything whose
+        str() is that; None: the host's).
+
+        A pulled index without that platform is None (the build pulls it and
+        the pull adds it to the index); one made here names the platforms it has.
+        A plain image is used whatever its platform, as BuildKit uses a
+        single-platform base (the caller may warn).
+        """
         try:
-            image = self.get(ref)
+            digest = self.resolve_id(ref)
         except NotFound:
             return None
+        record = self._index_record(digest)
+        if record is None:
+            image = self.by_id(digest)
+        else:
+            index = self._index_of(record)
+            wanted = str(platform) if platform is not None else None
+            if index.source and self._pick(index, wanted) is None:
+                return None
+            image = self._platform_image(index, wanted, ref)
         return ResolvedImage(ref, image.manifest_digest, image.config)
 
     def image_by_manifest(self, manifest_digest: str) -> StoredImage:
@@ -456,7 +561,7 @@ class ImageStore:
         size = sum(self._layer_size(l, sizes) for l in layers)
         existing = self.root.index.get_image(image_id)
         previous_digests = list(existing.meta.get("repo_digests", [])) if existing else []
-        meta = {
+        meta: dict[str, Any] = {
             "manifest": manifest_digest,
             "layers": [vars(l) for l in layers],
             "config_summary": {"config": {"Labels": (config.get("config") or {}).get("Labels") or {}}, "created": config.get("created", "")},
@@ -464,6 +569,8 @@ class ImageStore:
             # the layers' snapshots, so an index rebuilt from the image records finds them (relink)
             "snapshots": [self._snapshot_of_chain(c) for c in chain_ids([l.diff_id for l in layers])],
         }
+        if existing is not None and existing.meta.get("indexes"):
+            meta["indexes"] = existing.meta["indexes"]  # registered again, still listed by its indexes
         created = existing.created if existing else time.time()
         self.root.index.put_image(image_id, created=created, size=size, meta=meta)
         for tag in tags:
@@ -519,9 +626,17 @@ class ImageStore:
         stopped container uses only with ``force``.
         """
         image_id = self.resolve_id(name_or_id)
-        image = self.by_id(image_id)
         text = name_or_id.strip()
         by_id = image_id.startswith(text) or image_id.startswith("sha256:" + text)
+        index_record = self._index_record(image_id)
+        if index_record is not None:
+            return self._delete_index(self._index_of(index_record), text, by_id, force, users or {})
+        image = self.by_id(image_id)
+        if by_id and image.indexes and not image.tags and not force:
+            raise ImageError(
+                f"conflict: unable to delete {image.short_id} (must be forced) - it is the {image.platform} image of index {image.indexes[0].split(':', 1)[1][:12]}",
+                hint="remove the index (pybuild rmi NAME), or use -f",
+            )
         untagged: list[str] = []
         tags = [parse_reference(t) for t in image.tags]
         digests = [parse_reference(d) for d in image.repo_digests]
@@ -593,6 +708,169 @@ class ImageStore:
             (image_id, *(chain_id for chain_id, _ in gone)),
             sum(self._layer_size(layer, sizes) for chain_id, layer in {c: l for c, l in gone}.items()),
         )
+
+    # ------------------------------------------------------------ indexes
+
+    def add_index(self, images: Sequence[StoredImage], tags: Iterable[str] = ()) -> StoredIndex:
+        """Store an OCI image index of ``images`` (one per platform, in the order
+        given, each platform from its config) and point ``tags`` at it.
+
+        The images stay as they are (untagged, kept while the index lists them);
+        the index is a blob like a manifest, so pushing and exporting it send
+        exactly these bytes.
+        """
+        entries: list[tuple[str, str, str]] = []
+        descriptors: list[dict[str, Any]] = []
+        for image in images:
+            platform = image.platform
+            if any(platform == other for other, _, _ in entries):
+                raise ImageError(f"two images for {platform} in one index", hint="give each platform one image")
+            manifest = self.manifest_bytes(image)
+            media_type = json.loads(manifest).get("mediaType") or MEDIA_TYPE_OCI_MANIFEST
+            descriptors.append({
+                "mediaType": media_type,
+                "digest": image.manifest_digest,
+                "size": len(manifest),
+                "platform": platform_json(platform),
+            })
+            entries.append((platform, image.id, image.manifest_digest))
+        if not entries:
+            raise ImageError("an image index needs at least one image")
+        document = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": descriptors}
+        data = canonical_json(document)
+        with self.root.index.lease([sha256_digest(data)]):
+            digest = self.root.blobs.put(data)
+            return self.register_index(digest, MEDIA_TYPE_OCI_INDEX, entries, tags)
+
+    def register_index(
+        self, digest: str, media_type: str, entries: Sequence[tuple[str, str, str]], tags: Iterable[str] = (),
+        *, source: str = "", repo_digests: Iterable[str] = (),
+    ) -> StoredIndex:
+        """Record an index whose blob is stored: ``entries`` are (platform, image ID,
+        manifest digest) of the images it has here.  A pulled one (``source``, the
+        registry/repository) adds to the platforms it had."""
+        existing = self._index_record(digest)
+        listed: dict[str, tuple[str, str]] = {}
+        if existing is not None:
+            listed = {e["platform"]: (e["image"], e["manifest"]) for e in existing.meta[INDEX_META]["manifests"]}
+        for platform, image_id, manifest_digest in entries:
+            listed[platform] = (image_id, manifest_digest)
+        previous_digests = list(existing.meta.get("repo_digests", [])) if existing is not None else []
+        meta = {
+            INDEX_META: {
+                "media_type": media_type,
+                "manifests": [{"platform": p, "image": i, "manifest": m} for p, (i, m) in listed.items()],
+                "source": source or (existing.meta[INDEX_META].get("source", "") if existing is not None else ""),
+            },
+            "repo_digests": sorted(set(previous_digests) | set(repo_digests)),
+        }
+        for image_id, _ in listed.values():
+            self._edit_meta(image_id, lambda m: m.update(indexes=sorted(set(m.get("indexes", [])) | {digest})))
+        created = existing.created if existing is not None else time.time()
+        self.root.index.put_image(digest, created=created, size=0, meta=meta)
+        for tag in tags:
+            self.tag(digest, tag)
+        record = self._index_record(digest)
+        assert record is not None
+        return self._index_of(record)
+
+    def index(self, name_or_id: str) -> StoredIndex | None:
+        """The index a name or digest names; None when it names a plain image."""
+        record = self._index_record(self.resolve_id(name_or_id))
+        return self._index_of(record) if record is not None else None
+
+    def indexes(self) -> list[StoredIndex]:
+        """Every stored index, newest first."""
+        out = [self._index_of(record) for record in self.root.index.images() if INDEX_META in record.meta]
+        return sorted(out, key=lambda index: (index.created_at, index.created, index.digest), reverse=True)
+
+    def index_bytes(self, index: StoredIndex) -> bytes:
+        return self._read_blob(index.digest, "image index")
+
+    def _index_record(self, digest: str) -> Any:
+        record = self.root.index.get_image(digest)
+        return record if record is not None and INDEX_META in record.meta else None
+
+    def _index_of(self, record: Any) -> StoredIndex:
+        meta = record.meta[INDEX_META]
+        tags = sorted(t.name for t in self.root.index.tags() if t.digest == record.digest)
+        entries = []
+        for entry in meta["manifests"]:
+            try:
+                image = self.by_id(entry["image"])
+            except NotFound:
+                continue  # removed on its own (rmi -f of its ID): the other platforms stay usable
+            entries.append(IndexEntry(entry["platform"], image, entry["manifest"]))
+        return StoredIndex(
+            record.digest, meta["media_type"], tuple(entries), tuple(tags), record.created,
+            tuple(sorted(record.meta.get("repo_digests", []))), meta.get("source", ""),
+        )
+
+    @staticmethod
+    def _pick(index: StoredIndex, platform: str | None) -> IndexEntry | None:
+        chosen = pick_platform([platform_key(p) for p in index.platforms], platform_key(platform or host_platform()))
+        return index.manifests[chosen] if chosen is not None else None
+
+    def _platform_image(self, index: StoredIndex, platform: str | None, name: str) -> StoredImage:
+        """The index's image for ``platform`` (None: the host's), or an error naming the platforms it has."""
+        entry = self._pick(index, platform)
+        if entry is not None:
+            return entry.image
+        has = ", ".join(index.platforms) or "no platform stored"
+        if platform is None:
+            raise ImageError(
+                f"{name.strip()} has no image for this machine's platform ({host_platform()}): it has {has}",
+                hint="choose one with --platform",
+            )
+        raise ImageError(f"{name.strip()} has no image for {platform}: it has {has}", hint="choose one of those with --platform")
+
+    def _delete_index(
+        self, index: StoredIndex, text: str, by_id: bool, force: bool, users: Mapping[str, Sequence[tuple[str, bool]]],
+    ) -> Removal:
+        """``rmi`` of an index: a name untags it; when no name is left (or by ID)
+        the index goes, with each platform's image nothing else names or lists."""
+        untagged: list[str] = []
+        tags = [parse_reference(t) for t in index.tags]
+        if not by_id:
+            ref = parse_reference(text)
+            if ref.digest is None:
+                self.root.index.delete_tag(str(ref))
+                untagged.append(ref.familiar)
+                tags = [t for t in tags if str(t) != str(ref)]
+                if tags:
+                    return Removal(tuple(untagged))
+        elif len(tags) > 1 and not force:
+            raise ImageError(
+                f"conflict: unable to delete {index.short_id} (must be forced) - image is referenced in multiple repositories",
+                hint="remove the tags one by one, or use -f",
+            )
+        containers = [c for entry in index.manifests for c in users.get(entry.image.id, ())]
+        running = next((cid for cid, alive in containers if alive), None)
+        if running is not None or (containers and not force):
+            if not by_id and running is not None and force:
+                return Removal(tuple(untagged))  # untagged, kept for the running container
+            how = "cannot be forced" if running is not None else "must be forced"
+            raise ImageError(
+                f"conflict: unable to delete {index.short_id} ({how}) - image is being used by "
+                f"{'running' if running is not None else 'stopped'} container {(running or containers[0][0])[:12]}",
+                hint="stop and remove the container first" + ("" if running is not None else ", or use -f"),
+            )
+        for ref in tags:
+            self.root.index.delete_tag(str(ref))
+            untagged.append(ref.familiar)
+        untagged += [parse_reference(d).familiar for d in index.repo_digests]
+        self.root.index.delete_image(index.digest)
+        deleted: list[str] = [index.digest]
+        reclaimed = 0
+        for entry in index.manifests:
+            self._edit_meta(entry.image.id, lambda m: m.update(indexes=[d for d in m.get("indexes", []) if d != index.digest]))
+            image = self.by_id(entry.image.id)
+            if image.tags or image.indexes:
+                continue  # named or listed elsewhere: it stays
+            removal = self.delete(image.id, force=True)
+            deleted += removal.deleted
+            reclaimed += removal.reclaimed
+        return Removal(tuple(untagged), tuple(deleted), reclaimed)
 
     @staticmethod
     def _last_reference(text: str, tags: Sequence[Reference], digests: Sequence[Reference]) -> bool:
@@ -925,6 +1203,11 @@ class ImageStore:
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         }
         return self.add_image(config, [layer], tags)
+
+
+def _serves(have: str, want: str) -> bool:
+    """Whether an image of platform ``have`` is what ``want`` asks for."""
+    return pick_platform([platform_key(have)], platform_key(want)) is not None
 
 
 def _damaged(image: StoredImage, what: str) -> ImageError:

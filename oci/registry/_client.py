@@ -37,6 +37,7 @@ from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError, R
 
 from .. import _network
 from .._network import NetworkLimits, default_limits
+from .._platforms import normalize_arch
 from .._reference import Reference
 from ._auth import Authorizer, CredentialStore
 from ._endpoint import Endpoint, endpoint_for
@@ -48,7 +49,6 @@ from ._manifest import (
     check_digest,
     check_entry_type,
     media_type_of,
-    normalize_arch,
     parse_manifest,
     parse_platform,
     select_platform,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pybuild.errors import NotFound, RegistryError
 
+from .._platforms import key_text, normalize_arch, pick_platform
 from .._reference import Reference
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -204,23 +205,6 @@ def _index_entries(data: bytes, what: str) -> list[_PlatformEntry]:
     return entries
 
 
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm", "i386": "386", "i686": "386"}
-
-
-def normalize_arch(architecture: str, variant: str) -> tuple[str, str]:
-    """containerd's normalization: ``aarch64`` is ``arm64``, whose default
-    variant is v8; ``arm`` defaults to v7."""
-    architecture = _ARCH_ALIASES.get(architecture.lower(), architecture.lower())
-    variant = variant.lower()
-    if architecture == "arm64" and variant in ("", "8", "v8"):
-        variant = "v8"
-    elif architecture == "arm" and variant == "":
-        variant = "v7"
-    elif architecture == "arm" and variant.isdigit():
-        variant = "v" + variant
-    return architecture, variant
-
-
 def parse_platform(text: str) -> tuple[str, str, str]:
     """``"linux/amd64"``, ``"linux/arm/v7"`` -> (os, architecture, variant)."""
     parts = text.strip().lower().split("/")
@@ -236,19 +220,10 @@ def select_platform(index: bytes, platform: str, what: str) -> LayerDescriptor:
     An exact os/architecture/variant match wins; for 32-bit arm an older
     variant runs on a newer CPU (v6 on v7), so the newest one that runs is taken.
     """
-    want_os, want_arch, want_variant = parse_platform(platform)
     entries = _index_entries(index, what)
-    candidates = [e for e in entries if e.os == want_os and e.architecture == want_arch]
-    exact = [e for e in candidates if e.variant == want_variant]
-    if exact:
-        return exact[0].descriptor
-    if not want_variant and candidates:
-        # "linux/amd64" also runs amd64/v2 or v3 builds when no plain one exists.
-        return candidates[0].descriptor
-    if want_arch == "arm" and want_variant[1:].isdigit():
-        older = [e for e in candidates if e.variant[1:].isdigit() and int(e.variant[1:]) <= int(want_variant[1:])]
-        if older:
-            return max(older, key=lambda e: int(e.variant[1:])).descriptor
+    chosen = pick_platform([(e.os, e.architecture, e.variant) for e in entries], parse_platform(platform))
+    if chosen is not None:
+        return entries[chosen].descriptor
     available = sorted(
         {_platform_text(e) for e in entries if e.os != "unknown" and e.architecture != "unknown"}
     )
@@ -259,7 +234,4 @@ def select_platform(index: bytes, platform: str, what: str) -> LayerDescriptor:
 
 
 def _platform_text(entry: _PlatformEntry) -> str:
-    text = f"{entry.os}/{entry.architecture}"
-    if entry.variant and not (entry.architecture == "arm64" and entry.variant == "v8"):
-        text += f"/{entry.variant}"
-    return text
+    return key_text((entry.os, entry.architecture, entry.variant))
