@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from pybuild.errors import BuildError, DockerfileError, ExpansionError
+from pybuild.errors import BuildError, ContextError, DockerfileError, ExpansionError
 from pybuild.grammar import Add, Copy, Instruction, ShellLex, Stage
 from pybuild.oci import check_git_source, redact_urls, split_userinfo
 
@@ -121,6 +121,18 @@ class Conversion(Protocol):
     def history(self, state: StageState, created_by: str, layer_op: str | None = None) -> None: ...
 
 
+def _check_excludes(conv: Conversion, cmd: Copy | Add) -> None:
+    """A ``--exclude`` pattern moby/patternmatcher would reject fails here, with
+    the instruction's line, before anything is copied."""
+    if cmd.excludes:
+        from pybuild.cache import DockerIgnore
+
+        try:
+            DockerIgnore(tuple(cmd.excludes), source="--exclude")
+        except ContextError as error:
+            raise conv.error(cmd, error.message, hint=error.hint) from None
+
+
 def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | Add) -> None:
     is_add = isinstance(cmd, Add)
     keyword = "ADD" if is_add else "COPY"
@@ -134,6 +146,7 @@ def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | 
             validate_chmod(chmod)
         except ValueError as error:
             raise conv.error(cmd, str(error)) from None
+    _check_excludes(conv, cmd)
     checksum = cmd.checksum if isinstance(cmd, Add) else None
     unpack = cmd.unpack if isinstance(cmd, Add) else None
     if checksum:

@@ -22,7 +22,8 @@ import stat
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from pybuild.errors import BuildError, ImageError, shortened
+from pybuild.cache import DockerIgnore
+from pybuild.errors import BuildError, ContextError, ImageError, shortened
 from pybuild.executors import parse_group, parse_passwd
 
 # ADD's archives are read with oci's hardened tar reader, decompressors and
@@ -147,7 +148,7 @@ class _Copier:
         self.action = planned.action
         self.owner = _Owner(self.action.chown).ids
         self.links: dict[tuple[int, int], str] = {}
-        self.excludes = tuple(p.strip("/") for p in self.action.exclude_patterns)
+        self.excludes = _exclude_rules(self.action.exclude_patterns)
         self.selected: set[str] | None = None
         if planned.selected is not None:
             # the selected entries and every directory above them
@@ -180,9 +181,6 @@ class _Copier:
         os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
 
     # -- selection
-
-    def _excluded(self, relative: str) -> bool:
-        return any(fnmatchcase(relative, pattern) or fnmatchcase(posixpath.basename(relative), pattern) for pattern in self.excludes)
 
     def _in_selection(self, source_path: str) -> bool:
         if self.selected is None:
@@ -291,30 +289,50 @@ class _Copier:
             target = posixpath.join(parent, posixpath.basename(dest))
         self._copy_entry(source, target, st)
 
-    def _copy_tree(self, source_dir: str, target_dir: str, relative: str, *, fresh: bool = False) -> None:
+    def _copy_tree(
+        self, source_dir: str, target_dir: str, relative: str, *, fresh: bool = False, exclude_state: int = 0
+    ) -> bool:
+        """Copy the entries of ``source_dir``; True if any was copied.
+
+        ``--exclude`` patterns are matched against each path relative to the
+        copied source, with the state of its parent directory (see
+        ``DockerIgnore.check``), as fsutil's copier does.
+        """
         with os.scandir(source_dir) as entries:
             children = sorted(entries, key=lambda e: e.name)
+        copied = False
         for entry in children:
             child_relative = posixpath.join(relative, entry.name) if relative else entry.name
-            if self.excludes and self._excluded(child_relative):
-                continue
+            excluded, child_state = self.excludes.check(child_relative, exclude_state) if self.excludes else (False, 0)
             if not self._in_selection(entry.path):
                 continue
             st = entry.stat(follow_symlinks=False)
             target = posixpath.join(target_dir, entry.name)
             if stat.S_ISDIR(st.st_mode):
-                if not fresh and (os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target))):
+                if excluded and not self.excludes.could_include_below(child_relative):  # type: ignore[union-attr]  # excluded only with rules
+                    continue
+                if not excluded and not fresh and (os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target))):
                     _remove(target)
+                if excluded and (os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target))):
+                    continue  # only an exception below could need it, and it cannot go there
                 created = fresh or not os.path.lexists(target)
                 if created:
                     os.mkdir(target, 0o700)
-                self._copy_tree(entry.path, target, child_relative, fresh=created)
+                below = self._copy_tree(entry.path, target, child_relative, fresh=created, exclude_state=child_state)
+                if excluded and not below:
+                    if created:
+                        os.rmdir(target)  # an excluded directory exists only for what an exception keeps
+                    continue
                 if created:
                     self._finish(target, st)
+            elif excluded:
+                continue
             elif fresh and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
                 self._copy_new_file(entry.path, target, st)
             else:
                 self._copy_entry(entry.path, target, st)
+            copied = True
+        return copied
 
     def _copy_entry(self, source: str, target: str, st: os.stat_result) -> None:
         if os.path.lexists(target):
@@ -344,6 +362,16 @@ class _Copier:
         self._finish(target, st)
         if stat.S_ISREG(st.st_mode):
             _copy_xattrs(source, target)  # after the chown, which would drop file capabilities
+
+
+def _exclude_rules(patterns: tuple[str, ...]) -> DockerIgnore | None:
+    """COPY/ADD ``--exclude`` patterns, read as moby/patternmatcher reads them."""
+    if not patterns:
+        return None
+    try:
+        return DockerIgnore(patterns, source="--exclude")
+    except ContextError as error:  # the conversion checks them first; a plan made elsewhere may not have
+        raise FileOpError(error.message, hint=error.hint) from None
 
 
 def _copy_xattrs(source: str | int, target: str | int) -> None:
