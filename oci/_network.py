@@ -25,13 +25,22 @@ disk read in a thread, a credential helper) neither clock runs: that time
 is pybuild's own, not the network's.
 
 The limits are read once from the environment (``from_env``).
+
+A connection that cannot be made at all is read by ``connect_failure``: a
+host name that does not exist, or a certificate that is not trusted, will
+not change by waiting (the caller fails at once); a refused, reset or
+unroutable connection, or a name lookup that failed for now, may pass within
+seconds if a server is restarting (the caller retries briefly).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
+import socket
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -136,6 +145,64 @@ class DeadlineExceeded(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class ConnectFailure:
+    """Why a connection to a host could not be made, and whether waiting may help."""
+
+    kind: str  # "unknown host", "untrusted certificate", or "unreachable" (refused, reset, lookup failing for now)
+    reason: str  # "cannot resolve h.example (Name or service not known)"; no URL, no credentials
+
+    @property
+    def retry(self) -> bool:
+        """False when waiting cannot help: the name does not exist, the certificate is not trusted."""
+        return self.kind == "unreachable"
+
+
+#: Connect errors that a server starting or restarting gives for a moment.
+_PASSING_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "no route to host",
+}
+
+
+def connect_failure(error: BaseException, host: str) -> ConnectFailure | None:
+    """What stopped a connection to ``host``, read from ``error``'s causes
+    (an httpx ConnectError wraps httpcore's, which wraps the OS error, or
+    trio's exception group of one error per address); None if nothing there
+    says.  Like Go's net.DNSError, only a lookup that failed for now
+    (EAI_AGAIN) is worth another try; a name that is not known is final.
+    """
+    for cause in _causes(error):
+        if isinstance(cause, socket.gaierror):
+            reason = f"cannot resolve {host} ({cause.strerror or 'name resolution failed'})"
+            return ConnectFailure("unreachable" if cause.errno == socket.EAI_AGAIN else "unknown host", reason)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message or "certificate verify failed"
+            return ConnectFailure("untrusted certificate", f"the TLS certificate of {host} is not trusted ({why})")
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and cause.errno in _PASSING_ERRNOS:
+            return ConnectFailure("unreachable", f"cannot connect to {host} ({_PASSING_ERRNOS[cause.errno]})")
+    return None
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and everything behind it: causes, contexts, group members."""
+    seen: set[int] = set()
+    stack = [error]
+    while stack and len(seen) < 64:  # a chain is short; a cycle must not loop
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(e for e in (current.__context__, current.__cause__) if e is not None)
+        if isinstance(current, BaseExceptionGroup):
+            stack.extend(current.exceptions)
 
 
 _current: ContextVar[Watch | None] = ContextVar("pybuild_network_watch", default=None)

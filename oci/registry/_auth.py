@@ -398,7 +398,7 @@ class Authorizer:
                 finally:
                     await response.aclose()
             except httpx.TransportError as error:
-                raise transport_error("", error, self._policy.limits) from None
+                raise transport_error("", error, self._policy.limits, url=realm) from None
             return httpx.Response(response.status_code, content=body)  # decoded already: no Content-Encoding
 
         response = await with_retries(self._policy, f"getting a token for {endpoint.registry} from {realm_host}", attempt)

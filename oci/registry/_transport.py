@@ -10,6 +10,8 @@
 - follows redirects itself (``follow_redirects`` is off in the client);
 - retries 5xx, 429 (honouring ``Retry-After``), timeouts and dropped
   connections with backoff, unless the caller retries whole operations itself;
+  a connection that cannot be made is retried only briefly, and not at all
+  when the host name does not resolve (see ``_retry``);
 - reports every answer and every body chunk, either way, to the stall watch
   of ``_network`` (request bodies go out in small pieces for that).
 
@@ -179,7 +181,7 @@ class RegistryHttp:
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.TransportError as error:
-                raise transport_error(f"{method} {safe_url(url)}", error, self.policy.limits) from None
+                raise transport_error(f"{method} {safe_url(url)}", error, self.policy.limits, url=url) from None
             _network.answered()
             log.debug("%s %s -> %s", method, safe_url(url), response.status_code)
             if response.status_code == 401 and endpoint.serves(url) and not answered_challenge:
