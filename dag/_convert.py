@@ -51,7 +51,15 @@ from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
 from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileAction, OpMeta, RunMount
 from ._platform import Platform, host_platform, platform_args, target_in_env
 from ._runmount import MountSyntaxError, parse_mount
-from ._scope import PROXY_ARGS, arg_value, env_assignments, global_arg_values, target_stage, with_default_path
+from ._scope import (
+    PROXY_ARGS,
+    arg_value,
+    env_assignments,
+    global_arg_values,
+    starting_env,
+    target_stage,
+    with_default_path,
+)
 from ._signals import parse_signal
 from ._stage import StageResult, StageState
 from ._words import duration_string, go_list, go_quote, go_quote_rune, go_quoted_list, port_specs
@@ -364,7 +372,7 @@ class _Converter:
                 state.config.pop("OnBuild", None)
         state.platform = platform
         state.config["Env"] = with_default_path(state.config.get("Env") or [])
-        state.env = list(state.config["Env"])
+        state.env = starting_env(state.env, state.config["Env"])
         from_is_a_step = not (base_index is not None or base.lower() == "scratch")
         state.total = self.step_total(stage, not from_is_a_step)
         state.step = 1 if from_is_a_step else 0  # BuildKit counts FROM image as step 1
@@ -412,10 +420,13 @@ class _Converter:
         config = copy.deepcopy(dict(image.config))
         config.pop("OnBuild", None)  # triggers do not carry over from a base stage
         state = StageState(
-            index=stage.index, name=name, op=parent.op, env=[], config=config,
+            index=stage.index, name=name, op=parent.op, env=list(parent.env), config=config,
             os=image.os, architecture=image.architecture, variant=image.variant, author=image.author,
             base_history=image.base_history, base_diff_ids=image.base_diff_ids,
-            history=list(image.history), args=list(getattr(parent, "args", ())),
+            # the parent's ARG values come with its env, but its ARG declarations
+            # do not: RUN's "|N K=V" history lists the stage's own ARGs only, as
+            # in dockerd 20.10's BuildKit (golden stage_from_stage_inherits_args)
+            history=list(image.history), args=[],
         )
         return state
 

@@ -3,7 +3,9 @@ conversion (``_convert``) and the build checks' dry run (``checks._walk``) follo
 
 Before the first FROM, the predefined ARGs and then the global ARGs, in order,
 make the values FROM lines expand in.  In a stage, the variables start as
-the base's Env (with a PATH) and change with each ENV and ARG: every pair of
+the base's Env (with a PATH), or for a stage based on another stage as that
+stage's last step environment, its ARG values included, with its Env set over
+it (``starting_env``); they change with each ENV and ARG: every pair of
 one ENV expands in the scope from before that ENV; an ARG's value is its
 ``--build-arg``, else its default (expanded in the scope so far), else the
 global ARG of that name.
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pybuild.errors import DockerfileError
 from pybuild.grammar import ArgDecl, Dockerfile, Env, Instruction, Stage
 
-from ._image import DEFAULT_PATH
+from ._image import DEFAULT_PATH, set_env
 from ._platform import Platform, host_platform, platform_args
 
 #: A word expanded in a scope, at an instruction; None when the expansion fails
@@ -116,6 +118,24 @@ def with_default_path(env: Sequence[str]) -> list[str]:
     if any(item.startswith("PATH=") for item in env):
         return list(env)
     return [*env, f"PATH={DEFAULT_PATH}"]
+
+
+def starting_env(inherited: Sequence[str], image_env: Sequence[str]) -> list[str]:
+    """The step environment a stage starts with: its image's Env, or, for a stage
+    based on another stage, that stage's last step environment (its ARG values
+    included) with the image's Env set over it.
+
+    BuildKit's dispatchState.init copies the base stage's LLB state, whose env
+    holds what dispatchArg added, and dispatchStages then adds each image Env
+    item again (frontend/dockerfile/dockerfile2llb/convert.go): an ARG of the
+    parent reaches the child's RUN, unless an ENV of the parent has its name."""
+    if not inherited:
+        return list(image_env)
+    env = list(inherited)
+    for item in image_env:
+        key, _, value = item.partition("=")
+        env = set_env(env, key, value)
+    return env
 
 
 def env_map(env: Iterable[str]) -> dict[str, str]:

@@ -22,6 +22,9 @@ class StageResult:
     op: str | None  # the op whose result is the stage's filesystem; None for scratch
     image: StageImage
     platform: Platform | None = None  # what its RUN steps run as (FROM --platform, or the target)
+    # the step environment it ends with (image Env and ARG values), which a stage
+    # based on this one starts from
+    env: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,4 +72,4 @@ class StageState:
             base_diff_ids=self.base_diff_ids,
             history=tuple(self.history),
         )
-        return StageResult(self.index, self.name, self.op, image, self.platform)
+        return StageResult(self.index, self.name, self.op, image, self.platform, tuple(self.env))

@@ -1,0 +1,114 @@
+"""ARG scope as BuildKit's dockerfile2llb keeps it: what a stage based on another
+stage inherits, the predefined ARGs, and the ARGs that never reach a step's
+environment.  Each test names the BuildKit source that defines the behaviour."""
+
+from __future__ import annotations
+
+from pybuild.dag import BuildOptions, ExecOp, ResolvedImage, convert
+from pybuild.dag.checks._walk import walk
+from pybuild.grammar import Run, parse
+
+BASE = {
+    "architecture": "amd64",
+    "os": "linux",
+    "config": {"Env": ["PATH=/usr/bin:/bin"]},
+    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "b" * 64]},
+    "history": [{"created": "2020-01-01T00:00:00Z"}],
+}
+
+
+class Images:
+    def lookup(self, ref, platform):  # type: ignore[no-untyped-def]
+        return ResolvedImage(ref, "sha256:" + "a" * 64, BASE)
+
+
+def plan(text: str, **options):  # type: ignore[no-untyped-def]
+    return convert(parse(text), BuildOptions(**options), Images())
+
+
+def run_env(text: str, command: str, **options) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The environment of the RUN whose shell command is ``command``."""
+    for op in plan(text, **options).definition.ops.values():
+        if isinstance(op, ExecOp) and op.args[-1] == command:
+            return dict(item.partition("=")[::2] for item in op.env)
+    raise AssertionError(f"no RUN {command!r}")
+
+
+def run_history(text: str, **options) -> list[str]:  # type: ignore[no-untyped-def]
+    return [step.created_by for step in plan(text, **options).target.image.history if step.created_by.startswith("RUN")]
+
+
+# ------------------------------------------------------- a stage based on a stage
+
+PARENT = "ARG G=global\nFROM busybox AS base\nARG A=one\nARG G\nARG C\n"
+
+
+def test_a_stage_based_on_a_stage_runs_with_the_parents_arg_values() -> None:
+    """BuildKit's dispatchState.init (frontend/dockerfile/dockerfile2llb/convert.go)
+    starts a stage whose base is a stage from ``ds.base.state``, whose env holds
+    every value dispatchArg added with AddEnv; so an ARG of the parent (its
+    default, a global's value, a --build-arg) is in the child's RUN
+    environment without being declared again (the Dockerfile reference's "ARG
+    scope": inherited by stages based on that stage).  Checked with dockerd
+    20.10.24: golden case stage_from_stage_inherits_args."""
+    env = run_env(PARENT + "FROM base\nRUN child\n", "child", build_args={"C": "cli"})
+    assert (env["A"], env["G"], env["C"]) == ("one", "global", "cli")
+
+
+def test_a_stage_based_on_a_stage_expands_words_in_the_parents_arg_values() -> None:
+    """convert.go's dispatch expands an instruction's words in getEnv(d.state), the
+    state init() copied from the base stage, ARG values included."""
+    p = plan(PARENT + "FROM base\nENV SEEN=$A-$G-$C\nWORKDIR /w/$A\n", build_args={"C": "cli"})
+    config = p.target.image.config
+    assert "SEEN=one-global-cli" in config["Env"] and config["WorkingDir"] == "/w/one"
+
+
+def test_the_parents_image_env_wins_over_an_inherited_arg_of_the_same_name() -> None:
+    """convert.go's dispatchStages re-adds every item of the stage's image Env to
+    d.state after init(), so in the child an ENV of the parent replaces a later ARG
+    of the same name, while the parent's own steps saw the ARG (dockerd 20.10.24:
+    base X=arg, child X=env)."""
+    text = "FROM busybox AS base\nENV X=env\nARG X=arg Y=y\nRUN parent\nFROM base\nRUN child\n"
+    assert run_env(text, "parent")["X"] == "arg"
+    child = run_env(text, "child")
+    assert (child["X"], child["Y"]) == ("env", "y")
+
+
+def test_a_parents_arg_is_part_of_the_childs_run_cache_key() -> None:
+    """The inherited values are in the child's ExecOp env (BuildKit's
+    d.state.Run takes the state's env into the op, and so into its digest): a
+    different --build-arg for the parent's ARG is a different child step even
+    when the parent runs nothing."""
+    text = "FROM busybox AS base\nARG A\nFROM base\nRUN child\n"
+    [one] = [op for op in plan(text, build_args={"A": "1"}).definition.ops.values() if isinstance(op, ExecOp)]
+    [two] = [op for op in plan(text, build_args={"A": "2"}).definition.ops.values() if isinstance(op, ExecOp)]
+    assert one != two and "A=1" in one.env
+
+
+def test_inherited_args_are_not_in_the_childs_run_history_prefix() -> None:
+    """dockerd 20.10.24's BuildKit (v0.8, the golden cases' engine) writes RUN's
+    ``|N K=V`` from the stage's own ARG instructions only: the child's RUN is
+    ``RUN /bin/sh -c ...`` (golden case stage_from_stage_inherits_args)."""
+    history = run_history(PARENT + "RUN parent\nFROM base\nARG B=two\nRUN child\n", build_args={"C": "cli"})
+    assert history == [
+        "RUN |3 A=one G=global C=cli /bin/sh -c parent # buildkit",
+        "RUN |1 B=two /bin/sh -c child # buildkit",
+    ]
+
+
+def test_a_stage_based_on_an_image_does_not_see_another_stages_args() -> None:
+    """Only stages based on the stage inherit (convert.go: init() runs only when
+    ds.base is set); an unrelated stage starts from its image's Env."""
+    env = run_env(PARENT + "FROM busybox\nRUN other\n", "other")
+    assert "A" not in env and "G" not in env
+
+
+def test_conversion_and_the_checks_agree_on_a_stage_based_on_a_stage() -> None:
+    """The checks' dry run (dag/checks/_walk.py) starts a child stage from its
+    parent's final scope; conversion now does the same."""
+    text = PARENT + "FROM base\nARG B=two\nRUN child\n"
+    dockerfile = parse(text)
+    converted = run_env(text, "child", build_args={"C": "cli"})
+    [walked] = [dict(step.before.env) for step in walk(dockerfile, build_args={"C": "cli"}, images=Images()).steps
+                if isinstance(step.instruction, Run)]
+    assert converted == walked
