@@ -59,9 +59,20 @@ _LAZY |= {name: "._containers_store" for name in (
 _LAZY |= {name: "._containers_log" for name in ("Frame", "iter_lines")}
 # Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
 _LAZY["load_seccomp_profile"] = "._seccomp"
+# What this machine can run (native, QEMU through binfmt_misc): asked only for a foreign platform.
+_LAZY |= {name: "._binfmt" for name in (
+    "EmulationError", "EmulationStatus", "emulation_status", "runnable_platforms",
+    "install_handlers", "uninstall_handlers",
+)}
 
 
 if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._binfmt import EmulationError as EmulationError
+    from ._binfmt import EmulationStatus as EmulationStatus
+    from ._binfmt import emulation_status as emulation_status
+    from ._binfmt import install_handlers as install_handlers
+    from ._binfmt import runnable_platforms as runnable_platforms
+    from ._binfmt import uninstall_handlers as uninstall_handlers
     from ._containers import ContainerLaunch as ContainerLaunch
     from ._containers import ContainerRuntime as ContainerRuntime
     from ._containers import ContainerStatus as ContainerStatus
