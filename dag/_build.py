@@ -4,31 +4,39 @@
 as an argument, so tests can drive it with fakes.  Its export stage writes
 the image into the store, then the cache exports (``--cache-to``), then
 every other ``--output`` (archives, directories, pushes).
+
+Several target platforms are one plan (``BuildPlan.targets``) and one solve:
+every platform a RUN step needs is checked runnable before anything runs,
+each target's image is exported as a one-platform build's would be, and an
+image index names them all under the tags.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
 from pybuild.cache.remote import INLINE_KEY, CacheSpec, RemoteCacheBroken
-from pybuild.errors import BuildError, PybuildError
+from pybuild.errors import BuildError, Location, PybuildError
 from pybuild.grammar import Dockerfile
 
 from ._cache_wiring import export_cache, inline_records
 from ._convert import BuildOptions, BuildPlan, MissingImages, convert
 from ._events import EventSink, Notice, ignore_events
 from ._export import image_config, layers_of
-from ._ops import ImageSource
+from ._ops import ExecOp, ImageSource
+from ._platform import host_platform
 from ._runner import BuildRunner, ExportPreparer, RemoteCacheRunner
 from ._solver import Result, SolveStatistics, Solver
 
 if TYPE_CHECKING:
-    from pybuild.oci import ImageStore, Layer, LayerSettings, Output, OutputResult, RegistryClient, ResolvedImage, StoredImage
+    from pybuild.oci import (
+        ImageStore, Layer, LayerSettings, Output, OutputResult, RegistryClient, ResolvedImage, StoredImage, StoredIndex,
+    )
 
     from ._layers import SnapshotLayerStore
 
@@ -39,6 +47,20 @@ MAX_CACHE_RETRIES = 4  # broken imported caches dropped before the build gives u
 class Puller(Protocol):
     async def pull(self, ref: str, platform: str) -> None:
         """Bring the image ``ref`` into the local store."""
+
+
+class EmulationCheck(Protocol):
+    """What ``executors.emulation_status`` answers about a platform."""
+
+    @property
+    def runnable(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def hint(self) -> str: ...
+
+
+Emulation = Callable[[str], EmulationCheck]
 
 
 class Registries(Protocol):
@@ -65,9 +87,11 @@ class BuildOutcome:
     plan: BuildPlan
     results: dict[str, Result] = field(repr=False)
     statistics: SolveStatistics
-    image: StoredImage | None = None  # when exported to the store
+    image: StoredImage | None = None  # when exported to the store (several platforms: the first's)
     config: dict[str, Any] | None = field(default=None, repr=False)
     outputs: tuple[OutputResult, ...] = ()  # what each --output beyond the image store did
+    index: StoredIndex | None = None  # several platforms: the index naming ``images``, under the tags
+    images: tuple[StoredImage, ...] = ()  # several platforms: each target's image, in --platform order
 
 
 class StoreImageChains:
@@ -89,36 +113,73 @@ async def plan_build(
     emit: EventSink = ignore_events,
 ) -> BuildPlan:
     """Convert, pulling base images the store does not have (or all of them with ``pull``)."""
-    pulled: set[str] = set()
+    pulled: set[tuple[str, str]] = set()
     lookup = store if not pull else _PullFirst(store, pulled)
     for _ in range(MAX_PULL_ROUNDS):
         try:
-            return convert(dockerfile, options, lookup)
+            plan = convert(dockerfile, options, lookup)
         except MissingImages as missing:
+            wanted = [(ref, str(platform)) for ref, platform in missing.wanted]
+            # a base for another platform than the host's is named with it
+            shown = [ref if platform == str(host_platform()) else f"{ref} ({platform})" for ref, platform in wanted]
             if puller is None:
-                names = ", ".join(missing.refs)
                 raise BuildError(
-                    f"base image not found locally: {names}",
+                    f"base image not found locally: {', '.join(shown)}",
                     hint="bring it in with `pybuild pull` or `pybuild import ROOTFS.tar NAME`",
                 ) from None
-            for ref in missing.refs:
-                emit(Notice(f"pulling {ref}", trio.current_time()))
-                await puller.pull(ref, str(options.platform))
-                pulled.add(ref)
+            for (ref, platform), name in zip(wanted, shown):
+                emit(Notice(f"pulling {name}", trio.current_time()))
+                await puller.pull(ref, platform)
+                pulled.add((ref, platform))
+            continue
+        for warning in plan.warnings:
+            emit(Notice(f"WARNING: {warning}", trio.current_time()))
+        return plan
     raise BuildError("base images keep changing while they are pulled")
 
 
 class _PullFirst:
     """With --pull, every base image is pulled once before it is used."""
 
-    def __init__(self, store: ImageStore, pulled: set[str]) -> None:
+    def __init__(self, store: ImageStore, pulled: set[tuple[str, str]]) -> None:
         self.store = store
         self.pulled = pulled
 
     def lookup(self, ref: str, platform: object) -> ResolvedImage | None:
-        if ref not in self.pulled:
+        if (ref, str(platform)) not in self.pulled:
             return None
         return self.store.lookup(ref, platform)
+
+
+def target_plans(plan: BuildPlan) -> tuple[BuildPlan, ...]:
+    """The plan of each target platform (one build: the plan itself)."""
+    return plan.targets or (plan,)
+
+
+def check_platforms(plan: BuildPlan, file: str | None = None, emulation: Emulation | None = None) -> None:
+    """Every platform a needed RUN step runs as must be runnable here, checked
+    before anything runs: a build that cannot finish does not start (the host's
+    platform needs no check; others are asked of ``executors``, which tests an
+    emulator only for a platform asked about, and remembers the answer)."""
+    targets = [t.target.op for t in target_plans(plan) if t.target.op]
+    needed = plan.definition.needed_by(targets)
+    first: dict[str, str] = {}
+    for digest, op in needed.ops.items():
+        if isinstance(op, ExecOp) and op.platform and op.platform not in first:
+            first[op.platform] = digest
+    if not first:
+        return
+    if emulation is None:
+        from pybuild.executors import emulation_status
+
+        emulation = emulation_status
+    for platform, digest in first.items():
+        status = emulation(platform)
+        if not status.runnable:
+            span = plan.definition.meta[digest].span
+            location = Location(file, span[0], span[1]) if span and file else None
+            reason = f": {status.reason}" if status.reason else ""
+            raise BuildError(f"this machine cannot run {platform} steps{reason}", hint=status.hint or None, location=location)
 
 
 async def build(
@@ -135,13 +196,17 @@ async def build(
     registries: Registries | None = None,  # for cache exports to a registry and pushes
     stdout: BinaryIO | None = None,  # where an --output to "-" goes
     emit: EventSink = ignore_events,
+    emulation: Emulation | None = None,  # how a foreign platform is known runnable (default: executors')
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
+    check_platforms(plan, dockerfile.file, emulation)
     runner = make_runner(plan)
     try:
         solver, results = await _solve(plan, runner, dockerfile, export, jobs, emit)
         if export is None:
             return BuildOutcome(plan, results, solver.statistics())
+        if plan.targets:
+            return await _export_platforms(plan, results, solver, runner, store, export, options, cache_to, registries, stdout, emit)
         inline = any(s.kind == "inline" for s in cache_to)
         image, config = await trio.to_thread.run_sync(
             lambda: export_image(
@@ -150,14 +215,50 @@ async def build(
                 cache_export=bool(cache_to),
             )
         )
-        for spec in cache_to:
-            if spec.kind != "inline":
-                client = registries.quick() if registries is not None and spec.kind == "registry" else None
-                await _export_cache(spec, plan, results, runner, store, client, emit)
+        await _export_caches(cache_to, plan, results, runner, store, registries, emit)
         outputs = await _export_outputs(store, image, export, registries, stdout, emit)
         return BuildOutcome(plan, results, solver.statistics(), image, config, outputs)
     finally:
         runner.close()
+
+
+async def _export_platforms(
+    plan: BuildPlan, results: dict[str, Result], solver: Solver, runner: BuildRunner, store: ImageStore, export: ExportOptions,
+    options: BuildOptions, cache_to: Sequence[CacheSpec], registries: Registries | None, stdout: BinaryIO | None,
+    emit: EventSink,
+) -> BuildOutcome:
+    """Several platforms: each target's image as a one-platform build writes it
+    (its own layers and config, inline cache records in each), then the index
+    naming them, which the tags point at; cache exports hold every target's
+    records; the outputs take the index."""
+    inline = any(s.kind == "inline" for s in cache_to)
+    untagged = replace(export, tags=())
+
+    def export_one(target: BuildPlan) -> tuple[StoredImage, dict[str, Any]]:
+        def records(layers: dict[str, Layer]) -> dict[str, Any]:
+            return inline_records(target, results, runner.keys, layers)
+
+        return export_image(
+            target, results, store, untagged, options.source_date_epoch, layers=runner.layers,
+            inline=records if inline else None, cache_export=bool(cache_to),
+        )
+
+    made = [await trio.to_thread.run_sync(export_one, target) for target in plan.targets]
+    images = tuple(image for image, _ in made)
+    index = await trio.to_thread.run_sync(lambda: store.add_index(images, export.tags))
+    await _export_caches(cache_to, plan, results, runner, store, registries, emit)
+    outputs = await _export_index_outputs(store, index, export, registries, stdout, emit)
+    return BuildOutcome(plan, results, solver.statistics(), images[0], made[0][1], outputs, index, images)
+
+
+async def _export_caches(
+    cache_to: Sequence[CacheSpec], plan: BuildPlan, results: dict[str, Result], runner: RemoteCacheRunner, store: ImageStore,
+    registries: Registries | None, emit: EventSink,
+) -> None:
+    for spec in cache_to:
+        if spec.kind != "inline":
+            client = registries.quick() if registries is not None and spec.kind == "registry" else None
+            await _export_cache(spec, plan, results, runner, store, client, emit)
 
 
 async def _solve(
@@ -168,11 +269,13 @@ async def _solve(
     for _ in range(MAX_CACHE_RETRIES + 1):
         solver = Solver(plan.definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile.file)
         try:
-            await solver.solve([plan.target.op] if plan.target.op else [])
+            # every target platform in one solve: an op they share runs once
+            await solver.solve([t.target.op for t in target_plans(plan) if t.target.op])
             results = solver.results  # every op's result: history needs the intermediate ones
             if export is not None:
                 emit(Notice("exporting to image", trio.current_time()))
-                await _prepare_layers(runner, plan, results, export)
+                for target in target_plans(plan):
+                    await _prepare_layers(runner, target, results, export)
             return solver, results
         except RemoteCacheBroken as broken:
             if not broken.cache.ignore_error:
@@ -220,6 +323,24 @@ async def _export_outputs(
     pushing = any(o.push for o in export.outputs)
     client = registries.client() if registries is not None and pushing else None
     done = await export_outputs(store, image, export.outputs, tags=export.tags, stdout=stdout, client=client)
+    return tuple(done)
+
+
+async def _export_index_outputs(
+    store: ImageStore, index: StoredIndex, export: ExportOptions, registries: Registries | None, stdout: BinaryIO | None,
+    emit: EventSink,
+) -> tuple[OutputResult, ...]:
+    """Every --output of a several-platform build, which writes or pushes the index."""
+    from pybuild.oci import Output
+
+    if export.outputs in ((), (Output("image"),)):
+        return ()
+    from pybuild.oci import export_index_outputs
+
+    emit(Notice("exporting outputs", trio.current_time()))
+    pushing = any(o.push for o in export.outputs)
+    client = registries.client() if registries is not None and pushing else None
+    done = await export_index_outputs(store, index, export.outputs, tags=export.tags, stdout=stdout, client=client)
     return tuple(done)
 
 
@@ -293,5 +414,6 @@ def step_ids(plan: BuildPlan, file: str) -> dict[str, str]:
 
 
 __all__: Sequence[str] = [
-    "BuildOutcome", "ExportOptions", "Puller", "Registries", "StoreImageChains", "build", "plan_build", "push_registries", "step_ids",
+    "BuildOutcome", "Emulation", "EmulationCheck", "ExportOptions", "Puller", "Registries", "StoreImageChains", "build",
+    "check_platforms", "plan_build", "push_registries", "step_ids", "target_plans",
 ]

@@ -87,8 +87,9 @@ async def collect_records(
     """The records a cache export holds (``mode=min``: the final image's steps;
     ``mode=max``: every step of every stage) and, for layers this runner only
     knows from another cache, where their blobs can be mounted from."""
-    target = plan.target.op
-    final_layers = set(results[target].chain) if target and target in results else set()
+    # several target platforms: every target's image is final
+    targets = [t.target.op for t in (plan.targets or (plan,))]
+    final_layers = {layer for op in targets if op and op in results for layer in results[op].chain}
     records: list[RemoteRecord] = []
     mount_from: dict[str, Any] = {}
     for digest, op in plan.definition.ops.items():
