@@ -49,15 +49,17 @@ from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
 from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
 from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileAction, OpMeta, RunMount
-from ._platform import Platform, host_platform, platform_args, target_in_env
+from ._platform import Platform, host_platform, target_in_env
 from ._runmount import MountSyntaxError, parse_mount
 from ._scope import (
     PROXY_ARGS,
     arg_value,
     env_assignments,
     global_arg_values,
+    predefined_args,
     starting_env,
     target_stage,
+    target_stage_name,
     with_default_path,
 )
 from ._signals import parse_signal
@@ -183,8 +185,9 @@ class _Converter:
     # ----------------------------------------------------------- args
 
     def _global_args(self) -> dict[str, str]:
-        """Platform ARGs plus the ARGs before the first FROM (BuildKit's meta args)."""
-        start = platform_args(host_platform(), self.platform)
+        """The predefined ARGs plus the ARGs before the first FROM (BuildKit's meta args)."""
+        target = target_stage_name(self.dockerfile, self.options.target)
+        start = predefined_args(self.options.build_args, self.platform, target)
         values = global_arg_values(self.dockerfile, start, self.options.build_args, self.expand)
         assert values is not None, "conversion's expand raises rather than give up"
         return values

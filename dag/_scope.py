@@ -57,17 +57,24 @@ def target_stage(dockerfile: Dockerfile, target: str | None) -> Stage:
 
 
 def predefined_args(build_args: Mapping[str, str], platform: Platform, target: str) -> dict[str, str]:
-    """BuildKit's defaultArgs: platform ARGs, OS versions and TARGETSTAGE; a
-    --build-arg of the same name replaces each.
-
-    The checks start from these; conversion starts from ``platform_args`` alone.
-    """
+    """BuildKit's defaultArgs (frontend/dockerfile/dockerfile2llb/platform.go): the
+    platform ARGs, BUILDOSVERSION and TARGETOSVERSION (the platforms' OSVersion,
+    empty on Linux) and TARGETSTAGE, the stage being built (``target_stage_name``);
+    a --build-arg of the same name replaces each.  Conversion and the checks both
+    start their global ARGs from these."""
     values = platform_args(host_platform(), platform)
     values.update({"BUILDOSVERSION": "", "TARGETOSVERSION": "", "TARGETSTAGE": target})
     for key in list(values):
         if key in build_args:
             values[key] = build_args[key]
     return values
+
+
+def target_stage_name(dockerfile: Dockerfile, target: str | None) -> str:
+    """TARGETSTAGE's value: --target as given, else the last stage's name, else
+    "default" (BuildKit's toDispatchState and testTargetStageNameArg in
+    frontend/dockerfile/dockerfile_test.go)."""
+    return target or dockerfile.stages[-1].name or "default"
 
 
 def global_arg_values(

@@ -34,6 +34,7 @@ from .._scope import (
     global_arg_values,
     predefined_args,
     target_stage,
+    target_stage_name,
     with_default_path,
 )
 
@@ -107,9 +108,8 @@ class _Walker:
         result = expand(self.lex, word, env)
         return result.result if result is not None else None
 
-    def global_args(self, target: int) -> GlobalArgs:
-        name = self.dockerfile.stages[target].name or ""
-        start = predefined_args(self.build_args, self.platform, name)
+    def global_args(self, target_name: str | None) -> GlobalArgs:
+        start = predefined_args(self.build_args, self.platform, target_stage_name(self.dockerfile, target_name))
         declared = frozenset(decl.name for arg in self.dockerfile.global_args for decl in arg.args)
         values = global_arg_values(self.dockerfile, start, self.build_args, self.expand)
         if values is None:  # the build fails on it; the checks go on with what is known
@@ -119,7 +119,7 @@ class _Walker:
 
     def walk(self, target_name: str | None) -> Walk:
         target = target_stage(self.dockerfile, target_name).index
-        global_args = self.global_args(target)
+        global_args = self.global_args(target_name)
         infos: list[StageInfo] = []
         ends: list[Scope] = []
         steps: list[Step] = []

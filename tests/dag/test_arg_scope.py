@@ -4,7 +4,7 @@ environment.  Each test names the BuildKit source that defines the behaviour."""
 
 from __future__ import annotations
 
-from pybuild.dag import BuildOptions, ExecOp, ResolvedImage, convert
+from pybuild.dag import BuildOptions, ExecOp, ImageSource, ResolvedImage, convert
 from pybuild.dag.checks._walk import walk
 from pybuild.grammar import Run, parse
 
@@ -112,3 +112,49 @@ def test_conversion_and_the_checks_agree_on_a_stage_based_on_a_stage() -> None:
     [walked] = [dict(step.before.env) for step in walk(dockerfile, build_args={"C": "cli"}, images=Images()).steps
                 if isinstance(step.instruction, Run)]
     assert converted == walked
+
+
+# ------------------------------------------------------- predefined ARGs
+
+def test_targetstage_names_the_stage_being_built() -> None:
+    """BuildKit's defaultArgs (frontend/dockerfile/dockerfile2llb/platform.go, PR
+    moby/buildkit#5431) predefines TARGETSTAGE: --target's name, else the last
+    stage's, else "default"; a stage sees it once it declares ``ARG TARGETSTAGE``
+    (frontend/dockerfile/dockerfile_test.go testTargetStageNameArg)."""
+    text = "FROM busybox AS base\nRUN before\nARG TARGETSTAGE\nRUN after\nFROM base AS foo\nFROM base\n"
+    assert "TARGETSTAGE" not in run_env(text, "before")
+    assert run_env(text, "after")["TARGETSTAGE"] == "default"
+    assert run_env(text, "after", target="foo")["TARGETSTAGE"] == "foo"
+    assert run_env(text + "FROM base AS final\n", "after")["TARGETSTAGE"] == "final"
+
+
+def test_os_version_args_are_predefined_and_empty_on_linux() -> None:
+    """defaultArgs (platform.go) also sets BUILDOSVERSION and TARGETOSVERSION from the
+    platforms' OSVersion, which a Linux platform leaves empty: declared, they are
+    set to "" (not unset)."""
+    env = run_env("FROM busybox\nARG BUILDOSVERSION TARGETOSVERSION\nRUN x\n", "x")
+    assert env["BUILDOSVERSION"] == "" and env["TARGETOSVERSION"] == ""
+
+
+def test_a_build_arg_replaces_a_predefined_arg_in_from() -> None:
+    """defaultArgs takes the --build-arg of a predefined name over its computed
+    value (its ``overrides``), so FROM lines expand in the given one too."""
+    p = plan("FROM busybox:${TARGETARCH}\nRUN x\n", build_args={"TARGETARCH": "given"})
+    [source] = [op for op in p.definition.ops.values() if isinstance(op, ImageSource)]
+    assert source.ref.endswith("busybox:given")
+
+
+def test_a_predefined_arg_is_not_in_the_environment_unless_declared() -> None:
+    """The predefined ARGs are global (meta) ARGs: a stage's step sees them only
+    after ``ARG NAME`` (convert.go dispatchArg reads opt.globalArgs)."""
+    env = run_env("FROM busybox\nRUN x\n", "x")
+    assert not {"TARGETSTAGE", "TARGETOSVERSION", "TARGETARCH"} & set(env)
+
+
+def test_conversion_and_the_checks_start_from_the_same_predefined_args() -> None:
+    """dag/_scope.py predefined_args is the one list both follow, TARGETSTAGE and
+    the OS versions included."""
+    text = "FROM busybox\nARG TARGETSTAGE BUILDOSVERSION TARGETARCH\nRUN x\n"
+    walked = [dict(step.before.env) for step in walk(parse(text), build_args={}, images=Images()).steps
+              if isinstance(step.instruction, Run)]
+    assert walked == [run_env(text, "x")]
