@@ -52,6 +52,7 @@ from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileA
 from ._platform import Platform, host_platform, target_in_env
 from ._runmount import MountSyntaxError, parse_mount
 from ._scope import (
+    NON_ENV_ARGS,
     PROXY_ARGS,
     arg_value,
     env_assignments,
@@ -75,10 +76,13 @@ class MissingImages(Exception):
     """Base images that must be pulled before the graph can be built: ``refs`` by
     name, ``wanted`` each with the platform it is needed for."""
 
-    def __init__(self, refs: list[str], wanted: list[tuple[str, Platform]] | None = None) -> None:
+    def __init__(
+        self, refs: list[str], wanted: list[tuple[str, Platform]] | None = None, where: Mapping[str, Location] | None = None
+    ) -> None:
         super().__init__(", ".join(refs))
         self.refs = refs
         self.wanted = wanted if wanted is not None else [(ref, host_platform()) for ref in refs]
+        self.where = dict(where or {})  # ref -> the first instruction naming it, for a failed pull's error
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class _Converter:
         # BuildKit's MultiPlatformRequested: progress names then carry each step's platform
         self.prefix_platform = len(options.platforms) > 1
         self.missing: list[tuple[str, Platform]] = []
+        self.missing_where: dict[str, Location] = {}
         self.warnings: list[str] = []
         self.context_op: str | None = None
         self.results: dict[int, StageResult] = {}
@@ -264,7 +269,7 @@ class _Converter:
         for stage in stages:
             self.results[stage.index] = self.convert_stage(stage)
         if self.missing:
-            raise MissingImages(sorted({ref for ref, _ in self.missing}), list(dict.fromkeys(self.missing)))
+            raise MissingImages(sorted({ref for ref, _ in self.missing}), list(dict.fromkeys(self.missing)), self.missing_where)
         result = self.results[target.index]
         if self.options.labels:
             config = dict(result.image.config)
@@ -306,6 +311,7 @@ class _Converter:
         if image is None:
             self.refuse_stage_typo(where, name)
             self.missing.append((ref, platform))
+            self.missing_where.setdefault(ref, Location(self.dockerfile.file, where.span.start, where.span.end))
             return None, None
         if not image.config.get("rootfs", {}).get("diff_ids"):
             return None, image  # an image with no layers is scratch
@@ -500,7 +506,7 @@ class _Converter:
         for decl in arg.args:
             default = self.expand(arg, decl.default, state.env_map()) if decl.default is not None else None
             value = arg_value(decl, default, self.options.build_args, self.global_args)
-            if value is not None:
+            if value is not None and decl.name not in NON_ENV_ARGS:
                 state.env = set_env(state.env, decl.name, value)
             state.args.append((decl.name, value))
             # BuildKit's history shows the ARG as declared, not the value it got
@@ -779,13 +785,15 @@ def convert(dockerfile: Dockerfile, options: BuildOptions, images: ImageLookup) 
     graph = GraphBuilder()
     plans: list[BuildPlan] = []
     missing: list[tuple[str, Platform]] = []
+    where: dict[str, Location] = {}
     for platform in options.platforms:
         try:
             plans.append(_Converter(dockerfile, replace(options, platform=platform), images, graph).convert())
         except MissingImages as error:
             missing.extend(error.wanted)  # every platform's missing bases, pulled in one round
+            where = {**error.where, **where}
     if missing:
-        raise MissingImages(sorted({ref for ref, _ in missing}), list(dict.fromkeys(missing)))
+        raise MissingImages(sorted({ref for ref, _ in missing}), list(dict.fromkeys(missing)), where)
     definition = graph.build()
     targets = tuple(replace(plan, definition=definition) for plan in plans)
     first = targets[0]

@@ -38,9 +38,10 @@ PROXY_ARGS = frozenset(
     for name in (base, base.lower())
 )
 
-#: ARGs BuildKit never puts into the environment of a stage.  The checks
-#: follow this; conversion puts every declared ARG with a value into the step
-#: environment (unchanged so that no existing cache key moves).
+#: ARGs BuildKit never puts into the environment of a stage (convert.go's
+#: nonEnvArgs): declared, they tell BuildKit which stages and context to scan for
+#: an SBOM, and they stay in the history and RUN's "|N" list, but no step or later
+#: instruction sees them.  Conversion and the checks both follow this.
 NON_ENV_ARGS = frozenset({"BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"})
 
 

@@ -158,3 +158,39 @@ def test_conversion_and_the_checks_start_from_the_same_predefined_args() -> None
     walked = [dict(step.before.env) for step in walk(parse(text), build_args={}, images=Images()).steps
               if isinstance(step.instruction, Run)]
     assert walked == [run_env(text, "x")]
+
+
+# ------------------------------------------------------- ARGs that stay out of the env
+
+def test_sbom_scan_args_never_reach_the_run_environment() -> None:
+    """convert.go's nonEnvArgs (BUILDKIT_SBOM_SCAN_CONTEXT, BUILDKIT_SBOM_SCAN_STAGE):
+    dispatchArg records them (d.buildArgs, read to decide what to scan) but does
+    not AddEnv them, so RUN does not see them, even from a --build-arg; the
+    history still shows the ARG and RUN's ``|N`` prefix its value
+    (runCommandString falls back to the declared value)."""
+    text = "FROM busybox\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nRUN x\n"
+    env = run_env(text, "x", build_args={"BUILDKIT_SBOM_SCAN_CONTEXT": "true"})
+    assert not {"BUILDKIT_SBOM_SCAN_STAGE", "BUILDKIT_SBOM_SCAN_CONTEXT"} & set(env)
+    history = [step.created_by for step in plan(text, build_args={"BUILDKIT_SBOM_SCAN_CONTEXT": "true"}).target.image.history]
+    assert "ARG BUILDKIT_SBOM_SCAN_STAGE=true" in history
+    assert history[-1].startswith("RUN |2 BUILDKIT_SBOM_SCAN_STAGE=true BUILDKIT_SBOM_SCAN_CONTEXT=true /bin/sh -c x")
+
+
+def test_sbom_scan_args_do_not_expand_in_later_words() -> None:
+    """Not in d.state's env, they expand to nothing in the stage's later instructions."""
+    p = plan("FROM busybox\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nENV SEEN=[$BUILDKIT_SBOM_SCAN_STAGE]\n")
+    assert "SEEN=[]" in p.target.image.config["Env"]
+
+
+def test_sbom_scan_args_are_not_inherited_by_a_child_stage() -> None:
+    """What never entered the parent's env is not in the child's either."""
+    env = run_env("FROM busybox AS base\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nFROM base\nRUN child\n", "child")
+    assert "BUILDKIT_SBOM_SCAN_STAGE" not in env
+
+
+def test_conversion_and_the_checks_agree_on_sbom_scan_args() -> None:
+    """NON_ENV_ARGS in dag/_scope.py is the one list both follow."""
+    text = "FROM busybox\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nRUN x\n"
+    walked = [dict(step.before.env) for step in walk(parse(text), build_args={}, images=Images()).steps
+              if isinstance(step.instruction, Run)]
+    assert walked == [run_env(text, "x")]
