@@ -129,13 +129,25 @@ async def plan_build(
                 ) from None
             for (ref, platform), name in zip(wanted, shown):
                 emit(Notice(f"pulling {name}", trio.current_time()))
-                await puller.pull(ref, platform)
+                await _pull_naming_line(puller, ref, platform, missing.where.get(ref))
                 pulled.add((ref, platform))
             continue
         for warning in plan.warnings:
             emit(Notice(f"WARNING: {warning}", trio.current_time()))
         return plan
     raise BuildError("base images keep changing while they are pulled")
+
+
+async def _pull_naming_line(puller: Puller, ref: str, platform: str, where: Location | None) -> None:
+    """Pull ``ref``; a failure names the Dockerfile line that wants the image
+    (BuildKit reports a base that cannot be resolved against its FROM or COPY
+    --from), so "Dockerfile:2: GET manifest ... failed: cannot resolve ..."."""
+    try:
+        await puller.pull(ref, platform)
+    except PybuildError as error:
+        if error.location is None:
+            error.location = where
+        raise
 
 
 class _PullFirst:
