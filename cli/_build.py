@@ -19,7 +19,7 @@ from ._runtime import cpu_count, image_store, open_root, positive_int
 if TYPE_CHECKING:  # the build's types, imported only for the checker: a no-op build loads little
     from pybuild.cache import Root
     from pybuild.cache.remote import CacheSpec, RemoteCache
-    from pybuild.dag import BuildOptions, BuildOutcome, BuildPlan, ExportOptions, Worker, WorkerOptions
+    from pybuild.dag import BuildOptions, BuildOutcome, BuildPlan, ExportOptions, Platform, Worker, WorkerOptions
     from pybuild.executors import Executor, RootfsCaller
     from pybuild.grammar import Dockerfile
     from pybuild.oci import ImageStore
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not use the cache")
     parser.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE", help="do not use the cache for these stages")
     parser.add_argument("--pull", action="store_true", help="always pull base images")
-    parser.add_argument("--platform", help="target platform (only the host's platform is supported)")
+    parser.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT],...", help="target platforms, comma-separated or repeated (local: the host's); several make an image index")
     parser.add_argument("--network", default="default", choices=["default", "none", "host"], help="network mode of RUN steps")
     parser.add_argument("--allow", action="append", default=[], help="extra privileges: network.host, security.insecure")
     parser.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount=type=secret")
@@ -154,21 +154,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
+    """--platform as buildx reads it: comma-separated and repeatable, each once;
+    none given: () (the host's, implicitly)."""
+    from pybuild.dag import Platform
+
+    out: list[Platform] = []
+    for value in args.platform:
+        try:
+            out += [p for p in Platform.parse_list(value) if p not in out]
+        except ValueError as error:
+            raise UsageError(f"--platform: {error}", hint="e.g. --platform linux/amd64,linux/arm64") from None
+    return tuple(out)
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     """What the flags alone say is wrong, before anything is opened."""
-    from pybuild.dag import Platform, host_platform
+    from pybuild.oci import parse_outputs
 
-    platform = host_platform()
-    if args.platform and args.platform not in ("local",):
-        try:
-            wanted = Platform.parse(args.platform)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        if (wanted.os, wanted.architecture) != (platform.os, platform.architecture):
-            raise UsageError(
-                f"platform {args.platform} is not supported yet: pybuild builds for the host ({platform})",
-                hint="drop --platform or pass the host's platform",
-            )
+    if len(_platforms(args)) > 1 and any(o.type == "docker" for o in parse_outputs(args.output, push=args.push)):
+        # BuildKit's docker exporter: "docker exporter does not currently support exporting manifest lists"
+        raise UsageError(
+            "-o type=docker cannot hold several platforms: a docker archive has no image index",
+            hint="use -o type=oci, push with --push, or build one --platform at a time",
+        )
     for entitlement in args.allow:
         if entitlement not in ("network.host", "security.insecure"):
             raise UsageError(f"unknown entitlement {entitlement!r}", hint="pybuild knows network.host and security.insecure")
@@ -219,11 +228,13 @@ def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
     from pybuild.oci import parse_outputs
 
     source_date_epoch = _source_date_epoch(build_args)
+    platforms = _platforms(args)
     options = BuildOptions(
         build_args=build_args,
         target=args.target,
         labels=_pairs(args.label, "--label"),
-        platform=host_platform(),
+        platform=platforms[0] if platforms else host_platform(),
+        platforms=platforms,
         network=args.network,
         no_cache=args.no_cache,
         no_cache_stages=frozenset(s.lower() for value in args.no_cache_filter for s in value.split(",") if s),
@@ -268,8 +279,9 @@ def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: 
 
     async def main() -> BuildOutcome:
         try:
-            platform = str(request.options.platform)
-            remote_caches.extend(await _import_caches(list(request.cache_from), registry, platform, progress))
+            # an image's inline cache is per platform: each target's is imported
+            for platform in request.options.platforms or (request.options.platform,):
+                remote_caches.extend(await _import_caches(list(request.cache_from), registry, str(platform), progress))
             return await build(
                 dockerfile, request.options, store=store, make_runner=make_runner,
                 puller=_SharedClientPuller(store, registry), pull=args.pull,
@@ -324,24 +336,28 @@ def _runner_factory(
 def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
     from pybuild.oci import write_output_bytes  # a symlink, FIFO or device at the path is written through
 
-    image = outcome.image
+    image, index = outcome.image, outcome.index
+    # several platforms: the index is what was built (buildx's iidfile and
+    # metadata then name the index digest, there being no one config)
+    built = index.digest if index is not None else image.id
     if args.iidfile:
-        write_output_bytes(args.iidfile, image.id.encode())
+        write_output_bytes(args.iidfile, built.encode())
     pushed = [pair for result in outcome.outputs for pair in result.pushed]
     if args.metadata_file:
-        metadata = {
-            "containerimage.config.digest": image.id,
-            "containerimage.digest": pushed[0][1] if pushed else image.manifest_digest,
-            "image.name": ",".join(image.tags),
-        }
+        if index is None:
+            metadata = {"containerimage.config.digest": image.id, "containerimage.digest": pushed[0][1] if pushed else image.manifest_digest}
+        else:  # the index is pushed last, after its manifests
+            metadata = {"containerimage.digest": pushed[-1][1] if pushed else index.digest}
+        metadata["image.name"] = ",".join(index.tags if index is not None else image.tags)
         write_output_bytes(args.metadata_file, (json.dumps(metadata, indent=2) + "\n").encode())
     if args.quiet:
         if not to_stdout:
-            print(image.id)
+            print(built)
         return
     from pybuild.oci import parse_reference
 
-    lines = [f"writing image {image.id}"]
+    lines = [f"writing image {image.id} ({image.platform})" for image in outcome.images]
+    lines += [f"writing image index {built}" if index is not None else f"writing image {built}"]
     lines += [f"naming to {parse_reference(t)}" for t in args.tag]
     lines += [f"pushed {reference}@{digest}" for reference, digest in pushed]
     print("\n".join(lines), file=sys.stderr)
@@ -452,6 +468,8 @@ class _Context:
             self.cleanup()
 
 
+# gzip, bzip2, xz and zstd: what the docker CLI (DetectArchiveReader) and
+# BuildKit's dockerui (isArchive, zstd since Dockerfile 1.27) take for an archive
 _TAR_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
@@ -459,10 +477,25 @@ def _looks_like_tar(head: bytes) -> bool:
     return any(head.startswith(m) for m in _TAR_MAGIC) or head[257:262] == b"ustar"
 
 
+def _unpack_context_tar(root: Any, stream: Any) -> Any:
+    """A context tar, plain or compressed (told by its magic bytes, as Docker
+    does), unpacked into the root: a ``TarContext``."""
+    from pybuild.cache import open_tar_context
+    from pybuild.errors import ContextError, ImageError
+    from pybuild.oci import open_decompressed
+
+    try:
+        plain = open_decompressed(stream)
+        try:
+            return open_tar_context(root, plain)
+        finally:
+            plain.close()
+    except ImageError as error:  # the compressed stream is damaged or cut short
+        raise ContextError(f"the build context tar is damaged: {error.message}", hint="send a tar made with `tar -c` of a directory") from None
+
+
 def _open_context(args: argparse.Namespace, root: Any) -> _Context:
     """The context as Docker reads it: a directory, a tar or Dockerfile on stdin, a URL."""
-    from pybuild.cache import open_tar_context
-
     if args.context == "-":
         if args.file == "-":
             raise UsageError("stdin cannot be both the context and the Dockerfile")
@@ -470,7 +503,7 @@ def _open_context(args: argparse.Namespace, root: Any) -> _Context:
         if _looks_like_tar(data[:512]):
             import io
 
-            tar = open_tar_context(root, io.BytesIO(data))
+            tar = _unpack_context_tar(root, io.BytesIO(data))
             name = args.file or "Dockerfile"
             return _context_dockerfile(tar.path, name, str(tar.path / name), cleanup=tar.close)
         empty = root.tmp_dir("context-")  # a Dockerfile alone: an empty context
@@ -506,10 +539,10 @@ def _context_dockerfile(directory: Path, name: str, display: str, cleanup: Any =
 
 
 def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
-    """A git repository (``URL.git#ref:subdir``) or a tarball URL, fetched into the root."""
+    """A git repository (``URL.git#ref:subdir``), a tarball URL, or the URL of a
+    Dockerfile alone, fetched into the root."""
     import trio
 
-    from pybuild.cache import open_tar_context
     from pybuild.dag import git_source, http_source, is_git_source
     from pybuild.oci import RemoteFetcher
 
@@ -519,9 +552,16 @@ def _remote_context(args: argparse.Namespace, root: Any) -> _Context:
         trio.run(fetcher.git, git_source(args.context), where)
         directory = where
     else:
-        trio.run(fetcher.http, http_source(args.context, "context.tar"), where)
-        with open(where / "context.tar", "rb") as stream:
-            tar = open_tar_context(root, stream)
+        trio.run(fetcher.http, http_source(args.context, "context"), where)
+        with open(where / "context", "rb") as stream:
+            if not _looks_like_tar(stream.read(1024)):
+                # no archive: the download is the Dockerfile and the context holds
+                # only it, named "context" (BuildKit's dockerui isArchive)
+                if args.file == "-":
+                    return _Context(where, "<stdin>", read_dockerfile("-")[0])
+                return _context_dockerfile(where, "context", str(where / "context"))
+            stream.seek(0)
+            tar = _unpack_context_tar(root, stream)
         directory = tar.path
     if args.file == "-":
         return _Context(directory, "<stdin>", read_dockerfile("-")[0])

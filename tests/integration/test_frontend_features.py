@@ -3,8 +3,28 @@ generally available, ADD --unpack, and compressed build contexts (zstd too)."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 from pathlib import Path
 
+import pytest
+import zstandard
+
+from tests.integration.test_contexts import CONTEXT, tar_of
+
+
+def plain_tar(files: dict[str, str]) -> bytes:
+    return gzip.decompress(tar_of(files))
+
+
+COMPRESSORS = {
+    "plain": lambda data: data,
+    "gzip": gzip.compress,
+    "bzip2": bz2.compress,
+    "xz": lzma.compress,
+    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+}
 
 # one tree, copied from the context and from a stage, with the same patterns
 TREE = {
@@ -92,3 +112,81 @@ def test_copy_exclude_syntax_error_names_the_line(cli, busybox_image: str, tmp_p
     err = result.stderr
     assert result.returncode != 0 and "Traceback" not in err
     assert "Dockerfile:4" in err and "[ab" in err
+
+
+def test_add_unpack_true_extracts_a_downloaded_archive(cli, busybox_image: str, tmp_path: Path, open_image, http_files) -> None:  # type: ignore[no-untyped-def]
+    """``ADD --unpack=true URL`` extracts a remote archive, zstd included, while a
+    plain ``ADD URL`` keeps the file (Dockerfile 1.17, docs/reference.md
+    "ADD --unpack"; ``convert.go`` sets ``AttemptUnpack`` from the flag for URLs)."""
+    served, base = http_files
+    archive = plain_tar({"inside/hello.txt": "unpacked from a URL\n"})
+    (served / "a.tar.gz").write_bytes(gzip.compress(archive))
+    (served / "a.tar.zst").write_bytes(zstandard.ZstdCompressor().compress(archive))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        f"ADD --unpack=true {base}/a.tar.gz /gz/\n"
+        f"ADD --unpack=true {base}/a.tar.zst /zst/\n"
+        f"ADD {base}/a.tar.zst /kept/\n"
+    )
+    cli("build", "-t", "unpacked", str(ctx))
+    image = open_image("unpacked")
+    assert image.read("/gz/inside/hello.txt") == "unpacked from a URL\n"
+    assert image.read("/zst/inside/hello.txt") == "unpacked from a URL\n"
+    assert image.find("/kept/a.tar.zst") is not None
+
+
+def test_add_unpack_needs_a_boolean(cli, busybox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--unpack=maybe`` is refused with the line, as BuildKit's BFlags does for a
+    bool flag (``frontend/dockerfile/instructions/bflag.go``)."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nADD --unpack=maybe a /a\n")
+    result = cli("build", str(ctx), check=False)
+    assert result.returncode != 0 and "Dockerfile:2" in result.stderr and "--unpack" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSORS))
+def test_tar_context_on_stdin_in_every_compression(cli, busybox_image: str, open_image, compression: str) -> None:  # type: ignore[no-untyped-def]
+    """``pybuild build - < ctx.tar.zst`` works like the plain, gzip, bzip2 and xz
+    tars: the docker CLI detects a context archive by its magic bytes
+    (``cli/command/image/build/context.go`` DetectArchiveReader, compression
+    from moby ``pkg/archive`` DetectCompression, zstd included) and Dockerfile
+    1.27 accepts zstd contexts (moby/buildkit#7069)."""
+    data = COMPRESSORS[compression](plain_tar(CONTEXT))
+    cli("build", "-t", f"ctx-{compression}", "-", input=data)
+    assert open_image(f"ctx-{compression}").read("/hello.txt") == "hello from the context\n"
+
+
+def test_zstd_tarball_url_context(cli, busybox_image: str, open_image, http_files) -> None:  # type: ignore[no-untyped-def]
+    """A URL context that is a zstd tar is unpacked as the context, as BuildKit's
+    dockerui ``context.go`` does for any archive it detects (Dockerfile 1.27,
+    moby/buildkit#7069)."""
+    served, base = http_files
+    (served / "ctx.tar.zst").write_bytes(COMPRESSORS["zstd"](plain_tar(CONTEXT)))
+    cli("build", "-t", "zst-url", f"{base}/ctx.tar.zst")
+    assert open_image("zst-url").read("/hello.txt") == "hello from the context\n"
+
+
+def test_a_damaged_compressed_context_is_one_clear_error(cli, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    """A zstd stream that breaks off is a one-line context error, never a traceback."""
+    data = COMPRESSORS["zstd"](plain_tar(CONTEXT))[:-20]
+    result = cli("build", "-", input=data, check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in err and "context" in err
+
+
+def test_url_context_that_is_no_archive_is_the_dockerfile(cli, busybox_image: str, open_image, http_files) -> None:  # type: ignore[no-untyped-def]
+    """A URL context whose first bytes are no archive (no gzip, bzip2, xz or zstd
+    magic, no tar header) is the Dockerfile itself, with an empty context, as
+    BuildKit's dockerui does (``frontend/dockerui/context.go``: ``isArchive`` on
+    the first 1024 bytes, else the download is the Dockerfile "context")."""
+    served, base = http_files
+    (served / "Dockerfile").write_text("FROM busybox\nRUN echo from-a-url > /made\n")
+    cli("build", "-t", "df-url", f"{base}/Dockerfile")
+    assert open_image("df-url").read("/made") == "from-a-url\n"
+    (served / "Copying").write_text("FROM busybox\nCOPY anything /x\n")
+    failing = cli("build", f"{base}/Copying", check=False)
+    assert failing.returncode != 0 and "not found" in failing.stderr and "Traceback" not in failing.stderr
