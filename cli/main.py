@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "commit": ("pybuild.cli._commit", "Create an image from a container's changes"),
     "du": ("pybuild.cli._du", "Show the disk space the pybuild root uses"),
     "prune": ("pybuild.cli._prune", "Remove build cache (safe while builds run)"),
+    "binfmt": ("pybuild.cli._binfmt", "Show the platforms this machine runs; register QEMU's handlers"),
 }
 
 
