@@ -99,7 +99,7 @@ def commit_layer(root: Root, store: ImageStore, record: ContainerRecord, diff_id
     except BaseException:
         root.snapshots.discard(active)
         raise
-    layer = store.layer_for_snapshot(snapshot)
+    layer = store.layer_for_snapshot(snapshot, sized_as_unpacked=True)  # docker commit registers (ApplyDiff) the layer
     # Running or building on the new image then finds this snapshot instead of unpacking the layer.
     store.remember_chain([*diff_ids, layer.diff_id], [*reversed(record.snapshots), snapshot])
     return layer

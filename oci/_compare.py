@@ -14,8 +14,10 @@ it, and which layers two images share (by chain ID).
 Layer trees are overlay upper directories, as overlayfs writes them:
 a whiteout is a character device 0/0, an opaque directory carries
 ``trusted.overlay.opaque=y``.  Sizes come from ``lstat`` (no file is read),
-counted as Docker counts them: every non-directory, symlinks by their
-target's length, hard links of one layer once.  Indexes are 0-based, bottom
+counted as Docker counts an unpacked layer: every non-directory, symlinks by
+their target's length, hard links of one layer once.  A layer's own size
+(``LayerReport.size``) is the store's, which for a layer a build made leaves
+the symlink targets out, as BuildKit does.  Indexes are 0-based, bottom
 layer first.
 """
 

@@ -68,7 +68,21 @@ class LayerStats:
 
     @property
     def docker_size(self) -> int:
-        """Docker's size of the layer: lstat sizes of all but directories, hard links once."""
+        """Docker's size of a layer a build made: its tar headers' sizes.
+
+        BuildKit in dockerd registers a layer it built through the layer
+        store's ChecksumForGraphID (moby builder/builder-next/adapters/snapshot/
+        layer.go EnsureLayer; layer/migration.go packSizeCounter), which sums
+        the tar headers' sizes: regular files' bytes, hard links once, symlinks
+        0.  Unpacked by ``docker load`` the same layer weighs
+        ``link_target_bytes`` more: ``unpacked_size``.
+        """
+        return self.content_bytes
+
+    @property
+    def unpacked_size(self) -> int:
+        """Docker's size of the layer unpacked (load, pull, import, commit):
+        what ``oci._store.unpacked_layer_size`` counts in the tree, found while archiving it."""
         return self.content_bytes + self.link_target_bytes
 
 

@@ -205,9 +205,17 @@ class _Discard:
         return len(data)
 
 
-def docker_size(tree: Path) -> int:
-    """The size Docker reports for a layer: lstat sizes of everything but
-    directories (so symlinks count their target's length), hard links once."""
+def unpacked_layer_size(tree: Path) -> int:
+    """Docker's size of a layer it unpacked (``docker load``, pull, import) into ``tree``.
+
+    The layer store keeps what the graph driver's ApplyDiff returns; overlay2
+    with native diff (the default where the kernel allows it) returns the
+    applied directory's size (moby daemon/graphdriver/overlay2/overlay.go,
+    pkg/directory/directory_unix.go Size): lstat sizes of everything but
+    directories, an inode once.  So a symlink weighs its target's length and a
+    whiteout (a 0/0 device) nothing.  A layer a build made is sized otherwise
+    (``LayerStats.docker_size``).
+    """
     linked: set[int] = set()
     total = 0
     stack = [os.fsencode(tree)]
@@ -931,6 +939,7 @@ class ImageStore:
         *,
         mtime: int | None = None,
         tee: ByteSink | None = None,
+        sized_as_unpacked: bool = False,
     ) -> Layer:
         """The compressed layer of one snapshot, made once per compression and reused.
 
@@ -941,6 +950,12 @@ class ImageStore:
         force another); only a plain one is compressed as asked.  A blob made
         here is also written into ``tee`` as it is stored; one found made
         before is not.
+
+        A new layer is sized as BuildKit sizes one it built (no symlink
+        targets), or with ``sized_as_unpacked`` as Docker sizes a layer it
+        registers from a tar -- ``docker import`` and ``docker commit`` go
+        through the layer store's Register and the graph driver's ApplyDiff
+        (moby daemon/images/image_import.go, image_commit.go).
         """
         kind = Compression.parse(compression)
         key = SNAPSHOT_RECORD + snapshot_id + (f":mtime={mtime}" if mtime is not None else "")
@@ -972,7 +987,8 @@ class ImageStore:
             self.root.index.set_diff_id(key, blob.diff_id)
         self.root.index.add_blob(key, kind.value, BlobRef(blob.digest, blob.size, blob.media_type))
         assert blob.stats is not None
-        self._remember_size(blob.diff_id, blob.uncompressed_size, blob.stats.docker_size)
+        size = blob.stats.unpacked_size if sized_as_unpacked else blob.stats.docker_size
+        self._remember_size(blob.diff_id, blob.uncompressed_size, size)
         return Layer(blob.diff_id, blob.digest, blob.size, blob.media_type)
 
     def _snapshot_record(self, key: str, snapshot_id: str) -> CacheRecord | None:
@@ -1147,7 +1163,7 @@ class ImageStore:
                         f"layer {layer.digest} unpacks to {stats.diff_id}, but the image config says {layer.diff_id}",
                         hint="the image is corrupt; pull it again",
                     )
-                self._remember_size(layer.diff_id, stats.tar_bytes, docker_size(Path(active.upper)))
+                self._remember_size(layer.diff_id, stats.tar_bytes, unpacked_layer_size(Path(active.upper)))
             except BaseException:
                 self.root.snapshots.discard(active)
                 raise
@@ -1169,10 +1185,8 @@ class ImageStore:
     # ------------------------------------------------------------ import
 
     def import_tarball(self, stream: BinaryIO, tags: Iterable[str] = (), *, message: str = "Imported from -",
-                       architecture: str = "amd64", os_name: str = "linux", changes: Mapping[str, Any] | None = None,
-                       variant: str = "") -> StoredImage:
-        """``docker import``: a root filesystem tar (any compression) becomes a one-layer image
-        (``variant`` in its config only when given, so an import without one keeps its ID)."""
+                       architecture: str = "amd64", os_name: str = "linux", changes: Mapping[str, Any] | None = None) -> StoredImage:
+        """``docker import``: a root filesystem tar (any compression) becomes a one-layer image."""
         active = self.root.snapshots.new_active()
         try:
             apply_layer(stream, Path(active.upper))
@@ -1181,7 +1195,7 @@ class ImageStore:
             raise
         with self.root.index.lease() as lease:  # until the image is registered, prune keeps its layer
             snapshot = self.commit_leased(active, None, lease)
-            return self._import_image(snapshot, message, architecture, os_name, changes, tags, variant)
+            return self._import_image(snapshot, message, architecture, os_name, changes, tags)
 
     def commit_leased(self, active: ActiveSnapshot, parent: str | None, lease: Lease) -> str:
         """Commit a new snapshot leased before it exists, so a prune before it is
@@ -1191,8 +1205,8 @@ class ImageStore:
         return self.root.snapshots.commit(active, parent, snapshot_id=snapshot_id)
 
     def _import_image(self, snapshot: str, message: str, architecture: str, os_name: str,
-                      changes: Mapping[str, Any] | None, tags: Iterable[str], variant: str = "") -> StoredImage:
-        layer = self.layer_for_snapshot(snapshot)
+                      changes: Mapping[str, Any] | None, tags: Iterable[str]) -> StoredImage:
+        layer = self.layer_for_snapshot(snapshot, sized_as_unpacked=True)
         self.remember_chain([layer.diff_id], [snapshot])
         now = rfc3339(time.time())
         config = {
@@ -1204,8 +1218,6 @@ class ImageStore:
             "history": [{"created": now, "comment": message}],
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         }
-        if variant:
-            config["variant"] = variant
         return self.add_image(config, [layer], tags)
 
 

@@ -431,3 +431,15 @@ def test_rmi_refuses_images_that_containers_use_as_docker_does(pb, clean_root: P
     assert f"Deleted: {image_id}" in removed
     assert pb("images", "-q").stdout == ""
     pb("rm", "stopped-user")
+
+
+def test_a_committed_layer_is_sized_as_docker_commit_registers_it(pb, clean_root: Path, busybox_image: str) -> None:  # type: ignore[no-untyped-def]
+    """`docker commit` registers the container's layer through the layer store's
+    Register, so the graph driver's ApplyDiff sizes it (moby
+    daemon/images/image_commit.go CommitImage; overlay2's ApplyDiff returns
+    pkg/directory's Size): a symlink weighs its target's length, unlike in a
+    layer BuildKit built (tests/oci/test_store.py)."""
+    pb("run", "--name", "linked", busybox_image, "sh", "-c", "ln -s /0123456789 /x && printf 0123456789 > /ten && ln /ten /tenlink")
+    pb("commit", "linked", "linked:1")
+    assert pb("history", "-H", "false", "--format", "{{.Size}}", "linked:1").stdout.split()[0] == str(10 + len("/0123456789"))
+    pb("rm", "linked")

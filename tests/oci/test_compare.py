@@ -25,7 +25,8 @@ from pybuild.oci._compare import (
     layer_history,
     walk_layers,
 )
-from pybuild.oci._store import docker_size
+from pybuild.oci._layers import write_layer
+from pybuild.oci._store import unpacked_layer_size
 
 Build = Callable[[Path], None]
 
@@ -208,7 +209,12 @@ def test_a_whiteout_of_a_missing_path_wastes_nothing(store: ImageStore, require_
     assert report.wasted == () and report.layers[1].files_deleted == 1 and report.final_size == 1100
 
 
-def test_layer_sizes_are_dockers_measure(store: ImageStore, require_root: None) -> None:
+def test_layer_sizes_are_dockers_measure_and_bytes_are_the_trees(store: ImageStore, require_root: None) -> None:
+    """A layer built here is sized as BuildKit in dockerd registers one (tar
+    headers' sizes: no symlink target, moby layer/migration.go packSizeCounter);
+    the bytes a layer adds are its tree's lstat sizes, as Docker sizes an
+    unpacked layer (moby pkg/directory/directory_unix.go Size): the two differ
+    by the layer's symlink targets."""
     def rich(root: Path) -> None:
         write(root / "f", 123)
         os.symlink("/a/long/target", root / "l")
@@ -218,8 +224,10 @@ def test_layer_sizes_are_dockers_measure(store: ImageStore, require_root: None) 
     snapshots = stack(store, [base, rich])
     report = analyze_image(store, image_of(store, snapshots, "rich:1"))
     trees = [store.root.snapshots.tree(s) for s in snapshots]
-    assert [l.size for l in report.layers] == [docker_size(t) for t in trees]
-    assert [l.bytes_added for l in report.layers] == [docker_size(t) for t in trees]
+    assert [l.size for l in report.layers] == [write_layer(t, io.BytesIO()).docker_size for t in trees]
+    assert report.layers[1].size == 123  # the hard link once, the symlink's target not at all
+    assert [l.bytes_added for l in report.layers] == [unpacked_layer_size(t) for t in trees]
+    assert report.layers[1].bytes_added == 123 + len("/a/long/target")
 
 
 def test_a_shared_base_is_marked_in_both_images(store: ImageStore, require_root: None) -> None:

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import tarfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from pybuild.cache import Root
 from pybuild.errors import ImageError, NotFound
 from pybuild.oci import ImageStore, Layer, chain_ids
 from pybuild.oci._layers import write_layer
-from pybuild.oci._store import docker_size
+from pybuild.oci._store import unpacked_layer_size
 
 
 @pytest.fixture
@@ -156,17 +157,87 @@ def test_layers_another_image_uses_stay(store: ImageStore, require_root: None) -
     assert (trees[0] / "app").read_bytes() == b"program\n" and (trees[1] / "bin" / "sh").exists()
 
 
-def test_docker_size_counts_files_and_symlinks_and_hard_links_once(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
+def every_kind(tree: Path) -> None:
+    """A layer tree with each kind of entry Docker sizes differently: directories,
+    a 10-byte file with a hard link, a symlink with an 11-byte target, an empty
+    file and a whiteout (a character device 0/0, as overlayfs writes one)."""
     (tree / "dir" / "sub").mkdir(parents=True)
     (tree / "dir" / "ten").write_bytes(b"0123456789")
     os.link(tree / "dir" / "ten", tree / "dir" / "link")
-    os.symlink("dir/ten", tree / "symlink")  # 7 bytes of target
+    os.symlink("/0123456789", tree / "x")
     (tree / "empty").write_bytes(b"")
-    assert docker_size(tree) == 10 + 7
-    # the layer writer counts the same while it archives (no second walk)
+    os.mknod(tree / "gone", stat.S_IFCHR | 0o600, 0)
+
+
+def every_kind_tar() -> bytes:
+    """The same entries as ``every_kind`` as another tool's layer tar (the whiteout as ``.wh.gone``)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, data, target in [
+            ("dir", tarfile.DIRTYPE, b"", ""), ("dir/sub", tarfile.DIRTYPE, b"", ""),
+            ("dir/ten", tarfile.REGTYPE, b"0123456789", ""), ("dir/link", tarfile.LNKTYPE, b"", "dir/ten"),
+            ("x", tarfile.SYMTYPE, b"", "/0123456789"), ("empty", tarfile.REGTYPE, b"", ""),
+            (".wh.gone", tarfile.REGTYPE, b"", ""),
+        ]:  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.linkname, info.mtime = kind, len(data), target, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_built_layer_counts_file_bytes_once_and_no_symlink_targets(store: ImageStore, require_root: None) -> None:
+    """A layer BuildKit builds inside dockerd is sized as it is registered:
+    builder-next's EnsureLayer (moby builder/builder-next/adapters/snapshot/layer.go)
+    calls the layer store's ChecksumForGraphID (moby layer/migration.go), whose
+    packSizeCounter sums the tar headers' sizes of the layer's diff: a regular
+    file's length, 0 for its hard link, a symlink, a directory or a whiteout.
+    Checked on dockerd 20.10.24: `RUN ln -s /0123456789 /x && printf 0123456789 >
+    /ten && ln /ten /tenlink && rm /etc/group` makes a 10-byte layer."""
+    active = store.root.snapshots.new_active()
+    every_kind(Path(active.upper))
+    snapshot = store.root.snapshots.commit(active, None)
+    built = store.layer_for_snapshot(snapshot)
+    assert store.layer_sizes(image_of(store, [built], ["b:1"])) == [10]
+    assert store.get("b:1").size == 10
+    # the layer writer counts it while it archives (no second walk of the tree)
+    assert write_layer(store.root.snapshots.tree(snapshot), io.BytesIO()).docker_size == 10
+
+
+def test_an_unpacked_layer_counts_symlink_targets_as_overlay2_does(store: ImageStore, require_root: None) -> None:
+    """A layer Docker unpacks (docker load, pull, import) is sized by the graph
+    driver's ApplyDiff: overlay2 with native diff returns pkg/directory's Size of
+    the applied diff directory (moby daemon/graphdriver/overlay2/overlay.go
+    ApplyDiff; pkg/directory/directory_unix.go): lstat sizes of all but
+    directories, an inode once, so a symlink weighs its target's length and a
+    whiteout nothing.  Checked on dockerd 20.10.24: `docker load` of BuildKit's
+    own `docker save` of the layer above shows 21 bytes, not 10."""
+    plain = every_kind_tar()
+    layer = Layer("sha256:" + hashlib.sha256(plain).hexdigest(), store.root.blobs.put(plain), len(plain), "application/vnd.docker.image.rootfs.diff.tar")
+    image = image_of(store, [layer], ["loaded:1"])
+    (snapshot,) = store.snapshots_for(image)
+    assert store.layer_sizes(store.get("loaded:1")) == [10 + 11]
+    assert unpacked_layer_size(store.root.snapshots.tree(snapshot)) == 10 + 11
+
+
+def test_an_imported_layer_is_sized_as_docker_import_registers_it(store: ImageStore, require_root: None) -> None:
+    """`docker import` registers its layer through the layer store's Register,
+    so the graph driver's ApplyDiff sizes it (moby daemon/images/image_import.go
+    ImportImage; overlay2's ApplyDiff: pkg/directory Size): symlink targets
+    count.  Checked on dockerd 20.10.24: the busybox root filesystem of the
+    tests imports as its files' lstat sizes, 3,637 bytes of symlink targets included."""
+    image = store.import_tarball(io.BytesIO(every_kind_tar()), ["imported:1"])
+    assert store.layer_sizes(image) == [10 + 11] and store.get("imported:1").size == 10 + 11
+
+
+def test_the_two_measures_differ_by_the_symlink_targets(tmp_path: Path, require_root: None) -> None:
+    """What `docker load` of a built layer shows more than the build did: its symlinks' target lengths."""
+    tree = tmp_path / "tree"
+    every_kind(tree)
+    os.symlink("dir", tree / "dir" / "sub" / "up")
     stats = write_layer(tree, io.BytesIO())
-    assert stats.docker_size == docker_size(tree)
+    assert stats.link_target_bytes == len("/0123456789") + len("dir")
+    assert unpacked_layer_size(tree) == stats.docker_size + stats.link_target_bytes == 10 + 14
+    assert stats.unpacked_size == unpacked_layer_size(tree)  # found while archiving, no second walk
 
 
 def test_sizes_are_dockers_for_built_and_unpacked_layers(store: ImageStore, require_root: None, tmp_path: Path) -> None:
