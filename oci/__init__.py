@@ -50,6 +50,9 @@ _LAZY = {
     "parse_output": "._export",
     "parse_outputs": "._export",
     "export_outputs": "._export",
+    "export_index_outputs": "._export",
+    "check_index_outputs": "._export",
+    "write_index_archive": "._export",
     "OutputResult": "._export",
     "export_oci_archive": "._export",
     "export_docker_archive": "._export",
@@ -66,6 +69,7 @@ _LAZY = {
     "PullResult": "._pull",
     "StorePuller": "._pull",
     "push_image": "._push",
+    "push_index": "._push",
     "PushResult": "._push",
     "registry_client": "._push",
     "write_layer": "._layers",
@@ -151,7 +155,10 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._export import OutputResult as OutputResult
     from ._export import export_docker_archive as export_docker_archive
     from ._export import export_oci_archive as export_oci_archive
+    from ._export import check_index_outputs as check_index_outputs
+    from ._export import export_index_outputs as export_index_outputs
     from ._export import export_outputs as export_outputs
+    from ._export import write_index_archive as write_index_archive
     from ._export import parse_output as parse_output
     from ._export import parse_outputs as parse_outputs
     from ._export import write_images_archive as write_images_archive
@@ -184,6 +191,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._pull import pull_image as pull_image
     from ._push import PushResult as PushResult
     from ._push import push_image as push_image
+    from ._push import push_index as push_index
     from ._push import registry_client as registry_client
     from ._snapshot_layers import SnapshotLayers as SnapshotLayers
     from ._snapshot_layers import layer_compression as layer_compression

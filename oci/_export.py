@@ -12,6 +12,12 @@ values; ``export_outputs`` writes a built (stored) image to each of them:
 - ``type=local,dest=DIR`` -- the final filesystem.
 - ``type=tar,dest=FILE`` -- the final filesystem as a tar.
 
+Several platforms (an image index, ``export_index_outputs``): ``type=image``
+tags the index and ``push=true`` pushes every platform's manifest, then the
+index; ``type=oci`` writes the index into the layout; ``type=local`` and
+``type=tar`` write one directory per platform (``linux_arm64/``); and
+``type=docker`` is refused as BuildKit's docker exporter refuses it.
+
 ``-o DIR`` is ``type=local,dest=DIR`` and ``-o -`` is ``type=tar,dest=-``;
 ``dest=-`` writes to standard output.  Archive outputs take
 ``compression=gzip|zstd|uncompressed``, ``compression-level=N`` and
@@ -30,15 +36,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pybuild.errors import NotFound, UsageError
+from pybuild.errors import ImageError, NotFound, UsageError
 
 from ._archive import ArchiveImage, OciArchiveWriter, PendingBlob, write_docker_archive
 from ._export_layers import LayerSettings, bool_option, export_manifest, parse_compression_options
-from ._formats import Descriptor
+from ._formats import MEDIA_TYPE_OCI_INDEX, Descriptor, ImagePlatform, index_document
+from ._platforms import host_platform
 from ._output_file import open_output
 from ._reference import parse_reference
 from ._snapshot_layers import layer_compression
-from ._store import ImageStore, Layer, StoredImage
+from ._store import ImageStore, Layer, StoredImage, StoredIndex
 
 if TYPE_CHECKING:  # the registry package imports httpx: loaded when a push runs
     from .registry import RegistryClient
@@ -236,6 +243,33 @@ def _write_oci_archive(
     writer.finish(source, entries)
 
 
+def write_index_archive(
+    store: ImageStore, index: StoredIndex, names: Sequence[str], dest: Path | BinaryIO, *, layers: LayerSettings = LayerSettings()
+) -> None:
+    """``type=oci`` of several platforms: an OCI layout whose ``index.json`` names the image
+    index (as BuildKit's oci exporter writes it).  Docker's ``manifest.json`` names the
+    host's image (the first if the index has none), which is what ``docker load`` can take."""
+    refs = tuple(str(parse_reference(n)) for n in names)
+
+    def write(writer: OciArchiveWriter) -> None:
+        extra: dict[str, bytes] = {}
+        source = _Blobs(store, extra)
+        archive_layers = _ArchiveLayers(writer, source)
+        manifests = []
+        for entry in index.manifests:
+            manifest = export_manifest(store, entry.image, layers, archive=archive_layers)
+            extra[manifest.digest] = manifest.data
+            manifests.append((entry.platform, Descriptor(manifest.media_type, manifest.digest, len(manifest.data))))
+        data = index_document(manifests)
+        descriptor = Descriptor.of(MEDIA_TYPE_OCI_INDEX, data)
+        extra[descriptor.digest] = data
+        host = host_platform()
+        loadable = ImagePlatform.parse(host if host in index.platforms else index.platforms[0])
+        writer.finish(source, [ArchiveImage(descriptor, refs)], platform=loadable)
+
+    _atomic(dest, lambda out, own_file: write(OciArchiveWriter(out, can_seek_back=own_file)))
+
+
 def export_oci_archive(
     store: ImageStore, image: StoredImage, dest: Path | BinaryIO, names: Sequence[str] = (), *, layers: LayerSettings = LayerSettings()
 ) -> None:
@@ -306,6 +340,84 @@ async def export_outputs(
             await trio.to_thread.run_sync(lambda: _atomic(target, lambda out, _own_file: export_tar(store, image, out)))
         results.append(OutputResult(output))
     return results
+
+
+def check_index_outputs(outputs: Sequence[Output]) -> None:
+    """Refuse, before anything is written, the outputs several platforms cannot go to."""
+    for output in outputs:
+        if output.type == "docker":
+            raise ImageError(
+                "docker exporter does not currently support exporting manifest lists",
+                hint="use --output type=oci for every platform, or build one --platform for type=docker",
+            )
+
+
+async def export_index_outputs(
+    store: ImageStore,
+    index: StoredIndex,
+    outputs: Sequence[Output],
+    *,
+    tags: Sequence[str] = (),
+    stdout: BinaryIO | None = None,
+    insecure_registries: Sequence[str] = (),
+    client: RegistryClient | None = None,  # made on demand when None
+) -> list[OutputResult]:
+    """Write a multi-platform result (``index``, already in the store, tagged with ``tags``) to every output."""
+    import trio
+
+    from ._export_local import export_local_platforms, export_tar_platforms
+
+    check_index_outputs(outputs)
+    platforms = [(entry.platform, entry.image) for entry in index.manifests]
+    results: list[OutputResult] = []
+    for output in outputs:
+        names = tuple(output.names or tags)
+        if output.type in ("image", "registry"):
+            for name in output.names:
+                await trio.to_thread.run_sync(store.tag, index.digest, name)
+            pushed: list[tuple[str, str]] = []
+            if output.push:
+                if not names:
+                    raise UsageError("pushing needs a name", hint="name the image with -t NAME or --output type=registry,name=NAME")
+                pushed = await _push_index_all(store, index, names, output.layers, client, insecure_registries)
+            results.append(OutputResult(output, tuple(pushed)))
+            continue
+        target = _target(output, stdout)
+        if output.type == "oci":
+            await trio.to_thread.run_sync(lambda: write_index_archive(store, index, names, target, layers=output.layers))
+        elif output.type == "local":
+            await trio.to_thread.run_sync(export_local_platforms, store, platforms, target)  # type: ignore[arg-type]  # a directory: parse_output refuses dest=- for local
+        elif output.type == "tar":
+            await trio.to_thread.run_sync(lambda: _atomic(target, lambda out, _own_file: export_tar_platforms(store, platforms, out)))
+        results.append(OutputResult(output))
+    return results
+
+
+def _target(output: Output, stdout: BinaryIO | None) -> Path | BinaryIO:
+    if output.to_stdout:
+        if stdout is None:
+            raise UsageError("this command cannot write an output to standard output")
+        return stdout
+    assert output.dest is not None  # parse_output requires dest for the file outputs
+    return Path(output.dest)
+
+
+async def _push_index_all(
+    store: ImageStore, index: StoredIndex, names: Sequence[str], layers: LayerSettings, client: RegistryClient | None, insecure: Sequence[str]
+) -> list[tuple[str, str]]:
+    from ._push import push_index, registry_client
+
+    own = client is None
+    client = client or registry_client(insecure)
+    try:
+        pushed = []
+        for name in names:
+            result = await push_index(store, client, index, name, layers=layers)
+            pushed.append((str(result.reference), result.digest))
+        return pushed
+    finally:
+        if own:
+            await client.aclose()
 
 
 async def _push_all(

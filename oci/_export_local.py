@@ -12,6 +12,10 @@ pybuild root's temp area, never straight into the user's directory:
 - ``export_tar`` writes the merged tree as one deterministic tar (the layer
   tar writer over a tree without whiteouts).  Files are hard-linked from
   the snapshots rather than copied: the tree is read once and removed.
+
+Several platforms' images (a multi-platform build) go one directory each,
+named as BuildKit's local and tar exporters name them with platform-split
+(``linux/arm/v7`` -> ``linux_arm_v7/``; moby/buildkit exporter/local/export.go).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from pybuild.errors import StoreError
+import re
+from collections.abc import Sequence
+
+from pybuild.errors import ImageError, StoreError
 
 from ._layers import write_layer
 from ._store import ImageStore, StoredImage
@@ -63,6 +70,57 @@ def export_local(store: ImageStore, image: StoredImage, dest: Path) -> FlattenSt
     finally:
         shutil.rmtree(merged.parent, ignore_errors=True)
     return stats
+
+
+def platform_dir(platform: str) -> str:
+    """The directory of one platform's files: ``linux/arm64`` -> ``linux_arm64``.
+
+    The platform comes from an image config, so it is checked to make one
+    plain name (no ``/``, ``..`` or control character can reach the path).
+    """
+    name = platform.replace("/", "_")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ImageError(f"cannot name a directory after the platform {platform!r}", hint="the image config's os/architecture/variant are malformed")
+    return name
+
+
+def export_local_platforms(store: ImageStore, images: Sequence[tuple[str, StoredImage]], dest: Path) -> None:
+    """Each (platform, image)'s filesystem into ``dest/<os>_<arch>[_<variant>]/``."""
+    names = [platform_dir(platform) for platform, _ in images]  # all checked before anything is written
+    dest = Path(dest)
+    if dest.is_symlink():
+        dest = Path(os.path.realpath(dest))  # the user's own link, followed once; none inside dest is
+    for name, (_, image) in zip(names, images):
+        sub = dest / name
+        try:
+            if sub.is_symlink() or (sub.exists() and not sub.is_dir()):
+                os.unlink(sub)  # replaced, as an entry of the image replaces one in dest
+        except OSError as error:
+            raise StoreError(f"cannot export to {sub}: {error.strerror}", hint="check the path and permissions") from None
+        export_local(store, image, sub)
+
+
+def export_tar_platforms(store: ImageStore, images: Sequence[tuple[str, StoredImage]], out: BinaryIO) -> None:
+    """One tar holding each (platform, image)'s filesystem under ``<os>_<arch>[_<variant>]/``."""
+    names = [platform_dir(platform) for platform, _ in images]
+    work = store.root.tmp_dir("export-")
+    try:
+        top = work / "platforms"
+        top.mkdir()
+        for name, (_, image) in zip(names, images):
+            snapshots = store.snapshots_for(image)
+            flatten_into([store.root.snapshots.tree(s) for s in snapshots], top / name, hardlink_files=True)
+            os.chmod(top / name, 0o755)
+            os.utime(top / name, (0, 0))  # BuildKit's platform directory: 0755, no time of its own
+        destination = _Destination(out)
+        try:
+            write_layer(top, destination)  # type: ignore[arg-type]  # it only writes to it
+        except StoreError:
+            if destination.failure is not None:
+                raise destination.failure from None
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _move_children(src: Path, dst: Path) -> None:

@@ -24,11 +24,13 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from pybuild.errors import ImageError
+
+from ._platforms import platform_json
 
 MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -237,6 +239,12 @@ class ImagePlatform:
         _put(out, "os.features", list(self.os_features))
         _put(out, "variant", self.variant)
         return out
+
+    @classmethod
+    def parse(cls, text: str) -> ImagePlatform:
+        """``linux/arm/v7`` as an index entry's platform (arm64's default v8 left out, as BuildKit writes it)."""
+        fields = platform_json(text)
+        return cls(architecture=fields["architecture"], os=fields["os"], variant=fields.get("variant", ""))
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], what: str) -> ImagePlatform:
@@ -685,6 +693,13 @@ class Index(_Document):
 
 
 ImageDocument = Union[Manifest, Index]
+
+
+def index_document(manifests: Sequence[tuple[str, Descriptor]]) -> bytes:
+    """An OCI image index of (platform, manifest descriptor), in that order: the
+    same bytes ``ImageStore.add_index`` stores for the stored manifests."""
+    entries = tuple(replace(descriptor, platform=ImagePlatform.parse(platform)) for platform, descriptor in manifests)
+    return Index(manifests=entries, media_type=MEDIA_TYPE_OCI_INDEX).to_json()
 
 
 def parse_image_document(data: bytes, media_type: str | None = None, what: str = "manifest") -> ImageDocument:

@@ -7,6 +7,10 @@ A layer the store knows came from another repository of the same registry
 is mounted from there instead of uploaded.  After the push the image keeps
 the reference ``registry/repository@digest``, and its blobs are known to
 live in that repository too.
+
+An image index (several platforms) is pushed as BuildKit pushes one: every
+platform's manifest by its digest, then the index under the tag (the
+registry checks that an index names only manifests it has).
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ._export_layers import LayerSettings, export_manifest
+from ._formats import MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, Descriptor, index_document
 from ._reference import Reference, parse_reference
 from .registry import BlobOutcome, RegistryClient
-from ._store import ImageStore, Layer, StoredImage
+from ._store import ImageStore, Layer, StoredImage, StoredIndex
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class PushResult:
     digest: str  # of the manifest pushed
     size: int  # of the manifest pushed
     layers: tuple[PushedLayer, ...]  # bottom first
+    media_type: str = MEDIA_TYPE_OCI_MANIFEST  # of the manifest pushed
+    platforms: tuple[PushResult, ...] = ()  # an index's: each platform's manifest, pushed first
 
 
 def registry_client(insecure_registries: Sequence[str] = ()) -> RegistryClient:
@@ -96,4 +103,34 @@ async def push_image(
         mounted_from = sources[layer.digest].name if outcome is BlobOutcome.MOUNTED else None
         return PushedLayer(layer.diff_id, layer.digest, layer.size, outcome, mounted_from)
 
-    return PushResult(reference, digest, len(exported.data), tuple(pushed(l) for l in exported.layers))
+    return PushResult(reference, digest, len(exported.data), tuple(pushed(l) for l in exported.layers), exported.media_type)
+
+
+async def push_index(
+    store: ImageStore,
+    client: RegistryClient,
+    index: StoredIndex,
+    ref: str | Reference,
+    *,
+    layers: LayerSettings = LayerSettings(),
+) -> PushResult:
+    """Push each platform's image of ``index`` by digest to ``ref``'s repository, then the index as ``ref``."""
+    import trio
+
+    reference = parse_reference(ref) if isinstance(ref, str) else ref
+    by_digest = Reference(reference.registry, reference.repository)
+    platforms = []
+    for entry in index.manifests:
+        platforms.append(await push_image(store, client, entry.image, by_digest, layers=layers))
+    data = index_document([
+        (entry.platform, Descriptor(result.media_type, result.digest, result.size))
+        for entry, result in zip(index.manifests, platforms)
+    ])
+    digest = await client.push(reference, manifest=data, media_type=MEDIA_TYPE_OCI_INDEX, blobs=[], store=store.root.blobs)
+
+    def remember() -> None:
+        if digest == index.digest:  # the stored index itself (no layer was converted on the way)
+            store.add_repo_digest(index.digest, f"{reference.name}@{digest}")
+
+    await trio.to_thread.run_sync(remember)
+    return PushResult(reference, digest, len(data), (), MEDIA_TYPE_OCI_INDEX, tuple(platforms))

@@ -38,11 +38,13 @@ from ._formats import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
     canonical_json,
+    index_document,
     rfc3339,
     sha256_digest,
 )
-from ._platforms import config_platform, host_platform, pick_platform, platform_json, platform_key
+from ._platforms import config_platform, host_platform, pick_platform, platform_key
 from ._reference import Reference, parse_reference
 from ._budget import unpack_limit
 from ._tar_apply import apply_layer
@@ -728,24 +730,18 @@ class ImageStore:
         exactly these bytes.
         """
         entries: list[tuple[str, str, str]] = []
-        descriptors: list[dict[str, Any]] = []
+        descriptors: list[tuple[str, Descriptor]] = []
         for image in images:
             platform = image.platform
             if any(platform == other for other, _, _ in entries):
                 raise ImageError(f"two images for {platform} in one index", hint="give each platform one image")
             manifest = self.manifest_bytes(image)
             media_type = json.loads(manifest).get("mediaType") or MEDIA_TYPE_OCI_MANIFEST
-            descriptors.append({
-                "mediaType": media_type,
-                "digest": image.manifest_digest,
-                "size": len(manifest),
-                "platform": platform_json(platform),
-            })
+            descriptors.append((platform, Descriptor(media_type, image.manifest_digest, len(manifest))))
             entries.append((platform, image.id, image.manifest_digest))
         if not entries:
             raise ImageError("an image index needs at least one image")
-        document = {"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": descriptors}
-        data = canonical_json(document)
+        data = index_document(descriptors)
         with self.root.index.lease([sha256_digest(data)]):
             digest = self.root.blobs.put(data)
             return self.register_index(digest, MEDIA_TYPE_OCI_INDEX, entries, tags)
