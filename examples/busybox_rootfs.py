@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Make a busybox root filesystem tarball from Debian's busybox-static (no Docker Hub needed).
 
-    python3 examples/busybox_rootfs.py OUT.tar
+    python3 examples/busybox_rootfs.py [--arch arm64] OUT.tar
 
 The tree has /bin/busybox with a symlink per applet, /etc/passwd and
 /etc/group (root, daemon, app 1000:1000 with a supplementary group extra,
 nobody), /etc/os-release, /tmp (1777), /home/app and /var/www.  The tests
 use the same function for their base image.
+
+With ``--arch arm64`` the busybox is Debian's busybox-static:arm64, which .ci/setup downloads
+and unpacks into build/debs/busybox-static-arm64 (import the tar with
+``pybuild import --platform linux/arm64``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ import tempfile
 from pathlib import Path
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+DEBS = Path(__file__).resolve().parent.parent / "build" / "debs"
+
+
+def foreign_busybox(arch: str) -> Path:
+    """The busybox of Debian's busybox-static:ARCH, as .ci/setup unpacks it."""
+    return DEBS / f"busybox-static-{arch}" / "bin" / "busybox"
+
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh
@@ -36,12 +47,18 @@ nogroup:x:65534:
 """
 
 
-def make_busybox_rootfs(dest: Path) -> Path:
-    """Write a minimal busybox root filesystem into ``dest`` and return it."""
+def make_busybox_rootfs(dest: Path, arch: str | None = None) -> Path:
+    """Write a minimal busybox root filesystem into ``dest`` and return it: the host's busybox,
+    or with ``arch`` (``arm64``) that architecture's from build/debs."""
+    binary = foreign_busybox(arch) if arch else Path(BUSYBOX)
+    if not binary.is_file():
+        raise FileNotFoundError(f"no {arch} busybox at {binary}: run .ci/setup")
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home/app", "tmp", "var/www", "dev", "proc", "sys"):
         (dest / d).mkdir(parents=True, exist_ok=True)
     os.chmod(dest / "tmp", 0o1777)
-    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    shutil.copy2(binary, dest / "bin" / "busybox")
+    # The applet list from the host's busybox: a foreign one may not run here, and both come
+    # from the same Debian source package, with the same applets.
     applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     for applet in applets:
         link = dest / applet
@@ -65,11 +82,19 @@ def write_tar(rootfs: Path, out: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    arch = None
+    if len(argv) == 3 and argv[0] == "--arch":
+        arch, argv = argv[1], argv[2:]
     if len(argv) != 1:
-        print("usage: busybox_rootfs.py OUT.tar", file=sys.stderr)
+        print("usage: busybox_rootfs.py [--arch ARCH] OUT.tar", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as work:
-        write_tar(make_busybox_rootfs(Path(work) / "rootfs"), Path(argv[0]))
+        try:
+            rootfs = make_busybox_rootfs(Path(work) / "rootfs", arch)
+        except FileNotFoundError as error:
+            print(f"busybox_rootfs.py: {error}", file=sys.stderr)
+            return 1
+        write_tar(rootfs, Path(argv[0]))
     return 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 
 
 def _load_example_rootfs():  # type: ignore[no-untyped-def]
@@ -30,6 +33,7 @@ def _load_example_rootfs():  # type: ignore[no-untyped-def]
 
 _rootfs = _load_example_rootfs()
 make_busybox_rootfs = _rootfs.make_busybox_rootfs
+write_rootfs_tar = _rootfs.write_tar
 PASSWD, GROUP = _rootfs.PASSWD, _rootfs.GROUP
 
 
@@ -47,6 +51,63 @@ def busybox_tar(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) 
         for entry in sorted(busybox_rootfs.iterdir()):
             tar.add(entry, arcname=entry.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def arm64_busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root filesystem for arm64, from Debian's busybox-static:arm64 (.ci/setup
+    downloads it into build/debs), as an uncompressed tar: import it with
+    ``pybuild import --platform linux/arm64``.  Its absence fails under PYBUILD_TEST_STRICT."""
+    from ._peers import STRICT_VARIABLE, strict
+
+    if not _rootfs.foreign_busybox("arm64").is_file():
+        reason = "no arm64 busybox in build/debs: .ci/setup downloads Debian's busybox-static:arm64 (needs its arm64 index)"
+        if strict():
+            pytest.fail(f"{reason} ({STRICT_VARIABLE} is set)", pytrace=False)
+        pytest.skip(reason)
+    rootfs = make_busybox_rootfs(tmp_path_factory.mktemp("busybox-arm64") / "rootfs", "arm64")
+    return write_rootfs_tar(rootfs, rootfs.parent / "busybox-arm64.tar")
+
+
+@pytest.fixture(scope="session")
+def qemu_handlers() -> Iterator[None]:
+    """linux/arm64 binaries run here: QEMU's aarch64 handler registered with binfmt_misc (F flag)
+    for the tests that need emulation.  What this session registered (and the binfmt_misc mount,
+    if it made it) is removed at its end: benchmarks must find the machine as it was."""
+    from pybuild.executors import emulation_status, install_handlers, uninstall_handlers
+
+    from ._peers import peer_unavailable
+
+    if emulation_status("linux/arm64").runnable:
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("needs root (registers binfmt_misc handlers)")
+    if shutil.which("qemu-aarch64-static") is None:
+        peer_unavailable("qemu-aarch64-static is not installed", "qemu-user-static")
+    was_mounted = (BINFMT_MISC / "register").exists()
+    registered = install_handlers(["linux/arm64"])
+    try:
+        status = emulation_status("linux/arm64")
+        if not status.runnable:
+            pytest.fail(f"linux/arm64 does not run after registering QEMU's handler: {status.reason}", pytrace=False)
+        yield
+    finally:
+        if registered:
+            uninstall_handlers(registered)
+        if not was_mounted and not [p for p in BINFMT_MISC.iterdir() if p.name not in ("register", "status")]:
+            subprocess.run(["umount", str(BINFMT_MISC)], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def unrunnable_platform() -> str:
+    """A platform this machine can run neither natively nor through an emulator."""
+    from pybuild.executors import runnable_platforms
+
+    for status in runnable_platforms():
+        if not status.runnable and status.platform != "linux/arm64":  # arm64 may be registered meanwhile
+            return status.platform
+    pytest.skip("every platform pybuild knows runs on this machine (all QEMU handlers registered)")
 
 
 @pytest.fixture
