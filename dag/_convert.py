@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from pybuild.errors import DockerfileError, ExpansionError, Location
+from pybuild.errors import DockerfileError, ExpansionError, Location, PybuildError
 from pybuild.grammar import (
     Add,
     Arg,
@@ -307,7 +307,10 @@ class _Converter:
         except Exception as error:  # ImageError from the reference parser
             self.refuse_stage_typo(where, name)
             raise self.error(where, str(error)) from None
-        image = self.images.lookup(ref, platform)
+        try:
+            image = self.images.lookup(ref, platform)
+        except PybuildError as error:  # e.g. an index without this platform: it names those it has
+            raise self.error(where, error.message, hint=error.hint) from None
         if image is None:
             self.refuse_stage_typo(where, name)
             self.missing.append((ref, platform))

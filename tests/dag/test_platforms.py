@@ -207,3 +207,21 @@ def test_platform_lists_as_buildx_reads_them() -> None:
     assert Platform.parse("linux/arm64/v8") == ARM64 and Platform.parse("linux/arm") == Platform("linux", "arm", "v7")
     with pytest.raises(ValueError):
         Platform.parse_list("linux/amd64,,linux/arm64")
+
+
+def test_a_base_without_the_platform_is_an_error_at_its_from_line() -> None:
+    """The store's answer for an index without the platform (an ImageError naming
+    the platforms it has) is given at the FROM that wants it, as BuildKit's
+    resolveBaseImage wraps a resolve error with the stage's location."""
+    from pybuild.errors import ImageError
+
+    class Amd64Index(Images):
+        def lookup(self, ref: str, platform: Platform) -> ResolvedImage | None:
+            if platform != AMD64:
+                raise ImageError(f"{ref} has no image for {platform} (it has linux/amd64)")
+            return super().lookup(ref, platform)
+
+    with pytest.raises(DockerfileError) as caught:
+        plan("FROM scratch AS a\nFROM busybox\nRUN true\n", Amd64Index(), platforms=BOTH)
+    assert "has no image for linux/arm64 (it has linux/amd64)" in str(caught.value)
+    assert str(caught.value).startswith("Dockerfile:2:")
