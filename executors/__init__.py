@@ -1,7 +1,9 @@
 """Running processes: the RUN sandbox (namespaces, overlay rootfs, mounts,
 network, user, capabilities), a fake executor for tests, and containers
 (``pybuild run``): their runtime (``_containers*``) and their records under
-the root (``_containers_store``).
+the root (``_containers_store``).  ``_binfmt`` says which platforms this machine
+runs (native, or QEMU through a binfmt_misc handler with the F flag) and
+registers qemu-user-static's handlers for ``pybuild binfmt --install``.
 
 Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` and
 ``pyseccomp`` are imported here and nowhere else.
