@@ -104,14 +104,16 @@ class Definition:
             ]
         }
 
-    def to_text(self) -> str:
+    def to_text(self, notes: Mapping[str, str] | None = None) -> str:
+        """One line per op; ``notes`` adds a word to some (which platforms need the op)."""
         short = {d: f"#{i + 1}" for i, d in enumerate(self.ops)}
         lines = []
         for digest, op in self.ops.items():
             meta = self.meta[digest]
             inputs = ", ".join(short[i] for i in op.inputs()) or "-"
             where = f" (line {meta.span[0]})" if meta.span else ""
-            lines.append(f"{short[digest]:>4} {type(op).__name__:<12} {digest[7:19]} <- {inputs:<10} {meta.description}{where}")
+            note = f" {notes[digest]}" if notes and digest in notes else ""
+            lines.append(f"{short[digest]:>4} {type(op).__name__:<12} {digest[7:19]} <- {inputs:<10} {meta.description}{where}{note}")
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:

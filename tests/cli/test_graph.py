@@ -45,3 +45,27 @@ def test_dot_is_a_digraph(dockerfile: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["graph", "-f", str(dockerfile), "--format", "dot", "--target", "a"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("digraph pybuild {") and "op1 -> op2;" in out and "COPY" not in out
+
+
+CROSS = (
+    "FROM --platform=$BUILDPLATFORM busybox AS build\nRUN echo fetch\nARG TARGETARCH\nRUN echo $TARGETARCH > /out\n"
+    "FROM scratch\nCOPY --from=build /out /out\n"
+)
+
+
+def test_several_platforms_show_which_ops_they_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``graph --platform a,b`` is the one graph a several-platform build solves
+    (BuildKit merges each platform's LLB into one solve): the build-platform
+    step before ARG TARGETARCH is marked shared, each later step names its platform."""
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "root"))
+    path = tmp_path / "Dockerfile"
+    path.write_text(CROSS)
+    assert main(["graph", "-f", str(path), "--platform", "linux/amd64,linux/arm64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fetch = [line for line in lines if "RUN echo fetch" in line]
+    assert len(fetch) == 1 and fetch[0].endswith("[shared]")
+    arm = [line for line in lines if "RUN echo arm64 > /out" in line]
+    assert len(arm) == 1 and arm[0].endswith("[linux/arm64]")
+    assert main(["graph", "-f", str(path), "--platform", "linux/amd64", "--platform", "linux/arm64", "--format", "json"]) == 0
+    ops = json.loads(capsys.readouterr().out)["ops"]
+    assert sorted(len(op["platforms"]) for op in ops if op["kind"] == "ExecOp") == [1, 1, 2]
