@@ -71,12 +71,20 @@ def _git_parts(src: str) -> tuple[str, str | None, str | None]:
     return remote, ref or None, subdir or None
 
 
-def git_source(src: str, keep_git_dir: bool = False) -> GitSource:
+_COMMIT_PREFIX = re.compile(r"^[0-9a-fA-F]{1,64}$")
+
+
+def git_source(src: str, keep_git_dir: bool = False, checksum: str | None = None) -> GitSource:
     """``URL#ref:subdir`` as an op, its credentials apart; BuildError if a part is not allowed."""
     remote, ref, subdir = _git_parts(src)
     remote, userinfo = split_userinfo(remote)
     check_git_source(remote, ref, subdir)
-    return GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=keep_git_dir, userinfo=userinfo)
+    if checksum is not None and not _COMMIT_PREFIX.match(checksum):
+        raise BuildError(
+            f"invalid checksum {checksum!r} for a git source: it is the commit id or a prefix of it",
+            hint="e.g. --checksum=be1f38e",
+        )
+    return GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=keep_git_dir, userinfo=userinfo, checksum=checksum)
 
 
 def http_source(src: str, filename: str, checksum: str | None = None) -> HttpSource:
@@ -182,7 +190,7 @@ def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | 
             if not isinstance(cmd, Add):
                 raise conv.error(cmd, "source can't be a git ref for COPY")
             try:
-                source_op = git_source(src, cmd.keep_git_dir)
+                source_op = git_source(src, cmd.keep_git_dir, checksum)
             except BuildError as error:
                 raise conv.error(cmd, error.message, hint=error.hint) from None
             git = conv.graph.add(source_op, OpMeta(f"git {source_op.remote}", stage=state.name, internal=True, span=span))

@@ -79,6 +79,7 @@ class GitSource:
     subdir: str | None = None
     keep_git_dir: bool = False
     userinfo: str | None = credentials()
+    checksum: str | None = added_later(None)  # ADD --checksum: the commit id or a prefix of it
 
     def inputs(self) -> tuple[str, ...]:
         return ()

@@ -48,6 +48,8 @@ class GitCheckout(Protocol):
     def subdir(self) -> str | None: ...
     @property
     def keep_git_dir(self) -> bool: ...
+    @property
+    def checksum(self) -> str | None: ...
 
 ALLOWED_PROTOCOLS = ("https", "http", "git", "ssh")
 _SCHEMES = frozenset({*ALLOWED_PROTOCOLS, "git+ssh", "ssh+git"})  # git counts the last two as ssh
@@ -206,6 +208,7 @@ async def _fetch(git: str, source: GitCheckout, dest: Path) -> str:
     await run(["fetch", "-q", "--depth=1", "--no-tags", "--", url, ref], what=f"fetch {ref} from {source.remote}")
     await run(["checkout", "-q", "--detach", "FETCH_HEAD", "--"])
     commit = (await run(["rev-parse", "--verify", "HEAD^{commit}"])).strip()
+    _check_checksum(source, commit)
     if source.keep_git_dir:
         # BuildKit keeps an "origin" remote; this one never holds the credentials
         await run(["remote", "add", "--", "origin", source.remote])
@@ -224,6 +227,17 @@ async def _fetch(git: str, source: GitCheckout, dest: Path) -> str:
         entry.rename(dest / entry.name)
     final.rmdir()
     return "git:" + commit
+
+
+def _check_checksum(source: GitCheckout, commit: str) -> None:
+    """ADD --checksum of a git source: the fetched commit's id, or a prefix of it
+    (BuildKit's git source compares the commit with ``GitChecksum``)."""
+    expected = source.checksum
+    if expected and not commit.startswith(expected.lower()):
+        raise BuildError(
+            f"git checksum mismatch for {redact_urls(source.remote)}: expected {expected}, got commit {commit}",
+            hint="the ref now names another commit: check it, or update --checksum",
+        )
 
 
 def _inside_checkout(checkout: Path, source: GitCheckout, subdir: str) -> Path:

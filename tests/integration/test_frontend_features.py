@@ -190,3 +190,33 @@ def test_url_context_that_is_no_archive_is_the_dockerfile(cli, busybox_image: st
     (served / "Copying").write_text("FROM busybox\nCOPY anything /x\n")
     failing = cli("build", f"{base}/Copying", check=False)
     assert failing.returncode != 0 and "not found" in failing.stderr and "Traceback" not in failing.stderr
+
+
+def test_add_checksum_of_a_git_source_pins_the_commit(cli, busybox_image: str, tmp_path: Path, open_image, git_server) -> None:  # type: ignore[no-untyped-def]
+    """``ADD --checksum=COMMIT <git URL>`` checks the fetched commit, the full id
+    or a prefix of it, and fails the build on any other (Dockerfile 1.16,
+    moby/buildkit#5975; docs/reference.md "ADD --checksum": "For Git sources,
+    the checksum is the commit SHA ... or match on the prefix")."""
+    import subprocess
+
+    url = git_server({"README.md": "pinned\n"})
+    commit = subprocess.run(
+        ["git", "-C", str(tmp_path / "repo0"), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM busybox\nADD --checksum={commit} {url}#main /full/\nADD --checksum={commit[:7]} {url}#main /short/\n"
+    )
+    cli("build", "-t", "pinned", str(ctx))
+    image = open_image("pinned")
+    assert image.read("/full/README.md") == "pinned\n" and image.read("/short/README.md") == "pinned\n"
+    other = ("0" if commit[0] != "0" else "1") * 40
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nADD --checksum={other} {url}#main /x/\n")
+    result = cli("build", str(ctx), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "checksum" in result.stderr and commit in result.stderr and "Dockerfile:2" in result.stderr
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nADD --checksum=sha256:{commit} {url}#main /x/\n")
+    result = cli("build", str(ctx), check=False)
+    assert result.returncode != 0 and "Dockerfile:2" in result.stderr and "commit" in result.stderr
+    assert "Traceback" not in result.stderr
