@@ -260,7 +260,7 @@ class Detector:
 
     def status(self, platform: str) -> EmulationStatus:
         name = normalize_platform(platform)
-        if name == self.host:
+        if name == self.host or _microarchitecture_of(name) == self.host:
             return EmulationStatus(name, True, "native")
         arch = ARCHES.get(name)
         if arch is None:
@@ -334,6 +334,13 @@ class Detector:
             os.replace(temp, self.cache_file)
         except OSError:  # a cache that cannot be written only costs a test next time
             pass
+
+
+def _microarchitecture_of(name: str) -> str:
+    """``linux/amd64/v3`` -> ``linux/amd64``: the same kernel runs it (CPU features are the
+    image's concern, as an amd64 host runs any variant); "" for anything else."""
+    base, _, variant = name.rpartition("/")
+    return base if base == "linux/amd64" and variant in ("v2", "v3", "v4") else ""
 
 
 def _best(entries: Sequence[BinfmtEntry]) -> BinfmtEntry:

@@ -69,6 +69,14 @@ def test_the_host_platform_is_native_without_reading_proc(tmp_path: Path, tests_
     assert not tests_run and not (tmp_path / "emulation-cache.json").exists()
 
 
+def test_an_amd64_microarchitecture_variant_is_the_amd64_host_s_own(tmp_path: Path, tests_run: list[bytes]) -> None:
+    """containerd's platforms treat linux/amd64/v2..v4 as amd64 variants (BuildKit's archutil
+    reports the host's amd64 variant, amd64_binary.go): no emulator is involved."""
+    found = detector(tmp_path / "nowhere", tmp_path).status("linux/amd64/v3")
+    assert (found.platform, found.runnable, found.how) == ("linux/amd64/v3", True, "native")
+    assert not detector(tmp_path / "nowhere", tmp_path).status("linux/amd64/v9").runnable
+
+
 def test_unmounted_binfmt_misc_runs_nothing_foreign_and_says_how_to_fix_it(tmp_path: Path, tests_run: list[bytes]) -> None:
     """Without binfmt_misc the kernel runs only its own binaries; BuildKit's check then fails with
     "exec format error" (util/archutil/detect.go printPlatfromWarning: binfmt_misc not enabled)."""
