@@ -181,7 +181,7 @@ async def with_retries(
     The whole runs under one overall deadline (see ``_network``), which
     ``expected_bytes`` (a blob's size) extends; each attempt under a stall watch.
     """
-    n = timeouts = refusals = 0
+    n = timeouts = connect_failures = 0
     try:
         with operation(policy.limits, expected_bytes) as op:
             while True:
@@ -194,15 +194,15 @@ async def with_retries(
                     error = failed
                 timeouts += error.timed_out
                 if error.cannot_connect:
-                    delay = policy.delay(refusals, base=policy.connect_base_delay)
-                    refusals += 1
+                    delay = policy.delay(connect_failures, base=policy.connect_base_delay)
+                    connect_failures += 1
                 else:
                     delay = policy.delay(n, error.retry_after)
                 out_of_tries = (
                     error.permanent
                     or n >= policy.retries
                     or timeouts > policy.timeout_retries
-                    or refusals > policy.connect_retries
+                    or connect_failures > policy.connect_retries
                 )
                 if out_of_tries or trio.current_time() + delay >= op.deadline:
                     tries = "once" if n == 0 else f"{n + 1} times"
