@@ -8,7 +8,12 @@ something needs the files (``ImageStore.snapshots_for``).
 
 The image gets the tag it was pulled by and the repo digest
 ``registry/repository@digest`` (the index's digest when there was one, as
-Docker records it); a tag that moves leaves its old image dangling.  Every
+Docker records it); a tag that moves leaves its old image dangling.
+
+A reference naming an index keeps that index, as containerd's image store
+does: the index blob as the registry sent it, under the tag, with the
+platforms pulled so far (pulling another platform of the same tag adds it);
+each platform's image is untagged and kept by the index.  Every
 blob is remembered as coming from that repository, for cross-repository
 mounts on push.
 """
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING
 from pybuild.errors import ImageError
 
 from ._reference import Reference, parse_reference
-from ._store import ImageStore, Layer, StoredImage
+from ._store import ImageStore, Layer, StoredImage, StoredIndex
 
 if TYPE_CHECKING:  # the registry package imports httpx: loaded when a pull runs
     from .registry import BlobProgress, RegistryClient
@@ -44,6 +49,7 @@ class PullResult:
     up_to_date: bool  # the reference already named this image
     layers: tuple[PulledLayer, ...]  # bottom first
     replaced: str | None = None  # the image the tag left (now maybe dangling)
+    index: StoredIndex | None = None  # the index the tag names, when the reference named one
 
 
 async def pull_image(
@@ -101,15 +107,27 @@ async def _pull_once(
         name = str(reference) if reference.tag and not reference.digest else None
         before = store.root.index.get_tag(name) if name else None
         known = store.root.index.get_image(resolved.config_digest)
-        image = store.register(
-            resolved.config_digest, resolved.digest, config, layers,
-            tags=[name] if name else [], repo_digests=[f"{reference.name}@{pinned}"],
-        )
+        keep_index = bool(resolved.index) and resolved.index_digest is not None
+        had_platform = keep_index and store.index_has(pinned, resolved.digest)
+        with store.root.index.lease([pinned] if keep_index else []):
+            if keep_index:
+                store.root.blobs.put(resolved.index)
+            image = store.register(
+                resolved.config_digest, resolved.digest, config, layers,
+                tags=[name] if name and not keep_index else [], repo_digests=[f"{reference.name}@{pinned}"],
+            )
+            index = None
+            if keep_index:
+                index = store.register_index(
+                    pinned, resolved.index_media_type, [(image.platform, image.id, resolved.digest)],
+                    [name] if name else [], source=reference.name, repo_digests=[f"{reference.name}@{pinned}"],
+                )
         store.remember_origin([resolved.config_digest, *(l.digest for l in layers)], reference.name)
-        up_to_date = before == image.id if name else known is not None
-        replaced = before if before is not None and before != image.id else None
+        named = pinned if keep_index else image.id
+        up_to_date = (before == named if name else known is not None) and (had_platform or not keep_index)
+        replaced = before if before is not None and before != named else None
         pulled = tuple(PulledLayer(l.digest, l.size, l.digest in cached) for l in resolved.layers)
-        return PullResult(reference, image, pinned, up_to_date, pulled, replaced)
+        return PullResult(reference, store.by_id(image.id), pinned, up_to_date, pulled, replaced, index)
 
     return await trio.to_thread.run_sync(register)
 

@@ -332,7 +332,8 @@ class ImageStore:
     # ------------------------------------------------------------ reading
 
     def get(self, name_or_id: str, platform: str | None = None) -> StoredImage:
-        """The image a name or ID names; an index's image for ``platform`` (None: the host's).
+        """The image a name or ID names; an index's image for ``platform`` (None: the
+        host's if the index has it, else the first it has).
 
         A plain image asked for another ``platform`` than its own is refused, as
         ``docker inspect --platform`` refuses it.
@@ -391,7 +392,7 @@ class ImageStore:
     def lookup(self, ref: str, platform: object = None) -> ResolvedImage | None:
         """The image a normalized reference names, if it is in the store: for an
         index, its image for ``platform`` (``linux/arm64``, or anything whose
-        str() is that; None: the host's).
+        str() is that; None: the host's if it has it, else the first).
 
         A pulled index without that platform is None (the build pulls it and
         the pull adds it to the index); one made here names the platforms it has.
@@ -778,6 +779,11 @@ class ImageStore:
         assert record is not None
         return self._index_of(record)
 
+    def index_has(self, digest: str, manifest_digest: str) -> bool:
+        """Whether the stored index ``digest`` has the image of that manifest here."""
+        record = self._index_record(digest)
+        return record is not None and any(e["manifest"] == manifest_digest for e in record.meta[INDEX_META]["manifests"])
+
     def index(self, name_or_id: str) -> StoredIndex | None:
         """The index a name or digest names; None when it names a plain image."""
         record = self._index_record(self.resolve_id(name_or_id))
@@ -816,17 +822,19 @@ class ImageStore:
         return index.manifests[chosen] if chosen is not None else None
 
     def _platform_image(self, index: StoredIndex, platform: str | None, name: str) -> StoredImage:
-        """The index's image for ``platform`` (None: the host's), or an error naming the platforms it has."""
+        """The index's image for ``platform``, or an error naming the platforms it has.
+
+        None prefers the host's platform but takes any the store has, as Docker's
+        containerd image store does when no platform is asked
+        (moby daemon/containerd/platform_matchers.go, matchAllWithPreference).
+        """
         entry = self._pick(index, platform)
+        if entry is None and platform is None and index.manifests:
+            entry = index.manifests[0]
         if entry is not None:
             return entry.image
         has = ", ".join(index.platforms) or "no platform stored"
-        if platform is None:
-            raise ImageError(
-                f"{name.strip()} has no image for this machine's platform ({host_platform()}): it has {has}",
-                hint="choose one with --platform",
-            )
-        raise ImageError(f"{name.strip()} has no image for {platform}: it has {has}", hint="choose one of those with --platform")
+        raise ImageError(f"{name.strip()} has no image for {platform or host_platform()}: it has {has}", hint="choose one of those with --platform")
 
     def _delete_index(
         self, index: StoredIndex, text: str, by_id: bool, force: bool, users: Mapping[str, Sequence[tuple[str, bool]]],

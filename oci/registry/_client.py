@@ -276,10 +276,12 @@ class RegistryClient:
             call, ref.digest or ref.tag or "latest", subject=str(ref), expected_digest=ref.digest
         )
         index_digest = None
-        for _depth in range(_MAX_INDEX_DEPTH + 1):
+        top_index, top_index_type = b"", ""
+        for depth in range(_MAX_INDEX_DEPTH + 1):
             if media_type not in INDEX_TYPES:
                 break
             index_digest = index_digest or digest
+            top_index, top_index_type = (data, media_type) if depth == 0 else (b"", "")
             chosen = select_platform(data, platform, str(ref))
             data, media_type, digest = await self._get_manifest(
                 call,
@@ -317,6 +319,8 @@ class RegistryClient:
             layers=parsed.layers,
             index_digest=index_digest,
             config_media_type=parsed.config.media_type or "application/vnd.oci.image.config.v1+json",
+            index=top_index,
+            index_media_type=top_index_type,
         )
 
     async def fetch_blob(

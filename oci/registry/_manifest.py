@@ -56,7 +56,10 @@ class ResolvedManifest:
 
     ``manifest`` and ``config`` are the bytes the registry sent, verified
     against ``digest`` and ``config_digest``.  ``index_digest`` is the index
-    (manifest list) it was chosen from, if the reference named one.
+    (manifest list) it was chosen from, if the reference named one;
+    ``index`` its bytes (with ``index_media_type``) when the manifest was an
+    entry of that index itself (not of an index nested in it), so the store
+    can keep it under the tag.
     """
 
     ref: Reference
@@ -68,6 +71,8 @@ class ResolvedManifest:
     layers: tuple[LayerDescriptor, ...]
     index_digest: str | None = None
     config_media_type: str = "application/vnd.oci.image.config.v1+json"
+    index: bytes = b""
+    index_media_type: str = ""
 
     @property
     def config_descriptor(self) -> LayerDescriptor:
