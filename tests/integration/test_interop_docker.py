@@ -38,7 +38,8 @@ def app(root: Path, busybox_tar: Path, tmp_path: Path, require_root: None) -> st
     context.mkdir()
     (context / "Dockerfile").write_text(
         "FROM busybox\n"
-        "RUN mkdir -p /srv && echo 'hello from pybuild' > /srv/msg && ln -s msg /srv/link && rm /etc/group\n"
+        "RUN mkdir -p /srv && echo 'hello from pybuild' > /srv/msg && ln -s msg /srv/link && ln /srv/msg /srv/hard "
+        "&& rm /etc/group\n"
         'CMD ["cat", "/srv/link"]\n'
     )
     name = f"pybuild-test-{uuid.uuid4().hex[:10]}/app:1"
@@ -98,9 +99,9 @@ def test_an_image_built_here_is_sized_as_buildkit_sizes_it(
     size per history step.  BuildKit registers a built layer with the tar
     headers' sizes (moby builder/builder-next/adapters/snapshot/layer.go
     EnsureLayer -> layer/migration.go ChecksumForGraphID, packSizeCounter):
-    file bytes, a hard link once, a symlink, directory or whiteout 0 -- while an
-    imported layer is sized by overlay2's ApplyDiff (pkg/directory Size: lstat
-    sizes, symlinks by their target's length)."""
+    file bytes, a hard link once, a symlink, directory (opaque too) or whiteout
+    0 -- while an imported layer is sized by overlay2's ApplyDiff (pkg/directory
+    Size: lstat sizes, symlinks by their target's length)."""
     base = f"pybuild-test-{uuid.uuid4().hex[:10]}/sized-base:1"
     built = base.replace("/sized-base:1", "/sized:1")
     docker_names += [built, base]
@@ -111,7 +112,7 @@ def test_an_image_built_here_is_sized_as_buildkit_sizes_it(
     (context / "Dockerfile").write_text(
         f"FROM {base}\n"
         "RUN ln -s /0123456789 /x && printf 0123456789 > /ten && ln /ten /tenlink && mkdir -p /d/e "
-        "&& ln -s .. /d/e/up && rm /etc/group\n"
+        "&& ln -s .. /d/e/up && rm /etc/group && rm -rf /home && mkdir /home && printf 12345 > /home/five\n"
     )
     result = docker("build", "-q", "--network=none", "-t", built, str(context), check=False, env={"DOCKER_BUILDKIT": "1"})
     if result.returncode != 0:
@@ -120,7 +121,7 @@ def test_an_image_built_here_is_sized_as_buildkit_sizes_it(
     steps = "{{.Size}} {{.CreatedBy}}"
     ours = run_pybuild("history", "-H", "false", "--no-trunc", "--format", steps, built, root=root).stdout
     assert ours == docker("history", "--human=false", "--no-trunc", "--format", steps, built).stdout
-    assert ours.startswith("10 ")  # the file once; no symlink target, directory or whiteout
+    assert ours.startswith("15 ")  # files once (not the hard link); no symlink target, directory or whiteout
     for name in (base, built):
         assert _pybuild_value(root, "{{.Size}}", name) == docker("image", "inspect", "-f", "{{.Size}}", name).stdout.strip()
     shown = "{{.Repository}}:{{.Tag}} {{.Size}}"
