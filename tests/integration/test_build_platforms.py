@@ -87,3 +87,34 @@ def test_platform_flag_mistakes_are_one_line_usage_errors(cli, root: Path, tmp_p
     docker = cli("build", "--platform", f"{HOST},{OTHER}", "-o", f"type=docker,dest={dest}", str(context), check=False)
     assert docker.returncode == 2 and "type=docker" in docker.stderr and "Traceback" not in docker.stderr
     assert not dest.exists() and not root.exists()
+
+
+def test_an_oci_output_of_two_platforms_holds_the_index(cli, root: Path, busybox_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``-o type=oci`` of a several-platform build writes the index as BuildKit's
+    oci exporter does (exporter/oci/export.go: the image index is the archive's
+    one entry); --metadata-file names the index digest, as buildx's does."""
+    import tarfile
+
+    context = _context(tmp_path, CROSS)
+    dest, metadata = tmp_path / "multi.tar", tmp_path / "meta.json"
+    cli("build", "--platform", f"{HOST}", "--platform", OTHER, "-o", f"type=oci,dest={dest}",
+        "--metadata-file", str(metadata), "-t", "multi:oci", str(context))
+    with tarfile.open(dest) as archive:
+        top = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
+        [entry] = top["manifests"]
+        index = json.load(archive.extractfile("blobs/sha256/" + entry["digest"].split(":")[1]))  # type: ignore[arg-type]
+    platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"])
+    assert platforms == sorted([str(HOST), OTHER])
+    meta = json.loads(metadata.read_text())
+    from pybuild.cache import Root
+    from pybuild.oci import ImageStore
+
+    opened = Root.open(root)
+    try:
+        stored = ImageStore(opened).index("multi:oci")
+    finally:
+        opened.close()
+    # the store's index (the archive's gzips the layers, so its manifests and index differ)
+    assert stored is not None and meta["containerimage.digest"] == stored.digest
+    assert "containerimage.config.digest" not in meta
+    assert meta["image.name"] == "docker.io/library/multi:oci"
