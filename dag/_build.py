@@ -417,12 +417,28 @@ def _layer_settings(export: ExportOptions, *, cache_export: bool, inline_cache: 
 
 
 def step_ids(plan: BuildPlan, file: str) -> dict[str, str]:
-    """Stable names of steps across builds, to explain cache misses."""
+    """Stable names of steps across builds, to explain cache misses.
+
+    With several platforms, a step one target alone needs is named with its
+    platform too, so its miss is explained against the same platform's last
+    run, never the other one's."""
+    own = _platform_of_unshared_ops(plan)
     out = {}
     for digest, meta in plan.definition.meta.items():
         if meta.stage is not None and meta.step is not None and not meta.internal:
-            out[digest] = f"{file}:{meta.stage}:{meta.step[0]}"
+            platform = f"@{own[digest]}" if digest in own else ""
+            out[digest] = f"{file}:{meta.stage}:{meta.step[0]}{platform}"
     return out
+
+
+def _platform_of_unshared_ops(plan: BuildPlan) -> dict[str, str]:
+    """Each op one target platform alone needs, with that platform."""
+    seen: dict[str, list[str]] = {}
+    for target in plan.targets:
+        if target.target.op:
+            for digest in plan.definition.needed_by([target.target.op]).ops:
+                seen.setdefault(digest, []).append(str(target.platform))
+    return {digest: platforms[0] for digest, platforms in seen.items() if len(platforms) == 1}
 
 
 __all__: Sequence[str] = [

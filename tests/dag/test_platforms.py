@@ -225,3 +225,19 @@ def test_a_base_without_the_platform_is_an_error_at_its_from_line() -> None:
         plan("FROM scratch AS a\nFROM busybox\nRUN true\n", Amd64Index(), platforms=BOTH)
     assert "has no image for linux/arm64 (it has linux/amd64)" in str(caught.value)
     assert str(caught.value).startswith("Dockerfile:2:")
+
+
+def test_a_per_target_step_is_named_with_its_platform_to_explain_misses() -> None:
+    """A step each target runs for itself is remembered per platform, so a cache
+    miss is explained against that platform's last run (BuildKit keeps each
+    platform's vertex apart for the same reason: its digest has the platform)."""
+    from pybuild.dag import step_ids
+
+    both = plan(CROSS, platforms=BOTH)
+    ids = step_ids(both, "/ctx/Dockerfile")
+    names = {both.definition.meta[d].description: i for d, i in ids.items()}
+    shared = next(i for name, i in names.items() if "echo fetch" in name)
+    assert shared == "/ctx/Dockerfile:build:2"
+    per_target = sorted(i for name, i in names.items() if "> /out" in name and "RUN" in name)
+    assert per_target == ["/ctx/Dockerfile:build:3@linux/amd64", "/ctx/Dockerfile:build:3@linux/arm64"]
+    assert all("@" not in i for i in step_ids(plan(CROSS), "/ctx/Dockerfile").values())
