@@ -4,6 +4,10 @@ Imports ``grammar`` (instructions), ``oci``, ``cache`` and ``executors``; the
 solver reaches those layers only through small Protocols, so its tests run
 with fakes and no root.  ``networkx`` is imported here and nowhere else.
 
+Several target platforms (``BuildOptions.platforms``) are converted into one
+graph, so the steps every target shares are one op and run once; see
+``convert`` and ``build``.
+
 The build checks (``pybuild check``) load on first use: a build does not
 need their rule tables; neither do ``pybuild graph`` or ``check`` need the
 solver and worker (``build``, ``Worker``), which load on first use too.
