@@ -279,9 +279,12 @@ def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: 
 
     async def main() -> BuildOutcome:
         try:
-            # an image's inline cache is per platform: each target's is imported
+            # an image's inline cache is per platform: a registry's is imported for each
+            # target (a local cache directory has no platforms: once is enough)
+            specs = list(request.cache_from)
             for platform in request.options.platforms or (request.options.platform,):
-                remote_caches.extend(await _import_caches(list(request.cache_from), registry, str(platform), progress))
+                remote_caches.extend(await _import_caches(specs, registry, str(platform), progress))
+                specs = [spec for spec in specs if spec.kind == "registry"]
             return await build(
                 dockerfile, request.options, store=store, make_runner=make_runner,
                 puller=_SharedClientPuller(store, registry), pull=args.pull,

@@ -118,3 +118,13 @@ def test_an_oci_output_of_two_platforms_holds_the_index(cli, root: Path, busybox
     assert stored is not None and meta["containerimage.digest"] == stored.digest
     assert "containerimage.config.digest" not in meta
     assert meta["image.name"] == "docker.io/library/multi:oci"
+
+
+def test_a_local_cache_is_imported_once_for_all_platforms(cli, root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A cache directory has no platforms, so a several-platform build reads it
+    once (a registry image's inline cache is per platform, and is read per
+    target as buildx resolves --cache-from for each platform): an unreadable
+    one warns once, not once per platform."""
+    context = _context(tmp_path, "FROM scratch\nCOPY Dockerfile /\n")
+    done = cli("build", "--platform", f"{HOST},{OTHER}", "--cache-from", f"type=local,src={tmp_path / 'no-cache'}", str(context))
+    assert done.stderr.count("importing cache from") == 1
