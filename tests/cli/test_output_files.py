@@ -20,7 +20,7 @@ IMAGE_ID = "sha256:" + "a" * 64
 def _write(iidfile: Path | None = None, metadata_file: Path | None = None) -> None:
     image = SimpleNamespace(id=IMAGE_ID, manifest_digest="sha256:" + "b" * 64, tags=("app:1",))
     args = argparse.Namespace(iidfile=iidfile and str(iidfile), metadata_file=metadata_file and str(metadata_file), quiet=True, tag=[])
-    _report(args, SimpleNamespace(image=image, outputs=[]), to_stdout=True)
+    _report(args, SimpleNamespace(image=image, outputs=[], index=None, images=()), to_stdout=True)
 
 
 def test_an_iidfile_and_a_metadata_file_behind_symlinks_write_their_targets(tmp_path: Path) -> None:
