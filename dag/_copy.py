@@ -5,8 +5,9 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from pybuild.errors import BuildError, ContextError, DockerfileError, ExpansionError
 from pybuild.grammar import Add, Copy, Instruction, ShellLex, Stage
@@ -17,7 +18,7 @@ from ._graph import GraphBuilder
 from ._ops import Chown, CopyAction, FileOp, GitSource, HttpSource, MergeOp, MkfileAction, OpMeta
 from ._stage import StageState
 
-_GIT_URL = re.compile(r"^(?:git@[^:]+:|git://|ssh://|https?://[^#]+\.git(?:#|$)|https?://[^#]+#)")
+_GIT_URL = re.compile(r"^(?:git@[^:]+:|git://|ssh://|https?://[^#?]+\.git(?:[#?]|$)|https?://[^#]+#)")
 
 
 def is_git_source(src: str) -> bool:
@@ -65,26 +66,94 @@ def _chown(value: str | None) -> Chown | None:
     return Chown(user, group or None)
 
 
-def _git_parts(src: str) -> tuple[str, str | None, str | None]:
-    remote, _, fragment = src.partition("#")
+@dataclass
+class _GitRef:
+    """What a git URL asks for, from its ``#ref:subdir`` fragment and ``?key=value`` query."""
+
+    remote: str
+    ref: str | None = None
+    subdir: str | None = None
+    checksum: str | None = None
+    keep_git_dir: bool | None = None
+    submodules: bool | None = None
+
+
+_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+_QUERY_KEYS = ("ref", "tag", "branch", "subdir", "checksum", "commit", "keep-git-dir", "submodules")
+
+
+def _git_parts(src: str) -> _GitRef:
+    """``URL[?query][#ref[:subdir]]`` read as BuildKit's dfgitutil.ParseGitRef (Dockerfile 1.18)."""
+    base, _, fragment = src.partition("#")
+    remote, has_query, query = base.partition("?")
     ref, _, subdir = fragment.partition(":")
-    return remote, ref or None, subdir or None
+    parts = _GitRef(remote, ref or None, subdir or None)
+    if has_query:
+        _load_query(parts, query)
+    return parts
+
+
+def _load_query(parts: _GitRef, query: str) -> None:
+    def refuse(message: str) -> BuildError:
+        return BuildError(f"git URL query: {message}", hint=f"the keys are {', '.join(_QUERY_KEYS)}")
+
+    values: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _QUERY_KEYS:
+            raise refuse(f"unexpected query {key!r}")
+        if key in values:
+            raise refuse(f"query {key!r} has multiple values")
+        if value == "" and key not in ("keep-git-dir", "submodules"):
+            raise refuse(f"query {key!r} has no value")
+        values[key] = value
+
+    def pin(what: str, current: str | None, wanted: str) -> str:
+        if current is not None and current != wanted:
+            raise refuse(f"{what} conflicts: {current!r} vs {wanted!r}")
+        return wanted
+
+    if "ref" in values:
+        parts.ref = pin("ref", parts.ref, values["ref"])
+    if "tag" in values and "branch" in values:
+        raise refuse("branch conflicts with tag")
+    for key, prefix in (("tag", "refs/tags/"), ("branch", "refs/heads/")):
+        if key in values:
+            name = values[key] if values[key].startswith(prefix) else prefix + values[key]
+            parts.ref = pin("ref", parts.ref, name)
+    if "subdir" in values:
+        parts.subdir = pin("subdir", parts.subdir, values["subdir"])
+    parts.checksum = values.get("checksum", values.get("commit"))
+    for key in ("keep-git-dir", "submodules"):
+        if key in values:
+            flag = _GO_BOOLS.get(values[key] or "true")
+            if flag is None:
+                raise refuse(f"invalid {key} value: {values[key]!r}")
+            setattr(parts, key.replace("-", "_"), flag)
 
 
 _COMMIT_PREFIX = re.compile(r"^[0-9a-fA-F]{1,64}$")
 
 
 def git_source(src: str, keep_git_dir: bool = False, checksum: str | None = None) -> GitSource:
-    """``URL#ref:subdir`` as an op, its credentials apart; BuildError if a part is not allowed."""
-    remote, ref, subdir = _git_parts(src)
-    remote, userinfo = split_userinfo(remote)
-    check_git_source(remote, ref, subdir)
+    """``URL[?query][#ref:subdir]`` as an op, its credentials apart; BuildError if a part is not allowed."""
+    parts = _git_parts(src)
+    remote, userinfo = split_userinfo(parts.remote)
+    check_git_source(remote, parts.ref, parts.subdir)
+    if parts.submodules:
+        raise BuildError("git submodules are not fetched by pybuild", hint="drop submodules=true, or add them in a RUN step")
+    if checksum and parts.checksum and checksum != parts.checksum:
+        raise BuildError(f"checksum conflicts: --checksum={checksum} vs the URL's {parts.checksum}")
+    checksum = checksum or parts.checksum
     if checksum is not None and not _COMMIT_PREFIX.match(checksum):
         raise BuildError(
             f"invalid checksum {checksum!r} for a git source: it is the commit id or a prefix of it",
             hint="e.g. --checksum=be1f38e",
         )
-    return GitSource(remote=remote, ref=ref, subdir=subdir, keep_git_dir=keep_git_dir, userinfo=userinfo, checksum=checksum)
+    return GitSource(
+        remote=remote, ref=parts.ref, subdir=parts.subdir, keep_git_dir=keep_git_dir or bool(parts.keep_git_dir),
+        userinfo=userinfo, checksum=checksum,
+    )
 
 
 def http_source(src: str, filename: str, checksum: str | None = None) -> HttpSource:

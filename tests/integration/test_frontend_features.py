@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ from tests.integration.test_contexts import CONTEXT, tar_of
 
 def plain_tar(files: dict[str, str]) -> bytes:
     return gzip.decompress(tar_of(files))
+
+
+def head_commit(repo: Path) -> str:
+    """The commit the git_server fixture made in ``repo``."""
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
 
 
 COMPRESSORS = {
@@ -197,12 +203,8 @@ def test_add_checksum_of_a_git_source_pins_the_commit(cli, busybox_image: str, t
     or a prefix of it, and fails the build on any other (Dockerfile 1.16,
     moby/buildkit#5975; docs/reference.md "ADD --checksum": "For Git sources,
     the checksum is the commit SHA ... or match on the prefix")."""
-    import subprocess
-
     url = git_server({"README.md": "pinned\n"})
-    commit = subprocess.run(
-        ["git", "-C", str(tmp_path / "repo0"), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    commit = head_commit(tmp_path / "repo0")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
@@ -220,3 +222,55 @@ def test_add_checksum_of_a_git_source_pins_the_commit(cli, busybox_image: str, t
     result = cli("build", str(ctx), check=False)
     assert result.returncode != 0 and "Dockerfile:2" in result.stderr and "commit" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_git_url_query_parameters(cli, busybox_image: str, tmp_path: Path, open_image, git_server) -> None:  # type: ignore[no-untyped-def]
+    """Git URLs take ``?ref=&branch=&tag=&subdir=&checksum=(commit=)&keep-git-dir=&submodules=``
+    as well as ``#ref:subdir``, in ADD and as a build context (Dockerfile 1.18,
+    moby/buildkit#6172/#6173; ``frontend/dfgitutil/git_ref.go`` loadQuery: an
+    unknown key, an empty or repeated value, or a ref/subdir that conflicts
+    with the fragment is an error)."""
+    url = git_server({"README.md": "top\n", "docs/guide.txt": "guide\n", "Dockerfile": "FROM busybox\nCOPY docs /docs/\n"})
+    commit = head_commit(tmp_path / "repo0")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        f"ADD {url}?ref=main&subdir=docs /by-ref/\n"
+        f"ADD {url}?branch=main&keep-git-dir=true /by-branch/\n"
+        f"ADD {url}?commit={commit[:10]}&ref=main /pinned/\n"
+        f"ADD {url}?submodules=false#main:docs /mixed/\n"
+    )
+    cli("build", "-t", "gitq", str(ctx))
+    image = open_image("gitq")
+    assert image.read("/by-ref/guide.txt") == "guide\n" and image.find("/by-ref/README.md") is None
+    assert image.find("/by-branch/.git") is not None and image.read("/by-branch/README.md") == "top\n"
+    assert image.read("/pinned/README.md") == "top\n"
+    assert image.read("/mixed/guide.txt") == "guide\n"
+    cli("build", "-t", "gitq-ctx", f"{url}?branch=main")
+    assert open_image("gitq-ctx").read("/docs/guide.txt") == "guide\n"
+    for query, says in (
+        ("?ref=main&color=blue", "color"),
+        ("?ref=", "ref"),
+        ("?ref=main&ref=other", "ref"),
+        ("?ref=other#main", "conflict"),
+        ("?tag=v1&branch=main", "conflict"),
+        (f"?commit={'0' * 40}&ref=main", "checksum"),
+    ):
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nADD {url}{query} /x/\n")
+        result = cli("build", str(ctx), check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, query
+        assert "Dockerfile:2" in result.stderr and says in result.stderr, (query, result.stderr)
+
+
+def test_an_https_git_url_with_a_query_is_git_not_a_download() -> None:
+    """``https://host/repo.git?ref=x`` is a git source (BuildKit: an HTTP(S) URL is
+    git when its path ends in ``.git``, git_ref.go), while another URL with a
+    query stays a download."""
+    from pybuild.dag import git_source, is_git_source
+
+    assert is_git_source("https://example.com/repo.git?ref=main&subdir=docs")
+    assert not is_git_source("https://example.com/file.tar.gz?version=2")
+    source = git_source("https://user:secret@example.com/repo.git?tag=v1&keep-git-dir=1#refs/tags/v1")
+    assert (source.remote, source.ref, source.keep_git_dir) == ("https://example.com/repo.git", "refs/tags/v1", True)
+    assert "secret" not in repr(source)
