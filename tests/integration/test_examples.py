@@ -7,7 +7,7 @@
 - examples/parallel: the four independent stages run at the same time;
 - examples/cache-mount: the downloads survive in the cache mount and never
   reach the image;
-- examples/run-all builds them all and runs the two c-hello images.
+- examples/run-all builds them all and runs the two c-hello images and multiarch.
 
 The gcc root filesystem tarball (about 200 MB) is kept between runs in
 /var/tmp/pybuild-test-cache/, named by the versions of the packages in it
@@ -235,8 +235,12 @@ def test_run_all_builds_every_example(root: Path, require_root: None) -> None:
     result = subprocess.run([str(EXAMPLES / "run-all")], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for tag in ("hello:latest", "c-hello:single", "c-hello:multi", "parallel:latest", "cache-mount:latest"):
+    for tag in ("hello:latest", "c-hello:single", "c-hello:multi", "parallel:latest", "cache-mount:latest", "multiarch:latest"):
         assert f"-t {tag}" in out
     assert re.search(r"^c-hello\s+multi\s", out, re.M) and re.search(r"^c-hello\s+single\s", out, re.M)
     assert "fakepkg: 0 downloaded, 3 from the cache" in out + result.stderr
     assert out.count("\nHello World!\n") == 2  # pybuild run of c-hello:multi and c-hello:single
+    # examples/multiarch for both platforms; the host's image runs here (the arm64 one when
+    # `pybuild binfmt` says so: test_multiarch.py runs it with QEMU registered)
+    assert "--platform linux/amd64,linux/arm64 -t multiarch:latest" in out
+    assert "\nHello from x86_64! (compiled on x86_64)\n" in out
