@@ -259,7 +259,7 @@ async def _export_platforms(
     images = tuple(image for image, _ in made)
     index = await trio.to_thread.run_sync(lambda: store.add_index(images, export.tags))
     await _export_caches(cache_to, plan, results, runner, store, registries, emit)
-    outputs = await _export_index_outputs(store, index, export, registries, stdout, emit)
+    outputs = await _export_outputs(store, index, export, registries, stdout, emit)
     return BuildOutcome(plan, results, solver.statistics(), images[0], made[0][1], outputs, index, images)
 
 
@@ -323,36 +323,24 @@ def push_registries(export: ExportOptions) -> frozenset[str]:
 
 
 async def _export_outputs(
-    store: ImageStore, image: StoredImage, export: ExportOptions, registries: Registries | None, stdout: BinaryIO | None,
-    emit: EventSink,
+    store: ImageStore, built: StoredImage | StoredIndex, export: ExportOptions, registries: Registries | None,
+    stdout: BinaryIO | None, emit: EventSink,
 ) -> tuple[OutputResult, ...]:
-    """Every --output beyond the image store (which ``export_image`` wrote)."""
-    from pybuild.oci import Output, export_outputs
-
-    if export.outputs in ((), (Output("image"),)):
-        return ()
-    emit(Notice("exporting outputs", trio.current_time()))
-    pushing = any(o.push for o in export.outputs)
-    client = registries.client() if registries is not None and pushing else None
-    done = await export_outputs(store, image, export.outputs, tags=export.tags, stdout=stdout, client=client)
-    return tuple(done)
-
-
-async def _export_index_outputs(
-    store: ImageStore, index: StoredIndex, export: ExportOptions, registries: Registries | None, stdout: BinaryIO | None,
-    emit: EventSink,
-) -> tuple[OutputResult, ...]:
-    """Every --output of a several-platform build, which writes or pushes the index."""
+    """Every --output beyond the image store (which ``export_image`` wrote): of the
+    image, or of the index a several-platform build made."""
     from pybuild.oci import Output
 
     if export.outputs in ((), (Output("image"),)):
         return ()
-    from pybuild.oci import export_index_outputs
+    from pybuild.oci import StoredIndex, export_index_outputs, export_outputs
 
     emit(Notice("exporting outputs", trio.current_time()))
     pushing = any(o.push for o in export.outputs)
     client = registries.client() if registries is not None and pushing else None
-    done = await export_index_outputs(store, index, export.outputs, tags=export.tags, stdout=stdout, client=client)
+    if isinstance(built, StoredIndex):
+        done = await export_index_outputs(store, built, export.outputs, tags=export.tags, stdout=stdout, client=client)
+    else:
+        done = await export_outputs(store, built, export.outputs, tags=export.tags, stdout=stdout, client=client)
     return tuple(done)
 
 
