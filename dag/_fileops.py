@@ -7,7 +7,8 @@ root first, so every path -- a destination, a symlink in the image, a name
 from a tar archive -- is resolved by the kernel inside the root and nothing
 outside it can be read or written.  The semantics are BuildKit's fileop
 copy: wildcards, directory contents, trailing-slash destinations, created
-parents, symlinks kept, hardlinks kept, --chown/--chmod, ADD auto-extract.
+parents, symlinks kept, hardlinks kept, --chown/--chmod, --exclude
+(moby/patternmatcher rules, relative to each copied source), ADD auto-extract.
 """
 
 from __future__ import annotations
