@@ -41,6 +41,7 @@ class SnapshotLayers:
         snapshot itself need not exist for that.
         """
         self._store.adopt_blob(snapshot, layer)
+        self._store.size_as_built(layer)  # what the step made, as BuildKit sizes it
         self._remote.pop(snapshot, None)  # its blob is here now
 
     def layer(self, snapshot: str, compression: str | None, level: int | None = None, *, mtime: int | None = None) -> Layer:

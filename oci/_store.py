@@ -31,9 +31,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pybuild.errors import CorruptContent, ImageError, NotFound
+from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError
 
-from ._compression import ByteSink, Compression, compress_layer, compress_stream, layer_media_type
+from ._compression import ByteSink, Compression, compress_layer, compress_stream, layer_media_type, open_decompressed
 from ._formats import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX,
@@ -48,6 +48,7 @@ from ._platforms import config_platform, host_platform, pick_platform, platform_
 from ._reference import Reference, parse_reference
 from ._budget import unpack_limit
 from ._tar_apply import apply_layer
+from ._tar_format import REGULAR, TarReader
 
 if TYPE_CHECKING:
     from pybuild.cache import ActiveSnapshot, BlobRef, CacheRecord, Lease, Root
@@ -234,6 +235,19 @@ def unpacked_layer_size(tree: Path) -> int:
                     linked.add(st.st_ino)
                 total += st.st_size
     return total
+
+
+def tar_sizes(stream: BinaryIO, budget: int | None) -> tuple[int, int]:
+    """A layer blob's plain tar length and its regular files' bytes (Docker's
+    size of a layer it built, ``LayerStats.docker_size``), read through without
+    unpacking anything."""
+    reader = TarReader(open_decompressed(stream), byte_budget=budget)
+    content = 0
+    while (entry := reader.next()) is not None:
+        if entry.typeflag == REGULAR:
+            content += entry.size
+    reader.drain()
+    return reader.position, content
 
 
 def compression_of(media_type: str) -> Compression:
@@ -446,6 +460,21 @@ class ImageStore:
             # Docker's measure if known, else the tar's length, else the blob's.
             cache[layer.diff_id] = int(meta.get("content") or meta.get("size") or layer.size)
         return cache[layer.diff_id]
+
+    def size_as_built(self, layer: Layer) -> None:
+        """Remember Docker's size of a stored blob that stands for a build step's
+        result (a remote cache's layer, adopted without unpacking it): as
+        BuildKit sizes a layer it built, no symlink targets.  One read of the
+        blob, only while its diffID has no size; a blob that is not a readable
+        tar keeps none (the blob's length stands in, as before)."""
+        if self.root.index.lookup(SIZE_RECORD + layer.diff_id) is not None:
+            return
+        try:
+            with self.root.blobs.open(layer.digest, verify=False) as raw:  # the fetch checked its digest
+                tar_size, content = tar_sizes(raw, unpack_limit(layer.size))
+        except (PybuildError, OSError):
+            return
+        self._remember_size(layer.diff_id, tar_size, content)
 
     def _remember_size(self, diff_id: str, tar_size: int, content_size: int) -> None:
         from pybuild.cache import CacheRecord

@@ -128,6 +128,14 @@ def manifest_digest(runner: Runner, image_id: str) -> str:
         root.close()
 
 
+def image_size(runner: Runner, image_id: str) -> int:
+    root, store = runner.store_view()
+    try:
+        return store.by_id(image_id).size
+    finally:
+        root.close()
+
+
 def test_runner_b_reuses_everything_runner_a_exported_through_the_registry(tmp_path: Path, repo: str, base: str) -> None:
     a, b = Runner(tmp_path / "a", APP.format(base=base)), Runner(tmp_path / "b", APP.format(base=base))
     cache = f"type=registry,ref={repo}/cache:main"
@@ -149,6 +157,8 @@ def test_runner_b_reuses_everything_runner_a_exported_through_the_registry(tmp_p
     finally:
         root.close()
     assert len(unpacked) <= 1, unpacked  # the base image's one layer at most
+    # its cached layers weigh what they weighed on A, where they were built (not their blobs' length)
+    assert image_size(b, second.image_id) == image_size(a, first.image_id)
 
     # one source file changes on B: only the steps that depend on src/ run
     (b.context / "src" / "util.txt").write_text("util v2\n")

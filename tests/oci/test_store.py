@@ -15,7 +15,7 @@ import pytest
 
 from pybuild.cache import Root
 from pybuild.errors import ImageError, NotFound
-from pybuild.oci import ImageStore, Layer, chain_ids
+from pybuild.oci import ImageStore, Layer, SnapshotLayers, chain_ids
 from pybuild.oci._layers import write_layer
 from pybuild.oci._store import unpacked_layer_size
 
@@ -227,6 +227,23 @@ def test_an_imported_layer_is_sized_as_docker_import_registers_it(store: ImageSt
     tests imports as its files' lstat sizes, 3,637 bytes of symlink targets included."""
     image = store.import_tarball(io.BytesIO(every_kind_tar()), ["imported:1"])
     assert store.layer_sizes(image) == [10 + 11] and store.get("imported:1").size == 10 + 11
+
+
+def test_a_layer_adopted_from_a_remote_cache_is_sized_as_built(store: ImageStore) -> None:
+    """A layer a remote cache gives a build stands for a step's result: BuildKit
+    in dockerd registers it like any layer it built (moby
+    builder/builder-next/adapters/snapshot/layer.go EnsureLayer ->
+    layer/migration.go ChecksumForGraphID: the tar headers' sizes), so its
+    symlink targets do not count -- and a lazily adopted blob, never unpacked
+    here, is sized by its content rather than by its compressed length."""
+    plain = every_kind_tar()
+    packed = gzip.compress(plain, mtime=0)
+    diff_id = "sha256:" + hashlib.sha256(plain).hexdigest()
+    layer = Layer(diff_id, store.root.blobs.put(packed), len(packed), "application/vnd.oci.image.layer.v1.tar+gzip")
+    SnapshotLayers(store).adopt("ab" * 16, layer)
+    assert store.layer_sizes(image_of(store, [layer], ["cached:1"])) == [10]
+    # the plain tar's length is remembered exactly (a plain layer of the same diffID is named by it)
+    assert store._tar_size(diff_id) == len(plain)
 
 
 def test_the_two_measures_differ_by_the_symlink_targets(tmp_path: Path, require_root: None) -> None:
