@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", metavar="IMAGE", nargs=2, help="name, name@digest, ID or ID prefix")
     parser.add_argument("--top", type=_count, default=5, metavar="N", help="wasted paths to list per layer and step (default 5)")
     parser.add_argument("--format", choices=["text", "json"], default="text", help="how to print the comparison")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform's image of a multi-platform image (default: this machine's)")
     parser.add_argument("--root", help="the pybuild root")
 
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     store = image_store(open_root(args.root))
     left_name, right_name = args.images
-    left, right = store.get(left_name), store.get(right_name)
+    left, right = store.get(left_name, args.platform), store.get(right_name, args.platform)
     comparison = compare_images(store, left, right, left_name=left_name, right_name=right_name)
     if args.format == "json":
         json.dump(as_json(comparison, args.top), sys.stdout, indent=2)

@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     parser.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     parser.add_argument("--format", help="Go template, or 'table ...' for a table with a header")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="a multi-platform image's platform to show (default: this machine's)")
     parser.add_argument("--root", help="the pybuild root")
 
 
@@ -85,7 +86,7 @@ def rows(image_id: str, history: Sequence[Mapping[str, Any]], *, human: bool, no
 
 def run(args: argparse.Namespace) -> int:
     store = image_store(open_root(args.root))
-    image = store.get(args.image)
+    image = store.get(args.image, args.platform)
     table = rows(
         image.id, entries(image.config, store.layer_sizes(image)),
         human=args.human == "true", no_trunc=args.no_trunc, now=time.time(),

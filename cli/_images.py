@@ -6,6 +6,12 @@ untagged image is ``<none> <none>``.  Filters: ``dangling=true|false``,
 (by creation time) and ``reference=PATTERN`` (Go's ``path.Match`` on the
 short name, with or without the tag; it also limits the names shown).
 pybuild keeps no intermediate images, so ``-a`` lists the same images.
+
+A multi-platform image (an index under its tag) is one row, its ID the
+index digest, as Docker's containerd image store lists it; its platforms'
+images are not rows of their own.  ``--tree`` shows each image with its
+platforms under it, as ``docker images --tree`` does (docker/cli
+cli/command/image/tree.go: IMAGE, ID, DISK USAGE, CONTENT SIZE).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     parser.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help="filter: " + ", ".join(FILTERS))
     parser.add_argument("--format", help="Go template, or 'table ...' for a table with a header")
+    parser.add_argument("--tree", action="store_true", help="list multi-platform images as a tree of their platforms")
     parser.add_argument("--root", help="the pybuild root")
 
 
@@ -185,13 +192,53 @@ def rows(selected: Sequence[tuple[Any, list[Any], list[Any]]], *, digests: bool,
     return out
 
 
+def listed(store: Any) -> list[Any]:
+    """The images and indexes ``images`` shows, newest first: an image only its
+    indexes name is shown through them."""
+    images = [image for image in store.images() if image.tags or not image.indexes]
+    both = [*images, *store.indexes()]
+    return sorted(both, key=lambda item: (item.created_at, item.created, item.id), reverse=True)
+
+
+def tree_rows(selected: Sequence[tuple[Any, list[Any], list[Any]]]) -> list[dict[str, str]]:
+    """``docker images --tree``: each name, its platforms under it."""
+    out = []
+    for item, tags, _digests in selected:
+        names = [t.familiar for t in tags] or ["<untagged>"]
+        out.append({"Image": names[0], "ID": item.short_id, "DiskUsage": human_size(item.size), "ContentSize": human_size(_content_size(item))})
+        out += [{"Image": name, "ID": "", "DiskUsage": "", "ContentSize": ""} for name in names[1:]]
+        entries = list(getattr(item, "manifests", ()))
+        for n, entry in enumerate(entries):
+            branch = "└─ " if n == len(entries) - 1 else "├─ "
+            out.append({"Image": branch + entry.platform, "ID": entry.image.short_id,
+                        "DiskUsage": human_size(entry.image.size), "ContentSize": human_size(_content_size(entry.image))})
+    return out
+
+
+def _content_size(item: Any) -> int:
+    """The bytes of its blobs (compressed layers), as a registry would hold them."""
+    images = [entry.image for entry in item.manifests] if hasattr(item, "manifests") else [item]
+    return sum(layer.size for image in images for layer in image.layers)
+
+
+TREE_FORMAT = "table {{.Image}}\t{{.ID}}\t{{.DiskUsage}}\t{{.ContentSize}}"
+TREE_LABELS = {"Image": "IMAGE", "ID": "ID", "DiskUsage": "DISK USAGE", "ContentSize": "CONTENT SIZE"}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.tree:
+        for flag, given in (("--quiet", args.quiet), ("--no-trunc", args.no_trunc), ("--digests", args.digests), ("--format", args.format)):
+            if given:
+                raise UsageError(f"{flag} is not supported with --tree", hint="docker images --tree takes neither")
     store = image_store(open_root(args.root))
     filter_values = list(args.filter)
     if args.repository:
         filter_values.append(f"reference={args.repository}")
-    filters = parse_filters(filter_values, lambda name: store.get(name).created_at)
-    selected = select(store.images(), filters)
+    filters = parse_filters(filter_values, lambda name: _created(store, name))
+    selected = select(listed(store), filters)
+    if args.tree:
+        sys.stdout.write(render_rows(TREE_FORMAT, tree_rows(selected), TREE_LABELS))
+        return 0
     table = rows(selected, digests=args.digests, no_trunc=args.no_trunc, now=time.time())
     if args.quiet:
         fmt = "{{.ID}}"
@@ -201,3 +248,9 @@ def run(args: argparse.Namespace) -> int:
         fmt = DIGESTS_FORMAT if args.digests else DEFAULT_FORMAT
     sys.stdout.write(render_rows(fmt, table, LABELS))
     return 0
+
+
+def _created(store: Any, name: str) -> float:
+    """When the image (or index) ``before=``/``since=`` names was made."""
+    index = store.index(name)
+    return float(index.created_at if index is not None else store.get(name).created_at)

@@ -6,6 +6,10 @@ Container, ContainerConfig, DockerVersion, Author, Config (with Docker's
 null fields), Architecture, Variant, Os, Size, VirtualSize, GraphDriver,
 RootFS and Metadata.  A name that is not found is reported after the
 others; the exit code is then 1.
+
+A multi-platform image (an index) shows its index digest as ``Id``, as
+Docker's containerd store does, and the rest from its image for
+``--platform`` (default: this machine's, else the first it has).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="IMAGE", help="name, name@digest, ID or ID prefix")
     parser.add_argument("-f", "--format", help="Go template applied to each image")
     parser.add_argument("--type", default="image", help="only 'image' (pybuild has no containers)")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="a multi-platform image's platform to show (default: this machine's)")
     parser.add_argument("-s", "--size", action="store_true", help="accepted for docker compatibility (sizes are always shown)")
     parser.add_argument("--root", help="the pybuild root")
 
@@ -94,6 +99,20 @@ def document(store: Any, image: Any) -> dict[str, Any]:
     return out
 
 
+def document_of(store: Any, name: str, platform: str | None) -> dict[str, Any]:
+    """``name``'s document; an index's is its platform's image under the index's ID and names."""
+    out = document(store, store.get(name, platform))
+    index = store.index(name)
+    if index is not None:
+        from pybuild.oci import parse_reference
+
+        out["Id"] = index.digest
+        out["RepoTags"] = [parse_reference(t).familiar for t in index.tags]
+        digests = [parse_reference(d).familiar for d in index.repo_digests]
+        out["RepoDigests"] = digests + [d for d in out["RepoDigests"] if d not in digests]
+    return out
+
+
 def template_view(value: Any, key: str = "") -> Any:
     """The document as Go's template sees the struct: a null list prints ``[]``, a null map ``map[]``."""
     from ._format import NIL_MAP, NIL_SLICE
@@ -113,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     errors: list[PybuildError] = []
     for name in args.names:
         try:
-            found.append(document(store, store.get(name)))
+            found.append(document_of(store, name, args.platform))
         except PybuildError as error:
             errors.append(error)
     if args.format:

@@ -20,7 +20,7 @@ import re
 import time
 from typing import Any
 
-from pybuild.errors import NotFound, UsageError
+from pybuild.errors import ContainerError, NotFound, UsageError
 from pybuild.executors import (
     ContainerRecord,
     ContainerStore,
@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--security-opt", action="append", default=[], metavar="OPT",
         help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format) or no-new-privileges",
     )
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform's image of a multi-platform image (a foreign one runs emulated)")
     parser.add_argument("--root", help="the pybuild root")
 
 
@@ -79,9 +80,11 @@ def run(args: argparse.Namespace) -> int:
     root = open_root(args.root)
     store = image_store(root)
     try:
-        image = store.get(args.image)
+        image = store.get(args.image, args.platform)
     except NotFound:
         raise NotFound(f"unable to find image {args.image!r} locally", hint=f"build it, or: pybuild pull {args.image}") from None
+    if image.config.get("architecture"):
+        check_runnable(image.platform)
     snapshots = store.snapshots_for(image)
     containers = ContainerStore(root)
     container_id = new_container_id()
@@ -101,6 +104,16 @@ def run(args: argparse.Namespace) -> int:
         [root.snapshots.tree(s) for s in snapshots],
     )
     return start(root, containers, record, attach=not args.detach, interactive=args.interactive)
+
+
+def check_runnable(platform: str) -> None:
+    """A foreign image runs only if the kernel can run its binaries (binfmt_misc), checked before anything is made."""
+    from pybuild.executors import emulation_status
+
+    status = emulation_status(platform)
+    if not status.runnable:
+        reason = f": {status.reason}" if status.reason else ""
+        raise ContainerError(f"this machine cannot run {platform} binaries{reason}", hint=status.hint or None)
 
 
 def start(root: Any, containers: ContainerStore, record: ContainerRecord, *, attach: bool, interactive: bool) -> int:

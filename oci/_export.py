@@ -185,7 +185,7 @@ def _atomic(dest: Path | BinaryIO, write: Callable[[BinaryIO, bool], Any]) -> No
 
 def write_images_archive(
     store: ImageStore,
-    images: Sequence[tuple[StoredImage, Sequence[str]]],
+    images: Sequence[tuple[StoredImage | StoredIndex, Sequence[str]]],
     dest: Path | BinaryIO,
     *,
     format: str = "docker",
@@ -194,11 +194,15 @@ def write_images_archive(
     """Several images (each with the names to give it) into one archive.
 
     ``format`` is ``docker`` (docker-archive, layers uncompressed) or ``oci``
-    (an OCI layout tar that ``docker load`` also reads).
+    (an OCI layout tar that ``docker load`` also reads; an index goes in
+    whole, and Docker's ``manifest.json`` names its image for this machine,
+    else its first).
     """
     if format not in ("docker", "oci"):
         raise UsageError(f"unknown archive format {format!r}", hint="use docker or oci")
     named = [(image, tuple(str(parse_reference(n)) for n in names)) for image, names in images]
+    if format == "docker" and any(isinstance(image, StoredIndex) for image, _ in named):
+        check_index_outputs([Output("docker")])
     if format == "oci":
         # only a temp file of _atomic's own may be seeked in (an O_APPEND stdout or a FIFO may not)
         _atomic(dest, lambda out, own_file: _write_oci_archive(store, named, layers, OciArchiveWriter(out, can_seek_back=own_file)))
@@ -206,6 +210,7 @@ def write_images_archive(
     extra: dict[str, bytes] = {}
     entries = []
     for image, names in named:
+        assert isinstance(image, StoredImage)  # refused above
         manifest = export_manifest(store, image)
         extra[manifest.digest] = manifest.data
         entries.append(ArchiveImage(Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), names))
@@ -229,45 +234,47 @@ class _ArchiveLayers:
 
 
 def _write_oci_archive(
-    store: ImageStore, images: Sequence[tuple[StoredImage, tuple[str, ...]]], settings: LayerSettings, writer: OciArchiveWriter
+    store: ImageStore, images: Sequence[tuple[StoredImage | StoredIndex, tuple[str, ...]]], settings: LayerSettings, writer: OciArchiveWriter
 ) -> None:
     """Layers are converted (if ``settings`` asks) straight into the archive, then the documents follow."""
     extra: dict[str, bytes] = {}
     source = _Blobs(store, extra)
     layers = _ArchiveLayers(writer, source)
     entries = []
+    platforms: list[tuple[str, ...]] = []
     for image, names in images:
-        manifest = export_manifest(store, image, settings, archive=layers)
-        extra[manifest.digest] = manifest.data
-        entries.append(ArchiveImage(Descriptor(manifest.media_type, manifest.digest, len(manifest.data)), names))
-    writer.finish(source, entries)
+        if isinstance(image, StoredIndex):
+            manifests = []
+            for entry in image.manifests:
+                manifest = export_manifest(store, entry.image, settings, archive=layers)
+                extra[manifest.digest] = manifest.data
+                manifests.append((entry.platform, Descriptor(manifest.media_type, manifest.digest, len(manifest.data))))
+            data = index_document(manifests)
+            descriptor = Descriptor.of(MEDIA_TYPE_OCI_INDEX, data)
+            extra[descriptor.digest] = data
+            platforms.append(image.platforms)
+        else:
+            manifest = export_manifest(store, image, settings, archive=layers)
+            extra[manifest.digest] = manifest.data
+            descriptor = Descriptor(manifest.media_type, manifest.digest, len(manifest.data))
+        entries.append(ArchiveImage(descriptor, names))
+    writer.finish(source, entries, platform=_loadable_platform(platforms))
+
+
+def _loadable_platform(indexes: Sequence[tuple[str, ...]]) -> ImagePlatform | None:
+    """The platform Docker's ``manifest.json`` takes from each index: this machine's if they
+    all have it, else none (each index's first)."""
+    host = host_platform()
+    return ImagePlatform.parse(host) if indexes and all(host in platforms for platforms in indexes) else None
 
 
 def write_index_archive(
     store: ImageStore, index: StoredIndex, names: Sequence[str], dest: Path | BinaryIO, *, layers: LayerSettings = LayerSettings()
 ) -> None:
     """``type=oci`` of several platforms: an OCI layout whose ``index.json`` names the image
-    index (as BuildKit's oci exporter writes it).  Docker's ``manifest.json`` names the
-    host's image (the first if the index has none), which is what ``docker load`` can take."""
-    refs = tuple(str(parse_reference(n)) for n in names)
-
-    def write(writer: OciArchiveWriter) -> None:
-        extra: dict[str, bytes] = {}
-        source = _Blobs(store, extra)
-        archive_layers = _ArchiveLayers(writer, source)
-        manifests = []
-        for entry in index.manifests:
-            manifest = export_manifest(store, entry.image, layers, archive=archive_layers)
-            extra[manifest.digest] = manifest.data
-            manifests.append((entry.platform, Descriptor(manifest.media_type, manifest.digest, len(manifest.data))))
-        data = index_document(manifests)
-        descriptor = Descriptor.of(MEDIA_TYPE_OCI_INDEX, data)
-        extra[descriptor.digest] = data
-        host = host_platform()
-        loadable = ImagePlatform.parse(host if host in index.platforms else index.platforms[0])
-        writer.finish(source, [ArchiveImage(descriptor, refs)], platform=loadable)
-
-    _atomic(dest, lambda out, own_file: write(OciArchiveWriter(out, can_seek_back=own_file)))
+    index (as BuildKit's oci exporter writes it); Docker's ``manifest.json`` names this
+    machine's image (the first if the index has none), which is what ``docker load`` takes."""
+    write_images_archive(store, [(index, names)], dest, format="oci", layers=layers)
 
 
 def export_oci_archive(

@@ -165,6 +165,13 @@ class StoredIndex:
         return max((entry.image.created_at for entry in self.manifests), default=self.created)
 
     @property
+    def labels(self) -> Mapping[str, str]:
+        """The labels of its host platform's image (else the first), as Docker's list shows them."""
+        host = host_platform()
+        entry = next((e for e in self.manifests if e.platform == host), self.manifests[0] if self.manifests else None)
+        return entry.image.labels if entry is not None else {}
+
+    @property
     def size(self) -> int:
         """Its images' sizes added up, as Docker's containerd store counts an index."""
         return sum(entry.image.size for entry in self.manifests)
@@ -864,6 +871,39 @@ class ImageStore:
             return entry.image
         has = ", ".join(index.platforms) or "no platform stored"
         raise ImageError(f"{name.strip()} has no image for {platform or host_platform()}: it has {has}", hint="choose one of those with --platform")
+
+    def delete_platform(
+        self, name_or_id: str, platform: str, *, force: bool = False, users: Mapping[str, Sequence[tuple[str, bool]]] | None = None,
+    ) -> Removal:
+        """``docker rmi --platform``: drop one platform's image from an index (the image goes
+        too unless something else names it); the index goes with its last platform.  A plain
+        image of that platform is removed as ``delete`` removes it."""
+        digest = self.resolve_id(name_or_id)
+        record = self._index_record(digest)
+        if record is None:
+            self.get(name_or_id, platform)  # refused when it is another platform's
+            return self.delete(name_or_id, force=force, users=users)
+        index = self._index_of(record)
+        entry = self._pick(index, platform)
+        if entry is None:
+            raise ImageError(f"{name_or_id.strip()} has no image for {platform}: it has {', '.join(index.platforms)}",
+                             hint="choose one of those with --platform")
+        if len(index.manifests) == 1:
+            return self._delete_index(index, index.digest, True, True, users or {})
+        image = entry.image
+        containers = list((users or {}).get(image.id, ()))
+        if containers and (any(alive for _, alive in containers) or not force):
+            raise ImageError(
+                f"conflict: unable to remove {platform} of {index.short_id} - image is being used by container {containers[0][0][:12]}",
+                hint="remove the container first" + ("" if any(alive for _, alive in containers) else ", or use -f"),
+            )
+        meta = dict(record.meta)
+        meta[INDEX_META] = {**meta[INDEX_META], "manifests": [e for e in meta[INDEX_META]["manifests"] if e["image"] != image.id]}
+        self.root.index.put_image(index.digest, created=record.created, size=record.size, meta=meta)
+        self._edit_meta(image.id, lambda m: m.update(indexes=[d for d in m.get("indexes", []) if d != index.digest]))
+        if self.by_id(image.id).indexes or image.tags:
+            return Removal()
+        return self.delete(image.id, force=True)
 
     def _delete_index(
         self, index: StoredIndex, text: str, by_id: bool, force: bool, users: Mapping[str, Sequence[tuple[str, bool]]],
