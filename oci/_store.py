@@ -1258,8 +1258,10 @@ class ImageStore:
     # ------------------------------------------------------------ import
 
     def import_tarball(self, stream: BinaryIO, tags: Iterable[str] = (), *, message: str = "Imported from -",
-                       architecture: str = "amd64", os_name: str = "linux", changes: Mapping[str, Any] | None = None) -> StoredImage:
-        """``docker import``: a root filesystem tar (any compression) becomes a one-layer image."""
+                       architecture: str = "amd64", os_name: str = "linux", changes: Mapping[str, Any] | None = None,
+                       variant: str = "") -> StoredImage:
+        """``docker import``: a root filesystem tar (any compression) becomes a one-layer image
+        (``variant`` in its config only when given, so an import without one keeps its ID)."""
         active = self.root.snapshots.new_active()
         try:
             apply_layer(stream, Path(active.upper))
@@ -1268,7 +1270,7 @@ class ImageStore:
             raise
         with self.root.index.lease() as lease:  # until the image is registered, prune keeps its layer
             snapshot = self.commit_leased(active, None, lease)
-            return self._import_image(snapshot, message, architecture, os_name, changes, tags)
+            return self._import_image(snapshot, message, architecture, os_name, changes, tags, variant)
 
     def commit_leased(self, active: ActiveSnapshot, parent: str | None, lease: Lease) -> str:
         """Commit a new snapshot leased before it exists, so a prune before it is
@@ -1278,7 +1280,7 @@ class ImageStore:
         return self.root.snapshots.commit(active, parent, snapshot_id=snapshot_id)
 
     def _import_image(self, snapshot: str, message: str, architecture: str, os_name: str,
-                      changes: Mapping[str, Any] | None, tags: Iterable[str]) -> StoredImage:
+                      changes: Mapping[str, Any] | None, tags: Iterable[str], variant: str = "") -> StoredImage:
         layer = self.layer_for_snapshot(snapshot, sized_as_unpacked=True)
         self.remember_chain([layer.diff_id], [snapshot])
         now = rfc3339(time.time())
@@ -1291,6 +1293,8 @@ class ImageStore:
             "history": [{"created": now, "comment": message}],
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         }
+        if variant:
+            config["variant"] = variant
         return self.add_image(config, [layer], tags)
 
 
