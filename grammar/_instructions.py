@@ -310,8 +310,15 @@ def parse_run(node: Node) -> Run:
             "mount": FlagSpec(LIST),
             "network": FlagSpec(STRING),
             "security": FlagSpec(STRING),
+            "device": FlagSpec(LIST),
         },
     )
+    if flags["device"]:
+        # a stable flag since Dockerfile 1.27; pybuild has no CDI registry to resolve its names
+        raise _Invalid(
+            "RUN --device is not supported: pybuild cannot provide CDI devices to a build step",
+            hint="drop --device, or build this Dockerfile with BuildKit (its device entitlement and CDI specs)",
+        )
     return Run(
         node,
         command=_command(node),

@@ -274,3 +274,17 @@ def test_an_https_git_url_with_a_query_is_git_not_a_download() -> None:
     source = git_source("https://user:secret@example.com/repo.git?tag=v1&keep-git-dir=1#refs/tags/v1")
     assert (source.remote, source.ref, source.keep_git_dir) == ("https://example.com/repo.git", "refs/tags/v1", True)
     assert "secret" not in repr(source)
+
+
+def test_run_device_is_known_but_refused_with_its_line(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``RUN --device=vendor.com/class=name`` is a stable flag since Dockerfile
+    1.27 (moby/buildkit#6999; docs/reference.md "RUN --device": CDI devices
+    behind the ``device`` entitlement). pybuild has no CDI registry: the flag is
+    refused as such, with its line, rather than called unknown."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nRUN --device=vendor1.com/device=foo true\n")
+    result = cli("build", str(ctx), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Dockerfile:2" in result.stderr and "--device is not supported" in result.stderr
+    assert "unknown flag" not in result.stderr
