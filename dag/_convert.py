@@ -323,17 +323,23 @@ class _Converter:
         digest = self.graph.add(op, OpMeta(f"{shown}FROM {image.ref}@{image.manifest_digest}", internal=True))
         return digest, image
 
-    def check_base_platform(self, stage: Stage, name: str, platform: Platform, image: ResolvedImage) -> None:
-        """A base of another platform than the stage's is used with a warning, as
-        BuildKit's InvalidBaseImagePlatform check (validateBaseImagePlatform)."""
+    def base_platform(self, stage: Stage, name: str, platform: Platform, image: ResolvedImage) -> Platform:
+        """The platform a stage on ``image`` runs as. A base of another platform than
+        the one asked is used with BuildKit's InvalidBaseImagePlatform warning
+        (validateBaseImagePlatform); with no platform asked at all (no --platform,
+        no FROM --platform) the stage is the base's platform, as BuildKit's
+        autoDetectPlatform makes it, so its RUN steps are checked runnable."""
         found = (image.config.get("os") or "", image.config.get("architecture") or "")
         if not found[1] or found == (platform.os, platform.architecture):
-            return
+            return platform
         actual = Platform(found[0] or platform.os, found[1], image.config.get("variant") or "").normalized()
+        if not self.options.platforms and not stage.platform:
+            return actual
         self.warnings.append(
             f"{self.dockerfile.file}:{stage.from_.span.start}: InvalidBaseImagePlatform: Base image {name} was pulled "
             f'with platform "{actual}", expected "{platform}" for current build'
         )
+        return platform
 
     def stage_platform(self, stage: Stage, parent: StageResult | None) -> Platform:
         """What a stage's RUN steps run as: its FROM --platform (expanded with the
@@ -378,7 +384,7 @@ class _Converter:
             op, image = self.image_source(stage, base, platform)
             state = self.empty_state(stage, name)
             if image is not None:
-                self.check_base_platform(stage, base, platform, image)
+                platform = self.base_platform(stage, base, platform, image)
                 state = self.state_from_image(stage, name, op, image, platform)
                 triggers = list(image.config.get("config", {}).get("OnBuild") or [])
                 state.config.pop("OnBuild", None)

@@ -188,6 +188,22 @@ def test_a_base_of_another_platform_warns_as_buildkit() -> None:
     assert not plan("FROM busybox\nRUN true\n", platforms=(ARM64,)).warnings
 
 
+def test_with_no_platform_asked_a_foreign_base_sets_the_stage_platform() -> None:
+    """BuildKit's autoDetectPlatform (dockerfile2llb/convert.go): no --platform and no
+    FROM --platform, a base of another platform makes the stage that platform, with
+    no warning; its RUN steps are then that platform's (checked runnable)."""
+
+    class ArmOnly(Images):
+        def lookup(self, ref: str, platform: Platform) -> ResolvedImage | None:
+            return super().lookup(ref, ARM64 if host_platform() != ARM64 else AMD64)
+
+    foreign = ARM64 if host_platform() != ARM64 else AMD64
+    p = plan("FROM busybox AS base\nRUN true\nFROM base\nRUN false\n", ArmOnly())
+    assert not p.warnings
+    assert {op.platform for op in p.definition.ops.values() if isinstance(op, ExecOp)} == {str(foreign)}
+    assert p.target.image.architecture == foreign.architecture
+
+
 def test_missing_bases_are_named_with_their_platforms() -> None:
     """Every target's missing base is reported at once, each with its platform, so
     one pull round brings them all (BuildKit resolves each stage's base for
