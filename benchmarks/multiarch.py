@@ -1,14 +1,18 @@
 """Two platforms from one Dockerfile: pybuild, BuildKit and Buildah, cold builds.
 
     .venv/bin/python benchmarks/multiarch.py [--repeat 3] [--engines pybuild,buildkit,buildah]
-                                             [--steps 10] [--markdown FILE]
+                                             [--only example,emulated,noop] [--steps 10]
+                                             [--markdown FILE]
 
 Workloads (benchmarks/README.md, "multiarch.py", explains the method):
 
 - ``example``: examples/multiarch, a C program cross-compiled natively for linux/amd64 and
   linux/arm64 in a ``FROM --platform=$BUILDPLATFORM`` stage (nothing emulated);
 - ``emulated``: ``FROM busybox:$TARGETARCH`` and ``--steps`` RUN steps of busybox work, for
-  linux/amd64 and linux/arm64 (the arm64 steps run under QEMU).
+  linux/amd64 and linux/arm64 (the arm64 steps run under QEMU);
+- ``noop``: a no-op rebuild for the host's platform alone, first with QEMU's arm64 handler
+  registered, then with every handler of qemu-user-static (BuildKit probes each registered
+  emulator on every build; pybuild only when a build needs that platform).
 
 Each engine builds both platforms its own way:
 
@@ -18,8 +22,8 @@ Each engine builds both platforms its own way:
   docker build --platform P`` runs once per platform and its cell is the SUM of the two
   (both are also shown on their own).
 
-Every build is cold: ``--no-cache``, and before each timed run (untimed) the engine's result of
-the previous run is removed and its dangling images pruned.  QEMU's handlers are registered
+The example and emulated builds are cold: ``--no-cache``, and before each timed run (untimed)
+the engine's result of the previous run is removed and its dangling images pruned.  QEMU's handlers are registered
 (``pybuild binfmt --install linux/arm64``'s function) for the run only: the ones this script
 registered are removed at the end, so the machine is left as it was found.
 """
@@ -32,16 +36,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import DOCKER, PYBUILD, REPO, Engines, median, run, table  # noqa: E402
-from run_all import byte_compile, dangling_images, load_average, machine, versions  # noqa: E402
+from run_all import byte_compile, dangling_images, load_average, machine, reason, versions  # noqa: E402
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 BUILD_PLATFORM = "linux/amd64"  # this machine's
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 EXAMPLE = REPO / "examples" / "multiarch"
 CROSS_PACKAGES = ("gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross")
 ARM64_BUSYBOX = REPO / "build" / "debs" / "busybox-static-arm64" / "bin" / "busybox"
@@ -62,6 +67,12 @@ def emulated_dockerfile(steps: int) -> str:
         for i in range(steps)
     )
     return "FROM busybox:$TARGETARCH\n" + body + "RUN uname -m > /machine\n"
+
+
+# The no-op workload: a host-platform build whose every step is cached.  BuildKit probes
+# each registered emulator on every build; pybuild asks about a platform only when a build
+# needs it.
+NOOP = "FROM busybox:amd64\nRUN echo cached > /cached\n"
 
 
 def dockerfile_for(engine: str, text: str) -> str:
@@ -160,6 +171,17 @@ def build(engine: str, engines: Engines, context: Path, text: str) -> dict[str, 
     return times
 
 
+def noop_build(engine: str, engines: Engines, context: Path, text: str) -> dict[str, float]:
+    """A build for the host's platform alone, every step cached (after a first, untimed one)."""
+    dockerfile = context / f"Dockerfile.{engine}"
+    dockerfile.write_text(dockerfile_for(engine, text))
+    if engine == "pybuild":
+        return {"host": _timed([*PYBUILD, "build", "-q", "--network=none", "-f", str(dockerfile), "-t", f"{RESULT}-noop", str(context)], engines.pybuild_env())}
+    if engine == "buildah":
+        return {"host": _timed(["buildah", "build", "-q", "--runtime=runc", "--network=host", "--layers", "-f", str(dockerfile), "-t", f"{RESULT}-noop", str(context)], {})}
+    return {"host": _timed([DOCKER, "build", "-q", "--network=host", "-f", str(dockerfile), "-t", f"{RESULT}-noop", str(context)], {"DOCKER_BUILDKIT": "1"})}
+
+
 def _timed(argv: Sequence[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
     run(argv, env=env)
@@ -175,11 +197,17 @@ class Driver:
         self.loads: list[float] = []
         self.parts: dict[str, dict[str, list[float]]] = {}  # row -> BuildKit's platform -> times
 
-    def row(self, name: str, context: Path, text: str) -> Row:
-        """Row ``name``: ``repeat`` cold builds per engine, the engines taking turns."""
+    def row(self, name: str, context: Path, text: str, builder: Callable[[str, Engines, Path, str], dict[str, float]] = build, prime: bool = False) -> Row:
+        """Row ``name``: ``repeat`` builds per engine (cold ones by default), the engines
+        taking turns; with ``prime``, one untimed build per engine first."""
         times: dict[str, list[float]] = {e: [] for e in self.engines.available}
         failed: dict[str, str] = {}
         parts: dict[str, list[float]] = {p: [] for p in PLATFORMS}
+        for engine in self.engines.available if prime else ():
+            try:
+                builder(engine, self.engines, context, text)
+            except RuntimeError as error:
+                failed[engine] = reason(error)
         for _ in range(self.repeat):
             for engine in self.engines.available:
                 if engine in failed:
@@ -187,9 +215,9 @@ class Driver:
                 self.loads.append(load_average())
                 self.handlers.ensure()
                 try:
-                    measured = build(engine, self.engines, context, text)
+                    measured = builder(engine, self.engines, context, text)
                 except RuntimeError as error:
-                    failed[engine] = str(error).strip().splitlines()[-1] if str(error).strip() else "?"
+                    failed[engine] = reason(error)
                     print(f"  {engine:8} {name}: FAILED\n{error}", file=sys.stderr)
                     continue
                 times[engine].append(sum(measured.values()))
@@ -216,11 +244,19 @@ class Handlers:
 
     def __init__(self) -> None:
         self.registered: set[str] = set()
+        self.wanted: list[str] | None = ["linux/arm64"]  # None: every handler
 
     def ensure(self) -> None:
         from pybuild.executors import install_handlers
 
-        self.registered.update(install_handlers(["linux/arm64"]))  # skips one already there
+        self.registered.update(install_handlers(self.wanted))  # skips one already there
+
+    def everything(self) -> int:
+        """From now on, every handler qemu-user-static has (as ``tonistiigi/binfmt --install
+        all`` leaves a BuildKit machine); how many are registered."""
+        self.wanted = None
+        self.ensure()
+        return sum(1 for entry in BINFMT_MISC.iterdir() if entry.name not in ("register", "status"))
 
     def remove(self) -> None:
         if self.registered:
@@ -233,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the table shows medians (default 3)")
     parser.add_argument("--engines", default="pybuild,buildkit,buildah")
-    parser.add_argument("--only", default="example,emulated", help="workloads: example,emulated")
+    parser.add_argument("--only", default="example,emulated,noop", help="workloads: example,emulated,noop")
     parser.add_argument("--steps", type=int, default=10, help="RUN steps of the emulated workload (default 10)")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
@@ -261,6 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             context.mkdir()
             print("workload emulated ...", file=sys.stderr, flush=True)
             rows.append(driver.row(f"{args.steps} RUN steps, 2 platforms (arm64 emulated), cold", context, emulated_dockerfile(args.steps)))
+        if "noop" in chosen:
+            context = engines.work / "noop"
+            context.mkdir()
+            print("workload noop ...", file=sys.stderr, flush=True)
+            rows.append(driver.row("no-op rebuild, host platform, QEMU for arm64 registered", context, NOOP, noop_build, prime=True))
+            emulators = handlers.everything()
+            rows.append(driver.row(f"no-op rebuild, host platform, {emulators} QEMU handlers registered", context, NOOP, noop_build, prime=True))
         report = [
             f"Run of {datetime.date.today().isoformat()}, `benchmarks/multiarch.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip()
             + f" ({(time.perf_counter() - started) / 60:.1f} min), median of {args.repeat} runs per cell"
