@@ -4,6 +4,10 @@ Layers that the registry's repository has are skipped (``Layer already
 exists``); layers pulled from another repository of the same registry are
 mounted from there.  The output has ``docker push``'s shape; the image then
 lists the pushed ``name@digest`` among its digests.
+
+A multi-platform image (an index) is pushed whole: each platform's manifest,
+then the index under the tag, as Docker's containerd store pushes it;
+``--platform`` (Docker 28's) pushes one platform's image alone under the tag.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME[:TAG]", help="the image to push, by the name it should have in the registry")
     parser.add_argument("-a", "--all-tags", action="store_true", help="push every local tag of the repository")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="push only this platform's image of a multi-platform image")
     parser.add_argument("--compression", choices=["gzip", "zstd"], help="recompress layers compressed otherwise (default: as stored)")
     add_registry_arguments(parser)
 
@@ -33,6 +38,8 @@ def report(result: Any) -> str:
             lines.append(f"{short}: {layer.outcome.value} {layer.mounted_from.split('/', 1)[1]}")
         else:
             lines.append(f"{short}: {layer.outcome.value}")
+    for platform in result.platforms:  # an index: each platform's layers first
+        lines += report(platform).splitlines()[:-1]
     lines.append(f"{ref.tag or 'latest'}: digest: {result.digest} size: {result.size}")
     return "\n".join(lines) + "\n"
 
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from pybuild.errors import NotFound, UsageError
-    from pybuild.oci import LayerSettings, parse_reference, push_image, registry_client
+    from pybuild.oci import LayerSettings, parse_reference, push_image, push_index, registry_client
 
     from ._runtime import image_store, open_root
 
@@ -66,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
         client = registry_client(args.insecure_registry)
         try:
             for name in names:
-                image = await trio.to_thread.run_sync(store.get, name)
-                result = await push_image(store, client, image, name, layers=settings)
+                index = await trio.to_thread.run_sync(store.index, name)
+                if index is not None and args.platform is None:
+                    result = await push_index(store, client, index, name, layers=settings)
+                else:
+                    image = await trio.to_thread.run_sync(store.get, name, args.platform)
+                    result = await push_image(store, client, image, name, layers=settings)
                 if not args.quiet:
                     sys.stdout.write(report(result))
         finally:

@@ -21,6 +21,7 @@ from pybuild.cache import Root
 from pybuild.cli.main import main
 from pybuild.oci import ImageStore
 
+from ..oci.conftest import docker_registry  # noqa: F401  # the registry fixture, for the push test
 from ..oci.test_store_index import platform_image
 
 HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(host.machine(), host.machine())
@@ -132,3 +133,26 @@ def test_run_of_a_platform_this_machine_cannot_run_stops_before_making_a_contain
     assert not (Path(made["root"]) / "containers").exists() or not any((Path(made["root"]) / "containers").iterdir())
     code, _, err = pybuild(capsys, made, "run", "--rm", "--platform", "linux/s390x", "multi:1", "true")
     assert code != 0 and "has no image for linux/s390x" in err
+
+
+@pytest.mark.peers
+@pytest.mark.tool("skopeo")
+def test_push_of_an_index_sends_every_platform_then_the_index(capsys: pytest.CaptureFixture[str], made: dict[str, str], docker_registry) -> None:  # type: ignore[no-untyped-def]
+    """docker push on the containerd store pushes the whole index (each manifest, then the
+    index by its tag); --platform (Docker 28) pushes one platform's image alone."""
+    import subprocess
+
+    name = f"{docker_registry.host}/test/cli-multi:1"
+    assert pybuild(capsys, made, "tag", "multi:1", name)[0] == 0
+    code, out, err = pybuild(capsys, made, "push", name)
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith(f"1: digest: {made['index']} size: ")
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}"], capture_output=True, text=True, timeout=60)
+    assert raw.returncode == 0, raw.stderr
+    assert [m["platform"]["architecture"] for m in json.loads(raw.stdout)["manifests"]] == ["amd64", "arm64"]
+    single = f"{docker_registry.host}/test/cli-arm64:1"
+    assert pybuild(capsys, made, "tag", "multi:1", single)[0] == 0
+    code, out, err = pybuild(capsys, made, "push", "--platform", "linux/arm64", single)
+    assert code == 0, err
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{single}"], capture_output=True, text=True, timeout=60)
+    assert json.loads(raw.stdout)["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
