@@ -16,6 +16,13 @@ uncompressed size of each layer the way Docker measures it (the files of
 its tree: regular files and symlinks, hard links once), and where a pulled
 layer came from (so a push to another repository of that registry mounts
 it instead of uploading it).  ``delete`` follows ``docker rmi``'s rules.
+
+Several platforms under one tag are an image index (``StoredIndex``), kept
+as containerd's image store keeps one: the index blob, a record naming each
+platform's image (each an image of its own, untagged but kept by the index),
+and the tag pointing at the index digest.  ``get``/``lookup`` resolve it to
+a platform's image; ``delete`` of its last name removes it with the images
+nothing else uses.
 """
 
 from __future__ import annotations
