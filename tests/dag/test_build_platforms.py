@@ -166,3 +166,44 @@ def test_a_cache_export_holds_every_platforms_records(tmp_path: Path) -> None:
     ))
     finals = [workers[0].keys[t.target.op] for t in outcome.plan.targets]
     assert len(set(finals)) == 2 and all(key in imported.records for key in finals)
+
+
+def test_missing_bases_are_pulled_for_each_platform_that_needs_them() -> None:
+    """Each stage's base is resolved for its own platform (BuildKit's
+    resolveBaseImage asks the resolver with the stage's platform): a two-platform
+    build pulls the target stage's base once per target and the build-platform
+    stage's base once, for the build platform."""
+    from pybuild.dag import ResolvedImage
+    from pybuild.dag._build import plan_build
+
+    config = {"os": "linux", "architecture": "amd64", "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "b" * 64]}}
+
+    class Store:
+        def __init__(self) -> None:
+            self.have: set[tuple[str, str]] = set()
+
+        def lookup(self, ref: str, platform: object) -> ResolvedImage | None:
+            if (ref, str(platform)) not in self.have:
+                return None
+            return ResolvedImage(ref, "sha256:" + str(platform).split("/")[1][0] * 64, {**config, "architecture": str(platform).split("/")[1]})
+
+    store = Store()
+
+    class Puller:
+        def __init__(self) -> None:
+            self.pulls: list[tuple[str, str]] = []
+
+        async def pull(self, ref: str, platform: str) -> None:
+            self.pulls.append((ref, platform))
+            store.have.add((ref, platform))
+
+    puller = Puller()
+    text = "FROM --platform=$BUILDPLATFORM tools AS t\nRUN true\nFROM runtime\nCOPY --from=t / /\n"
+    options = BuildOptions(platform=HOST, platforms=(HOST, OTHER))
+    plan = trio.run(lambda: plan_build(parse(text.encode(), "Dockerfile"), options, store, puller))  # type: ignore[arg-type]
+    assert sorted(puller.pulls) == sorted([
+        ("docker.io/library/tools:latest", str(HOST)),
+        ("docker.io/library/runtime:latest", str(HOST)),
+        ("docker.io/library/runtime:latest", str(OTHER)),
+    ])
+    assert len(plan.targets) == 2
