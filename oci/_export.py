@@ -318,25 +318,10 @@ async def export_outputs(
     results: list[OutputResult] = []
     for output in outputs:
         names = tuple(output.names or tags)
-        target: Path | BinaryIO | None = None
-        if output.dest is not None:
-            if output.to_stdout:
-                if stdout is None:
-                    raise UsageError("this command cannot write an output to standard output")
-                target = stdout
-            else:
-                target = Path(output.dest)
         if output.type in ("image", "registry"):
-            for name in output.names:
-                await trio.to_thread.run_sync(store.tag, image.id, name)
-            pushed: list[tuple[str, str]] = []
-            if output.push:
-                if not names:
-                    raise UsageError("pushing needs a name", hint="name the image with -t NAME or --output type=registry,name=NAME")
-                pushed = await _push_all(store, image, names, output.layers, client, insecure_registries)
-            results.append(OutputResult(output, tuple(pushed)))
+            results.append(await _store_output(store, image, output, names, client, insecure_registries))
             continue
-        assert target is not None
+        target = _target(output, stdout)
         if output.type == "oci":
             await trio.to_thread.run_sync(lambda: export_oci_archive(store, image, target, names, layers=output.layers))
         elif output.type == "docker":
@@ -380,14 +365,7 @@ async def export_index_outputs(
     for output in outputs:
         names = tuple(output.names or tags)
         if output.type in ("image", "registry"):
-            for name in output.names:
-                await trio.to_thread.run_sync(store.tag, index.digest, name)
-            pushed: list[tuple[str, str]] = []
-            if output.push:
-                if not names:
-                    raise UsageError("pushing needs a name", hint="name the image with -t NAME or --output type=registry,name=NAME")
-                pushed = await _push_index_all(store, index, names, output.layers, client, insecure_registries)
-            results.append(OutputResult(output, tuple(pushed)))
+            results.append(await _store_output(store, index, output, names, client, insecure_registries))
             continue
         target = _target(output, stdout)
         if output.type == "oci":
@@ -400,6 +378,23 @@ async def export_index_outputs(
     return results
 
 
+async def _store_output(
+    store: ImageStore, image: StoredImage | StoredIndex, output: Output, names: Sequence[str], client: RegistryClient | None,
+    insecure: Sequence[str],
+) -> OutputResult:
+    """``type=image``/``registry``: its ``name=`` tag the image (or index); ``push=true`` pushes it."""
+    import trio
+
+    for name in output.names:
+        await trio.to_thread.run_sync(store.tag, image.id, name)
+    pushed: list[tuple[str, str]] = []
+    if output.push:
+        if not names:
+            raise UsageError("pushing needs a name", hint="name the image with -t NAME or --output type=registry,name=NAME")
+        pushed = await _push_all(store, image, names, output.layers, client, insecure)
+    return OutputResult(output, tuple(pushed))
+
+
 def _target(output: Output, stdout: BinaryIO | None) -> Path | BinaryIO:
     if output.to_stdout:
         if stdout is None:
@@ -409,35 +404,21 @@ def _target(output: Output, stdout: BinaryIO | None) -> Path | BinaryIO:
     return Path(output.dest)
 
 
-async def _push_index_all(
-    store: ImageStore, index: StoredIndex, names: Sequence[str], layers: LayerSettings, client: RegistryClient | None, insecure: Sequence[str]
-) -> list[tuple[str, str]]:
-    from ._push import push_index, registry_client
-
-    own = client is None
-    client = client or registry_client(insecure)
-    try:
-        pushed = []
-        for name in names:
-            result = await push_index(store, client, index, name, layers=layers)
-            pushed.append((str(result.reference), result.digest))
-        return pushed
-    finally:
-        if own:
-            await client.aclose()
-
-
 async def _push_all(
-    store: ImageStore, image: StoredImage, names: Sequence[str], layers: LayerSettings, client: RegistryClient | None, insecure: Sequence[str]
+    store: ImageStore, image: StoredImage | StoredIndex, names: Sequence[str], layers: LayerSettings, client: RegistryClient | None,
+    insecure: Sequence[str],
 ) -> list[tuple[str, str]]:
-    from ._push import push_image, registry_client
+    from ._push import push_image, push_index, registry_client
 
     own = client is None
     client = client or registry_client(insecure)
     try:
         pushed = []
         for name in names:
-            result = await push_image(store, client, image, name, layers=layers)
+            if isinstance(image, StoredIndex):
+                result = await push_index(store, client, image, name, layers=layers)
+            else:
+                result = await push_image(store, client, image, name, layers=layers)
             pushed.append((str(result.reference), result.digest))
         return pushed
     finally:
