@@ -44,3 +44,10 @@ def test_an_arm64_build_runs_its_steps_emulated_and_makes_an_arm64_image(
     assert (out / "f").read_text() == "hi\n"
     config = image_store(open_root(str(arm64_base))).get("emulated").config
     assert (config["os"], config["architecture"]) == ("linux", "arm64")
+
+
+def test_run_platform_runs_an_arm64_image_emulated(arm64_base: Path, qemu_handlers: None) -> None:
+    """``docker run --platform linux/arm64`` runs the arm64 image through the registered
+    emulator (the container's processes are arm64 binaries the kernel hands to QEMU)."""
+    run = pybuild(arm64_base, "run", "--rm", "--network=none", "--platform", "linux/arm64", "arm64-busybox", "uname", "-m")
+    assert run.stdout == "aarch64\n"
