@@ -295,6 +295,7 @@ def convert_copy(conv: Conversion, state: StageState, stage: Stage, cmd: Copy | 
                     include_patterns=include,
                     required_paths=required,
                     exclude_patterns=tuple(cmd.excludes),
+                    exclude_syntax="patternmatcher" if cmd.excludes else "",
                     attempt_unpack=is_add if unpack is None else unpack,
                     **common,
                 )

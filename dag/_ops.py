@@ -159,6 +159,9 @@ class CopyAction:
     exclude_patterns: tuple[str, ...] = ()
     required_paths: tuple[str, ...] = ()
     mtime: int | None = None
+    # "patternmatcher" with --exclude: how the patterns read (moby/patternmatcher since
+    # issue 15), so a result made under the older fnmatch reading is never reused
+    exclude_syntax: str = added_later("")
 
 
 @dataclass(frozen=True)

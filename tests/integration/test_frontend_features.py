@@ -288,3 +288,18 @@ def test_run_device_is_known_but_refused_with_its_line(cli, tmp_path: Path) -> N
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "Dockerfile:2" in result.stderr and "--device is not supported" in result.stderr
     assert "unknown flag" not in result.stderr
+
+
+def test_exclude_rules_are_part_of_the_copy_key() -> None:
+    """A COPY with --exclude says in its op which pattern rules it follows, so a
+    layer an older pybuild copied with fnmatch rules is not taken from the
+    cache for it; a COPY without --exclude keeps its digest (golden tests)."""
+    from pybuild.dag import FileOp
+    from tests.dag.test_convert import plan
+
+    def copies(text: str) -> list:  # type: ignore[type-arg]
+        ops = plan(text).definition.ops.values()
+        return [a for op in ops if isinstance(op, FileOp) for a in op.actions if hasattr(a, "exclude_syntax")]
+
+    assert [a.exclude_syntax for a in copies("FROM busybox\nCOPY --exclude=*.md . /x/\n")] == ["patternmatcher"]
+    assert [a.exclude_syntax for a in copies("FROM busybox\nCOPY . /x/\n")] == [""]
