@@ -11,11 +11,14 @@ chain ID it gets when exported, so building ``FROM`` a local image reuses
 the build's own snapshots.
 
 On top of that the store keeps what Docker's image commands show: repo
-digests (``name@sha256:...`` references a pull or push pinned), the
-uncompressed size of each layer the way Docker measures it (the files of
-its tree: regular files and symlinks, hard links once), and where a pulled
-layer came from (so a push to another repository of that registry mounts
-it instead of uploading it).  ``delete`` follows ``docker rmi``'s rules.
+digests (``name@sha256:...`` references a pull or push pinned), the size
+of each layer as Docker records it -- which depends on how the layer came:
+one a build made (or a remote cache gave it) weighs its regular files'
+bytes, hard links once, as BuildKit registers it; one unpacked from a tar
+(pull, load, import, commit) also its symlinks' target lengths, as
+overlay2's ApplyDiff sizes it -- and where a pulled layer came from (so a
+push to another repository of that registry mounts it instead of
+uploading it).  ``delete`` follows ``docker rmi``'s rules.
 
 Several platforms under one tag are an image index (``StoredIndex``), kept
 as containerd's image store keeps one: the index blob, a record naming each
