@@ -20,12 +20,11 @@ from ._runtime import image_store, open_root
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", help="read from this file instead of standard input")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    parser.add_argument("--platform", help="of a multi-platform archive, load this platform (default: the host's)")
+    parser.add_argument("--platform", help="of a multi-platform archive, load only this platform (default: every platform, kept as an index)")
     parser.add_argument("--root", help="the pybuild root")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pybuild.dag import host_platform
     from pybuild.oci import load_archive, parse_reference
 
     root = open_root(args.root)
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         path = root.tmp_dir("load-stdin-") / "archive.tar"
         with open(path, "wb") as spool:
             shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-    results = load_archive(store, path, platform=args.platform or str(host_platform()))
+    results = load_archive(store, path, platform=args.platform)
     if args.quiet:
         return 0
     for result in results:

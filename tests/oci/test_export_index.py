@@ -183,3 +183,32 @@ def test_push_sends_each_manifest_then_the_index(store: ImageStore, index: Store
     assert arm.returncode == 0, arm.stderr
     assert json.loads(arm.stdout)["Architecture"] == "arm64"
     assert f"{docker_registry.host}/test/multi@{index.digest}" in store.index("multi:1").repo_digests  # type: ignore[union-attr]
+
+
+def test_loading_the_oci_archive_keeps_the_index_and_a_platform_loads_alone(store: ImageStore, index: StoredIndex, tmp_path: Path) -> None:
+    """docker load on the containerd store keeps an archive's index (every platform under the
+    name); --platform loads that platform's image alone (moby daemon/containerd/image_import.go)."""
+    from pybuild.oci import load_archive
+
+    archive = tmp_path / "multi.tar"
+    export(store, index, f"type=oci,dest={archive}")
+    whole = Root.open(tmp_path / "whole")
+    try:
+        store = ImageStore(whole)
+        [result] = load_archive(store, archive)
+        assert result.index is not None and result.index.digest == index.digest
+        assert result.index.platforms == ("linux/amd64", "linux/arm64", "linux/arm/v7")
+        assert store.index("multi:1") == result.index
+        assert store.get("multi:1", "linux/arm/v7").id == index.manifests[2].image.id
+    finally:
+        whole.close()
+    one = Root.open(tmp_path / "one")
+    try:
+        store = ImageStore(one)
+        [result] = load_archive(store, archive, platform="linux/arm64")
+        assert result.index is None and result.image.id == index.manifests[1].image.id
+        assert store.resolve_id("multi:1") == result.image.id
+        with pytest.raises(ImageError, match="has no linux/s390x manifest: it has linux/amd64, linux/arm64, linux/arm/v7"):
+            load_archive(store, archive, platform="linux/s390x")
+    finally:
+        one.close()
