@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pybuild.errors import UsageError
 
 if TYPE_CHECKING:
-    from pybuild.oci import StoredImage
+    from pybuild.oci import StoredImage, StoredIndex
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("pybuild.cli._images", "List images"),
@@ -84,7 +84,7 @@ def _until(text: str, now: float) -> float:
     return moment
 
 
-def _keep(image: StoredImage, filters: list[str], now: float) -> bool:
+def _keep(image: StoredImage | StoredIndex, filters: list[str], now: float) -> bool:
     """False when the filters select the image for pruning."""
     for value in filters:
         key, _, arg = value.partition("=")
@@ -102,8 +102,17 @@ def _keep(image: StoredImage, filters: list[str], now: float) -> bool:
     return False
 
 
+def _used(image: StoredImage | StoredIndex, in_use: set[str]) -> bool:
+    """Whether a container was made from the image (from any platform's image of an index)."""
+    from pybuild.oci import StoredIndex
+
+    ids = [entry.image.id for entry in image.manifests] if isinstance(image, StoredIndex) else [image.id]
+    return any(i in in_use for i in ids)
+
+
 def run_prune(args: argparse.Namespace) -> int:
     from ._format import human_size
+    from ._images import listed
     from ._runtime import image_store, open_root
 
     if not args.force:
@@ -119,9 +128,10 @@ def run_prune(args: argparse.Namespace) -> int:
     store = image_store(root)
     in_use = images_in_use(root)  # as Docker: an image a container was made from is not unused
     now = time.time()
+    # an index is one image here (its platforms' images go with it, never on their own)
     victims = [
-        image for image in store.images()
-        if (args.all or image.dangling) and image.id not in in_use and not _keep(image, args.filter, now)
+        image for image in listed(store)
+        if (args.all or image.dangling) and not _used(image, in_use) and not _keep(image, args.filter, now)
     ]
     lines: list[str] = []
     reclaimed = 0

@@ -41,7 +41,8 @@ def made(tmp_path: Path) -> dict[str, str]:
 
 
 def pybuild(capsys: pytest.CaptureFixture[str], made: dict[str, str], *args: str) -> tuple[int, str, str]:
-    code = main([args[0], "--root", made["root"], *args[1:]])
+    command = 2 if args[0] == "image" else 1  # `image prune` takes --root after its subcommand
+    code = main([*args[:command], "--root", made["root"], *args[command:]])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -156,3 +157,28 @@ def test_push_of_an_index_sends_every_platform_then_the_index(capsys: pytest.Cap
     assert code == 0, err
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{single}"], capture_output=True, text=True, timeout=60)
     assert json.loads(raw.stdout)["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_image_prune_takes_an_index_whole_and_never_its_platforms_alone(capsys: pytest.CaptureFixture[str], made: dict[str, str]) -> None:
+    """docker image prune on the containerd store: a dangling image is the untagged index (its
+    platforms go with it); -a removes unused images, an index as one (image_prune.go)."""
+    code, out, _ = pybuild(capsys, made, "image", "prune", "-f")
+    assert code == 0 and "deleted:" not in out  # the index is tagged: its untagged platform images are not dangling
+    assert pybuild(capsys, made, "rmi", "plain:1")[0] == 0
+    root = Root.open(made["root"])
+    try:
+        ImageStore(root).untag("multi:1")  # what a rebuild moving the tag leaves: a dangling index
+    finally:
+        root.close()
+    code, out, _ = pybuild(capsys, made, "image", "prune", "-f")
+    deleted = [line.split()[1] for line in out.splitlines() if line.startswith("deleted:")]
+    assert code == 0 and deleted[0] == made["index"] and {made["amd64"], made["arm64"]} <= set(deleted)
+    assert pybuild(capsys, made, "images", "-q")[1] == ""
+
+
+def test_image_prune_all_removes_an_index_as_one_image(capsys: pytest.CaptureFixture[str], made: dict[str, str]) -> None:
+    code, out, _ = pybuild(capsys, made, "image", "prune", "-a", "-f")
+    deleted = {line.split()[1] for line in out.splitlines() if line.startswith("deleted:")}
+    assert code == 0 and {made["index"], made["amd64"], made["arm64"], made["plain"]} <= deleted
+    assert "untagged: multi:1" in out.splitlines()
+    assert pybuild(capsys, made, "images", "-q")[1] == ""
