@@ -779,6 +779,8 @@ class ImageStore:
         entries: list[tuple[str, str, str]] = []
         descriptors: list[tuple[str, Descriptor]] = []
         for image in images:
+            if not image.config.get("os") or not image.config.get("architecture"):
+                raise ImageError(f"image {image.short_id} has no os/architecture in its config", hint="an index names each image's platform")
             platform = image.platform
             if any(platform == other for other, _, _ in entries):
                 raise ImageError(f"two images for {platform} in one index", hint="give each platform one image")

@@ -186,10 +186,15 @@ def test_a_tag_moved_from_an_index_to_a_new_one_leaves_a_dangling_index(store: I
     assert by_digest[old.digest].dangling and not by_digest[new.digest].dangling
 
 
-def test_two_images_of_one_platform_are_refused(store: ImageStore) -> None:
+def test_two_images_of_one_platform_or_one_without_a_platform_are_refused(store: ImageStore) -> None:
     one, two = platform_image(store, "arm64", {"a": b"1"}), platform_image(store, "arm64", {"a": b"2"})
     with pytest.raises(ImageError, match="two images for linux/arm64"):
         store.add_index([one, two], ["x:1"])
+    layer = blob_layer(store, {"b": b"1"})
+    bare = store.add_image({"rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}, [layer])
+    with pytest.raises(ImageError, match="has no os/architecture in its config"):
+        store.add_index([one, bare], ["x:1"])
+    assert store.indexes() == []
 
 
 def test_a_plain_image_lookup_is_unchanged(store: ImageStore) -> None:
