@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
 def image_name(store: ImageStore, record: ContainerRecord) -> str:
     """The image as the user named it, while that name still means the container's image."""
     try:
-        if store.resolve_id(record.image_ref) == record.image_id:
+        named = store.resolve_id(record.image_ref)
+        index = store.index(named)  # a multi-platform name means each of its platforms' images
+        if record.image_id == named or (index is not None and record.image_id in {e.image.id for e in index.manifests}):
             return record.image_ref
     except PybuildError:
         pass

@@ -182,3 +182,18 @@ def test_image_prune_all_removes_an_index_as_one_image(capsys: pytest.CaptureFix
     assert code == 0 and {made["index"], made["amd64"], made["arm64"], made["plain"]} <= deleted
     assert "untagged: multi:1" in out.splitlines()
     assert pybuild(capsys, made, "images", "-q")[1] == ""
+
+
+def test_ps_names_a_container_of_a_platform_image_by_the_index_name(made: dict[str, str]) -> None:
+    """docker ps shows the name the container was run by while it still names its image."""
+    from types import SimpleNamespace
+
+    from pybuild.cli._ps import image_name
+
+    root = Root.open(made["root"])
+    try:
+        store = ImageStore(root)
+        assert image_name(store, SimpleNamespace(image_ref="multi:1", image_id=made["arm64"])) == "multi:1"  # type: ignore[arg-type]
+        assert image_name(store, SimpleNamespace(image_ref="plain:1", image_id=made["arm64"])) == made["arm64"][7:19]  # type: ignore[arg-type]
+    finally:
+        root.close()
