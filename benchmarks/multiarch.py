@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import DOCKER, PYBUILD, REPO, Engines, median, run, table  # noqa: E402
-from run_all import byte_compile, dangling_images, load_average, machine, reason, versions  # noqa: E402
+from run_all import byte_compile, dangling_images, load_average, reason, report_footer  # noqa: E402
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 BUILD_PLATFORM = "linux/amd64"  # this machine's
@@ -324,19 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for name, parts in driver.parts.items():
             report.append(f"- BuildKit, {name}: " + ", ".join(f"{p} {median(v):.3f}s" for p, v in parts.items()))
-        report += [
-            "",
-            "Machine:",
-            "",
-            *[f"- {line}" for line in machine(engines.work)],
-            f"- load average (1 min) before each build: median {median(driver.loads):.1f}, highest {max(driver.loads):.1f}" if driver.loads else "- no build ran",
-            "",
-            "Engines:",
-            "",
-            *[f"- {line}" for line in versions(engines.available)],
-        ]
-        if driver.notes:
-            report += ["", "Notes:", "", *[f"- {note}" for note in driver.notes]]
+        report += ["", *report_footer(engines, driver.loads, driver.notes)]
         text = "\n".join(report) + "\n"
         print(text)
         if args.markdown:

@@ -324,6 +324,24 @@ def versions(engines: Sequence[str]) -> list[str]:
     return out
 
 
+def report_footer(engines: Engines, loads: list[float], notes: list[str]) -> list[str]:
+    """The report's lines after the tables: the machine, the load, the engines, the notes."""
+    lines = [
+        "Machine:",
+        "",
+        *[f"- {line}" for line in machine(engines.work)],
+        f"- load average (1 min) before each build: median {median(loads):.1f}, highest {max(loads):.1f}"
+        " (the machine is shared: other work ran beside the benchmark)" if loads else "- no build ran",
+        "",
+        "Engines:",
+        "",
+        *[f"- {line}" for line in versions(engines.available)],
+    ]
+    if notes:
+        lines += ["", "Notes:", "", *[f"- {note}" for note in notes]]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the table shows medians (default 3)")
@@ -380,18 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             spread_table(rows, driver.spreads, engines.available),
             "",
-            "Machine:",
-            "",
-            *[f"- {line}" for line in machine(engines.work)],
-            f"- load average (1 min) before each build: median {median(driver.loads):.1f}, highest {max(driver.loads):.1f}"
-            " (the machine is shared: other work ran beside the benchmark)" if driver.loads else "- no build ran",
-            "",
-            "Engines:",
-            "",
-            *[f"- {line}" for line in versions(engines.available)],
+            *report_footer(engines, driver.loads, driver.notes),
         ]
-        if driver.notes:
-            report += ["", "Notes:", "", *[f"- {note}" for note in driver.notes]]
         text = "\n".join(report) + "\n"
         print(text)
         if args.markdown:

@@ -17,7 +17,6 @@ import json
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from .._peers import require_tool
 from ..oci.conftest import docker_registry  # noqa: F401 - the session registry fixture
 from .conftest import pybuild
 from .test_images_support import docker, dockerd  # noqa: F401 - dockerd is a fixture
+from .test_interop_docker import docker_names  # noqa: F401 - removes the names a test gives images in docker
 from .test_multiarch import BOTH, MULTIARCH, busybox_bases, elf_machine, gcc_cross_image, gcc_cross_tar  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.peers
@@ -53,16 +53,6 @@ def pushed(root: Path, shell_image: str, docker_registry) -> str:  # noqa: F811
     pybuild("tag", shell_image, name, root=root)
     pybuild("push", name, root=root)
     return name
-
-
-@pytest.fixture
-def docker_names(dockerd: None) -> Iterator[list[str]]:  # noqa: F811
-    """Names the test gives images in docker; each is removed at the end."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        if docker("image", "inspect", name, check=False).returncode == 0:
-            docker("rmi", name, check=False)
 
 
 def platforms_of(index: dict[str, Any]) -> list[str]:
