@@ -236,18 +236,23 @@ def test_an_emulated_dockerfile_builds_for_arm64_with_the_arm64_files_and_config
 def test_a_platform_the_machine_cannot_run_stops_the_build_before_any_step(root: Path, busybox_tar: Path, tmp_path: Path, unrunnable_platform: str) -> None:
     """BuildKit only finds out when the step runs (exec_binfmt.go: no emulator, then the
     process fails with ``exec format error``); pybuild checks every platform a RUN step needs
-    before anything runs, and says which platform and what installs its emulator."""
-    pybuild("import", "--platform", unrunnable_platform, str(busybox_tar), "foreign-busybox", root=root)
+    before anything runs, and says which platform and what installs its emulator.  Beside
+    the host's platform too: not even the host's steps start, and no tag is written."""
+    foreign_arch = unrunnable_platform.split("/")[1]  # TARGETARCH: riscv64, s390x, arm ...
+    pybuild("import", "--platform", "linux/amd64", str(busybox_tar), "base:amd64", root=root)
+    pybuild("import", "--platform", unrunnable_platform, str(busybox_tar), f"base:{foreign_arch}", root=root)
     context = tmp_path / "foreign"
     context.mkdir()
-    (context / "Dockerfile").write_text("FROM foreign-busybox\nRUN echo first > /first\nRUN echo second > /second\n")
-    events, result = build_events(root, "--platform", unrunnable_platform, "-t", "foreign", str(context), check=False)
-    assert result.returncode != 0
-    assert not [e for e in events if e["event"] in ("StepStarted", "StepFinished")], events
-    error = error_line(result.stderr)
-    assert unrunnable_platform in error and "Dockerfile:2:" in error, result.stderr
-    assert "qemu-user-static" in result.stderr and "pybuild binfmt --install" in result.stderr
-    assert "Traceback" not in result.stderr
+    (context / "Dockerfile").write_text("FROM base:$TARGETARCH\nRUN echo first > /first\nRUN echo second > /second\n")
+    for platforms in (unrunnable_platform, f"linux/amd64,{unrunnable_platform}"):
+        events, result = build_events(root, "--platform", platforms, "-t", "foreign", str(context), check=False)
+        assert result.returncode != 0
+        assert not [e for e in events if e["event"] in ("StepStarted", "StepFinished")], events
+        error = error_line(result.stderr)
+        assert unrunnable_platform in error and "Dockerfile:2:" in error, result.stderr
+        assert "qemu-user-static" in result.stderr and "pybuild binfmt --install" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert pybuild("inspect", "foreign", root=root, check=False).returncode != 0
 
 
 def test_a_base_without_the_requested_platform_names_the_platforms_it_has(root: Path, busybox_bases: tuple[str, str], tmp_path: Path) -> None:
