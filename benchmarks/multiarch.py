@@ -332,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for engine in engines.available:
             forget_result(engine, engines)
+        if "buildkit" in engines.available:  # the no-op rows' result (pybuild's root goes below)
+            subprocess.run([DOCKER, "rmi", f"{RESULT}-noop"], capture_output=True)
+        if "buildah" in engines.available:
+            subprocess.run(["buildah", "rmi", f"{RESULT}-noop"], capture_output=True)
         drop_bases(engines)
         for engine, before in dangling_before.items():
             if engine in engines.available:
