@@ -4,6 +4,8 @@ network, user, capabilities), a fake executor for tests, and containers
 the root (``_containers_store``).  ``_binfmt`` says which platforms this machine
 runs (native, or QEMU through a binfmt_misc handler with the F flag) and
 registers qemu-user-static's handlers for ``pybuild binfmt --install``.
+``_cdi`` reads the host's CDI specs for ``RUN --device`` (env, device nodes made
+in the sandbox's /dev and allowed by its devices cgroup, bind mounts).
 
 Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` and
 ``pyseccomp`` are imported here and nowhere else.
@@ -30,6 +32,9 @@ from pybuild import _lazy
 
 from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
+from ._cdi import CdiEdits as CdiEdits
+from ._cdi import CdiRegistry as CdiRegistry
+from ._cdi import load_cdi_registry as load_cdi_registry
 from ._executor import SandboxExecutor as SandboxExecutor
 from ._passwd import parse_group as parse_group
 from ._passwd import parse_passwd as parse_passwd
@@ -37,6 +42,7 @@ from ._protocol import Executor as Executor
 from ._protocol import RootfsCaller as RootfsCaller
 from ._spec import DEFAULT_PIDS_LIMIT as DEFAULT_PIDS_LIMIT
 from ._spec import BindMount as BindMount
+from ._spec import DeviceNode as DeviceNode
 from ._spec import ExecResult as ExecResult
 from ._spec import Mount as Mount
 from ._spec import OverlayMount as OverlayMount

@@ -8,7 +8,8 @@ hierarchy serves what is decided from ``/proc/self/mountinfo``:
 - devices: cgroup v1 only.  As in Docker, a step may create any node
   (mknod, "m") but read and write only the ones the sandbox binds into
   /dev: ``RUN mknod`` works and the node is kept in the layer, opening it
-  is refused unless it is one of those.
+  is refused unless it is one of those, or a node of the step's
+  ``RUN --device`` (``create(device_rules=...)``).
   On a v2-only machine no device rules are applied (see ``describe``).
 - kill: the v2 hierarchy's ``cgroup.kill`` when a v2 hierarchy is mounted
   (it needs no controller), else SIGKILL to every pid listed by a v1 group.
@@ -123,10 +124,13 @@ class StepCgroups:
         self.paths: list[str] = []
         self.memory_events: str | None = None  # where the kernel counts the group's OOM kills
 
-    def create(self, pids_limit: int | None, memory_limit: int | None, *, all_devices: bool = False) -> list[str]:
+    def create(
+        self, pids_limit: int | None, memory_limit: int | None, *, all_devices: bool = False, device_rules: Sequence[str] = ()
+    ) -> list[str]:
         """Make the groups, apply the limits; return the cgroup.procs files to join.
 
-        ``all_devices`` (RUN --security=insecure) allows every device, mknod included.
+        ``all_devices`` (RUN --security=insecure) allows every device, mknod included;
+        ``device_rules`` (``c 1:3 rw``) allow more, the nodes of RUN --device.
         """
         layout = self.layout
         if memory_limit is not None and layout.home("memory") is None:
@@ -155,7 +159,7 @@ class StepCgroups:
                     _write(path, "devices.allow", "a")
                 else:
                     _write(path, "devices.deny", "a")
-                    for rule in ALLOWED_DEVICES:
+                    for rule in (*ALLOWED_DEVICES, *device_rules):
                         _write(path, "devices.allow", rule)
         except OSError as e:
             self.remove()

@@ -95,7 +95,10 @@ class SandboxExecutor:
         assert self._state is not None
         cgroups = StepCgroups(self.cgroup_layout)
         try:
-            procs = cgroups.create(process.pids_limit, process.memory_limit, all_devices=process.security == "insecure")
+            procs = cgroups.create(
+                process.pids_limit, process.memory_limit, all_devices=process.security == "insecure",
+                device_rules=[f"{d.kind} {d.major}:{d.minor} {d.permissions}" for d in process.devices],
+            )
         except CgroupError as e:
             raise SandboxError(str(e), hint="run pybuild as root on a machine with cgroups mounted") from None
         request = _request(rootfs, process, mounts, procs, self._state, self._slirp4netns)
@@ -149,6 +152,10 @@ def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> N
         if not mount.target.startswith("/"):
             raise SandboxError(f"mount target {mount.target!r} is not absolute", hint="RUN --mount target= takes an absolute path")
         texts.append(mount.target)
+    for node in process.devices:
+        if not node.path.startswith("/dev/") or "/.." in node.path or node.kind not in ("c", "b"):
+            raise SandboxError(f"device node {node.path!r} must be a c or b node under /dev")
+        texts.append(node.path)
     for entry in process.env:
         if "=" not in entry:
             raise SandboxError(f"environment entry {entry!r} has no '='")
@@ -191,6 +198,7 @@ def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], proc
             "hostname": process.hostname,
             "etc_hostname": process.etc_hostname,
             "extra_hosts": list(process.extra_hosts),
+            "devices": [(d.path, d.kind, d.major, d.minor, d.file_mode, d.uid, d.gid) for d in process.devices],
             **security_request(process),
         },
         "cgroup_procs": procs,

@@ -772,6 +772,7 @@ class _Inside:
                 os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
             linux.move_mount_to(fd, path)
+        self.make_device_nodes()
         os.mkdir("/dev/pts", 0o755)
         linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
         os.symlink("pts/ptmx", "/dev/ptmx")
@@ -801,6 +802,19 @@ class _Inside:
                 continue
             linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
             linux.mount(None, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | hardened)
+
+    def make_device_nodes(self) -> None:
+        """RUN --device's nodes, made in the /dev tmpfs (so never in the layer); the step's
+        devices cgroup allows each one, and the spec's mode and owner are set on it."""
+        for path, kind, major, minor, mode, uid, gid in self.process.get("devices", ()):
+            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+            node = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
+            try:
+                os.mknod(path, node | 0o600, os.makedev(major, minor))
+                os.chown(path, uid, gid)
+                os.chmod(path, mode)
+            except OSError as e:
+                raise SetupError(f"cannot make the device node {path}: {e.strerror}") from None
 
     def mount_etc_files(self) -> None:
         for name, fd in self.prepared.etc:

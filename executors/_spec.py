@@ -93,6 +93,22 @@ Mount = Union[BindMount, OverlayMount, TmpfsMount, SecretMount]
 
 
 @dataclass(frozen=True)
+class DeviceNode:
+    """A device node made in the sandbox's /dev (a tmpfs, so never in the layer): a CDI
+    device's ``deviceNodes`` entry, resolved by ``_cdi``.  ``kind`` is ``c`` or ``b``;
+    ``permissions`` (a subset of ``rwm``) is what the step's devices cgroup allows on it."""
+
+    path: str  # inside, under /dev
+    kind: str
+    major: int
+    minor: int
+    permissions: str = "rwm"
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
     """What to run and how.
 
@@ -115,6 +131,9 @@ class ProcessSpec:
     as ``docker run`` does for containers.  A RUN step leaves it off: BuildKit
     mounts only /etc/hosts and /etc/resolv.conf, so a step sees the image's
     own /etc/hostname (or none) while its UTS hostname is ``hostname``.
+
+    ``devices`` are nodes made in the sandbox's /dev and allowed by its devices
+    cgroup (``RUN --device``; the caller checks the ``device`` entitlement).
     """
 
     args: tuple[str, ...]
@@ -132,6 +151,7 @@ class ProcessSpec:
     seccomp: str = "default"
     no_new_privileges: bool = False
     etc_hostname: bool = False
+    devices: tuple[DeviceNode, ...] = ()
 
 
 @dataclass(frozen=True)
