@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pull", action="store_true", help="always pull base images")
     parser.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT],...", help="target platforms, comma-separated or repeated (local: the host's); several make an image index")
     parser.add_argument("--network", default="default", choices=["default", "none", "host"], help="network mode of RUN steps")
-    parser.add_argument("--allow", action="append", default=[], help="extra privileges: network.host, security.insecure")
+    parser.add_argument("--allow", action="append", default=[], help="extra privileges: network.host, security.insecure, device[=NAME] (RUN --device)")
     parser.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE|env=VAR", help="expose a secret to RUN --mount=type=secret")
     parser.add_argument("--ssh", action="append", default=[], metavar="default|ID=SOCKET", help="forward an SSH agent to RUN --mount=type=ssh")
     parser.add_argument("--progress", default="auto", choices=["auto", "tty", "plain", "rawjson", "quiet"], help="how to show progress")
@@ -178,9 +178,14 @@ def _check_flags(args: argparse.Namespace) -> None:
             "-o type=docker cannot hold several platforms: a docker archive has no image index",
             hint="use -o type=oci, push with --push, or build one --platform at a time",
         )
+    from pybuild.dag import is_device_entitlement
+
     for entitlement in args.allow:
-        if entitlement not in ("network.host", "security.insecure"):
-            raise UsageError(f"unknown entitlement {entitlement!r}", hint="pybuild knows network.host and security.insecure")
+        if entitlement not in ("network.host", "security.insecure") and not is_device_entitlement(entitlement):
+            raise UsageError(
+                f"unknown entitlement {entitlement!r}",
+                hint="pybuild knows network.host, security.insecure, device and device=NAME",
+            )
     if args.network == "host" and "network.host" not in args.allow:
         raise UsageError("--network=host needs --allow network.host")
 
@@ -244,6 +249,7 @@ def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
     worker = WorkerOptions(
         allow_host_network="network.host" in args.allow,
         allow_insecure="security.insecure" in args.allow,
+        entitlements=frozenset(args.allow),
         secrets=_secrets(args.secret),
         ssh=_ssh(args.ssh),
         step_timeout=args.step_timeout,

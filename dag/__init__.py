@@ -26,6 +26,7 @@ from ._convert import convert as convert
 from ._copy import git_source as git_source
 from ._copy import http_source as http_source
 from ._copy import is_git_source as is_git_source
+from ._devices import is_device_entitlement as is_device_entitlement
 from ._graph import Definition as Definition
 from ._image import HistoryStep as HistoryStep
 from ._image import StageImage as StageImage

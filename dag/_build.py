@@ -26,6 +26,7 @@ from pybuild.grammar import Dockerfile
 
 from ._cache_wiring import export_cache, inline_records
 from ._convert import BuildOptions, BuildPlan, MissingImages, convert
+from ._devices import step_devices
 from ._events import EventSink, Notice, ignore_events
 from ._export import image_config, layers_of
 from ._ops import ExecOp, ImageSource
@@ -194,6 +195,27 @@ def check_platforms(plan: BuildPlan, file: str | None = None, emulation: Emulati
             raise BuildError(f"this machine cannot run {platform} steps{reason}", hint=status.hint or None, location=location)
 
 
+def check_devices(plan: BuildPlan, file: str | None, entitlements: frozenset[str]) -> None:
+    """Every RUN --device a needed step asks for is registered (or optional) and allowed to
+    this build, checked before anything runs, as BuildKit checks entitlements when it loads
+    the LLB (solver/llbsolver/vertex.go); the CDI specs are read only when a step asks."""
+    targets = [t.target.op for t in target_plans(plan) if t.target.op]
+    needed = plan.definition.needed_by(targets)
+    steps = [(digest, op) for digest, op in needed.ops.items() if isinstance(op, ExecOp) and op.devices]
+    if not steps:
+        return
+    from pybuild.executors import load_cdi_registry
+
+    registry = load_cdi_registry()
+    for digest, op in steps:
+        try:
+            step_devices(registry, op.devices, entitlements)
+        except BuildError as e:
+            span = plan.definition.meta[digest].span
+            location = Location(file, span[0], span[1]) if span and file else None
+            raise BuildError(e.message, hint=e.hint, location=e.location or location) from None
+
+
 async def build(
     dockerfile: Dockerfile,
     options: BuildOptions,
@@ -212,6 +234,7 @@ async def build(
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
     check_platforms(plan, dockerfile.file, emulation)
+    check_devices(plan, dockerfile.file, options.entitlements)
     runner = make_runner(plan)
     try:
         solver, results = await _solve(plan, runner, dockerfile, export, jobs, emit)
@@ -431,5 +454,5 @@ def _platform_of_unshared_ops(plan: BuildPlan) -> dict[str, str]:
 
 __all__: Sequence[str] = [
     "BuildOutcome", "Emulation", "EmulationCheck", "ExportOptions", "Puller", "Registries", "StoreImageChains", "build",
-    "check_platforms", "plan_build", "push_registries", "step_ids", "target_plans",
+    "check_devices", "check_platforms", "plan_build", "push_registries", "step_ids", "target_plans",
 ]

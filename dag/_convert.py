@@ -48,7 +48,7 @@ from pybuild.oci import ResolvedImage, redact_urls
 from ._copy import convert_copy
 from ._graph import Definition, GraphBuilder
 from ._image import DEFAULT_PATH, HistoryStep, StageImage, set_env
-from ._ops import ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileAction, OpMeta, RunMount
+from ._ops import CdiDevice, ExecOp, FileOp, ImageSource, LocalSource, MkdirAction, MkfileAction, OpMeta, RunMount
 from ._platform import Platform, host_platform, target_in_env
 from ._runmount import MountSyntaxError, parse_mount
 from ._scope import (
@@ -688,6 +688,7 @@ class _Converter:
             mounts=tuple(mounts),
             security=security,
             platform=str(state.platform) if state.platform not in (None, self.host) else "",
+            devices=tuple(CdiDevice(d.name, d.required) for d in run.devices),
             proxy_env=proxy,
             ignore_cache=self.ignore_cache(state),
         )

@@ -109,6 +109,15 @@ class RunMount:
 
 
 @dataclass(frozen=True)
+class CdiDevice:
+    """A CDI device a RUN step asks for (``vendor.com/class=name``); an unregistered one
+    fails the step when ``required``, else it is skipped (BuildKit's ``CDIDevice.optional``)."""
+
+    name: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class ExecOp:
     rootfs: str | None  # digest of the op whose result is the root filesystem
     args: tuple[str, ...]
@@ -123,6 +132,9 @@ class ExecOp:
     # the platform the step runs for ("linux/arm64"), set only when it is not the
     # host's: host steps keep their keys, and an arm64 run never stands in for an amd64 one
     platform: str = added_later("")
+    # RUN --device: the CDI devices asked for, as written (resolved against the host's CDI
+    # specs when the step runs); part of the key, as in BuildKit's ExecOp.cdiDevices
+    devices: tuple[CdiDevice, ...] = added_later(())
     proxy_env: tuple[str, ...] = cache_neutral(())
     ignore_cache: bool = cache_neutral(False)
 

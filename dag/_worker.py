@@ -26,6 +26,7 @@ import trio
 
 from pybuild.errors import BuildError, Location, PybuildError, StepFailed
 
+from ._devices import step_devices
 from ._events import EventSink, StepLog
 from ._graph import Definition
 from ._keys import make_key
@@ -46,7 +47,7 @@ from ._solver import CacheKey, Result
 if TYPE_CHECKING:
     from pybuild.cache import ActiveSnapshot, ContextHasher, Root, Selection
     from pybuild.cache.remote import RemoteCache, RemoteRecord
-    from pybuild.executors import Executor, Mount, RootfsCaller
+    from pybuild.executors import CdiEdits, Executor, Mount, RootfsCaller
 
     from ._layers import SnapshotLayerStore
 
@@ -81,6 +82,7 @@ class Context:
 class WorkerOptions:
     allow_host_network: bool = False
     allow_insecure: bool = False  # RUN --security=insecure (--allow security.insecure)
+    entitlements: frozenset[str] = frozenset()  # --allow as given: "device", "device=NAME" (RUN --device)
     secrets: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     ssh: Mapping[str, str] = field(default_factory=dict)
     step_timeout: float | None = None
@@ -473,9 +475,16 @@ class Worker:
 
         try:
             mounts, secret_env = await self._exec_mounts(op, inputs, scratch, locks)
+            devices = await self._devices(digest, op) if op.devices else None
+            env = op.env + op.proxy_env
+            if devices is not None:
+                # a device's variables win over the image's, as CDI's env edits replace a name's value
+                names = {entry.partition("=")[0] for entry in devices.env}
+                env = tuple(e for e in env if e.partition("=")[0] not in names) + devices.env
+                mounts = [*mounts, *devices.mounts]
             spec = ProcessSpec(
                 args=op.args,
-                env=op.env + op.proxy_env,
+                env=env,
                 cwd=op.cwd,
                 user=op.user,
                 network=op.network,
@@ -484,6 +493,7 @@ class Worker:
                 memory_limit=self.options.memory_limit,
                 secret_env=tuple(secret_env),
                 security=op.security,
+                devices=devices.nodes if devices is not None else (),
             )
             rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
             result = await self.executor.run(rootfs, spec, mounts, on_output=on_output)
@@ -514,6 +524,23 @@ class Worker:
                 location=location,
             )
         return await self._commit(digest, op, key, active, inputs)
+
+    async def _devices(self, digest: str, op: ExecOp) -> CdiEdits:
+        """What RUN --device adds to the step, from the host's CDI specs as they are now
+        (``build`` checked the entitlement before anything ran; checked again here, as the
+        other entitlements are, for a runner used without it)."""
+        from pybuild.executors import load_cdi_registry
+
+        def resolve() -> CdiEdits:
+            registry = load_cdi_registry()
+            return registry.edits(step_devices(registry, op.devices, self.options.entitlements))
+
+        try:
+            return await trio.to_thread.run_sync(resolve)
+        except BuildError as e:
+            span = self.definition.meta[digest].span
+            location = Location(self.dockerfile_name, *span) if span else None
+            raise BuildError(e.message, hint=e.hint, location=e.location or location) from None
 
     async def _exec_mounts(
         self, op: ExecOp, inputs: Mapping[str, Result], scratch: list[Path], locks: list[int]

@@ -40,6 +40,7 @@ from ._instructions import Label as Label
 from ._instructions import Maintainer as Maintainer
 from ._instructions import Onbuild as Onbuild
 from ._instructions import Run as Run
+from ._instructions import RunDevice as RunDevice
 from ._instructions import Shell as Shell
 from ._instructions import Stage as Stage
 from ._instructions import StopSignal as StopSignal

@@ -87,6 +87,17 @@ class Run(Instruction):
     network: str | None
     security: str | None
     files: tuple[InlineFile, ...] = ()
+    devices: tuple[RunDevice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunDevice:
+    """One ``RUN --device``: a CDI device name (``vendor.com/class=name``, ``vendor.com/class``
+    for the class's first device, ``vendor.com/class=*`` for all of them) and whether a name
+    no CDI spec registers fails the step (``required``) or is skipped, BuildKit's default."""
+
+    name: str
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,12 +324,6 @@ def parse_run(node: Node) -> Run:
             "device": FlagSpec(LIST),
         },
     )
-    if flags["device"]:
-        # a stable flag since Dockerfile 1.27; pybuild has no CDI registry to resolve its names
-        raise _Invalid(
-            "RUN --device is not supported: pybuild cannot provide CDI devices to a build step",
-            hint="drop --device, or build this Dockerfile with BuildKit (its device entitlement and CDI specs)",
-        )
     return Run(
         node,
         command=_command(node),
@@ -326,7 +331,66 @@ def parse_run(node: Node) -> Run:
         network=flags["network"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
         security=flags["security"],  # type: ignore[arg-type]  # each flag's FlagSpec kind fixes its value's type
         files=_inline_files(node),
+        devices=tuple(parse_device(value) for value in flags["device"]),  # type: ignore[attr-defined]  # a LIST flag is a tuple of strings
     )
+
+
+# CDI's names (container-device-interface pkg/parser): a kind is vendor/class, the vendor
+# a domain-like name, the class and the device name letters, digits and a few separators.
+_CDI_VENDOR = re.compile(r"^[A-Za-z](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_CDI_CLASS = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$")
+_CDI_DEVICE = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9_.:-]*[A-Za-z0-9])?)$")
+
+
+def parse_device(value: str) -> RunDevice:
+    """A ``--device`` value: ``name[,required[=BOOL]]`` or ``name=N,required=BOOL``, CSV as in
+    BuildKit's ``ParseDevice`` (frontend/dockerfile/instructions/commands_rundevice.go)."""
+    import csv
+
+    try:
+        fields = next(csv.reader([value], strict=True), [])
+    except csv.Error as e:
+        raise _Invalid(f"failed to parse csv devices: {e}") from None
+    name = ""
+    required = False
+    for item in fields:
+        key, has_value, text = item.partition("=")
+        key = key.lower()
+        if key == "required":
+            required = _device_bool(text) if has_value else True
+        elif key == "name" and has_value:
+            if name:
+                raise _Invalid(f"device name already set to {name}")
+            name = text
+        elif not name:
+            name = item  # the first bare field is the name, '=' and all
+        elif not has_value:
+            raise _Invalid(f"invalid field '{item}' must be a key=value pair")
+        else:
+            raise _Invalid(f"unexpected key '{key}' in '{item}'", hint="--device takes name= and required=")
+    if not name:
+        raise _Invalid("RUN --device needs a device name", hint="--device=vendor.com/class=name")
+    _check_device_name(name)
+    return RunDevice(name, required)
+
+
+def _device_bool(text: str) -> bool:
+    # Go's strconv.ParseBool
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise _Invalid(f"invalid value for required: {text}", hint="required=true or required=false")
+
+
+def _check_device_name(name: str) -> None:
+    kind, _, device = name.partition("=")
+    vendor, slash, cls = kind.partition("/")
+    if not slash or not _CDI_VENDOR.match(vendor) or not _CDI_CLASS.match(cls) or (device and not _CDI_DEVICE.match(device)):
+        raise _Invalid(
+            f"invalid device {shortened(name)!r}: not a CDI device name",
+            hint="--device=vendor.com/class=name (or vendor.com/class, vendor.com/class=*)",
+        )
 
 
 def parse_cmd(node: Node) -> Cmd:
