@@ -195,10 +195,12 @@ def check_platforms(plan: BuildPlan, file: str | None = None, emulation: Emulati
             raise BuildError(f"this machine cannot run {platform} steps{reason}", hint=status.hint or None, location=location)
 
 
-def check_devices(plan: BuildPlan, file: str | None, entitlements: frozenset[str]) -> None:
+def check_devices(plan: BuildPlan, file: str | None, entitlements: frozenset[str], emit: EventSink = ignore_events) -> None:
     """Every RUN --device a needed step asks for is registered (or optional) and allowed to
     this build, checked before anything runs, as BuildKit checks entitlements when it loads
-    the LLB (solver/llbsolver/vertex.go); the CDI specs are read only when a step asks."""
+    the LLB (solver/llbsolver/vertex.go); the CDI specs are read only when a step asks.
+    An optional device no spec registers is skipped with a warning, as BuildKit's
+    cdidevices manager logs "Optional device ... is not registered"."""
     targets = [t.target.op for t in target_plans(plan) if t.target.op]
     needed = plan.definition.needed_by(targets)
     steps = [(digest, op) for digest, op in needed.ops.items() if isinstance(op, ExecOp) and op.devices]
@@ -214,6 +216,9 @@ def check_devices(plan: BuildPlan, file: str | None, entitlements: frozenset[str
             span = plan.definition.meta[digest].span
             location = Location(file, span[0], span[1]) if span and file else None
             raise BuildError(e.message, hint=e.hint, location=e.location or location) from None
+        for device in op.devices:
+            if not device.required and not registry.resolve(device.name, False):
+                emit(Notice(f"WARNING: optional device {device.name!r} is not registered, skipped", trio.current_time()))
 
 
 async def build(
@@ -234,7 +239,7 @@ async def build(
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
     check_platforms(plan, dockerfile.file, emulation)
-    check_devices(plan, dockerfile.file, options.entitlements)
+    check_devices(plan, dockerfile.file, options.entitlements, emit)
     runner = make_runner(plan)
     try:
         solver, results = await _solve(plan, runner, dockerfile, export, jobs, emit)
