@@ -378,3 +378,31 @@ def test_a_cache_whose_layers_are_not_what_they_claim_is_dropped_and_the_build_g
 
     strict = Runner(tmp_path / "c", APP.format(base=base)).build("--cache-from", f"type=local,src={directory},ignore-error=false", check=False)
     assert strict.result.returncode == 1 and "is broken" in strict.result.stderr and "Traceback" not in strict.result.stderr
+
+
+CROSS_PLATFORMS = """\
+FROM --platform=$BUILDPLATFORM {base} AS build
+RUN echo shared > /shared
+ARG TARGETARCH
+RUN echo $TARGETARCH > /arch
+FROM scratch
+COPY --from=build /arch /arch
+"""
+
+
+def test_a_cache_of_several_platforms_serves_every_platform_on_another_runner(tmp_path: Path, base: str) -> None:
+    """BuildKit exports the cache records of every target platform of a
+    multi-platform build (solver/llbsolver/solver.go exports each result of the
+    build's refs); runner B, importing it, builds both platforms without running
+    a step and makes the same index."""
+    a = Runner(tmp_path / "a", CROSS_PLATFORMS.format(base=base))
+    b = Runner(tmp_path / "b", CROSS_PLATFORMS.format(base=base))
+    directory = tmp_path / "shared-cache"
+    platforms = "--platform=linux/amd64,linux/arm64"
+    first = a.build(platforms, "--cache-to", f"type=local,dest={directory},mode=max")
+    assert len(_steps(first.ran, "RUN")) == 3  # the shared step once, the TARGETARCH step per platform
+
+    second = b.build(platforms, "--cache-from", f"type=local,src={directory}")
+    assert _steps(second.ran, "RUN") == []
+    assert len(_steps(second.cached, "RUN")) == 3
+    assert second.image_id == first.image_id
