@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pybuild.executors import ContainerStore
+from pybuild.oci import opaque_xattr
 
 from ._runtime import open_root
 
 ADDED, CHANGED, DELETED = "A", "C", "D"
-_OPAQUE = "trusted.overlay.opaque"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 def _is_opaque(path: str) -> bool:
     try:
-        return os.getxattr(path, _OPAQUE, follow_symlinks=False) == b"y"
+        return os.getxattr(path, opaque_xattr(), follow_symlinks=False) == b"y"
     except OSError:
         return False
 

@@ -5,6 +5,12 @@ renamed directory is copied up whole instead of leaving a redirect xattr),
 ``metacopy=off`` (a chmod copies data too, so the upper file is complete) and
 ``index=off``.
 
+Inside a user namespace (rootless) overlayfs may not use ``trusted.*``
+xattrs: the mount takes ``userxattr`` (Linux >= 5.11), so opaque directories
+carry ``user.overlay.opaque=y``, and ``redirect_dir=nofollow``, because
+``userxattr`` refuses ``off`` (which still follows redirects).  Whiteouts
+stay 0/0 character devices: unprivileged mknod allows that one (Linux >= 5.8).
+
 Overlay stacks at most 500 lower layers (``lowerdir+`` of the new mount API,
 Linux >= 6.8; older kernels take one ``lowerdir=a:b`` string of one page
 through mount(2)).  Longer chains are split: the bottom part is *flattened*
@@ -36,6 +42,38 @@ FLATTEN_CHUNK = 250
 _PAGE = 4096
 
 FAITHFUL_OPTIONS = (("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"))
+USERNS_OPTIONS = (("userxattr", None), ("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"))
+
+_IDENTITY_MAP = ["0", "0", "4294967295"]
+_IN_USERNS: bool | None = None
+
+
+def in_user_namespace() -> bool:
+    """True in a user namespace other than the initial one (rootless pybuild).
+
+    The initial namespace maps every id to itself; any other map means
+    ``trusted.*`` xattrs are out of reach and overlayfs needs ``userxattr``.
+    """
+    global _IN_USERNS
+    if _IN_USERNS is None:
+        try:
+            with open("/proc/self/uid_map") as f:
+                _IN_USERNS = f.read().split() != _IDENTITY_MAP
+        except OSError:
+            _IN_USERNS = False
+    return _IN_USERNS
+
+
+def overlay_options() -> tuple[tuple[str, str | None], ...]:
+    """The options that keep the upper dir a faithful layer diff, for this namespace."""
+    if in_user_namespace():
+        return USERNS_OPTIONS
+    return FAITHFUL_OPTIONS
+
+
+def overlay_xattr_prefix() -> str:
+    """Where overlayfs keeps its own xattrs (opaque, redirect...) in this namespace."""
+    return "user.overlay." if in_user_namespace() else "trusted.overlay."
 
 
 @dataclass(frozen=True)
@@ -88,8 +126,11 @@ def mount_overlay_fd(lowers: tuple[str, ...], upper: str | None = None, work: st
         if upper is not None:
             linux.fsconfig_string(fs_fd, "upperdir", upper)
             linux.fsconfig_string(fs_fd, "workdir", work or "")
-        for key, value in FAITHFUL_OPTIONS:
-            linux.fsconfig_string(fs_fd, key, value)
+        for key, value in overlay_options():
+            if value is None:
+                linux.fsconfig_flag(fs_fd, key)
+            else:
+                linux.fsconfig_string(fs_fd, key, value)
         linux.fsconfig_create(fs_fd)
         return linux.fsmount(fs_fd, 0 if upper is not None else linux.MOUNT_ATTR_RDONLY)
     finally:
@@ -105,7 +146,7 @@ def legacy_overlay_options(lowers: tuple[str, ...], upper: str | None, work: str
     options = ["lowerdir=" + ":".join(escape(layer) for layer in lowers)]
     if upper is not None:
         options += [f"upperdir={escape(upper)}", f"workdir={escape(work or '')}"]
-    options += [f"{key}={value}" for key, value in FAITHFUL_OPTIONS]
+    options += [key if value is None else f"{key}={value}" for key, value in overlay_options()]
     return ",".join(options)
 
 

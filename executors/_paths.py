@@ -17,8 +17,10 @@ import stat
 
 if __package__:
     from . import _linux as linux
+    from . import _overlay as overlay
 else:  # loaded by the zygote as a top-level module
     import _linux as linux
+    import _overlay as overlay
 
 MAX_SYMLINKS = 40
 
@@ -218,7 +220,8 @@ def dir_meta(path: str) -> DirMeta:
     st = os.lstat(path)
     try:
         names = os.listxattr(path, follow_symlinks=False)
-        xattrs = {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith("trusted.overlay.")}
+        own = overlay.overlay_xattr_prefix()
+        xattrs = {n: os.getxattr(path, n, follow_symlinks=False) for n in names if not n.startswith(own)}
     except OSError:
         xattrs = {}
     return (st.st_mode, st.st_uid, st.st_gid, xattrs)

@@ -347,6 +347,13 @@ class _Monitor:
             self.slirp.stop()
 
 
+def devpts_options() -> str:
+    """Docker's devpts options; the tty group (5) only where it is mapped (a one-id rootless
+    mapping has no gid 5, and the kernel refuses an unmapped gid=), as runc rootless drops it."""
+    options = "newinstance,ptmxmode=0666,mode=0620"
+    return options + ",gid=5" if linux.id_is_mapped(5, "gid_map") else options
+
+
 def host_devices_for_insecure() -> tuple[str, ...]:
     """The INSECURE_DEVICES and loop devices this host has (character or block devices only)."""
     try:
@@ -373,6 +380,8 @@ class _Prepared:
         self.etc = etc
         self.devices = devices
         self.devnull = devnull
+        # Rootless: /proc and /sys made before the pivot (see rootless_kernel_mounts).
+        self.kernel_mounts: dict[str, int] = {}
 
     def close(self) -> None:
         for _, fd, _ in self.mounts:
@@ -380,6 +389,36 @@ class _Prepared:
         for _, fd in self.etc + self.devices:
             os.close(fd)
         os.close(self.devnull)
+
+
+def rootless_kernel_mounts(network: str) -> dict[str, int]:
+    """Detached /proc and /sys for a sandbox in a user namespace, made while the host's are visible.
+
+    The kernel lets a user namespace's root mount proc or sysfs only where the
+    mount namespace still shows one fully (``mount_too_revealing``), so the init
+    makes them before it detaches the host's tree, as runc makes its rootfs'
+    mounts before pivot_root.  sysfs belongs to the network namespace, which
+    with ``--network=host`` is the host's: then the host's /sys is bound
+    read-only instead, as runc rootless does for a shared network namespace.
+    """
+    hardened = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+    mounts = {"/proc": _kernel_mount("proc", hardened)}
+    if network == "host":
+        fd = linux.open_tree("/sys", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_RECURSIVE)
+        linux.mount_setattr(fd, linux.MOUNT_ATTR_RDONLY | hardened)
+        mounts["/sys"] = fd
+    else:
+        mounts["/sys"] = _kernel_mount("sysfs", hardened | linux.MOUNT_ATTR_RDONLY)
+    return mounts
+
+
+def _kernel_mount(fstype: str, attributes: int) -> int:
+    fs_fd = linux.fsopen(fstype)
+    try:
+        linux.fsconfig_create(fs_fd)
+        return linux.fsmount(fs_fd, attributes)
+    finally:
+        os.close(fs_fd)
 
 
 def open_detached_mount(spec: tuple[wire.Message, ...], index: int, state: str, scratch: str, flatten_dir: str) -> tuple[str, int, bool]:
@@ -612,10 +651,8 @@ class _Slirp:
 
 
 # Overlay's own bookkeeping (origin, impure) says nothing about the layer's
-# content; these do.
-_MEANINGFUL_OVERLAY_XATTRS = frozenset(
-    {"trusted.overlay.opaque", "trusted.overlay.redirect", "trusted.overlay.metacopy", "trusted.overlay.whiteouts"}
-)
+# content; these do (after ``trusted.overlay.``, or ``user.overlay.`` rootless).
+_MEANINGFUL_OVERLAY_XATTRS = frozenset({"opaque", "redirect", "metacopy", "whiteouts"})
 
 
 def remove_stubs(upper: str, stubs: list[tuple[str, str]], parents: dict[str, paths.DirMeta]) -> None:
@@ -688,9 +725,10 @@ def _remove_if_unchanged_copy(fd: int, name: str, meta: paths.DirMeta) -> None:
         if os.listdir(child):
             return
         names = os.listxattr(child)
-        if any(n in _MEANINGFUL_OVERLAY_XATTRS for n in names):
+        own = overlay.overlay_xattr_prefix()
+        if any(n.startswith(own) and n[len(own) :] in _MEANINGFUL_OVERLAY_XATTRS for n in names):
             return  # an opaque directory hides the layers below: keep it
-        xattrs = {n: os.getxattr(child, n) for n in names if not n.startswith("trusted.overlay.")}
+        xattrs = {n: os.getxattr(child, n) for n in names if not n.startswith(own)}
     finally:
         os.close(child)
     if xattrs == meta[3]:
@@ -711,6 +749,8 @@ def _init_main(monitor: _Monitor, prepared: _Prepared, report_w: int) -> None:
         os.dup2(monitor.err_fd, 2)
         monitor.init_console()
         linux.unshare(linux.CLONE_NEWNS)
+        if linux.in_user_namespace():
+            prepared.kernel_mounts = rootless_kernel_mounts(monitor.network)
         os.chdir(prepared.rootfs_dir)
         linux.pivot_root(".", ".")
         linux.umount2(".", linux.MNT_DETACH)
@@ -761,8 +801,12 @@ class _Inside:
 
     def mount_system(self) -> None:
         hardened = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        early = self.prepared.kernel_mounts
         self.ensure("/proc", directory=True)
-        linux.mount("proc", "/proc", "proc", hardened)
+        if "/proc" in early:
+            linux.move_mount_to(early["/proc"], "/proc")
+        else:
+            linux.mount("proc", "/proc", "proc", hardened)
 
         self.ensure("/dev", directory=True)
         linux.mount("tmpfs", "/dev", "tmpfs", linux.MS_NOSUID, "mode=755,size=65536")
@@ -774,7 +818,7 @@ class _Inside:
             linux.move_mount_to(fd, path)
         self.make_device_nodes()
         os.mkdir("/dev/pts", 0o755)
-        linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        linux.mount("devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC, devpts_options())
         os.symlink("pts/ptmx", "/dev/ptmx")
         os.mkdir("/dev/shm", 0o1777)
         linux.mount("shm", "/dev/shm", "tmpfs", hardened, "mode=1777,size=67108864")
@@ -784,7 +828,10 @@ class _Inside:
             os.symlink(target, f"/dev/{name}")
 
         self.ensure("/sys", directory=True)
-        linux.mount("sysfs", "/sys", "sysfs", hardened | linux.MS_RDONLY)
+        if "/sys" in early:
+            linux.move_mount_to(early["/sys"], "/sys")
+        else:
+            linux.mount("sysfs", "/sys", "sysfs", hardened | linux.MS_RDONLY)
 
         if self.process["insecure"]:
             return  # RUN --security=insecure: /proc and /sys as they are, as BuildKit's insecure mode

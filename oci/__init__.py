@@ -74,6 +74,7 @@ _LAZY = {
     "registry_client": "._push",
     "write_layer": "._layers",
     "LayerStats": "._layers",
+    "opaque_xattr": "._layers",
     "apply_layer": "._tar_apply",
     "TarReader": "._tar_format",
     "TarEntry": "._tar_format",
@@ -179,6 +180,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._formats import sha256_digest as sha256_digest
     from ._git import check_git_source as check_git_source
     from ._layers import LayerStats as LayerStats
+    from ._layers import opaque_xattr as opaque_xattr
     from ._layers import write_layer as write_layer
     from ._load import LoadResult as LoadResult
     from ._load import load_archive as load_archive

@@ -31,7 +31,7 @@ from typing import Any
 
 from pybuild.errors import StoreError
 
-from ._layers import OPAQUE_XATTR, is_whiteout
+from ._layers import is_whiteout, opaque_xattr
 from ._store import ImageStore, StoredImage, chain_ids
 
 
@@ -273,7 +273,7 @@ class _Replay:
 
 def _is_opaque(path: str | bytes) -> bool:
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(path, opaque_xattr(), follow_symlinks=False) == b"y"
     except OSError:  # ENODATA: no such xattr; ENOTSUP: a filesystem without them
         return False
 

@@ -2,7 +2,9 @@
 
 A layer tree marks a deleted path with a character device 0/0 of that name
 and an opaque directory (lower contents hidden) with the xattr
-``trusted.overlay.opaque=y``.  In the tar, as the OCI image-spec's layer
+``trusted.overlay.opaque=y`` (``user.overlay.opaque=y`` when pybuild runs
+rootless, in a user namespace, where overlayfs mounts with ``userxattr``:
+``overlay_xattr_prefix``).  In the tar, as the OCI image-spec's layer
 changeset section says, a deleted ``x`` becomes an empty file ``.wh.x`` and an
 opaque ``d`` becomes the directory entry followed by ``d/.wh..wh..opq``.
 
@@ -43,6 +45,7 @@ from ._tar_format import (
 CHUNK = 1 << 20
 OPAQUE_XATTR = "trusted.overlay.opaque"
 OVERLAY_XATTR_PREFIX = "trusted.overlay."
+USERNS_OVERLAY_XATTR_PREFIX = "user.overlay."  # overlayfs's ``userxattr`` (rootless)
 WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 
@@ -234,6 +237,34 @@ def _changed(name: bytes) -> StoreError:
     )
 
 
+_IDENTITY_MAP = ["0", "0", "4294967295"]
+_XATTR_PREFIX: str | None = None
+
+
+def overlay_xattr_prefix() -> str:
+    """Where overlayfs keeps its own xattrs in this process's layer trees.
+
+    ``trusted.overlay.`` as root; in a user namespace other than the initial one
+    (rootless: its uid_map is not the identity) ``trusted.*`` is out of reach and
+    the executor mounts overlayfs with ``userxattr``, which reads ``user.overlay.``.
+    The executor's ``_overlay.in_user_namespace`` makes the same test.
+    """
+    global _XATTR_PREFIX
+    if _XATTR_PREFIX is None:
+        try:
+            with open("/proc/self/uid_map") as f:
+                identity = f.read().split() == _IDENTITY_MAP
+        except OSError:
+            identity = True
+        _XATTR_PREFIX = OVERLAY_XATTR_PREFIX if identity else USERNS_OVERLAY_XATTR_PREFIX
+    return _XATTR_PREFIX
+
+
+def opaque_xattr() -> str:
+    """The xattr (value ``y``) that marks an opaque directory in this process's layer trees."""
+    return overlay_xattr_prefix() + "opaque"
+
+
 def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
     with os.scandir(path) as it:
         entries = list(it)
@@ -244,17 +275,18 @@ def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
 def layer_xattrs(path: bytes) -> tuple[list[tuple[str, bytes]], bool]:
     """The xattrs of ``path`` a layer carries, and whether overlayfs marked the directory opaque.
 
-    overlayfs's own ``trusted.overlay.*`` attributes describe the upper directory, not the
-    file: they never go into a layer.
+    overlayfs's own attributes (``trusted.overlay.*``, rootless ``user.overlay.*``)
+    describe the upper directory, not the file: they never go into a layer.
     """
     names = os.listxattr(path, follow_symlinks=False)
     if not names:
         return [], False
     opaque = False
     out = []
+    prefix = overlay_xattr_prefix()
     for key in names:
-        if key.startswith(OVERLAY_XATTR_PREFIX):
-            if key == OPAQUE_XATTR:
+        if key.startswith(prefix):
+            if key == prefix + "opaque":
                 opaque = os.getxattr(path, key, follow_symlinks=False) == b"y"
             continue
         out.append((key, os.getxattr(path, key, follow_symlinks=False)))

@@ -1,7 +1,8 @@
 """Layer tar → layer tree (overlayfs upper-dir format), safely.
 
 ``.wh.x`` becomes a character device 0/0 named ``x``; ``d/.wh..wh..opq`` sets
-``trusted.overlay.opaque=y`` on ``d``.  Everything else is created as the tar
+``trusted.overlay.opaque=y`` on ``d`` (``user.overlay.opaque=y`` rootless, in a
+user namespace: ``_layers.opaque_xattr``).  Everything else is created as the tar
 says: files, directories, hard and symbolic links, devices, fifos, with
 mode, numeric owner, mtime and xattrs (except ``*.overlay.*`` xattrs, which
 would steer overlayfs).
@@ -39,7 +40,7 @@ from pybuild.errors import ImageError
 
 from ._budget import UnpackBudget, remaining_size, unpack_limit
 from ._compression import open_decompressed
-from ._layers import OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX, LayerStats
+from ._layers import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerStats, opaque_xattr
 from ._tar_format import BLOCKDEV, CHARDEV, DIRECTORY, FIFO, HARDLINK, REGULAR, SYMLINK, TarEntry, TarReader
 
 DEFAULT_SIZE_BUDGET = 256 << 30  # a stream of unknown size (a pipe), unless PYBUILD_UNPACK_LIMIT says otherwise
@@ -49,7 +50,6 @@ AUTO = -1  # size_budget: the unpack limit for the stream's compressed size
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _IGNORED_XATTRS = (b"trusted.overlay.", b"user.overlay.")
-_OPAQUE = os.fsencode(OPAQUE_XATTR)
 
 
 class _Refused(Exception):
@@ -203,7 +203,7 @@ class _Applier:
     def _whiteout(self, parts: tuple[bytes, ...], entry: TarEntry) -> None:
         base = parts[-1]
         if base == OPAQUE_MARKER:
-            os.setxattr(self.tree.parent(parts[:-1]), _OPAQUE, b"y")
+            os.setxattr(self.tree.parent(parts[:-1]), opaque_xattr(), b"y")
             self.whiteouts += 1
             return
         if base.startswith(WHITEOUT_PREFIX * 2):

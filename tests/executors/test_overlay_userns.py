@@ -1,0 +1,102 @@
+"""Overlay layers inside a user namespace (rootless): mounted, diffed and applied as a root build's.
+
+A rootless pybuild is root only in its own user namespace, where overlayfs may not touch
+``trusted.*`` xattrs.  Each test runs a small script under ``unshare --user --map-root-user
+--mount`` (a namespace like the one a non-root pybuild enters) and checks what it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Builds two layer trees with apply_layer (the second makes o/ opaque), mounts them with an
+# upper dir through the executor's overlay code, changes the merged view, and writes the upper
+# dir as a layer tar with write_layer.
+_SCRIPT = """
+import io, json, os, sys, tarfile
+from pathlib import Path
+from pybuild.executors._overlay import mount_overlay_at
+from pybuild.oci import apply_layer, write_layer
+
+base = Path(sys.argv[1])
+
+def layer(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+for name in ("l1", "l2", "upper", "work", "merged", "scratch", "flat"):
+    (base / name).mkdir()
+apply_layer(layer([("d", None), ("d/f", b"f"), ("g", b"g"), ("o", None), ("o/x", b"x")]), base / "l1")
+apply_layer(layer([("o", None), ("o/.wh..wh..opq", b""), ("o/y", b"y")]), base / "l2")
+mount_overlay_at(str(base / "merged"), (str(base / "l2"), str(base / "l1")), str(base / "upper"),
+                 str(base / "work"), scratch=str(base / "scratch"), flatten_dir=str(base / "flat"))
+merged = base / "merged"
+seen_o = sorted(os.listdir(merged / "o"))
+os.unlink(merged / "g")
+os.unlink(merged / "d" / "f")
+os.rmdir(merged / "d")
+os.mkdir(merged / "d")
+(merged / "d" / "new").write_bytes(b"new")
+os.umount(merged) if hasattr(os, "umount") else __import__("subprocess").run(["umount", str(merged)], check=True)
+out = io.BytesIO()
+write_layer(base / "upper", out)
+out.seek(0)
+with tarfile.open(fileobj=out) as tar:
+    members = [(m.name, sorted(m.pax_headers)) for m in tar.getmembers()]
+json.dump({"seen_o": seen_o, "members": members}, sys.stdout)
+"""
+
+
+def run_in_user_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with this interpreter as root of a new user and mount namespace."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create the test's user namespace with a known mapping")
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    return subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "--propagation", "private", "--",
+         sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True, text=True, cwd=REPO, check=False,
+    )
+
+
+def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_path: Path) -> None:
+    """Rootless overlay mounts use ``userxattr``; the layer they leave is the root build's.
+
+    BuildKit's rootless snapshotter mounts overlayfs with ``userxattr`` in a user namespace
+    (containerd snapshots/overlay/overlayutils/check.go, NeedsUserXAttr) and its differ turns
+    0/0 character devices and opaque directories into OCI whiteouts whatever xattr namespace
+    marked them (containerd archive/tar.go, ``overlayWhiteoutConverter``; BuildKit
+    util/overlay/overlay_linux.go reads ``trusted.overlay.opaque`` and ``user.overlay.opaque``).
+    """
+    result = run_in_user_namespace(_SCRIPT, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    # The applied layer's opaque o/ hides the layer below it once mounted.
+    assert report["seen_o"] == ["y"]
+    members = report["members"]
+    names = [name for name, _ in members]
+    assert names == ["d", "d/.wh..wh..opq", "d/new", ".wh.g"]
+    # overlayfs's own xattrs never reach the layer.
+    assert all(not any("overlay" in key for key in pax) for _, pax in members), members
