@@ -131,7 +131,7 @@ class Driver:
         extra = {"pybuild": [], "buildkit": [], "buildah": ["--jobs", jobs]}
         self.notes.append(f"parallel stages: Buildah runs with --jobs {jobs} (its default, 1, runs stages one by one); pybuild's --jobs defaults to the CPU count, BuildKit has no limit.")
         name = f"parallel stages ({w.PARALLEL_STAGES} x ~1 s CPU), no cache"
-        return [self.row(name, lambda e: self.build(e, context, w.PARALLEL, "runall-parallel", no_cache=True, extra=extra[e]))]
+        return [self.row(name, lambda e: self.build(e, context, w.PARALLEL, "runall-parallel", no_cache=True, extra=extra.get(e, [])))]
 
     def runs(self) -> list[Row]:
         context = self.engines.work / "runs"
