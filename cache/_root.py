@@ -31,11 +31,14 @@ def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 def default_root_path() -> Path:
-    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` for root, else ``$XDG_DATA_HOME/pybuild``."""
+    """``$PYBUILD_ROOT``, else ``/var/lib/pybuild`` for root, else ``$XDG_DATA_HOME/pybuild``.
+
+    A rootless pybuild is root inside its user namespace (``$PYBUILD_ROOTLESS`` set when it
+    entered) but keeps the caller's root: its environment is still the caller's."""
     configured = os.environ.get(ENV_ROOT)
     if configured:
         return Path(configured)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not os.environ.get("PYBUILD_ROOTLESS"):
         return Path("/var/lib/pybuild")
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data_home) / "pybuild"

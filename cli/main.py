@@ -124,6 +124,9 @@ def _dispatch(args: list[str]) -> int:
         parsed = parser.parse_args(rest)
     except SystemExit as exit_:  # --help prints and exits 0
         return int(exit_.code or 0)
+    from ._rootless import enter_if_needed
+
+    enter_if_needed(name, parsed)  # a non-root caller becomes root in its user namespace, before trio
     return int(module.run(parsed))
 
 

@@ -50,6 +50,11 @@ from ._spec import ProcessSpec as ProcessSpec
 from ._spec import Rootfs as Rootfs
 from ._spec import SecretMount as SecretMount
 from ._spec import TmpfsMount as TmpfsMount
+from ._userns import IdRange as IdRange
+from ._userns import RootlessInfo as RootlessInfo
+from ._userns import enter_userns as enter_userns
+from ._userns import join_userns as join_userns
+from ._userns import rootless as rootless
 from .fake import FakeExecutor as FakeExecutor
 from .fake import FakeRootfsCaller as FakeRootfsCaller
 from .fake import FakeRun as FakeRun

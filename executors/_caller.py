@@ -34,6 +34,7 @@ from . import _wire as wire
 from ._executor import _request_mounts
 from ._sandbox import SetupError, mount_depth, mount_state_tmpfs, overlay_fd, open_detached_mount, remove_stubs
 from ._spec import Mount, Rootfs
+from ._userns import ROOTLESS_HINT
 
 T = TypeVar("T")
 
@@ -65,8 +66,8 @@ class NamespaceRootfsCaller:
     async def call(self, rootfs: Rootfs, mounts: Sequence[Mount], function: Callable[..., T], *args: object) -> T:
         if os.geteuid() != 0:
             raise SandboxError(
-                "file operations on a layer need root (mount namespaces, overlayfs)",
-                hint="run pybuild as root; rootless builds are not supported yet",
+                "file operations on a layer need root or a user namespace of its own (mount namespaces, overlayfs)",
+                hint=ROOTLESS_HINT,
             )
         for mount in mounts:
             if not mount.target.startswith("/"):

@@ -31,6 +31,7 @@ from . import _wire as wire
 from ._cgroups import CgroupError, CgroupLayout, StepCgroups, detect_layout, remove_stale
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
+from ._userns import ROOTLESS_HINT
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZYGOTE = os.path.join(_HERE, "_zygote.py")
@@ -130,8 +131,8 @@ def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> N
     """Reject specs the sandbox cannot honour, with a clear message."""
     if os.geteuid() != 0:
         raise SandboxError(
-            "the RUN sandbox needs root (namespaces, overlayfs, cgroups)",
-            hint="run pybuild as root; rootless builds are not supported yet",
+            "the RUN sandbox needs root or a user namespace of its own (namespaces, overlayfs)",
+            hint=ROOTLESS_HINT,
         )
     if not process.args or not all(isinstance(a, str) for a in process.args):
         raise SandboxError("a RUN step needs a command", hint="give RUN a command to run")
