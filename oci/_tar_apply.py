@@ -56,6 +56,10 @@ class _Refused(Exception):
     """An entry that must not be applied; becomes an ImageError naming it."""
 
 
+class _Unmapped(Exception):
+    """An entry's owner has no id in this user namespace (rootless); becomes an ImageError."""
+
+
 def clean_name(name: bytes) -> tuple[bytes, ...]:
     """A tar name as components inside the tree: ``/`` and ``.`` dropped, ``..`` refused."""
     parts = tuple(p for p in name.split(b"/") if p and p != b".")
@@ -188,7 +192,7 @@ class _Applier:
             self._hardlink(parent, base, entry)
         elif kind == SYMLINK:
             os.symlink(entry.linkname, base, dir_fd=parent)
-            os.chown(base, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+            _chown(entry, base, dir_fd=parent)
             if entry.xattrs:
                 _set_xattrs(_proc_path(parent, base), entry.xattrs, follow=False)
             os.utime(base, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
@@ -220,14 +224,14 @@ class _Applier:
     def _node_metadata(self, parent: int, base: bytes, entry: TarEntry) -> None:
         # Devices and fifos are never opened (that would block or touch hardware):
         # they are changed by name, relative to their parent, and never are symlinks.
-        os.chown(base, entry.uid, entry.gid, dir_fd=parent, follow_symlinks=False)
+        _chown(entry, base, dir_fd=parent)
         os.chmod(base, entry.mode, dir_fd=parent)
         if entry.xattrs:
             _set_xattrs(_proc_path(parent, base), entry.xattrs, follow=False)
         os.utime(base, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent, follow_symlinks=False)
 
     def _dir_metadata(self, fd: int, entry: TarEntry) -> None:
-        os.fchown(fd, entry.uid, entry.gid)
+        _chown(entry, fd)
         os.fchmod(fd, entry.mode)
         if entry.xattrs:
             _set_xattrs(fd, entry.xattrs)
@@ -242,7 +246,7 @@ class _Applier:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
-            os.fchown(fd, entry.uid, entry.gid)
+            _chown(entry, fd)
             os.fchmod(fd, entry.mode)
             if entry.xattrs:
                 _set_xattrs(fd, entry.xattrs)
@@ -276,6 +280,39 @@ class _Applier:
                 os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
             except (_Refused, FileNotFoundError):
                 continue  # replaced by a later entry
+
+
+def _chown(entry: TarEntry, target: int | bytes, dir_fd: int | None = None) -> None:
+    """Give ``target`` (a descriptor, or a name in ``dir_fd``) the entry's numeric owner.
+
+    In a user namespace (rootless) the kernel refuses an id the namespace does
+    not map with EINVAL: that is the layer needing more ids than the user has.
+    """
+    try:
+        if isinstance(target, int):
+            os.fchown(target, entry.uid, entry.gid)
+        else:
+            os.chown(target, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise _Unmapped() from None
+        raise
+
+
+def _unmapped_owner(uid: int, gid: int) -> str:
+    """Which of ``uid`` and ``gid`` this process's user namespace does not map, in words."""
+    ids = (("uid", uid, "uid_map"), ("gid", gid, "gid_map"))
+    missing = [f"{kind} {ident}" for kind, ident, table in ids if not _maps(table, ident)]
+    return " and ".join(missing) or f"uid {uid} / gid {gid}"
+
+
+def _maps(table: str, ident: int) -> bool:
+    try:
+        with open(f"/proc/self/{table}") as f:
+            rows = [[int(field) for field in line.split()] for line in f if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return any(inside <= ident < inside + count for inside, _outside, count in rows)
 
 
 def _proc_path(parent: int, base: bytes) -> bytes:
@@ -314,6 +351,14 @@ def apply_layer(
         entry = None
         applier.finish()
         reader.drain()
+    except _Unmapped:
+        assert entry is not None
+        raise ImageError(
+            f"cannot apply layer entry {entry.display_name()!r}: its owner {_unmapped_owner(entry.uid, entry.gid)}"
+            " is outside the ids this rootless pybuild maps",
+            hint="a rootless build has the user's own id and its subordinate ids (/etc/subuid, /etc/subgid);"
+            " give the user a range: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER",
+        ) from None
     except _Refused as e:
         assert entry is not None
         raise ImageError(

@@ -100,3 +100,46 @@ def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_
     assert names == ["d", "d/.wh..wh..opq", "d/new", ".wh.g"]
     # overlayfs's own xattrs never reach the layer.
     assert all(not any("overlay" in key for key in pax) for _, pax in members), members
+
+
+_UNMAPPED = """
+import io, sys, tarfile
+from pathlib import Path
+from pybuild.errors import PybuildError
+from pybuild.oci import apply_layer
+
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    info = tarfile.TarInfo("etc")
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    tar.addfile(info)
+    info = tarfile.TarInfo(sys.argv[2])
+    info.size, info.uid, info.gid = 2, int(sys.argv[3]), int(sys.argv[4])
+    tar.addfile(info, io.BytesIO(b"hi"))
+buf.seek(0)
+dest = Path(sys.argv[1]) / "tree"
+dest.mkdir()
+try:
+    apply_layer(buf, dest)
+except PybuildError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "named"),
+    [(1000, 0, "uid 1000"), (0, 42, "gid 42"), (70000, 70001, "uid 70000 and gid 70001")],
+)
+def test_a_layer_owner_outside_the_id_mapping_is_a_clear_error(tmp_path: Path, uid: int, gid: int, named: str) -> None:
+    """Applying a file whose owner the namespace cannot map names the file and the id.
+
+    BuildKit's rootless worker fails such a layer too (the kernel refuses the chown with
+    EINVAL): moby/buildkit docs/rootless.md, "Error related to newuidmap or /etc/subuid"
+    and "... lchown ... invalid argument" — the fix is a large enough subordinate range.
+    """
+    result = run_in_user_namespace(_UNMAPPED, str(tmp_path), "etc/owned", str(uid), str(gid))
+    assert result.returncode == 3, result.stderr
+    message = result.stdout.strip()
+    assert "etc/owned" in message and named in message, message
+    assert "Invalid argument" not in message
