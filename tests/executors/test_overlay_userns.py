@@ -85,10 +85,12 @@ def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_
     """Rootless overlay mounts use ``userxattr``; the layer they leave is the root build's.
 
     BuildKit's rootless snapshotter mounts overlayfs with ``userxattr`` in a user namespace
-    (containerd snapshots/overlay/overlayutils/check.go, NeedsUserXAttr) and its differ turns
+    (moby/buildkit snapshot/snapshotter.go, needsUserXAttr, using containerd's
+    snapshots/overlay/overlayutils/check.go NeedsUserXAttr) and its differ turns
     0/0 character devices and opaque directories into OCI whiteouts whatever xattr namespace
     marked them (containerd archive/tar.go, ``overlayWhiteoutConverter``; BuildKit
-    util/overlay/overlay_linux.go reads ``trusted.overlay.opaque`` and ``user.overlay.opaque``).
+    util/overlay/overlay_linux.go, checkOpaque, reads ``trusted.overlay.opaque`` and
+    ``user.overlay.opaque``).
     """
     result = run_in_user_namespace(_SCRIPT, str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -134,9 +136,9 @@ except PybuildError as e:
 def test_a_layer_owner_outside_the_id_mapping_is_a_clear_error(tmp_path: Path, uid: int, gid: int, named: str) -> None:
     """Applying a file whose owner the namespace cannot map names the file and the id.
 
-    BuildKit's rootless worker fails such a layer too (the kernel refuses the chown with
-    EINVAL): moby/buildkit docs/rootless.md, "Error related to newuidmap or /etc/subuid"
-    and "... lchown ... invalid argument" — the fix is a large enough subordinate range.
+    The kernel refuses such a chown with EINVAL, which alone names neither.  BuildKit's rootless
+    mode needs the user's subordinate ids for the same reason (moby/buildkit docs/rootless.md:
+    /etc/subuid and /etc/subgid should hold at least 65536 ids) and fails the unpack otherwise.
     """
     result = run_in_user_namespace(_UNMAPPED, str(tmp_path), "etc/owned", str(uid), str(gid))
     assert result.returncode == 3, result.stderr
