@@ -30,12 +30,10 @@ from typing import TYPE_CHECKING
 
 from pybuild import _lazy
 
-from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._cdi import CdiEdits as CdiEdits
 from ._cdi import CdiRegistry as CdiRegistry
 from ._cdi import load_cdi_registry as load_cdi_registry
-from ._executor import SandboxExecutor as SandboxExecutor
 from ._passwd import parse_group as parse_group
 from ._passwd import parse_passwd as parse_passwd
 from ._protocol import Executor as Executor
@@ -55,14 +53,17 @@ from ._userns import RootlessInfo as RootlessInfo
 from ._userns import enter_userns as enter_userns
 from ._userns import join_userns as join_userns
 from ._userns import rootless as rootless
-from .fake import FakeExecutor as FakeExecutor
-from .fake import FakeRootfsCaller as FakeRootfsCaller
-from .fake import FakeRun as FakeRun
-from .testing import check_executor as check_executor
-from .testing import check_rootfs_caller as check_rootfs_caller
 
+# The trio side (the sandbox's and the rootfs caller's clients, their fakes and checks) loads on
+# first use: commands that only read the root (and the rootless start, which needs `_userns`
+# alone) never pay for importing trio.
+_LAZY = {
+    "NamespaceRootfsCaller": "._caller", "SandboxExecutor": "._executor",
+    "FakeExecutor": ".fake", "FakeRootfsCaller": ".fake", "FakeRun": ".fake",
+    "check_executor": ".testing", "check_rootfs_caller": ".testing",
+}  # fmt: skip
 # Containers (``pybuild run`` and friends) load on first use: builds never need them.
-_LAZY = {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus")}
+_LAZY |= {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus")}
 # Their storage layout under the root, without the runtime: what ps, diff and rmi read.
 _LAZY |= {name: "._containers_store" for name in (
     "ContainerRecord", "ContainerStore", "PublishedPort", "image_users", "images_in_use",
@@ -81,6 +82,7 @@ _LAZY |= {name: "._binfmt" for name in (
 
 if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._binfmt import EmulationError as EmulationError
+    from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
     from ._binfmt import EmulationStatus as EmulationStatus
     from ._binfmt import emulation_status as emulation_status
     from ._binfmt import install_handlers as install_handlers
@@ -100,6 +102,12 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._containers_store import process_env as process_env
     from ._containers_store import snapshots_in_use as snapshots_in_use
     from ._containers_store import validate_container_name as validate_container_name
+    from ._executor import SandboxExecutor as SandboxExecutor
     from ._seccomp import load_seccomp_profile as load_seccomp_profile
+    from .fake import FakeExecutor as FakeExecutor
+    from .fake import FakeRootfsCaller as FakeRootfsCaller
+    from .fake import FakeRun as FakeRun
+    from .testing import check_executor as check_executor
+    from .testing import check_rootfs_caller as check_rootfs_caller
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)
