@@ -25,6 +25,10 @@ from dataclasses import dataclass
 
 from . import _linux as linux
 
+TYPE_CHECKING = False  # not typing's: this module is imported at every rootless start
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 CLONE_NEWUSER = 0x10000000
 # set in the environment once entered: a child pybuild (or the container shim) knows it is
 # already inside the namespace, and the rest of this process can ask `rootless()`
@@ -112,7 +116,7 @@ class UsernsError(OSError):
     """The namespace could not be entered; ``cli`` turns it into a SandboxError."""
 
 
-def enter_userns(warn: object = None) -> RootlessInfo:
+def enter_userns(warn: Callable[[str], None] | None = None) -> RootlessInfo:
     """Enter a new user namespace (root inside) and a private mount namespace.
 
     Call only when not root, before any thread starts.  ``warn`` (a callable taking
@@ -241,21 +245,26 @@ def _map_through_helper(uid: int, gid: int, subuids: tuple[IdRange, ...], subgid
 
 
 def _run_map_tools(target: int, uid: int, gid: int, subuids: tuple[IdRange, ...], subgids: tuple[IdRange, ...]) -> str:
-    """Run newuidmap and newgidmap on ``target``; their complaint, or "" when both worked."""
+    """Run newuidmap and newgidmap on ``target`` (side by side: each is an exec of a setuid
+    binary, the one cost of entering); their complaint, or "" when both worked."""
     import subprocess
 
+    running = []
     for tool, own, ranges in (("newuidmap", uid, subuids), ("newgidmap", gid, subgids)):
         try:
-            done = subprocess.run(
+            running.append((tool, subprocess.Popen(
                 [tool, str(target), *_map_arguments(own, ranges)],
-                stdin=subprocess.DEVNULL, capture_output=True, check=False,
-            )
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )))  # fmt: skip
         except OSError as error:
             return f"{tool}: {error.strerror}"
-        if done.returncode != 0:
-            lines = done.stderr.decode(errors="replace").strip().splitlines()
-            return lines[-1] if lines else f"{tool} exited with {done.returncode}"
-    return ""
+    problems = []
+    for tool, process in running:
+        _, stderr = process.communicate()
+        if process.returncode != 0:
+            lines = stderr.decode(errors="replace").strip().splitlines()
+            problems.append(lines[-1] if lines else f"{tool} exited with {process.returncode}")
+    return "; ".join(problems)
 
 
 def _read_all(fd: int) -> bytes:
@@ -293,9 +302,9 @@ def one_id_warning(name: str) -> str:
     )
 
 
-def _warn_one_id(name: str, warn: object) -> None:
+def _warn_one_id(name: str, warn: Callable[[str], None] | None) -> None:
     message = one_id_warning(name)
-    if callable(warn):
+    if warn is not None:
         warn(message)
     else:
         sys.stderr.write(f"warning: {message}\n")
