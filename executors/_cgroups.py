@@ -14,6 +14,14 @@ hierarchy serves what is decided from ``/proc/self/mountinfo``:
 - kill: the v2 hierarchy's ``cgroup.kill`` when a v2 hierarchy is mounted
   (it needs no controller), else SIGKILL to every pid listed by a v1 group.
 
+Rootless (in a user namespace), only the hierarchies this process may write
+are used (``usable_layout``): on a host that delegates none, a step has no
+pids or memory limit and no device rules (pybuild warns once; a memory
+limit is an error), as runc rootless without systemd.  A step's processes
+still end with it: its init is pid 1 of its pid namespace, so the kernel
+kills the rest when it exits.  Device nodes cannot be made or used there
+anyway: mknod of a real device needs CAP_MKNOD in the host's namespace.
+
 The monitor process joins the groups by writing its pid to the
 ``cgroup.procs`` files returned by ``create``; everything it forks inherits
 them.
@@ -25,6 +33,7 @@ import errno
 import itertools
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 
 TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
@@ -48,6 +57,12 @@ ALLOWED_DEVICES = (
 )
 
 _counter = itertools.count(1)
+_warned: list[bool] = []
+
+if __package__:
+    from . import _linux as linux
+else:  # loaded by the zygote and the shim as top-level modules
+    import _linux as linux
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,8 @@ class CgroupLayout:
     v1: dict[str, str] = field(default_factory=dict)  # controller -> mount point
     v2: str | None = None  # cgroup2 mount point
     v2_controllers: frozenset[str] = frozenset()
+    # Mounted hierarchies left out because this (rootless) process may not write them.
+    unwritable: tuple[str, ...] = ()
 
     def home(self, controller: str) -> str | None:
         """"v1", "v2" or None: which hierarchy serves a controller."""
@@ -108,7 +125,38 @@ def _read_controllers(root: str) -> str:
 
 def detect_layout() -> CgroupLayout:
     with open("/proc/self/mountinfo") as f:
-        return parse_layout(f.read())
+        layout = parse_layout(f.read())
+    # As root on the host every mounted hierarchy is used (an unwritable one is an error).
+    return usable_layout(layout) if linux.in_user_namespace() else layout
+
+
+def usable_layout(layout: CgroupLayout, can_write: Callable[[str], bool] | None = None) -> CgroupLayout:
+    """``layout`` without the hierarchies ``can_write(root)`` refuses (rootless: owned by the host's root)."""
+    writable = can_write or _can_write
+    v1 = {c: root for c, root in layout.v1.items() if writable(root)}
+    v2 = layout.v2 if layout.v2 is not None and writable(layout.v2) else None
+    dropped = {root for root in layout.v1.values() if root not in v1.values()}
+    if layout.v2 is not None and v2 is None:
+        dropped.add(layout.v2)
+    return CgroupLayout(v1=v1, v2=v2, v2_controllers=layout.v2_controllers if v2 else frozenset(), unwritable=tuple(sorted(dropped)))
+
+
+def _can_write(root: str) -> bool:
+    """Whether groups can be made here: in ``pybuild`` if it exists (an administrator may hand it over), else the root."""
+    parent = os.path.join(root, CGROUP_PARENT)
+    return os.access(parent if os.path.isdir(parent) else root, os.W_OK)
+
+
+def warn_if_limited(layout: CgroupLayout) -> None:
+    """Say once per process that rootless steps have no pids or memory limit here."""
+    if _warned or not layout.unwritable or layout.home("pids") is not None:
+        return
+    _warned.append(True)
+    sys.stderr.write(
+        "warning: rootless: no cgroup this user may write, so steps and containers run without a pids "
+        "or memory limit (--memory is refused); a systemd user session delegates one on cgroup v2\n"
+    )
+    sys.stderr.flush()
 
 
 class CgroupError(Exception):
@@ -133,7 +181,10 @@ class StepCgroups:
         ``device_rules`` (``c 1:3 rw``) allow more, the nodes of RUN --device.
         """
         layout = self.layout
+        warn_if_limited(layout)
         if memory_limit is not None and layout.home("memory") is None:
+            if layout.unwritable:
+                raise CgroupError("a memory limit needs a memory cgroup, and this rootless pybuild may write no cgroup here")
             raise CgroupError("a memory limit needs the memory cgroup controller, which is not available")
         try:
             if layout.v2 is not None:

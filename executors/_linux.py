@@ -313,6 +313,34 @@ def default_signal_action(sig: int) -> None:
     _check(_syscall(SYS_rt_sigaction, sig, action, None, 8), "rt_sigaction")
 
 
+def read_id_map(which: str = "uid_map") -> list[tuple[int, int, int]]:
+    """This process's ``uid_map`` or ``gid_map``: (first id inside, first id outside, count) lines."""
+    try:
+        with open(f"/proc/self/{which}", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return [(0, 0, 0xFFFFFFFF)]
+    result = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 3 and all(x.isdigit() for x in fields):  # bytes: no codec to load
+            result.append((int(fields[0]), int(fields[1]), int(fields[2])))
+    return result
+
+
+def in_user_namespace() -> bool:
+    """True in a user namespace other than the host's (a rootless pybuild, after it entered its own).
+
+    The initial namespace maps every id to itself: ``0 0 4294967295``.
+    """
+    return read_id_map() != [(0, 0, 0xFFFFFFFF)]
+
+
+def id_is_mapped(ident: int, which: str = "gid_map") -> bool:
+    """Whether ``ident`` (seen from inside) has a host id in this process's namespace."""
+    return any(inside <= ident < inside + count for inside, _outside, count in read_id_map(which))
+
+
 def cap_last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap", "rb") as f:

@@ -341,6 +341,8 @@ class _Monitor:
                 linux.umount2(self.state, linux.MNT_DETACH)
             except OSError:
                 pass
+        if not self.request["rootfs"][3]:
+            overlay.normalise_upper(self.request["rootfs"][1])
         if self.stubs and not self.request["rootfs"][3]:
             remove_stubs(self.request["rootfs"][1], self.stubs, self.parents)
         if self.slirp is not None:
@@ -533,8 +535,8 @@ def mount_state_tmpfs(path: str) -> None:
 
 
 def overlay_fd(lowers: tuple[str, ...], upper: str | None, work: str | None, scratch: str, flatten_dir: str) -> int:
-    """A detached overlay mount of a chain of any length."""
-    if overlay.lowerdir_plus_supported() and len(lowers) <= overlay.MAX_LOWERS:
+    """A detached overlay mount of a chain of any length (fuse-overlayfs mounts at a point, then cloned)."""
+    if overlay.driver() == overlay.KERNEL and overlay.lowerdir_plus_supported() and len(lowers) <= overlay.MAX_LOWERS:
         return overlay.mount_overlay_fd(tuple(lowers), upper, work)
     point = os.path.join(scratch, f"overlay-{len(os.listdir(scratch))}")
     os.mkdir(point)
@@ -562,6 +564,14 @@ def _read_or_empty(fd: int) -> bytes:
 
 def _where(e: OSError) -> str:
     return f" ({e.filename})" if getattr(e, "filename", None) else ""
+
+
+def slirp_failure(stderr: str) -> str:
+    """The line of slirp4netns' output that says why it failed: its last one that is not a
+    warning (it warns about its seccomp filter before and after the error)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if not line.startswith("WARNING:") and not line.startswith("child failed")]
+    return (errors or lines or [""])[-1]
 
 
 class _Slirp:
@@ -627,11 +637,11 @@ class _Slirp:
             detail = os.read(self.err_r, 4096)
         except OSError:
             pass
-        text = detail.decode(errors="replace").strip().splitlines()
-        raise SetupError(
-            "cannot start the default network (slirp4netns)" + (f": {text[-1]}" if text else ""),
-            "install slirp4netns (Debian package) or use RUN --network=none",
-        )
+        reason = slirp_failure(detail.decode(errors="replace"))
+        hint = "install slirp4netns (Debian package) or use RUN --network=none"
+        if "/dev/net/tun" in reason and linux.in_user_namespace():
+            hint = "a rootless pybuild needs /dev/net/tun open to every user (mode 0666, Debian's default), or use RUN --network=none"
+        raise SetupError("cannot start the default network (slirp4netns)" + (f": {reason}" if reason else ""), hint)
 
     def stop(self) -> None:
         """Tell slirp4netns to exit, without waiting for it.
