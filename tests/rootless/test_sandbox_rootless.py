@@ -2,11 +2,12 @@
 sandbox probes).  Each probe is a step whose verdict is written into the image and read back
 from `pybuild save`, so the checks do not depend on the step's output reaching the log.
 
-BuildKit's rootless mode is the reference (docs/rootless.md; the OCI spec it makes for a
-rootless worker, executor/oci/spec.go with `oci.WithRootless` / runc's rootless mode): the
-step is root only inside a user namespace, capabilities are the default set (no
-CAP_SYS_ADMIN, no CAP_MKNOD over real devices outside it), /proc/sys is read-only, and the
-step's processes live in a PID namespace whose end kills them all.
+BuildKit's rootless mode is the reference (moby/buildkit docs/rootless.md, and
+util/rootless/specconv/specconv_linux.go, whose ToRootless adapts a step's OCI spec for
+rootless runc: no cgroups, /sys not mounted fresh): the step is root only inside a user
+namespace with the default capability set (no CAP_SYS_ADMIN; real device nodes need the
+initial namespace), /proc/sys is read-only, and the step's processes live in a PID namespace
+whose end kills them all.
 """
 
 from __future__ import annotations
