@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pybuild import __version__
 from pybuild.errors import PybuildError, UsageError
@@ -66,8 +66,13 @@ def _top_level_help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    return _guarded(lambda: _dispatch(args))
+
+
+def _guarded(call: Callable[[], int]) -> int:
+    """``call``'s exit code; a pybuild error (or an interrupt) printed as one line and its code."""
     try:
-        return _dispatch(args)
+        return call()
     except PybuildError as error:
         print(_shown(error), file=sys.stderr)
         return error.exit_code
@@ -124,10 +129,10 @@ def _dispatch(args: list[str]) -> int:
         parsed = parser.parse_args(rest)
     except SystemExit as exit_:  # --help prints and exits 0
         return int(exit_.code or 0)
-    from ._rootless import enter_if_needed
+    from ._rootless import run_as_root
 
-    enter_if_needed(name, parsed)  # a non-root caller becomes root in its user namespace, before trio
-    return int(module.run(parsed))
+    # a non-root caller runs the command as root in its user namespace, entered before trio starts
+    return run_as_root(name, parsed, lambda chosen: int(module.run(chosen)), _guarded)
 
 
 def entry() -> None:

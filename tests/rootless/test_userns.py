@@ -205,3 +205,25 @@ def test_only_commands_that_touch_the_root_enter_the_namespace(
     main(args)
     capsys.readouterr()
     assert entered == (["enter"] if enters else [])
+
+
+def test_stop_and_rm_reach_containers_started_in_different_namespaces(user: AsUser, user_busybox: str) -> None:
+    """Docker's `stop`/`rm -f` take several containers and act on each (docker/cli
+    cli/command/container/stop.go: one stop per name, errors collected).  Each rootless
+    `pybuild run` owns a namespace of its own, and only there may its processes (running
+    as a subordinate uid after USER 1000) be signalled: the command runs once per namespace."""
+    for name, extra in (("plain", ()), ("other", ("--user", "1000"))):
+        user.pybuild("run", "-d", "--network=none", "--name", name, *extra, user_busybox, "sleep", "300")
+    stopped = user.pybuild("stop", "-t", "1", "plain", "other")
+    assert sorted(stopped.stdout.split()) == ["other", "plain"]
+    assert "Traceback" not in stopped.stderr
+    listing = user.pybuild("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
+    assert sorted(line.split()[0] for line in listing.splitlines() if "Exited" in line) == ["other", "plain"]
+    for name in ("again", "again2"):
+        extra = ("--user", "1000") if name == "again2" else ()
+        user.pybuild("run", "-d", "--network=none", "--name", name, *extra, user_busybox, "sleep", "300")
+    removed = user.pybuild("rm", "-f", "again", "again2", "plain", "missing", check=False)
+    assert removed.returncode != 0
+    assert sorted(removed.stdout.split()) == ["again", "again2", "plain"]
+    assert removed.stderr.count("no such container: missing") == 1 and "Traceback" not in removed.stderr
+    assert user.pybuild("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["other"]
