@@ -32,6 +32,7 @@ from . import _linux as linux
 from . import _paths as paths
 from . import _wire as wire
 from ._executor import _request_mounts
+from ._overlay import normalise_upper, probe_overlay
 from ._sandbox import SetupError, mount_depth, mount_state_tmpfs, overlay_fd, open_detached_mount, remove_stubs
 from ._spec import Mount, Rootfs
 from ._userns import ROOTLESS_HINT
@@ -53,6 +54,7 @@ class NamespaceRootfsCaller:
                 state = tempfile.mkdtemp(prefix="pybuild-caller-", dir=self._state_parent)
                 os.mkdir(os.path.join(state, "mnt"), 0o700)
                 os.mkdir(os.path.join(state, "flat"), 0o700)
+                probe_overlay(state)  # rootless: fuse-overlayfs when the kernel refuses (the executor tells why)
                 self._state = state
             return self._state
 
@@ -153,6 +155,8 @@ def _call_mounted(rootfs: Rootfs, specs: list[tuple[wire.Message, ...]], state: 
     finally:
         if mounted:
             linux.umount2(mount_point, linux.MNT_DETACH)
+        if not rootfs.readonly:
+            normalise_upper(rootfs.upper)
         if stubs and not rootfs.readonly:
             remove_stubs(rootfs.upper, stubs, parents)
 

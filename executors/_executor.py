@@ -29,6 +29,7 @@ from pybuild.errors import PybuildError, SandboxError
 
 from . import _wire as wire
 from ._cgroups import CgroupError, CgroupLayout, StepCgroups, detect_layout, remove_stale
+from ._overlay import OverlayDriver, probe_overlay
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 from ._userns import ROOTLESS_HINT
@@ -60,6 +61,8 @@ class SandboxExecutor:
         self._zygote: _Zygote | None = None
         self._start_lock = trio.Lock()
         self._layout: CgroupLayout | None = None
+        self._overlay: OverlayDriver | None = None
+        self._overlay_told = False
 
     @property
     def cgroup_layout(self) -> CgroupLayout:
@@ -103,6 +106,7 @@ class SandboxExecutor:
         except CgroupError as e:
             raise SandboxError(str(e), hint="run pybuild as root on a machine with cgroups mounted") from None
         request = _request(rootfs, process, mounts, procs, self._state, self._slirp4netns)
+        self._tell_overlay_driver(on_output)
         step = _Step(on_output)
         try:
             await step.start(zygote, request)
@@ -111,6 +115,13 @@ class SandboxExecutor:
             with trio.CancelScope(shield=True):
                 await step.finish(cgroups)
         return step.result()
+
+    def _tell_overlay_driver(self, on_output: Callable[[str, bytes], None] | None) -> None:
+        """Say once, in the first step's output (``--progress=plain``), why layers go through fuse-overlayfs."""
+        if self._overlay is None or not self._overlay.reason or self._overlay_told or on_output is None:
+            return
+        self._overlay_told = True
+        on_output("stderr", f"pybuild: {self._overlay.reason}\n".encode())
 
     async def _ensure_zygote(self) -> _Zygote:
         async with self._start_lock:
@@ -123,6 +134,9 @@ class SandboxExecutor:
                 os.mkdir(os.path.join(self._state, "mnt"), 0o700)
                 os.mkdir(os.path.join(self._state, "flat"), 0o700)
                 remove_stale(self.cgroup_layout)
+            if self._overlay is None:
+                # Before the zygote starts: the driver chosen travels to it in the environment.
+                self._overlay = probe_overlay(self._state)
             self._zygote = await _Zygote.start(self._python, self._state)
             return self._zygote
 

@@ -20,6 +20,14 @@ flattened group would otherwise stop hiding files of the layers below it.
 Flattened prefixes are cut at fixed positions from the bottom (multiples of
 ``FLATTEN_CHUNK``), so a chain that grows at the top reuses them.
 
+When the kernel refuses overlayfs in the user namespace (older kernels,
+distributions that forbid it), ``probe_overlay`` chooses ``fuse-overlayfs``
+(Debian's package) for the process and its children (``PYBUILD_OVERLAY_DRIVER``),
+as BuildKit's rootless mode does.  fuse-overlayfs marks an opaque directory
+its own way (``user.fuseoverlayfs.opaque``, a ``.wh..wh..opq`` file and a
+``.wh..opq`` whiteout in it); ``normalise_upper`` rewrites an upper dir it
+wrote into the kernel's form, so snapshots and layers are the same either way.
+
 Stdlib only (imported by the zygote, see ``_zygote.py``).
 """
 
@@ -29,7 +37,9 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 if __package__:
@@ -62,6 +72,117 @@ def in_user_namespace() -> bool:
         except OSError:
             _IN_USERNS = False
     return _IN_USERNS
+
+
+DRIVER_ENV = "PYBUILD_OVERLAY_DRIVER"
+KERNEL, FUSE = "kernel", "fuse-overlayfs"
+_FUSE_OPAQUE = "user.fuseoverlayfs.opaque"
+_FUSE_OPAQUE_NAMES = (b".wh..wh..opq", b".wh..opq")  # fuse-overlayfs's marker file and whiteout
+_WHITEOUT_PREFIX = b".wh."
+
+
+@dataclass(frozen=True)
+class OverlayDriver:
+    """How layers are mounted in this process: ``kernel`` or ``fuse-overlayfs``, and why."""
+
+    name: str
+    reason: str = ""
+
+
+def driver() -> str:
+    """The overlay driver chosen for this process (``probe_overlay``): kernel unless told."""
+    return FUSE if os.environ.get(DRIVER_ENV) == FUSE else KERNEL
+
+
+def probe_overlay(directory: str) -> OverlayDriver:
+    """Choose how to mount layers: try a kernel overlay mount in a user namespace.
+
+    As root the kernel's overlayfs is always used.  Rootless, a refused trial
+    mount (of empty layers made under ``directory``, on the store's file
+    system) switches this process and the ones it starts to fuse-overlayfs
+    when it is installed; ``reason`` says what the kernel answered.  Needs
+    the private mount namespace a rootless pybuild enters.
+    """
+    if os.environ.get(DRIVER_ENV) == FUSE:
+        return OverlayDriver(FUSE, f"{DRIVER_ENV}={FUSE}")
+    if not in_user_namespace():
+        return OverlayDriver(KERNEL)
+    os.makedirs(directory, exist_ok=True)
+    trial = tempfile.mkdtemp(prefix="overlay-probe-", dir=directory)
+    try:
+        for name in ("lower", "upper", "work"):
+            os.mkdir(os.path.join(trial, name))
+        try:
+            os.close(mount_overlay_fd((os.path.join(trial, "lower"),), os.path.join(trial, "upper"), os.path.join(trial, "work")))
+            return OverlayDriver(KERNEL)
+        except OSError as e:
+            refused = e.strerror or str(e)
+    finally:
+        shutil.rmtree(trial, ignore_errors=True)
+    if shutil.which("fuse-overlayfs") is None:
+        return OverlayDriver(KERNEL, f"the kernel refused overlayfs in the user namespace ({refused}) and fuse-overlayfs is not installed")
+    os.environ[DRIVER_ENV] = FUSE
+    return OverlayDriver(FUSE, f"the kernel refused overlayfs in the user namespace ({refused}): using fuse-overlayfs")
+
+
+def mount_fuse_overlay_at(target: str, lowers: tuple[str, ...], upper: str | None, work: str | None) -> None:
+    """Mount ``lowers`` (top first) with ``upper`` at ``target`` through fuse-overlayfs.
+
+    It daemonizes once the mount is ready and leaves when the mount is gone.
+    Its option string cannot escape ``:`` or ``,``: such a layer path is refused.
+    """
+    paths = list(lowers) + [p for p in (upper, work) if p is not None]
+    for path in paths:
+        if ":" in path or "," in path:
+            raise OSError(errno.EINVAL, "fuse-overlayfs cannot take a layer path with ':' or ','", path)
+    options = "lowerdir=" + ":".join(lowers)
+    if upper is not None:
+        options += f",upperdir={upper},workdir={work or ''}"
+    # fuse-overlayfs takes no "--"; the target is a mount point pybuild made, always absolute.
+    target = os.path.abspath(target)
+    done = subprocess.run(["fuse-overlayfs", "-o", options, target], stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    if done.returncode != 0:
+        detail = " ".join(line for line in done.stderr.decode(errors="replace").splitlines() if "unknown argument ignored" not in line)
+        raise OSError(errno.EIO, f"fuse-overlayfs: {detail or 'exit status %d' % done.returncode}", target)
+
+
+def normalise_upper(upper: str) -> None:
+    """Rewrite an upper dir fuse-overlayfs wrote into the kernel overlay's form.
+
+    Opaque directories get the xattr the kernel reads (``overlay_xattr_prefix``)
+    instead of fuse-overlayfs's xattr, marker file and marker whiteout;
+    whiteouts it had to write as ``.wh.NAME`` files become 0/0 devices.
+    A no-op unless this process mounts through fuse-overlayfs.
+    """
+    if driver() != FUSE:
+        return
+    opaque = overlay_xattr_prefix() + "opaque"
+    for directory, dirs, files in os.walk(os.fsencode(upper)):
+        names = set(dirs) | set(files)
+        marked = any(name in names for name in _FUSE_OPAQUE_NAMES)
+        try:
+            marked = os.getxattr(directory, _FUSE_OPAQUE, follow_symlinks=False) == b"y" or marked
+            os.removexattr(directory, _FUSE_OPAQUE, follow_symlinks=False)
+        except OSError:
+            pass
+        if marked:
+            for name in _FUSE_OPAQUE_NAMES:
+                if name in names:
+                    os.unlink(os.path.join(directory, name))
+            os.setxattr(directory, opaque, b"y", follow_symlinks=False)
+        for name in files:
+            if name.startswith(_WHITEOUT_PREFIX) and name not in _FUSE_OPAQUE_NAMES:
+                _file_whiteout_to_device(directory, name)
+
+
+def _file_whiteout_to_device(directory: bytes, name: bytes) -> None:
+    path = os.path.join(directory, name)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_size:
+        return
+    hidden = os.path.join(directory, name[len(_WHITEOUT_PREFIX) :])
+    os.unlink(path)
+    os.mknod(hidden, stat.S_IFCHR | 0o600, 0)
 
 
 def overlay_options() -> tuple[tuple[str, str | None], ...]:
@@ -202,6 +323,9 @@ def mount_overlay_at(
     chain = plan.direct
     if plan.flatten:
         chain = chain + (_flattened(lowers, plan.flatten, scratch, flatten_dir),)
+    if driver() == FUSE and not (upper is None and len(chain) == 1):
+        mount_fuse_overlay_at(target, chain, upper, work)
+        return
     if lowerdir_plus_supported():
         fd = mount_overlay_fd(chain, upper, work)
         try:

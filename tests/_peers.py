@@ -41,6 +41,7 @@ PACKAGES = {
     "git": "git",
     "gcc": "gcc",
     "slirp4netns": "slirp4netns",
+    "fuse-overlayfs": "fuse-overlayfs",
     "zstd": "zstd",
     "xz": "xz-utils",
     "bzip2": "bzip2",

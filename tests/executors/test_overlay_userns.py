@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .._peers import require_tool
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Builds two layer trees with apply_layer (the second makes o/ opaque), mounts them with an
@@ -25,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = """
 import io, json, os, sys, tarfile
 from pathlib import Path
-from pybuild.executors._overlay import mount_overlay_at
+from pybuild.executors._overlay import mount_overlay_at, normalise_upper
 from pybuild.oci import apply_layer, write_layer
 
 base = Path(sys.argv[1])
@@ -58,6 +60,7 @@ os.rmdir(merged / "d")
 os.mkdir(merged / "d")
 (merged / "d" / "new").write_bytes(b"new")
 os.umount(merged) if hasattr(os, "umount") else __import__("subprocess").run(["umount", str(merged)], check=True)
+normalise_upper(str(base / "upper"))
 out = io.BytesIO()
 write_layer(base / "upper", out)
 out.seek(0)
@@ -67,7 +70,7 @@ json.dump({"seen_o": seen_o, "members": members}, sys.stdout)
 """
 
 
-def run_in_user_namespace(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_in_user_namespace(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``script`` with this interpreter as root of a new user and mount namespace."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create the test's user namespace with a known mapping")
@@ -77,11 +80,12 @@ def run_in_user_namespace(script: str, *args: str) -> subprocess.CompletedProces
     return subprocess.run(
         [unshare, "--user", "--map-root-user", "--mount", "--propagation", "private", "--",
          sys.executable, "-c", textwrap.dedent(script), *args],
-        capture_output=True, text=True, cwd=REPO, check=False,
+        capture_output=True, text=True, cwd=REPO, check=False, env={**os.environ, **(env or {})},
     )
 
 
-def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", ["kernel", "fuse-overlayfs"])
+def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_path: Path, driver: str) -> None:
     """Rootless overlay mounts use ``userxattr``; the layer they leave is the root build's.
 
     BuildKit's rootless snapshotter mounts overlayfs with ``userxattr`` in a user namespace
@@ -90,9 +94,13 @@ def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_
     0/0 character devices and opaque directories into OCI whiteouts whatever xattr namespace
     marked them (containerd archive/tar.go, ``overlayWhiteoutConverter``; BuildKit
     util/overlay/overlay_linux.go, checkOpaque, reads ``trusted.overlay.opaque`` and
-    ``user.overlay.opaque``).
+    ``user.overlay.opaque``).  Where the kernel refuses, BuildKit's rootless mode uses
+    fuse-overlayfs (moby/buildkit docs/rootless.md, "Known limitations"); its upper dir marks
+    opaque directories its own way and is rewritten into the kernel's form.
     """
-    result = run_in_user_namespace(_SCRIPT, str(tmp_path))
+    if driver == "fuse-overlayfs":
+        require_tool("fuse-overlayfs")
+    result = run_in_user_namespace(_SCRIPT, str(tmp_path), env={"PYBUILD_OVERLAY_DRIVER": driver})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     # The applied layer's opaque o/ hides the layer below it once mounted.
@@ -102,6 +110,20 @@ def test_overlay_in_a_user_namespace_keeps_whiteouts_and_opaque_directories(tmp_
     assert names == ["d", "d/.wh..wh..opq", "d/new", ".wh.g"]
     # overlayfs's own xattrs never reach the layer.
     assert all(not any("overlay" in key for key in pax) for _, pax in members), members
+    # No fuse-overlayfs daemon outlives its mount.
+    assert not _processes_naming(tmp_path)
+
+
+def _processes_naming(path: Path) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(path) in cmdline and "fuse-overlayfs" in cmdline:
+            found.append(cmdline)
+    return found
 
 
 _UNMAPPED = """
@@ -145,3 +167,54 @@ def test_a_layer_owner_outside_the_id_mapping_is_a_clear_error(tmp_path: Path, u
     message = result.stdout.strip()
     assert "etc/owned" in message and named in message, message
     assert "Invalid argument" not in message
+
+
+def test_a_refused_kernel_mount_switches_the_process_to_fuse_overlayfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rootless, a kernel that refuses overlayfs in the user namespace means fuse-overlayfs, with the reason.
+
+    BuildKit's rootless mode picks the fuse-overlayfs snapshotter where the kernel cannot mount
+    overlayfs unprivileged (moby/buildkit docs/rootless.md, "Known limitations").
+    """
+    from pybuild.executors import _overlay
+
+    def refuse(*_args: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.delenv(_overlay.DRIVER_ENV, raising=False)
+    monkeypatch.setattr(_overlay, "in_user_namespace", lambda: True)
+    monkeypatch.setattr(_overlay, "mount_overlay_fd", refuse)
+    monkeypatch.setattr(_overlay.shutil, "which", lambda name: f"/usr/bin/{name}")
+    chosen = _overlay.probe_overlay(str(tmp_path))
+    assert chosen.name == "fuse-overlayfs"
+    assert "refused" in chosen.reason and "Operation not permitted" in chosen.reason
+    assert os.environ[_overlay.DRIVER_ENV] == "fuse-overlayfs"  # the zygote and its steps inherit it
+    assert os.listdir(tmp_path) == []  # the trial layers are gone
+    # Without fuse-overlayfs the kernel's answer is kept, to be reported by the mount that fails.
+    monkeypatch.delenv(_overlay.DRIVER_ENV)
+    monkeypatch.setattr(_overlay.shutil, "which", lambda name: None)
+    chosen = _overlay.probe_overlay(str(tmp_path))
+    assert chosen.name == "kernel" and "fuse-overlayfs is not installed" in chosen.reason
+    assert _overlay.DRIVER_ENV not in os.environ
+
+
+def test_root_never_probes_and_keeps_the_kernel_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root (the initial user namespace) nothing changes: kernel overlayfs, no trial mount."""
+    from pybuild.executors import _overlay
+
+    monkeypatch.delenv(_overlay.DRIVER_ENV, raising=False)
+    monkeypatch.setattr(_overlay, "in_user_namespace", lambda: False)
+    monkeypatch.setattr(_overlay, "mount_overlay_fd", None)  # would fail if called
+    assert _overlay.probe_overlay(str(tmp_path)) == _overlay.OverlayDriver("kernel")
+
+
+def test_the_fuse_overlayfs_reason_is_told_once_in_the_first_steps_output() -> None:
+    """``--progress=plain`` shows why layers go through fuse-overlayfs: once, in the first step's output."""
+    from pybuild.executors import SandboxExecutor
+    from pybuild.executors._overlay import OverlayDriver
+
+    executor = SandboxExecutor()
+    executor._overlay = OverlayDriver("fuse-overlayfs", "the kernel refused overlayfs in the user namespace (x)")
+    seen: list[tuple[str, bytes]] = []
+    executor._tell_overlay_driver(lambda stream, data: seen.append((stream, data)))
+    executor._tell_overlay_driver(lambda stream, data: seen.append((stream, data)))
+    assert seen == [("stderr", b"pybuild: the kernel refused overlayfs in the user namespace (x)\n")]
