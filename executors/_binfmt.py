@@ -35,6 +35,8 @@ from pathlib import Path
 
 from pybuild.errors import PybuildError, UsageError
 
+from ._userns import host_uid
+
 BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 # Where qemu-user-static describes its handlers: systemd's format, then binfmt-support's.
 HANDLER_DIRS = (Path("/usr/lib/binfmt.d"), Path("/usr/share/binfmts"))
@@ -245,7 +247,8 @@ def run_test_binary(binary: bytes) -> str:
 
 
 def _default_cache_file() -> Path:
-    return Path(tempfile.gettempdir()) / f"pybuild-emulation-{os.geteuid()}.json"
+    # the host's uid: a rootless pybuild is 0 inside, and must not share real root's file
+    return Path(tempfile.gettempdir()) / f"pybuild-emulation-{host_uid()}.json"
 
 
 class Detector:

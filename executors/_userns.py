@@ -71,6 +71,12 @@ def rootless() -> RootlessInfo | None:
     return _entered
 
 
+def host_uid() -> int:
+    """The caller's uid on the host (for names of per-user files outside the root, such as
+    in /tmp): a rootless process is uid 0 inside, which would be real root's name."""
+    return _entered.uid if _entered is not None else os.geteuid()
+
+
 def subordinate_ranges(path: str, name: str, ident: int) -> tuple[IdRange, ...]:
     """The caller's ranges in ``/etc/subuid``-style ``path`` (lines ``NAME|ID:START:COUNT``),
     laid out one after the other from id 1 in the namespace (0 is the caller)."""

@@ -73,7 +73,8 @@ def test_a_user_with_subordinate_ranges_becomes_root_with_them_mapped(user: AsUs
     """As with RootlessKit's newuidmap/newgidmap from the parent (rootless-containers/rootlesskit
     pkg/parent/parent.go setupUIDGIDMap): the caller is 0 inside, its subordinate range
     follows from 1, the mounts are private, and the default root stays the caller's
-    $XDG_DATA_HOME/pybuild (BuildKit rootless: ~/.local/share/buildkit, moby/buildkit docs/rootless.md)."""
+    $XDG_DATA_HOME/pybuild, as rootless buildkitd's (moby/buildkit util/appdefaults/
+    appdefaults_unix.go UserRoot: $XDG_DATA_HOME/buildkit, read inside RootlessKit's namespace)."""
     result = _python_as(user, _ENTER_AND_REPORT)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -227,3 +228,16 @@ def test_stop_and_rm_reach_containers_started_in_different_namespaces(user: AsUs
     assert sorted(removed.stdout.split()) == ["again", "again2", "plain"]
     assert removed.stderr.count("no such container: missing") == 1 and "Traceback" not in removed.stderr
     assert user.pybuild("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["other"]
+
+
+def test_per_user_files_outside_the_root_keep_the_callers_host_uid(user: AsUser) -> None:
+    """Rootless BuildKit keeps per-user state under the caller's own directories
+    (moby/buildkit util/appdefaults/appdefaults_unix.go UserAddress: $XDG_RUNTIME_DIR, the
+    caller's /run/user/$UID), never root's, though it runs as uid 0 in its namespace.  The
+    emulation cache in /tmp is named after the host uid, not 0 (real root's file)."""
+    result = _python_as(user, (
+        "from pybuild.executors import enter_userns, _binfmt, _userns\n"
+        "enter_userns()\nprint(_binfmt._default_cache_file().name, _userns.host_uid())\n"
+    ))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [f"pybuild-emulation-{user.account.uid}.json", str(user.account.uid)]
