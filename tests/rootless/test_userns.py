@@ -241,3 +241,20 @@ def test_per_user_files_outside_the_root_keep_the_callers_host_uid(user: AsUser)
     ))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [f"pybuild-emulation-{user.account.uid}.json", str(user.account.uid)]
+
+
+def test_without_home_the_default_root_is_still_the_callers(user: AsUser) -> None:
+    """Inside the namespace uid 0's passwd entry is root's (/root); rootless BuildKit's
+    paths come from the caller's environment read before (moby/buildkit
+    util/appdefaults/appdefaults_unix.go UserRoot).  With HOME unset pybuild takes the
+    caller's home from the real uid before entering, never /root."""
+    code = (
+        "import argparse, os, sys\n"
+        "from pybuild.cli._rootless import run_as_root\n"
+        "from pybuild.cache import default_root_path\n"
+        "os.environ.pop('HOME', None); os.environ.pop('XDG_DATA_HOME', None)\n"
+        "run_as_root('images', argparse.Namespace(), lambda a: print(os.geteuid(), default_root_path()) or 0, lambda c: c())\n"
+    )
+    result = _python_as(user, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", f"{user.account.home}/.local/share/pybuild"]
