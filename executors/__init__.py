@@ -6,6 +6,9 @@ runs (native, or QEMU through a binfmt_misc handler with the F flag) and
 registers qemu-user-static's handlers for ``pybuild binfmt --install``.
 ``_cdi`` reads the host's CDI specs for ``RUN --device`` (env, device nodes made
 in the sandbox's /dev and allowed by its devices cgroup, bind mounts).
+``_userns`` enters (or joins) the user namespace a non-root pybuild runs in,
+root inside with the caller's subordinate ids mapped (``enter_userns``,
+``join_userns``, ``rootless``); ``cli`` calls it once at start.
 
 Imports no other pybuild layer except ``grammar`` types; ``pyroute2`` and
 ``pyseccomp`` are imported here and nowhere else.
