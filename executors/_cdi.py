@@ -259,6 +259,7 @@ def _node(entry: Mapping[str, Any], device: _Device) -> DeviceNode:
         file_mode=(mode if mode is not None else 0o666) & 0o7777,
         uid=_number(entry, "uid", device, 0) or 0,
         gid=_number(entry, "gid", device, 0) or 0,
+        host_path=host_path,
     )
 
 

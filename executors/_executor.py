@@ -170,7 +170,9 @@ def validate(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount]) -> N
     for node in process.devices:
         if not node.path.startswith("/dev/") or "/.." in node.path or node.kind not in ("c", "b"):
             raise SandboxError(f"device node {node.path!r} must be a c or b node under /dev")
-        texts.append(node.path)
+        if node.host_path and not node.host_path.startswith("/"):
+            raise SandboxError(f"device node {node.path!r} has a relative host path {node.host_path!r}")
+        texts += [node.path, node.host_path]
     for entry in process.env:
         if "=" not in entry:
             raise SandboxError(f"environment entry {entry!r} has no '='")
@@ -213,7 +215,7 @@ def _request(rootfs: Rootfs, process: ProcessSpec, mounts: Sequence[Mount], proc
             "hostname": process.hostname,
             "etc_hostname": process.etc_hostname,
             "extra_hosts": list(process.extra_hosts),
-            "devices": [(d.path, d.kind, d.major, d.minor, d.file_mode, d.uid, d.gid) for d in process.devices],
+            "devices": [(d.path, d.kind, d.major, d.minor, d.file_mode, d.uid, d.gid, d.host_path or d.path) for d in process.devices],
             **security_request(process),
         },
         "cgroup_procs": procs,

@@ -242,9 +242,12 @@ class _Monitor:
             (name, linux.open_tree(f"/dev/{name}", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)) for name in names
         ]
         devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        prepared = _Prepared(rootfs_dir, mounts, etc, devices, devnull)
+        if linux.in_user_namespace():
+            prepared.device_binds = host_device_binds(self.process.get("devices", ()))
         if self.slirp is not None:
             self.slirp.wait_ready()
-        return _Prepared(rootfs_dir, mounts, etc, devices, devnull)
+        return prepared
 
     def prepare_etc_files(self) -> list[tuple[str, int]]:
         process = self.process
@@ -384,13 +387,45 @@ class _Prepared:
         self.devnull = devnull
         # Rootless: /proc and /sys made before the pivot (see rootless_kernel_mounts).
         self.kernel_mounts: dict[str, int] = {}
+        # Rootless: RUN --device's nodes as detached binds of the host's (see host_device_binds).
+        self.device_binds: dict[str, int] = {}
 
     def close(self) -> None:
         for _, fd, _ in self.mounts:
             os.close(fd)
         for _, fd in self.etc + self.devices:
             os.close(fd)
+        for fd in self.device_binds.values():
+            os.close(fd)
         os.close(self.devnull)
+
+
+def host_device_binds(devices: list[wire.Message]) -> dict[str, int]:
+    """RUN --device's nodes for a sandbox in a user namespace: {path inside: detached bind of the host's node}.
+
+    mknod of a device needs CAP_MKNOD in the host's namespace, so rootless the
+    host's node is bound in, as runc rootless binds every device; whether the
+    step may open it is then the host's permission on that node.  The host
+    path is a CDI spec's (an administrator's), never a Dockerfile's.
+    """
+    binds: dict[str, int] = {}
+    try:
+        for path, kind, major, minor, _mode, _uid, _gid, host_path in devices:
+            fd = linux.open_tree(host_path, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC)
+            binds[path] = fd
+            st = os.fstat(fd)
+            expected = stat.S_ISCHR(st.st_mode) if kind == "c" else stat.S_ISBLK(st.st_mode)
+            if not expected or st.st_rdev != os.makedev(major, minor):
+                raise SetupError(f"cannot use the device node {path}: {host_path} on the host is not the {kind} {major}:{minor} device")
+    except OSError as e:
+        for fd in binds.values():
+            os.close(fd)
+        raise SetupError(f"cannot bind the device node {e.filename} from the host: {e.strerror}", "a rootless pybuild cannot make device nodes; it binds the host's") from None
+    except SetupError:
+        for fd in binds.values():
+            os.close(fd)
+        raise
+    return binds
 
 
 def rootless_kernel_mounts(network: str) -> dict[str, int]:
@@ -863,8 +898,12 @@ class _Inside:
     def make_device_nodes(self) -> None:
         """RUN --device's nodes, made in the /dev tmpfs (so never in the layer); the step's
         devices cgroup allows each one, and the spec's mode and owner are set on it."""
-        for path, kind, major, minor, mode, uid, gid in self.process.get("devices", ()):
+        for path, kind, major, minor, mode, uid, gid, _host_path in self.process.get("devices", ()):
             os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+            if path in self.prepared.device_binds:  # rootless: the host's node, its mode and owner as they are
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+                linux.move_mount_to(self.prepared.device_binds[path], path)
+                continue
             node = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
             try:
                 os.mknod(path, node | 0o600, os.makedev(major, minor))

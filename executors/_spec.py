@@ -106,6 +106,9 @@ class DeviceNode:
     file_mode: int = 0o666
     uid: int = 0
     gid: int = 0
+    # The node on the host (CDI's hostPath, else ``path``): a rootless sandbox, which may not
+    # mknod a device, binds this one instead, as runc rootless binds its devices.
+    host_path: str = ""
 
 
 @dataclass(frozen=True)

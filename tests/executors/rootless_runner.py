@@ -21,7 +21,7 @@ import sys
 import trio
 
 from pybuild.errors import SandboxError
-from pybuild.executors import ProcessSpec, Rootfs, SandboxExecutor
+from pybuild.executors import DeviceNode, ProcessSpec, Rootfs, SandboxExecutor
 from pybuild.executors import _linux as linux
 
 CLONE_NEWUSER = 0x10000000
@@ -43,6 +43,7 @@ async def run_steps(config: dict) -> list[dict]:
                 out[stream] += chunk
 
             fields = {k: v for k, v in step.items() if k != "script"}
+            fields["devices"] = tuple(DeviceNode(**node) for node in fields.get("devices", ()))
             spec = ProcessSpec(("/bin/sh", "-c", step["script"]), env=(PATH,), network=fields.pop("network", "none"), **fields)
             try:
                 with trio.fail_after(60):

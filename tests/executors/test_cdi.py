@@ -61,7 +61,7 @@ def test_edits_apply_the_specs_own_once_then_each_devices(tmp_path: Path) -> Non
     registry = load_cdi_registry([str(tmp_path)])
     edits = registry.edits(("vendor.com/gpu=a", "vendor.com/gpu=b"))
     assert edits.env == ("SHARED=1", "GPU=a", "GPU=b")
-    assert edits.nodes == (DeviceNode("/dev/gpu-a", "c", 1, 3, "rwm", 0o666, 0, 0),)
+    assert edits.nodes == (DeviceNode("/dev/gpu-a", "c", 1, 3, "rwm", 0o666, 0, 0, host_path="/dev/gpu-a"),)
 
 
 def test_a_node_without_numbers_takes_the_host_nodes(tmp_path: Path) -> None:

@@ -193,6 +193,22 @@ def test_a_one_id_mapping_still_runs_root_steps(rootless) -> None:
     assert ok(result).split()[:3] == ["0", str(HOST_ID), "1"]
 
 
+def test_a_rootless_run_device_binds_the_hosts_node(rootless) -> None:
+    """RUN --device rootless: mknod of a device is refused in a user namespace, so the CDI
+    node's hostPath is bound in, as runc rootless binds devices (libcontainer/rootfs_linux.go
+    createDevices: bind when running in a user namespace)."""
+    node = {"path": "/dev/mynull", "kind": "c", "major": 1, "minor": 3, "host_path": "/dev/null"}
+    (result,), _ = rootless([{"script": "echo x > /dev/mynull && stat -c '%t:%T' /dev/mynull", "devices": [node]}])
+    assert ok(result).strip() == "1:3"
+
+
+def test_a_rootless_device_whose_host_node_differs_is_refused(rootless) -> None:
+    """The host's node must be the device the spec names; another is a clear setup error."""
+    node = {"path": "/dev/mynull", "kind": "c", "major": 1, "minor": 3, "host_path": "/dev/zero"}
+    (result,), _ = rootless([{"script": "true", "devices": [node]}])
+    assert "/dev/zero on the host is not the c 1:3 device" in result.get("error", ""), result
+
+
 @pytest.mark.skipif(
     not os.path.exists("/dev/net/tun") or stat.S_IMODE(os.stat("/dev/net/tun").st_mode) & 0o006 != 0o006,
     reason="/dev/net/tun is not open to every user here (slirp4netns needs it rootless)",
