@@ -2,8 +2,9 @@
 
 A snapshot is ``snapshots/<id>/`` holding ``meta.json`` (its parent) and
 ``tree/``, a directory in overlayfs upper-dir format (whiteouts are 0/0
-character devices, opaque directories carry ``trusted.overlay.opaque=y``).
-Trees are moved, never copied, so those markers survive untouched.
+character devices, opaque directories carry ``trusted.overlay.opaque=y``, or
+``user.overlay.opaque=y`` in a rootless pybuild's root: overlayfs in a user
+namespace reads only ``user.*`` xattrs).  Trees are moved, never copied, so those markers survive untouched.
 
 An active snapshot is built in the process temp area as ``upper/`` and
 ``work/`` (an overlay mount needs both on one file system).  Commit writes

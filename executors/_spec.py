@@ -24,7 +24,8 @@ class Rootfs:
     """The step's root: an overlay of ``lowers`` (top first) with a fresh ``upper``.
 
     ``lowers`` are layer trees in overlay upper-dir format (whiteouts are 0/0
-    character devices, opaque directories carry ``trusted.overlay.opaque=y``);
+    character devices, opaque directories carry ``trusted.overlay.opaque=y``,
+    ``user.overlay.opaque=y`` rootless);
     empty means scratch.  ``upper`` and ``work`` are empty directories on one
     filesystem, created by the caller; after the step ``upper`` holds exactly
     the step's change.  ``readonly`` mounts the lowers alone, read-only.

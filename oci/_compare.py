@@ -13,7 +13,7 @@ it, and which layers two images share (by chain ID).
 
 Layer trees are overlay upper directories, as overlayfs writes them:
 a whiteout is a character device 0/0, an opaque directory carries
-``trusted.overlay.opaque=y``.  Sizes come from ``lstat`` (no file is read),
+``trusted.overlay.opaque=y`` (``user.overlay.opaque=y`` rootless: ``opaque_xattr``).  Sizes come from ``lstat`` (no file is read),
 counted as Docker counts an unpacked layer: every non-directory, symlinks by
 their target's length, hard links of one layer once.  A layer's own size
 (``LayerReport.size``) is the store's, which for a layer a build made leaves
