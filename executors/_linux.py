@@ -341,6 +341,15 @@ def id_is_mapped(ident: int, which: str = "gid_map") -> bool:
     return any(inside <= ident < inside + count for inside, _outside, count in read_id_map(which))
 
 
+def setgroups_allowed() -> bool:
+    """False in a user namespace whose ``setgroups`` is ``deny`` (a one-id rootless mapping)."""
+    try:
+        with open("/proc/self/setgroups", "rb") as f:
+            return f.read().strip() != b"deny"
+    except OSError:
+        return True
+
+
 def cap_last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap", "rb") as f:

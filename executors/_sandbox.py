@@ -1032,13 +1032,34 @@ def _drop_privileges(user: passwd.ResolvedUser, keep: int = caps.DOCKER_DEFAULT_
             if e.errno != errno.EINVAL:  # EINVAL: a capability this kernel does not know
                 raise
     linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
-    os.setgroups(list(user.supplementary_gids))
+    if linux.in_user_namespace():
+        _check_mapped(user)
+    if linux.setgroups_allowed():
+        os.setgroups(list(user.supplementary_gids))
+    # else a one-id rootless namespace: the kernel refuses setgroups for good, and the step keeps
+    # the caller's own groups, which it sees as nogroup (runc rootless skips setgroups alike)
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
     if user.uid == 0:
         linux.capset(keep, keep, 0)
     else:
         linux.capset(0, 0, 0)
+
+
+ADD_SUBORDINATE_IDS = "give your user subordinate ids, e.g. usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER"
+
+
+def _check_mapped(user: passwd.ResolvedUser) -> None:
+    """A rootless step's user and group must have host ids; the kernel's EINVAL would say nothing."""
+    unmapped = [f"uid {user.uid}"] if not linux.id_is_mapped(user.uid, "uid_map") else []
+    unmapped += [f"gid {user.gid}"] if not linux.id_is_mapped(user.gid, "gid_map") else []
+    if linux.setgroups_allowed():
+        unmapped += [f"supplementary gid {g}" for g in user.supplementary_gids if not linux.id_is_mapped(g, "gid_map")]
+    if unmapped:
+        raise SetupError(
+            f"cannot run as user {user.uid}:{user.gid}: {' and '.join(unmapped)} not mapped in this rootless pybuild's user namespace",
+            ADD_SUBORDINATE_IDS,
+        )
 
 
 def _exec(args: list[str], env: dict[bytes, bytes], cwd: str) -> None:

@@ -67,7 +67,8 @@ def enter(maps: list[list[int]]) -> int:
         os.write(ready_w, b"u")
         if os.read(go_r, 1) != b"g":
             os._exit(3)
-        os.setgroups([])
+        if len(maps) > 1 or maps[0][2] > 1:
+            os.setgroups([])  # denied with a one-id map, as for an unprivileged caller
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         linux.unshare(linux.CLONE_NEWNS)
@@ -77,6 +78,10 @@ def enter(maps: list[list[int]]) -> int:
     os.close(ready_w)
     os.read(ready_r, 1)
     text = "".join(f"{inside} {host} {count}\n" for inside, host, count in maps)
+    if len(maps) == 1 and maps[0][2] == 1:
+        # what an unprivileged process must do to map its one id (enter_userns' fallback)
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
     for name in ("uid_map", "gid_map"):
         with open(f"/proc/{pid}/{name}", "w") as f:
             f.write(text)

@@ -186,11 +186,34 @@ def test_user_1000_in_a_rootless_step(rootless) -> None:
 
 
 def test_a_one_id_mapping_still_runs_root_steps(rootless) -> None:
-    """With no subordinate range only 0 is mapped: devpts is mounted without gid=5 (the tty
-    group has no host id), as runc rootless drops an unmapped gid= option
-    (libcontainer/specconv/example.go ToRootless)."""
-    (result,), _ = rootless([{"script": "cat /proc/self/gid_map; ls /dev/pts"}], mapping=ONE_ID)
-    assert ok(result).split()[:3] == ["0", str(HOST_ID), "1"]
+    """With no subordinate range only 0 is mapped and setgroups is denied (the kernel's rule
+    for an unprivileged map, user_namespaces(7)): the step keeps the caller's groups instead
+    of calling setgroups, and devpts is mounted without gid=5 (the tty group has no host id),
+    as runc rootless does both (libcontainer/init_linux.go skips setgroups when denied;
+    libcontainer/specconv/example.go ToRootless drops an unmapped gid= option)."""
+    (result,), _ = rootless([{"script": "cat /proc/self/gid_map; ls /dev/pts; echo ok > /x; cat /x"}], mapping=ONE_ID)
+    out = ok(result).split()
+    assert out[:3] == ["0", str(HOST_ID), "1"]
+    assert out[-1] == "ok"
+
+
+@pytest.mark.parametrize("user", ["1000:1000", "nobody"])
+def test_a_one_id_mapping_refuses_another_user_clearly(rootless, user: str) -> None:
+    """USER 1000 without subordinate ids: a message naming the ids and how to add a range,
+    not the kernel's EINVAL (Podman's rootless docs give the same usermod advice)."""
+    (result,), _ = rootless([{"script": "id", "user": user}], mapping=ONE_ID)
+    error = result.get("error", "")
+    assert "not mapped in this rootless pybuild's user namespace" in error, result
+    assert "uid" in error
+
+
+def test_an_unmapped_supplementary_group_is_named(rootless) -> None:
+    """A group of the user's beyond the subordinate range is named too (setgroups' EINVAL):
+    the image's app (1000:1000) is also in extra (2000), which a 1001-id range leaves out."""
+    (result,), _ = rootless([{"script": "id -u", "user": "1000:1000"}, ], mapping=[[0, HOST_ID, 1001]])
+    assert ok(result).strip() == "1000"
+    (result,), _ = rootless([{"script": "id", "user": "app"}], mapping=[[0, HOST_ID, 1001]])
+    assert "supplementary gid 2000 not mapped" in result.get("error", ""), result
 
 
 def test_a_rootless_run_device_binds_the_hosts_node(rootless) -> None:
