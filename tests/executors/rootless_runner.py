@@ -21,7 +21,7 @@ import sys
 import trio
 
 from pybuild.errors import SandboxError
-from pybuild.executors import DeviceNode, ProcessSpec, Rootfs, SandboxExecutor
+from pybuild.executors import BindMount, DeviceNode, ProcessSpec, Rootfs, SandboxExecutor
 from pybuild.executors import _linux as linux
 
 CLONE_NEWUSER = 0x10000000
@@ -42,12 +42,13 @@ async def run_steps(config: dict) -> list[dict]:
             def collect(stream: str, chunk: bytes) -> None:
                 out[stream] += chunk
 
-            fields = {k: v for k, v in step.items() if k != "script"}
+            fields = {k: v for k, v in step.items() if k not in ("script", "binds")}
+            mounts = [BindMount(source, target) for source, target in step.get("binds", ())]
             fields["devices"] = tuple(DeviceNode(**node) for node in fields.get("devices", ()))
             spec = ProcessSpec(("/bin/sh", "-c", step["script"]), env=(PATH,), network=fields.pop("network", "none"), **fields)
             try:
                 with trio.fail_after(60):
-                    result = await executor.run(rootfs, spec, on_output=collect)
+                    result = await executor.run(rootfs, spec, mounts, on_output=collect)
             except SandboxError as e:
                 results.append({"error": str(e)})
                 continue

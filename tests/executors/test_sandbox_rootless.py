@@ -179,6 +179,24 @@ def test_a_rootless_step_on_the_host_network_sees_a_read_only_sys(rootless) -> N
     assert ok(result).split() == ["listed", "refused"]
 
 
+def test_another_host_users_private_file_stays_unreadable_from_a_rootless_step(rootless, rootless_base: Path) -> None:
+    """A 0600 file of another host user, bound into the step (RUN --mount=type=bind), cannot be
+    read: the namespace's root has no capability over files whose owner it does not map, so a
+    step can read no more than the user who ran pybuild (BuildKit rootless docs: the daemon's
+    privileges are the user's)."""
+    private = rootless_base / "private"
+    private.mkdir(exist_ok=True)
+    os.chmod(private, 0o755)
+    secret = private / "secret"
+    secret.write_text("top secret\n")
+    os.chown(secret, 4242, 4242)
+    os.chmod(secret, 0o600)
+    (result,), _ = rootless([{"script": "cat /mnt/secret; echo status=$?", "binds": [[str(private), "/mnt"]]}])
+    out = ok(result)
+    assert "top secret" not in out and "status=1" in out, out
+    assert "Permission denied" in result["stderr"]
+
+
 def test_user_1000_in_a_rootless_step(rootless) -> None:
     """USER 1000:1000 runs as 1000 with subordinate ids mapped, as `id` shows in BuildKit."""
     (result,), _ = rootless([{"script": "id -u; id -g", "user": "1000:1000"}])
