@@ -44,6 +44,24 @@ def default_root_path() -> Path:
     return Path(data_home) / "pybuild"
 
 
+def _rootless() -> bool:
+    """An ordinary user's pybuild (in its user namespace, or not yet entered)."""
+    return os.geteuid() != 0 or bool(os.environ.get("PYBUILD_ROOTLESS"))
+
+
+def _make_private(path: Path, *, enforce: bool) -> None:
+    """A user's root is the user's alone (0700), as containerd makes its root
+    (``CreateTopLevelDirectories``): other accounts must not list or read its layers and
+    cache mounts.  The default root made 0755 by an older pybuild is closed too; a root
+    the user named keeps the mode the user gave it."""
+    os.makedirs(path.parent, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if enforce and os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+
+
 def _warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
     sys.stderr.flush()
@@ -68,9 +86,12 @@ class Root:
         Creates the layout, migrates the index and removes temp areas left by
         dead processes.  Cheap when nothing needs doing.
         """
+        default = path is None
         path = Path(path) if path is not None else default_root_path()
         path = path.absolute()
         try:
+            if _rootless():
+                _make_private(path, enforce=default)
             for sub in ("blobs/sha256", "snapshots", "tmp", "cache-mounts"):
                 os.makedirs(path / sub, exist_ok=True)
             clean_stale(path / "tmp")

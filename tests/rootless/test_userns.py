@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,20 @@ def test_without_home_the_default_root_is_still_the_callers(user: AsUser) -> Non
     result = _python_as(user, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", f"{user.account.home}/.local/share/pybuild"]
+
+
+def test_the_default_root_is_closed_to_other_users_and_a_named_root_keeps_its_mode(user: AsUser) -> None:
+    """containerd makes its root 0o700 and closes one an older release made 0o711
+    (containerd cmd/containerd/server/server.go CreateTopLevelDirectories: MkdirAllWithACL
+    then Chmod); rootless BuildKit's ~/.local/share/buildkit is the user's alone.  A root
+    the user names with --root keeps the mode the user gave it."""
+    user.sh(f"mkdir -p {user.root} && chmod 0755 {user.root}")  # as an older pybuild left it
+    user.pybuild("images")
+    assert user.root.stat().st_mode & 0o777 == 0o700
+    fresh = user.data_home / "fresh"
+    shutil.rmtree(user.root)
+    user.pybuild("images")
+    assert user.root.stat().st_mode & 0o777 == 0o700
+    user.sh(f"mkdir -p {fresh} && chmod 0750 {fresh}")
+    user.pybuild("images", "--root", str(fresh))
+    assert fresh.stat().st_mode & 0o777 == 0o750 and (fresh / "snapshots").is_dir()
