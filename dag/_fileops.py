@@ -29,7 +29,7 @@ from pybuild.executors import parse_group, parse_passwd
 
 # ADD's archives are read with oci's hardened tar reader, decompressors and
 # unpack budget (imported here, before the chroot, with zstandard and isal).
-from pybuild.oci import TarEntry, TarKind, TarReader, UnpackBudget, open_decompressed, unpack_limit
+from pybuild.oci import UNMAPPED_IDS_HINT, TarEntry, TarKind, TarReader, UnpackBudget, open_decompressed, unmapped_ids, unpack_limit
 
 from ._chmod import apply_chmod
 from ._ops import Chown, CopyAction, MkdirAction, MkfileAction, RmAction
@@ -635,6 +635,7 @@ def apply_file_plan(root: str, plan: FilePlan) -> None:
 
 
 def _apply(plan: FilePlan) -> None:
+    step: object = None
     try:
         for step in plan.steps:
             if isinstance(step, PlannedCopy):
@@ -647,4 +648,15 @@ def _apply(plan: FilePlan) -> None:
                 _rm(step)
     except OSError as error:
         where = f" {shortened(os.fsdecode(error.filename))}" if error.filename else ""
+        if error.errno == errno.EINVAL and (missing := _unmapped_chown(step)):
+            raise FileOpError(f"file operation failed:{where}: --chown {missing} is outside the ids this rootless pybuild maps", hint=UNMAPPED_IDS_HINT) from None
         raise FileOpError(f"file operation failed:{where}: {os.strerror(error.errno or errno.EIO)}") from None
+
+
+def _unmapped_chown(step: object) -> str:
+    """The ids of a step's --chown this user namespace lacks (the kernel's EINVAL), in words."""
+    action = step.action if isinstance(step, PlannedCopy) else step
+    chown = getattr(action, "chown", None)
+    if not isinstance(chown, Chown):
+        return ""
+    return unmapped_ids(*_resolve_chown(chown))

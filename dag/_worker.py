@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -608,7 +609,7 @@ class Worker:
             if mount.source is not None:  # from=: a new cache starts as a copy of that source
                 await self._seed_cache(directory, inputs[mount.source], mount.source_path, scratch)
             if mount.uid is not None or mount.gid is not None or mount.mode is not None:
-                os.chown(directory, mount.uid or 0, mount.gid or 0)
+                _chown_cache_mount(directory, mount)
                 os.chmod(directory, mount.mode if mount.mode is not None else 0o755)
         return BindMount(str(directory), mount.target, readonly=mount.readonly)
 
@@ -837,3 +838,21 @@ if TYPE_CHECKING:
 
     def _is_a_build_runner(worker: Worker) -> BuildRunner:
         return worker  # the checker proves Worker satisfies every Protocol a build asks of its runner
+
+
+def _chown_cache_mount(directory: Path, mount: RunMount) -> None:
+    """Give a new cache mount its ``uid=``/``gid=`` (the container's ids, shifted by a rootless mapping).
+
+    Rootless, an id the user namespace does not map is refused by the kernel (EINVAL):
+    the error names the mount and the id instead of an internal error.
+    """
+    uid, gid = mount.uid or 0, mount.gid or 0
+    try:
+        os.chown(directory, uid, gid)
+    except OSError as error:
+        from pybuild.oci import UNMAPPED_IDS_HINT, unmapped_ids
+
+        missing = unmapped_ids(uid, gid) if error.errno == errno.EINVAL else ""
+        if not missing:
+            raise
+        raise BuildError(f"cache mount {mount.target}: {missing} is outside the ids this rootless pybuild maps", hint=UNMAPPED_IDS_HINT) from None

@@ -76,6 +76,8 @@ _LAZY = {
     "LayerStats": "._layers",
     "opaque_xattr": "._layers",
     "apply_layer": "._tar_apply",
+    "unmapped_ids": "._tar_apply",
+    "UNMAPPED_IDS_HINT": "._tar_apply",
     "TarReader": "._tar_format",
     "TarEntry": "._tar_format",
     "TarKind": "._tar_format",
@@ -197,7 +199,9 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._push import registry_client as registry_client
     from ._snapshot_layers import SnapshotLayers as SnapshotLayers
     from ._snapshot_layers import layer_compression as layer_compression
+    from ._tar_apply import UNMAPPED_IDS_HINT as UNMAPPED_IDS_HINT
     from ._tar_apply import apply_layer as apply_layer
+    from ._tar_apply import unmapped_ids as unmapped_ids
     from ._tar_flatten import FlattenStats as FlattenStats
     from ._tar_flatten import flatten_into as flatten_into
     from ._tar_format import TarEntry as TarEntry

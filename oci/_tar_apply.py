@@ -299,11 +299,18 @@ def _chown(entry: TarEntry, target: int | bytes, dir_fd: int | None = None) -> N
         raise
 
 
-def _unmapped_owner(uid: int, gid: int) -> str:
-    """Which of ``uid`` and ``gid`` this process's user namespace does not map, in words."""
+UNMAPPED_IDS_HINT = (
+    "a rootless build has the user's own id and its subordinate ids (/etc/subuid, /etc/subgid);"
+    " give the user a range: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER"
+)
+
+
+def unmapped_ids(uid: int, gid: int) -> str:
+    """Which of ``uid`` and ``gid`` this process's user namespace does not map, in words
+    ("uid 1000 and gid 1000"); empty when both are mapped.  For the error of a chown the
+    kernel refused with EINVAL, wherever a build asks for an owner."""
     ids = (("uid", uid, "uid_map"), ("gid", gid, "gid_map"))
-    missing = [f"{kind} {ident}" for kind, ident, table in ids if not _maps(table, ident)]
-    return " and ".join(missing) or f"uid {uid} / gid {gid}"
+    return " and ".join(f"{kind} {ident}" for kind, ident, table in ids if not _maps(table, ident))
 
 
 def _maps(table: str, ident: int) -> bool:
@@ -354,10 +361,10 @@ def apply_layer(
     except _Unmapped:
         assert entry is not None
         raise ImageError(
-            f"cannot apply layer entry {entry.display_name()!r}: its owner {_unmapped_owner(entry.uid, entry.gid)}"
+            f"cannot apply layer entry {entry.display_name()!r}: its owner"
+            f" {unmapped_ids(entry.uid, entry.gid) or f'uid {entry.uid} / gid {entry.gid}'}"
             " is outside the ids this rootless pybuild maps",
-            hint="a rootless build has the user's own id and its subordinate ids (/etc/subuid, /etc/subgid);"
-            " give the user a range: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER",
+            hint=UNMAPPED_IDS_HINT,
         ) from None
     except _Refused as e:
         assert entry is not None
