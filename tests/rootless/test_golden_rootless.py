@@ -2,9 +2,9 @@
 the same builds as root: layers record the ids the container saw, not the host's subordinate
 ids, so nothing in a layer, config or cache key tells a rootless build from a root one.
 
-BuildKit's rootless mode promises the same (docs/rootless.md: the daemon runs in a user
-namespace made by RootlessKit, and the snapshotter's diff, snapshot/diffapply, writes tar
-headers with the ids inside that namespace); pybuild is checked against its own root build.
+BuildKit's rootless mode works the same way (moby/buildkit docs/rootless.md: the daemon runs
+inside RootlessKit's user namespace, so the layer tars cache/blobs.go has the differ write
+carry the ids as seen in that namespace); pybuild is checked against its own root build.
 """
 
 from __future__ import annotations
