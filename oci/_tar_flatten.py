@@ -8,8 +8,8 @@ Works top layer first, so a file overwritten higher up is never copied:
 - a whiteout (char device 0/0), or any non-directory, at ``p`` hides ``p``
   in every lower layer; an opaque directory hides everything below it in
   lower layers;
-- whiteouts and ``trusted.overlay.*`` xattrs are not copied: the result is a
-  plain tree.
+- whiteouts and overlayfs's own xattrs (``trusted.overlay.*``, rootless
+  ``user.overlay.*``) are not copied: the result is a plain tree.
 
 Files are copied with ``copy_file_range`` (in-kernel; a reflink where the
 filesystem can; an ordinary copy where it refuses), or hard-linked to the
