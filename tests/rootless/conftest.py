@@ -211,6 +211,15 @@ def _private_dir(account: Account) -> Iterator[Path]:
         _remove(path)
 
 
+def _remove_containers(user: AsUser) -> None:
+    """Containers a failed test left running would outlive it as the user's processes."""
+    if not (user.root / "containers").is_dir():
+        return
+    left = user.pybuild("ps", "-a", "-q", check=False).stdout.split()
+    if left:
+        user.pybuild("rm", "-f", *left, check=False)
+
+
 def _remove(path: Path) -> None:
     """The user's directory, whatever ids its snapshots hold (root removes any)."""
     with open("/proc/self/mountinfo") as mounts:
@@ -224,14 +233,22 @@ def _remove(path: Path) -> None:
 def user(test_account: Account) -> Iterator[AsUser]:
     """pybuild-test (with subordinate ranges), a fresh directory and default root of its own."""
     for path in _private_dir(test_account):
-        yield AsUser(test_account, path)
+        user = AsUser(test_account, path)
+        try:
+            yield user
+        finally:
+            _remove_containers(user)
 
 
 @pytest.fixture
 def nosub_user(nosub_account: Account) -> Iterator[AsUser]:
     """pybuild-nosub (no subordinate ranges), a fresh directory and default root of its own."""
     for path in _private_dir(nosub_account):
-        yield AsUser(nosub_account, path)
+        user = AsUser(nosub_account, path)
+        try:
+            yield user
+        finally:
+            _remove_containers(user)
 
 
 @pytest.fixture
