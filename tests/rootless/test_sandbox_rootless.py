@@ -117,3 +117,21 @@ def test_a_context_file_the_user_cannot_read_stays_unread(user: AsUser, user_bus
         assert b"host-private-content" not in everything
     else:
         assert "private.txt" in bound.stderr
+
+
+def test_an_insecure_step_is_still_no_more_powerful_than_the_user(user: AsUser, user_busybox: str) -> None:
+    """RUN --security=insecure with the entitlement: all capabilities and no seccomp filter,
+    but inside the user namespace (BuildKit's executor/oci/spec_linux.go generateSecurityOpts
+    adds every capability for SecurityMode_INSECURE; rootless, they are its namespace's), so host-wide
+    /proc/sys and real device nodes stay out of reach while a tmpfs mount works."""
+    user.write("ctx/Dockerfile", (
+        "FROM busybox\n"
+        "RUN --security=insecure sh -c '"
+        "mkdir -p /mnt/a; if mount -t tmpfs none /mnt/a 2>/dev/null; then echo tmpfs; umount /mnt/a; fi; "
+        "cat /proc/sys/kernel/printk_ratelimit > /v; if cat /v > /proc/sys/kernel/printk_ratelimit 2>/dev/null; then echo procsys; fi; "
+        "if mknod /node b 8 0 2>/dev/null; then echo mknod; rm /node; fi; echo end' > /verdict\n"
+    ))  # fmt: skip
+    user.pybuild("build", "-q", "--network=none", "--allow", "security.insecure", "-t", "insecure:1", str(user.dir / "ctx"))
+    archive = user.dir / "insecure.tar"
+    user.pybuild("save", "-o", str(archive), "insecure:1")
+    assert saved_image(archive)[0]["/verdict"].data == b"tmpfs\nend\n"
