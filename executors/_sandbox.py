@@ -501,6 +501,12 @@ def open_detached_mount(spec: tuple[wire.Message, ...], index: int, state: str, 
                 os.close(fs_fd)
         if kind == "secret":
             _, _, data, mode, uid, gid = spec
+            unmapped = [f"{which} {ident}" for which, ident, table in (("uid", uid, "uid_map"), ("gid", gid, "gid_map")) if not linux.id_is_mapped(ident, table)]
+            if unmapped:  # rootless: the kernel's EINVAL from fchown would say nothing
+                raise SetupError(
+                    f"cannot prepare the secret mount at {target}: {' and '.join(unmapped)} not mapped in this rootless pybuild's user namespace",
+                    ADD_SUBORDINATE_IDS,
+                )
             secrets = os.path.join(state, "secrets")
             os.makedirs(secrets, 0o700, exist_ok=True)
             path = os.path.join(secrets, str(index))

@@ -2,7 +2,7 @@
 
 With no subordinate ranges (pybuild-nosub) only uid/gid 0 exist in the namespace: the kernel
 refuses a chown to any other id with EINVAL.  A layer applied, ``COPY --chown`` and a cache
-mount's ``uid=``/``gid=`` each fail naming the Dockerfile line and the id, never
+mount's or a secret's ``uid=``/``gid=`` each fail naming the Dockerfile line and the id, never
 "Invalid argument" or a traceback.
 """
 
@@ -19,7 +19,9 @@ from .test_no_subordinate_ranges import import_busybox, root_owned_busybox_tar  
 def build_error(user: AsUser, dockerfile: str) -> str:
     user.write("ctx/Dockerfile", dockerfile)
     user.write("ctx/file.txt", "data\n")
-    built = user.pybuild("build", "-q", "--network=none", str(user.dir / "ctx"), check=False)
+    secret = user.write("secret.txt", "s3cr3t-value\n")
+    built = user.pybuild("build", "-q", "--network=none", "--secret", f"id=s,src={secret}", str(user.dir / "ctx"), check=False)
+    assert "s3cr3t-value" not in built.stdout + built.stderr
     assert built.returncode != 0, built.stdout
     assert "Traceback" not in built.stderr and "internal error" not in built.stderr, built.stderr
     errors = [line for line in built.stderr.splitlines() if line.startswith("error:")]
@@ -29,7 +31,11 @@ def build_error(user: AsUser, dockerfile: str) -> str:
 
 @pytest.mark.parametrize(
     "instruction",
-    ["COPY --chown=1000:1000 file.txt /file.txt", "RUN --mount=type=cache,target=/cache,uid=1000,gid=1000 true"],
+    [
+        "COPY --chown=1000:1000 file.txt /file.txt",
+        "RUN --mount=type=cache,target=/cache,uid=1000,gid=1000 true",
+        "RUN --mount=type=secret,id=s,uid=1000,gid=1000 true",
+    ],
 )
 def test_an_id_outside_the_mapping_is_named_with_its_line(
     nosub_user: AsUser, root_owned_busybox_tar: Path, instruction: str  # noqa: F811 - the fixture
