@@ -451,6 +451,10 @@ def _memory(value: str | None) -> int | None:
         number, unit = value, "b"
     if not number.isdigit() or unit not in units:
         raise UsageError(f"invalid --memory {value!r}", hint="e.g. 512m or 2g")
+    from pybuild.executors import memory_limit_unavailable
+
+    if reason := memory_limit_unavailable():  # refused before anything runs, never ignored
+        raise UsageError(f"--memory {value}: {reason}", hint="leave out --memory, or run pybuild as root")
     return int(number) * units[unit]
 
 

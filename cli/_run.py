@@ -236,5 +236,9 @@ def parse_memory(text: str) -> int:
     value = int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
     if value < 6 << 20:
         raise UsageError("minimum memory limit allowed is 6MB", hint="e.g. -m 64m")
+    from pybuild.executors import memory_limit_unavailable
+
+    if reason := memory_limit_unavailable():  # before the container is created, as Docker refuses it
+        raise UsageError(f"--memory {text}: {reason}", hint="leave out --memory, or run pybuild as root")
     return value
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from pybuild import _lazy
 
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
+from ._cgroups import memory_limit_unavailable as memory_limit_unavailable
 from ._cdi import CdiEdits as CdiEdits
 from ._cdi import CdiRegistry as CdiRegistry
 from ._cdi import load_cdi_registry as load_cdi_registry

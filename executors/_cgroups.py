@@ -147,6 +147,19 @@ def _can_write(root: str) -> bool:
     return os.access(parent if os.path.isdir(parent) else root, os.W_OK)
 
 
+def no_memory_reason(layout: CgroupLayout) -> str:
+    if layout.unwritable:
+        return "a memory limit needs a memory cgroup, and this rootless pybuild may write no cgroup here"
+    return "a memory limit needs the memory cgroup controller, which is not available"
+
+
+def memory_limit_unavailable() -> str | None:
+    """Why this process cannot apply a memory limit, or None: asked before a build runs anything,
+    so ``--memory`` fails at once rather than at the first step that is not cached."""
+    layout = detect_layout()
+    return None if layout.home("memory") is not None else no_memory_reason(layout)
+
+
 def warn_if_limited(layout: CgroupLayout) -> None:
     """Say once per process that rootless steps have no pids or memory limit here."""
     if _warned or not layout.unwritable or layout.home("pids") is not None:
@@ -183,9 +196,7 @@ class StepCgroups:
         layout = self.layout
         warn_if_limited(layout)
         if memory_limit is not None and layout.home("memory") is None:
-            if layout.unwritable:
-                raise CgroupError("a memory limit needs a memory cgroup, and this rootless pybuild may write no cgroup here")
-            raise CgroupError("a memory limit needs the memory cgroup controller, which is not available")
+            raise CgroupError(no_memory_reason(layout))
         try:
             if layout.v2 is not None:
                 wanted = [c for c in ("pids", "memory") if layout.home(c) == "v2"]

@@ -121,9 +121,9 @@ def test_rootless_steps_run_without_cgroups_and_say_so_once(rootless) -> None:
 
 
 def test_a_rootless_memory_limit_is_a_clear_error(rootless) -> None:
-    """A memory limit without a memory cgroup is refused with the reason, never ignored
-    (Docker's daemon/daemon_unix.go verifyPlatformContainerResources refuses --memory when the
-    kernel has no memory cgroup)."""
+    """A memory limit without a memory cgroup is refused with the reason, never ignored: where
+    Docker discards it with a warning (daemon/daemon_unix.go, verifyPlatformContainerResources)
+    and BuildKit's ToRootless drops the resources, the issue asks for a clear failure."""
     (result,), _ = rootless([{"script": "echo ran", "memory_limit": 64 << 20}])
     assert "rootless" in result.get("error", ""), result
     assert "memory" in result["error"]
