@@ -73,6 +73,10 @@ def _run_per_namespace(groups: list[tuple[int | None, list[str]]], args: argpars
             try:
                 own = argparse.Namespace(**{**vars(args), "containers": names})
                 code = guarded(lambda: _entered_run(supervisor, own, run))
+            except BaseException:  # a bug: show it as the parent would, then leave
+                import traceback
+
+                traceback.print_exc()
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
