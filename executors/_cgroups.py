@@ -167,7 +167,7 @@ def warn_if_limited(layout: CgroupLayout) -> None:
     _warned.append(True)
     sys.stderr.write(
         "warning: rootless: no cgroup this user may write, so steps and containers run without a pids "
-        "or memory limit (--memory is refused); a systemd user session delegates one on cgroup v2\n"
+        "or memory limit (--memory is refused); their processes still end with them\n"
     )
     sys.stderr.flush()
 
