@@ -54,23 +54,18 @@ _PAGE = 4096
 FAITHFUL_OPTIONS = (("redirect_dir", "off"), ("metacopy", "off"), ("index", "off"))
 USERNS_OPTIONS = (("userxattr", None), ("redirect_dir", "nofollow"), ("metacopy", "off"), ("index", "off"))
 
-_IDENTITY_MAP = ["0", "0", "4294967295"]
 _IN_USERNS: bool | None = None
 
 
 def in_user_namespace() -> bool:
-    """True in a user namespace other than the initial one (rootless pybuild).
+    """True in a user namespace other than the initial one (rootless pybuild), read once.
 
-    The initial namespace maps every id to itself; any other map means
-    ``trusted.*`` xattrs are out of reach and overlayfs needs ``userxattr``.
+    Any map but the identity means ``trusted.*`` xattrs are out of reach and
+    overlayfs needs ``userxattr``.  Cached: it is asked per directory of an upper.
     """
     global _IN_USERNS
     if _IN_USERNS is None:
-        try:
-            with open("/proc/self/uid_map") as f:
-                _IN_USERNS = f.read().split() != _IDENTITY_MAP
-        except OSError:
-            _IN_USERNS = False
+        _IN_USERNS = linux.in_user_namespace()
     return _IN_USERNS
 
 
