@@ -19,6 +19,7 @@ Stdlib only (like ``_linux``), and cheap to import: ``cli`` imports it at start.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -162,7 +163,7 @@ def join_userns(pid: int, uid: int | None = None, gid: int | None = None) -> Roo
     try:
         linux.setns(fd, CLONE_NEWUSER)
     except OSError as error:
-        raise UsernsError(error.errno, f"cannot join the user namespace of process {pid}: {error.strerror}") from None
+        raise _namespace_error(f"cannot join the user namespace of process {pid}", error) from None
     finally:
         os.close(fd)
     subuids, subgids = _read_maps(pid)
@@ -198,7 +199,17 @@ def _unshare_user() -> None:
     try:
         linux.unshare(CLONE_NEWUSER)
     except OSError as error:
-        raise UsernsError(error.errno, f"cannot create a user namespace: {error.strerror}") from None
+        raise _namespace_error("cannot create a user namespace", error) from None
+
+
+def _namespace_error(what: str, error: OSError) -> UsernsError:
+    """The kernel's refusal; EINVAL from a process with threads means it entered too late
+    (unshare(2) and setns(2) of a user namespace need a single-threaded caller)."""
+    import threading
+
+    if error.errno == errno.EINVAL and threading.active_count() > 1:
+        return UsernsError(error.errno, f"{what}: the process already runs threads (enter before starting any)")
+    return UsernsError(error.errno, f"{what}: {error.strerror}")
 
 
 def _write_one_id_map(uid: int, gid: int) -> None:
@@ -239,7 +250,7 @@ def _map_through_helper(uid: int, gid: int, subuids: tuple[IdRange, ...], subgid
             linux.unshare(CLONE_NEWUSER)
         except OSError as error:
             os.write(go_write, b"0")
-            raise UsernsError(error.errno, f"cannot create a user namespace: {error.strerror}") from None
+            raise _namespace_error("cannot create a user namespace", error) from None
         os.write(go_write, b"1")
         problem = _read_all(done_read).decode(errors="replace").strip()
     finally:

@@ -276,3 +276,17 @@ def test_the_default_root_is_closed_to_other_users_and_a_named_root_keeps_its_mo
     user.sh(f"mkdir -p {fresh} && chmod 0750 {fresh}")
     user.pybuild("images", "--root", str(fresh))
     assert fresh.stat().st_mode & 0o777 == 0o750 and (fresh / "snapshots").is_dir()
+
+
+def test_entering_after_a_thread_started_says_so(user: AsUser) -> None:
+    """unshare(CLONE_NEWUSER) refuses a multi-threaded caller with EINVAL (unshare(2));
+    RootlessKit re-executes itself so the Go runtime's threads never exist first
+    (rootless-containers/rootlesskit pkg/parent/parent.go: exec of /proc/self/exe with
+    CLONE_NEWUSER).  A caller that entered too late is told why, not "Invalid argument"."""
+    result = _python_as(user, (
+        "import threading\nfrom pybuild.executors import _userns\n"
+        "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+        "try:\n    _userns.enter_userns()\nexcept _userns.UsernsError as e:\n    print(e.strerror)\n"
+    ))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cannot create a user namespace: the process already runs threads (enter before starting any)"
