@@ -166,7 +166,7 @@ def join_userns(pid: int, uid: int | None = None, gid: int | None = None) -> Roo
         raise _namespace_error(f"cannot join the user namespace of process {pid}", error) from None
     finally:
         os.close(fd)
-    subuids, subgids = _read_maps(pid)
+    subuids, subgids = _mapped_after_root("uid_map"), _mapped_after_root("gid_map")
     one_id = not subuids
     _become_root(keep_groups=not one_id)
     _private_mounts()
@@ -175,18 +175,9 @@ def join_userns(pid: int, uid: int | None = None, gid: int | None = None) -> Roo
     return _entered
 
 
-def _read_maps(pid: int) -> tuple[tuple[IdRange, ...], tuple[IdRange, ...]]:
-    """The ranges after id 0 in ``pid``'s uid_map and gid_map (as its namespace sees them)."""
-
-    def read(kind: str) -> tuple[IdRange, ...]:
-        try:
-            with open(f"/proc/{pid}/{kind}_map", encoding="ascii") as f:
-                rows = [line.split() for line in f.read().splitlines()]
-        except OSError:
-            return ()
-        return tuple(IdRange(int(a), int(b), int(c)) for a, b, c in rows if int(a) != 0)
-
-    return read("uid"), read("gid")
+def _mapped_after_root(which: str) -> tuple[IdRange, ...]:
+    """The ranges after id 0 in this process's map (once joined: what that run mapped)."""
+    return tuple(IdRange(inside, host, count) for inside, host, count in linux.read_id_map(which) if inside != 0)
 
 
 def _have_map_tools() -> bool:
