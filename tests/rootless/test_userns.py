@@ -290,3 +290,23 @@ def test_entering_after_a_thread_started_says_so(user: AsUser) -> None:
     ))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "cannot create a user namespace: the process already runs threads (enter before starting any)"
+
+
+def test_the_sandbox_outside_any_namespace_points_at_the_rootless_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A non-root caller that did not enter (the library used directly) is told how to get a
+    namespace, not that rootless builds are unsupported (BuildKit's rootless mode runs under
+    RootlessKit, moby/buildkit docs/rootless.md; runc refuses a rootless spec without one)."""
+    import trio
+
+    from pybuild.errors import SandboxError
+    from pybuild.executors import NamespaceRootfsCaller, ProcessSpec, Rootfs
+    from pybuild.executors._executor import validate
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    rootfs = Rootfs(lowers=(), upper=str(tmp_path), work=str(tmp_path))
+    with pytest.raises(SandboxError) as raised:
+        validate(rootfs, ProcessSpec(args=("true",)), ())
+    assert "user namespace" in str(raised.value) and raised.value.hint == _userns.ROOTLESS_HINT
+    with pytest.raises(SandboxError) as raised:
+        trio.run(NamespaceRootfsCaller(state_dir=str(tmp_path)).call, rootfs, (), print)
+    assert "user namespace" in str(raised.value) and raised.value.hint == _userns.ROOTLESS_HINT
