@@ -26,6 +26,11 @@ TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typ
 if TYPE_CHECKING:
     from typing import Any
 
+if __package__:
+    from . import _linux as linux
+else:  # loaded by the supervisor as a top-level module
+    import _linux as linux
+
 API_SOCKET = "slirp.sock"
 WRAPPER = "slirp4netns"
 _CONNECT_ATTEMPTS = 200
@@ -53,10 +58,23 @@ def add_forward(directory_fd: int, host_ip: str, host_port: int, container_port:
     }
     reply = _call(directory_fd, request)
     if "error" in reply:
-        raise PortError(
-            f"cannot publish {host_ip}:{host_port}->{container_port}/{protocol}: "
-            "the port is already allocated or cannot be bound"
-        )
+        first_free = unprivileged_port_start()
+        if host_port < first_free and linux.in_user_namespace():
+            # slirp4netns binds in the host's network namespace, as the user: below this sysctl
+            # only the host's root may (rootlesskit's docs give the same sysctl)
+            reason = f"a rootless pybuild may bind host ports from {first_free} up (net.ipv4.ip_unprivileged_port_start)"
+        else:
+            reason = "the port is already allocated or cannot be bound"
+        raise PortError(f"cannot publish {host_ip}:{host_port}->{container_port}/{protocol}: {reason}")
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process may bind on the host (the kernel's default is 1024)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1024
 
 
 def _call(directory_fd: int, request: dict[str, Any]) -> dict[str, Any]:  # Any: slirp4netns's JSON API
