@@ -2,8 +2,9 @@
 
 Every command that touches the pybuild root enters one user namespace
 (``executors.enter_userns``) before trio or any thread starts; the ones that only
-read a Dockerfile (``parse``, ``check``, ``graph``) or need the real root
-(``binfmt``) never enter.  Commands on existing containers join the namespace of
+read a Dockerfile (``parse``, ``check``, which never creates a root) or need the
+real root (``binfmt``) never enter; ``graph`` enters, as opening a root may clean
+temp areas holding the namespace's ids.  Commands on existing containers join the namespace of
 a running one's supervisor, which owns its mounts and processes (only there may
 they be signalled or entered).  Each ``pybuild run`` makes a namespace of its own,
 so ``stop``/``rm`` naming containers of several namespaces run once per namespace,
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pybuild.errors import SandboxError
 
 # commands that never enter: they read a Dockerfile, or need the host's root
-NEVER_ENTER = frozenset({"parse", "check", "graph", "binfmt"})
+NEVER_ENTER = frozenset({"parse", "check", "binfmt"})
 # commands on existing containers: join a running one's namespace
 JOIN_CONTAINER = frozenset({"exec", "stop", "logs", "diff", "commit", "rm"})
 

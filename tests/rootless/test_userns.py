@@ -185,6 +185,7 @@ def test_joining_a_namespace_the_user_does_not_own_is_a_clear_error(user: AsUser
         (["check", "{dockerfile}"], False),
         (["build", "--help"], False),
         (["images", "--root", "{root}"], True),
+        (["graph", "--root", "{root}", "-f", "{dockerfile}"], True),
     ],
 )
 def test_only_commands_that_touch_the_root_enter_the_namespace(
