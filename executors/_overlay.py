@@ -99,7 +99,7 @@ def probe_overlay(directory: str) -> OverlayDriver:
     the private mount namespace a rootless pybuild enters.
     """
     if os.environ.get(DRIVER_ENV) == FUSE:
-        return OverlayDriver(FUSE, f"{DRIVER_ENV}={FUSE}")
+        return OverlayDriver(FUSE, f"layers mounted through fuse-overlayfs ({DRIVER_ENV}={FUSE})")
     if not in_user_namespace():
         return OverlayDriver(KERNEL)
     os.makedirs(directory, exist_ok=True)

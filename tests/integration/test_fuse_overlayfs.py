@@ -1,0 +1,45 @@
+"""Layers mounted through fuse-overlayfs give the kernel overlay's layers and image ID.
+
+Rootless pybuild falls back to fuse-overlayfs where the kernel refuses overlayfs in a user
+namespace; ``PYBUILD_OVERLAY_DRIVER=fuse-overlayfs`` forces it, which lets this machine (whose
+kernel accepts it) build the same Dockerfile both ways.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .._peers import require_tool
+from .conftest import pybuild
+
+DOCKERFILE = """FROM busybox
+RUN mkdir -p /d/sub /gone && echo a > /d/sub/f && echo b > /d/g && echo c > /gone/x
+RUN rm /d/g && rm -rf /d/sub /gone && mkdir /d/sub && echo new > /d/sub/n
+COPY file.txt /d/sub/copied
+"""
+REPRODUCIBLE = ["build", "--progress=plain", "--network=none", "--output", "type=image,rewrite-timestamp=true"]
+
+
+@pytest.mark.usefixtures("busybox_image")
+def test_fuse_overlayfs_builds_the_kernel_overlays_image(root: Path, tmp_path: Path) -> None:
+    """BuildKit's rootless mode uses the fuse-overlayfs snapshotter where the kernel cannot mount
+    overlayfs unprivileged (moby/buildkit docs/rootless.md, "Known limitations"); its layers are
+    the same OCI changesets.  The reason is shown once in ``--progress=plain``."""
+    require_tool("fuse-overlayfs")
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(DOCKERFILE)
+    (tmp_path / "ctx" / "file.txt").write_text("copied\n")
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    kernel = pybuild(*REPRODUCIBLE, "-t", "kernel:1", str(tmp_path / "ctx"), root=root, env=env)
+    assert "fuse-overlayfs" not in kernel.stderr
+    fuse = pybuild(*REPRODUCIBLE, "--no-cache", "-t", "fuse:1", str(tmp_path / "ctx"), root=root,
+                   env={**env, "PYBUILD_OVERLAY_DRIVER": "fuse-overlayfs"})  # fmt: skip
+    assert fuse.stderr.count("layers mounted through fuse-overlayfs") == 1, fuse.stderr
+    assert image_id(kernel.stderr) == image_id(fuse.stderr)
+
+
+def image_id(progress: str) -> str:
+    (line,) = [line for line in progress.splitlines() if "writing image sha256:" in line]
+    return line.rsplit(" ", 1)[-1]
