@@ -180,7 +180,8 @@ def test_a_refused_kernel_mount_switches_the_process_to_fuse_overlayfs(tmp_path:
     def refuse(*_args: object) -> int:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.delenv(_overlay.DRIVER_ENV, raising=False)
+    # probe_overlay sets the variable itself: setenv first, so the undo restores the original.
+    monkeypatch.setenv(_overlay.DRIVER_ENV, _overlay.KERNEL)
     monkeypatch.setattr(_overlay, "in_user_namespace", lambda: True)
     monkeypatch.setattr(_overlay, "mount_overlay_fd", refuse)
     monkeypatch.setattr(_overlay.shutil, "which", lambda name: f"/usr/bin/{name}")
@@ -190,18 +191,18 @@ def test_a_refused_kernel_mount_switches_the_process_to_fuse_overlayfs(tmp_path:
     assert os.environ[_overlay.DRIVER_ENV] == "fuse-overlayfs"  # the zygote and its steps inherit it
     assert os.listdir(tmp_path) == []  # the trial layers are gone
     # Without fuse-overlayfs the kernel's answer is kept, to be reported by the mount that fails.
-    monkeypatch.delenv(_overlay.DRIVER_ENV)
+    os.environ[_overlay.DRIVER_ENV] = _overlay.KERNEL
     monkeypatch.setattr(_overlay.shutil, "which", lambda name: None)
     chosen = _overlay.probe_overlay(str(tmp_path))
     assert chosen.name == "kernel" and "fuse-overlayfs is not installed" in chosen.reason
-    assert _overlay.DRIVER_ENV not in os.environ
+    assert os.environ[_overlay.DRIVER_ENV] == _overlay.KERNEL
 
 
 def test_root_never_probes_and_keeps_the_kernel_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As root (the initial user namespace) nothing changes: kernel overlayfs, no trial mount."""
     from pybuild.executors import _overlay
 
-    monkeypatch.delenv(_overlay.DRIVER_ENV, raising=False)
+    monkeypatch.setenv(_overlay.DRIVER_ENV, _overlay.KERNEL)
     monkeypatch.setattr(_overlay, "in_user_namespace", lambda: False)
     monkeypatch.setattr(_overlay, "mount_overlay_fd", None)  # would fail if called
     assert _overlay.probe_overlay(str(tmp_path)) == _overlay.OverlayDriver("kernel")
