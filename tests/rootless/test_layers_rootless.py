@@ -50,3 +50,24 @@ def test_whiteouts_and_opaque_directories_built_rootless_match_a_root_build(as_r
     as_user.write("deletions/Dockerfile", DOCKERFILE)
     rootless = as_user.pybuild(*REPRODUCIBLE, "-t", "deletions:1", str(as_user.dir / "deletions"), env=EPOCH)
     assert rootless.stdout.strip() == as_root_id
+
+
+def test_a_cache_mount_is_the_users_on_the_host(as_user: AsUser) -> None:
+    """What a step writes to a cache mount as root lands owned by the user on the host (root in
+    the namespace is the user), never by root or another id; a secret never reaches the disk.
+    BuildKit rootless keeps its cache mounts in the user's data dir the same way (moby/buildkit
+    docs/rootless.md: the data dir is ~/.local/share/buildkit)."""
+    secret = as_user.write("secret.txt", "cache-test-secret\n")
+    as_user.write("cachemount/Dockerfile", (
+        f"FROM {BASE}\n"
+        "RUN --mount=type=cache,target=/c --mount=type=secret,id=s "
+        "mkdir -p /c/dir && cat /run/secrets/s > /dev/null && echo data > /c/dir/file\n"
+    ))  # fmt: skip
+    as_user.pybuild("build", "-q", "--network=none", "--secret", f"id=s,src={secret}", str(as_user.dir / "cachemount"))
+    cache = as_user.root / "cache-mounts"
+    made = [p for p in cache.rglob("*") if p.name in ("dir", "file")]
+    assert {p.name for p in made} == {"dir", "file"}
+    assert {(p.lstat().st_uid, p.lstat().st_gid) for p in made} == {(as_user.account.uid, as_user.account.gid)}
+    for path in as_user.root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert b"cache-test-secret" not in path.read_bytes(), path
