@@ -7,6 +7,8 @@ kernel accepts it) build the same Dockerfile both ways.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,23 @@ def test_fuse_overlayfs_builds_the_kernel_overlays_image(root: Path, tmp_path: P
                    env={**env, "PYBUILD_OVERLAY_DRIVER": "fuse-overlayfs"})  # fmt: skip
     assert fuse.stderr.count("layers mounted through fuse-overlayfs") == 1, fuse.stderr
     assert image_id(kernel.stderr) == image_id(fuse.stderr)
+    # Every fuse-overlayfs daemon leaves with its step's mount (it may take a moment to exit).
+    for _ in range(200):
+        left = [cmd for cmd in _command_lines() if "fuse-overlayfs" in cmd and str(root) in cmd]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert left == []
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return lines
 
 
 def image_id(progress: str) -> str:
