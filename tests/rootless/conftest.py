@@ -180,22 +180,22 @@ def unreachable_reason(account: Account, targets: tuple[tuple[str, Path], ...] |
     return None
 
 
-@pytest.fixture(scope="session")
-def test_account() -> Account:
-    account = _account(TEST_USER)
+def _usable_account(name: str) -> Account:
+    account = _account(name)
     reason = unreachable_reason(account)
     if reason:
         pytest.fail(reason, pytrace=False)
     return account
+
+
+@pytest.fixture(scope="session")
+def test_account() -> Account:
+    return _usable_account(TEST_USER)
 
 
 @pytest.fixture(scope="session")
 def nosub_account() -> Account:
-    account = _account(NOSUB_USER)
-    reason = unreachable_reason(account)
-    if reason:
-        pytest.fail(reason, pytrace=False)
-    return account
+    return _usable_account(NOSUB_USER)
 
 
 def _private_dir(account: Account) -> Iterator[Path]:
