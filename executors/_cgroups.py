@@ -19,7 +19,9 @@ are used (``usable_layout``): on a host that delegates none, a step has no
 pids or memory limit and no device rules (pybuild warns once; a memory
 limit is an error), as runc rootless without systemd.  A step's processes
 still end with it: its init is pid 1 of its pid namespace, so the kernel
-kills the rest when it exits.  Device nodes cannot be made or used there
+kills the rest when it exits.  Where systemd delegated this process's own v2
+cgroup to the user (``Delegate=``), that cgroup serves pids and memory
+instead (``with_delegation``; the layout in ``_cgroups_delegated``).  Device nodes cannot be made or used there
 anyway: mknod of a real device needs CAP_MKNOD in the host's namespace.
 
 The monitor process joins the groups by writing its pid to the
@@ -60,8 +62,10 @@ _counter = itertools.count(1)
 _warned: list[bool] = []
 
 if __package__:
+    from . import _cgroups_delegated as delegated
     from . import _linux as linux
 else:  # loaded by the zygote and the shim as top-level modules
+    import _cgroups_delegated as delegated
     import _linux as linux
 
 
@@ -74,6 +78,8 @@ class CgroupLayout:
     v2_controllers: frozenset[str] = frozenset()
     # Mounted hierarchies left out because this (rootless) process may not write them.
     unwritable: tuple[str, ...] = ()
+    # Rootless with a delegated v2 cgroup: that directory, under which steps' groups go.
+    v2_delegated: str | None = None
 
     def home(self, controller: str) -> str | None:
         """"v1", "v2" or None: which hierarchy serves a controller."""
@@ -127,7 +133,41 @@ def detect_layout() -> CgroupLayout:
     with open("/proc/self/mountinfo") as f:
         layout = parse_layout(f.read())
     # As root on the host every mounted hierarchy is used (an unwritable one is an error).
-    return usable_layout(layout) if linux.in_user_namespace() else layout
+    if not linux.in_user_namespace():
+        return layout
+    with open("/proc/self/cgroup") as f:
+        return with_delegation(usable_layout(layout), layout.v2, f.read())
+
+
+def with_delegation(
+    usable: CgroupLayout, mount: str | None, proc_self_cgroup: str, can_write: Callable[[str], bool] | None = None
+) -> CgroupLayout:
+    """``usable`` (rootless) with the v2 cgroup delegated to this process, if any, serving pids and memory."""
+    if usable.v2 is not None or mount is None:
+        return usable
+    found = delegated.find_delegated(mount, proc_self_cgroup, can_write=can_write)
+    if found is None:
+        return usable
+    directory, offered = found
+    return CgroupLayout(
+        v1=usable.v1, v2=mount, v2_controllers=offered - set(usable.v1),
+        unwritable=tuple(root for root in usable.unwritable if root != mount), v2_delegated=directory,
+    )
+
+
+def claim_delegated(layout: CgroupLayout) -> None:
+    """Move this process into its leaf of the delegated cgroup (before it forks long-lived helpers)."""
+    if layout.v2_delegated is not None:
+        try:
+            delegated.prepare(layout.v2_delegated, layout.v2_controllers)
+        except OSError as e:
+            raise CgroupError(f"cannot use the delegated cgroup: {e.strerror} ({e.filename})") from None
+
+
+def release_delegated(layout: CgroupLayout) -> None:
+    """Leave the delegated cgroup as it was found, once no step group is left in it."""
+    if layout.v2_delegated is not None:
+        delegated.release(layout.v2_delegated)
 
 
 def usable_layout(layout: CgroupLayout, can_write: Callable[[str], bool] | None = None) -> CgroupLayout:
@@ -162,13 +202,17 @@ def memory_limit_unavailable() -> str | None:
 
 def warn_if_limited(layout: CgroupLayout) -> None:
     """Say once per process that rootless steps have no pids or memory limit here."""
-    if _warned or not layout.unwritable or layout.home("pids") is not None:
+    if _warned or (not layout.unwritable and layout.v2_delegated is None) or layout.home("pids") is not None:
         return
     _warned.append(True)
-    sys.stderr.write(
-        "warning: rootless: no cgroup this user may write, so steps and containers run without a pids "
-        "or memory limit (--memory is refused); their processes still end with them\n"
-    )
+    if layout.v2_delegated is not None:  # systemd delegated memory without pids
+        sys.stderr.write(f"warning: rootless: the delegated cgroup {layout.v2_delegated} offers no pids controller, "
+                         "so steps and containers run without a pids limit\n")
+    else:
+        sys.stderr.write(
+            "warning: rootless: no cgroup this user may write, so steps and containers run without a pids "
+            "or memory limit (--memory is refused); their processes still end with them\n"
+        )
     sys.stderr.flush()
 
 
@@ -229,6 +273,10 @@ class StepCgroups:
         return [os.path.join(p, "cgroup.procs") for p in self.paths]
 
     def _make(self, root: str, enable: Sequence[str] = ()) -> str:
+        if root == self.layout.v2 and self.layout.v2_delegated is not None:
+            # The controllers were enabled when this process moved into its leaf.
+            parent = delegated.prepare(self.layout.v2_delegated, self.layout.v2_controllers)
+            return self._make_in(parent)
         parent = os.path.join(root, CGROUP_PARENT)
         try:
             os.mkdir(parent, 0o755)
@@ -238,6 +286,9 @@ class StepCgroups:
             # v2: a controller must be enabled in every ancestor's subtree.
             for directory in (root, parent):
                 _write(directory, "cgroup.subtree_control", " ".join("+" + c for c in enable))
+        return self._make_in(parent)
+
+    def _make_in(self, parent: str) -> str:
         path = os.path.join(parent, self.name)
         os.mkdir(path, 0o755)
         self.paths.append(path)
@@ -301,7 +352,9 @@ def parse_oom_kills(text: str) -> int:
 
 def remove_stale(layout: CgroupLayout) -> None:
     """Remove empty step groups left by pybuild processes that no longer exist."""
-    roots = set(layout.v1.values()) | ({layout.v2} if layout.v2 else set())
+    if layout.v2_delegated is not None:
+        delegated.remove_stale(layout.v2_delegated)
+    roots = set(layout.v1.values()) | ({layout.v2} if layout.v2 and layout.v2_delegated is None else set())
     for root in roots:
         parent = os.path.join(root, CGROUP_PARENT)
         try:

@@ -28,7 +28,7 @@ import trio
 from pybuild.errors import PybuildError, SandboxError
 
 from . import _wire as wire
-from ._cgroups import CgroupError, CgroupLayout, StepCgroups, detect_layout, remove_stale
+from ._cgroups import CgroupError, CgroupLayout, StepCgroups, claim_delegated, detect_layout, release_delegated, remove_stale
 from ._overlay import OverlayDriver, probe_overlay
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
@@ -85,6 +85,8 @@ class SandboxExecutor:
             if self._state is not None:
                 shutil.rmtree(self._state, ignore_errors=True)
                 self._state = None
+            if self._layout is not None:
+                release_delegated(self._layout)
 
     async def run(
         self,
@@ -134,6 +136,10 @@ class SandboxExecutor:
                 os.mkdir(os.path.join(self._state, "mnt"), 0o700)
                 os.mkdir(os.path.join(self._state, "flat"), 0o700)
                 remove_stale(self.cgroup_layout)
+                try:  # rootless with a delegated cgroup: leave it before the zygote is forked there
+                    claim_delegated(self.cgroup_layout)
+                except CgroupError as e:
+                    raise SandboxError(str(e), hint="run pybuild in a systemd scope of its own") from None
             if self._overlay is None:
                 # Before the zygote starts: the driver chosen travels to it in the environment.
                 self._overlay = probe_overlay(self._state)
