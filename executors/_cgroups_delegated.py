@@ -14,13 +14,14 @@ its children only while it holds no process itself, so, as rootlesskit's
 "systemd-run --user -p Delegate=yes") arrange it, pybuild moves itself into a
 leaf::
 
-    <own>/pybuild-<pid>/main      this process (and what it forks before a step)
+    <own>/pybuild-<pid>/main      the processes that were in <own> (pybuild, helpers it started)
     <own>/pybuild-<pid>/<step>    one per step or container, with pids.max, memory.max
 
 and enables the offered ``pids``/``memory`` in ``<own>`` and
-``<own>/pybuild-<pid>``.  This needs ``<own>`` to hold pybuild alone (a scope
-of its own, ``systemd-run --user --scope -p Delegate=yes pybuild ...``); if
-other processes share it the kernel refuses (EBUSY) and the step says so.
+``<own>/pybuild-<pid>``.  As rootlesskit's evacuation, every process of
+``<own>`` moves (a fuse-overlayfs pybuild started, or whatever shares a
+delegated unit with it; best is a scope of its own, ``systemd-run --user
+--scope -p Delegate=yes pybuild ...``), and moves back at the end.
 
 Every function takes the cgroup2 mount point and the /proc/self/cgroup text,
 so tests can point them at a tree of plain files.
@@ -90,9 +91,8 @@ def parent_of(directory: str, pid: int | None = None) -> str:
 def prepare(directory: str, controllers: Iterable[str], *, pid: int | None = None) -> str:
     """Move this process into its leaf and enable ``controllers``; the parent of its step groups.
 
-    Done once per process (the zygote must be forked after it, or it would
-    keep ``directory`` busy).  Raises OSError, EBUSY naming the cause if other
-    processes share ``directory``.
+    Done once per process, before the zygote is forked.  Raises OSError
+    (EBUSY naming the cause if processes keep joining ``directory``).
     """
     pid = os.getpid() if pid is None else pid
     key = (directory, pid)
@@ -104,15 +104,16 @@ def prepare(directory: str, controllers: Iterable[str], *, pid: int | None = Non
     os.makedirs(leaf, 0o755, exist_ok=True)
     _write(leaf, "cgroup.procs", str(pid))
     try:
+        _move_all(directory, leaf)
         if enable:
             _write(directory, "cgroup.subtree_control", enable)
             _write(parent, "cgroup.subtree_control", enable)
     except OSError as e:
-        _undo(directory, parent, pid)
+        _undo(directory, parent)
         if e.errno == errno.EBUSY:
             raise OSError(
                 errno.EBUSY,
-                "other processes share the delegated cgroup; run pybuild in a scope of its own "
+                "processes keep joining the delegated cgroup; run pybuild in a scope of its own "
                 "(systemd-run --user --scope -p Delegate=yes pybuild ...)",
                 directory,
             ) from None
@@ -139,7 +140,7 @@ def release(directory: str, *, pid: int | None = None, rmdir: Callable[[str], No
         _write(parent, "cgroup.subtree_control", off)
         if not any(entry.is_dir() and entry.name != os.path.basename(parent) for entry in os.scandir(directory)):
             _write(directory, "cgroup.subtree_control", off)
-        _write(directory, "cgroup.procs", str(pid))
+        _move_all(os.path.join(parent, LEAF), directory)
         remove(os.path.join(parent, LEAF))
         remove(parent)
     except OSError:
@@ -170,9 +171,27 @@ def remove_stale(
             pass  # a detached container still runs there
 
 
-def _undo(directory: str, parent: str, pid: int) -> None:
+def _move_all(source: str, target: str) -> None:
+    """Move every process of ``source`` into ``target``; a few rounds, as a process may fork meanwhile."""
+    for _ in range(8):
+        pids = _procs(source)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                _write(target, "cgroup.procs", pid)
+            except ProcessLookupError:
+                pass  # it ended
+
+
+def _procs(directory: str) -> list[str]:
+    with open(os.path.join(directory, "cgroup.procs")) as f:
+        return f.read().split()
+
+
+def _undo(directory: str, parent: str) -> None:
     try:
-        _write(directory, "cgroup.procs", str(pid))
+        _move_all(os.path.join(parent, LEAF), directory)
         os.rmdir(os.path.join(parent, LEAF))
         os.rmdir(parent)
     except OSError:

@@ -60,6 +60,9 @@ class FakeTree:
             if name == "cgroup.procs":  # a process is in one group: the kernel moves it
                 for procs in root.rglob("cgroup.procs"):
                     procs.write_text("".join(f"{line}\n" for line in procs.read_text().split() if line != value))
+                with open(os.path.join(directory, name), "a") as f:
+                    f.write(value + "\n")
+                return
             real_write(directory, name, value)
 
         monkeypatch.setattr(os, "mkdir", mkdir)
@@ -127,7 +130,7 @@ def test_pybuild_moves_into_a_leaf_and_enables_only_offered_controllers(tmp_path
     layout = layout_for(tmp_path, controllers="pids cpu")
     cgroups.claim_delegated(layout)
     own, parent = tmp_path / OWN, tmp_path / OWN / f"pybuild-{PID}"
-    assert (parent / "main" / "cgroup.procs").read_text() == str(PID)
+    assert (parent / "main" / "cgroup.procs").read_text().split() == [str(PID)]
     assert (own / "cgroup.subtree_control").read_text() == "+pids"
     assert (parent / "cgroup.subtree_control").read_text() == "+pids"
     full = layout_for(tmp_path / "other")
@@ -164,8 +167,23 @@ def test_release_gives_the_delegated_cgroup_back(tmp_path: Path, monkeypatch: py
     cgroups.release_delegated(layout)
     own = tmp_path / OWN
     assert not (own / f"pybuild-{PID}").exists()
-    assert (own / "cgroup.procs").read_text() == str(PID)  # moved back
+    assert (own / "cgroup.procs").read_text().split() == [str(PID)]  # moved back
     assert (own / "cgroup.subtree_control").read_text() == "-pids -memory"
+
+
+def test_processes_sharing_the_delegated_cgroup_move_to_the_leaf_and_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As rootlesskit's --evacuate-cgroup2 (docs/process.md): every process of the group goes to
+    the leaf (a helper pybuild started, a shell sharing the unit), so controllers can be enabled."""
+    FakeTree(monkeypatch, tmp_path)
+    layout = layout_for(tmp_path)
+    own = tmp_path / OWN
+    (own / "cgroup.procs").write_text(f"{PID}\n4242\n")
+    cgroups.claim_delegated(layout)
+    assert (own / "cgroup.procs").read_text() == ""
+    assert (own / f"pybuild-{PID}" / "main" / "cgroup.procs").read_text().split() == [str(PID), "4242"]
+    cgroups.release_delegated(layout)
+    assert sorted((own / "cgroup.procs").read_text().split()) == sorted([str(PID), "4242"])
+    assert not (own / f"pybuild-{PID}").exists()
 
 
 def test_release_keeps_a_subtree_a_container_still_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
