@@ -360,15 +360,12 @@ async def _export_outputs(
 
     if export.outputs in ((), (Output("image"),)):
         return ()
-    from pybuild.oci import StoredIndex, export_index_outputs, export_outputs
+    from pybuild.oci import export_outputs
 
     emit(Notice("exporting outputs", trio.current_time()))
     pushing = any(o.push for o in export.outputs)
     client = registries.client() if registries is not None and pushing else None
-    if isinstance(built, StoredIndex):
-        done = await export_index_outputs(store, built, export.outputs, tags=export.tags, stdout=stdout, client=client)
-    else:
-        done = await export_outputs(store, built, export.outputs, tags=export.tags, stdout=stdout, client=client)
+    done = await export_outputs(store, built, export.outputs, tags=export.tags, stdout=stdout, client=client)
     return tuple(done)
 
 

@@ -50,7 +50,6 @@ _LAZY = {
     "parse_output": "._export",
     "parse_outputs": "._export",
     "export_outputs": "._export",
-    "export_index_outputs": "._export",
     "check_index_outputs": "._export",
     "write_index_archive": "._export",
     "OutputResult": "._export",
@@ -159,7 +158,6 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._export import export_docker_archive as export_docker_archive
     from ._export import export_oci_archive as export_oci_archive
     from ._export import check_index_outputs as check_index_outputs
-    from ._export import export_index_outputs as export_index_outputs
     from ._export import export_outputs as export_outputs
     from ._export import write_index_archive as write_index_archive
     from ._export import parse_output as parse_output

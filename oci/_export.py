@@ -1,7 +1,7 @@
 """Build outputs (``--output``) and image archives (``save``).
 
 ``parse_outputs`` reads buildx's ``--output`` syntax into frozen ``Output``
-values; ``export_outputs`` writes a built (stored) image to each of them:
+values; ``export_outputs`` writes a built (stored) image, or index, to each of them:
 
 - ``type=image`` -- the local image store (the build put it there; ``name=``
   adds tags, ``push=true`` pushes them); the default output.
@@ -12,7 +12,7 @@ values; ``export_outputs`` writes a built (stored) image to each of them:
 - ``type=local,dest=DIR`` -- the final filesystem.
 - ``type=tar,dest=FILE`` -- the final filesystem as a tar.
 
-Several platforms (an image index, ``export_index_outputs``): ``type=image``
+Several platforms (an image index): ``type=image``
 tags the index and ``push=true`` pushes every platform's manifest, then the
 index; ``type=oci`` writes the index into the layout; ``type=local`` and
 ``type=tar`` write one directory per platform (``linux_arm64/``); and
@@ -302,7 +302,7 @@ class OutputResult:
 
 async def export_outputs(
     store: ImageStore,
-    image: StoredImage,
+    built: StoredImage | StoredIndex,
     outputs: Sequence[Output],
     *,
     tags: Sequence[str] = (),
@@ -310,28 +310,57 @@ async def export_outputs(
     insecure_registries: Sequence[str] = (),
     client: RegistryClient | None = None,  # made on demand when None
 ) -> list[OutputResult]:
-    """Write ``image`` (already in the store, tagged with ``tags``) to every output."""
+    """Write ``built`` (an image, or several platforms' index; already in the store,
+    tagged with ``tags``) to every output."""
     import trio
 
-    from ._export_local import export_local, export_tar
-
+    if isinstance(built, StoredIndex):
+        check_index_outputs(outputs)
     results: list[OutputResult] = []
     for output in outputs:
         names = tuple(output.names or tags)
         if output.type in ("image", "registry"):
-            results.append(await _store_output(store, image, output, names, client, insecure_registries))
+            results.append(await _store_output(store, built, output, names, client, insecure_registries))
             continue
         target = _target(output, stdout)
-        if output.type == "oci":
-            await trio.to_thread.run_sync(lambda: export_oci_archive(store, image, target, names, layers=output.layers))
-        elif output.type == "docker":
-            await trio.to_thread.run_sync(lambda: export_docker_archive(store, image, target, names))
-        elif output.type == "local":
-            await trio.to_thread.run_sync(export_local, store, image, target)  # type: ignore[arg-type]  # a directory: parse_output refuses dest=- for local
-        elif output.type == "tar":
-            await trio.to_thread.run_sync(lambda: _atomic(target, lambda out, _own_file: export_tar(store, image, out)))
+        write = _writer(store, built, output, names)
+        await trio.to_thread.run_sync(lambda: write(target))
         results.append(OutputResult(output))
     return results
+
+
+def _writer(store: ImageStore, built: StoredImage | StoredIndex, output: Output, names: Sequence[str]) -> Callable[[Path | BinaryIO], None]:
+    """How one file or directory output writes ``built``: an index writes every platform
+    (its archive holds the index, a directory or tar one ``os_arch`` entry per platform)."""
+    from ._export_local import export_local, export_local_platforms, export_tar, export_tar_platforms
+
+    if isinstance(built, StoredIndex):
+        platforms = [(entry.platform, entry.image) for entry in built.manifests]
+        index = built
+        if output.type == "oci":
+            return lambda target: write_index_archive(store, index, names, target, layers=output.layers)
+        if output.type == "local":
+            return lambda target: export_local_platforms(store, platforms, _directory(target))
+        return lambda target: _atomic(target, lambda out, _own_file: export_tar_platforms(store, platforms, out))
+    image = built
+    if output.type == "oci":
+        return lambda target: export_oci_archive(store, image, target, names, layers=output.layers)
+    if output.type == "docker":
+        return lambda target: export_docker_archive(store, image, target, names)
+    if output.type == "local":
+
+        def write_local(target: Path | BinaryIO) -> None:
+            export_local(store, image, _directory(target))
+
+        return write_local
+    return lambda target: _atomic(target, lambda out, _own_file: export_tar(store, image, out))
+
+
+def _directory(target: Path | BinaryIO) -> Path:
+    """A ``type=local`` destination, which ``parse_output`` never lets be standard output."""
+    if not isinstance(target, Path):
+        raise UsageError("type=local writes a directory, not standard output", hint="give it dest=DIR")
+    return target
 
 
 def check_index_outputs(outputs: Sequence[Output]) -> None:
@@ -342,40 +371,6 @@ def check_index_outputs(outputs: Sequence[Output]) -> None:
                 "docker exporter does not currently support exporting manifest lists",
                 hint="use --output type=oci for every platform, or build one --platform for type=docker",
             )
-
-
-async def export_index_outputs(
-    store: ImageStore,
-    index: StoredIndex,
-    outputs: Sequence[Output],
-    *,
-    tags: Sequence[str] = (),
-    stdout: BinaryIO | None = None,
-    insecure_registries: Sequence[str] = (),
-    client: RegistryClient | None = None,  # made on demand when None
-) -> list[OutputResult]:
-    """Write a multi-platform result (``index``, already in the store, tagged with ``tags``) to every output."""
-    import trio
-
-    from ._export_local import export_local_platforms, export_tar_platforms
-
-    check_index_outputs(outputs)
-    platforms = [(entry.platform, entry.image) for entry in index.manifests]
-    results: list[OutputResult] = []
-    for output in outputs:
-        names = tuple(output.names or tags)
-        if output.type in ("image", "registry"):
-            results.append(await _store_output(store, index, output, names, client, insecure_registries))
-            continue
-        target = _target(output, stdout)
-        if output.type == "oci":
-            await trio.to_thread.run_sync(lambda: write_index_archive(store, index, names, target, layers=output.layers))
-        elif output.type == "local":
-            await trio.to_thread.run_sync(export_local_platforms, store, platforms, target)  # type: ignore[arg-type]  # a directory: parse_output refuses dest=- for local
-        elif output.type == "tar":
-            await trio.to_thread.run_sync(lambda: _atomic(target, lambda out, _own_file: export_tar_platforms(store, platforms, out)))
-        results.append(OutputResult(output))
-    return results
 
 
 async def _store_output(

@@ -22,7 +22,7 @@ import trio
 
 from pybuild.cache import Root
 from pybuild.errors import ImageError
-from pybuild.oci import ImageStore, StoredIndex, export_index_outputs, parse_output
+from pybuild.oci import ImageStore, StoredIndex, export_outputs, parse_output
 from pybuild.oci._export_local import platform_dir
 
 from .conftest import RunningRegistry
@@ -46,7 +46,7 @@ def index(store: ImageStore) -> StoredIndex:
 
 
 def export(store: ImageStore, index: StoredIndex, *outputs: str, **kw) -> list:  # type: ignore[no-untyped-def]
-    return trio.run(lambda: export_index_outputs(store, index, [parse_output(o) for o in outputs], tags=["multi:1"], **kw))
+    return trio.run(lambda: export_outputs(store, index, [parse_output(o) for o in outputs], tags=["multi:1"], **kw))
 
 
 def test_local_output_writes_one_directory_per_platform(store: ImageStore, index: StoredIndex, tmp_path: Path) -> None:
