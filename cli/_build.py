@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from pybuild.errors import PybuildError, UsageError
 
+from . import _remote
 from ._io import read_dockerfile
-from ._runtime import cpu_count, image_store, open_root, positive_int
+from ._runtime import image_store, open_root, positive_int
 
 if TYPE_CHECKING:  # the build's types, imported only for the checker: a no-op build loads little
     from pybuild.cache import Root
@@ -48,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metadata-file", help="write build results as JSON to this file")
     parser.add_argument("-m", "--memory", metavar="SIZE", help="memory limit of each RUN step (e.g. 512m, 2g)")
     parser.add_argument("--step-timeout", type=float, metavar="SECONDS", help="kill a RUN step that runs longer than this")
-    parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: CPU count)")
+    parser.add_argument("--jobs", type=positive_int, default=None, help="how many steps may run at once (default: no limit, as BuildKit)")
     parser.add_argument("--compression", choices=["gzip", "zstd", "none"], help="layer compression (default: layers are compressed when exported or pushed, gzip)")
     parser.add_argument("--compression-level", type=int, help="compression level")
     parser.add_argument("-o", "--output", action="append", default=[], metavar="type=TYPE[,KEY=VALUE...]", help="where the result goes: image (default), registry, oci, docker, local, tar")
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR", help="talk plain HTTP to this registry (loopback always may)")
     parser.add_argument("--check", action="store_true", help="run the build checks (pybuild check) instead of building")
     parser.add_argument("--root", help="the pybuild root (default: $PYBUILD_ROOT or /var/lib/pybuild)")
+    _remote.add_arguments(parser)
 
 
 def _pairs(values: list[str], what: str, *, from_env: bool = False) -> dict[str, str]:
@@ -263,8 +265,8 @@ def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
         tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level,
         rewrite_timestamp=rewrite, outputs=outputs,
     )
-    cache_from = tuple(parse_cache_spec(value, export=False) for value in args.cache_from)
-    cache_to = tuple(parse_cache_spec(value, export=True) for value in args.cache_to)
+    cache_from = tuple(parse_cache_spec(value, export=False) for value in args.cache_from if not _remote.is_reapi_cache(value))
+    cache_to = tuple(parse_cache_spec(value, export=True) for value in args.cache_to if not _remote.is_reapi_cache(value))
     return _Request(options, worker, export, cache_from, cache_to)
 
 
@@ -281,7 +283,7 @@ def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: 
     registry = _LazyRegistry(args.insecure_registry)
     progress = _progress(args)
     remote_caches: list[RemoteCache] = []  # filled from --cache-from before the build starts
-    make_runner = _runner_factory(root, store, context, name, executor, files, request, remote_caches)
+    make_runner = _remote.runner_factory(args, _runner_factory(root, store, context, name, executor, files, request, remote_caches), progress)
 
     async def main() -> BuildOutcome:
         try:
@@ -294,7 +296,7 @@ def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: 
             return await build(
                 dockerfile, request.options, store=store, make_runner=make_runner,
                 puller=_SharedClientPuller(store, registry), pull=args.pull,
-                jobs=args.jobs or cpu_count(), export=request.export, cache_to=request.cache_to,
+                jobs=args.jobs, export=request.export, cache_to=request.cache_to,
                 registries=registry, stdout=sys.stdout.buffer, emit=progress,
             )
         finally:

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "du": ("pybuild.cli._du", "Show the disk space the pybuild root uses"),
     "prune": ("pybuild.cli._prune", "Remove build cache (safe while builds run)"),
     "binfmt": ("pybuild.cli._binfmt", "Show the platforms this machine runs; register QEMU's handlers"),
+    "worker": ("pybuild.cli._worker", "Run build steps for a Remote Execution API cluster"),
 }
 
 

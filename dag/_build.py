@@ -229,7 +229,7 @@ async def build(
     make_runner: Callable[[BuildPlan], BuildRunner],
     puller: Puller | None = None,
     pull: bool = False,
-    jobs: int = 2,
+    jobs: int | None = 2,  # None: no limit on steps running at once
     export: ExportOptions | None = ExportOptions(),
     cache_to: Sequence[CacheSpec] = (),
     registries: Registries | None = None,  # for cache exports to a registry and pushes
@@ -302,7 +302,7 @@ async def _export_caches(
 
 
 async def _solve(
-    plan: BuildPlan, runner: BuildRunner, dockerfile: Dockerfile, export: ExportOptions | None, jobs: int, emit: EventSink
+    plan: BuildPlan, runner: BuildRunner, dockerfile: Dockerfile, export: ExportOptions | None, jobs: int | None, emit: EventSink
 ) -> tuple[Solver, dict[str, Result]]:
     """Solve the plan (and bring here what the export needs); a broken imported
     cache that may be ignored is dropped and the plan solved again without it."""

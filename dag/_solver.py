@@ -9,6 +9,7 @@ has stopped, so no sandbox or temp dir outlives the solve.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -84,17 +85,17 @@ class Solver:
         definition: Definition,
         runner: OpRunner,
         *,
-        jobs: int = 2,
+        jobs: int | None = 2,
         emit: EventSink = ignore_events,
         dockerfile: str | None = None,
     ) -> None:
-        if jobs < 1:
+        if jobs is not None and jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.definition = definition
         self.dockerfile = dockerfile
         self.runner = runner
         self.emit = emit
-        self.limiter = trio.CapacityLimiter(jobs)
+        self.limiter = trio.CapacityLimiter(math.inf if jobs is None else jobs)  # None: every ready op at once, as BuildKit
         self.results: dict[str, Result] = {}
         self._done: dict[str, trio.Event] = {}
         self._failure: BaseException | None = None
@@ -228,7 +229,7 @@ async def solve(
     targets: Sequence[str | None],
     runner: OpRunner,
     *,
-    jobs: int = 2,
+    jobs: int | None = 2,
     emit: EventSink = ignore_events,
     dockerfile: str | None = None,
 ) -> dict[str, Result]:
