@@ -66,6 +66,9 @@ _LAZY = {
     "FakeExecutor": ".fake", "FakeRootfsCaller": ".fake", "FakeRun": ".fake",
     "check_executor": ".testing", "check_rootfs_caller": ".testing",
 }  # fmt: skip
+# The one budget of pybuild's own CPU-heavy threads (hashing, copying, unpacking): steps are not
+# limited by default, this work is, to the CPU count (see ``_cpu``).
+_LAZY |= {name: "._cpu" for name in ("cpu_budget", "cpu_limiter", "run_cpu_bound")}
 # Containers (``pybuild run`` and friends) load on first use: builds never need them.
 _LAZY |= {name: "._containers" for name in ("ContainerLaunch", "ContainerRuntime", "ContainerStatus")}
 # Their storage layout under the root, without the runtime: what ps, diff and rmi read.
@@ -87,6 +90,9 @@ _LAZY |= {name: "._binfmt" for name in (
 if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._binfmt import EmulationError as EmulationError
     from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
+    from ._cpu import cpu_budget as cpu_budget
+    from ._cpu import cpu_limiter as cpu_limiter
+    from ._cpu import run_cpu_bound as run_cpu_bound
     from ._binfmt import EmulationStatus as EmulationStatus
     from ._binfmt import emulation_status as emulation_status
     from ._binfmt import install_handlers as install_handlers

@@ -12,7 +12,9 @@ from the upper dir afterwards, as for RUN.
 
 The function runs synchronously in that thread: it sees ``root_path`` (and
 so do processes it starts), other threads do not.  It must not hand
-``root_path`` to other threads (``trio.to_thread`` included).
+``root_path`` to other threads (``trio.to_thread`` included).  Calls are
+pybuild's own CPU work (copies, hashes): they share ``_cpu.cpu_limiter``,
+so steps without a ``--jobs`` limit still run a CPU count of them at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pybuild.errors import SandboxError
 from . import _linux as linux
 from . import _paths as paths
 from . import _wire as wire
+from ._cpu import cpu_limiter
 from ._executor import _request_mounts
 from ._overlay import normalise_upper, probe_overlay
 from ._sandbox import SetupError, mount_depth, mount_state_tmpfs, overlay_fd, open_detached_mount, remove_stubs
@@ -78,7 +81,8 @@ class NamespaceRootfsCaller:
             raise SandboxError("the step's upper and work directories must exist", hint="this is a pybuild bug")
         state = self._state_dir()
         specs = _request_mounts(mounts)
-        return await _in_own_thread(lambda: _call_mounted(rootfs, specs, state, function, args))
+        async with cpu_limiter():
+            return await _in_own_thread(lambda: _call_mounted(rootfs, specs, state, function, args))
 
 
 async def _in_own_thread(work: Callable[[], T]) -> T:

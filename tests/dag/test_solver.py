@@ -92,6 +92,31 @@ async def test_jobs_bounds_parallelism(autojump_clock: trio.testing.MockClock) -
     assert solver.statistics().max_parallel == 1
 
 
+def many_stages(count: int):  # type: ignore[no-untyped-def]
+    """``count`` independent one-step stages on one base image."""
+    g = GraphBuilder()
+    base = g.add(ImageSource("docker.io/library/busybox:latest", "sha256:" + "0" * 64, "linux/amd64"), OpMeta("FROM busybox", internal=True))
+    steps = [g.add(run_op(base, f"sleep {i}"), OpMeta(f"stage {i}")) for i in range(count)]
+    return g.build(), base, steps
+
+
+async def test_no_jobs_limit_runs_every_ready_op_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    definition, base, steps = many_stages(6)
+    runner = FakeRunner({base: 0.0, **{step: 10 for step in steps}})
+    solver = Solver(definition, runner, jobs=None)
+    start = trio.current_time()
+    await solver.solve(steps)
+    assert trio.current_time() - start == pytest.approx(10)
+    assert solver.statistics().max_parallel == 6
+
+
+@pytest.mark.parametrize("jobs", [0, -1])
+def test_jobs_below_one_is_refused(jobs: int) -> None:
+    definition, _, _ = many_stages(1)
+    with pytest.raises(ValueError, match="at least 1"):
+        Solver(definition, FakeRunner(), jobs=jobs)
+
+
 async def test_shared_op_runs_once(autojump_clock: trio.testing.MockClock) -> None:
     definition, base, (a1, a2), (b1, b2), _ = two_stages()
     runner = FakeRunner()

@@ -73,3 +73,29 @@ async def test_readonly_rootfs_refuses_writes(caller, make_rootfs) -> None:
         return "written"
 
     assert await caller.call(make_rootfs(readonly=True), [], try_write) == "Read-only file system"
+
+
+_RUNNING = {"now": 0, "most": 0}
+
+
+def _busy_copy(root: str, seconds: float) -> None:
+    import time
+
+    _RUNNING["now"] += 1  # the GIL makes these two steps safe enough for a count of threads
+    _RUNNING["most"] = max(_RUNNING["most"], _RUNNING["now"])
+    time.sleep(seconds)
+    _RUNNING["now"] -= 1
+
+
+async def test_calls_share_the_cpu_budget(caller, make_rootfs, monkeypatch) -> None:
+    """Steps run without a limit; the file work they ask for runs a CPU count at a time."""
+    import trio
+
+    from pybuild.executors import _cpu
+
+    monkeypatch.setattr(_cpu, "cpu_budget", lambda: 2)
+    _RUNNING.update(now=0, most=0)
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(caller.call, make_rootfs(), [], _busy_copy, 0.1)
+    assert _RUNNING["most"] == 2
