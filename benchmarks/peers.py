@@ -6,8 +6,12 @@ store (``pybuild import``, ``docker import``, ``buildah pull docker-archive:``).
 Only the ``FROM`` line differs: each engine names its local base its own way.
 BuildKit runs with ``DOCKER_BUILDKIT=1 --network=host`` and Buildah with
 ``--runtime=runc --network=host`` (the brief's settings); pybuild with
-``--network=none`` unless a workload needs the network, so no engine spends
-time on network setup the others skip.
+``--network=none`` unless a workload needs the network (then its default
+network), so no engine spends time on network setup the others skip.
+
+Each build runs under ``rss.measure``: its wall time, and for pybuild the
+peak RSS of its whole process tree (``Engines.last_rss``).  The peers' work
+happens in daemons (dockerd) or is not asked for, so only pybuild's is kept.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rss import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is another one
@@ -56,6 +64,7 @@ class Engines:
     work: Path
     pybuild_root: Path
     available: list[str] = field(default_factory=list)
+    last_rss: int | None = None  # bytes: the peak RSS of the last pybuild build's process tree
 
     @classmethod
     def prepare(cls, only: Sequence[str] = ("pybuild", "buildkit", "buildah")) -> Engines:
@@ -88,12 +97,15 @@ class Engines:
     def dockerfile(self, engine: str, body: str) -> str:
         return body.replace("FROM busybox", f"FROM {BASE_FROM[engine]}")
 
-    def build(self, engine: str, context: Path, dockerfile_body: str, *, tag: str, no_cache: bool = False, extra: Sequence[str] = ()) -> float:
-        """Build and return the wall time in seconds."""
+    def build(
+        self, engine: str, context: Path, dockerfile_body: str, *, tag: str, no_cache: bool = False, extra: Sequence[str] = (), network: bool = False
+    ) -> float:
+        """Build and return the wall time in seconds (``last_rss``: pybuild's peak RSS).
+        ``network``: RUN steps need the network (pybuild's default network, not none)."""
         dockerfile = context / f"Dockerfile.{engine}"
         dockerfile.write_text(self.dockerfile(engine, dockerfile_body))
         if engine == "pybuild":
-            argv = [*PYBUILD, "build", "-q", "--network=none", "-f", str(dockerfile), "-t", tag, *extra, str(context)]
+            argv = [*PYBUILD, "build", "-q", *([] if network else ["--network=none"]), "-f", str(dockerfile), "-t", tag, *extra, str(context)]
             env = self.pybuild_env()
             if no_cache:
                 argv.insert(argv.index("build") + 1, "--no-cache")
@@ -107,9 +119,13 @@ class Engines:
             env = {}
             if no_cache:
                 argv.insert(2, "--no-cache")
-        started = time.perf_counter()
-        run(argv, env=env)
-        return time.perf_counter() - started
+        self.last_rss = None
+        result = measure(argv, env={**os.environ, **env})
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr.decode(errors='replace')[-3000:]}")
+        if engine == "pybuild":
+            self.last_rss = result.peak_rss
+        return result.seconds
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)

@@ -1,9 +1,9 @@
 """The workloads of ``benchmarks/run_all.py``: Dockerfiles, contexts and base images.
 
-Each Dockerfile names its base ``busybox`` or ``gcc:local``; each engine's
-store knows them by another name (``peers.BASE_FROM`` for busybox, which
-``peers.Engines.build`` puts in, and :data:`GCC_FROM` for gcc, which
-:func:`name_gcc` puts in).
+Each Dockerfile names its base ``busybox``, ``gcc:local`` or ``debian:local``;
+each engine's store knows them by another name (``peers.BASE_FROM`` for busybox,
+which ``peers.Engines.build`` puts in, :data:`GCC_FROM` and :data:`DEBIAN_FROM`,
+which :func:`name_gcc` puts in).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +21,28 @@ from peers import DOCKER, PYBUILD, REPO, Engines, run  # noqa: E402
 
 EXAMPLES = REPO / "examples"
 GCC_FROM = {"pybuild": "gcc:local", "buildkit": "pybuild-bench/gcc:local", "buildah": "localhost/pybuild-bench-gcc:local"}
+DEBIAN_FROM = {"pybuild": "debian:local", "buildkit": "pybuild-bench/debian:local", "buildah": "localhost/pybuild-bench-debian:local"}
+
+# Debian bookworm made here by debootstrap (minbase), kept between runs: making it
+# downloads ~40 MB and takes a minute or two.  build/ is not tracked by git.
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_TAR = REPO / "build" / "bench" / f"debian-{DEBIAN_SUITE}-minbase.tar"
+
+# The download-heavy step of issue 18: Debian's index and python3 with its
+# dependencies (~30 MB) from Debian's mirror.  Run with the network: pybuild's
+# default network, BuildKit's --network=host (peers.Engines.build).
+APT = "FROM debian:local\nRUN apt-get update && apt-get install -y python3\n"
+
+# Four independent stages that wait (sleep 2) and write 20 MB each, copied into a
+# final stage (issue 18's table): what an engine overlaps without a job limit.
+WAIT_STAGES = 4
+STAGES = "FROM busybox AS base\nRUN echo base > /base\n" + "".join(
+    f"\nFROM base AS s{i}\nRUN sleep 2 && dd if=/dev/urandom of=/out{i} bs=1M count=20 2>/dev/null\n" for i in range(WAIT_STAGES)
+) + "\nFROM busybox\n" + "".join(f"COPY --from=s{i} /out{i} /\n" for i in range(WAIT_STAGES))
+
+# A small project: a few source files copied into an image and one step on them.
+SMALL = "FROM busybox\nWORKDIR /app\nCOPY . /app/\nRUN cat /app/src/*.txt | wc -c > /app/size\n"
 
 # Four independent stages of about one second of CPU each (sha256 of 200 MB
 # of zeros), copied into a final stage: what a parallel engine overlaps.
@@ -47,9 +70,43 @@ EXPORT = "FROM busybox\nCOPY data/ /data/\n"
 
 
 def name_gcc(engine: str, body: str) -> str:
-    """The Dockerfile with the gcc base named as ``engine``'s store knows it
-    (``peers.Engines.build`` names the busybox base)."""
-    return body.replace("FROM gcc:local", f"FROM {GCC_FROM[engine]}")
+    """The Dockerfile with the gcc and Debian bases named as ``engine``'s store knows
+    them (``peers.Engines.build`` names the busybox base)."""
+    return body.replace("FROM gcc:local", f"FROM {GCC_FROM[engine]}").replace("FROM debian:local", f"FROM {DEBIAN_FROM[engine]}")
+
+
+
+def make_small_project(directory: Path, files: int = 20) -> Path:
+    """A small project's context: ``files`` short text files and a .dockerignore."""
+    for i in range(files):
+        path = directory / "src" / f"part{i:02d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"line {i}\n" * 20)
+    (directory / ".dockerignore").write_text("Dockerfile.*\n")
+    return directory
+
+
+def debian_rootfs() -> Path:
+    """The Debian base's root file system tar, made by debootstrap the first time
+    (``apt-get install debootstrap``) and kept in build/bench/ afterwards."""
+    if DEBIAN_TAR.exists():
+        return DEBIAN_TAR
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("the apt workload needs debootstrap (apt-get install -y debootstrap)")
+    DEBIAN_TAR.parent.mkdir(parents=True, exist_ok=True)
+    tree = DEBIAN_TAR.with_suffix(".tree")
+    partial = DEBIAN_TAR.with_suffix(".partial")
+    shutil.rmtree(tree, ignore_errors=True)
+    try:
+        run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(tree), DEBIAN_MIRROR])
+        # apt's downloaded packages are not part of a base image
+        subprocess.run(["find", str(tree / "var/cache/apt/archives"), "-name", "*.deb", "-delete"], check=False)
+        run(["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", str(partial), "."])
+        partial.rename(DEBIAN_TAR)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+    return DEBIAN_TAR
 
 
 def make_random_context(directory: Path, files: int, megabytes: int, seed: int) -> list[Path]:
@@ -106,16 +163,21 @@ def make_real_bytes_context(directory: Path, megabytes: int, files: int = 2000) 
 def import_gcc(engines: Engines, rootfs_tar: Path) -> None:
     """Put the gcc base (made by examples/base-images/make-gcc-rootfs) into each engine's
     store the way peers.Engines.prepare puts busybox there."""
+    import_base(engines, rootfs_tar, GCC_FROM, "gcc")
+
+
+def import_base(engines: Engines, rootfs_tar: Path, names: dict[str, str], short: str) -> None:
+    """Import a root file system tar into each engine's store under ``names[engine]``."""
     if "pybuild" in engines.available:
-        run([*PYBUILD, "import", str(rootfs_tar), GCC_FROM["pybuild"]], env=engines.pybuild_env())
+        run([*PYBUILD, "import", str(rootfs_tar), names["pybuild"]], env=engines.pybuild_env())
     if "buildkit" in engines.available:
-        run([DOCKER, "import", str(rootfs_tar), GCC_FROM["buildkit"]])
+        run([DOCKER, "import", str(rootfs_tar), names["buildkit"]])
         if "buildah" in engines.available:
-            archive = engines.work / "gcc-docker.tar"
-            run([DOCKER, "save", GCC_FROM["buildkit"], "-o", str(archive)])
+            archive = engines.work / f"{short}-docker.tar"
+            run([DOCKER, "save", names["buildkit"], "-o", str(archive)])
             run(["buildah", "pull", "-q", f"docker-archive:{archive}"])
-            image = run(["buildah", "images", "-q", "--filter", "reference=localhost/pybuild-bench/gcc"]).stdout.decode().split()
-            run(["buildah", "tag", image[0] if image else "localhost/pybuild-bench/gcc:local", GCC_FROM["buildah"]])
+            image = run(["buildah", "images", "-q", "--filter", f"reference=localhost/pybuild-bench/{short}"]).stdout.decode().split()
+            run(["buildah", "tag", image[0] if image else f"localhost/pybuild-bench/{short}:local", names["buildah"]])
             archive.unlink()
 
 

@@ -1,0 +1,122 @@
+"""Run a command and measure its wall time and the peak memory of its whole process tree.
+
+The peak is the highest sum of the resident set sizes (VmRSS) of the command's
+process and all its descendants, sampled every 10 ms by a thread that walks
+``/proc/PID/task/TID/children``, and never less than the largest single
+process's own peak (``ru_maxrss`` of the command, from ``wait4``, which
+covers the descendants it waited for).
+
+Why not a cgroup's ``memory.peak``: this machine mounts cgroup v1's memory
+controller (no ``memory.peak``; v1's ``memory.max_usage_in_bytes`` counts the
+page cache, which grows with the bytes a build writes, not with what the
+engine holds), and pybuild moves each RUN step into a cgroup of its own in
+every hierarchy, so membership of a benchmark's cgroup would lose the steps.
+The sum of RSS counts a page shared by two processes (a forked zygote and its
+parent) twice: it is an upper bound of the tree's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+INTERVAL = 0.010  # seconds between samples
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    peak_rss: int  # bytes
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (children of each of their threads)."""
+    found = [pid]
+    index = 0
+    while index < len(found):
+        parent = found[index]
+        index += 1
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:  # gone
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            found.extend(int(child) for child in children)
+    return found
+
+
+def tree_rss(pid: int) -> int:
+    """The sum of the resident set sizes of ``pid``'s process tree, in bytes."""
+    total = 0
+    for member in descendants(pid):
+        try:
+            with open(f"/proc/{member}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):  # gone, or a zombie's empty statm
+            continue
+    return total
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self.done.wait(INTERVAL)
+
+
+def measure(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Measured:
+    """Run ``argv`` (output captured in temporary files, so no pipe needs a reader)
+    and return its wall time, the peak RSS of its process tree and its output."""
+    with open(os.devnull, "rb") as stdin, _Spool() as out, _Spool() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=stdin, stdout=out.file, stderr=err.file)
+        sampler = _Sampler(process.pid)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        sampler.done.set()
+        sampler.join()
+        process.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it: tell Popen
+        peak = max(sampler.peak, usage.ru_maxrss * 1024)
+        return Measured(seconds, peak, process.returncode, out.read(), err.read())
+
+
+class _Spool:
+    def __enter__(self) -> _Spool:
+        import tempfile
+
+        self.file = tempfile.TemporaryFile()
+        return self
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+if __name__ == "__main__":  # a quick check by hand: rss.py COMMAND...
+    import sys
+
+    result = measure(sys.argv[1:])
+    print(f"{result.seconds:.3f} s, peak RSS of the tree {result.peak_rss / 2**20:.1f} MiB, exit {result.returncode}")
