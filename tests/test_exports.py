@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ["grammar", "dag", "executors", "cache", "oci"]
+PACKAGES = ["grammar", "dag", "executors", "cache", "oci", "reapi"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("grammar", "dag", "executors", "cache", "oci", "cli")
+PACKAGES = ("grammar", "dag", "executors", "cache", "oci", "cli", "reapi")
 DOTTED = re.compile(r"pybuild(\.\w+)+")  # a module named in a string, for importlib.import_module
 
 
@@ -86,6 +86,44 @@ def package_sources() -> list[Path]:
 
 def test_no_package_imports_another_packages_private_modules() -> None:
     found = [line for path in package_sources() for line in private_imports(path)]
+    assert not found, "\n".join(found)
+
+
+# A package's pybuild imports are limited to these (besides its own modules and the top-level
+# pybuild.errors and pybuild._lazy, importable from everywhere). Only reapi is checked so far.
+MAY_IMPORT = {"reapi": set()}
+# A third-party library is imported by one package only (HACKING "Layers and imports").
+FOREIGN = {"grpc": "reapi", "buildgrid": "reapi", "google.protobuf": "reapi"}
+
+
+def pybuild_imports(path: Path) -> list[tuple[int, str]]:
+    module = module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [(line, dotted) for line, dotted in imported_modules(tree, module, path.name == "__init__.py")]
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_a_package_imports_only_the_packages_below_it(package: str) -> None:
+    allowed = {package, *MAY_IMPORT[package]}
+    found = [
+        f"{path.relative_to(REPO)}:{line}: imports {dotted}"
+        for path in sorted((REPO / package).rglob("*.py"))
+        for line, dotted in pybuild_imports(path)
+        if dotted.startswith("pybuild.")
+        and owning_package(dotted) not in allowed
+        and dotted.split(".")[1] not in ("errors", "_lazy")
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_foreign_libraries_stay_in_their_package() -> None:
+    found = []
+    for path in package_sources():
+        importer = owning_package(module_name(path))
+        for line, dotted in pybuild_imports(path):
+            for library, owner in FOREIGN.items():
+                if (dotted == library or dotted.startswith(library + ".")) and importer != owner:
+                    found.append(f"{path.relative_to(REPO)}:{line}: imports {dotted} (only {owner} may)")
     assert not found, "\n".join(found)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import types
 import pytest
 
 from pybuild._lazy import lazy_getattr
+
+from ._peers import strict
 
 
 def test_a_deferred_name_is_imported_when_asked_for_then_bound(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,3 +43,23 @@ except AttributeError as error:
 def test_a_package_loads_its_deferred_modules_on_first_use_only() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == ["False True True", "module 'pybuild.oci' has no attribute 'no_such_name'"]
+
+
+REAPI_PROBE = """
+import sys
+import pybuild.reapi as reapi
+digest = reapi.Digest.of(b"x")
+print("grpc" in sys.modules, "google.protobuf" in sys.modules)
+reapi.serialize(reapi.Directory())
+print("grpc" in sys.modules, "google.protobuf" in sys.modules)
+reapi.Remote
+print("grpc" in sys.modules)
+"""
+
+
+def test_reapi_loads_protobuf_and_grpc_only_when_used() -> None:
+    if importlib.util.find_spec("grpc") is None:
+        reason = "the optional extra pybuild[remote] is not installed (.ci/setup installs it)"
+        pytest.fail(reason, pytrace=False) if strict() else pytest.skip(reason)
+    done = subprocess.run([sys.executable, "-c", REAPI_PROBE], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["False False", "False True", "True"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ["grammar", "dag", "executors", "cache", "oci"]  # cli exports nothing: nothing imports it
+PACKAGES = ["grammar", "dag", "executors", "cache", "oci", "reapi"]  # cli exports nothing: nothing imports it
 ANY = re.compile(r"(?<![\w.])(typing\.)?Any\b")
 
 # "package.Name[.member]": why an Any is the honest type there (mostly JSON documents,

@@ -1,0 +1,117 @@
+"""REAPI v2: the client of a Remote Execution API server (CAS, ByteStream, action cache,
+Execute, Capabilities) and of the Remote Workers API's Bots service, for remote execution
+(``dag.remote``) and ``pybuild worker`` (``dag.bot``).
+
+The only package that imports ``grpc`` and BuildGrid's generated stubs (``buildgrid-common``,
+the optional extra ``pybuild[remote]``); it imports nothing of pybuild but ``errors``. The
+values it hands out are frozen dataclasses; the protobuf and gRPC modules load on first use
+of ``Remote``, ``serialize``, the ``parse_*`` functions, ``input_root`` or ``check_remote``.
+
+What BuildGrid 0.4.4 does with bots (read from its scheduler and checked against a real
+server by tests/remote/test_reapi_client.py):
+
+- A bot joins with CreateBotSession (``parent`` = the instance name). Its platform is the
+  properties of ``worker.devices[0]``; only keys in the scheduler's ``match-property-keys``
+  count, and an Action runs on a bot whose properties include all of the Action's. The bot's
+  capacity (leases at once) is ``worker.configs["capacity"]`` (default 1).
+- CreateBotSession and UpdateBotSession are long polls: BuildGrid waits for work up to
+  0.8 × min(the call's deadline, ``bot-session-keepalive-timeout``) and gives no lease at all
+  when that is under 3 s (its NETWORK_TIMEOUT): keep deadlines and the keepalive above ~4 s.
+- A lease arrives ACTIVE (the server flips PENDING itself). Its payload is
+  ``Any(Action)`` (0.4.4 stores the Action with the job; older ones sent ``Any(Digest)``):
+  ``Lease.action`` and ``Lease.action_digest`` cover both.
+- The bot echoes its leases in every UpdateBotSession (with the session's ``version``): ACTIVE
+  while running; COMPLETED with ``status`` OK and ``result = Any(ActionResult)`` when done
+  (``Lease.completed``). The server stores ``ExecuteResponse(result, status)``, caches the
+  result in the action cache unless the Action says ``do_not_cache`` or the status is not
+  OK, and answers the Execute stream. A COMPLETED lease with status INTERNAL or UNAVAILABLE
+  is re-queued (up to ``max-job-attempts``, 5); other codes end the Execute call with it
+  (``Lease.failed``). CANCELLED is set only by the server, which then drops the lease.
+- A bot that misses its keepalive (``bot-session-keepalive-timeout``, checked every
+  ``session-expiry-timer-interval``) is closed and its leases re-queued for another bot;
+  its next UpdateBotSession fails with DATA_LOSS (``BotSessionClosed``: create a new session).
+- Bot status values: OK (1) gets leases; UNHEALTHY (2), HOST_REBOOTING (3),
+  BOT_TERMINATING (4) get none (a draining worker reports BOT_TERMINATING).
+"""
+
+from typing import TYPE_CHECKING
+
+from pybuild import _lazy
+
+from ._api import RemoteApi as RemoteApi
+from ._digest import EMPTY as EMPTY
+from ._digest import Digest as Digest
+from ._endpoint import Endpoint as Endpoint
+from ._endpoint import parse_endpoint as parse_endpoint
+from ._endpoint import parse_header as parse_header
+from ._errors import BotSessionClosed as BotSessionClosed
+from ._errors import RemoteBlobCorrupt as RemoteBlobCorrupt
+from ._errors import RemoteBlobMissing as RemoteBlobMissing
+from ._errors import RemoteError as RemoteError
+from ._errors import RemoteUnavailable as RemoteUnavailable
+from ._messages import Action as Action
+from ._messages import ActionResult as ActionResult
+from ._messages import BotSession as BotSession
+from ._messages import BotStatus as BotStatus
+from ._messages import Capabilities as Capabilities
+from ._messages import Command as Command
+from ._messages import Directory as Directory
+from ._messages import DirectoryNode as DirectoryNode
+from ._messages import ExecuteResponse as ExecuteResponse
+from ._messages import FileNode as FileNode
+from ._messages import Lease as Lease
+from ._messages import LeaseState as LeaseState
+from ._messages import OutputFile as OutputFile
+
+_LAZY = {
+    "Remote": "._client",
+    "serialize": "._proto",
+    "parse_action": "._proto",
+    "parse_command": "._proto",
+    "parse_directory": "._proto",
+    "parse_action_result": "._proto",
+    "input_root": "._proto",
+    "check_remote": "._conformance",
+    "MemoryRemote": ".fake",
+}
+
+__all__ = [
+    "Action",
+    "ActionResult",
+    "BotSession",
+    "BotSessionClosed",
+    "BotStatus",
+    "Capabilities",
+    "Command",
+    "Digest",
+    "Directory",
+    "DirectoryNode",
+    "EMPTY",
+    "Endpoint",
+    "ExecuteResponse",
+    "FileNode",
+    "Lease",
+    "LeaseState",
+    "OutputFile",
+    "RemoteApi",
+    "RemoteBlobCorrupt",
+    "RemoteBlobMissing",
+    "RemoteError",
+    "RemoteUnavailable",
+    "parse_endpoint",
+    "parse_header",
+    *_LAZY,
+]
+
+if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._client import Remote as Remote
+    from ._conformance import check_remote as check_remote
+    from ._proto import input_root as input_root
+    from ._proto import parse_action as parse_action
+    from ._proto import parse_action_result as parse_action_result
+    from ._proto import parse_command as parse_command
+    from ._proto import parse_directory as parse_directory
+    from ._proto import serialize as serialize
+    from .fake import MemoryRemote as MemoryRemote
+
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY)
