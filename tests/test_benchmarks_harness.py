@@ -1,0 +1,100 @@
+"""The benchmark harness's own logic (benchmarks/rss.py, run_all.py's report): no engine runs.
+
+What a benchmark measures is checked by running it; these check that the peak RSS of a
+process tree sees every process of the tree, and that the report's verdicts follow the
+targets, so a run cannot report a target met that was missed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+_saved_path = list(sys.path)
+sys.path.insert(0, str(BENCHMARKS))
+try:
+    import rss
+    import run_all
+finally:  # benchmarks/ holds modules named parse, graph, export: not for the rest of the suite
+    sys.path[:] = _saved_path
+
+MIB = 2**20
+ALLOCATE = "import time; block = bytearray({size}); block[::4096] = b'x' * len(block[::4096]); time.sleep(0.5)"
+
+
+def python_holding(megabytes: int) -> str:
+    return f"{sys.executable} -c \"{ALLOCATE.format(size=megabytes * MIB)}\""
+
+
+def test_peak_rss_sums_every_process_of_the_tree() -> None:
+    # two grandchildren at once (through a shell): the peak holds both blocks
+    result = rss.measure(["sh", "-c", f"{python_holding(120)} & {python_holding(80)} & wait"])
+    assert result.returncode == 0
+    assert result.peak_rss >= 200 * MIB
+    assert result.peak_rss < 400 * MIB
+
+
+def test_peak_rss_of_one_short_process_is_seen_by_wait4() -> None:
+    # too quick for a sample to be sure of it: ru_maxrss still sees it
+    result = rss.measure([sys.executable, "-c", f"bytearray({150 * MIB})[::4096]"])
+    assert result.peak_rss >= 150 * MIB
+
+
+def test_measure_returns_the_exit_status_and_output() -> None:
+    result = rss.measure(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (result.returncode, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+    assert result.seconds > 0
+
+
+class FakeDriver:
+    """What run_table reads of a Driver."""
+
+    def __init__(self, runs: dict[str, list[float]], rss: list[int | None], target: float, rss_target: int | None = None) -> None:
+        self.run_times = {"row": runs}
+        self.rss = {"row": rss}
+        self.targets = {"row": target}
+        self.rss_targets = {"row": rss_target} if rss_target is not None else {}
+
+
+def verdicts(table: str) -> list[str]:
+    """The `met` cell of each line of the table, the header left out."""
+    return [line.split("|")[-3].strip() for line in table.splitlines()[2:]]
+
+
+@pytest.mark.parametrize(
+    ("pybuild", "buildkit", "target", "expected"),
+    [
+        ([1.0, 2.0, 0.4], [2.0, 1.0, 1.0], 1.0, ["yes", "**no**", "yes", "yes"]),  # median 1.0 / 1.0
+        ([0.2, 0.2, 0.2], [0.5, 0.3, 0.4], 0.5, ["yes", "**no**", "yes", "yes"]),
+    ],
+)
+def test_each_run_is_judged_by_its_own_ratio(pybuild: list[float], buildkit: list[float], target: float, expected: list[str]) -> None:
+    driver = FakeDriver({"pybuild": pybuild, "buildkit": buildkit}, [None] * 3, target)
+    medians = {"pybuild": sorted(pybuild)[1], "buildkit": sorted(buildkit)[1]}
+    table, missed = run_all.run_table([("row", medians)], driver, ["pybuild", "buildkit"])
+    assert verdicts(table) == expected
+    assert missed == ["row (1 of 3 runs)"]
+
+
+def test_a_peak_rss_over_its_target_misses_it() -> None:
+    driver = FakeDriver({"pybuild": [1.0, 1.0], "buildkit": [2.0, 2.0]}, [150 * MIB, 250 * MIB], 1.0, 200 * MIB)
+    table, missed = run_all.run_table([("row", {"pybuild": 1.0, "buildkit": 2.0})], driver, ["pybuild", "buildkit"])
+    assert verdicts(table) == ["yes", "**no**", "**no**"]
+    assert "250 MiB" in table and "highest 250 MiB" in table
+    assert missed == ["row (1 of 2 runs)"]
+
+
+def test_without_buildkit_nothing_is_judged() -> None:
+    driver = FakeDriver({"pybuild": [1.0]}, [None], 1.0)
+    table, missed = run_all.run_table([("row", {"pybuild": 1.0})], driver, ["pybuild"])
+    assert verdicts(table) == ["—", "—"]
+    assert missed == []
+
+
+def test_targets_are_issue_18s() -> None:
+    assert run_all.DEFAULT_TARGET == 1.0
+    assert {k: v for k, v in run_all.TARGETS.items()} == {"context.noop": 0.5, "context.touch": 0.5, "context.change": 0.5}
+    assert run_all.RSS_TARGETS == {"context.cold": 200 * MIB}
