@@ -1,0 +1,205 @@
+"""One lease: read the Action from the CAS, run its step, upload what it made.
+
+Everything read comes from another machine and is checked before use: the
+Command must be a pybuild step's, step.json is decoded by the Action
+format's own strict reader (``dag.remote.decode_step``), every layer it names
+must be in the input root under its own digest, and small messages are
+size-capped before they are read.  Layer tars are verified by digest as they
+download (``reapi``) and applied by ``oci.apply_layer``.
+
+The outcome is a ``Finished``: an ActionResult (exit code, ``layer.tar`` +
+``result.json`` when the step succeeded, stdout and stderr by digest, this
+worker's name) -- a failing step is a normal result with its exit code -- or
+an error status when nothing could run (a step refused, inputs missing,
+the sandbox broken), never a made-up result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from pybuild.errors import PybuildError, SandboxError, StoreError, shortened
+
+from ._session import FAILED_PRECONDITION, INTERNAL, INVALID_ARGUMENT, UNAVAILABLE, Assigned, Finished
+from ._step import StepOutcome, StepRunner
+
+if TYPE_CHECKING:
+    from pybuild.reapi import ActionResult, BotSession, Digest
+
+    from ..remote import RemoteStep
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 4 << 20  # step.json, the Command and Directory messages are small: a bigger one is refused
+KEY_VERSION = b"pybuild-worker/v1\0"
+
+
+@dataclass(frozen=True)
+class LeasedStep:
+    """A lease's Action, read and checked: the step, its layers' CAS digests by diffID."""
+
+    step: RemoteStep
+    key: str  # this worker's cache key: the digest of step.json's bytes, not the key the client wrote in it
+    layers: Mapping[str, Digest]
+    timeout: float | None
+
+
+class BotsRemote(Protocol):
+    """What a worker asks of the cluster (``reapi.Remote``; synchronous, thread-safe)."""
+
+    def read(self, digest: Digest) -> bytes: ...
+
+    def download(self, digest: Digest, path: Path) -> None: ...
+
+    def find_missing(self, digests: Iterable[Digest]) -> frozenset[Digest]: ...
+
+    def upload(self, blobs: Mapping[Digest, bytes]) -> None: ...
+
+    def upload_file(self, digest: Digest, path: Path) -> None: ...
+
+    def create_bot_session(self, bot_id: str, properties: tuple[tuple[str, str], ...], *, capacity: int = 1) -> BotSession: ...
+
+    def update_bot_session(self, session: BotSession) -> BotSession | None: ...
+
+
+class LeaseRunner:
+    """Runs one lease to its ``Finished`` (``Session``'s ``run``)."""
+
+    def __init__(self, remote: BotsRemote, steps: StepRunner, name: str, say: Callable[[str], None]) -> None:
+        self.remote = remote
+        self.steps = steps
+        self.name = name
+        self.say = say  # one line per step into the worker's log
+
+    async def __call__(self, lease: Assigned) -> Finished:
+        try:
+            leased = await trio.to_thread.run_sync(self._read, lease)
+            description = _describe(leased.step)
+            outcome = await self.steps.run(leased.step, leased.key, self._fetcher(leased), description, leased.timeout)
+            result = await trio.to_thread.run_sync(self._upload, outcome)
+        except Exception as error:
+            status, message = _status(error)
+            self.say(f"refused {lease.lease_id}: {message}" if status == INVALID_ARGUMENT else f"failed {lease.lease_id}: {message}")
+            return Finished(lease.lease_id, status=status, message=message)
+        cached = ", cached here" if outcome.cached else ""
+        self.say(f"ran {description} (exit code {outcome.exit_code}, {outcome.duration:.2f}s{cached})")
+        return Finished(lease.lease_id, result=result)
+
+    # ------------------------------------------------------------ in
+
+    def _read(self, lease: Assigned) -> LeasedStep:
+        from pybuild import reapi
+
+        from ..remote import STEP_FILE, BadStep, check_command, decode_step, layer_path
+
+        action = lease.action or reapi.parse_action(self._small(lease.action_digest, "the Action"))
+        check_command(reapi.parse_command(self._small(action.command_digest, "the Command")))
+        root = reapi.parse_directory(self._small(action.input_root_digest, "the input root"))
+        files = {node.name: node.digest for node in root.files}
+        if STEP_FILE not in files:
+            raise BadStep(f"the input root has no {STEP_FILE}")
+        data = self._small(files[STEP_FILE], STEP_FILE)
+        step = decode_step(data)
+        directories = {node.name: node.digest for node in root.directories}
+        layer_files: dict[str, Digest] = {}
+        if "layers" in directories:
+            listing = reapi.parse_directory(self._small(directories["layers"], "the layers directory"))
+            layer_files = {node.name: node.digest for node in listing.files}
+        layers = {}
+        for diff_id in step.diff_ids():
+            name = layer_path(diff_id).split("/", 1)[1]
+            digest = layer_files.get(name)
+            if digest is None or "sha256:" + digest.hash != diff_id:
+                raise BadStep(f"the input root has no layer {diff_id} under its own digest")
+            layers[diff_id] = digest
+        key = "sha256:" + hashlib.sha256(KEY_VERSION + data).hexdigest()
+        return LeasedStep(step, key, layers, action.timeout_seconds or None)
+
+    def _small(self, digest: Digest, what: str) -> bytes:
+        from ..remote import BadStep
+
+        if digest.size_bytes > MESSAGE_LIMIT:
+            raise BadStep(f"{what} is {digest.size_bytes} bytes: more than a pybuild step ever sends")
+        return self.remote.read(digest)
+
+    def _fetcher(self, leased: LeasedStep) -> Callable[[str, Path], None]:
+        def fetch(diff_id: str, path: Path) -> None:
+            self.remote.download(leased.layers[diff_id], path)
+
+        return fetch
+
+    # ------------------------------------------------------------ out
+
+    def _upload(self, outcome: StepOutcome) -> ActionResult:
+        from pybuild import reapi
+
+        from ..remote import LAYER_OUTPUT, RESULT_OUTPUT, RemoteResult, result_json
+
+        blobs: dict[Digest, bytes] = {}
+        outputs = []
+        stdout = _blob(outcome.stdout, blobs)
+        stderr = _blob(outcome.stderr, blobs)
+        layer_digest = None
+        if outcome.layer is not None:
+            layer = outcome.layer
+            layer_digest = reapi.Digest(layer.diff_id.split(":", 1)[1], layer.size)
+            report = _put(result_json(RemoteResult(layer.diff_id, layer.empty)), blobs)
+            outputs = [reapi.OutputFile(LAYER_OUTPUT, layer_digest, False), reapi.OutputFile(RESULT_OUTPUT, report, False)]
+        missing = self.remote.find_missing([*blobs, *([layer_digest] if layer_digest else [])])
+        if layer_digest is not None and layer_digest in missing and outcome.layer is not None:
+            self.remote.upload_file(layer_digest, outcome.layer.path)
+        wanted = {digest: data for digest, data in blobs.items() if digest in missing}
+        if wanted:
+            self.remote.upload(wanted)
+        return reapi.ActionResult(
+            exit_code=outcome.exit_code, output_files=tuple(outputs), stdout_digest=stdout, stderr_digest=stderr,
+            stdout_raw=b"", stderr_raw=b"", worker=self.name,
+        )
+
+
+def _blob(data: bytes, blobs: dict[Digest, bytes]) -> Digest | None:
+    """Stdout or stderr by digest; none at all when the step wrote nothing there."""
+    return _put(data, blobs) if data else None
+
+
+def _put(data: bytes, blobs: dict[Digest, bytes]) -> Digest:
+    from pybuild import reapi
+
+    digest = reapi.Digest.of(data)
+    blobs[digest] = data
+    return digest
+
+
+def _describe(step: RemoteStep) -> str:
+    """``RUN <command>`` as the step's progress line shows it."""
+    args = step.op.args
+    shown = args[2] if len(args) == 3 and args[1] == "-c" else " ".join(args)
+    return shortened(f"RUN {shown}", 120)
+
+
+def _status(error: Exception) -> tuple[int, str]:
+    """The status a lease that ran no step ends with: retried elsewhere when this machine
+    is at fault (INTERNAL, UNAVAILABLE), final when the step itself is (the server then
+    fails the client's Execute with this one-line message)."""
+    from pybuild import reapi
+
+    from ..remote import BadStep
+
+    message = shortened(str(error) or type(error).__name__, 400)
+    if isinstance(error, BadStep):
+        return INVALID_ARGUMENT, message
+    if isinstance(error, reapi.RemoteUnavailable):
+        return UNAVAILABLE, message
+    if isinstance(error, (SandboxError, StoreError, OSError)):
+        return INTERNAL, message
+    if isinstance(error, PybuildError):
+        return FAILED_PRECONDITION, message
+    log.error("unexpected error in a lease", exc_info=error)
+    return INTERNAL, f"internal error: {message}"
