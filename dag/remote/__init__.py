@@ -25,3 +25,7 @@ from ._action import platform_properties as platform_properties
 from ._action import remote_step as remote_step
 from ._action import result_json as result_json
 from ._action import step_json as step_json
+from ._runner import LocalRunner as LocalRunner
+from ._runner import RemoteRunner as RemoteRunner
+from ._runner import RemoteSettings as RemoteSettings
+from ._runner import local_reason as local_reason
