@@ -7,6 +7,12 @@ the optional extra ``pybuild[remote]``); it imports nothing of pybuild but ``err
 values it hands out are frozen dataclasses; the protobuf and gRPC modules load on first use
 of ``Remote``, ``serialize``, the ``parse_*`` functions, ``input_root`` or ``check_remote``.
 
+BuildGrid 0.4.4's action cache serves a result only while every blob it names (output files,
+stdout/stderr digests not inlined) is in the CAS, and drops the entry otherwise: upload the
+outputs before ``update_action_result``. A blob shorter than its digest is DATA_LOSS on
+ByteStream.Read (``RemoteBlobCorrupt``, as is any blob whose SHA-256 or size is wrong).
+Actions may only use platform properties the scheduler knows (``match-property-keys``).
+
 What BuildGrid 0.4.4 does with bots (read from its scheduler and checked against a real
 server by tests/remote/test_reapi_client.py):
 

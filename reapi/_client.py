@@ -309,8 +309,11 @@ class Remote:
                     raise RemoteBlobCorrupt(f"the remote CAS at {self.url} sent more than {digest.size_bytes} bytes for blob {digest.hash[:16]}…")
                 yield reply.data
         except grpc.RpcError as error:
-            if _status(error)[0] == grpc.StatusCode.NOT_FOUND:
+            code, details = _status(error)
+            if code == grpc.StatusCode.NOT_FOUND:
                 raise RemoteBlobMissing(f"the remote CAS at {self.url} has no blob {digest}") from None
+            if code == grpc.StatusCode.DATA_LOSS:  # BuildGrid, for a blob shorter than its digest says
+                raise RemoteBlobCorrupt(f"the remote CAS at {self.url} has a damaged blob {digest}: {details}") from None
             raise self._translate("ByteStream.Read", error) from None
 
     # --- action cache --------------------------------------------------------------------

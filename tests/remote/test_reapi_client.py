@@ -1,0 +1,262 @@
+"""pybuild.reapi against a real BuildGrid 0.4.4 (tests/remote/conftest.py starts it).
+
+The bot tests are the proof the Remote Workers API works as ``reapi``'s docstring says, for
+``pybuild worker``: each runs its own tiny bot loop with a platform no other bot has (a
+unique ``pybuild-sandbox`` value), so workers of other tests never take its Actions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pybuild import reapi
+
+from .conftest import BOT_KEEPALIVE_SECONDS, BuildGrid, free_port
+
+BOT_TIMEOUT = 10.0  # each long poll; BuildGrid answers within 0.8 x the 5 s keepalive
+
+
+@pytest.fixture
+def remote(buildgrid: BuildGrid) -> Iterator[reapi.Remote]:
+    with reapi.Remote.connect(reapi.parse_endpoint(buildgrid.url)) as client:
+        yield client
+
+
+def test_buildgrid_conforms(remote: reapi.Remote) -> None:
+    reapi.check_remote(remote)
+
+
+def test_capabilities_name_sha256_and_the_batch_limit(remote: reapi.Remote) -> None:
+    capabilities = remote.capabilities()
+    assert capabilities.digest_functions == ("SHA256",)
+    assert 0 < capabilities.max_batch_total_size_bytes <= 4 * 1024 * 1024
+    assert capabilities.exec_enabled and capabilities.action_cache_update_enabled
+    assert capabilities.high_api_version.startswith("2.")
+
+
+def test_blobs_over_the_batch_limit_go_through_bytestream_in_chunks(
+    remote: reapi.Remote, buildgrid_cas: Path, tmp_path: Path
+) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 7)  # three batch limits: many 1 MiB ByteStream chunks
+    digest = reapi.Digest.of(data)
+    small = {reapi.Digest.of(b) : b for b in (os.urandom(10), os.urandom(20))}
+    assert remote.find_missing([digest, *small]) == {digest, *small}
+    remote.upload({digest: data, **small})
+    assert remote.find_missing([digest, *small]) == frozenset()
+    assert cas_object(buildgrid_cas, digest).read_bytes() == data  # the server has it whole
+    assert remote.read(digest) == data
+    remote.download(digest, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == data
+    source = tmp_path / "file"
+    source.write_bytes(os.urandom(5 * 1024 * 1024))
+    from_file = reapi.Digest.of_file(source)
+    remote.upload_file(from_file, source)
+    assert cas_object(buildgrid_cas, from_file).read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("size", [100, 6 * 1024 * 1024], ids=["batch", "bytestream"])
+def test_a_blob_that_does_not_match_its_digest_is_refused(
+    remote: reapi.Remote, buildgrid_cas: Path, tmp_path: Path, size: int
+) -> None:
+    data = os.urandom(size)
+    digest = reapi.Digest.of(data)
+    remote.upload({digest: data})
+    stored = cas_object(buildgrid_cas, digest)
+    stored.write_bytes(b"\0" + data[1:])  # a disk flipped a byte, or a server lies
+    with pytest.raises(reapi.RemoteBlobCorrupt, match=f"does not match its digest {digest.hash[:16]}"):
+        remote.read(digest)
+    target = tmp_path / "out"
+    with pytest.raises(reapi.RemoteBlobCorrupt):
+        remote.download(digest, target)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, no temporary left
+    stored.write_bytes(data[:-1])  # a truncated blob
+    with pytest.raises(reapi.RemoteBlobCorrupt):
+        remote.read(digest)
+
+
+def test_a_missing_blob_is_named(remote: reapi.Remote, tmp_path: Path) -> None:
+    for size in (10, 6 * 1024 * 1024):
+        digest = reapi.Digest.of(os.urandom(size))
+        with pytest.raises(reapi.RemoteBlobMissing, match=digest.hash):
+            remote.read(digest)
+        with pytest.raises(reapi.RemoteBlobMissing):
+            remote.download(digest, tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_action_cache_update_and_get(remote: reapi.Remote) -> None:
+    """BuildGrid serves a cached result only while the blobs it names are in the CAS."""
+    action = reapi.Digest.of(os.urandom(32))
+    assert remote.get_action_result(action) is None
+    stdout = reapi.Digest.of(b"out\n")
+    remote.upload({stdout: b"out\n"})
+    result = reapi.ActionResult(
+        exit_code=0,
+        output_files=(reapi.OutputFile("layer.tar", reapi.Digest.of(b"layer")),),
+        stdout_digest=stdout,
+        stderr_raw=b"warning\n",
+        worker="test",
+    )
+    remote.update_action_result(action, result)
+    assert remote.get_action_result(action) is None  # layer.tar is not in the CAS: dropped
+    remote.upload({reapi.Digest.of(b"layer"): b"layer"})
+    remote.update_action_result(action, result)
+    got = remote.get_action_result(action)
+    assert got is not None
+    assert (got.exit_code, got.output_files, got.stdout_digest, got.worker) == (0, result.output_files, stdout, "test")
+    assert got.stderr_raw == b"warning\n"
+
+
+def test_an_unreachable_server_is_one_line_naming_the_url() -> None:
+    url = f"grpc://127.0.0.1:{free_port()}"  # nothing listens there
+    with reapi.Remote.connect(reapi.parse_endpoint(url)) as remote:
+        with pytest.raises(reapi.RemoteUnavailable, match=f"^cannot reach the remote executor at {url}: ") as caught:
+            remote.capabilities()
+    assert "\n" not in str(caught.value)
+
+
+def test_a_server_that_never_answers_fails_at_the_connect_deadline() -> None:
+    """A port that accepts TCP but never speaks HTTP/2 (a hung or wrong server): the short
+    connect deadline ends the wait rather than the default one."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"grpc://127.0.0.1:{silent.getsockname()[1]}"
+        with reapi.Remote.connect(reapi.parse_endpoint(url), connect_timeout=0.5, timeout=3600) as remote:
+            with pytest.raises(reapi.RemoteUnavailable, match=f"^cannot reach the remote executor at {url}: "):
+                remote.capabilities()
+
+
+# --- Execute and the bots API --------------------------------------------------------------
+
+
+def submit(remote: reapi.Remote, platform: reapi.Properties, tag: str) -> tuple[reapi.Digest, reapi.Action]:
+    """A Command, an input root and an Action for them, uploaded: as dag.remote does."""
+    step = f'{{"tag":"{tag}"}}'.encode()
+    root, directories = reapi.input_root({"step.json": reapi.Digest.of(step)})
+    command = reapi.Command(("pybuild-step", "step.json"), output_paths=("layer.tar", "result.json"), platform=platform)
+    command_bytes = reapi.serialize(command)
+    action = reapi.Action(reapi.Digest.of(command_bytes), root, timeout_seconds=60.0, platform=platform)
+    action_bytes = reapi.serialize(action)
+    remote.upload({reapi.Digest.of(step): step, **directories, reapi.Digest.of(command_bytes): command_bytes,
+                   reapi.Digest.of(action_bytes): action_bytes})
+    return reapi.Digest.of(action_bytes), action
+
+
+def unique_platform() -> reapi.Properties:
+    return (("ISA", "amd64"), ("OSFamily", "linux"), ("pybuild-sandbox", f"test-{uuid.uuid4().hex[:12]}"))
+
+
+def wait_for_lease(remote: reapi.Remote, session: reapi.BotSession, rounds: int = 6) -> reapi.BotSession:
+    """Long-poll until the server gives the session a lease (a bot's main loop, shortened)."""
+    for _ in range(rounds):
+        if session.leases:
+            return session
+        session = remote.update_bot_session(session, timeout=BOT_TIMEOUT)
+    raise AssertionError(f"no lease in {rounds} polls")
+
+
+def test_a_bot_leases_an_executed_action_and_its_result_answers_execute(remote: reapi.Remote) -> None:
+    platform = unique_platform()
+    action_digest, action = submit(remote, platform, "run")
+    stages: list[str] = []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(remote.execute, action_digest, on_update=stages.append)
+        session = remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", dict(platform), capacity=2, timeout=BOT_TIMEOUT)
+        assert session.name and session.status == reapi.BotStatus.OK
+        session = wait_for_lease(remote, session)
+        (lease,) = session.leases
+        assert lease.state == reapi.LeaseState.ACTIVE
+        assert lease.action == action  # BuildGrid 0.4.4 sends the Action itself...
+        assert lease.action_digest == action_digest  # ...whose digest is the client's
+        assert not running.done()
+        # The work: outputs into the CAS, then the lease COMPLETED with the ActionResult.
+        layer, report = b"layer bytes", b'{"empty":false}'
+        remote.upload({reapi.Digest.of(layer): layer, reapi.Digest.of(report): report})
+        result = reapi.ActionResult(
+            exit_code=0,
+            output_files=(reapi.OutputFile("layer.tar", reapi.Digest.of(layer)), reapi.OutputFile("result.json", reapi.Digest.of(report))),
+            stdout_raw=b"ran\n",
+            worker=session.bot_id,
+        )
+        session = remote.update_bot_session(session.with_leases((lease.completed(result),)), timeout=BOT_TIMEOUT)
+        assert all(other.id != lease.id for other in session.leases)  # the server took it back
+        response = running.result(timeout=30)
+    assert response.status_code == 0 and not response.cached
+    assert response.result.output_files == result.output_files
+    assert response.result.exit_code == 0 and response.result.worker == session.bot_id
+    assert stages[-1] == "COMPLETED" and "QUEUED" in stages
+    cached = remote.get_action_result(action_digest)
+    assert cached is not None and cached.output_files == result.output_files  # the server cached it
+    again = remote.execute(action_digest)
+    assert again.cached and again.result.output_files == result.output_files
+
+
+def test_a_failed_command_is_a_result_and_is_not_cached(remote: reapi.Remote) -> None:
+    platform = unique_platform()
+    action_digest, _ = submit(remote, platform, "fails")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(remote.execute, action_digest)
+        session = wait_for_lease(remote, remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
+        (lease,) = session.leases
+        failed = reapi.ActionResult(exit_code=3, stderr_raw=b"boom\n")
+        remote.update_bot_session(session.with_leases((lease.completed(failed),)), timeout=BOT_TIMEOUT)
+        response = running.result(timeout=30)
+    assert response.status_code == 0 and response.result.exit_code == 3
+    assert response.result.stderr_raw == b"boom\n"
+    assert remote.get_action_result(action_digest) is None
+
+
+def test_a_lease_reported_unavailable_is_queued_again(remote: reapi.Remote) -> None:
+    platform = unique_platform()
+    action_digest, _ = submit(remote, platform, "retry")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(remote.execute, action_digest)
+        session = wait_for_lease(remote, remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
+        (lease,) = session.leases
+        session = remote.update_bot_session(session.with_leases((lease.failed(14, "worker shutting down"),)), timeout=BOT_TIMEOUT)
+        session = wait_for_lease(remote, session)
+        (again,) = session.leases
+        assert again.id == lease.id and again.action_digest == action_digest
+        remote.update_bot_session(session.with_leases((again.completed(reapi.ActionResult()),)), timeout=BOT_TIMEOUT)
+        assert running.result(timeout=30).status_code == 0
+
+
+def test_a_silent_bots_lease_goes_to_another_bot(remote: reapi.Remote) -> None:
+    """A worker killed mid-step stops calling UpdateBotSession: once its session misses the
+    keepalive, the server closes it and re-queues the lease; the dead bot's next call (had
+    it survived) is BotSessionClosed."""
+    platform = unique_platform()
+    action_digest, _ = submit(remote, platform, "killed")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(remote.execute, action_digest)
+        dead = wait_for_lease(remote, remote.create_bot_session(f"dead-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
+        (lease,) = dead.leases
+        survivor = remote.create_bot_session(f"live-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT)
+        survivor = wait_for_lease(remote, survivor, rounds=4 * BOT_KEEPALIVE_SECONDS)
+        (moved,) = survivor.leases
+        assert moved.id == lease.id and moved.action_digest == action_digest
+        remote.update_bot_session(survivor.with_leases((moved.completed(reapi.ActionResult()),)), timeout=BOT_TIMEOUT)
+        assert running.result(timeout=30).status_code == 0
+    with pytest.raises(reapi.BotSessionClosed):
+        remote.update_bot_session(dead, timeout=BOT_TIMEOUT)
+
+
+def test_an_interrupted_poll_returns_the_session_as_sent(remote: reapi.Remote) -> None:
+    session = remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", unique_platform(), timeout=5.0)
+    interrupt = threading.Event()
+    threading.Timer(0.3, interrupt.set).start()
+    assert remote.update_bot_session(session, timeout=BOT_TIMEOUT, interrupt=interrupt) is session
+
+
+def cas_object(cas_dir: Path, digest: reapi.Digest) -> Path:
+    """Where BuildGrid's !disk-storage keeps a blob."""
+    return cas_dir / "cas" / "objects" / digest.hash[:2] / digest.hash[2:]
