@@ -16,6 +16,7 @@ library is used.
     DockerIgnore         .dockerignore rules (moby/patternmatcher semantics)
     read_in_context      a file named inside the context, links followed only inside it
     ContextHasher        what COPY/ADD sources select from a context, and its digest
+    ContextReads         every context path a hasher looked at, to check again with lstat
     open_tar_context     a context sent as a tar stream, unpacked safely
     disk_usage, prune    `pybuild du` / `pybuild prune`
     open_with_writeback  a file whose writeback starts while it is written
@@ -32,8 +33,10 @@ from ._content import FileContentStore as FileContentStore
 from ._content import MemoryContentStore as MemoryContentStore
 from ._context import ContextHasher as ContextHasher
 from ._context import ContextPath as ContextPath
+from ._context import ContextReads as ContextReads
 from ._context import EntryChanges as EntryChanges
 from ._context import HashStats as HashStats
+from ._context import ReadEntry as ReadEntry
 from ._context import Selection as Selection
 from ._context import StatCache as StatCache
 from ._context import diff_entries as diff_entries
@@ -72,6 +75,7 @@ __all__ = [
     "ContentStore",
     "ContextHasher",
     "ContextPath",
+    "ContextReads",
     "DirSnapshotter",
     "DockerIgnore",
     "EntryChanges",
@@ -81,6 +85,7 @@ __all__ = [
     "Lease",
     "MemoryContentStore",
     "PruneResult",
+    "ReadEntry",
     "Root",
     "Selection",
     "Snapshotter",

@@ -27,6 +27,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,99 @@ class HashStats:
     files_hashed: int = 0
     bytes_hashed: int = 0
     stat_cache_hits: int = 0
+
+
+@dataclass(frozen=True)
+class ReadEntry:
+    """What a build saw of one context path (``ContextReads``).
+
+    ``whole``: the path's full lstat matters (its bytes, listing or target
+    were used); otherwise only that it is still the same object of the same
+    type (a directory crossed on the way to a source).  ``content`` is what
+    the entry's digest was made of, when that can be checked again without
+    the hasher: a file's ``sha256:...`` (no extended attributes), a
+    symlink's target, a directory's sorted names (no extended attributes);
+    None when it cannot.
+    """
+
+    stat: os.stat_result
+    whole: bool
+    content: str | tuple[str, ...] | None = None
+
+
+class ContextReads:
+    """Every context path the hasher looked at, for a later check with lstat
+    alone (the build command's fast path for a rebuild with nothing to do).
+
+    Filled by the ``select`` calls of a ``ContextHasher`` given it (each call
+    merges its own findings under a lock); ``paths`` maps a path relative to
+    the context to its ``ReadEntry``, ``absent`` holds paths whose absence
+    was relied on.  ``started_ns`` is when the earliest call began: a path
+    changed after that within the clock's granularity may keep its
+    signature ("racy", as git says).  ``consistent`` is False when one path
+    was seen in two states (changed during the build): nothing about it can
+    be trusted then.
+    """
+
+    def __init__(self) -> None:
+        self.paths: dict[str, ReadEntry] = {}
+        self.absent: set[str] = set()
+        self.started_ns: int | None = None
+        self.consistent = True
+        self._lock = threading.Lock()
+
+    def merge(self, paths: Mapping[str, ReadEntry], absent: Iterable[str], started_ns: int) -> None:
+        with self._lock:
+            self.started_ns = started_ns if self.started_ns is None else min(self.started_ns, started_ns)
+            self.absent.update(absent)
+            for rel, entry in paths.items():
+                self._add(rel, entry)
+            if self.absent & self.paths.keys():
+                self.consistent = False
+
+    def _add(self, rel: str, entry: ReadEntry) -> None:
+        old = self.paths.get(rel)
+        if old is None:
+            self.paths[rel] = entry
+            return
+        if _signature(old.stat) != _signature(entry.stat):
+            self.consistent = False
+        if entry.whole and (not old.whole or old.content is None):
+            self.paths[rel] = entry
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+class _JobReads:
+    """One ``select`` call's findings, merged into the ``ContextReads`` at its end."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, ReadEntry] = {}
+        self.absent: set[str] = set()
+        self.listings: dict[str, tuple[str, ...]] = {}
+        self.dir_xattrs: dict[str, bytes] = {}
+
+    def seen(self, rel: str, st: os.stat_result) -> None:
+        if rel not in self.paths:
+            self.paths[rel] = ReadEntry(st, whole=False)
+
+    def whole(self, rel: str, st: os.stat_result, content: str | tuple[str, ...] | None = None) -> None:
+        old = self.paths.get(rel)
+        if old is None or not old.whole or content is not None:
+            self.paths[rel] = ReadEntry(st, whole=True, content=content)
+
+    def file(self, rel: str, st: os.stat_result, content: str | None, xattrs: bytes) -> None:
+        self.whole(rel, st, content if not xattrs else None)
+
+    def finished(self) -> tuple[dict[str, ReadEntry], set[str]]:
+        """The paths, each listed directory with its names (unless it has extended attributes)."""
+        for rel, names in self.listings.items():
+            entry = self.paths.get(rel)
+            if entry is not None and not self.dir_xattrs.get(rel):
+                self.paths[rel] = ReadEntry(entry.stat, whole=True, content=names)
+        return self.paths, self.absent
 
 
 @dataclass(frozen=True)
@@ -268,7 +362,9 @@ class _Job:
         self.files_hashed = 0
         self.bytes_hashed = 0
         self.cache_hits = 0
-        self.racy_before_ns = time.time_ns() - hasher.racy_window_ns
+        self.started_ns = time.time_ns()
+        self.racy_before_ns = self.started_ns - hasher.racy_window_ns
+        self.reads = _JobReads() if hasher.reads is not None else None
         try:
             self.root_fd = os.open(self.context_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as error:
@@ -295,11 +391,16 @@ class _Job:
 
     def lstat(self, rel: str) -> os.stat_result | None:
         try:
-            return os.lstat(os.path.join(self.context_dir, rel))
+            st = os.lstat(os.path.join(self.context_dir, rel))
         except (FileNotFoundError, NotADirectoryError):
+            if self.reads is not None:
+                self.reads.absent.add(rel)
             return None
         except OSError as error:
             raise self._error(rel, error) from None
+        if self.reads is not None:
+            self.reads.seen(rel, st)
+        return st
 
     def resolve(self, parts: Sequence[str], follow_final: bool) -> str | None:
         """Resolve a path inside the context as if the context were ``/``: each
@@ -328,6 +429,8 @@ class _Job:
                         hint="a symlink in the context points at itself through others",
                     )
                 target = os.readlink(os.path.join(self.context_dir, rel))
+                if self.reads is not None:
+                    self.reads.whole(rel, st, target)
                 if target.startswith("/"):
                     current = []
                 remaining.extend(reversed(target.split("/")))
@@ -338,7 +441,12 @@ class _Job:
         return "/".join(current) or "."
 
     def _kind_of(self, rel: str) -> str:
-        st = os.lstat(self.context_dir) if rel == "." else self.lstat(rel)
+        if rel == ".":
+            st: os.stat_result | None = os.lstat(self.context_dir)
+            if self.reads is not None:
+                self.reads.seen(rel, os.lstat(self.context_dir))
+        else:
+            st = self.lstat(rel)
         if st is None:
             return "other"
         return {b"dir": "dir", b"file": "file", b"symlink": "symlink"}.get(_kind(st.st_mode), "other")
@@ -388,6 +496,9 @@ class _Job:
         try:
             with os.scandir(os.path.join(self.context_dir, real_dir)) as it:
                 children = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+            if self.reads is not None:  # the names matter: one more or less changes what matches
+                self.reads.whole(real_dir, os.lstat(os.path.join(self.context_dir, real_dir)))
+                self.reads.listings[real_dir] = tuple(name for name, _ in children)
         except OSError as error:
             raise self._error(real_dir, error) from None
         match, rest = matchers[0], matchers[1:]
@@ -434,7 +545,9 @@ class _Job:
             try:
                 st = os.fstat(fd)
                 self._walk(fd, ".", 0, 0, 0)
-                self.entries["."] = _entry_digest(b"dir", st.st_mode, 0, b"", _encode_xattrs(fd), "")
+                xattrs = _encode_xattrs(fd)
+                self._note_dir(".", st, xattrs)
+                self.entries["."] = _entry_digest(b"dir", st.st_mode, 0, b"", xattrs, "")
             except OSError as error:
                 raise self._error(".", error) from None
             finally:
@@ -459,7 +572,9 @@ class _Job:
                 try:
                     below = self._walk(fd, rel, state, 0, len(rel) + 1)
                     if not ignored or below:
-                        self.entries[rel] = _entry_digest(b"dir", st.st_mode, 0, b"", _encode_xattrs(fd), "")
+                        xattrs = _encode_xattrs(fd)
+                        self._note_dir(rel, st, xattrs)
+                        self.entries[rel] = _entry_digest(b"dir", st.st_mode, 0, b"", xattrs, "")
                     else:
                         raise _not_found(rel, "not found (excluded by .dockerignore)")
                 finally:
@@ -492,6 +607,8 @@ class _Job:
                 children = [(e.name, e.stat(follow_symlinks=False)) for e in it]
         except OSError as error:
             raise self._error(rel, error) from None
+        if self.reads is not None:
+            self.reads.listings[rel] = tuple(sorted(name for name, _ in children))
         added = False
         leaves: list[tuple[str, str, os.stat_result]] = []
         for name, st in children:
@@ -514,7 +631,9 @@ class _Job:
                 try:
                     below = self._walk(sub_fd, child, child_ign, child_exc, base_len)
                     if below or not (ignored or excluded):
-                        self.entries[child] = _entry_digest(b"dir", st.st_mode, 0, b"", _encode_xattrs(sub_fd), "")
+                        xattrs = _encode_xattrs(sub_fd)
+                        self._note_dir(child, st, xattrs)
+                        self.entries[child] = _entry_digest(b"dir", st.st_mode, 0, b"", xattrs, "")
                         added = True
                 finally:
                     os.close(sub_fd)
@@ -567,8 +686,32 @@ class _Job:
                 else:
                     content, xattrs = known[_stat_key(st)], b""
                     self.cache_hits += 1
+                if self.reads is not None:
+                    self.reads.file(rel, st, content, xattrs)
                 self.entries[rel] = _entry_digest(b"file", st.st_mode, st.st_size, b"", xattrs, content)
         self.pending.clear()
+
+    def note_unhashed(self) -> None:
+        """The files a known selection digest spared reading: their content digests, where the stat cache has them."""
+        if self.reads is None or not self.pending:
+            return
+        cache = self.hasher.stat_cache
+        keys = [_stat_key(st) for _, leaves in self.pending for _, _, st in leaves]
+        known = cache.get_stat_digests(keys) if cache is not None else {}
+        for _, leaves in self.pending:
+            for rel, _, st in leaves:
+                self.reads.file(rel, st, known.get(_stat_key(st)), b"")
+
+    def _note_dir(self, rel: str, st: os.stat_result, xattrs: bytes) -> None:
+        if self.reads is not None:
+            self.reads.whole(rel, st)
+            self.reads.dir_xattrs[rel] = xattrs
+
+    def note_done(self) -> None:
+        """Hand this call's findings to the hasher's ``ContextReads``."""
+        if self.reads is not None and self.hasher.reads is not None:
+            paths, absent = self.reads.finished()
+            self.hasher.reads.merge(paths, absent, self.started_ns)
 
     def _xattrs_at(self, dir_fd: int, name: str, rel: str) -> bytes:
         if _PROC_FD:
@@ -598,13 +741,20 @@ class _Job:
                         content, xattrs = known[_stat_key(st)], b""
                         self.cache_hits += 1
                     digest = _entry_digest(b"file", st.st_mode, st.st_size, b"", xattrs, content)
+                    if self.reads is not None:
+                        self.reads.file(rel, st, content, xattrs)
                 elif stat.S_ISLNK(mode):
-                    target = os.fsencode(os.readlink(name, dir_fd=dir_fd))
-                    digest = _entry_digest(b"symlink", mode, 0, target, self._xattrs_at(dir_fd, name, rel), "")
+                    link = os.readlink(name, dir_fd=dir_fd)
+                    xattrs = self._xattrs_at(dir_fd, name, rel)
+                    digest = _entry_digest(b"symlink", mode, 0, os.fsencode(link), xattrs, "")
+                    if self.reads is not None:
+                        self.reads.whole(rel, st, link if not xattrs else None)
                 else:
                     kind = _kind(mode)
                     extra = b"%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in (b"char", b"block") else b""
                     digest = _entry_digest(kind, mode, 0, extra, self._xattrs_at(dir_fd, name, rel), "")
+                    if self.reads is not None:
+                        self.reads.whole(rel, st)
             except OSError as error:
                 raise self._error(rel, error) from None
             self.entries[rel] = digest
@@ -654,11 +804,13 @@ class ContextHasher:
         stat_cache: StatCache | None = None,
         *,
         racy_window: float = 1.0,
+        reads: ContextReads | None = None,
     ) -> None:
         self.context_dir = Path(context_dir).absolute()
         self.ignore = ignore if ignore is not None else DockerIgnore()
         self.stat_cache = stat_cache
         self.racy_window_ns = int(racy_window * 1e9)
+        self.reads = reads  # every path looked at goes there too, when given
 
     def select(
         self,
@@ -691,6 +843,9 @@ class ContextHasher:
                     known = self.stat_cache.get_selection_digest(fingerprint)  # type: ignore[union-attr]  # an optional method of the StatCache: hasattr checked
             if known is None:
                 job.finish()
+            else:
+                job.note_unhashed()
+            job.note_done()
         finally:
             job.close()
         if job.new_stat_rows and self.stat_cache is not None:

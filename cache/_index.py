@@ -10,6 +10,13 @@ It holds what must be looked up by key and updated transactionally:
 - leases: what running builds use, so garbage collection leaves it alone;
 - the stat cache: (device, inode, size, mtime, ctime) -> sha256 of a file.
 
+Deleting a cache record, an image or a tag (prune, rmi, untag) also rewrites
+``index.db.generation`` beside it, in the same transaction: a small file whose
+bytes change, so that what was recorded about a finished build (the build
+command's fast path) can see with one read that the store lost something since.
+Each connection watches those tables with TEMP triggers of its own, so the
+database's schema does not change and other readers of it are unaffected.
+
 Each thread gets its own connection; ``busy_timeout`` lets writers of
 several processes wait their turn, and every write is one ``BEGIN
 IMMEDIATE`` transaction so nobody fails upgrading a read lock.  The schema
@@ -152,6 +159,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _BUSY_TIMEOUT_MS = 60_000
+_WATCHED_DELETES = ("cache_records", "images", "tags")  # a delete in these bumps the generation
 _LOOKUP_CHUNK = 500  # inodes per "IN (...)" query
 
 
@@ -250,7 +258,55 @@ class CacheIndex:
             with self._connections_lock:
                 self._connections.append(conn)
         self._local.conn = conn
+        self._local.deleted = [False]  # set by this connection's triggers within a write
+        self._local.watching = False
         return conn
+
+    def _watch_deletes(self, conn: sqlite3.Connection) -> None:
+        """This connection's TEMP triggers on the watched tables (once the schema has them)."""
+        if self._memory or self._local.watching:
+            return
+        flag = self._local.deleted
+        conn.create_function("pybuild_deleted", 0, lambda: flag.__setitem__(0, True))
+        try:
+            for table in _WATCHED_DELETES:
+                conn.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS pybuild_deleted_{table} AFTER DELETE ON main.{table}"
+                    " BEGIN SELECT pybuild_deleted(); END"
+                )
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return  # a database being made: the tables come with the migration
+            raise
+        self._local.watching = True
+
+    @property
+    def generation_file(self) -> Path | None:
+        """The file whose bytes change whenever a cache record, an image or a tag is deleted."""
+        return None if self._memory else Path(self.path + ".generation")
+
+    def _bump_generation(self) -> None:
+        path = self.generation_file
+        if path is None:
+            return
+        temp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(temp, "wb") as file:
+                file.write(uuid.uuid4().hex.encode() + b"\n")
+            os.replace(temp, path)
+        except OSError as error:
+            raise store_error(f"cannot write {path}", error) from None
+
+    def journal_files(self, *, images: Iterable[str] = (), tags: Iterable[str] = ()) -> tuple[Path, ...]:
+        """The files that keep these image records and tags beside the index
+        (rewritten whenever the record or the tag changes); none without a journal."""
+        if self._journal is None:
+            return ()
+        journal = self._journal
+        return tuple(
+            [journal.images_dir / journal._image_name(digest) for digest in images]
+            + [journal.tags_dir / journal._tag_name(name) for name in tags]
+        )
 
     @contextmanager
     def _session(self, failure: str) -> Iterator[sqlite3.Connection]:
@@ -290,9 +346,15 @@ class CacheIndex:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding the database's write lock throughout."""
         with self._session("write failed") as conn:
+            self._watch_deletes(conn)
             conn.execute("BEGIN IMMEDIATE")
+            deleted = None if self._memory else self._local.deleted
+            if deleted is not None:
+                deleted[0] = False
             try:
                 yield conn
+                if deleted is not None and deleted[0]:
+                    self._bump_generation()  # before COMMIT: whoever sees the delete sees the new generation
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -18,7 +18,7 @@ from ._io import read_dockerfile
 from ._runtime import image_store, open_root, positive_int
 
 if TYPE_CHECKING:  # the build's types, imported only for the checker: a no-op build loads little
-    from pybuild.cache import Root
+    from pybuild.cache import ContextReads, Root
     from pybuild.cache.remote import CacheSpec, RemoteCache
     from pybuild.dag import BuildOptions, BuildOutcome, BuildPlan, ExportOptions, Platform, Worker, WorkerOptions
     from pybuild.executors import Executor, RootfsCaller
@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="run the build checks (pybuild check) instead of building")
     parser.add_argument("--root", help="the pybuild root (default: $PYBUILD_ROOT or /var/lib/pybuild)")
     _remote.add_arguments(parser)
+    parser.set_defaults(fastpath=None)  # main's _fastpath.Invocation: a successful build is recorded for it
 
 
 def _pairs(values: list[str], what: str, *, from_env: bool = False) -> dict[str, str]:
@@ -143,17 +144,66 @@ def run(args: argparse.Namespace) -> int:
     _check_flags(args)
     root = open_root(args.root)
     context = _open_context(args, root)
+    recording = _Recording(args) if args.fastpath is not None and not args.check else None
     try:
         data, name = _dockerfile_source(context)
         build_args = _pairs(args.build_arg, "--build-arg", from_env=True)
         if args.check:
             return _check(args, context, data, name, build_args)
         request = _request(args, build_args)
-        outcome = _build(args, root, context, _parse(data, name), name, request)
+        outcome = _build(args, root, context, _parse(data, name), name, request, recording)
     finally:
         context.close()
-    _report(args, outcome, to_stdout=any(o.to_stdout for o in request.export.outputs))
+    to_stdout = any(o.to_stdout for o in request.export.outputs)
+    _report(args, outcome, to_stdout=to_stdout)
+    if recording is not None:
+        recording.save(root, context, data, outcome, _report_output(args, outcome, to_stdout=to_stdout))
     return 0
+
+
+class _Recording:
+    """What the fast path's record of this build needs from it: the events the display
+    was given and every context path the hasher read (``_fastpath_record``)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from pybuild.cache import ContextReads
+
+        self.args = args
+        self.events: list[Any] = []
+        self.reads = ContextReads()
+
+    def display(self, inner: Any) -> Any:
+        """``inner``, also keeping each event but a step's output (which no record repeats)."""
+        events = self.events
+
+        class Kept:
+            def __call__(self, event: Any) -> None:
+                if type(event).__name__ != "StepLog":
+                    events.append(event)
+                inner(event)
+
+            def close(self) -> None:
+                if hasattr(inner, "close"):
+                    inner.close()
+
+        return Kept()
+
+    def save(self, root: Root, context: _Context, data: bytes, outcome: Any, report: tuple[list[tuple[str, bytes]], str, str]) -> None:
+        from . import _fastpath_record
+
+        local = self.args.context != "-" and not self.args.context.startswith(("http://", "https://", "git@", "git://", "ssh://"))
+        _fastpath_record.save(_fastpath_record.Finished(
+            invocation=self.args.fastpath, flags_given=_flags_given(self.args), args=self.args, root=root,
+            context_dir=context.directory if local else None, dockerfile=context.dockerfile, dockerfile_bytes=data,
+            outcome=outcome, events=self.events, reads=self.reads, report=report,
+        ))
+
+
+def _flags_given(args: argparse.Namespace) -> frozenset[str]:
+    """The flags whose value is not their default."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return frozenset(name for name, value in vars(args).items() if value != parser.get_default(name))
 
 
 def _platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
@@ -270,7 +320,10 @@ def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
     return _Request(options, worker, export, cache_from, cache_to)
 
 
-def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: Dockerfile, name: str, request: _Request) -> BuildOutcome:
+def _build(
+    args: argparse.Namespace, root: Root, context: _Context, dockerfile: Dockerfile, name: str, request: _Request,
+    recording: _Recording | None = None,
+) -> BuildOutcome:
     """The build itself, in one trio run; the executors and registry client it made are closed after."""
     import trio
 
@@ -281,9 +334,10 @@ def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: 
     store = image_store(root)
     executor, files = executors(root)
     registry = _LazyRegistry(args.insecure_registry)
-    progress = _progress(args)
+    progress = _progress(args) if recording is None else recording.display(_progress(args))
+    reads = recording.reads if recording is not None else None
     remote_caches: list[RemoteCache] = []  # filled from --cache-from before the build starts
-    make_runner = _remote.runner_factory(args, _runner_factory(root, store, context, name, executor, files, request, remote_caches), progress)
+    make_runner = _remote.runner_factory(args, _runner_factory(root, store, context, name, executor, files, request, remote_caches, reads), progress)
 
     async def main() -> BuildOutcome:
         try:
@@ -314,7 +368,7 @@ def _build(args: argparse.Namespace, root: Root, context: _Context, dockerfile: 
 
 def _runner_factory(
     root: Root, store: ImageStore, context: _Context, name: str, executor: Executor, files: RootfsCaller, request: _Request,
-    remote_caches: list[RemoteCache],
+    remote_caches: list[RemoteCache], reads: ContextReads | None = None,
 ) -> Callable[[BuildPlan], Worker]:
     """How the build makes its runner once the plan is known: a Worker on this root."""
     from pybuild.cache import ContextHasher, DockerIgnore
@@ -325,7 +379,7 @@ def _runner_factory(
     ignore = DockerIgnore.load(context_dir, None if dockerfile_path == "<stdin>" else Path(dockerfile_path))
 
     def make_runner(plan: BuildPlan) -> Worker:
-        hasher = Context(context_dir, ContextHasher(context_dir, ignore, root.index)) if plan.context_op else None
+        hasher = Context(context_dir, ContextHasher(context_dir, ignore, root.index, reads=reads)) if plan.context_op else None
         return Worker(
             plan.definition,
             root=root,
@@ -347,12 +401,22 @@ def _runner_factory(
 def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
     from pybuild.oci import write_output_bytes  # a symlink, FIFO or device at the path is written through
 
+    files, out, err = _report_output(args, outcome, to_stdout=to_stdout)
+    for path, data in files:
+        write_output_bytes(path, data)
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    sys.stderr.write(err)
+
+
+def _report_output(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> tuple[list[tuple[str, bytes]], str, str]:
+    """What the build reports: the files it writes (--iidfile, --metadata-file) and what
+    it prints on stdout and stderr after its progress (the fast path repeats them)."""
     image, index = outcome.image, outcome.index
     # several platforms: the index is what was built (buildx's iidfile and
     # metadata then name the index digest, there being no one config)
     built = index.digest if index is not None else image.id
-    if args.iidfile:
-        write_output_bytes(args.iidfile, built.encode())
+    files = [(args.iidfile, built.encode())] if args.iidfile else []
     pushed = [pair for result in outcome.outputs for pair in result.pushed]
     if args.metadata_file:
         if index is None:
@@ -360,18 +424,16 @@ def _report(args: argparse.Namespace, outcome: Any, *, to_stdout: bool) -> None:
         else:  # the index is pushed last, after its manifests
             metadata = {"containerimage.digest": pushed[-1][1] if pushed else index.digest}
         metadata["image.name"] = ",".join(index.tags if index is not None else image.tags)
-        write_output_bytes(args.metadata_file, (json.dumps(metadata, indent=2) + "\n").encode())
+        files.append((args.metadata_file, (json.dumps(metadata, indent=2) + "\n").encode()))
     if args.quiet:
-        if not to_stdout:
-            print(built)
-        return
+        return files, "" if to_stdout else built + "\n", ""
     from pybuild.oci import parse_reference
 
     lines = [f"writing image {image.id} ({image.platform})" for image in outcome.images]
     lines += [f"writing image index {built}" if index is not None else f"writing image {built}"]
     lines += [f"naming to {parse_reference(t)}" for t in args.tag]
     lines += [f"pushed {reference}@{digest}" for reference, digest in pushed]
-    print("\n".join(lines), file=sys.stderr)
+    return files, "", "\n".join(lines) + "\n"
 
 
 class _LazyRegistry:

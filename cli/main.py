@@ -1,18 +1,23 @@
 """``pybuild`` entry point: a lazy table of commands.
 
 Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``.
-Only the module of the command being run is imported.
+Only the module of the command being run is imported.  ``pybuild build`` first
+asks its fast path (``_fastpath``), which answers a rebuild with nothing to do
+from a record before argparse, the errors or anything heavy is imported.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
 
 from pybuild import __version__
-from pybuild.errors import PybuildError, UsageError
+
+TYPE_CHECKING = False  # typing is not imported at start-up: a no-op build answers before it would be
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from pybuild.errors import PybuildError
 
 # name -> (module, one-line summary).  Order is the order of `pybuild --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,11 +52,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _ArgumentParser(argparse.ArgumentParser):
+def _argument_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """argparse that raises UsageError instead of printing and exiting."""
+    import argparse
 
-    def error(self, message: str) -> None:  # type: ignore[override]  # argparse says NoReturn; this raises, without importing typing at start-up
-        raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+    from pybuild.errors import UsageError
+
+    class _ArgumentParser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]  # argparse says NoReturn; this raises, without importing typing at start-up
+            raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+    return _ArgumentParser(prog=prog, description=description)
 
 
 def _top_level_help() -> str:
@@ -67,11 +78,19 @@ def _top_level_help() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["build"]:
+        from . import _fastpath
+
+        answered = _fastpath.answer(args[1:])
+        if answered is not None:
+            return answered
     return _guarded(lambda: _dispatch(args))
 
 
 def _guarded(call: Callable[[], int]) -> int:
     """``call``'s exit code; a pybuild error (or an interrupt) printed as one line and its code."""
+    from pybuild.errors import PybuildError
+
     try:
         return call()
     except PybuildError as error:
@@ -114,6 +133,10 @@ def _first_leaf(group: BaseExceptionGroup) -> PybuildError:
 
 
 def _dispatch(args: list[str]) -> int:
+    import importlib
+
+    from pybuild.errors import UsageError
+
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(_top_level_help())
         return 0 if args else 2
@@ -124,12 +147,16 @@ def _dispatch(args: list[str]) -> int:
     if name not in COMMANDS:
         raise UsageError(f"unknown command {name!r}", hint="run 'pybuild --help' for the list")
     module = importlib.import_module(COMMANDS[name][0])
-    parser = _ArgumentParser(prog=f"pybuild {name}", description=COMMANDS[name][1])
+    parser = _argument_parser(f"pybuild {name}", COMMANDS[name][1])
     module.add_arguments(parser)
     try:
         parsed = parser.parse_args(rest)
     except SystemExit as exit_:  # --help prints and exits 0
         return int(exit_.code or 0)
+    if name == "build":  # what a record of this build is keyed by, taken before a rootless start changes ids
+        from ._fastpath import Invocation
+
+        parsed.fastpath = Invocation(rest)
     from ._rootless import run_as_root
 
     # a non-root caller runs the command as root in its user namespace, entered before trio starts

@@ -1,0 +1,461 @@
+"""``pybuild build``'s fast path: a rebuild with nothing to do, answered from a record.
+
+After a build that succeeded, ``_fastpath_record`` writes down what it depended
+on and what it printed (``<root>/fastpath/<key>.rec``): the invocation (argv, the
+working directory, the environment variables a build reads), an lstat signature
+of every context path the build read (and of pybuild's own sources), the bytes of
+the Dockerfile and ignore files, the store files the result stands on (the image
+records and tags, the snapshots and blobs, the index and its generation, which
+every prune, rmi or untag changes) and the progress text and final lines a build
+with nothing to do prints.
+
+``answer`` runs first in ``pybuild build``, before anything heavy is imported.
+When every signature still matches, it prints what the build would print, writes
+``--iidfile``/``--metadata-file`` and exits 0.  A signature that changed while the
+path kept its type, mode and size (``touch``, a checkout, an editor's save) is
+judged by content: the file's sha256, a directory's names, a symlink's target
+against those the build hashed; so is any path changed within a second of the
+record ("racy", git's rule: a rewrite in the same clock tick may keep its
+signature).  Equal content means the build would be all CACHED with the same
+image (cache keys ignore times), so the record answers and is refreshed.
+Anything else -- no record, a damaged one, one path that differs -- returns None
+and the normal build runs, which stays the only judge.
+
+This module imports nothing beyond the interpreter's built-ins at start-up:
+``hashlib`` only when content must be compared.  ``PYBUILD_FASTPATH=0`` turns it
+off; ``PYBUILD_DEBUG_FASTPATH=1`` says on stderr whether it answered and why not.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+from array import array
+
+from pybuild import __version__
+
+TYPE_CHECKING = False  # typing is not imported at start-up
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+MAGIC = b"pybuild-fastpath/1\n"
+DISABLE_ENV = "PYBUILD_FASTPATH"
+DEBUG_ENV = "PYBUILD_DEBUG_FASTPATH"
+RACY_WINDOW_NS = 1_000_000_000  # the hasher's too: changes closer than this to a signature are checked by content
+# the variables a build reads besides PYBUILD_* and the values of `--build-arg NAME`
+KEY_ENV = ("SOURCE_DATE_EPOCH", "HOME", "XDG_DATA_HOME", "DOCKER_CONFIG")
+SIG_FIELDS = 6  # dev, ino, size, mtime_ns, ctime_ns, mode
+SAME_FIELDS = 3  # dev, ino, file type
+NO_CONTENT, FILE, DIRECTORY, SYMLINK = 0, 1, 2, 3  # what a path's content digest is of
+_DIGEST = 32
+_S_IFMT = 0o170000
+_HOST_XATTRS = ("security.selinux",)  # not content (the hasher ignores it too)
+
+
+class Miss(Exception):
+    """The record does not answer this build (the reason is the message)."""
+
+
+def answer(argv: Sequence[str]) -> int | None:
+    """0 when the record answered ``pybuild build ARGV`` (all printed and written); None: build."""
+    if os.environ.get(DISABLE_ENV) == "0":
+        return None
+    try:
+        _answer(list(argv))
+    except Exception as error:  # noqa: BLE001 - whatever goes wrong here, the normal build decides
+        debug(f"miss: {error}" if isinstance(error, Miss) else f"miss: {type(error).__name__}: {error}")
+        return None
+    debug("hit")
+    return 0
+
+
+def debug(text: str) -> None:
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        sys.stderr.write(f"pybuild fastpath: {text}\n")
+        sys.stderr.flush()
+
+
+# -- the invocation -----------------------------------------------------------
+
+
+class Invocation:
+    """The command line as the fast path saw it, before anything else ran (and before
+    a rootless pybuild entered its user namespace): a record is keyed by this."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self.key = invocation_key(self.argv)
+        self.root = root_path(self.argv)
+
+
+def build_arg_env_names(argv: Sequence[str]) -> list[str]:
+    """The ``--build-arg NAME`` values given without ``=`` (taken from the environment)."""
+    names = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        value = None
+        if word == "--build-arg" and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 1
+        elif word.startswith("--build-arg="):
+            value = word[len("--build-arg=") :]
+        if value is not None and "=" not in value:
+            names.append(value)
+        i += 1
+    return names
+
+
+def invocation_key(argv: Sequence[str]) -> bytes:
+    """Everything outside the context a build's result or output may depend on, as bytes."""
+    env = sorted(name for name in os.environ if name.startswith("PYBUILD_") and name not in (DISABLE_ENV, DEBUG_ENV))
+    env += [*KEY_ENV, *build_arg_env_names(argv)]
+    parts = [
+        MAGIC, __version__.encode(), sys.version.encode(), os.fsencode(os.getcwd()),
+        b"%d:%d:%d" % (os.geteuid(), os.getegid(), _stderr_is_tty()),
+        b"\1".join(os.fsencode(word) for word in argv),
+        b"\1".join(os.fsencode(f"{name}={os.environ[name]}" if name in os.environ else name) for name in env),
+    ]
+    return b"\0".join(parts)
+
+
+def _stderr_is_tty() -> bool:
+    """Whether the build's display would be the live view (``--progress=auto``)."""
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+def root_path(argv: Sequence[str]) -> str:
+    """The pybuild root the build will use: ``--root``, ``$PYBUILD_ROOT`` or the default
+    (as ``cache.default_root_path``; a disagreement only means the record is not found)."""
+    chosen = None
+    for i, word in enumerate(argv):
+        if word == "--root" and i + 1 < len(argv):
+            chosen = argv[i + 1]
+        elif word.startswith("--root="):
+            chosen = word[len("--root=") :]
+    if not chosen:
+        chosen = os.environ.get("PYBUILD_ROOT")
+    if not chosen:
+        if os.geteuid() == 0 and not os.environ.get("PYBUILD_ROOTLESS"):
+            chosen = "/var/lib/pybuild"
+        else:
+            data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+            chosen = os.path.join(data_home, "pybuild")
+    return os.path.join(os.getcwd(), chosen)
+
+
+def record_path(root: str, key: bytes) -> str:
+    return os.path.join(root, "fastpath", "%08x%08x.rec" % (zlib.crc32(key), zlib.adler32(key)))
+
+
+# -- the record ----------------------------------------------------------------
+
+
+class Record:
+    """A record's sections: ``fields`` (one each) and ``lists`` (``file``, ``write``: repeated)."""
+
+    ONE = (b"key", b"root", b"time", b"paths", b"sigs", b"digests", b"racy", b"same_paths", b"same_sigs",
+           b"absent", b"progress", b"stdout", b"stderr")
+    MANY = (b"file", b"write")
+
+    def __init__(self, fields: dict[bytes, bytes], lists: dict[bytes, list[bytes]]) -> None:
+        self.fields = fields
+        self.lists = lists
+
+    @classmethod
+    def parse(cls, data: bytes) -> Record:
+        """The record in ``data``; ValueError for anything that is not a whole record of this format."""
+        if not data.startswith(MAGIC):
+            raise ValueError("not a fast-path record")
+        body, crc = data[:-9], data[-9:]
+        if crc[-1:] != b"\n" or int(crc[:8], 16) != zlib.crc32(body):
+            raise ValueError("damaged (checksum)")
+        fields: dict[bytes, bytes] = {}
+        lists: dict[bytes, list[bytes]] = {name: [] for name in cls.MANY}
+        pos = len(MAGIC)
+        while pos < len(body):
+            end = body.index(b"\n", pos)
+            name, _, size_text = body[pos:end].partition(b" ")
+            size = int(size_text)
+            if size < 0 or end + 1 + size > len(body):
+                raise ValueError("damaged (section size)")
+            value = body[end + 1 : end + 1 + size]
+            pos = end + 1 + size
+            if name in cls.MANY:
+                lists[name].append(value)
+            elif name in cls.ONE and name not in fields:
+                fields[name] = value
+            else:
+                raise ValueError(f"unknown or repeated section {name!r}")
+        missing = [name for name in cls.ONE if name not in fields]
+        if missing:
+            raise ValueError(f"damaged (no {missing[0].decode()})")
+        return cls(fields, lists)
+
+    def encode(self) -> bytes:
+        out = [MAGIC]
+        for name in self.ONE:
+            out += [b"%s %d\n" % (name, len(self.fields[name])), self.fields[name]]
+        for name in self.MANY:
+            for value in self.lists.get(name, []):
+                out += [b"%s %d\n" % (name, len(value)), value]
+        body = b"".join(out)
+        return body + b"%08x\n" % zlib.crc32(body)
+
+    def save(self, path: str) -> None:
+        """Written whole or not at all: a temp file renamed over the old record."""
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        temp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as file:
+                file.write(self.encode())
+            os.replace(temp, path)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+
+
+def split_paths(blob: bytes) -> list[bytes]:
+    return blob.split(b"\0") if blob else []
+
+
+def signature(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
+    return (_s64(st.st_dev), _s64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+
+def _s64(value: int) -> int:
+    """As a signed 64-bit number (an array of 'q' holds it): inode numbers may use the top bit."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# -- checking ------------------------------------------------------------------
+
+
+def _answer(argv: list[str]) -> None:
+    key = invocation_key(argv)
+    root = root_path(argv)
+    path = record_path(root, key)
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        raise Miss("no record of this invocation") from None
+    record = Record.parse(data)
+    if record.fields[b"key"] != key or record.fields[b"root"] != os.fsencode(root):
+        raise Miss("the record is of another invocation")
+    started = _time_ns()
+    _check_store_and_files(record)
+    refreshed = _check_paths(record, started)
+    _write_outputs(record)
+    if refreshed is not None:
+        try:
+            refreshed.save(path)
+        except OSError as error:
+            debug(f"record not refreshed: {error}")
+
+
+def _time_ns() -> int:
+    import time
+
+    return time.time_ns()
+
+
+def _check_store_and_files(record: Record) -> None:
+    """The files whose bytes must be the same, those that must not exist, the objects still there."""
+    for entry in record.lists[b"file"]:
+        path, _, expected = entry.partition(b"\0")
+        if _read_regular(path) != expected:
+            raise Miss(f"{os.fsdecode(path)} changed")
+    for path in split_paths(record.fields[b"absent"]):
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        raise Miss(f"{os.fsdecode(path)} exists now")
+    wanted = array("q")
+    wanted.frombytes(record.fields[b"same_sigs"])
+    paths = split_paths(record.fields[b"same_paths"])
+    if len(wanted) != SAME_FIELDS * len(paths):
+        raise ValueError("damaged (same_sigs)")
+    for i, path in enumerate(paths):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            raise Miss(f"{os.fsdecode(path)} is gone") from None
+        if (_s64(st.st_dev), _s64(st.st_ino), st.st_mode & _S_IFMT) != tuple(wanted[SAME_FIELDS * i : SAME_FIELDS * (i + 1)]):
+            raise Miss(f"{os.fsdecode(path)} was replaced")
+
+
+def _read_regular(path: bytes) -> bytes | None:
+    """A regular file's bytes, never through a symlink; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_mode & _S_IFMT != 0o100000:
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _check_paths(record: Record, started: int) -> Record | None:
+    """Every recorded path against its signature; touched and racy ones by content.
+
+    None when all matched and nothing is racy any more; else the record with the
+    signatures of now, to save (Miss raised for a path whose content differs)."""
+    paths = split_paths(record.fields[b"paths"])
+    wanted = array("q")
+    wanted.frombytes(record.fields[b"sigs"])
+    digests = record.fields[b"digests"]
+    if len(wanted) != SIG_FIELDS * len(paths) or len(digests) != (_DIGEST + 1) * len(paths):
+        raise ValueError("damaged (sigs)")
+    racy = array("q")
+    racy.frombytes(record.fields[b"racy"])
+    now = _signatures(paths)
+    if now is not None and now == wanted and not racy:
+        return None
+    suspects = set(racy) | set(_changed(paths, wanted, now))
+    for i in sorted(suspects):
+        _same_content(paths[i], tuple(wanted[SIG_FIELDS * i : SIG_FIELDS * (i + 1)]), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)])
+    return _refreshed(record, paths, started)
+
+
+def _signatures(paths: list[bytes]) -> array[int] | None:
+    """The paths' signatures in one array (the hot loop of a no-op); None if one cannot be had."""
+    flat: list[int] = []
+    extend = flat.extend
+    lstat = os.lstat
+    try:
+        for path in paths:
+            st = lstat(path)
+            extend((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode))
+        return array("q", flat)
+    except (OSError, OverflowError):
+        return None
+
+
+def _changed(paths: list[bytes], wanted: array[int], now: array[int] | None) -> list[int]:
+    if now is not None:
+        return [i for i in range(len(paths)) if now[SIG_FIELDS * i : SIG_FIELDS * (i + 1)] != wanted[SIG_FIELDS * i : SIG_FIELDS * (i + 1)]]
+    out = []
+    for i, path in enumerate(paths):
+        try:
+            current = signature(os.lstat(path))
+        except OSError:
+            raise Miss(f"{os.fsdecode(path)} is gone") from None
+        if current != tuple(wanted[SIG_FIELDS * i : SIG_FIELDS * (i + 1)]):
+            out.append(i)
+    return out
+
+
+def _same_content(path: bytes, old: tuple[int, ...], digest: bytes) -> None:
+    """Miss unless ``path`` holds what the build hashed: same type, mode and size, same content."""
+    import hashlib
+
+    shown = os.fsdecode(path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        raise Miss(f"{shown} is gone") from None
+    kind = digest[0]
+    if kind == NO_CONTENT:
+        raise Miss(f"{shown} changed")
+    if st.st_mode != old[5] or (kind == FILE and st.st_size != old[2]):
+        raise Miss(f"{shown} changed its type, mode or size")
+    if kind == FILE:
+        data = _read_regular(path)
+        current = None if data is None else hashlib.sha256(data).digest()
+    elif kind == DIRECTORY:
+        current = hashlib.sha256(listing_bytes(os.listdir(path))).digest()
+    elif kind == SYMLINK:
+        current = hashlib.sha256(os.readlink(path)).digest()
+    else:
+        raise ValueError("damaged (digest kind)")
+    if current != digest[1:]:
+        raise Miss(f"{shown} has other content")
+    if kind != SYMLINK and _has_xattrs(path):
+        raise Miss(f"{shown} has extended attributes")
+
+
+def listing_bytes(names: list[bytes] | list[str]) -> bytes:
+    """A directory's names as hashed for its content digest: sorted, NUL-separated."""
+    return b"\0".join(sorted(os.fsencode(name) for name in names))
+
+
+def _has_xattrs(path: bytes) -> bool:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return False  # not supported here: none can have been hashed either
+    return any(name not in _HOST_XATTRS for name in names)
+
+
+def racy_indices(sigs: array[int], count: int, since_ns: int) -> array[int]:
+    """The entries changed (mtime or ctime) at ``since_ns`` minus the racy window or later."""
+    limit = since_ns - RACY_WINDOW_NS
+    return array("q", [i for i in range(count) if max(sigs[SIG_FIELDS * i + 3], sigs[SIG_FIELDS * i + 4]) >= limit])
+
+
+def _refreshed(record: Record, paths: list[bytes], started: int) -> Record:
+    now = array("q")
+    for path in paths:
+        now.extend(signature(os.lstat(path)))
+    fields = dict(record.fields)
+    fields[b"sigs"] = now.tobytes()
+    fields[b"racy"] = racy_indices(now, len(paths), started).tobytes()
+    fields[b"time"] = b"%d" % started
+    return Record(fields, record.lists)
+
+
+# -- answering -----------------------------------------------------------------
+
+
+def _write_outputs(record: Record) -> None:
+    """``--iidfile``/``--metadata-file`` first (the one step that may still fail), then what a build prints."""
+    for entry in record.lists[b"write"]:
+        path, _, data = entry.partition(b"\0")
+        _replace_file(path, data)
+    err = sys.stderr.buffer
+    err.write(record.fields[b"progress"])
+    err.flush()
+    sys.stdout.buffer.write(record.fields[b"stdout"])
+    sys.stdout.flush()
+    err.write(record.fields[b"stderr"])
+    err.flush()
+
+
+def _replace_file(path: bytes, data: bytes) -> None:
+    """As the build writes a new or regular file: a temp file beside it, fsynced, renamed over it
+    (keeping its permissions); anything else at the path (a link, a device) is the build's to write."""
+    try:
+        st: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and st.st_mode & _S_IFMT != 0o100000:
+        raise Miss(f"{os.fsdecode(path)} is not a regular file")
+    directory, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(directory, b".%s.pybuild-%d-%s" % (name, os.getpid(), os.urandom(4).hex().encode()))
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        if st is not None:
+            os.fchmod(fd, st.st_mode & 0o777)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.rename(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    finally:
+        os.close(fd)
