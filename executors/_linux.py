@@ -313,8 +313,30 @@ def default_signal_action(sig: int) -> None:
     _check(_syscall(SYS_rt_sigaction, sig, action, None, 8), "rt_sigaction")
 
 
+# The zygote's id maps and setgroups, read once when it starts (``remember_id_maps``): its
+# user namespace never changes, and the monitors and inits it forks ask several times a step.
+_REMEMBERED_MAPS: dict[str, list[tuple[int, int, int]]] = {}
+_REMEMBERED_SETGROUPS: list[bool] = []
+
+
+def remember_id_maps() -> None:
+    """Read this process's id maps and setgroups once, for it and the processes it forks.
+
+    Only for a process that never enters another user namespace (the zygote);
+    anywhere else each question reads ``/proc/self`` as it is then.
+    """
+    for which in ("uid_map", "gid_map"):
+        _REMEMBERED_MAPS[which] = _read_id_map(which)
+    _REMEMBERED_SETGROUPS[:] = [_read_setgroups_allowed()]
+
+
 def read_id_map(which: str = "uid_map") -> list[tuple[int, int, int]]:
     """This process's ``uid_map`` or ``gid_map``: (first id inside, first id outside, count) lines."""
+    remembered = _REMEMBERED_MAPS.get(which)
+    return list(remembered) if remembered is not None else _read_id_map(which)
+
+
+def _read_id_map(which: str) -> list[tuple[int, int, int]]:
     try:
         with open(f"/proc/self/{which}", "rb") as f:
             lines = f.read().splitlines()
@@ -343,6 +365,10 @@ def id_is_mapped(ident: int, which: str = "gid_map") -> bool:
 
 def setgroups_allowed() -> bool:
     """False in a user namespace whose ``setgroups`` is ``deny`` (a one-id rootless mapping)."""
+    return _REMEMBERED_SETGROUPS[0] if _REMEMBERED_SETGROUPS else _read_setgroups_allowed()
+
+
+def _read_setgroups_allowed() -> bool:
     try:
         with open("/proc/self/setgroups", "rb") as f:
             return f.read().strip() != b"deny"

@@ -48,6 +48,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Orphans (a slirp4netns whose monitor was killed) are reparented here and reaped.
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+    linux.remember_id_maps()  # constant here: each step's monitor and init would read them again
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()
     poller.register(requests.fileno(), select.POLLIN)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from pybuild.executors import _linux as linux
+
 # Run in a process of its own: reaping "any child" in the test process could take
 # a child some other fixture is waiting for.
 REAPER = """
@@ -36,3 +38,42 @@ def test_exited_children_reaps_each_ended_child_and_leaves_running_ones() -> Non
     assert ended == "[(True, 3)]"
     assert while_one_runs == "[]"  # the running child is neither reaped nor waited for
     assert after_all == "[]"  # no children left at all
+
+
+def test_remembered_id_maps_answer_without_reading_proc(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The zygote reads its maps once; its forks answer from memory (a step asks several times)."""
+    import builtins
+
+    monkeypatch.setattr(linux, "_REMEMBERED_MAPS", {})
+    monkeypatch.setattr(linux, "_REMEMBERED_SETGROUPS", [])
+    fresh = (linux.read_id_map("uid_map"), linux.read_id_map("gid_map"), linux.setgroups_allowed(), linux.in_user_namespace())
+    linux.remember_id_maps()
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).startswith("/proc/self/"):
+            raise AssertionError(f"read {path} again")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    assert (linux.read_id_map("uid_map"), linux.read_id_map("gid_map"), linux.setgroups_allowed(), linux.in_user_namespace()) == fresh
+    linux.read_id_map("uid_map").append((1, 2, 3))  # a caller's copy: the remembered map stays
+    assert linux.read_id_map("uid_map") == fresh[0]
+
+
+def test_without_remembering_each_question_reads_proc(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import builtins
+
+    monkeypatch.setattr(linux, "_REMEMBERED_MAPS", {})
+    monkeypatch.setattr(linux, "_REMEMBERED_SETGROUPS", [])
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    linux.in_user_namespace()
+    linux.setgroups_allowed()
+    assert opened == ["/proc/self/uid_map", "/proc/self/setgroups"]
