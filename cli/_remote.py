@@ -82,7 +82,7 @@ def runner_factory(
         runner = local(plan)
         if not isinstance(runner, Worker):  # the remote runner stands on the local one's store
             return runner
-        return RemoteRunner(runner, settings)
+        return RemoteRunner(runner, settings, emit=emit)
 
     return make_runner
 

@@ -163,8 +163,9 @@ def _private(op: Op) -> bool:
 class RemoteRunner:
     """A ``BuildRunner`` that sends eligible steps to a REAPI cluster and shares results through action caches."""
 
-    def __init__(self, local: LocalRunner, settings: RemoteSettings) -> None:
+    def __init__(self, local: LocalRunner, settings: RemoteSettings, *, emit: EventSink | None = None) -> None:
         self.local = local
+        self.emit = emit  # for what load() has to say (the solver gives run() its own sink)
         self.settings = settings
         self.root = local.root
         self._executor_limit = trio.CapacityLimiter(_EXECUTE_THREADS)
@@ -236,7 +237,8 @@ class RemoteRunner:
             try:
                 return await self._adopt(digest, op, key, inputs, remote, result, cached=True)
             except (PybuildError, OSError) as error:
-                log.warning("%s: the action cache's result of %s is refused: %s", remote.url, key.key, error)
+                text = error.message if isinstance(error, PybuildError) else str(error)
+                self._say(f"warning: the cached result {remote.url} has for step {self._name(digest)} is refused: {text}; it runs instead")
         return None
 
     # ------------------------------------------------------------ run
@@ -417,6 +419,12 @@ class RemoteRunner:
         message = f"warning: results are not recorded in {remote.url}: {error.message}"
         if emit is not None:
             emit(Notice(message, trio.current_time()))
+        else:
+            self._say(message)
+
+    def _say(self, message: str) -> None:
+        if self.emit is not None:
+            self.emit(Notice(message, trio.current_time()))
         else:
             log.warning("%s", message)
 
