@@ -230,6 +230,20 @@ def test_a_lease_reported_unavailable_is_queued_again(remote: reapi.Remote) -> N
         assert running.result(timeout=30).status_code == 0
 
 
+def test_a_lease_the_bot_refuses_ends_execute_with_that_status(remote: reapi.Remote) -> None:
+    """Any code but INTERNAL/UNAVAILABLE is final: Execute answers with it (status_code, message)."""
+    platform = unique_platform()
+    action_digest, _ = submit(remote, platform, "refused")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(remote.execute, action_digest)
+        session = wait_for_lease(remote, remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
+        (lease,) = session.leases
+        remote.update_bot_session(session.with_leases((lease.failed(3, "the step names a layer it lacks"),)), timeout=BOT_TIMEOUT)
+        response = running.result(timeout=30)
+    assert (response.status_code, response.message, response.cached) == (3, "the step names a layer it lacks", False)
+    assert remote.get_action_result(action_digest) is None
+
+
 def test_a_silent_bots_lease_goes_to_another_bot(remote: reapi.Remote) -> None:
     """A worker killed mid-step stops calling UpdateBotSession: once its session misses the
     keepalive, the server closes it and re-queues the lease; the dead bot's next call (had
