@@ -23,9 +23,13 @@ server by tests/remote/test_reapi_client.py):
 - CreateBotSession and UpdateBotSession are long polls: BuildGrid waits for work up to
   0.8 × min(the call's deadline, ``bot-session-keepalive-timeout``) and gives no lease at all
   when that is under 3 s (its NETWORK_TIMEOUT): keep deadlines and the keepalive above ~4 s.
-- A lease arrives ACTIVE (the server flips PENDING itself). Its payload is
-  ``Any(Action)`` (0.4.4 stores the Action with the job; older ones sent ``Any(Digest)``):
-  ``Lease.action`` and ``Lease.action_digest`` cover both.
+- A lease arrives ACTIVE (the server flips PENDING itself); its id is the job's name. Its
+  payload is ``Any(Action)`` (0.4.4 stores the Action with the job; a job without one would
+  send ``Any(Digest)``): ``Lease.action`` and ``Lease.action_digest`` cover both.
+- Queued Actions are handed to waiting bots by the scheduler's assigner threads, every
+  ``interval`` (default 1 s + up to 1 s of jitter): set ``assigners: [!priority-age-assigner
+  {interval: 0.05}]`` for short steps (tests/remote/conftest.py does); a bot that reports a
+  lease COMPLETED is given the next queued job in the same call.
 - The bot echoes its leases in every UpdateBotSession (with the session's ``version``): ACTIVE
   while running; COMPLETED with ``status`` OK and ``result = Any(ActionResult)`` when done
   (``Lease.completed``). The server stores ``ExecuteResponse(result, status)``, caches the

@@ -47,6 +47,10 @@ MATCH_PROPERTY_KEYS = ("OSFamily", "ISA", "pybuild-sandbox")
 # worker's session expire (and its lease be re-queued) within ~6 s.
 BOT_KEEPALIVE_SECONDS = 5
 SESSION_EXPIRY_INTERVAL_SECONDS = 1.0
+# BuildGrid's assigner hands queued Actions to waiting bots every interval (default 1-2 s,
+# which alone would exceed the per-step overhead goal); a job no bot could take waits
+# failure-backoff before it is tried again.
+ASSIGN_INTERVAL_SECONDS = 0.05
 START_TIMEOUT_SECONDS = 90.0
 
 
@@ -182,10 +186,14 @@ schedulers:
     action-cache: *action-cache
     bot-session-keepalive-timeout: {BOT_KEEPALIVE_SECONDS}
     session-expiry-timer-interval: {SESSION_EXPIRY_INTERVAL_SECONDS}
-    poll-interval: 0.1
     property-set: !dynamic-property-set
         match-property-keys:
 {keys}
+    assigners:
+      - !priority-age-assigner
+        interval: {ASSIGN_INTERVAL_SECONDS}
+        jitter-factor: {ASSIGN_INTERVAL_SECONDS / 5}
+        failure-backoff: {ASSIGN_INTERVAL_SECONDS * 4}
 instances:
   - name: ''
     services:
