@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="the platform whose steps it runs (default: this machine's)")
     parser.add_argument("--jobs", type=positive_int, metavar="N", help="steps at once (default: the number of CPUs)")
     parser.add_argument("--name", metavar="NAME", help="the bot id, shown in each result it reports (default: HOST-PID)")
-    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="a gRPC header sent with every call (a token); repeatable")
-    parser.add_argument("--tls-ca-cert", metavar="FILE", help="CA certificate that signs the server's (grpcs://)")
-    parser.add_argument("--tls-client-cert", metavar="FILE", help="client certificate (grpcs://, with --tls-client-key)")
-    parser.add_argument("--tls-client-key", metavar="FILE", help="client certificate's key")
+    parser.add_argument("--remote-header", action="append", default=[], metavar="NAME=VALUE", help="a header sent with every call, e.g. a token (repeatable)")
+    parser.add_argument("--remote-tls-ca", metavar="FILE", help="the CA certificate a grpcs:// server is checked against")
+    parser.add_argument("--remote-tls-cert", metavar="FILE", help="the client certificate for a grpcs:// server")
+    parser.add_argument("--remote-tls-key", metavar="FILE", help="the client certificate's key")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(f"--platform: {error}", hint="e.g. --platform linux/arm64") from None
     endpoint = reapi.parse_endpoint(
-        args.remote, instance=args.instance, headers=args.header, ca_cert=args.tls_ca_cert,
-        client_cert=args.tls_client_cert, client_key=args.tls_client_key, flag="--remote",
+        args.remote, instance=args.instance, headers=args.remote_header, ca_cert=args.remote_tls_ca,
+        client_cert=args.remote_tls_cert, client_key=args.remote_tls_key, flag="--remote",
     )
     options = BotOptions(name=args.name or f"{socket.gethostname()}-{os.getpid()}", platform=str(platform),
                          jobs=args.jobs or cpu_count())

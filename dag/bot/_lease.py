@@ -82,6 +82,7 @@ class LeaseRunner:
         try:
             leased = await trio.to_thread.run_sync(self._read, lease)
             description = _describe(leased.step)
+            self.say(f"running {description} (lease {lease.lease_id})")
             outcome = await self.steps.run(leased.step, leased.key, self._fetcher(leased), description, leased.timeout)
             result = await trio.to_thread.run_sync(self._upload, outcome)
         except Exception as error:
