@@ -19,7 +19,7 @@ import pytest
 
 from pybuild import reapi
 
-from .conftest import BOT_KEEPALIVE_SECONDS, BuildGrid, free_port
+from .conftest import BOT_KEEPALIVE_SECONDS, BuildGrid, Postgres, free_port, start_buildgrid
 
 BOT_TIMEOUT = 10.0  # each long poll; BuildGrid answers within 0.8 x the 5 s keepalive
 
@@ -90,6 +90,18 @@ def test_a_missing_blob_is_named(remote: reapi.Remote, tmp_path: Path) -> None:
         with pytest.raises(reapi.RemoteBlobMissing):
             remote.download(digest, tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_client_serves_many_threads(remote: reapi.Remote) -> None:
+    blobs = [os.urandom(n) for n in (1, 1000, 200_000, 5 * 1024 * 1024)] * 4
+
+    def round_trip(data: bytes) -> bool:
+        digest = reapi.Digest.of(data)
+        remote.upload({digest: data})
+        return remote.read(digest) == data and not remote.find_missing([digest])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(round_trip, blobs))
 
 
 def test_action_cache_update_and_get(remote: reapi.Remote) -> None:
@@ -262,6 +274,25 @@ def test_a_silent_bots_lease_goes_to_another_bot(remote: reapi.Remote) -> None:
         assert running.result(timeout=30).status_code == 0
     with pytest.raises(reapi.BotSessionClosed):
         remote.update_bot_session(dead, timeout=BOT_TIMEOUT)
+
+
+@pytest.mark.slow
+def test_a_server_stopped_during_execute_is_one_line(postgres: Postgres, tmp_path: Path) -> None:
+    with start_buildgrid(postgres, tmp_path) as server:
+        with reapi.Remote.connect(reapi.parse_endpoint(server.url)) as remote:
+            action_digest, _ = submit(remote, unique_platform(), "stopped")  # no bot has this platform
+            stages: list[str] = []
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                running = pool.submit(remote.execute, action_digest, on_update=stages.append)
+                while "QUEUED" not in stages:
+                    assert not running.done(), running.exception()
+                    threading.Event().wait(0.05)
+                server.stop()
+                with pytest.raises(reapi.RemoteUnavailable, match=f"^cannot reach the remote executor at {server.url}: ") as caught:
+                    running.result(timeout=60)
+            assert "\n" not in str(caught.value)
+            with pytest.raises(reapi.RemoteUnavailable):
+                remote.find_missing([reapi.EMPTY])
 
 
 def test_an_interrupted_poll_returns_the_session_as_sent(remote: reapi.Remote) -> None:
