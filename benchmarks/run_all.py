@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,7 +105,7 @@ class Driver:
         self.tags: dict[str, set[str]] = {e: set() for e in engines.available}
         self.loads: list[float] = []  # the 1-minute load average before each build
         self.spreads: dict[str, dict[str, tuple[float, float]]] = {}  # row -> engine -> (fastest, slowest)
-        self.run_times: dict[str, dict[str, list[float]]] = {}  # row -> engine -> seconds of each run
+        self.run_times: dict[str, dict[str, list[float | None]]] = {}  # None: a failed run  # row -> engine -> seconds of each run
         self.rss: dict[str, list[int | None]] = {}  # row -> pybuild's peak RSS of each run (bytes)
         self.targets: dict[str, float] = {}  # row -> target ratio to TARGET_PEER
         self.rss_targets: dict[str, int] = {}  # row -> peak RSS target (bytes)
@@ -170,7 +170,7 @@ class Driver:
         """Row ``name``: ``one_run(engine)`` ``repeat`` times per engine, the engines taking
         turns (so a busy minute on the machine falls on all of them), after ``prepare(engine)``
         once and ``before_each(engine)`` (untimed) before every run.  ``key`` names its targets."""
-        times: dict[str, list[float]] = {e: [] for e in self.engines.available}
+        times: dict[str, list[float | None]] = {e: [] for e in self.engines.available}
         rss: list[int | None] = []
         failed: dict[str, RuntimeError] = {}
         for engine in self.engines.available:
@@ -181,22 +181,23 @@ class Driver:
                     failed[engine] = error
         for round_ in range(self.repeat):
             for engine in self.order(round_):
-                if engine in failed:
-                    continue
-                try:
-                    if before_each is not None:
-                        before_each(engine)
-                    self.last_rss = None
-                    times[engine].append(one_run(engine))
-                    if engine == "pybuild":
-                        rss.append(self.last_rss)
-                except RuntimeError as error:
-                    failed[engine] = error
+                self.last_rss = None
+                if engine not in failed:
+                    try:
+                        if before_each is not None:
+                            before_each(engine)
+                        times[engine].append(one_run(engine))
+                    except RuntimeError as error:
+                        failed[engine] = error
+                if engine in failed:  # this run and the later ones
+                    times[engine].append(None)
+                if engine == "pybuild":
+                    rss.append(self.last_rss)
         for engine, problem in failed.items():
             self.notes.append(f"{engine}, {name}: failed: {reason(problem)}")
             print(f"  {engine:8} {name}: FAILED\n{problem}", file=sys.stderr)
         self.set_targets(name, key, rss)
-        return self.summarize(name, {e: v for e, v in times.items() if v and e not in failed})
+        return self.summarize(name, times)
 
     def set_targets(self, name: str, key: str, rss: list[int | None]) -> None:
         self.rss[name] = rss
@@ -204,13 +205,17 @@ class Driver:
         if key in RSS_TARGETS:
             self.rss_targets[name] = RSS_TARGETS[key]
 
-    def summarize(self, name: str, times: dict[str, list[float]]) -> Row:
+    def summarize(self, name: str, times: Mapping[str, Sequence[float | None]]) -> Row:
+        """The row's medians; ``times`` has each engine's runs in order, None for a failed one."""
+        done = {e: [t for t in v if t is not None] for e, v in times.items()}
+        done = {e: v for e, v in done.items() if v}
         for engine, values in times.items():
-            shown = " ".join(f"{t:.2f}" for t in values)
-            print(f"  {engine:8} {name}: median {median(values):.3f}s (runs: {shown})", file=sys.stderr, flush=True)
-        self.spreads[name] = {e: (min(v), max(v)) for e, v in times.items()}
-        self.run_times[name] = times
-        return name, {e: median(v) for e, v in times.items()}
+            shown = " ".join("failed" if t is None else f"{t:.2f}" for t in values)
+            middle = f"median {median(done[engine]):.3f}s" if engine in done else "no run"
+            print(f"  {engine:8} {name}: {middle} (runs: {shown})", file=sys.stderr, flush=True)
+        self.spreads[name] = {e: (min(v), max(v)) for e, v in done.items()}
+        self.run_times[name] = {e: list(v) for e, v in times.items() if e in done}
+        return name, {e: median(v) for e, v in done.items()}
 
     # ------------------------------------------------------------ workloads
 
@@ -282,27 +287,25 @@ class Driver:
 
     def context(self, files: int, megabytes: int) -> list[Row]:
         phases = {"cold": "cold", "noop": "no-op rebuild", "touch": "touch every file", "change": "one file changed"}
-        times: dict[str, dict[str, list[float]]] = {p: {e: [] for e in self.engines.available} for p in phases}
-        rss: dict[str, list[int | None]] = {p: [] for p in phases}
-        failed: dict[str, RuntimeError] = {}
+        # one slot per run, so that each run's ratio pairs builds of the same round even when one failed
+        times: dict[str, dict[str, list[float | None]]] = {p: {e: [None] * self.repeat for e in self.engines.available} for p in phases}
+        rss: dict[str, list[int | None]] = {p: [None] * self.repeat for p in phases}
         seed = time.time_ns()  # new bytes every run: no engine finds them in a cache from an earlier run
         tag = "runall-context"
         for r in range(self.repeat):
             for engine in self.order(r):
-                if engine in failed:
-                    continue
                 context = self.engines.work / f"context-{r}-{engine}"
-                paths = w.make_random_context(context, files, megabytes, seed + r)
 
                 def timed(phase: str) -> None:
                     self.last_rss = None
                     os.sync()  # no build pays for the writes of the one before it
-                    times[phase][engine].append(self.build(engine, context, w.CONTEXT, tag))
+                    times[phase][engine][r] = self.build(engine, context, w.CONTEXT, tag)
                     if engine == "pybuild":
-                        rss[phase].append(self.last_rss)
+                        rss[phase][r] = self.last_rss
 
                 try:
                     self.reset(engine, tag)
+                    paths = w.make_random_context(context, files, megabytes, seed + r)
                     time.sleep(RACY_PAUSE)
                     timed("cold")
                     time.sleep(RACY_PAUSE)
@@ -314,19 +317,17 @@ class Driver:
                     time.sleep(RACY_PAUSE)
                     paths[len(paths) // 2].write_bytes(f"changed {r}".encode())
                     timed("change")
-                except RuntimeError as error:
-                    failed[engine] = error
-                    print(f"  {engine:8} context: FAILED\n{error}", file=sys.stderr)
+                except RuntimeError as error:  # this run's later phases are left out; the next run starts afresh
+                    self.notes.append(f"{engine}, big context, run {r + 1}: failed: {reason(error)}")
+                    print(f"  {engine:8} context, run {r + 1}: FAILED\n{error}", file=sys.stderr)
                 finally:
                     shutil.rmtree(context, ignore_errors=True)
-        for engine, problem in failed.items():
-            self.notes.append(f"{engine}, big context: failed: {reason(problem)}")
         label = f"context {files:,} files / {megabytes} MB"
         rows = []
         for phase, shown in phases.items():
             name = f"{label}: {shown}"
             self.set_targets(name, f"context.{phase}", rss[phase])
-            rows.append(self.summarize(name, {e: v for e, v in times[phase].items() if v and e not in failed}))
+            rows.append(self.summarize(name, times[phase]))
         return rows
 
     def c_build(self) -> list[Row]:
@@ -464,7 +465,7 @@ def run_table(rows: list[Row], driver: Driver, engines: Sequence[str]) -> tuple[
         count = max((len(v) for v in runs.values()), default=0)
         results: list[bool | None] = []
         for i in range(count):
-            values = {e: v[i] for e, v in runs.items() if i < len(v)}
+            values = {e: t for e, v in runs.items() if i < len(v) and (t := v[i]) is not None}
             peak = rss[i] if i < len(rss) else None
             ok = met(ratio_of(values, TARGET_PEER), target, peak, rss_target)
             results.append(ok)

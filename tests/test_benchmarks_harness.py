@@ -52,7 +52,7 @@ def test_measure_returns_the_exit_status_and_output() -> None:
 class FakeDriver:
     """What run_table reads of a Driver."""
 
-    def __init__(self, runs: dict[str, list[float]], rss: list[int | None], target: float, rss_target: int | None = None) -> None:
+    def __init__(self, runs: dict[str, list[float | None]], rss: list[int | None], target: float, rss_target: int | None = None) -> None:
         self.run_times = {"row": runs}
         self.rss = {"row": rss}
         self.targets = {"row": target}
@@ -98,3 +98,22 @@ def test_targets_are_issue_18s() -> None:
     assert run_all.DEFAULT_TARGET == 1.0
     assert {k: v for k, v in run_all.TARGETS.items()} == {"context.noop": 0.5, "context.touch": 0.5, "context.change": 0.5}
     assert run_all.RSS_TARGETS == {"context.cold": 200 * MIB}
+
+
+def test_a_failed_run_keeps_the_others_paired_by_round() -> None:
+    # BuildKit's second run failed: its third run still pairs with pybuild's third
+    driver = FakeDriver({"pybuild": [1.0, 1.0, 1.0], "buildkit": [2.0, None, 0.5]}, [None] * 3, 1.0)
+    table, missed = run_all.run_table([("row", {"pybuild": 1.0, "buildkit": 1.25})], driver, ["pybuild", "buildkit"])
+    lines = table.splitlines()[2:]
+    assert [line.split("|")[5].strip() for line in lines[:3]] == ["0.50", "—", "2.00"]
+    assert verdicts(table) == ["yes", "—", "**no**", "yes"]
+    assert missed == ["row (1 of 3 runs)"]
+
+
+def test_summarize_leaves_failed_runs_out_of_the_median(capsys: pytest.CaptureFixture[str]) -> None:
+    driver = run_all.Driver.__new__(run_all.Driver)
+    driver.spreads, driver.run_times = {}, {}
+    name, medians = driver.summarize("row", {"pybuild": [1.0, None, 3.0], "buildkit": [None, None, None]})
+    assert (name, medians) == ("row", {"pybuild": 2.0})
+    assert driver.run_times == {"row": {"pybuild": [1.0, None, 3.0]}}
+    assert "failed" in capsys.readouterr().err
