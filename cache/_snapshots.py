@@ -10,7 +10,9 @@ An active snapshot is built in the process temp area as ``upper/`` and
 ``work/`` (an overlay mount needs both on one file system).  Commit writes
 ``meta.json`` beside ``upper``, renames ``upper`` to ``tree`` and renames the
 whole directory to ``snapshots/<id>`` in one step: a snapshot directory
-either appears complete or not at all.  Removal renames it into the temp
+either appears complete or not at all.  A file attached to the active snapshot
+(``attach``: what its maker knows about the tree, e.g. the facts of the files
+a COPY put there) is moved with it, so it exists only beside its very tree.  Removal renames it into the temp
 area first, so a half-deleted tree is never visible under its id.
 """
 
@@ -33,6 +35,7 @@ from ._util import check_name, remove_tree, store_error, tree_disk_usage
 _META = "meta.json"
 _TREE = "tree"
 _SIZE = "size"
+_OWN_NAMES = frozenset({_META, _TREE, _SIZE, "upper", "work"})
 _MAX_CHAIN = 1000  # a longer parent chain is a cycle or corruption
 
 
@@ -82,6 +85,13 @@ class Snapshotter(Protocol):
 
     def list(self) -> list[str]:
         """Ids of every snapshot directory present (complete or not)."""
+
+
+def _attachment_name(name: str) -> str:
+    check_name("snapshot attachment", name)
+    if name in _OWN_NAMES or name.startswith("."):
+        raise StoreError(f"invalid snapshot attachment {name!r}: the snapshot uses that name")
+    return name
 
 
 class DirSnapshotter:
@@ -162,6 +172,24 @@ class DirSnapshotter:
 
     def discard(self, active: ActiveSnapshot) -> None:
         remove_tree(active.base)
+
+    def attach(self, active: ActiveSnapshot, name: str, data: bytes) -> None:
+        """Keep ``data`` as ``name`` beside the tree; commit moves it along, atomically."""
+        try:
+            with open(active.base / _attachment_name(name), "xb") as f:
+                f.write(data)
+        except OSError as error:
+            raise store_error(f"cannot write {name} of a snapshot", error) from None
+
+    def attachment(self, snapshot_id: str, name: str) -> bytes | None:
+        """What was attached as ``name`` to a complete snapshot (None: nothing, or incomplete)."""
+        if self._read_meta(snapshot_id) is None:
+            return None
+        try:
+            with open(self._dir(snapshot_id) / _attachment_name(name), "rb") as f:
+                return f.read()
+        except OSError:
+            return None
 
     # -- reading ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import os
 import posixpath
 import shutil
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -37,6 +38,12 @@ from ._ops import Chown, CopyAction, MkdirAction, MkfileAction, RmAction
 MAX_SYMLINK_HOPS = 255
 
 
+# What a copied regular file became in the layer: (target path inside the root,
+# permission bits, uid, gid, mtime in ns, size).  Two copies of files with equal
+# content and equal facts are the same bytes in the same place of the tree.
+FileFacts = tuple[str, int, int, int, int, int]
+
+
 @dataclass(frozen=True)
 class PlannedCopy:
     """A CopyAction with its source resolved to a path inside the chroot."""
@@ -45,11 +52,29 @@ class PlannedCopy:
     source_root: str  # where the source is mounted, inside the root ("/" for scratch)
     context_files: bool  # sources from the build context count as uid/gid 0
     selected: tuple[str, ...] | None = None  # context entries the cache key covered (None: all)
+    # Files an earlier snapshot already holds with the content the source has now
+    # (source path relative to ``source_root`` -> their facts there): one that
+    # would get the same facts again is not copied but reported, to be hard-linked.
+    reusable: Mapping[str, FileFacts] | None = None
+    report: bool = False  # report the facts of each copied file (for a later reuse)
 
 
 @dataclass(frozen=True)
 class FilePlan:
     steps: tuple[PlannedCopy | MkdirAction | MkfileAction | RmAction, ...]
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What one PlannedCopy did with the regular files it put in directories it made.
+
+    ``files``: source path (relative to the source root) -> facts, for every
+    such file, copied or not; ``reused``: those left out because ``reusable``
+    had them with the same facts: the caller links them in from the earlier tree.
+    """
+
+    files: Mapping[str, FileFacts]
+    reused: tuple[str, ...]
 
 
 class FileOpError(BuildError):
@@ -150,6 +175,11 @@ class _Copier:
         self.owner = _Owner(self.action.chown).ids
         self.links: dict[tuple[int, int], str] = {}
         self.excludes = _exclude_rules(self.action.exclude_patterns)
+        self.reusable: Mapping[str, FileFacts] = planned.reusable or {}
+        # source path -> facts of the files put in directories this copy made (None: not asked)
+        self.files: dict[str, FileFacts] | None = {} if planned.report or planned.reusable else None
+        self.reused: list[str] = []
+        self.origin = ""  # the copied directory's path relative to the source root, with a "/"
         self.selected: set[str] | None = None
         if planned.selected is not None:
             # the selected entries and every directory above them
@@ -178,8 +208,11 @@ class _Copier:
         os.lchown(target, uid, gid)
         if not stat.S_ISLNK(st.st_mode):
             os.chmod(target, self._mode(st))
-        mtime = self.action.mtime * 10**9 if self.action.mtime is not None else st.st_mtime_ns
+        mtime = self._mtime_ns(st)
         os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
+
+    def _mtime_ns(self, st: os.stat_result) -> int:
+        return self.action.mtime * 10**9 if self.action.mtime is not None else st.st_mtime_ns
 
     # -- selection
 
@@ -229,12 +262,23 @@ class _Copier:
 
     # -- copying
 
-    def run(self) -> None:
+    def run(self) -> CopyReport | None:
         sources = self.matches()
         dest = self.action.dest
         dest_dir_hint = dest.endswith("/") or len(sources) > 1
         for source in sources:
             self._copy_one(source, dest, dest_dir_hint)
+        return CopyReport(self.files, tuple(self.reused)) if self.files is not None else None
+
+    def _copy_or_reuse(self, source: str, origin: str, target: str, st: os.stat_result) -> None:
+        """A new file, unless ``reusable`` says an earlier tree has it with the same facts."""
+        assert self.files is not None
+        facts = (target, self._mode(st), *self._ids(st), self._mtime_ns(st), st.st_size)
+        if self.reusable.get(origin) == facts:
+            self.reused.append(origin)
+        else:
+            self._copy_new_file(source, target, st)
+        self.files[origin] = facts
 
     def _copy_new_file(self, source: str, target: str, st: os.stat_result) -> None:
         """A regular file into a directory this copy made: nothing there to replace,
@@ -249,7 +293,7 @@ class _Copier:
                 os.fchown(dst, uid, gid)  # first: a chown drops file capabilities
                 _copy_xattrs(src, dst)
                 os.fchmod(dst, self._mode(st))
-                mtime = self.action.mtime * 10**9 if self.action.mtime is not None else st.st_mtime_ns
+                mtime = self._mtime_ns(st)
                 os.utime(dst, ns=(mtime, mtime))
             finally:
                 os.close(dst)
@@ -264,13 +308,16 @@ class _Copier:
         st = os.lstat(source)
         if stat.S_ISDIR(st.st_mode) and self.action.dir_contents_only:
             target = resolve_in("/", dest)
+            made = not os.path.lexists(target)  # then nothing is there to merge with
             if self.action.create_dest_path:
                 _mkdir_parents(target, self.owner, self.action.mtime)
             elif not os.path.isdir(target):
                 raise FileOpError(f"destination {dest} does not exist")
             if not os.path.isdir(target):
                 raise FileOpError(f"cannot copy directory {self.action.src} to {dest}: not a directory")
-            self._copy_tree(source, target, "")
+            origin = posixpath.relpath(source, self.planned.source_root)
+            self.origin = "" if origin == "." else origin + "/"
+            self._copy_tree(source, target, "", fresh=made)
             return
         if self.action.attempt_unpack and stat.S_ISREG(st.st_mode) and _is_archive(source):
             target = resolve_in("/", dest)
@@ -329,7 +376,10 @@ class _Copier:
             elif excluded:
                 continue
             elif fresh and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                self._copy_new_file(entry.path, target, st)
+                if self.files is None:
+                    self._copy_new_file(entry.path, target, st)
+                else:
+                    self._copy_or_reuse(entry.path, self.origin + child_relative, target, st)
             else:
                 self._copy_entry(entry.path, target, st)
             copied = True
@@ -611,8 +661,9 @@ def _rm(action: RmAction) -> None:
     _remove(target)
 
 
-def apply_file_plan(root: str, plan: FilePlan) -> None:
-    """Apply ``plan`` to the filesystem at ``root``, chrooted into it.
+def apply_file_plan(root: str, plan: FilePlan) -> tuple[CopyReport | None, ...]:
+    """Apply ``plan`` to the filesystem at ``root``, chrooted into it; returns
+    the report of each step (None for any but a PlannedCopy asked for one).
 
     The executor runs this in a thread with its own filesystem context, so
     the chroot is the thread's alone; it is undone before returning, since
@@ -624,7 +675,7 @@ def apply_file_plan(root: str, plan: FilePlan) -> None:
     os.chroot(root)
     os.chdir("/")
     try:
-        _apply(plan)
+        return _apply(plan)
     finally:
         os.fchdir(host_root)
         os.chroot(".")
@@ -634,18 +685,22 @@ def apply_file_plan(root: str, plan: FilePlan) -> None:
         os.close(host_cwd)
 
 
-def _apply(plan: FilePlan) -> None:
+def _apply(plan: FilePlan) -> tuple[CopyReport | None, ...]:
     step: object = None
+    reports: list[CopyReport | None] = []
     try:
         for step in plan.steps:
+            report = None
             if isinstance(step, PlannedCopy):
-                _Copier(step).run()
+                report = _Copier(step).run()
             elif isinstance(step, MkdirAction):
                 _mkdir(step)
             elif isinstance(step, MkfileAction):
                 _mkfile(step)
             else:
                 _rm(step)
+            reports.append(report)
+        return tuple(reports)
     except OSError as error:
         where = f" {shortened(os.fsdecode(error.filename))}" if error.filename else ""
         if error.errno == errno.EINVAL and (missing := _unmapped_chown(step)):

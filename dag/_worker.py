@@ -696,16 +696,25 @@ class Worker:
         scratch.append(path)
         return path
 
-    async def _run_file(self, digest: str, op: FileOp, key: CacheKey, inputs: Mapping[str, Result]) -> Result:
+    async def _run_file(
+        self, digest: str, op: FileOp, key: CacheKey, inputs: Mapping[str, Result], *, reuse_allowed: bool = True
+    ) -> Result:
         from pybuild.executors import BindMount, OverlayMount, Rootfs
 
+        from . import _copy_reuse
         from ._fileops import FilePlan, PlannedCopy, apply_file_plan
 
         base_chain = self._base_chain(op, inputs)
+        reported = self._reported_copy(digest, op)
+        pointer = _copy_reuse.pointer(self.context.path, self.step_ids.get(digest, digest)) if reported and self.context else None
+        reuse = None
+        if reported is not None and pointer is not None and reuse_allowed and not op.ignore_cache:
+            reuse = await trio.to_thread.run_sync(_copy_reuse.find, self.root, pointer, reported.entries, self.lease.add)
         active = await trio.to_thread.run_sync(self.root.snapshots.new_active)
         scratch: list[Path] = []
         mounts: list[Any] = []
         steps: list[Any] = []
+        retry = False
         try:
             for index, action in enumerate(op.actions):
                 if not isinstance(action, CopyAction):
@@ -722,17 +731,41 @@ class Worker:
                     mounts.append(BindMount(str(self._empty_dir(scratch)), target, readonly=True))
                 is_context = action.source is not None and isinstance(self.definition.ops[action.source], LocalSource)
                 selected = tuple(selection.entries) if selection is not None else None
-                steps.append(PlannedCopy(action, target, is_context, selected))
+                reusable = reuse.reusable if reuse is not None else None
+                steps.append(PlannedCopy(action, target, is_context, selected, reusable, report=reported is not None))
             rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
-            await self.files.call(rootfs, mounts, apply_file_plan, FilePlan(tuple(steps)))
+            reports = await self.files.call(rootfs, mounts, apply_file_plan, FilePlan(tuple(steps)))
             await trio.to_thread.run_sync(_remove_mountpoints, Path(active.upper), self._lowers(base_chain))
+            report = reports[0] if reported is not None and reports else None  # a reported copy is the only action
+            if report is not None and reuse is not None and report.reused:
+                try:
+                    await trio.to_thread.run_sync(_copy_reuse.link_reused, reuse, Path(active.upper), report.reused)
+                except _copy_reuse.ReuseFailed as error:
+                    log.info("copying every file: the previous snapshot %s cannot be reused: %s", reuse.snapshot[:12], error)
+                    retry = True
+            if report is not None and reported is not None and not retry:
+                data = _copy_reuse.manifest(report, reported.entries)
+                await trio.to_thread.run_sync(self.root.snapshots.attach, active, _copy_reuse.MANIFEST, data)
         except BaseException:
             await trio.to_thread.run_sync(self.root.snapshots.discard, active)
             raise
         finally:
             for path in scratch:
                 await trio.to_thread.run_sync(shutil.rmtree, path, True)
-        return await self._commit(digest, op, key, active, inputs)
+        if retry:
+            await trio.to_thread.run_sync(self.root.snapshots.discard, active)
+            return await self._run_file(digest, op, key, inputs, reuse_allowed=False)
+        result = await self._commit(digest, op, key, active, inputs)
+        if report is not None and pointer is not None and result.layer is not None:
+            await trio.to_thread.run_sync(_copy_reuse.remember, self.root, pointer, result.layer)
+        return result
+
+    def _reported_copy(self, digest: str, op: FileOp) -> Selection | None:
+        """The selection of a file op that is one copy of the build context: its
+        snapshot keeps the facts of its files, and reuses those of the last one."""
+        if len(op.actions) != 1 or not isinstance(op.actions[0], CopyAction):
+            return None
+        return self._selections.get((digest, 0))
 
 
 def _copy_seed(root: str, source_path: str) -> None:

@@ -1,0 +1,185 @@
+"""A COPY of the build context that reuses the unchanged files of its previous snapshot.
+
+Rebuilding ``COPY . /app`` after one file of a big context changed should cost
+that file, not a copy of every byte.  A snapshot made by a COPY of the context
+keeps, attached to its tree (``MANIFEST``, moved with the tree when it is
+committed), the facts of each file the copy put in a directory it made: its
+context entry digest (content, mode, size, xattrs) and where it went with which
+mode, owner, mtime and size.  The next run of the same step (``pointer``: the
+step of this context, else the op) finds that snapshot, and the copier is told
+which files the earlier tree holds with the content the context has now
+(``Reuse.reusable``).  A file that would get the very same facts again is not
+copied: ``link_reused`` hard-links the earlier tree's file in instead, after
+checking that file still has those facts, and restores the times of the
+directories it linked into.  The tree is then the one a full copy makes, so
+its layer tar, diffID and the image ID are the same.
+
+Snapshots are never written after their commit (later steps see them as
+overlay lowers, whose copy-up leaves them alone), so two trees sharing an
+inode never see it change.  Anything unexpected (a damaged manifest, a file
+whose facts differ, a link the file system refuses) means no reuse: the
+caller copies everything, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pybuild.errors import StoreError
+
+if TYPE_CHECKING:
+    from pybuild.cache import Root
+
+    from ._fileops import CopyReport, FileFacts
+
+MANIFEST = "copy-files.json"
+_POINTER = "copy-reuse:"
+_VERSION = 1
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """An earlier snapshot of the same copy and the files of it the copier may keep."""
+
+    snapshot: str
+    tree: Path
+    reusable: Mapping[str, FileFacts]  # context path -> its facts in ``tree``
+
+
+class ReuseFailed(Exception):
+    """The earlier tree cannot give a file it promised: copy everything instead."""
+
+
+def pointer(context: Path, step: str) -> str:
+    """The index key naming the last snapshot this step made from this context."""
+    return _POINTER + hashlib.sha256(f"{context}\0{step}".encode()).hexdigest()
+
+
+def remember(root: Root, key: str, snapshot: str) -> None:
+    """Point ``key`` at ``snapshot`` (which has a manifest): only a hint, checked when used."""
+    from pybuild.cache import CacheRecord
+
+    now = time.time()
+    # snapshot_id stays None: the hint must not keep the snapshot from a prune
+    root.index.record(key, CacheRecord(snapshot_id=None, created=now, last_used=now, meta={"snapshot": snapshot}))
+
+
+def find(root: Root, key: str, entries: Mapping[str, str], lease: Callable[[list[str]], None]) -> Reuse | None:
+    """The files of the snapshot ``key`` points at whose context entry is still ``entries``'.
+
+    The snapshot is leased before it is looked at, so a concurrent prune leaves it alone.
+    """
+    record = root.index.lookup(key)
+    snapshot = record.meta.get("snapshot") if record is not None else None
+    if not snapshot:
+        return None
+    lease([snapshot])
+    try:
+        data = root.snapshots.attachment(snapshot, MANIFEST)
+        tree = root.snapshots.tree(snapshot) if data is not None else None
+    except StoreError:  # a malformed id, or the snapshot vanished meanwhile: no reuse
+        return None
+    if data is None or tree is None:
+        return None
+    reusable = {origin: facts for origin, (entry, facts) in _read_manifest(data).items() if entries.get(origin) == entry}
+    return Reuse(snapshot, tree, reusable) if reusable else None
+
+
+def manifest(report: CopyReport, entries: Mapping[str, str]) -> bytes:
+    """The manifest of a tree the copier reported on: each file's entry digest and facts."""
+    files = {origin: [entries[origin], *facts] for origin, facts in report.files.items() if origin in entries}
+    return json.dumps({"version": _VERSION, "files": files}, separators=(",", ":")).encode()
+
+
+def _read_manifest(data: bytes) -> dict[str, tuple[str, FileFacts]]:
+    """The manifest's files; whatever is malformed is left out (it is only a hint)."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(document, dict) or document.get("version") != _VERSION or not isinstance(document.get("files"), dict):
+        return {}
+    out: dict[str, tuple[str, FileFacts]] = {}
+    for origin, row in document["files"].items():
+        if (
+            isinstance(row, list)
+            and len(row) == 7
+            and all(isinstance(v, str) for v in row[:2])
+            and all(type(v) is int for v in row[2:])
+            and _safe_target(row[1])
+        ):
+            out[origin] = (row[0], (row[1], row[2], row[3], row[4], row[5], row[6]))
+    return out
+
+
+def _safe_target(target: str) -> bool:
+    """An absolute path with plain names only: it stays inside the trees it is joined to."""
+    parts = target.split("/")
+    return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
+
+
+def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str]) -> None:
+    """Hard-link each reused file from the earlier tree into ``upper``, where the copier
+    would have written it; ReuseFailed if one is not as the manifest says.
+
+    Paths are walked one directory at a time without following symlinks, on both
+    sides; each directory linked into gets its times back (the copier set them).
+    """
+    wanted = sorted((reuse.reusable[origin] for origin in reused), key=lambda f: f[0].rpartition("/"))
+    old, new = _Dirs(reuse.tree), _Dirs(upper)
+    try:
+        for parent, group in itertools.groupby(wanted, key=lambda f: f[0].rpartition("/")[0]):
+            _link_group(old.fd(parent), new.fd(parent), group)
+    except OSError as error:
+        raise ReuseFailed(f"{error.strerror}: {error.filename}") from None
+    finally:
+        old.close()
+        new.close()
+
+
+def _link_group(old: int, new: int, group: Iterable[FileFacts]) -> None:
+    times = os.fstat(new)
+    for target, *facts in group:
+        name = target.rpartition("/")[2]
+        st = os.stat(name, dir_fd=old, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or [stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size] != facts:
+            raise ReuseFailed(f"{target} is not what the manifest says")
+        os.link(name, name, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
+    os.utime(new, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+class _Dirs:
+    """Descriptors of the directories down one tree, each opened from its parent
+    with O_NOFOLLOW; those kept open are the last one's ancestors, so walking
+    sorted paths opens every directory once."""
+
+    def __init__(self, top: Path) -> None:
+        self._open: list[tuple[str, int]] = [("", os.open(top, _DIR_FLAGS))]
+
+    def fd(self, parent: str) -> int:
+        """The directory ``parent`` (an absolute path inside the tree)."""
+        names = parent.split("/")[1:]
+        keep = 1
+        while keep < len(self._open) and keep <= len(names) and self._open[keep][0] == names[keep - 1]:
+            keep += 1
+        for _, fd in self._open[keep:]:
+            os.close(fd)
+        del self._open[keep:]
+        for name in names[keep - 1 :]:
+            self._open.append((name, os.open(name, _DIR_FLAGS, dir_fd=self._open[-1][1])))
+        return self._open[-1][1]
+
+    def close(self) -> None:
+        for _, fd in self._open:
+            os.close(fd)
+        self._open.clear()
