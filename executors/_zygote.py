@@ -28,11 +28,13 @@ import sys
 
 if __package__:
     from . import _linux as linux
+    from . import _overlay as overlay
     from . import _sandbox as sandbox
     from . import _wire as wire
 else:  # run as a script with -I (which leaves the script's directory off sys.path)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _linux as linux
+    import _overlay as overlay
     import _sandbox as sandbox
     import _wire as wire
 
@@ -49,6 +51,7 @@ def main(argv: list[str]) -> int:
     # Orphans (a slirp4netns whose monitor was killed) are reparented here and reaped.
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     linux.remember_id_maps()  # constant here: each step's monitor and init would read them again
+    overlay.use_volatile_uppers()  # a step's upper dir is committed or thrown away, never remounted
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()
     poller.register(requests.fileno(), select.POLLIN)

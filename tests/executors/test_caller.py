@@ -99,3 +99,22 @@ async def test_calls_share_the_cpu_budget(caller, make_rootfs, monkeypatch) -> N
         for _ in range(5):
             nursery.start_soon(caller.call, make_rootfs(), [], _busy_copy, 0.1)
     assert _RUNNING["most"] == 2
+
+
+def _rootfs_options(root: str) -> str:
+    with open("/proc/thread-self/mountinfo") as f:  # this thread's own mount namespace
+        for line in f:
+            fields = line.split()
+            if fields[4] == root:
+                return fields[fields.index("-") + 3]
+    raise AssertionError(f"{root} is not mounted here")
+
+
+async def test_the_layer_is_mounted_volatile(caller, make_rootfs) -> None:
+    """No sync of the whole disk when the call's overlay goes away (see _overlay.use_volatile_uppers)."""
+    from pybuild.executors import _overlay
+
+    if not _overlay._volatile_supported():
+        pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
+    options = await caller.call(make_rootfs(), [], _rootfs_options)
+    assert {"volatile", "fsync=volatile"} & set(options.split(","))
