@@ -63,3 +63,18 @@ def test_reapi_loads_protobuf_and_grpc_only_when_used() -> None:
         pytest.fail(reason, pytrace=False) if strict() else pytest.skip(reason)
     done = subprocess.run([sys.executable, "-c", REAPI_PROBE], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == ["False False", "False True", "True"]
+
+
+LOCAL_BUILD_PROBE = """
+import sys
+import pybuild.cli.main, pybuild.cli._build, pybuild.dag, pybuild.oci, pybuild.executors, pybuild.cache
+loaded = [m for m in ("pybuild.reapi", "pybuild.dag.remote", "pybuild.dag.bot", "grpc", "google.protobuf", "buildgrid")
+          if m in sys.modules]
+print(loaded)
+"""
+
+
+def test_a_local_build_loads_nothing_of_remote_execution() -> None:
+    """What `pybuild build` imports without a remote flag leaves reapi, gRPC and protobuf alone."""
+    done = subprocess.run([sys.executable, "-c", LOCAL_BUILD_PROBE], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
