@@ -126,10 +126,13 @@ class Remote:
 
     def capabilities(self) -> Capabilities:
         """What the server offers; fails within the connect timeout when it does not answer."""
+        return self._capabilities_within(self._connect_timeout)
+
+    def _capabilities_within(self, timeout: float) -> Capabilities:
         request = re_pb2.GetCapabilitiesRequest(instance_name=self.endpoint.instance)
         reply = self._call(
             "GetCapabilities",
-            lambda: self._caps.GetCapabilities(request, timeout=self._connect_timeout, metadata=self._metadata),
+            lambda: self._caps.GetCapabilities(request, timeout=timeout, metadata=self._metadata),
         )
         cache = reply.cache_capabilities
         names = re_pb2.DigestFunction.Value.Name
@@ -152,8 +155,8 @@ class Remote:
         with self._lock:
             known = self._capabilities
         if known is None:
-            try:
-                known = self.capabilities()
+            try:  # the CAS calls' deadline, not the connect one: a busy server is not a gone one
+                known = self._capabilities_within(self._timeout)
             except RemoteError as error:
                 if isinstance(error, RemoteUnavailable):
                     raise
