@@ -204,11 +204,19 @@ def directory_from_proto(message: re_pb2.Directory) -> Directory:
     )
 
 
+def _output_path(path: str) -> str:
+    """An output's path as another machine named it: relative, inside the working directory."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\0" in path or any(p in ("", ".", "..") for p in parts):
+        raise RemoteError(f"the remote sent an output path {path[:80]!r}")
+    return path
+
+
 def action_result_from_proto(message: re_pb2.ActionResult) -> ActionResult:
     return ActionResult(
         exit_code=message.exit_code,
         output_files=tuple(
-            OutputFile(o.path, digest_from_proto(o.digest, f"digest of output {o.path[:80]!r}"), o.is_executable)
+            OutputFile(_output_path(o.path), digest_from_proto(o.digest, f"digest of output {o.path[:80]!r}"), o.is_executable)
             for o in message.output_files
         ),
         stdout_digest=optional_digest(message.stdout_digest, message.HasField("stdout_digest"), "stdout digest"),

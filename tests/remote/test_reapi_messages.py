@@ -116,6 +116,13 @@ def test_what_another_machine_sends_is_checked(message: re_pb2.Directory) -> Non
         reapi.parse_directory(message.SerializeToString())
 
 
+@pytest.mark.parametrize("path", ["/etc/passwd", "../layer.tar", "a/../../b", "", "a//b", "./a"])
+def test_an_output_path_outside_the_working_directory_is_refused(path: str) -> None:
+    message = re_pb2.ActionResult(output_files=[re_pb2.OutputFile(path=path, digest=re_pb2.Digest(hash="a" * 64, size_bytes=1))])
+    with pytest.raises(reapi.RemoteError, match="^the remote sent an output path"):
+        reapi.parse_action_result(message.SerializeToString())
+
+
 def test_bytes_that_do_not_decode_are_a_remote_error() -> None:
     with pytest.raises(reapi.RemoteError, match="does not decode"):
         reapi.parse_action(b"\xff\xff\xff")
