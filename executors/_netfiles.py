@@ -52,13 +52,15 @@ def hostname_file(hostname: str) -> bytes:
     return f"{hostname}\n".encode()
 
 
-def resolv_conf(host_text: str, network: str) -> bytes:
+def resolv_conf(host_text: str, network: str, bridged: list[str] | None = None) -> bytes:
     """The sandbox's resolv.conf for a network mode, from the host's file.
 
     ``host`` keeps the host's file as it is (the host's loopback resolver is
     reachable).  ``default`` keeps search and options lines and points at
     slirp4netns's forwarder.  ``none`` keeps the host's file unless it only
     names loopback resolvers, which mean nothing in a private namespace.
+    ``default`` through pybuild's bridge points at ``bridged``, the host's
+    resolvers the bridge can reach (the caller checked there is one).
     """
     if network == "host":
         return host_text.encode() if host_text.strip() else _nameservers(FALLBACK_NAMESERVERS)
@@ -72,11 +74,21 @@ def resolv_conf(host_text: str, network: str) -> bytes:
             continue
         kept.append(line)
     if network == "default":
-        nameservers = [SLIRP_DNS]
+        nameservers = list(bridged) if bridged else [SLIRP_DNS]
     elif not nameservers:
         nameservers = list(FALLBACK_NAMESERVERS)
     text = "\n".join(line for line in kept if line.strip())
     return ((text + "\n") if text else "").encode() + _nameservers(nameservers)
+
+
+def nameservers(host_text: str) -> list[str]:
+    """The nameserver addresses of a resolv.conf that are not loopback, in order."""
+    found = []
+    for line in host_text.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "nameserver" and not _is_loopback(words[1]):
+            found.append(words[1])
+    return found
 
 
 def _nameservers(addresses: Iterable[str]) -> bytes:

@@ -5,8 +5,9 @@ Three processes per step, none of them the (multi-threaded) trio process:
 ``monitor`` (forked by the zygote, host pid namespace)
     Reads the request, builds a private mount namespace with the overlay
     rootfs on a tmpfs that only it can see, joins the step's cgroups, makes the
-    uts/ipc/cgroup/net namespaces, starts slirp4netns for the ``default``
-    network, then unshares a pid namespace and forks the init.  It waits for
+    uts/ipc/cgroup/net namespaces, gives the ``default`` network a veth to
+    pybuild's bridge (as root, ``_bridge.py``) or starts slirp4netns for it
+    (rootless, containers, or when the bridge cannot be used), then unshares a pid namespace and forks the init.  It waits for
     the init (or a "kill" from pybuild), reports the exit status, unmounts
     everything and removes the mount-point stubs it had to create in the
     layer.  It dies with the zygote (PR_SET_PDEATHSIG).
@@ -19,7 +20,7 @@ Three processes per step, none of them the (multi-threaded) trio process:
     image's own files, drops capabilities and execs the command.  The
     command *is* pid 1: when it exits the kernel kills every other process
     of the namespace, double-forked daemons included.
-``slirp4netns`` (network ``default`` only)
+``slirp4netns`` (network ``default`` without the bridge only)
     Forked before the monitor joins the step's cgroups (it needs /dev/net/tun
     which the step's devices cgroup denies) and stopped through its exit fd.
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     _T = TypeVar("_T")
 
 if __package__:
+    from . import _bridge as bridge
     from . import _caps as caps
     from . import _linux as linux
     from . import _netfiles as netfiles
@@ -55,6 +57,7 @@ if __package__:
     from . import _paths as paths
     from . import _wire as wire
 else:  # loaded by the zygote as top-level modules
+    import _bridge as bridge
     import _caps as caps
     import _linux as linux
     import _netfiles as netfiles
@@ -156,6 +159,9 @@ class _Monitor:
         self.state = request["state_dir"]
         self.network = self.process["network"]
         self.slirp: _Slirp | None = None
+        self.bridge: bridge.Lease | None = None
+        self.host_resolv = _read_host_resolv()
+        self.bridge_nameservers: list[str] = []
         self.mounted = False
         self.stubs: list[tuple[str, str]] = []
         self.parents: dict[str, paths.DirMeta] = {}
@@ -197,7 +203,9 @@ class _Monitor:
     def prepare(self) -> "_Prepared":
         request = self.request
         if self.network == "default":
-            self.slirp = _Slirp.fork(request["slirp4netns"])
+            self.bridge = self.bridge_lease()
+            if self.bridge is None:
+                self.slirp = _Slirp.fork(request["slirp4netns"])
 
         linux.unshare(linux.CLONE_NEWNS)
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
@@ -235,6 +243,11 @@ class _Monitor:
         linux.unshare(flags)
         if self.slirp is not None:
             self.slirp.start(os.getpid())
+        if self.bridge is not None:
+            try:
+                self.bridge.connect()
+            except OSError as e:
+                raise SetupError(f"cannot connect the step to the bridge {bridge.BRIDGE}: {e.strerror or e}", bridge.FALLBACK_HINT) from None
 
         etc = self.prepare_etc_files()
         names = DEVICES + (host_devices_for_insecure() if self.process["insecure"] else ())
@@ -249,17 +262,35 @@ class _Monitor:
             self.slirp.wait_ready()
         return prepared
 
+    def bridge_lease(self) -> "bridge.Lease | None":
+        """The step's address on pybuild's bridge, or None for slirp4netns.
+
+        The bridge is for RUN steps as real root (a container keeps slirp4netns,
+        which forwards its published ports; a user namespace has no say over the
+        host's network), with a resolver it can reach, unless
+        ``PYBUILD_NETWORK_DRIVER=slirp4netns``; when the host refuses the bridge
+        the step quietly uses slirp4netns, unless ``bridge`` was asked for.
+        """
+        setting = bridge.driver_setting()
+        if self.setting_up != "sandbox" or setting == bridge.SLIRP or linux.in_user_namespace() or os.geteuid() != 0:
+            return None
+        self.bridge_nameservers = bridge.nameservers_for_bridge(self.host_resolv)
+        if not self.bridge_nameservers:
+            return None  # only a loopback resolver (systemd-resolved ...): slirp4netns forwards to it
+        try:
+            return bridge.Lease.take(os.getppid())
+        except bridge.BridgeUnavailable as e:
+            if setting == bridge.BRIDGE_DRIVER:
+                raise SetupError(f"cannot set up the bridge {bridge.BRIDGE}: {e}", bridge.FALLBACK_HINT) from None
+            return None
+
     def prepare_etc_files(self) -> list[tuple[str, int]]:
         process = self.process
-        try:
-            with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
-                host_resolv = f.read()
-        except OSError:
-            host_resolv = ""
+        bridged = self.bridge_nameservers if self.bridge is not None else None
         try:
             contents = {
                 "hosts": netfiles.hosts_file(process["hostname"], tuple(process["extra_hosts"])),
-                "resolv.conf": netfiles.resolv_conf(host_resolv, self.network),
+                "resolv.conf": netfiles.resolv_conf(self.host_resolv, self.network, bridged),
                 "hostname": netfiles.hostname_file(process["hostname"]),
             }
         except netfiles.BadExtraHost as e:
@@ -350,6 +381,16 @@ class _Monitor:
             remove_stubs(self.request["rootfs"][1], self.stubs, self.parents)
         if self.slirp is not None:
             self.slirp.stop()
+        if self.bridge is not None:
+            self.bridge.release()
+
+
+def _read_host_resolv() -> str:
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def devpts_options() -> str:
