@@ -93,7 +93,14 @@ class Session:
         self.retry = retry
         self.running: dict[str, trio.CancelScope] = {}
         self.unreported: list[Finished] = []
-        self.seen: set[str] = set()  # every lease started or given back, so none runs twice
+        # Two updates may be in flight: an answer can still name a lease this bot has since
+        # reported. Reported by update R, which returned when update N was the last sent, a
+        # lease named in the answer to another update up to N may be stale (that answer may
+        # come from before the server heard of R); named by R's own answer or a later one,
+        # the server re-queued it (an INTERNAL or UNAVAILABLE) and gave it here again: it runs.
+        self._sent = 0  # updates sent so far
+        self._sending: set[str] = set()  # finished leases an update in flight reports
+        self._reported: dict[str, tuple[int, int]] = {}  # lease -> (R, N)
         self.draining = False
         self._failing = False  # the last update failed (said once until one succeeds)
         self._announced = True  # what the server last heard: accepting work
@@ -115,7 +122,7 @@ class Session:
         assigned = await trio.to_thread.run_sync(self.source.open, limiter=self._limiter, abandon_on_cancel=True)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._take(assigned)
+            self._take(assigned, 0)
             nursery.start_soon(self._poll)
             await self._report()  # returns once drained and every result is acknowledged
             nursery.cancel_scope.cancel()  # the poller may be in a long poll: not waited for
@@ -135,21 +142,30 @@ class Session:
 
     async def _report(self) -> None:
         while not self._done():
-            if not self.unreported and self._announced == (not self.draining):
+            if not self._to_send() and self._announced == (not self.draining):
                 await self._wait_change()
                 continue
             await self._update()
 
+    def _to_send(self) -> list[Finished]:
+        """The finished leases no update in flight carries: each report goes out once at a time
+        (sent twice, the second could complete the same lease's next attempt, re-queued here)."""
+        return [f for f in self.unreported if f.lease_id not in self._sending]
+
     async def _update(self) -> None:
-        finished = list(self.unreported)
+        finished = self._to_send()
+        self._sending.update(f.lease_id for f in finished)
         running = sorted(self.running)
         accepting = not self.draining
+        self._sent += 1
+        number = self._sent
         try:
             assigned = await trio.to_thread.run_sync(
                 lambda: self.source.update(running, finished, accepting=accepting),
                 limiter=self._limiter, abandon_on_cancel=True,
             )
         except Exception as error:  # the server is away or refused: told once, tried again
+            self._sending.difference_update(f.lease_id for f in finished)
             if not self._failing:
                 self.say(f"bot session update failed (retrying): {error}")
             self._failing = True
@@ -160,22 +176,29 @@ class Session:
         self._failing = False
         self._announced = accepting
         sent = {f.lease_id for f in finished}
+        self._sending -= sent
         self.unreported = [f for f in self.unreported if f.lease_id not in sent]
-        self._take(assigned)
+        self._reported.update((lease_id, (number, self._sent)) for lease_id in sent)
+        self._take(assigned, number)
         self._wake()
 
     # ------------------------------------------------------------ leases
 
-    def _take(self, assigned: Sequence[Assigned]) -> None:
+    def _take(self, assigned: Sequence[Assigned], answering: int) -> None:
+        """Start the leases an answer to update ``answering`` names that are new to this bot."""
         for lease in assigned:
-            if lease.lease_id in self.seen:
+            lease_id = lease.lease_id
+            if lease_id in self.running or any(f.lease_id == lease_id for f in self.unreported):
                 continue
-            self.seen.add(lease.lease_id)
+            reported, last = self._reported.get(lease_id, (-1, -1))
+            if answering != reported and answering <= last:
+                continue  # maybe an answer from before the server heard this lease was done
+            self._reported.pop(lease_id, None)
             if self.draining:
-                self._finish(Finished(lease.lease_id, status=UNAVAILABLE, message="the worker is stopping"))
+                self._finish(Finished(lease_id, status=UNAVAILABLE, message="the worker is stopping"))
                 continue
             scope = trio.CancelScope()
-            self.running[lease.lease_id] = scope
+            self.running[lease_id] = scope
             self._nursery.start_soon(self._run, lease, scope)
 
     async def _run(self, lease: Assigned, scope: trio.CancelScope) -> None:

@@ -28,6 +28,7 @@ class FakeBots:
         self.assigned: dict[str, Assigned] = {}
         self.finished: dict[str, Finished] = {}
         self.statuses: list[bool] = []
+        self.retry = 0  # INTERNAL results re-queued (as BuildGrid's max-job-attempts allows)
         self.lock = threading.Lock()
 
     def open(self) -> Sequence[Assigned]:
@@ -37,7 +38,13 @@ class FakeBots:
         with self.lock:
             self.statuses.append(accepting)
             for done in finished:
-                self.finished.setdefault(done.lease_id, done)
+                if done.lease_id in self.finished:
+                    continue
+                if done.status == INTERNAL and self.retry:  # BuildGrid re-queues it, same lease id
+                    self.retry -= 1
+                    self.queue.insert(0, self.assigned.pop(done.lease_id))
+                    continue
+                self.finished[done.lease_id] = done
         if not accepting:
             time.sleep(0.01)
             return []
@@ -116,7 +123,7 @@ async def test_a_lease_that_arrives_while_draining_is_given_back_and_a_running_o
             await started.wait()
         session.drain()
         late = Assigned("late", _digest(99))
-        session._take([late])  # what a long poll in flight when the drain began may still bring
+        session._take([late], session._sent)  # what a long poll in flight when the drain began may still bring
         release.set()
     assert bots.finished["lease-0"].result is not None
     assert bots.finished["late"].status == UNAVAILABLE  # BuildGrid re-queues it for another bot
@@ -173,12 +180,16 @@ async def test_an_update_that_fails_is_said_once_and_retried() -> None:
     said: list[str] = []
     real_update = bots.update
 
+    down = False
+
     def flaky(running: Sequence[str], finished: Sequence[Finished], *, accepting: bool) -> Sequence[Assigned]:
-        nonlocal failures
-        if finished and failures:
+        nonlocal failures, down
+        down = down or bool(finished)  # the server goes away as the first result comes, for 3 calls
+        answer = real_update(running, finished, accepting=accepting) if not (down and failures) else []
+        if down and failures:  # checked after the call too: a poll in flight fails with the rest
             failures -= 1
             raise OSError("connection reset")
-        return real_update(running, finished, accepting=accepting)
+        return answer
 
     bots.update = flaky  # type: ignore[method-assign]
     done = trio.Event()
@@ -195,3 +206,23 @@ async def test_an_update_that_fails_is_said_once_and_retried() -> None:
     assert any("again" in line for line in said)
 
 
+
+
+async def test_a_lease_the_server_requeues_after_an_internal_error_runs_again_here() -> None:
+    bots = FakeBots(work=1, capacity=1)
+    bots.retry = 1
+    attempts: list[str] = []
+    done = trio.Event()
+
+    async def run(lease: Assigned) -> Finished:
+        attempts.append(lease.lease_id)
+        if len(attempts) == 1:
+            return Finished(lease.lease_id, status=INTERNAL, message="sandbox broke")
+        done.set()
+        return _result(lease)
+
+    session = Session(bots, run, capacity=1, keepalive=0.05)
+    with trio.fail_after(10):
+        await _serve_until(session, done)
+    assert attempts == ["lease-0", "lease-0"]  # the same lease, given again, is not taken for a stale echo
+    assert bots.finished["lease-0"].status == OK
