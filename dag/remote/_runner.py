@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -273,7 +274,10 @@ class RemoteRunner:
             sizes.update(plain)
         step = remote_step(op, key.key, self._platform(op), diff_chains)
         encoded = encode_step(step, sizes, timeout=self.local.options.step_timeout)
-        await self._upload(executor, encoded.blobs, {d: self._blob_path(diff_id) for d, diff_id in encoded.layers.items()})
+        # the cache action's few blobs go up with the step's: one FindMissingBlobs, one batch
+        cached_as = cache_action(key.key, step.platform)
+        blobs = {**encoded.blobs, **cached_as.blobs}
+        await self._upload(executor, blobs, {d: self._blob_path(diff_id) for d, diff_id in encoded.layers.items()})
         emit(StepLog(digest, "stderr", f"[remote] {executor.url}\n".encode(), trio.current_time()))
         try:
             response = await self._call(
@@ -293,8 +297,9 @@ class RemoteRunner:
             text = error.message if isinstance(error, PybuildError) else str(error)
             emit(Notice(f"warning: the layer {executor.url} made for step {self._name(digest)} is refused: {text}; running it here", trio.current_time()))
             return None
-        if not op.ignore_cache:
-            await self._record_result(op, key, response.result)
+        # the executor has the worker's result's blobs; another cache written to gets them from here
+        await self._record_result(op, key, response.result, (executor,), emit)
+        await self._record(op, key, made.layer, emit, [w for w in self._writers if w is not executor])
         return made
 
     def _check_status(self, digest: str, op: ExecOp, response: ExecuteResponse, tail: str) -> None:
@@ -344,7 +349,8 @@ class RemoteRunner:
         base = op.rootfs if isinstance(op, ExecOp) else op.base
         base_chain = inputs[base].chain if base else ()
         await self.local.ensure_local(base_chain)
-        snapshot_id = key.key.split(":", 1)[1]
+        # a forced rerun (--no-cache) must not fold into the snapshot it replaces (as the Worker's)
+        snapshot_id = key.key.split(":", 1)[1] if not op.ignore_cache else os.urandom(16).hex()
         scratch = self.root.tmp_dir("remote-layer-")
         try:
             tar = scratch / LAYER_OUTPUT
@@ -380,9 +386,12 @@ class RemoteRunner:
 
     # ------------------------------------------------------------ results into the action caches
 
-    async def _record(self, op: ExecOp | FileOp, key: CacheKey, layer: str, emit: EventSink) -> None:
+    async def _record(
+        self, op: ExecOp | FileOp, key: CacheKey, layer: str | None, emit: EventSink, writers: Sequence[RemoteApi] | None = None
+    ) -> None:
         """A result made here, put in every action cache written to (its layer uploaded if missing)."""
-        if not self._writers:
+        writers = self._writers if writers is None else writers
+        if not writers or layer is None:
             return
         diff_id, size = await self._plain_tar(layer)
         from pybuild import reapi
@@ -394,18 +403,21 @@ class RemoteRunner:
             exit_code=0,
             output_files=(reapi.OutputFile(LAYER_OUTPUT, layer_digest), reapi.OutputFile(RESULT_OUTPUT, report_digest)),
         )
-        for remote in self._writers:
+        stored = []
+        for remote in writers:
             try:
                 await self._upload(remote, {report_digest: report}, {layer_digest: self._blob_path(diff_id)})
+                stored.append(remote)
             except PybuildError as error:
                 self._warn_update(remote, error, emit)
-                continue
-        await self._record_result(op, key, result, emit)
+        await self._record_result(op, key, result, stored, emit)
 
-    async def _record_result(self, op: ExecOp | FileOp, key: CacheKey, result: ActionResult, emit: EventSink | None = None) -> None:
-        """``result`` (its blobs in the CAS already) under the step's cache action, in every cache written to."""
+    async def _record_result(
+        self, op: ExecOp | FileOp, key: CacheKey, result: ActionResult, writers: Sequence[RemoteApi], emit: EventSink | None = None
+    ) -> None:
+        """``result`` (its blobs in the CAS already) under the step's cache action, in ``writers``."""
         action = cache_action(key.key, self._platform(op))
-        for remote in self._writers:
+        for remote in writers:
             try:
                 await self._upload(remote, action.blobs, {})
                 await self._call(remote.update_action_result, action.action_digest, result)

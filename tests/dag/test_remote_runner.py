@@ -260,3 +260,33 @@ async def test_cache_from_alone_records_nothing(build) -> None:  # type: ignore[
     cache = MemoryRemote()
     await build(build.root("one"), DOCKERFILE, RemoteSettings(cache_from=(cache,)))
     assert cache.action_results == {} and cache.blobs == {}
+
+
+async def test_what_ran_remotely_is_recorded_in_another_cache_with_its_blobs(build, cluster) -> None:  # type: ignore[no-untyped-def]
+    remote, bot = cluster
+    other = MemoryRemote()
+    await build(build.root("one"), DOCKERFILE, RemoteSettings(executor=remote, cache_to=(other,)))
+    assert len(bot.steps) == 2 and len(other.action_results) == 3
+    for result in other.action_results.values():  # every blob a recorded result names is in that CAS
+        assert all(output.digest in other.blobs for output in result.output_files)
+    local = FakeExecutor()
+    events, _, _ = await build(build.root("two"), DOCKERFILE, RemoteSettings(cache_from=(other,)), local)
+    assert local.calls == [] and len(kinds(events, StepCached)) == 3
+
+
+async def test_no_cache_executes_again_into_a_new_snapshot(build, cluster) -> None:  # type: ignore[no-untyped-def]
+    remote, bot = cluster
+    root = build.root("one")
+    _, first, _ = await build(root, "FROM base\nRUN make all\n", RemoteSettings(executor=remote))
+    plan_text = "FROM base\nRUN make all\n"
+    from pybuild.dag import BuildOptions as Options
+
+    plan = convert(parse(plan_text, "Dockerfile"), Options(no_cache=True), Images())  # type: ignore[arg-type]
+    worker = Worker(plan.definition, root=root, executor=FakeExecutor(), files=RecordingCaller(), images=Images(),
+                    layers=SnapshotLayers(ImageStore(root)))
+    runner = RemoteRunner(worker, RemoteSettings(executor=remote))
+    again = await Solver(plan.definition, runner).solve([plan.target.op])
+    worker.close()
+    assert len(bot.steps) == 2  # executed again, not taken from the action cache
+    (before,), (after,) = first.values(), again.values()
+    assert after.layer != before.layer and (root.snapshots.tree(after.layer) / "out").exists()  # type: ignore[attr-defined]
