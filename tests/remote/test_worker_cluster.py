@@ -1,0 +1,179 @@
+"""``pybuild worker`` processes against a real BuildGrid (tests/remote/conftest.py): Actions
+made by the client's encoder (``dag.remote.encode_step``) and sent with ``reapi`` Execute run
+on the workers and come back with their layer; several at once spread over the workers; a
+SIGTERM drains, a SIGKILL loses only the lease (re-queued to the other worker)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pybuild import reapi
+from pybuild.dag import ExecOp
+from pybuild.dag.remote import encode_step, remote_step
+
+from .conftest import BuildGrid
+from .workers import PATH, WorkerProcess, running_workers
+
+pytestmark = [pytest.mark.usefixtures("require_root"), pytest.mark.slow]
+
+
+class Client:
+    """What a build sends: the base layer once, then one Action per step."""
+
+    def __init__(self, url: str, base_tar: Path) -> None:
+        self.remote = reapi.Remote.connect(reapi.parse_endpoint(url))
+        data = base_tar.read_bytes()
+        self.base = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.size = len(data)
+        digest = reapi.Digest.of(data)
+        if self.remote.find_missing([digest]):
+            self.remote.upload_file(digest, base_tar)
+
+    def action(self, script: str) -> reapi.Digest:
+        op = ExecOp(rootfs="base", args=("/bin/sh", "-c", script), env=(PATH,), cwd="/", user="root")
+        step = remote_step(op, "sha256:" + hashlib.sha256(script.encode()).hexdigest(), "linux/amd64", {"base": (self.base,)})
+        encoded = encode_step(step, {self.base: self.size})
+        missing = self.remote.find_missing(encoded.blobs)
+        self.remote.upload({d: b for d, b in encoded.blobs.items() if d in missing})
+        return encoded.action_digest
+
+    def execute(self, script: str) -> reapi.ExecuteResponse:
+        return self.remote.execute(self.action(script), skip_cache_lookup=True)
+
+    def files(self, result: reapi.ActionResult) -> dict[str, bytes]:
+        layer = result.output("layer.tar")
+        assert layer is not None, result
+        with tarfile.open(fileobj=io.BytesIO(self.remote.read(layer.digest))) as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def client(buildgrid: BuildGrid, busybox_tar: Path) -> Iterator[Client]:
+    made = Client(buildgrid.url, busybox_tar)
+    yield made
+    made.remote.close()
+
+
+def _unique(text: str) -> str:
+    return f"{text}-{time.time_ns()}"  # the session's server caches results: every test its own steps
+
+
+def test_an_action_runs_on_a_worker_and_returns_its_layer(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    marker = _unique("made")
+    with running_workers(buildgrid.url, tmp_path, ("solo",)) as (worker,):
+        response = client.execute(f"echo {marker} > /made; echo said-{marker}")
+        assert response.status_code == 0, response.message
+        result = response.result
+        assert result.exit_code == 0 and result.worker == "solo"
+        assert client.files(result)["made"] == f"{marker}\n".encode()
+        report = result.output("result.json")
+        assert report is not None
+        layer = result.output("layer.tar")
+        assert layer is not None and json.loads(client.remote.read(report.digest))["diff_id"] == "sha256:" + layer.digest.hash
+        assert result.stdout_digest is not None and client.remote.read(result.stdout_digest) == f"said-{marker}\n".encode()
+        assert any(marker in line for line in worker.lines("ran "))
+
+
+def test_a_failing_step_is_a_completed_action_with_its_exit_code(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    with running_workers(buildgrid.url, tmp_path, ("solo",)):
+        response = client.execute(f"echo {_unique('broken')} >&2; exit 7")
+    assert response.status_code == 0
+    assert response.result.exit_code == 7 and response.result.output_files == ()
+
+
+def test_independent_steps_spread_over_two_workers(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    stages = [_unique(f"stage{n}") for n in range(4)]
+    with running_workers(buildgrid.url, tmp_path, ("w1", "w2")) as workers:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda s: client.execute(f"sleep 2; echo {s} > /out"), stages))
+    ran = {w.name: [s for s in stages if any(s in line for line in w.lines("ran "))] for w in workers}
+    assert all(r.status_code == 0 and r.result.exit_code == 0 for r in responses)
+    assert sorted(ran["w1"] + ran["w2"]) == sorted(stages)  # each stage once, on one of them
+    assert ran["w1"] and ran["w2"], ran  # one step at a time each: both had to work
+    for stage, response in zip(stages, responses):
+        assert response.result.worker in ("w1", "w2") and stage in ran[response.result.worker]
+        assert client.files(response.result)["out"] == f"{stage}\n".encode()
+
+
+def test_jobs_steps_run_at_once_on_one_worker(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    stages = [_unique(f"par{n}") for n in range(2)]
+    with running_workers(buildgrid.url, tmp_path, ("wide",), jobs=2):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            script = "read a b < /proc/uptime; sleep 2; read c d < /proc/uptime; echo $a $c > /span; echo {}"
+            responses = list(pool.map(lambda s: client.execute(script.format(s)), stages))
+    spans = [tuple(float(x) for x in client.files(r.result)["span"].split()) for r in responses]
+    (start1, end1), (start2, end2) = spans
+    assert start1 < end2 and start2 < end1  # the two steps' lifetimes overlap
+
+
+def test_sigterm_drains_the_running_step_and_the_worker_exits(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    marker = _unique("drained")
+    worker = WorkerProcess(buildgrid.url, tmp_path, "drainer")
+    try:
+        worker.wait_for("serving")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(client.execute, f"sleep 2; echo {marker} > /out")
+            worker.wait_for(f"running RUN sleep 2; echo {marker}")
+            worker.signal(signal.SIGTERM)
+            response = future.result(timeout=60)
+        assert worker.process.wait(30) == 0
+    finally:
+        worker.stop()
+    assert response.status_code == 0 and response.result.worker == "drainer"
+    assert client.files(response.result)["out"] == f"{marker}\n".encode()
+    assert "draining" in worker.log() and worker.log().rstrip().endswith("stopped")
+
+
+def test_a_killed_worker_loses_only_its_lease(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    marker = _unique("survived")
+    doomed = WorkerProcess(buildgrid.url, tmp_path, "doomed")
+    survivor: WorkerProcess | None = None
+    try:
+        doomed.wait_for("serving")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(client.execute, f"sleep 3; echo {marker} > /out")
+            doomed.wait_for(f"running RUN sleep 3; echo {marker}")
+            survivor = WorkerProcess(buildgrid.url, tmp_path, "survivor")
+            survivor.wait_for("serving")
+            doomed.kill()
+            response = future.result(timeout=120)  # re-queued once the killed session expires
+    finally:
+        doomed.stop()
+        if survivor is not None:
+            survivor.stop()
+    assert response.status_code == 0 and response.result.worker == "survivor"
+    assert client.files(response.result)["out"] == f"{marker}\n".encode()
+    assert not doomed.lines("ran ")
+
+
+def test_an_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
+    from .conftest import free_port
+
+    url = f"grpc://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "pybuild", "worker", "--remote", url, "--root", str(tmp_path / "root")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and url in errors[0], done.stderr
+    assert "Traceback" not in done.stderr  # and it gave up: no waiting for a server forever (timeout=60)
+
+
+def test_a_bad_flag_names_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pybuild", "worker", "--remote", "http//nope"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "--remote" in done.stderr and "Traceback" not in done.stderr
