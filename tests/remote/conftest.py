@@ -1,9 +1,9 @@
 """A real REAPI cluster for tests/remote: PostgreSQL (Debian's) and BuildGrid 0.4.4 (from
 ``build/buildgrid-venv``, which ``.ci/setup`` creates), started once per session.
 
-``postgres`` runs ``initdb``/``pg_ctl`` in a temporary directory as the ``postgres`` OS user
-(PostgreSQL refuses root), listening on 127.0.0.1 on a free port and a unix socket in that
-directory; ``buildgrid`` applies BuildGrid's migrations to a fresh database, writes a config
+``postgres`` runs ``initdb`` and the server (stopped with ``pg_ctl``) in a temporary directory
+as the ``postgres`` OS user (PostgreSQL refuses root), listening on 127.0.0.1 on a free port
+and a unix socket in that directory; both servers die with the test process if it is killed; ``buildgrid`` applies BuildGrid's migrations to a fresh database, writes a config
 (insecure channel, no authorization, a disk CAS in a temporary directory, an action cache that
 accepts updates, the SQL scheduler matching ``OSFamily``, ``ISA`` and ``pybuild-sandbox``,
 bot sessions that expire within seconds so a killed worker's lease is re-queued quickly), starts
@@ -117,17 +117,45 @@ def postgres() -> Iterator[Postgres]:
         done = server.run("initdb", "-D", str(data), "-A", "trust", "-U", "bgd", "--no-sync", "-E", "UTF8")
         if done.returncode != 0:
             pytest.fail(f"initdb failed: {done.stderr.strip()[-2000:]}", pytrace=False)
-        options = f"-k {directory} -p {server.port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        done = server.run("pg_ctl", "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start")
-        if done.returncode != 0:
-            log = (directory / "log").read_text(errors="replace")[-2000:] if (directory / "log").exists() else ""
-            pytest.fail(f"pg_ctl start failed: {done.stderr.strip()} {log}", pytrace=False)
+        postmaster = _start_postmaster(server, data)
         try:
             yield server
         finally:
-            server.run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+            server.run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+            _reap(postmaster)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _start_postmaster(server: Postgres, data: Path) -> subprocess.Popen[bytes]:
+    """PostgreSQL in the foreground, as a child that dies with this process (``setpriv
+    --pdeathsig``: a killed test run leaves no server behind, which ``pg_ctl start`` would)."""
+    command = [str(server.bindir / "postgres"), "-D", str(data), "-k", str(server.directory), "-p", str(server.port),
+               "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]
+    identity = ["--reuid", server.user, "--regid", server.user, "--init-groups"] if server.user else []
+    with open(server.directory / "log", "wb") as log:
+        postmaster = subprocess.Popen(
+            ["setpriv", *identity, "--pdeathsig", "SIGQUIT", "--", *command],
+            stdout=log, stderr=subprocess.STDOUT, cwd=server.directory, start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while server.run("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(server.port)).returncode != 0:
+        if postmaster.poll() is not None or time.monotonic() > deadline:
+            _reap(postmaster)
+            log_text = (server.directory / "log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"PostgreSQL did not start:\n{log_text}", pytrace=False)
+        time.sleep(0.1)
+    return postmaster
+
+
+def _reap(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    if process.poll() is None:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 @dataclass(frozen=True)
@@ -244,7 +272,7 @@ def start_buildgrid(postgres: Postgres, directory: Path) -> Iterator[BuildGrid]:
     log = directory / "bgd.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [str(BGD), "server", "start", str(config)],
+            ["setpriv", "--pdeathsig", "SIGKILL", "--", str(BGD), "server", "start", str(config)],  # dies with us
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
