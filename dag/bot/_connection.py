@@ -29,6 +29,7 @@ class BotsConnection:
         self.properties = properties
         self.capacity = capacity
         self._lock = threading.Lock()
+        self._reopening = threading.Lock()
         self._session: BotSession | None = None
         self._leases: dict[str, Lease] = {}  # as the server gave them, until reported finished
 
@@ -46,13 +47,14 @@ class BotsConnection:
             leases = tuple(self._leases[i] for i in running if i in self._leases)
             leases += tuple(self._reported(f) for f in finished if f.lease_id in self._leases)
             status = BotStatus.OK if accepting else BotStatus.BOT_TERMINATING
-            sent = replace(self._session, status=status, leases=leases)
+            current = self._session
+            sent = replace(current, status=status, leases=leases)
         try:
             answer = self.remote.update_bot_session(sent)
         except BotSessionClosed:
             # expired (this machine was away too long) or replaced: the server re-queued its
             # leases; a new session takes work again, and late results are simply ignored
-            return self.open()
+            return self._reopen(current)
         if answer is None:  # interrupted: nothing was settled, the next update says it all again
             return []
         with self._lock:
@@ -60,6 +62,14 @@ class BotsConnection:
             for done in finished:
                 self._leases.pop(done.lease_id, None)
             return self._new(answer.leases)
+
+    def _reopen(self, closed: BotSession) -> Sequence[Assigned]:
+        """A new session for the closed one, once: the poller and the reporter may both find it closed."""
+        with self._reopening:
+            with self._lock:
+                if self._session is not closed:
+                    return []  # the other caller opened a new one meanwhile
+            return self.open()
 
     def _reported(self, finished: Finished) -> Lease:
         lease = self._leases[finished.lease_id]
