@@ -38,6 +38,9 @@ from pybuild import __version__
 TYPE_CHECKING = False  # typing is not imported at start-up
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
+
+    _Suspect = tuple[bytes, tuple[int, ...], tuple[int, ...], bytes]  # path, recorded signature, now, kind + digest
 
 MAGIC = b"pybuild-fastpath/1\n"
 DISABLE_ENV = "PYBUILD_FASTPATH"
@@ -49,6 +52,7 @@ SIG_FIELDS = 6  # dev, ino, size, mtime_ns, ctime_ns, mode
 SAME_FIELDS = 3  # dev, ino, file type
 NO_CONTENT, FILE, DIRECTORY, SYMLINK = 0, 1, 2, 3  # what a path's content digest is of
 _DIGEST = 32
+_WHOLE_READ = 16 << 20  # files below this are read in one call; bigger ones in pieces of it
 _S_IFMT = 0o170000
 _HOST_XATTRS = ("security.selinux",)  # not content (the hasher ignores it too)
 
@@ -324,10 +328,16 @@ def _check_paths(record: Record, started: int) -> Record | None:
     now = _signatures(paths)
     if now is not None and now == wanted and not racy:
         return None
-    suspects = set(racy) | set(_changed(paths, wanted, now))
-    for i in sorted(suspects):
-        _same_content(paths[i], tuple(wanted[SIG_FIELDS * i : SIG_FIELDS * (i + 1)]), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)])
-    return _refreshed(record, paths, started)
+    if now is None:
+        now = _signatures_one_by_one(paths)
+    suspects = sorted(set(racy) | {i for i in range(len(paths)) if _sig(now, i) != _sig(wanted, i)})
+    _verify([(paths[i], _sig(wanted, i), _sig(now, i), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)]) for i in suspects])
+    debug(f"{len(suspects)} paths checked by content")
+    return _refreshed(record, now, len(paths), started)
+
+
+def _sig(sigs: array[int], i: int) -> tuple[int, ...]:
+    return tuple(sigs[SIG_FIELDS * i : SIG_FIELDS * (i + 1)])
 
 
 def _signatures(paths: list[bytes]) -> array[int] | None:
@@ -344,47 +354,96 @@ def _signatures(paths: list[bytes]) -> array[int] | None:
         return None
 
 
-def _changed(paths: list[bytes], wanted: array[int], now: array[int] | None) -> list[int]:
-    if now is not None:
-        return [i for i in range(len(paths)) if now[SIG_FIELDS * i : SIG_FIELDS * (i + 1)] != wanted[SIG_FIELDS * i : SIG_FIELDS * (i + 1)]]
-    out = []
-    for i, path in enumerate(paths):
+def _signatures_one_by_one(paths: list[bytes]) -> array[int]:
+    now = array("q")
+    for path in paths:
         try:
-            current = signature(os.lstat(path))
+            now.extend(signature(os.lstat(path)))
         except OSError:
             raise Miss(f"{os.fsdecode(path)} is gone") from None
-        if current != tuple(wanted[SIG_FIELDS * i : SIG_FIELDS * (i + 1)]):
-            out.append(i)
-    return out
+    return now
 
 
-def _same_content(path: bytes, old: tuple[int, ...], digest: bytes) -> None:
-    """Miss unless ``path`` holds what the build hashed: same type, mode and size, same content."""
+def _verify(suspects: list[_Suspect]) -> None:
+    """Each suspect's content against its digest; Miss at the first that differs.
+
+    Reading and hashing release the GIL: big batches (a touched tree) are split
+    over the CPUs this process may use."""
     import hashlib
 
+    sha256 = hashlib.sha256
+    workers = min(len(os.sched_getaffinity(0)), 4) if len(suspects) >= 64 else 1
+    if workers == 1:
+        for suspect in suspects:
+            _same_content(suspect, sha256)
+        return
+    import threading
+
+    failures: list[BaseException] = []
+
+    def run(part: list[_Suspect]) -> None:
+        try:
+            for suspect in part:
+                if failures:
+                    return
+                _same_content(suspect, sha256)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(suspects[k::workers],)) for k in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def _same_content(suspect: _Suspect, sha256: Any) -> None:
+    """Miss unless the path holds what the build hashed: same type, mode and size, same content."""
+    path, old, now, digest = suspect
     shown = os.fsdecode(path)
-    try:
-        st = os.lstat(path)
-    except OSError:
-        raise Miss(f"{shown} is gone") from None
     kind = digest[0]
     if kind == NO_CONTENT:
         raise Miss(f"{shown} changed")
-    if st.st_mode != old[5] or (kind == FILE and st.st_size != old[2]):
+    if now[5] != old[5] or (kind == FILE and now[2] != old[2]):
         raise Miss(f"{shown} changed its type, mode or size")
     if kind == FILE:
-        data = _read_regular(path)
-        current = None if data is None else hashlib.sha256(data).digest()
+        current = _file_digest(path, now, sha256)
     elif kind == DIRECTORY:
-        current = hashlib.sha256(listing_bytes(os.listdir(path))).digest()
+        current = sha256(listing_bytes(os.listdir(path))).digest()
     elif kind == SYMLINK:
-        current = hashlib.sha256(os.readlink(path)).digest()
+        current = sha256(os.readlink(path)).digest()
     else:
         raise ValueError("damaged (digest kind)")
     if current != digest[1:]:
         raise Miss(f"{shown} has other content")
     if kind != SYMLINK and _has_xattrs(path):
         raise Miss(f"{shown} has extended attributes")
+
+
+def _file_digest(path: bytes, now: tuple[int, ...], sha256: Any) -> bytes | None:
+    """The sha256 of the regular file at ``path`` if it is still the one of signature ``now``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_mode != now[5] or _s64(st.st_ino) != now[1] or st.st_size != now[2]:
+            return None
+        size = st.st_size
+        if size < _WHOLE_READ:
+            data = os.read(fd, size + 1)  # one call: a regular file gives all it has
+            return sha256(data).digest() if len(data) == size else None
+        h = sha256()
+        total = 0
+        while chunk := os.read(fd, _WHOLE_READ):
+            h.update(chunk)
+            total += len(chunk)
+        return h.digest() if total == size else None
+    finally:
+        os.close(fd)
 
 
 def listing_bytes(names: list[bytes] | list[str]) -> bytes:
@@ -406,13 +465,10 @@ def racy_indices(sigs: array[int], count: int, since_ns: int) -> array[int]:
     return array("q", [i for i in range(count) if max(sigs[SIG_FIELDS * i + 3], sigs[SIG_FIELDS * i + 4]) >= limit])
 
 
-def _refreshed(record: Record, paths: list[bytes], started: int) -> Record:
-    now = array("q")
-    for path in paths:
-        now.extend(signature(os.lstat(path)))
+def _refreshed(record: Record, now: array[int], count: int, started: int) -> Record:
     fields = dict(record.fields)
     fields[b"sigs"] = now.tobytes()
-    fields[b"racy"] = racy_indices(now, len(paths), started).tobytes()
+    fields[b"racy"] = racy_indices(now, count, started).tobytes()
     fields[b"time"] = b"%d" % started
     return Record(fields, record.lists)
 
