@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.cache import CacheIndex, ContextHasher, ContextPath, DockerIgnore, diff_entries
+from pybuild.cache import CacheIndex, ContextHasher, ContextPath, ContextReads, DockerIgnore, diff_entries
 from pybuild.errors import ContextError
 
 
@@ -399,3 +399,64 @@ def test_unchanged_selection_digest_comes_from_its_fingerprint(tmp_path: Path) -
     (context / "src" / "f3.txt").write_text("changed\n")
     changed = hasher.select(["src"])
     assert changed.known_digest is None and changed.digest() != full_digest
+
+
+# -- what a hasher read (ContextReads, for the build command's fast path) ----------
+
+
+def _reads(ctx: Path, sources: list[str], index: CacheIndex | None = None, *, twice: bool = False) -> ContextReads:
+    reads = ContextReads()
+    hasher = ContextHasher(ctx, DockerIgnore.load(ctx), index, reads=reads, racy_window=0)
+    for _ in range(2 if twice else 1):
+        hasher.select(sources, allow_empty_wildcard=True).digest()
+    return reads
+
+
+def test_reads_hold_every_copied_path_with_its_content(ctx: Path) -> None:
+    import hashlib
+
+    reads = _reads(ctx, ["src"])
+    whole = {rel for rel, entry in reads.paths.items() if entry.whole}
+    assert whole == {"src", "src/main.py", "src/util.py", "src/pkg", "src/pkg/__init__.py", "src/pkg/mod.py"}
+    assert reads.paths["src/main.py"].content == "sha256:" + hashlib.sha256(b"print('hi')\n").hexdigest()
+    assert reads.paths["src/pkg"].content == ("__init__.py", "mod.py")
+    assert reads.paths["src/main.py"].stat.st_ino == os.lstat(ctx / "src/main.py").st_ino
+    assert "docs" not in reads.paths and "README.md" not in reads.paths
+    assert reads.consistent and reads.started_ns is not None
+
+
+def test_reads_keep_the_content_when_the_selection_digest_comes_from_the_index(ctx: Path) -> None:
+    index = CacheIndex.memory()
+    first = _reads(ctx, ["src"], index)
+    second = _reads(ctx, ["src"], index, twice=True)  # the second select answers from the fingerprint
+    assert second.paths["src/util.py"].content == first.paths["src/util.py"].content is not None
+
+
+def test_reads_note_followed_links_crossed_directories_and_absent_paths(ctx: Path) -> None:
+    make_tree(ctx, {"lib/file.txt": "x\n", "alias": "->lib", "other/deep/file.txt": "y\n"})
+    reads = _reads(ctx, ["alias", "other/deep/file.txt", "nothing*", "docs/missing*", "gone/x*"])
+    assert reads.paths["alias"].whole and reads.paths["alias"].content == "lib"  # its target decides what is copied
+    assert reads.paths["lib/file.txt"].whole
+    assert not reads.paths["other/deep"].whole  # crossed: only that it stays the same directory
+    assert reads.paths["other/deep/file.txt"].whole
+    assert reads.paths["."].whole and isinstance(reads.paths["."].content, tuple)  # a wildcard lists the root
+    assert reads.paths["docs"].whole and reads.paths["docs"].content == ("guide.md",)
+    assert reads.absent == {"gone"}  # made later, it would match
+
+
+def test_reads_of_a_path_seen_in_two_states_are_not_consistent(ctx: Path) -> None:
+    reads = ContextReads()
+    hasher = ContextHasher(ctx, None, None, reads=reads)
+    hasher.select(["src/main.py"])
+    (ctx / "src/main.py").write_text("print('changed')\n")
+    hasher.select(["src/main.py"])
+    assert not reads.consistent
+
+
+def test_files_with_extended_attributes_have_no_checkable_content(ctx: Path) -> None:
+    try:
+        os.setxattr(ctx / "README.md", "user.note", b"1")
+    except OSError:
+        pytest.skip("this filesystem has no user extended attributes")
+    reads = _reads(ctx, ["README.md"])
+    assert reads.paths["README.md"].whole and reads.paths["README.md"].content is None
