@@ -177,3 +177,31 @@ def test_a_bad_flag_names_it() -> None:
         [sys.executable, "-m", "pybuild", "worker", "--remote", "http//nope"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "--remote" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_worker_takes_only_steps_of_its_platform(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    arm = WorkerProcess(buildgrid.url, tmp_path, "arm", extra=("--platform", "linux/arm64"))
+    try:
+        arm.wait_for("serving")  # waiting for work first: were properties ignored, it would get the step
+        with running_workers(buildgrid.url, tmp_path, ("amd",)):
+            response = client.execute(f"echo {_unique('amd64-only')}")
+    finally:
+        arm.stop()
+    assert response.status_code == 0 and response.result.worker == "amd"
+    assert not arm.lines("running ")
+
+
+def test_the_properties_a_worker_offers_are_the_ones_an_action_asks_for() -> None:
+    from pybuild.dag.bot import worker_properties
+    from pybuild.dag.remote import SANDBOX_VERSION, platform_properties
+
+    assert dict(worker_properties("linux/arm64")) == {"OSFamily": "linux", "ISA": "arm64", "pybuild-sandbox": SANDBOX_VERSION}
+    assert worker_properties("linux/amd64") == platform_properties("linux/amd64")
+
+
+def test_a_bad_platform_names_the_flag() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pybuild", "worker", "--remote", "grpc://127.0.0.1:1", "--platform", "linux/arm64/v8/extra"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "--platform" in done.stderr and "Traceback" not in done.stderr
