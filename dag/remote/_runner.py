@@ -70,6 +70,8 @@ _T = TypeVar("_T")
 # Execute blocks a thread for the whole step: many steps in flight need more than trio's 40
 _EXECUTE_THREADS = 512
 DEADLINE_EXCEEDED = 4
+_REPORT_LIMIT = 64 * 1024  # result.json is a few dozen bytes
+_OUTPUT_LIMIT = 8 * 1024 * 1024  # a step's stdout or stderr read from the CAS to show
 
 
 class LocalRunner(Protocol):
@@ -248,6 +250,8 @@ class RemoteRunner:
         executor = self.settings.executor
         if executor is not None:
             reason = local_reason(op, inputs, self.local.definition)
+            if reason is None and isinstance(op, ExecOp) and self.local.options.memory_limit is not None:
+                reason = "memory limit"  # --memory is not part of the Action: a worker would not apply it
             if reason is None and isinstance(op, ExecOp):
                 made = await self._run_remote(executor, digest, op, key, inputs, emit)
                 if made is not None:
@@ -322,7 +326,9 @@ class RemoteRunner:
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         for stream, raw, blob in (("stdout", result.stdout_raw, result.stdout_digest), ("stderr", result.stderr_raw, result.stderr_digest)):
             data = raw
-            if not data and blob is not None and blob.size_bytes:
+            if not data and blob is not None and blob.size_bytes > _OUTPUT_LIMIT:
+                data = f"[remote] {stream} of {blob.size_bytes} bytes not shown\n".encode()
+            elif not data and blob is not None and blob.size_bytes:
                 data = await self._call(remote.read, blob)
             if data:
                 emit(StepLog(digest, stream, data, trio.current_time()))
@@ -342,6 +348,8 @@ class RemoteRunner:
         layer_file, report = result.output(LAYER_OUTPUT), result.output(RESULT_OUTPUT)
         if result.exit_code != 0 or layer_file is None or report is None:
             raise BadStep(f"the result has no {LAYER_OUTPUT} and {RESULT_OUTPUT}")
+        if report.digest.size_bytes > _REPORT_LIMIT:  # never read what another machine says unbounded
+            raise BadStep(f"{RESULT_OUTPUT} is {report.digest.size_bytes} bytes")
         said = decode_result(await self._call(remote.read, report.digest))
         diff_id = "sha256:" + layer_file.digest.hash
         if said.diff_id != diff_id:

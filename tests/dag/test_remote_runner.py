@@ -290,3 +290,24 @@ async def test_no_cache_executes_again_into_a_new_snapshot(build, cluster) -> No
     assert len(bot.steps) == 2  # executed again, not taken from the action cache
     (before,), (after,) = first.values(), again.values()
     assert after.layer != before.layer and (root.snapshots.tree(after.layer) / "out").exists()  # type: ignore[attr-defined]
+
+
+async def test_a_memory_limit_keeps_run_steps_here(build, cluster) -> None:  # type: ignore[no-untyped-def]
+    remote, bot = cluster
+    root = build.root("one")
+    plan = convert(parse("FROM base\nRUN make all\n", "Dockerfile"), BuildOptions(), Images())  # type: ignore[arg-type]
+    local = FakeExecutor()
+    worker = Worker(plan.definition, root=root, executor=local, files=RecordingCaller(), images=Images(),
+                    options=WorkerOptions(memory_limit=64 << 20), layers=SnapshotLayers(ImageStore(root)))
+    events: list[object] = []
+    await Solver(plan.definition, RemoteRunner(worker, RemoteSettings(executor=remote)), emit=events.append).solve([plan.target.op])
+    worker.close()
+    assert bot.steps == [] and len(local.calls) == 1 and "[local: memory limit]" in logs(events)
+
+
+async def test_an_oversized_result_json_is_refused(build, cluster) -> None:  # type: ignore[no-untyped-def]
+    remote, bot = cluster
+    bot.answer = lambda tar: (tar, result_json(RemoteResult(_diff_id(tar))) + b" " * (1 << 17), 0)
+    local = FakeExecutor()
+    events, _, _ = await build(build.root("one"), "FROM base\nRUN make all\n", RemoteSettings(executor=remote), local)
+    assert len(local.calls) == 1 and any("result.json is 131" in e.message for e in kinds(events, Notice))
