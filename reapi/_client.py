@@ -110,7 +110,7 @@ class Remote:
     def _translate(self, what: str, error: grpc.RpcError) -> RemoteError:
         code, details = _status(error)
         if code in _UNREACHABLE:
-            reason = "no answer in time" if code == grpc.StatusCode.DEADLINE_EXCEEDED else details
+            reason = "no answer in time" if code == grpc.StatusCode.DEADLINE_EXCEEDED else _last_cause(details)
             return RemoteUnavailable(f"cannot reach the remote executor at {self.url}: {reason}")
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return RemoteError(
@@ -479,6 +479,12 @@ def _status(error: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
 def _one_line(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= 300 else line[:299] + "…"
+
+
+def _last_cause(details: str) -> str:
+    """The end of gRPC's chain of causes ("failed to connect to all addresses; last error:
+    UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused")."""
+    return details.rsplit(": ", 1)[-1].strip(" []") or details
 
 
 def _code_name(code: int) -> str:

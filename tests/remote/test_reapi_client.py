@@ -130,9 +130,8 @@ def test_action_cache_update_and_get(remote: reapi.Remote) -> None:
 def test_an_unreachable_server_is_one_line_naming_the_url() -> None:
     url = f"grpc://127.0.0.1:{free_port()}"  # nothing listens there
     with reapi.Remote.connect(reapi.parse_endpoint(url)) as remote:
-        with pytest.raises(reapi.RemoteUnavailable, match=f"^cannot reach the remote executor at {url}: ") as caught:
+        with pytest.raises(reapi.RemoteUnavailable, match=f"(?i)^cannot reach the remote executor at {url}: connection refused$"):
             remote.capabilities()
-    assert "\n" not in str(caught.value)
 
 
 def test_a_server_that_never_answers_fails_at_the_connect_deadline() -> None:
