@@ -13,11 +13,11 @@ from pathlib import Path
 STAGES = 4
 
 
-def dockerfile(tag: str) -> str:
+def dockerfile(tag: str, seconds: int) -> str:
     """Four stages that wait, each recording its interval, and a final stage collecting them."""
     stages = "".join(
         f"FROM busybox AS s{i}\n"
-        f"RUN cat /proc/uptime > /start && sleep 1 && cat /proc/uptime > /end && echo {tag}-{i}\n"
+        f"RUN cat /proc/uptime > /start && sleep {seconds} && cat /proc/uptime > /end && echo {tag}-{i}\n"
         for i in range(STAGES)
     )
     collect = "".join(f"COPY --from=s{i} /start /s{i}.start\nCOPY --from=s{i} /end /s{i}.end\n" for i in range(STAGES))
@@ -32,15 +32,15 @@ def intervals(open_image, ref: str) -> list[tuple[float, float]]:  # type: ignor
     return sorted(seconds)
 
 
-def build(cli, tmp_path: Path, tag: str, *flags: str) -> None:  # type: ignore[no-untyped-def]
+def build(cli, tmp_path: Path, tag: str, *flags: str, seconds: int = 1) -> None:  # type: ignore[no-untyped-def]
     context = tmp_path / tag
     context.mkdir()
-    (context / "Dockerfile").write_text(dockerfile(tag))
+    (context / "Dockerfile").write_text(dockerfile(tag, seconds))
     cli("build", "--network=none", *flags, "-t", f"{tag}:test", str(context))
 
 
 def test_independent_steps_run_at_once_by_default(cli, busybox_image: str, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
-    build(cli, tmp_path, "unlimited")
+    build(cli, tmp_path, "unlimited", seconds=2)  # starts may spread on a loaded machine: 2 s of slack
     steps = intervals(open_image, "unlimited:test")
     latest_start = max(start for start, _ in steps)
     earliest_end = min(end for _, end in steps)
@@ -55,7 +55,7 @@ def test_jobs_one_runs_them_one_after_another(cli, busybox_image: str, tmp_path:
 
 
 def test_jobs_two_runs_two_at_a_time(cli, busybox_image: str, tmp_path: Path, open_image) -> None:  # type: ignore[no-untyped-def]
-    build(cli, tmp_path, "two", "--jobs", "2")
+    build(cli, tmp_path, "two", "--jobs", "2", seconds=2)
     steps = intervals(open_image, "two:test")
     for moment, _ in steps:  # at each start, count the steps running then
         running = sum(1 for start, end in steps if start <= moment < end)
