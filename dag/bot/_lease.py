@@ -79,6 +79,7 @@ class LeaseRunner:
         self.say = say  # one line per step into the worker's log
 
     async def __call__(self, lease: Assigned) -> Finished:
+        started = trio.current_time()
         try:
             leased = await trio.to_thread.run_sync(self._read, lease)
             description = _describe(leased.step)
@@ -90,7 +91,8 @@ class LeaseRunner:
             self.say(f"refused {lease.lease_id}: {message}" if status == INVALID_ARGUMENT else f"failed {lease.lease_id}: {message}")
             return Finished(lease.lease_id, status=status, message=message)
         cached = ", cached here" if outcome.cached else ""
-        self.say(f"ran {description} (exit code {outcome.exit_code}, {outcome.duration:.2f}s{cached})")
+        took = trio.current_time() - started  # the step and the worker's reads and uploads around it
+        self.say(f"ran {description} (exit code {outcome.exit_code}, {outcome.duration:.2f}s{cached}, lease {took:.2f}s)")
         return Finished(lease.lease_id, result=result)
 
     # ------------------------------------------------------------ in
