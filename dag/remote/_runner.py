@@ -176,7 +176,6 @@ class RemoteRunner:
         self._plain_locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
         self._uploaded: set[tuple[int, Digest]] = set()  # (id of the remote, digest)
         self._upload_locks: dict[Digest, trio.Lock] = collections.defaultdict(trio.Lock)
-        self._told: set[str] = set()
         self._warned_update = False
         readers = list(settings.cache_from) + ([settings.executor] if settings.executor is not None else [])
         writers = list(settings.cache_to) + ([settings.executor] if settings.executor is not None else [])
