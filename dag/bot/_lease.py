@@ -46,7 +46,7 @@ class LeasedStep:
     """A lease's Action, read and checked: the step, its layers' CAS digests by diffID."""
 
     step: RemoteStep
-    key: str  # this worker's cache key: the digest of step.json's bytes, not the key the client wrote in it
+    key: str  # this worker's cache key: from step.json's bytes, not the key the client wrote in it
     layers: Mapping[str, Digest]
     timeout: float | None
 
@@ -100,7 +100,7 @@ class LeaseRunner:
     def _read(self, lease: Assigned) -> LeasedStep:
         from pybuild import reapi
 
-        from ..remote import STEP_FILE, BadStep, check_command, decode_step, layer_path
+        from ..remote import SANDBOX_VERSION, STEP_FILE, BadStep, check_command, decode_step, layer_path
 
         action = lease.action or reapi.parse_action(self._small(lease.action_digest, "the Action"))
         check_command(reapi.parse_command(self._small(action.command_digest, "the Command")))
@@ -122,7 +122,8 @@ class LeaseRunner:
             if digest is None or "sha256:" + digest.hash != diff_id:
                 raise BadStep(f"the input root has no layer {diff_id} under its own digest")
             layers[diff_id] = digest
-        key = "sha256:" + hashlib.sha256(KEY_VERSION + data).hexdigest()
+        # the sandbox version too: a worker's own cache outlives an upgrade that changes results
+        key = "sha256:" + hashlib.sha256(KEY_VERSION + SANDBOX_VERSION.encode() + b"\0" + data).hexdigest()
         return LeasedStep(step, key, layers, action.timeout_seconds or None)
 
     def _small(self, digest: Digest, what: str) -> bytes:
