@@ -98,9 +98,12 @@ def remote(bridged: None) -> Iterator[RemoteNetns]:
 
 async def test_a_step_gets_an_address_a_route_and_the_hosts_resolver(executor, make_rootfs, bridged) -> None:
     script = "ls /sys/class/net; ip -4 -o addr show dev eth0; ip route; cat /etc/resolv.conf"
+    # No CAP_NET_ADMIN: the step cannot change even its own side.
+    script += "; ip link set eth0 down 2>/dev/null || echo denied; ip route del default 2>/dev/null || echo denied"
     result, out, err = await sh(executor, make_rootfs(), script, network="default")
     assert result.exit_code == 0, err
     lines = out.splitlines()
+    assert lines[-2:] == ["denied", "denied"], out
     assert lines[:2] == ["eth0", "lo"], out
     address = ipaddress.IPv4Interface(lines[2].split()[3])
     subnet = bridge._read_subnet()  # the bridge lives as long as the executor
@@ -265,6 +268,21 @@ def test_slirp4netns_forced_from_the_environment(tmp_path, busybox_rootfs, remot
 
 def test_bridge_forced_from_the_environment(tmp_path, busybox_rootfs, bridged) -> None:
     assert run_with_driver(tmp_path, busybox_rootfs, "bridge", "ls /sys/class/net") == "eth0\nlo\n"
+
+
+def test_two_pybuild_processes_share_the_bridge(tmp_path, busybox_rootfs, remote) -> None:
+    """Two processes starting at once: one makes the bridge, both get an address and the world."""
+    script = f"ip -4 -o addr show dev eth0 | awk '{{print $4}}'; timeout 10 wget -q -O- http://{remote.address}:{SERVER_PORT}/"
+    env = {**os.environ, bridge.DRIVER_ENV: "bridge"}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", RUN_ONE, str(tmp_path), str(busybox_rootfs), script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (out, err) in zip(runs, outputs):
+        assert run.returncode == 0, err
+        assert out.splitlines()[1] == "remote-marker from 10.231.77.1"
+    assert len({out.splitlines()[0] for out, _ in outputs}) == 2
 
 
 # -- pieces ------------------------------------------------------------------------------------
