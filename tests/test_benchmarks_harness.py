@@ -117,3 +117,10 @@ def test_summarize_leaves_failed_runs_out_of_the_median(capsys: pytest.CaptureFi
     assert (name, medians) == ("row", {"pybuild": 2.0})
     assert driver.run_times == {"row": {"pybuild": [1.0, None, 3.0]}}
     assert "failed" in capsys.readouterr().err
+
+
+def test_a_row_buildkit_never_finished_is_reported_as_not_judged() -> None:
+    driver = FakeDriver({"pybuild": [1.0, 1.0]}, [None, None], 0.5)
+    table, missed = run_all.run_table([("row", {"pybuild": 1.0})], driver, ["pybuild", "buildkit"])
+    assert verdicts(table) == ["—", "—", "—"]
+    assert missed == ["row (not judged: no run of both engines)"]
