@@ -52,6 +52,7 @@ SESSION_EXPIRY_INTERVAL_SECONDS = 1.0
 # failure-backoff before it is tried again.
 ASSIGN_INTERVAL_SECONDS = 0.05
 START_TIMEOUT_SECONDS = 90.0
+NAMED_INSTANCE = "main/cas"
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -230,6 +231,14 @@ instances:
         cache: *action-cache
       - !execution
         scheduler: *scheduler
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+  - name: {NAMED_INSTANCE}  # CAS and action cache only: resource names with an instance prefix
+    services:
+      - !action-cache
+        cache: *action-cache
       - !cas
         storage: *cas
       - !bytestream

@@ -19,7 +19,7 @@ import pytest
 
 from pybuild import reapi
 
-from .conftest import BOT_KEEPALIVE_SECONDS, BuildGrid, Postgres, free_port, start_buildgrid
+from .conftest import BOT_KEEPALIVE_SECONDS, NAMED_INSTANCE, BuildGrid, Postgres, free_port, start_buildgrid
 
 BOT_TIMEOUT = 10.0  # each long poll; BuildGrid answers within 0.8 x the 5 s keepalive
 
@@ -90,6 +90,24 @@ def test_a_missing_blob_is_named(remote: reapi.Remote, tmp_path: Path) -> None:
         with pytest.raises(reapi.RemoteBlobMissing):
             remote.download(digest, tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_named_instance_prefixes_every_resource(buildgrid: BuildGrid, remote: reapi.Remote, tmp_path: Path) -> None:
+    """--remote-instance: requests carry the name, ByteStream resources start with it."""
+    with reapi.Remote.connect(reapi.parse_endpoint(buildgrid.url, instance=NAMED_INSTANCE)) as named:
+        large = os.urandom(5 * 1024 * 1024)
+        blobs = {reapi.Digest.of(data): data for data in (b"small one", large)}
+        named.upload(blobs)
+        assert named.find_missing(blobs) == frozenset()
+        assert named.read(reapi.Digest.of(large)) == large
+        named.download(reapi.Digest.of(large), tmp_path / "large")
+        assert (tmp_path / "large").read_bytes() == large
+        action = reapi.Digest.of(os.urandom(16))
+        named.update_action_result(action, reapi.ActionResult(exit_code=0, stdout_raw=b"x"))
+        assert named.get_action_result(action) is not None
+    with reapi.Remote.connect(reapi.parse_endpoint(buildgrid.url, instance="no-such-instance")) as unknown:
+        with pytest.raises(reapi.RemoteError, match="^FindMissingBlobs at .* failed: INVALID_ARGUMENT"):
+            unknown.find_missing(blobs)
 
 
 def test_one_client_serves_many_threads(remote: reapi.Remote) -> None:
