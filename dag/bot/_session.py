@@ -105,11 +105,13 @@ class Session:
         self._failing = False  # the last update failed (said once until one succeeds)
         self._announced = True  # what the server last heard: accepting work
         self._changed = trio.Event()  # a lease finished or the session started draining
+        self._opening = trio.CancelScope()
         self._limiter = trio.CapacityLimiter(2)  # one thread for the poller, one for the reporter
 
     def drain(self) -> None:
         """Stop taking work; finish and report what runs, then end."""
         self.draining = True
+        self._opening.cancel()  # still creating the session (a long poll): stop waiting
         self._wake()
 
     def abandon(self) -> None:
@@ -119,7 +121,10 @@ class Session:
             scope.cancel()
 
     async def serve(self) -> None:
-        assigned = await trio.to_thread.run_sync(self.source.open, limiter=self._limiter, abandon_on_cancel=True)
+        with self._opening:
+            assigned = await trio.to_thread.run_sync(self.source.open, limiter=self._limiter, abandon_on_cancel=True)
+        if self._opening.cancelled_caught:
+            return  # drained before the session existed: nothing ran, nothing to report
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._take(assigned, 0)

@@ -226,3 +226,26 @@ async def test_a_lease_the_server_requeues_after_an_internal_error_runs_again_he
         await _serve_until(session, done)
     assert attempts == ["lease-0", "lease-0"]  # the same lease, given again, is not taken for a stale echo
     assert bots.finished["lease-0"].status == OK
+
+
+async def test_draining_while_the_session_is_being_created_ends_at_once() -> None:
+    release = threading.Event()
+
+    class SlowOpen(FakeBots):
+        def open(self) -> Sequence[Assigned]:
+            release.wait(30)  # BuildGrid's CreateBotSession long poll, waiting for work that never comes
+            return []
+
+    async def run(lease: Assigned) -> Finished:
+        raise AssertionError("no lease was given")
+
+    session = Session(SlowOpen(work=0, capacity=1), run, capacity=1)
+    try:
+        with trio.fail_after(10):  # a hang guard: serve must not wait for the creation to end
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.serve)
+                await trio.sleep(0.1)
+                session.drain()
+        assert not release.is_set() and not session.running
+    finally:
+        release.set()  # let the abandoned thread go
