@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from pybuild.errors import ContextError
 
@@ -77,9 +77,9 @@ class HashStats:
     stat_cache_hits: int = 0
 
 
-@dataclass(frozen=True)
-class ReadEntry:
-    """What a build saw of one context path (``ContextReads``).
+class ReadEntry(NamedTuple):
+    """What a build saw of one context path (``ContextReads``); a tuple, as one is
+    made for each path of a context while it is hashed.
 
     ``whole``: the path's full lstat matters (its bytes, listing or target
     were used); otherwise only that it is still the same object of the same
@@ -87,7 +87,7 @@ class ReadEntry:
     the entry's digest was made of, when that can be checked again without
     the hasher: a file's ``sha256:...`` (no extended attributes), a
     symlink's target, a directory's sorted names (no extended attributes);
-    None when it cannot.
+    None when it cannot, or when a known selection digest spared reading it.
     """
 
     stat: os.stat_result
@@ -692,15 +692,13 @@ class _Job:
         self.pending.clear()
 
     def note_unhashed(self) -> None:
-        """The files a known selection digest spared reading: their content digests, where the stat cache has them."""
-        if self.reads is None or not self.pending:
+        """The files a known selection digest spared reading, without their content
+        (looking each up in the stat cache would cost a no-op build more than the walk)."""
+        if self.reads is None:
             return
-        cache = self.hasher.stat_cache
-        keys = [_stat_key(st) for _, leaves in self.pending for _, _, st in leaves]
-        known = cache.get_stat_digests(keys) if cache is not None else {}
         for _, leaves in self.pending:
             for rel, _, st in leaves:
-                self.reads.file(rel, st, known.get(_stat_key(st)), b"")
+                self.reads.whole(rel, st)
 
     def _note_dir(self, rel: str, st: os.stat_result, xattrs: bytes) -> None:
         if self.reads is not None:

@@ -229,7 +229,10 @@ def split_paths(blob: bytes) -> list[bytes]:
 
 
 def signature(st: os.stat_result) -> tuple[int, int, int, int, int, int]:
-    return (_s64(st.st_dev), _s64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+    dev, ino = st.st_dev, st.st_ino
+    if dev >= 1 << 63 or ino >= 1 << 63:
+        dev, ino = _s64(dev), _s64(ino)
+    return (dev, ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
 def _s64(value: int) -> int:

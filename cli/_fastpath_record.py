@@ -55,6 +55,7 @@ class Finished:
 
 def save(finished: Finished) -> None:
     """Write the record of ``finished``, or say (with PYBUILD_DEBUG_FASTPATH) why not."""
+    started = _fastpath._time_ns()
     try:
         reason = _refusal(finished)
         if reason is None:
@@ -63,7 +64,7 @@ def save(finished: Finished) -> None:
                 reason = record
             else:
                 record.save(_fastpath.record_path(finished.invocation.root, finished.invocation.key))
-                debug("recorded")
+                debug(f"recorded ({len(_fastpath.split_paths(record.fields[b'paths']))} paths, {(_fastpath._time_ns() - started) / 1e6:.0f} ms)")
                 return
         debug(f"not recorded: {reason}")
     except Exception as error:  # noqa: BLE001 - a record is an optimisation; the build has succeeded
@@ -164,12 +165,16 @@ class _Builder:
         self.seen: set[bytes] = set()
 
     def whole(self, path: bytes, st: os.stat_result, kind: int, digest: bytes = b"\0" * 32) -> None:
+        self.add(path, signature(st), bytes([kind]) + digest)
+
+    def add(self, path: bytes, sig: tuple[int, ...], digest: bytes) -> None:
+        """``path`` checked whole: its signature, and its kind byte and content digest."""
         if path in self.seen:
             return
         self.seen.add(path)
         self.paths.append(path)
-        self.sigs.extend(signature(st))
-        self.digests.append(bytes([kind]) + digest)
+        self.sigs.extend(sig)
+        self.digests.append(digest)
 
     def file(self, path: bytes, data: bytes) -> None:
         self.files.append(path + b"\0" + data)
@@ -208,7 +213,7 @@ def _record(finished: Finished) -> Record | str:
     for reason in (_add_dockerfile(builder, finished), _add_store(builder, finished)):
         if reason is not None:
             return reason
-    _add_context(builder, finished)
+    _add_context(builder, finished, _Previous(finished))
     _add_sources(builder)
     since = min(started, finished.reads.started_ns or started)
     from array import array
@@ -288,17 +293,59 @@ def _add_store(builder: _Builder, finished: Finished) -> str | None:
     return None
 
 
-def _add_context(builder: _Builder, finished: Finished) -> None:
+class _Previous:
+    """The previous record of the invocation: a file the hasher did not read this time
+    (its selection's digest was known) keeps the content digest it had there, if its
+    signature is the one it was hashed under then (and was not racy)."""
+
+    def __init__(self, finished: Finished) -> None:
+        from array import array
+
+        self.index: dict[bytes, int] = {}
+        self.sigs, racy = array("q"), array("q")
+        self.digests = b""
+        try:
+            with open(_fastpath.record_path(finished.invocation.root, finished.invocation.key), "rb") as file:
+                old = Record.parse(file.read())
+        except (OSError, ValueError):
+            return
+        paths = _fastpath.split_paths(old.fields[b"paths"])
+        self.sigs.frombytes(old.fields[b"sigs"])
+        racy.frombytes(old.fields[b"racy"])
+        self.digests = old.fields[b"digests"]
+        if len(self.sigs) == _fastpath.SIG_FIELDS * len(paths) and len(self.digests) == _SLOT * len(paths):
+            self.index = {path: i for i, path in enumerate(paths)}
+            for i in racy:
+                self.index.pop(paths[i], None)
+
+    def digest(self, path: bytes, sig: tuple[int, ...]) -> bytes:
+        i = self.index.get(path)
+        if i is None or self.digests[_SLOT * i] != FILE or tuple(self.sigs[_fastpath.SIG_FIELDS * i : _fastpath.SIG_FIELDS * (i + 1)]) != sig:
+            return _UNKNOWN
+        return self.digests[_SLOT * i : _SLOT * (i + 1)]
+
+
+_SLOT = _fastpath._DIGEST + 1
+_UNKNOWN = bytes([NO_CONTENT]) + b"\0" * _fastpath._DIGEST
+
+
+def _add_context(builder: _Builder, finished: Finished, previous: _Previous) -> None:
     """Every context path the build read: whole, with its content digest, or only as the same object."""
     assert finished.context_dir is not None
     base = os.fsencode(finished.context_dir)
-    for rel, entry in sorted(finished.reads.paths.items()):
-        path = base if rel == "." else os.path.join(base, os.fsencode(rel))
-        if not entry.whole:
-            builder.same.append((path, entry.stat))
+    prefix, fsencode = base + b"/", os.fsencode
+    for rel, (st, whole, content) in sorted(finished.reads.paths.items()):
+        path = base if rel == "." else prefix + fsencode(rel)
+        if not whole:
+            builder.same.append((path, st))
             continue
-        builder.whole(path, entry.stat, *_content_digest(entry.stat, entry.content))
-    builder.absent += [os.path.join(base, os.fsencode(rel)) for rel in sorted(finished.reads.absent)]
+        sig = signature(st)
+        if content is None:
+            builder.add(path, sig, previous.digest(path, sig) if stat.S_ISREG(st.st_mode) else _UNKNOWN)
+        else:
+            kind, digest = _content_digest(st, content)
+            builder.add(path, sig, bytes([kind]) + digest)
+    builder.absent += [prefix + fsencode(rel) for rel in sorted(finished.reads.absent)]
 
 
 def _content_digest(st: os.stat_result, content: str | tuple[str, ...] | None) -> tuple[int, bytes]:

@@ -425,11 +425,13 @@ def test_reads_hold_every_copied_path_with_its_content(ctx: Path) -> None:
     assert reads.consistent and reads.started_ns is not None
 
 
-def test_reads_keep_the_content_when_the_selection_digest_comes_from_the_index(ctx: Path) -> None:
+def test_reads_hold_files_a_known_selection_digest_spared_reading(ctx: Path) -> None:
     index = CacheIndex.memory()
     first = _reads(ctx, ["src"], index)
     second = _reads(ctx, ["src"], index, twice=True)  # the second select answers from the fingerprint
-    assert second.paths["src/util.py"].content == first.paths["src/util.py"].content is not None
+    assert first.paths["src/util.py"].content is not None
+    assert second.paths["src/util.py"].whole and second.paths["src/util.py"].content is None
+    assert second.paths["src/util.py"].stat.st_ino == first.paths["src/util.py"].stat.st_ino
 
 
 def test_reads_note_followed_links_crossed_directories_and_absent_paths(ctx: Path) -> None:
