@@ -43,6 +43,7 @@ _R = TypeVar("_R")
 CHUNK = 1 << 20  # ByteStream message payload: well under gRPC's 4 MiB message limit
 DEFAULT_MAX_BATCH = 4 * 1024 * 1024 - 1024  # when the server names no limit (and BuildGrid's own)
 BATCH_OVERHEAD = 128  # protobuf framing per blob in a batch request, digest included
+BATCH_COUNT = 500  # blobs per batch request (BuildGrid's own client's limit)
 FIND_MISSING_CHUNK = 4096  # digests per FindMissingBlobs request (~400 KiB)
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -198,7 +199,7 @@ class Remote:
             if digest.size_bytes + BATCH_OVERHEAD > limit:
                 self._write(digest, _chunks_of(data))
                 continue
-            if size + digest.size_bytes + BATCH_OVERHEAD > limit:
+            if size + digest.size_bytes + BATCH_OVERHEAD > limit or len(batch) >= BATCH_COUNT:
                 self._batch_update(batch)
                 batch, size = [], 0
             batch.append((digest, data))

@@ -55,6 +55,9 @@ def test_blobs_over_the_batch_limit_go_through_bytestream_in_chunks(
     assert remote.read(digest) == data
     remote.download(digest, tmp_path / "blob")
     assert (tmp_path / "blob").read_bytes() == data
+    several = {reapi.Digest.of(b): b for b in (os.urandom(1500 * 1024) for _ in range(5))}
+    remote.upload(several)  # packed into batches under the limit: the server refuses a larger one
+    assert remote.find_missing(several) == frozenset()
     source = tmp_path / "file"
     source.write_bytes(os.urandom(5 * 1024 * 1024))
     from_file = reapi.Digest.of_file(source)
