@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rss import measure  # noqa: E402
+from rss import Peak, measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is another one
@@ -64,7 +64,7 @@ class Engines:
     work: Path
     pybuild_root: Path
     available: list[str] = field(default_factory=list)
-    last_rss: int | None = None  # bytes: the peak RSS of the last pybuild build's process tree
+    last_rss: Peak | None = None  # the peak memory of the last pybuild build's process tree
 
     @classmethod
     def prepare(cls, only: Sequence[str] = ("pybuild", "buildkit", "buildah")) -> Engines:
@@ -124,7 +124,7 @@ class Engines:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr.decode(errors='replace')[-3000:]}")
         if engine == "pybuild":
-            self.last_rss = result.peak_rss
+            self.last_rss = result.peak
         return result.seconds
 
     def cleanup(self) -> None:

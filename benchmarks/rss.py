@@ -12,7 +12,10 @@ page cache, which grows with the bytes a build writes, not with what the
 engine holds), and pybuild moves each RUN step into a cgroup of its own in
 every hierarchy, so membership of a benchmark's cgroup would lose the steps.
 The sum of RSS counts a page shared by two processes (a forked zygote and its
-parent) twice: it is an upper bound of the tree's memory.
+parent) twice: it is an upper bound of the tree's memory.  The anonymous part
+(RSS less the file-backed and shared pages, ``statm``'s resident - shared) is
+kept beside it: file pages a process maps (a blob read through mmap) count in
+RSS but are the page cache's, which the kernel may reclaim.
 """
 
 from __future__ import annotations
@@ -30,12 +33,24 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
+class Peak:
+    """The peaks of a process tree's memory, in bytes."""
+
+    rss: int  # the sum of the resident set sizes
+    anon: int  # the sum of their anonymous parts (sampled only: 0 if no sample caught the tree)
+
+
+@dataclass(frozen=True)
 class Measured:
     seconds: float
-    peak_rss: int  # bytes
+    peak: Peak
     returncode: int
     stdout: bytes
     stderr: bytes
+
+    @property
+    def peak_rss(self) -> int:
+        return self.peak.rss
 
 
 def descendants(pid: int) -> list[int]:
@@ -58,16 +73,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_rss(pid: int) -> int:
-    """The sum of the resident set sizes of ``pid``'s process tree, in bytes."""
-    total = 0
+def tree_rss(pid: int) -> tuple[int, int]:
+    """The sums of the resident set sizes of ``pid``'s process tree and of their
+    anonymous parts, in bytes."""
+    total = anon = 0
     for member in descendants(pid):
         try:
             with open(f"/proc/{member}/statm", "rb") as f:
-                total += int(f.read().split()[1]) * PAGE
+                fields = f.read().split()
+            resident, shared = int(fields[1]) * PAGE, int(fields[2]) * PAGE
         except (OSError, IndexError, ValueError):  # gone, or a zombie's empty statm
             continue
-    return total
+        total += resident
+        anon += resident - shared
+    return total, anon
 
 
 class _Sampler(threading.Thread):
@@ -75,11 +94,13 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.anon = 0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            total, anon = tree_rss(self.pid)
+            self.peak, self.anon = max(self.peak, total), max(self.anon, anon)
             self.done.wait(INTERVAL)
 
 
@@ -96,7 +117,7 @@ def measure(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path
         sampler.done.set()
         sampler.join()
         process.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it: tell Popen
-        peak = max(sampler.peak, usage.ru_maxrss * 1024)
+        peak = Peak(max(sampler.peak, usage.ru_maxrss * 1024), sampler.anon)
         return Measured(seconds, peak, process.returncode, out.read(), err.read())
 
 
@@ -119,4 +140,4 @@ if __name__ == "__main__":  # a quick check by hand: rss.py COMMAND...
     import sys
 
     result = measure(sys.argv[1:])
-    print(f"{result.seconds:.3f} s, peak RSS of the tree {result.peak_rss / 2**20:.1f} MiB, exit {result.returncode}")
+    print(f"{result.seconds:.3f} s, peak RSS of the tree {result.peak.rss / 2**20:.1f} MiB (anonymous {result.peak.anon / 2**20:.1f} MiB), exit {result.returncode}")

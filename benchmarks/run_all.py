@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads as w  # noqa: E402
 from peers import DOCKER, PYBUILD, REPO, Engines, median, run  # noqa: E402
+from rss import Peak  # noqa: E402
 
 WORKLOADS = ("stages", "runs", "c", "context", "small", "apt", "parallel", "export")
 RACY_PAUSE = 1.5  # seconds; see benchmarks/README.md ("the racy-window pause")
@@ -107,10 +108,10 @@ class Driver:
         self.loads: list[float] = []  # the 1-minute load average before each build
         self.spreads: dict[str, dict[str, tuple[float, float]]] = {}  # row -> engine -> (fastest, slowest)
         self.run_times: dict[str, dict[str, list[float | None]]] = {}  # None: a failed run  # row -> engine -> seconds of each run
-        self.rss: dict[str, list[int | None]] = {}  # row -> pybuild's peak RSS of each run (bytes)
+        self.rss: dict[str, list[Peak | None]] = {}  # row -> pybuild's peak memory in each run
         self.targets: dict[str, float] = {}  # row -> target ratio to TARGET_PEER
         self.rss_targets: dict[str, int] = {}  # row -> peak RSS target (bytes)
-        self.last_rss: int | None = None  # pybuild's peak RSS in the last build
+        self.last_rss: Peak | None = None  # pybuild's peak memory in the last build
         self.dangling_before = {e: dangling_before.get(e, set()) for e in engines.available}
 
     def build(self, engine: str, context: Path, body: str, tag: str, *, no_cache: bool = False, extra: Sequence[str] = (), network: bool = False) -> float:
@@ -179,7 +180,7 @@ class Driver:
         turns (so a busy minute on the machine falls on all of them), after ``prepare(engine)``
         once and ``before_each(engine)`` (untimed) before every run.  ``key`` names its targets."""
         times: dict[str, list[float | None]] = {e: [] for e in self.engines.available}
-        rss: list[int | None] = []
+        rss: list[Peak | None] = []
         failed: dict[str, RuntimeError] = {}
         for engine in self.engines.available:
             if prepare is not None:
@@ -207,7 +208,7 @@ class Driver:
         self.set_targets(name, key, rss)
         return self.summarize(name, times)
 
-    def set_targets(self, name: str, key: str, rss: list[int | None]) -> None:
+    def set_targets(self, name: str, key: str, rss: list[Peak | None]) -> None:
         self.rss[name] = rss
         self.targets[name] = TARGETS.get(key, DEFAULT_TARGET)
         if key in RSS_TARGETS:
@@ -297,7 +298,7 @@ class Driver:
         phases = {"cold": "cold", "noop": "no-op rebuild", "touch": "touch every file", "change": "one file changed"}
         # one slot per run, so that each run's ratio pairs builds of the same round even when one failed
         times: dict[str, dict[str, list[float | None]]] = {p: {e: [None] * self.repeat for e in self.engines.available} for p in phases}
-        rss: dict[str, list[int | None]] = {p: [None] * self.repeat for p in phases}
+        rss: dict[str, list[Peak | None]] = {p: [None] * self.repeat for p in phases}
         seed = time.time_ns()  # new bytes every run: no engine finds them in a cache from an earlier run
         tag = "runall-context"
         for r in range(self.repeat):
@@ -448,6 +449,10 @@ def mib(value: int | None) -> str:
     return f"{value / 2**20:.0f} MiB" if value is not None else "—"
 
 
+def shown_peak(peak: Peak | None) -> str:
+    return f"{mib(peak.rss)} (anon {mib(peak.anon)})" if peak is not None else "—"
+
+
 def verdict(ok: bool | None) -> str:
     return "—" if ok is None else ("yes" if ok else "**no**")
 
@@ -469,19 +474,19 @@ def run_table(rows: list[Row], driver: Driver, engines: Sequence[str]) -> tuple[
         target = driver.targets.get(name, DEFAULT_TARGET)
         rss_target = driver.rss_targets.get(name)
         runs = driver.run_times.get(name, {})
-        rss = driver.rss.get(name, [])
+        peaks = driver.rss.get(name, [])
         count = max((len(v) for v in runs.values()), default=0)
         results: list[bool | None] = []
         for i in range(count):
             values = {e: t for e, v in runs.items() if i < len(v) and (t := v[i]) is not None}
-            peak = rss[i] if i < len(rss) else None
+            peak = peaks[i] if i < len(peaks) else None
             ok = met(ratio_of(values, TARGET_PEER), target, peak, rss_target)
             results.append(ok)
-            lines.append(line(name if i == 0 else "", str(i + 1), values, engines, peers, target, rss_target, ok, peak))
-        peaks = [p for p in rss if p is not None]
-        highest = max(peaks) if peaks else None
+            lines.append(line(name if i == 0 else "", str(i + 1), values, engines, peers, target, rss_target, ok, shown_peak(peak)))
+        known = [p for p in peaks if p is not None]
+        highest = Peak(max(p.rss for p in known), max(p.anon for p in known)) if known else None
         ok = met(ratio_of(medians, TARGET_PEER), target, highest, rss_target)
-        lines.append(line("", "median", medians, engines, peers, target, rss_target, ok, highest, peak_label="highest "))
+        lines.append(line("", "median", medians, engines, peers, target, rss_target, ok, "highest " + shown_peak(highest) if highest else "—"))
         if any(r is False for r in results) or ok is False:
             missed.append(f"{name} ({sum(r is False for r in results)} of {count} runs)")
         elif TARGET_PEER in engines and (not results or all(r is None for r in results)):
@@ -489,22 +494,22 @@ def run_table(rows: list[Row], driver: Driver, engines: Sequence[str]) -> tuple[
     return "\n".join(lines), missed
 
 
-def met(ratio: float | None, target: float, peak: int | None, rss_target: int | None) -> bool | None:
+def met(ratio: float | None, target: float, peak: Peak | None, rss_target: int | None) -> bool | None:
     if ratio is None:
         return None
-    return ratio <= target and (rss_target is None or peak is None or peak <= rss_target)
+    return ratio <= target and (rss_target is None or peak is None or peak.rss <= rss_target)
 
 
 def line(
     name: str, run_label: str, values: dict[str, float], engines: Sequence[str], peers: Sequence[str],
-    target: float, rss_target: int | None, ok: bool | None, peak: int | None, peak_label: str = "",
+    target: float, rss_target: int | None, ok: bool | None, peak: str,
 ) -> str:
     cells = [name, run_label, *(f"{values[e]:.3f} s" if e in values else "—" for e in engines)]
     for peer in peers:
         r = ratio_of(values, peer)
         cells.append(f"{r:.2f}" if r is not None else "—")
     shown_target = f"≤ {target:g}" + (f", RSS ≤ {mib(rss_target)}" if rss_target is not None else "")
-    cells += [shown_target, verdict(ok), (peak_label + mib(peak)) if peak is not None else "—"]
+    cells += [shown_target, verdict(ok), peak]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -601,7 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "pybuild" in args.engines.split(","):
         byte_compile()
     if "apt" in chosen:
-        print("making the Debian base (once; kept in build/bench/) ...", file=sys.stderr, flush=True)
+        if not w.DEBIAN_TAR.exists():
+            print(f"making the Debian base (once; kept as {w.DEBIAN_TAR.relative_to(REPO)}) ...", file=sys.stderr, flush=True)
         w.debian_rootfs()
     # what the peers' stores hold untagged already: the clean-up leaves it alone
     dangling_before = {e: dangling_images(e) for e in ("buildkit", "buildah")}
@@ -657,7 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Seconds are wall time of the engine's command; the ratio is pybuild's over the peer's in the same run (below 1: pybuild faster); "
             "`met` compares that run's pybuild/buildkit ratio (and, where given, pybuild's peak RSS) with issue 18's target, the median line the medians. "
             "Peak RSS is the highest sum of the resident set sizes of pybuild's whole process tree during the build (sampled every 10 ms, benchmarks/rss.py; "
-            "shared pages counted in each process); it is pybuild's only: BuildKit's work happens in dockerd, a daemon.",
+            "shared pages counted in each process), and in brackets the highest sum of their anonymous parts (without file pages mapped from the page cache); "
+            "the RSS target is on the first. It is pybuild's only: BuildKit's work happens in dockerd, a daemon.",
             "",
             *report_footer(engines, driver.loads, driver.notes),
         ]

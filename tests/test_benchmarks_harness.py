@@ -33,14 +33,24 @@ def test_peak_rss_sums_every_process_of_the_tree() -> None:
     # two grandchildren at once (through a shell): the peak holds both blocks
     result = rss.measure(["sh", "-c", f"{python_holding(120)} & {python_holding(80)} & wait"])
     assert result.returncode == 0
-    assert result.peak_rss >= 200 * MIB
-    assert result.peak_rss < 400 * MIB
+    assert result.peak.rss >= 200 * MIB
+    assert result.peak.rss < 400 * MIB
+    assert result.peak.anon >= 200 * MIB  # the blocks are anonymous memory
+
+
+def test_file_pages_mapped_count_in_rss_but_not_in_anon(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * (100 * MIB))
+    code = f"import mmap, time; f = open({str(data)!r}, 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); m[::4096]; time.sleep(0.5)"
+    result = rss.measure([sys.executable, "-c", code])
+    assert result.peak.rss >= 100 * MIB
+    assert result.peak.anon < 60 * MIB
 
 
 def test_peak_rss_of_one_short_process_is_seen_by_wait4() -> None:
     # too quick for a sample to be sure of it: ru_maxrss still sees it
     result = rss.measure([sys.executable, "-c", f"bytearray({150 * MIB})[::4096]"])
-    assert result.peak_rss >= 150 * MIB
+    assert result.peak.rss >= 150 * MIB
 
 
 def test_measure_returns_the_exit_status_and_output() -> None:
@@ -52,7 +62,7 @@ def test_measure_returns_the_exit_status_and_output() -> None:
 class FakeDriver:
     """What run_table reads of a Driver."""
 
-    def __init__(self, runs: dict[str, list[float | None]], rss: list[int | None], target: float, rss_target: int | None = None) -> None:
+    def __init__(self, runs: dict[str, list[float | None]], rss: list[rss.Peak | None], target: float, rss_target: int | None = None) -> None:
         self.run_times = {"row": runs}
         self.rss = {"row": rss}
         self.targets = {"row": target}
@@ -80,10 +90,10 @@ def test_each_run_is_judged_by_its_own_ratio(pybuild: list[float], buildkit: lis
 
 
 def test_a_peak_rss_over_its_target_misses_it() -> None:
-    driver = FakeDriver({"pybuild": [1.0, 1.0], "buildkit": [2.0, 2.0]}, [150 * MIB, 250 * MIB], 1.0, 200 * MIB)
+    driver = FakeDriver({"pybuild": [1.0, 1.0], "buildkit": [2.0, 2.0]}, [rss.Peak(150 * MIB, 90 * MIB), rss.Peak(250 * MIB, 80 * MIB)], 1.0, 200 * MIB)
     table, missed = run_all.run_table([("row", {"pybuild": 1.0, "buildkit": 2.0})], driver, ["pybuild", "buildkit"])
     assert verdicts(table) == ["yes", "**no**", "**no**"]
-    assert "250 MiB" in table and "highest 250 MiB" in table
+    assert "| 250 MiB (anon 80 MiB) |" in table and "| highest 250 MiB (anon 90 MiB) |" in table
     assert missed == ["row (1 of 2 runs)"]
 
 
