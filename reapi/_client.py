@@ -37,6 +37,7 @@ from ._proto import (
     digest_from_proto,
     digest_to_proto,
 )
+from ._transport import code_name, one_line, open_channel, status_of, translate
 
 _R = TypeVar("_R")
 
@@ -45,15 +46,6 @@ DEFAULT_MAX_BATCH = 4 * 1024 * 1024 - 1024  # when the server names no limit (an
 BATCH_OVERHEAD = 128  # protobuf framing per blob in a batch request, digest included
 BATCH_COUNT = 500  # blobs per batch request (BuildGrid's own client's limit)
 FIND_MISSING_CHUNK = 4096  # digests per FindMissingBlobs request (~400 KiB)
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
-    # A restarted server is found again within a second or two, not gRPC's default 2 minutes.
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
-_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _SESSION_GONE = (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 STAGES = {0: "UNKNOWN", 1: "CACHE_CHECK", 2: "QUEUED", 3: "EXECUTING", 4: "COMPLETED"}
 
@@ -81,11 +73,7 @@ class Remote:
         """A client for ``endpoint``. Nothing is sent yet: ``capabilities()`` (which gives up
         after ``connect_timeout`` seconds) is the cheap first call that says whether the server
         answers. ``timeout`` bounds each CAS and action cache call."""
-        if endpoint.tls:
-            channel = grpc.secure_channel(endpoint.target, _credentials(endpoint), options=_CHANNEL_OPTIONS)
-        else:
-            channel = grpc.insecure_channel(endpoint.target, options=_CHANNEL_OPTIONS)
-        return cls(endpoint, channel, connect_timeout=connect_timeout, timeout=timeout)
+        return cls(endpoint, open_channel(endpoint), connect_timeout=connect_timeout, timeout=timeout)
 
     @property
     def url(self) -> str:
@@ -106,19 +94,7 @@ class Remote:
         try:
             return call()
         except grpc.RpcError as error:
-            raise self._translate(what, error) from None
-
-    def _translate(self, what: str, error: grpc.RpcError) -> RemoteError:
-        code, details = _status(error)
-        if code in _UNREACHABLE:
-            reason = "no answer in time" if code == grpc.StatusCode.DEADLINE_EXCEEDED else _last_cause(details)
-            return RemoteUnavailable(f"cannot reach the remote executor at {self.url}: {reason}")
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            return RemoteError(
-                f"the remote executor at {self.url} refused {what}: {code.name}: {details}",
-                hint="check --remote-header and the TLS client certificate",
-            )
-        return RemoteError(f"{what} at {self.url} failed: {code.name if code else 'error'}: {details}")
+            raise translate(self.url, what, error) from None
 
     def _resource(self, *parts: str) -> str:
         return "/".join(p for p in (self.endpoint.instance, *parts) if p)
@@ -228,7 +204,7 @@ class Remote:
             if response.status.code != 0:
                 raise RemoteError(
                     f"the remote CAS at {self.url} refused blob {response.digest.hash[:16]}…: "
-                    f"{_one_line(response.status.message)}"
+                    f"{one_line(response.status.message)}"
                 )
 
     def _write(self, digest: Digest, chunks: Iterator[bytes]) -> None:
@@ -298,7 +274,7 @@ class Remote:
             if response.status.code == grpc.StatusCode.NOT_FOUND.value[0]:
                 raise RemoteBlobMissing(f"the remote CAS at {self.url} has no blob {digest}")
             if response.status.code != 0:
-                raise RemoteError(f"reading blob {digest} at {self.url} failed: {_one_line(response.status.message)}")
+                raise RemoteError(f"reading blob {digest} at {self.url} failed: {one_line(response.status.message)}")
             return response.data
         raise RemoteError(f"the remote CAS at {self.url} did not answer for blob {digest}")
 
@@ -313,12 +289,12 @@ class Remote:
                     raise RemoteBlobCorrupt(f"the remote CAS at {self.url} sent more than {digest.size_bytes} bytes for blob {digest.hash[:16]}…")
                 yield reply.data
         except grpc.RpcError as error:
-            code, details = _status(error)
+            code, details = status_of(error)
             if code == grpc.StatusCode.NOT_FOUND:
                 raise RemoteBlobMissing(f"the remote CAS at {self.url} has no blob {digest}") from None
             if code == grpc.StatusCode.DATA_LOSS:  # BuildGrid, for a blob shorter than its digest says
                 raise RemoteBlobCorrupt(f"the remote CAS at {self.url} has a damaged blob {digest}: {details}") from None
-            raise self._translate("ByteStream.Read", error) from None
+            raise translate(self.url, "ByteStream.Read", error) from None
 
     # --- action cache --------------------------------------------------------------------
 
@@ -330,9 +306,9 @@ class Remote:
         try:
             reply = self._ac.GetActionResult(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            if _status(error)[0] == grpc.StatusCode.NOT_FOUND:
+            if status_of(error)[0] == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise self._translate("GetActionResult", error) from None
+            raise translate(self.url, "GetActionResult", error) from None
         return action_result_from_proto(reply)
 
     def update_action_result(self, action: Digest, result: ActionResult) -> None:
@@ -374,7 +350,7 @@ class Remote:
                     if operation.done:
                         return self._finished(operation)
             except grpc.RpcError as error:
-                raise self._translate("Execute", error) from None
+                raise translate(self.url, "Execute", error) from None
             if not name:
                 break
             stream = self._exec.WaitExecution(re_pb2.WaitExecutionRequest(name=name), metadata=self._metadata)
@@ -384,7 +360,7 @@ class Remote:
         if operation.HasField("error"):
             raise RemoteError(
                 f"the remote executor at {self.url} could not run the action: "
-                f"{_code_name(operation.error.code)}: {_one_line(operation.error.message)}"
+                f"{code_name(operation.error.code)}: {one_line(operation.error.message)}"
             )
         response = re_pb2.ExecuteResponse()
         if not operation.response.Unpack(response):
@@ -393,7 +369,7 @@ class Remote:
             result=action_result_from_proto(response.result),
             cached=response.cached_result,
             status_code=response.status.code,
-            message=_one_line(response.status.message),
+            message=one_line(response.status.message),
         )
 
     # --- bots (Remote Workers API) -------------------------------------------------------
@@ -449,47 +425,9 @@ class Remote:
         except grpc.FutureCancelledError:
             return None
         except grpc.RpcError as error:
-            if _status(error)[0] in _SESSION_GONE and what == "UpdateBotSession":
-                raise BotSessionClosed(f"the remote executor at {self.url} closed the bot session: {_status(error)[1]}") from None
-            raise self._translate(what, error) from None
-
-
-def _credentials(endpoint: Endpoint) -> grpc.ChannelCredentials:
-    def read(path: Path | None) -> bytes | None:
-        if path is None:
-            return None
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            raise RemoteError(f"cannot read the TLS file {path}: {error.strerror}") from None
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(endpoint.ca_cert),
-        private_key=read(endpoint.client_key),
-        certificate_chain=read(endpoint.client_cert),
-    )
-
-
-def _status(error: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
-    try:  # what gRPC raises for a call is also a grpc.Call, which has code() and details()
-        return error.code(), _one_line(error.details() or "")
-    except AttributeError:
-        return None, _one_line(str(error))
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= 300 else line[:299] + "…"
-
-
-def _last_cause(details: str) -> str:
-    """The end of gRPC's chain of causes ("failed to connect to all addresses; last error:
-    UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused")."""
-    return details.rsplit(": ", 1)[-1].strip(" []") or details
-
-
-def _code_name(code: int) -> str:
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+            if status_of(error)[0] in _SESSION_GONE and what == "UpdateBotSession":
+                raise BotSessionClosed(f"the remote executor at {self.url} closed the bot session: {status_of(error)[1]}") from None
+            raise translate(self.url, what, error) from None
 
 
 def _semver(version: semver_pb2.SemVer) -> str:
