@@ -33,13 +33,15 @@ server by tests/remote/test_reapi_client.py):
 - The bot echoes its leases in every UpdateBotSession (with the session's ``version``): ACTIVE
   while running; COMPLETED with ``status`` OK and ``result = Any(ActionResult)`` when done
   (``Lease.completed``). The server stores ``ExecuteResponse(result, status)``, caches the
-  result in the action cache unless the Action says ``do_not_cache`` or the status is not
-  OK, and answers the Execute stream. A COMPLETED lease with status INTERNAL or UNAVAILABLE
+  result in the action cache unless the Action says ``do_not_cache``, the status is not OK
+  or (with the action cache's ``cache-failed-actions: false``) the exit code is not 0, and
+  answers the Execute stream. A COMPLETED lease with status INTERNAL or UNAVAILABLE
   is re-queued (up to ``max-job-attempts``, 5); other codes end the Execute call with it
   (``Lease.failed``). CANCELLED is set only by the server, which then drops the lease.
 - A bot that misses its keepalive (``bot-session-keepalive-timeout``, checked every
   ``session-expiry-timer-interval``) is closed and its leases re-queued for another bot;
-  its next UpdateBotSession fails with DATA_LOSS (``BotSessionClosed``: create a new session).
+  its next UpdateBotSession fails (DATA_LOSS or INVALID_ARGUMENT: ``BotSessionClosed``;
+  create a new session).
 - Bot status values: OK (1) gets leases; UNHEALTHY (2), HOST_REBOOTING (3),
   BOT_TERMINATING (4) get none (a draining worker reports BOT_TERMINATING).
 """
