@@ -160,8 +160,8 @@ class Record:
     """A record's sections: ``fields`` (one each) and ``lists`` (``file``, ``write``: repeated)."""
 
     ONE = (b"key", b"root", b"time", b"paths", b"sigs", b"digests", b"racy", b"same_paths", b"same_sigs",
-           b"absent", b"progress", b"stdout", b"stderr")
-    MANY = (b"file", b"write")
+           b"absent", b"mode", b"progress", b"stdout", b"stderr")
+    MANY = (b"file", b"write", b"event")
 
     def __init__(self, fields: dict[bytes, bytes], lists: dict[bytes, list[bytes]]) -> None:
         self.fields = fields
@@ -485,12 +485,53 @@ def _write_outputs(record: Record) -> None:
         path, _, data = entry.partition(b"\0")
         _replace_file(path, data)
     err = sys.stderr.buffer
+    if record.fields[b"mode"] == b"tty":
+        _replay(record.lists[b"event"])
     err.write(record.fields[b"progress"])
     err.flush()
     sys.stdout.buffer.write(record.fields[b"stdout"])
     sys.stdout.flush()
     err.write(record.fields[b"stderr"])
     err.flush()
+
+
+class StepCached:
+    """A step found in the cache, as the displays read events: by class name and fields."""
+
+    def __init__(self, digest: str, name: str, time: float) -> None:
+        self.digest = digest
+        self.name = name
+        self.time = time
+
+
+class Notice:
+    def __init__(self, message: str, time: float) -> None:
+        self.message = message
+        self.time = time
+
+
+def encode_event(event: StepCached | Notice) -> bytes:
+    if isinstance(event, StepCached):
+        return b"C" + event.digest.encode() + b"\0" + event.name.encode("utf-8", "surrogateescape")
+    return b"N" + event.message.encode("utf-8", "surrogateescape")
+
+
+def _replay(events: list[bytes]) -> None:
+    """The live terminal view of a build whose every step is cached: the build's own display, given its events."""
+    from ._tty import TtyProgress
+
+    display = TtyProgress()
+    try:
+        for event in events:
+            if event[:1] == b"C":
+                digest, _, name = event[1:].partition(b"\0")
+                display(StepCached(digest.decode(), name.decode("utf-8", "surrogateescape"), 0.0))
+            elif event[:1] == b"N":
+                display(Notice(event[1:].decode("utf-8", "surrogateescape"), 0.0))
+            else:
+                raise ValueError("damaged (event)")
+    finally:
+        display.close()
 
 
 def _replace_file(path: bytes, data: bytes) -> None:

@@ -79,8 +79,6 @@ def _refusal(finished: Finished) -> str | None:
         return f"--{unsafe[0].replace('_', '-')} reaches outside what is recorded"
     if finished.context_dir is None or args.file == "-":
         return "the context or the Dockerfile is not a file of this host"
-    if _progress_mode(args) == "tty":
-        return "the live terminal view is not replayed"
     if os.path.realpath(invocation.root) != os.path.realpath(finished.root.path):
         return "the root is not the one the fast path would look in"
     if _fastpath.build_arg_env_names(invocation.argv) != [v for v in args.build_arg if "=" not in v]:
@@ -105,32 +103,20 @@ def _progress_mode(args: Any) -> str:
     return "plain"
 
 
-class StepCached:
-    """A step the rebuild finds in the cache, as the displays read it (by its class's
-    name and its fields, in ``dag``'s order)."""
-
-    def __init__(self, digest: str, name: str, time: float) -> None:
-        self.digest = digest
-        self.name = name
-        self.time = time
-
-
 def noop_events(events: Iterable[Any]) -> list[Any] | None:
     """The events a rebuild with nothing to do gives, from this build's: each step that
     ran is CACHED where it finished; its pulls are not repeated.  None if unsure."""
     out: list[Any] = []
     for event in events:
         kind = type(event).__name__
-        if kind == "StepCached":
-            out.append(event)
-        elif kind == "StepFinished":
-            out.append(StepCached(event.digest, event.name, event.time))
+        if kind in ("StepCached", "StepFinished"):
+            out.append(_fastpath.StepCached(event.digest, event.name, event.time))
         elif kind in ("StepStarted", "StepMiss", "StepLog"):
             continue
         elif kind == "Notice" and event.message.startswith("pulling "):
             continue
         elif kind == "Notice" and (event.message == "exporting to image" or event.message.startswith("WARNING: ")):
-            out.append(event)
+            out.append(_fastpath.Notice(event.message, event.time))
         else:
             return None
     return out
@@ -142,7 +128,7 @@ def _progress_text(args: Any, events: Sequence[Any]) -> bytes:
     from ._prune import parse_size
 
     mode = _progress_mode(args)
-    if mode == "quiet":
+    if mode in ("quiet", "tty"):  # the live view is replayed from the events
         return b""
     out = io.StringIO()
     limit = parse_size(args.step_log_limit) if args.step_log_limit else PLAIN_OUTPUT_LIMIT
@@ -231,12 +217,14 @@ def _record(finished: Finished) -> Record | str:
         b"same_paths": b"\0".join(path for path, _ in builder.same),
         b"same_sigs": array("q", [v for _, st in builder.same for v in signature(st)[:2] + (stat.S_IFMT(st.st_mode),)]).tobytes(),
         b"absent": b"\0".join(builder.absent),
+        b"mode": _progress_mode(finished.args).encode(),
         b"progress": _progress_text(finished.args, events),
         b"stdout": stdout.encode("utf-8", "surrogateescape"),
         b"stderr": stderr.encode("utf-8", "surrogateescape"),
     }
     writes = [os.fsencode(os.path.abspath(path)) + b"\0" + data for path, data in files]
-    return Record(fields, {b"file": builder.files, b"write": writes})
+    replayed = [_fastpath.encode_event(event) for event in events] if _progress_mode(finished.args) == "tty" else []
+    return Record(fields, {b"file": builder.files, b"write": writes, b"event": replayed})
 
 
 def _add_dockerfile(builder: _Builder, finished: Finished) -> str | None:

@@ -286,3 +286,39 @@ def test_a_base_moved_in_the_registry_under_pull(docker_registry, busybox_tar: P
     moved, hit, _ = build(root, context, "--pull", "-t", "pulled:1")
     assert not hit and moved != first
     assert read_image_file(root, "pulled:1", "/seen") == "2\n"
+
+
+def test_the_live_terminal_view_is_replayed(root: Path, project: Path) -> None:
+    import pty
+    import re
+
+    env = {**os.environ, "PYBUILD_ROOT": str(root), "PYBUILD_DEBUG_FASTPATH": "1"}
+
+    def run_in_pty(extra: dict[str, str]) -> str:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: pybuild with a terminal as stdout/stderr (auto picks the live view)
+            os.execve(sys.executable, [sys.executable, "-m", "pybuild", "build", "-t", "app:tty", str(project)], {**env, **extra})
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    pybuild(root, "build", "-t", "app:tty", str(project))  # the steps run: what follows has nothing to do
+    normal = run_in_pty({"PYBUILD_FASTPATH": "0"})
+    for _ in range(3):
+        fast = run_in_pty({})
+        if HIT in fast:
+            break
+    assert HIT in fast
+    for text in (normal, fast):
+        assert "FINISHED" in text and "CACHED [2/4] COPY src /src" in text
+        assert re.search(r"\n3 steps: 0 run, 3 cached in \d+\.\ds\r?\n", text)
+        assert "naming to docker.io/library/app:tty" in text
