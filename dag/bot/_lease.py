@@ -196,6 +196,8 @@ def _status(error: Exception) -> tuple[int, str]:
 
     from ..remote import BadStep
 
+    while isinstance(error, ExceptionGroup) and error.exceptions:  # a failure inside the step's own tasks
+        error = error.exceptions[0]
     message = shortened(str(error) or type(error).__name__, 400)
     if isinstance(error, BadStep):
         return INVALID_ARGUMENT, message

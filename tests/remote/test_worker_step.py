@@ -152,3 +152,30 @@ async def test_a_layer_that_does_not_match_its_digest_is_never_applied(bench: Be
     finished = await bench.runner(_lease(bench, "true"))
     assert finished.result is None and finished.status == FAILED_PRECONDITION
     assert bench.steps.chains.downloaded == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        ("BadStep", INVALID_ARGUMENT),  # the step itself is wrong: final
+        ("BuildError", FAILED_PRECONDITION),  # e.g. network=host, which no worker allows: final
+        ("SandboxError", 13),  # this machine's fault: INTERNAL, BuildGrid re-queues it elsewhere
+        ("group", 13),  # the same, raised from inside a task group
+        ("RemoteUnavailable", 14),
+    ],
+)
+def test_a_lease_that_ran_no_step_ends_with_the_status_of_its_cause(error: str, status: int) -> None:
+    from pybuild.dag.bot._lease import _status
+    from pybuild.dag.remote import BadStep
+    from pybuild.errors import BuildError, SandboxError
+    from pybuild.reapi import RemoteUnavailable
+
+    made = {
+        "BadStep": BadStep("step.json: op has unknown field x"),
+        "BuildError": BuildError("network host is not allowed for this build"),
+        "SandboxError": SandboxError("cannot mount /proc"),
+        "group": ExceptionGroup("tasks", [SandboxError("cannot mount /proc")]),
+        "RemoteUnavailable": RemoteUnavailable("cannot reach the remote executor"),
+    }[error]
+    code, message = _status(made)
+    assert code == status and message and "\n" not in message
