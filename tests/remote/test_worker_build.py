@@ -91,7 +91,7 @@ def test_four_stages_run_on_both_workers_and_give_the_local_image(
     assert named == list(range(STAGES))  # each stage's RUN once, on one worker or the other
     assert ran_again == ran, "\n".join(w.log() for w in workers)  # the second root made no worker run anything
     assert tree(remote_files) == tree(local_files)
-    assert tree(local_files)[f"out/stage3.txt"] == f"stage3-{tag}\n".encode()
+    assert tree(local_files)["out/stage3.txt"] == f"stage3-{tag}\n".encode()
     assert image_id(tmp_path / "remote-root") == image_id(tmp_path / "local-root") == image_id(tmp_path / "second-root")
 
 

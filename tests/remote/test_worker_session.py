@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Sequence
 
-import pytest
 import trio
 
 from pybuild.dag.bot._session import INTERNAL, OK, UNAVAILABLE, Assigned, Finished, Session
