@@ -134,3 +134,12 @@ def test_a_row_buildkit_never_finished_is_reported_as_not_judged() -> None:
     table, missed = run_all.run_table([("row", {"pybuild": 1.0})], driver, ["pybuild", "buildkit"])
     assert verdicts(table) == ["—", "—", "—"]
     assert missed == ["row (not judged: no run of both engines)"]
+
+
+def test_qemu_handlers_seen_during_the_run_are_a_warning_at_the_top() -> None:
+    driver = run_all.Driver.__new__(run_all.Driver)
+    driver.qemu_seen, driver.qemu_builds = set(), 0
+    assert run_all.qemu_warning(driver) == []
+    driver.qemu_seen, driver.qemu_builds = {"qemu-aarch64", "qemu-arm"}, 2
+    warning = run_all.qemu_warning(driver)[0]
+    assert "2 of the builds" in warning and "qemu-aarch64, qemu-arm" in warning
