@@ -22,16 +22,23 @@ finally:  # benchmarks/ holds modules named parse, graph, export: not for the re
     sys.path[:] = _saved_path
 
 MIB = 2**20
-ALLOCATE = "import time; block = bytearray({size}); block[::4096] = b'x' * len(block[::4096]); time.sleep(0.5)"
+# Allocate and touch a block, say so with a file in DIR, wait (up to 30 s) until both
+# processes have, and hold the block a while: the two blocks are resident at once.
+ALLOCATE = (
+    "import os, time; block = bytearray({size}); block[::4096] = b'x' * len(block[::4096]); "
+    "open(os.path.join({where!r}, str(os.getpid())), 'w').close(); deadline = time.time() + 30\n"
+    "while len(os.listdir({where!r})) < 2 and time.time() < deadline: time.sleep(0.01)\n"
+    "time.sleep(0.5)"
+)
 
 
-def python_holding(megabytes: int) -> str:
-    return f"{sys.executable} -c \"{ALLOCATE.format(size=megabytes * MIB)}\""
+def python_holding(megabytes: int, where: Path) -> str:
+    return f"{sys.executable} -c \"{ALLOCATE.format(size=megabytes * MIB, where=str(where))}\""
 
 
-def test_peak_rss_sums_every_process_of_the_tree() -> None:
+def test_peak_rss_sums_every_process_of_the_tree(tmp_path: Path) -> None:
     # two grandchildren at once (through a shell): the peak holds both blocks
-    result = rss.measure(["sh", "-c", f"{python_holding(120)} & {python_holding(80)} & wait"])
+    result = rss.measure(["sh", "-c", f"{python_holding(120, tmp_path)} & {python_holding(80, tmp_path)} & wait"])
     assert result.returncode == 0
     assert result.peak.rss >= 200 * MIB
     assert result.peak.rss < 400 * MIB
