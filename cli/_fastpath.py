@@ -37,7 +37,7 @@ from pybuild import __version__
 
 TYPE_CHECKING = False  # typing is not imported at start-up
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     _Suspect = tuple[bytes, tuple[int, ...], tuple[int, ...], bytes]  # path, recorded signature, now, kind + digest
@@ -66,10 +66,21 @@ def answer(argv: Sequence[str]) -> int | None:
     if os.environ.get(DISABLE_ENV) == "0":
         return None
     try:
-        _answer(list(argv))
-    except Exception as error:  # noqa: BLE001 - whatever goes wrong here, the normal build decides
-        debug(f"miss: {error}" if isinstance(error, Miss) else f"miss: {type(error).__name__}: {error}")
-        return None
+        try:
+            record, refresh = _checked(list(argv))
+            _write_files(record)  # the one step that may still fail: nothing is printed before it
+        except Exception as error:  # noqa: BLE001 - whatever goes wrong here, the normal build decides
+            debug(f"miss: {error}" if isinstance(error, Miss) else f"miss: {type(error).__name__}: {error}")
+            return None
+        try:
+            _print(record)
+        except BrokenPipeError:  # the reader went away, as main says it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        refresh()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     debug("hit")
     return 0
 
@@ -243,7 +254,8 @@ def _s64(value: int) -> int:
 # -- checking ------------------------------------------------------------------
 
 
-def _answer(argv: list[str]) -> None:
+def _checked(argv: list[str]) -> tuple[Record, Callable[[], None]]:
+    """The record answering ``argv``, and what refreshes it after the answer; Miss if there is none."""
     key = invocation_key(argv)
     root = root_path(argv)
     path = record_path(root, key)
@@ -258,12 +270,15 @@ def _answer(argv: list[str]) -> None:
     started = _time_ns()
     _check_store_and_files(record)
     refreshed = _check_paths(record, started)
-    _write_outputs(record)
-    if refreshed is not None:
-        try:
-            refreshed.save(path)
-        except OSError as error:
-            debug(f"record not refreshed: {error}")
+
+    def refresh() -> None:
+        if refreshed is not None:
+            try:
+                refreshed.save(path)
+            except OSError as error:
+                debug(f"record not refreshed: {error}")
+
+    return record, refresh
 
 
 def _time_ns() -> int:
@@ -479,11 +494,15 @@ def _refreshed(record: Record, now: array[int], count: int, started: int) -> Rec
 # -- answering -----------------------------------------------------------------
 
 
-def _write_outputs(record: Record) -> None:
-    """``--iidfile``/``--metadata-file`` first (the one step that may still fail), then what a build prints."""
+def _write_files(record: Record) -> None:
+    """``--iidfile``/``--metadata-file``, as the build writes them."""
     for entry in record.lists[b"write"]:
         path, _, data = entry.partition(b"\0")
         _replace_file(path, data)
+
+
+def _print(record: Record) -> None:
+    """What the build prints: its progress, then its report."""
     err = sys.stderr.buffer
     if record.fields[b"mode"] == b"tty":
         _replay(record.lists[b"event"])
