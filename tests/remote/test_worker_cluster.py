@@ -205,3 +205,27 @@ def test_a_bad_platform_names_the_flag() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2 and "--platform" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_second_signal_gives_the_running_step_back_to_the_cluster(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    marker = _unique("given-back")
+    leaving = WorkerProcess(buildgrid.url, tmp_path, "leaving")
+    taker: WorkerProcess | None = None
+    try:
+        leaving.wait_for("serving")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(client.execute, f"sleep 4; echo {marker} > /out")
+            leaving.wait_for(f"running RUN sleep 4; echo {marker}")
+            leaving.signal(signal.SIGTERM)
+            leaving.wait_for("draining")
+            leaving.signal(signal.SIGTERM)  # no waiting for the step: it goes back to the queue
+            assert leaving.process.wait(30) == 0
+            taker = WorkerProcess(buildgrid.url, tmp_path, "taker")
+            response = future.result(timeout=120)
+    finally:
+        leaving.stop()
+        if taker is not None:
+            taker.stop()
+    assert "giving the running steps back" in leaving.log()
+    assert response.status_code == 0 and response.result.worker == "taker"
+    assert client.files(response.result)["out"] == f"{marker}\n".encode()
