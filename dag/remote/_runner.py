@@ -14,9 +14,11 @@ local runner's.  After a local miss:
   result.json's diffID, the tar applied through ``oci.apply_layer``) and becomes
   the step's snapshot; a layer that fails a check is refused and the step runs
   here instead, with a warning;
-- a result made here, or remotely, is recorded under the cache action in the
-  caches written to (``--cache-to type=reapi``, and the executor's), except a
-  step's with a secret or ssh mount: what such a step made never leaves.
+- a result made remotely is recorded under its cache action in the executor's
+  action cache; a result made here (or remotely) in the caches ``--cache-to
+  type=reapi`` names, except a step's with a secret or ssh mount: what such a
+  step made never leaves.  Without ``--cache-to``, a layer made here goes to
+  the executor's CAS only as the input of a remote step.
 
 Every REAPI call is synchronous (``pybuild.reapi``) and runs in a thread.
 """
@@ -177,10 +179,11 @@ class RemoteRunner:
         self._uploaded: set[tuple[int, Digest]] = set()  # (id of the remote, digest)
         self._upload_locks: dict[Digest, trio.Lock] = collections.defaultdict(trio.Lock)
         self._warned_update = False
-        readers = list(settings.cache_from) + ([settings.executor] if settings.executor is not None else [])
-        writers = list(settings.cache_to) + ([settings.executor] if settings.executor is not None else [])
-        self._readers = tuple(dict.fromkeys(readers))
-        self._writers = tuple(dict.fromkeys(writers))
+        executor = (settings.executor,) if settings.executor is not None else ()
+        self._readers = tuple(dict.fromkeys((*settings.cache_from, *executor)))
+        # what ran here is recorded only where --cache-to asks: the executor gets a layer
+        # made here only as the input of a remote step (a big COPY is not uploaded for nothing)
+        self._writers = tuple(dict.fromkeys(settings.cache_to))
 
     # ------------------------------------------------------------ delegated
 
@@ -221,7 +224,7 @@ class RemoteRunner:
     def close(self) -> None:
         """End the local runner's lease and close every connection (each once)."""
         self.local.close()
-        remotes = (*self._readers, *self._writers)
+        remotes = (*self._readers, *self._writers, *((self.settings.executor,) if self.settings.executor else ()))
         for remote in {id(r): r for r in remotes}.values():
             remote.close()
 
