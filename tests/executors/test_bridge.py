@@ -180,56 +180,58 @@ def bridge_state() -> tuple[bool, list[str]]:
     return netlink.link_index(bridge.BRIDGE) is not None, chains
 
 
-def settled_state(timeout: float = 10.0) -> tuple[bool, tuple[bool, list[str]]]:
-    """(in use by someone else, state) once no keeper is between its zygote's end and its clean-up.
+def settled_state(keeper: str, timeout: float = 20.0) -> tuple[bool, tuple[bool, list[str]]]:
+    """(in use by another pybuild, state) once the keeper of our zygote has done its clean-up.
 
     Other pybuild processes on this machine may hold the bridge: the state is
     checked under the global lock, and only asserted gone when nothing holds it."""
     deadline = time.monotonic() + timeout
-    while True:
-        with bridge._global_lock():
-            in_use = bridge._in_use()
-            state = bridge_state()
-        if not in_use or time.monotonic() > deadline:
-            return in_use, state
-        time.sleep(0.1)
+    while os.path.exists(keeper):  # the keeper removes its own file last
+        assert time.monotonic() < deadline, f"the keeper of {keeper} did not finish"
+        time.sleep(0.05)
+    with bridge._global_lock():
+        return bridge._in_use(), bridge_state()
 
 
-async def run_one_step(tmp_path: Path, make_rootfs, script: str = "ls /sys/class/net") -> str:
+async def run_one_step(tmp_path: Path, make_rootfs, script: str = "ls /sys/class/net") -> tuple[str, str]:
+    """Run a step in an executor of its own; its output and the path of its zygote's keeper file."""
     state = tmp_path / f"executor-{uuid.uuid4().hex[:6]}"
     state.mkdir()
     async with SandboxExecutor(state_dir=str(state)) as executor:
         result, out, err = await sh(executor, make_rootfs(), script, network="default")
         assert result.exit_code == 0, err
         during = bridge_state()
+        assert executor._zygote is not None
+        keeper = os.path.join(bridge.STATE_DIR, "user", bridge._process_key(executor._zygote.process.pid))
+        assert os.path.exists(keeper)
     assert during[0] and any("MASQUERADE" in rule for rule in during[1])
-    return out
+    return out, keeper
 
 
 async def test_bridge_and_rules_go_with_the_last_user(make_rootfs, bridged, tmp_path) -> None:
-    assert await run_one_step(tmp_path, make_rootfs) == "eth0\nlo\n"
-    in_use, (exists, chains) = settled_state()
-    if in_use:
-        pytest.skip("another pybuild on this machine is using the bridge: its removal cannot be observed")
-    assert not exists and chains == []
+    out, keeper = await run_one_step(tmp_path, make_rootfs)
+    assert out == "eth0\nlo\n"
+    in_use, (exists, chains) = settled_state(keeper)
+    if not in_use:  # else another pybuild on this machine holds them: only our reference is checked
+        assert not exists and chains == []
 
 
 async def test_a_killed_pybuilds_bridge_is_cleaned_by_the_next(make_rootfs, bridged, tmp_path) -> None:
     # What a pybuild killed with -9 leaves: bridge, rules and state files, with no live lock holder.
     with bridge._global_lock():
         if bridge._in_use():
-            pytest.skip("another pybuild on this machine is using the bridge")
+            pytest.skip("another pybuild on this machine is using the bridge: a stale one cannot be made")
         bridge.remove_bridge()
         bridge.make_bridge()
         stale = os.open(os.path.join(bridge.STATE_DIR, "addr", "7"), os.O_RDWR | os.O_CREAT, 0o600)
         os.close(stale)
     assert bridge_state()[0]
-    assert await run_one_step(tmp_path, make_rootfs) == "eth0\nlo\n"
-    in_use, (exists, chains) = settled_state()
-    if in_use:
-        pytest.skip("another pybuild on this machine is using the bridge: its removal cannot be observed")
-    assert not exists and chains == []
+    out, keeper = await run_one_step(tmp_path, make_rootfs)
+    assert out == "eth0\nlo\n"
     assert not os.path.exists(os.path.join(bridge.STATE_DIR, "addr", "7"))
+    in_use, (exists, chains) = settled_state(keeper)
+    if not in_use:
+        assert not exists and chains == []
 
 
 # -- the driver forced from the environment (read from the pybuild process's) ----------------
