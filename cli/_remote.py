@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("remote execution (REAPI)")
     group.add_argument("--remote-executor", metavar="grpc[s]://HOST:PORT", help="run RUN steps on a REAPI cluster (BuildGrid, Buildbarn, ...)")
     group.add_argument("--remote-instance", default="", metavar="NAME", help="the REAPI instance name (default: none)")
-    group.add_argument("--remote-header", action="append", default=[], metavar="NAME=VALUE", help="a header sent with every remote call, e.g. a token (repeatable)")
+    group.add_argument("--remote-header", action="append", default=[], metavar="NAME=VALUE", help="a header sent with every remote call (executor and type=reapi caches), e.g. a token (repeatable)")
     group.add_argument("--remote-tls-ca", metavar="FILE", help="the CA certificate a grpcs:// server is checked against")
     group.add_argument("--remote-tls-cert", metavar="FILE", help="the client certificate for a grpcs:// server")
     group.add_argument("--remote-tls-key", metavar="FILE", help="the client certificate's key")
@@ -53,8 +53,11 @@ def runner_factory(
     """The runner factory the build uses: the local one unless a remote flag is given."""
     if not _uses_remote(args):
         return local
-    if args.remote_executor is None and (args.remote_header or args.remote_tls_ca or args.remote_tls_cert or args.remote_tls_key or args.remote_fallback or args.remote_instance):
-        raise UsageError("--remote-instance, --remote-header, --remote-tls-* and --remote-fallback need --remote-executor")
+    if args.remote_executor is None and (args.remote_fallback or args.remote_instance):
+        raise UsageError("--remote-instance and --remote-fallback need --remote-executor", hint="a type=reapi cache takes instance=NAME")
+    reapi_caches = any(is_reapi_cache(v) for v in (*args.cache_from, *args.cache_to))
+    if args.remote_executor is None and not reapi_caches:  # headers and TLS files go to the executor and the reapi caches
+        raise UsageError("--remote-header and --remote-tls-* need --remote-executor or a type=reapi cache")
     from pybuild.dag import Notice, Worker, host_platform
     from pybuild.dag.remote import RemoteRunner, RemoteSettings
     from pybuild.reapi import RemoteUnavailable
