@@ -236,7 +236,15 @@ class RemoteRunner:
             return found
         action = cache_action(key.key, self._platform(op))
         for remote in self._readers:
-            result = await self._call(remote.get_action_result, action.action_digest)
+            try:
+                result = await self._call(remote.get_action_result, action.action_digest)
+            except PybuildError as error:
+                if remote is self.settings.executor:
+                    raise
+                # a cache is only a speed-up: one that fails is left alone for the rest of the build
+                self._readers = tuple(r for r in self._readers if r is not remote)
+                self._say(f"warning: --cache-from {remote.url} is not used any more: {error.message}")
+                continue
             if result is None:
                 continue
             try:

@@ -113,7 +113,7 @@ class Build:
             step_ids=step_ids(plan, "Dockerfile"), options=WorkerOptions(secrets={"tok": SECRET}),
             layers=SnapshotLayers(ImageStore(root)),
         )
-        runner = RemoteRunner(worker, settings)
+        runner = RemoteRunner(worker, settings, emit=events.append)
         results = await Solver(plan.definition, runner, emit=events.append, dockerfile="Dockerfile").solve([plan.target.op])
         worker.close()
         return events, dict(results), runner
@@ -314,3 +314,22 @@ async def test_an_oversized_result_json_is_refused(build, cluster) -> None:  # t
     local = FakeExecutor()
     events, _, _ = await build(build.root("one"), "FROM base\nRUN make all\n", RemoteSettings(executor=remote), local)
     assert len(local.calls) == 1 and any("result.json is 131" in e.message for e in kinds(events, Notice))
+
+
+async def test_a_cache_that_fails_midway_is_dropped_with_one_warning(build) -> None:  # type: ignore[no-untyped-def]
+    cache = MemoryRemote()
+    cache.unavailable = True  # answered before the build (the CLI asks), gone since
+    local = FakeExecutor()
+    events, _, _ = await build(build.root("one"), DOCKERFILE, RemoteSettings(cache_from=(cache,)), local)
+    assert len(local.calls) == 2
+    warnings = [e.message for e in kinds(events, Notice) if "is not used any more" in e.message]
+    assert len(warnings) == 1 and "cannot reach" in warnings[0]
+
+
+async def test_an_executor_that_fails_midway_fails_the_build(build, cluster) -> None:  # type: ignore[no-untyped-def]
+    from pybuild.reapi import RemoteUnavailable
+
+    remote, _ = cluster
+    remote.unavailable = True
+    with pytest.raises(RemoteUnavailable):
+        await build(build.root("one"), "FROM base\nRUN make all\n", RemoteSettings(executor=remote))
