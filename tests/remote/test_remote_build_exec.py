@@ -163,3 +163,18 @@ def test_a_layer_that_is_not_what_its_result_says_is_refused_and_the_step_runs_h
     assert len(refusals) == 1 and refusals[0].startswith("warning: ") and "running it here" in refusals[0], progress
     assert "names layer sha256:" in refusals[0]
     assert tree(files)["m.txt"] == f"{marker}\n".encode() and "lie.txt" not in tree(files)
+
+
+def test_a_step_that_fails_on_the_worker_reads_as_a_local_failure(tmp_path: Path, buildgrid: BuildGrid, base_archive: Path) -> None:
+    marker = hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
+    context = project(tmp_path, f"FROM busybox\nRUN echo {marker}\nRUN echo compiling >&2 && echo 'boom: {marker}' >&2 && exit 3\n")
+    errors = {}  # (one stream: how a local sandbox interleaves stdout and stderr is its pipes' business)
+    for where, flags in (("local", ()), ("remote", ("--remote-executor", buildgrid.url))):
+        root = tmp_path / where
+        pybuild(root, "load", "-i", str(base_archive))
+        with worker(buildgrid.url, tmp_path, f"w-{where}") if flags else contextlib.nullcontext(tmp_path):
+            run = pybuild(root, "build", "--progress=quiet", *flags, str(context), check=False)
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        errors[where] = run.stderr
+    assert errors["remote"] == errors["local"]
+    assert "Dockerfile:3" in errors["remote"] and "exit code: 3" in errors["remote"] and f"boom: {marker}" in errors["remote"]
