@@ -87,6 +87,14 @@ def _refusal(finished: Finished) -> str | None:
         return "RUN --device depends on the CDI registry"
     if finished.outcome.outputs:
         return "an --output"
+    from pybuild.dag import ExecOp, FileOp, ImageSource, LocalSource, MergeOp
+
+    for op in finished.outcome.plan.definition.ops.values():
+        # a download or a git checkout is asked again by a build with nothing else to do
+        if not isinstance(op, (ImageSource, LocalSource, ExecOp, FileOp, MergeOp)):
+            return f"a {type(op).__name__} reaches outside the host"
+        if isinstance(op, ExecOp) and op.ignore_cache:
+            return "a step runs whatever the cache holds"
     if not finished.reads.consistent:
         return "the context changed while it was read"
     return None

@@ -322,3 +322,27 @@ def test_the_live_terminal_view_is_replayed(root: Path, project: Path) -> None:
         assert "FINISHED" in text and "CACHED [2/4] COPY src /src" in text
         assert re.search(r"\n3 steps: 0 run, 3 cached in \d+\.\ds\r?\n", text)
         assert "naming to docker.io/library/app:tty" in text
+
+
+def test_a_download_is_asked_again_so_never_recorded(root: Path, tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "file.txt").write_text("v1\n")
+    handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(served))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        context = tmp_path / "dl"
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM busybox\nADD http://127.0.0.1:{server.server_address[1]}/file.txt /file.txt\n")
+        first = pybuild(root, "build", "-q", "-t", "dl:1", str(context))
+        assert "not recorded: a HttpSource reaches outside the host" in first.stderr
+        (served / "file.txt").write_text("v2\n")
+        second = pybuild(root, "build", "-q", "-t", "dl:1", str(context))
+        assert HIT not in second.stderr and second.stdout != first.stdout
+        assert read_image_file(root, "dl:1", "/file.txt") == "v2\n"
+    finally:
+        server.shutdown()
