@@ -59,7 +59,7 @@ SLIRP, BRIDGE_DRIVER, AUTO = "slirp4netns", "bridge", "auto"
 # Private /20s unlikely to be in use (Docker takes 172.17+, Podman 10.88, BuildKit's CNI 10.10);
 # the first that overlaps no route of the host is used.
 CANDIDATE_SUBNETS = ("10.213.0.0/20", "10.214.0.0/20", "10.215.0.0/20", "172.31.240.0/20", "192.168.213.0/24")
-_CHAINS = (("filter", "INPUT", "PYBUILD-INPUT"), ("filter", "FORWARD", "PYBUILD-FORWARD"), ("nat", "POSTROUTING", "PYBUILD-POSTROUTING"))
+CHAIN_PREFIX = "PYBUILD"  # pybuild's chains: PYBUILD-INPUT, PYBUILD-FORWARD (filter), PYBUILD-POSTROUTING (nat)
 _IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 
@@ -378,7 +378,11 @@ def make_bridge() -> None:
 
 
 def remove_bridge() -> None:
-    """Remove the bridge and rules, whatever part of them exists; ``ip_forward`` back as it was."""
+    """Remove the bridge and rules, whatever part of them exists; ``ip_forward`` back as it was.
+
+    The ``subnet`` file is written before the rules are made and removed after
+    they are gone: without it there are no rules to look for (the common case,
+    a clean host: no iptables process is started)."""
     if netlink.link_index(BRIDGE) is not None:
         nl = netlink.Netlink()
         try:
@@ -387,19 +391,40 @@ def remove_bridge() -> None:
             pass
         finally:
             nl.close()
-    for table, parent, chain in _CHAINS:
-        while _iptables("-t", table, "-D", parent, *_jump(parent, chain)):
-            pass
-        _iptables("-t", table, "-F", chain)
-        _iptables("-t", table, "-X", chain)
+    subnet = os.path.join(STATE_DIR, "subnet")
+    if os.path.exists(subnet):
+        _remove_rules()
     forward = os.path.join(STATE_DIR, "forward")
     if os.path.exists(forward):
         _write(_IP_FORWARD, "0")
         os.unlink(forward)
     try:
-        os.unlink(os.path.join(STATE_DIR, "subnet"))
+        os.unlink(subnet)
     except FileNotFoundError:
         pass
+
+
+def _remove_rules() -> None:
+    """All of pybuild's rules in one iptables-restore; rule by rule when only some exist."""
+    tables: dict[str, list[str]] = {}
+    for table, parent, chain in _chains():
+        tables.setdefault(table, []).extend([f"-D {parent} {' '.join(_jump(parent, chain))}", f"-F {chain}", f"-X {chain}"])
+    text = "".join(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n" for table, lines in tables.items())
+    try:
+        _iptables_restore(text)
+        return
+    except OSError:
+        pass  # a killed pybuild's partial state
+    for table, parent, chain in _chains():
+        while _iptables("-t", table, "-D", parent, *_jump(parent, chain)):
+            pass
+        _iptables("-t", table, "-F", chain)
+        _iptables("-t", table, "-X", chain)
+
+
+def _chains() -> tuple[tuple[str, str, str], ...]:
+    """(table, parent chain, pybuild's chain) for each chain pybuild adds."""
+    return tuple((table, parent, f"{CHAIN_PREFIX}-{parent}") for table, parent in (("filter", "INPUT"), ("filter", "FORWARD"), ("nat", "POSTROUTING")))
 
 
 def _jump(parent: str, chain: str) -> tuple[str, ...]:
@@ -409,26 +434,29 @@ def _jump(parent: str, chain: str) -> tuple[str, ...]:
 
 def rules(subnet: ipaddress.IPv4Network) -> str:
     """iptables-restore input (``--noflush``): pybuild's chains, and a jump to each at the top of its parent."""
-    net = str(subnet)
-    lines = ["*filter", ":PYBUILD-INPUT - [0:0]", ":PYBUILD-FORWARD - [0:0]"]
-    # Nothing the bridge brings in reaches the host itself: not its loopback, not its addresses.
-    lines.append(f"-A PYBUILD-INPUT -i {BRIDGE} -j DROP")
-    lines += [
-        f"-A PYBUILD-FORWARD -i {BRIDGE} -o {BRIDGE} -j DROP",
-        f"-A PYBUILD-FORWARD -i {BRIDGE} -s {net} -j ACCEPT",
-        f"-A PYBUILD-FORWARD -i {BRIDGE} -j DROP",
-        f"-A PYBUILD-FORWARD -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-        f"-A PYBUILD-FORWARD -o {BRIDGE} -j DROP",
-        f"-I INPUT 1 -i {BRIDGE} -j PYBUILD-INPUT",
-        "-I FORWARD 1 -j PYBUILD-FORWARD",
+    net, chain_in, chain_fwd, chain_nat = str(subnet), *(chain for _, _, chain in _chains())
+    return "\n".join([
+        "*filter",
+        f":{chain_in} - [0:0]",
+        f":{chain_fwd} - [0:0]",
+        # Nothing the bridge brings in reaches the host itself: not its loopback, not its addresses.
+        f"-A {chain_in} -i {BRIDGE} -j DROP",
+        # Steps do not reach each other (their ports are isolated too), only the world, and only
+        # from their own subnet; from outside only the replies of their own connections come in.
+        f"-A {chain_fwd} -i {BRIDGE} -o {BRIDGE} -j DROP",
+        f"-A {chain_fwd} -i {BRIDGE} -s {net} -j ACCEPT",
+        f"-A {chain_fwd} -i {BRIDGE} -j DROP",
+        f"-A {chain_fwd} -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-A {chain_fwd} -o {BRIDGE} -j DROP",
+        f"-I INPUT 1 {' '.join(_jump('INPUT', chain_in))}",
+        f"-I FORWARD 1 {' '.join(_jump('FORWARD', chain_fwd))}",
         "COMMIT",
         "*nat",
-        ":PYBUILD-POSTROUTING - [0:0]",
-        f"-A PYBUILD-POSTROUTING -s {net} ! -o {BRIDGE} -j MASQUERADE",
-        "-I POSTROUTING 1 -j PYBUILD-POSTROUTING",
+        f":{chain_nat} - [0:0]",
+        f"-A {chain_nat} -s {net} ! -o {BRIDGE} -j MASQUERADE",
+        f"-I POSTROUTING 1 {' '.join(_jump('POSTROUTING', chain_nat))}",
         "COMMIT",
-    ]
-    return "\n".join(lines) + "\n"
+    ]) + "\n"
 
 
 def host_routes() -> list[ipaddress.IPv4Network]:

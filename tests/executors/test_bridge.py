@@ -172,12 +172,46 @@ async def test_a_step_cannot_reach_another_step(executor, make_rootfs, bridged, 
 
 
 def bridge_state() -> tuple[bool, list[str]]:
-    """Whether the bridge exists, and the pybuild chains iptables has."""
+    """Whether the bridge exists, and the rules of pybuild's chains iptables has."""
     chains = []
     for table in ("filter", "nat"):
         listing = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True).stdout
-        chains += [line for line in listing.splitlines() if "PYBUILD" in line]
+        chains += [line for line in listing.splitlines() if bridge.CHAIN_PREFIX in line]
     return netlink.link_index(bridge.BRIDGE) is not None, chains
+
+
+@pytest.fixture
+def private_bridge(bridged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The bridge's names and state directory made unique to this test (in this process only):
+    its set-up and removal can be watched while other pybuilds use the real one."""
+    tag = uuid.uuid4().hex[:6]
+    monkeypatch.setattr(bridge, "BRIDGE", f"pbt{tag}")
+    monkeypatch.setattr(bridge, "CHAIN_PREFIX", f"PBTEST{tag}")
+    monkeypatch.setattr(bridge, "STATE_DIR", str(tmp_path / "net"))
+    (tmp_path / "net").mkdir()
+    yield
+    bridge.remove_bridge()
+
+
+def test_bridge_and_rules_are_made_and_removed_whole(private_bridge) -> None:
+    bridge.make_bridge()
+    exists, chains = bridge_state()
+    subnet = bridge._read_subnet()
+    assert exists and f"-A {bridge.CHAIN_PREFIX}-INPUT -i {bridge.BRIDGE} -j DROP" in chains
+    assert f"-A {bridge.CHAIN_PREFIX}-POSTROUTING -s {subnet} ! -o {bridge.BRIDGE} -j MASQUERADE" in chains
+    assert f"-A INPUT -i {bridge.BRIDGE} -j {bridge.CHAIN_PREFIX}-INPUT" in chains
+    bridge.remove_bridge()
+    assert bridge_state() == (False, [])
+    assert not os.path.exists(os.path.join(bridge.STATE_DIR, "subnet"))
+
+
+def test_a_partial_state_is_removed_rule_by_rule(private_bridge) -> None:
+    """A pybuild killed half-way through its clean-up: a jump already gone, the rest left."""
+    bridge.make_bridge()
+    jump = ["-D", "FORWARD", "-j", f"{bridge.CHAIN_PREFIX}-FORWARD"]
+    subprocess.run(["iptables", "-w", *jump], check=True)
+    bridge.remove_bridge()
+    assert bridge_state() == (False, [])
 
 
 def settled_state(keeper: str, timeout: float = 20.0) -> tuple[bool, tuple[bool, list[str]]]:
