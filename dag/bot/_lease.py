@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INLINE_OUTPUT = 64 << 10  # stdout/stderr up to this size also go inline (the client then reads no blob)
 MESSAGE_LIMIT = 4 << 20  # step.json, the Command and Directory messages are small: a bigger one is refused
 KEY_VERSION = b"pybuild-worker/v1\0"
 
@@ -164,8 +165,12 @@ class LeaseRunner:
             self.remote.upload(wanted)
         return reapi.ActionResult(
             exit_code=outcome.exit_code, output_files=tuple(outputs), stdout_digest=stdout, stderr_digest=stderr,
-            stdout_raw=b"", stderr_raw=b"", worker=self.name,
+            stdout_raw=_inline(outcome.stdout), stderr_raw=_inline(outcome.stderr), worker=self.name,
         )
+
+
+def _inline(data: bytes) -> bytes:
+    return data if len(data) <= INLINE_OUTPUT else b""
 
 
 def _blob(data: bytes, blobs: dict[Digest, bytes]) -> Digest | None:

@@ -83,6 +83,7 @@ def test_an_action_runs_on_a_worker_and_returns_its_layer(buildgrid: BuildGrid, 
         layer = result.output("layer.tar")
         assert layer is not None and json.loads(client.remote.read(report.digest))["diff_id"] == "sha256:" + layer.digest.hash
         assert result.stdout_digest is not None and client.remote.read(result.stdout_digest) == f"said-{marker}\n".encode()
+        assert result.stdout_raw == f"said-{marker}\n".encode()  # small: inline too, BuildGrid passes it on
         assert any(marker in line for line in worker.lines("ran "))
 
 

@@ -86,6 +86,7 @@ async def test_a_step_runs_and_its_layer_and_output_are_uploaded(bench: Bench) -
     assert json.loads(bench.remote.read(report.digest))["diff_id"] == "sha256:" + layer.digest.hash
     assert result.stdout_digest is not None and bench.remote.read(result.stdout_digest) == b"to-out\n"
     assert result.stderr_digest is not None and bench.remote.read(result.stderr_digest) == b"to-err\n"
+    assert (result.stdout_raw, result.stderr_raw) == (b"to-out\n", b"to-err\n")  # small: inline too
     assert any(line.startswith("ran RUN echo made") for line in bench.log)
 
 
@@ -179,3 +180,10 @@ def test_a_lease_that_ran_no_step_ends_with_the_status_of_its_cause(error: str, 
     }[error]
     code, message = _status(made)
     assert code == status and message and "\n" not in message
+
+
+async def test_a_large_output_goes_by_digest_only(bench: Bench) -> None:
+    finished = await bench.runner(_lease(bench, "head -c 200000 /dev/zero | tr '\\0' x"))
+    result = finished.result
+    assert result is not None and result.stdout_raw == b""
+    assert result.stdout_digest is not None and bench.remote.read(result.stdout_digest) == b"x" * 200000
