@@ -205,6 +205,28 @@ def test_bridge_and_rules_are_made_and_removed_whole(private_bridge) -> None:
     assert not os.path.exists(os.path.join(bridge.STATE_DIR, "subnet"))
 
 
+def test_a_killed_pybuilds_state_is_reset_and_the_keeper_cleans_up(private_bridge) -> None:
+    """A step finding a bridge nobody holds (its pybuild killed with -9) makes it afresh; the keeper
+    forked for the step's zygote removes it all once that process ends."""
+    bridge.make_bridge()
+    stale_index = netlink.link_index(bridge.BRIDGE)
+    os.makedirs(os.path.join(bridge.STATE_DIR, "addr"))
+    stale_address = os.path.join(bridge.STATE_DIR, "addr", "7")
+    os.close(os.open(stale_address, os.O_RDWR | os.O_CREAT, 0o600))
+    zygote = subprocess.Popen(["sleep", "2"])  # stands for the zygote the keeper watches
+    keeper = os.path.join(bridge.STATE_DIR, "user", bridge._process_key(zygote.pid))
+    lease = bridge.Lease.take(zygote.pid)
+    try:
+        assert netlink.link_index(bridge.BRIDGE) not in (None, stale_index)
+        assert not os.path.exists(stale_address) and os.path.exists(keeper)
+        assert ipaddress.IPv4Address(lease.address) in bridge._read_subnet()
+    finally:
+        lease.release()
+        os.close(lease.lock_fd)
+    zygote.wait()
+    assert settled_state(keeper)[1] == (False, [])
+
+
 def test_a_partial_state_is_removed_rule_by_rule(private_bridge) -> None:
     """A pybuild killed half-way through its clean-up: a jump already gone, the rest left."""
     bridge.make_bridge()
