@@ -242,6 +242,14 @@ def use_volatile_uppers() -> None:
     _VOLATILE_UPPERS[0] = True
 
 
+def ask_once() -> None:
+    """Probe what every mount of this process asks (lowerdir+, volatile, the namespace) now,
+    so the processes it forks (the zygote's monitors, one a step) inherit the answers."""
+    lowerdir_plus_supported()
+    _volatile_supported()
+    in_user_namespace()
+
+
 def volatile_wanted(upper: str | None) -> bool:
     """Whether a mount with this upper dir takes ``volatile``: asked for, writable, kernel driver, supported."""
     return upper is not None and _VOLATILE_UPPERS[0] and driver() == KERNEL and _volatile_supported()

@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     linux.remember_id_maps()  # constant here: each step's monitor and init would read them again
     overlay.use_volatile_uppers()  # a step's upper dir is committed or thrown away, never remounted
+    overlay.ask_once()  # or each monitor would probe the kernel again
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()
     poller.register(requests.fileno(), select.POLLIN)

@@ -71,3 +71,27 @@ async def test_a_writable_step_mount_is_volatile_too(executor: SandboxExecutor, 
     result, out, err = await sh(executor, make_rootfs(), "cat /rw/seen && grep ' /rw ' /proc/self/mountinfo", mounts)
     assert result.exit_code == 0, err
     assert out.startswith("lower\n") and is_volatile(out.splitlines()[1].split()[-1])
+
+
+def test_probes_asked_once_are_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zygote asks before forking: a monitor (a fork) finds the answers and probes nothing."""
+    import os
+
+    monkeypatch.setattr(overlay, "_VOLATILE_SUPPORTED", [])
+    monkeypatch.setattr(overlay, "_LOWERDIR_PLUS", None)
+    monkeypatch.setattr(overlay, "_IN_USERNS", None)
+    overlay.ask_once()
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not touch the kernel's overlay to answer
+        try:
+            overlay.linux.fsopen = None  # type: ignore[assignment]
+            answers = (overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace())
+            os.write(write_w, repr(answers).encode())
+        finally:
+            os._exit(0)
+    os.close(write_w)
+    child = os.read(read_r, 200).decode()
+    os.close(read_r)
+    os.waitpid(pid, 0)
+    assert child == repr((overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace()))
