@@ -230,3 +230,28 @@ def test_a_second_signal_gives_the_running_step_back_to_the_cluster(buildgrid: B
     assert "giving the running steps back" in leaving.log()
     assert response.status_code == 0 and response.result.worker == "taker"
     assert client.files(response.result)["out"] == f"{marker}\n".encode()
+
+
+def test_the_bots_connection_has_the_behaviour_the_session_relies_on(buildgrid: BuildGrid, client: Client) -> None:
+    from pybuild.dag.bot import worker_properties
+    from pybuild.dag.bot._connection import BotsConnection
+    from pybuild.dag.bot.fake import check_lease_source
+
+    pool = concurrent.futures.ThreadPoolExecutor(4)
+    executions: list[concurrent.futures.Future[reapi.ExecuteResponse]] = []
+
+    def make() -> tuple[BotsConnection, object]:
+        connection = BotsConnection(client.remote, _unique("conformance-bot"), worker_properties("linux/amd64"), 1)
+
+        def submit() -> reapi.Digest:
+            action = client.action(f"echo {_unique('queued')}")  # no worker runs it: the check's bot does
+            executions.append(pool.submit(client.remote.execute, action, skip_cache_lookup=True))
+            return action
+
+        return connection, submit
+
+    try:
+        check_lease_source(make, reapi.ActionResult(exit_code=0, worker="conformance"))  # type: ignore[arg-type]
+        assert all(f.result(timeout=60).status_code == 0 for f in executions)  # every Execute ended with the result
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -76,3 +76,20 @@ def test_a_closed_session_is_replaced_by_a_new_one() -> None:
     connection.update([], [], accepting=True)
     assert bots.sent[-1].name == "session-2"
 
+
+
+def test_the_fake_lease_source_has_the_behaviour_the_session_relies_on() -> None:
+    from pybuild.dag.bot.fake import MemoryLeases, check_lease_source
+
+    def make() -> tuple[MemoryLeases, object]:
+        leases = MemoryLeases(capacity=1)
+        count = iter(range(1000))
+
+        def submit() -> Digest:
+            digest = Digest.of(f"action {next(count)}".encode())
+            leases.submit(digest)
+            return digest
+
+        return leases, submit
+
+    check_lease_source(make, ActionResult(exit_code=0, worker="fake"), tries=3)  # type: ignore[arg-type]
