@@ -10,6 +10,10 @@ protocol; this package is imported only by the worker command.
     serve              the worker's life: one bot session until a signal drains it
     BotOptions         its name, platform and --jobs
     worker_properties  the platform properties it offers (OSFamily, ISA, pybuild-sandbox)
+
+The session talks to the Bots service through the ``LeaseSource`` seam: ``BotsConnection``
+on ``reapi``, the fake ``dag.bot.fake.MemoryLeases``, and ``check_lease_source`` (run against
+both in tests/remote) for what the session relies on.
 """
 
 from ._serve import BotOptions as BotOptions
