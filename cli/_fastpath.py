@@ -100,8 +100,11 @@ class Invocation:
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
-        self.key = invocation_key(self.argv)
         self.root = root_path(self.argv)
+        # a build with --no-cache answers the same command without it next time: its
+        # steps are all in the cache then, with this build's result
+        self.rebuild_argv = [word for word in self.argv if word != "--no-cache"]
+        self.rebuild_key = invocation_key(self.rebuild_argv)
 
 
 def build_arg_env_names(argv: Sequence[str]) -> list[str]:

@@ -63,7 +63,7 @@ def save(finished: Finished) -> None:
             if isinstance(record, str):
                 reason = record
             else:
-                record.save(_fastpath.record_path(finished.invocation.root, finished.invocation.key))
+                record.save(_fastpath.record_path(finished.invocation.root, finished.invocation.rebuild_key))
                 debug(f"recorded ({len(_fastpath.split_paths(record.fields[b'paths']))} paths, {(_fastpath._time_ns() - started) / 1e6:.0f} ms)")
                 return
         debug(f"not recorded: {reason}")
@@ -74,14 +74,16 @@ def save(finished: Finished) -> None:
 def _refusal(finished: Finished) -> str | None:
     """Why this build cannot be answered from a record next time; None if it can."""
     args, invocation = finished.args, finished.invocation
-    unsafe = sorted(finished.flags_given - SAFE_FLAGS)
+    unsafe = sorted(finished.flags_given - SAFE_FLAGS - {"no_cache"})
     if unsafe:
         return f"--{unsafe[0].replace('_', '-')} reaches outside what is recorded"
+    if ("--no-cache" in invocation.argv) != bool(args.no_cache) or (args.no_cache and "--" in invocation.argv):
+        return "--no-cache is not given as such"
     if finished.context_dir is None or args.file == "-":
         return "the context or the Dockerfile is not a file of this host"
     if os.path.realpath(invocation.root) != os.path.realpath(finished.root.path):
         return "the root is not the one the fast path would look in"
-    if _fastpath.build_arg_env_names(invocation.argv) != [v for v in args.build_arg if "=" not in v]:
+    if _fastpath.build_arg_env_names(invocation.rebuild_argv) != [v for v in args.build_arg if "=" not in v]:
         return "the --build-arg flags are not read as the fast path reads them"
     if b"--device" in finished.dockerfile_bytes:
         return "RUN --device depends on the CDI registry"
@@ -215,7 +217,7 @@ def _record(finished: Finished) -> Record | str:
     sigs = array("q", builder.sigs)
     files, stdout, stderr = finished.report
     fields = {
-        b"key": finished.invocation.key,
+        b"key": finished.invocation.rebuild_key,
         b"root": os.fsencode(finished.invocation.root),
         b"time": b"%d" % since,
         b"paths": b"\0".join(builder.paths),
@@ -301,7 +303,7 @@ class _Previous:
         self.sigs, racy = array("q"), array("q")
         self.digests = b""
         try:
-            with open(_fastpath.record_path(finished.invocation.root, finished.invocation.key), "rb") as file:
+            with open(_fastpath.record_path(finished.invocation.root, finished.invocation.rebuild_key), "rb") as file:
                 old = Record.parse(file.read())
         except (OSError, ValueError):
             return

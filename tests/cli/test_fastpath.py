@@ -346,3 +346,15 @@ def test_a_download_is_asked_again_so_never_recorded(root: Path, tmp_path: Path)
         assert read_image_file(root, "dl:1", "/file.txt") == "v2\n"
     finally:
         server.shutdown()
+
+
+def test_a_build_without_the_cache_answers_the_same_command_with_it(root: Path, project: Path) -> None:
+    cold, hit, _ = build(root, project, "--no-cache", "-t", "app:cold")
+    assert not hit
+    again, hit, _ = build(root, project, "--no-cache", "-t", "app:cold")
+    assert not hit and again != cold  # --no-cache itself is never answered: its steps run again
+    for _ in range(3):
+        noop, hit, _ = build(root, project, "-t", "app:cold")
+        if hit:
+            break
+    assert hit and noop == again
