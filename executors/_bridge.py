@@ -490,7 +490,10 @@ def _read_subnet() -> ipaddress.IPv4Network:
 def _iptables(*args: str) -> bool:
     import subprocess  # only when the bridge is made or removed: the zygote starts without it
 
-    done = subprocess.run(["iptables", "-w", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        done = subprocess.run(["iptables", "-w", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return False  # no iptables: nothing of pybuild's can be in it either
     return done.returncode == 0
 
 

@@ -190,6 +190,7 @@ def private_bridge(bridged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(bridge, "STATE_DIR", str(tmp_path / "net"))
     (tmp_path / "net").mkdir()
     yield
+    assert bridge.BRIDGE == f"pbt{tag}", "the private names were undone: the real bridge is not this test's to remove"
     bridge.remove_bridge()
 
 
@@ -225,6 +226,20 @@ def test_a_killed_pybuilds_state_is_reset_and_the_keeper_cleans_up(private_bridg
         os.close(lease.lock_fd)
     zygote.wait()
     assert settled_state(keeper)[1] == (False, [])
+
+
+def test_no_iptables_means_no_bridge(private_bridge, tmp_path, monkeypatch) -> None:
+    """Without iptables the step is refused the bridge (the monitor then starts slirp4netns)
+    and nothing of a half-made bridge stays."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(bridge.BridgeUnavailable, match="iptables"):
+        bridge.Lease.take(os.getpid())
+    monkeypatch.setenv("PATH", path)
+    assert bridge_state() == (False, [])
+    assert not os.path.exists(os.path.join(bridge.STATE_DIR, "subnet"))
 
 
 def test_a_partial_state_is_removed_rule_by_rule(private_bridge) -> None:
