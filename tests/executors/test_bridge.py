@@ -24,6 +24,7 @@ import trio
 
 from pybuild.executors import BindMount, SandboxExecutor
 from pybuild.executors import _bridge as bridge
+from pybuild.executors import _sandbox as sandbox
 from pybuild.executors import _netlink as netlink
 
 from .test_network import outbound_address, serve_marker
@@ -398,3 +399,51 @@ def test_an_address_lock_is_exclusive_and_dies_with_its_holder(tmp_path) -> None
 
 def test_macs_follow_addresses() -> None:
     assert netlink.mac_for("10.213.0.2") == bytes([0x02, 0x42, 10, 213, 0, 2])
+
+
+# -- which driver a step gets (the monitor's choice, without running a step) -------------------
+
+
+def monitor(setting_up: str = "sandbox", resolv: str = "nameserver 9.9.9.9\n") -> sandbox._Monitor:
+    chosen = sandbox._Monitor.__new__(sandbox._Monitor)
+    chosen.setting_up = setting_up
+    chosen.host_resolv = resolv
+    chosen.bridge_nameservers = []
+    return chosen
+
+
+@pytest.fixture
+def refused(monkeypatch: pytest.MonkeyPatch, require_root: None) -> list[int]:
+    """Lease.take as on a host that refuses the bridge; the calls it got."""
+    calls: list[int] = []
+
+    def take(zygote: int) -> bridge.Lease:
+        calls.append(zygote)
+        raise bridge.BridgeUnavailable("iptables-restore: no such table")
+
+    monkeypatch.setattr(bridge.Lease, "take", staticmethod(take))
+    monkeypatch.delenv(bridge.DRIVER_ENV, raising=False)
+    monkeypatch.setattr(bridge, "_pybuild_environ", lambda: {})
+    return calls
+
+
+def test_a_refused_bridge_falls_back_to_slirp4netns_quietly(refused) -> None:
+    assert monitor().bridge_lease() is None
+    assert refused == [os.getppid()]
+
+
+def test_a_refused_bridge_is_an_error_when_asked_for(refused, monkeypatch) -> None:
+    monkeypatch.setenv(bridge.DRIVER_ENV, "bridge")
+    with pytest.raises(sandbox.SetupError, match="iptables-restore") as raised:
+        monitor().bridge_lease()
+    assert raised.value.hint is not None and "slirp4netns" in raised.value.hint
+
+
+def test_slirp4netns_without_asking_the_bridge(refused, monkeypatch) -> None:
+    """Containers (their published ports go through slirp4netns), a loopback-only resolver,
+    or the environment's choice: the bridge is not even tried."""
+    assert monitor(setting_up="container").bridge_lease() is None
+    assert monitor(resolv="nameserver 127.0.0.53\n").bridge_lease() is None
+    monkeypatch.setenv(bridge.DRIVER_ENV, "slirp4netns")
+    assert monitor().bridge_lease() is None
+    assert refused == []
