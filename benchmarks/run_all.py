@@ -314,9 +314,10 @@ class Driver:
                 def timed(phase: str) -> None:
                     self.last_rss = None
                     os.sync()  # no build pays for the writes of the one before it
-                    times[phase][engine][r] = self.build(engine, context, w.CONTEXT, tag, no_cache=phase == "cold")
+                    seconds = times[phase][engine][r] = self.build(engine, context, w.CONTEXT, tag, no_cache=phase == "cold")
                     if engine == "pybuild":
                         rss[phase][r] = self.last_rss
+                    print(f"  {engine:8} context run {r + 1}, {phases[phase]}: {seconds:.2f}s", file=sys.stderr, flush=True)
 
                 try:
                     self.reset(engine, tag)
