@@ -7,7 +7,8 @@ Three processes per step, none of them the (multi-threaded) trio process:
     rootfs on a tmpfs that only it can see, joins the step's cgroups, makes the
     uts/ipc/cgroup/net namespaces, gives the ``default`` network a veth to
     pybuild's bridge (as root, ``_bridge.py``) or starts slirp4netns for it
-    (rootless, containers, or when the bridge cannot be used), then unshares a pid namespace and forks the init.  It waits for
+    (rootless, containers, or when the bridge cannot be used), then unshares
+    a pid namespace and forks the init.  It waits for
     the init (or a "kill" from pybuild), reports the exit status, unmounts
     everything and removes the mount-point stubs it had to create in the
     layer.  It dies with the zygote (PR_SET_PDEATHSIG).

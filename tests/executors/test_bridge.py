@@ -24,6 +24,7 @@ import trio
 
 from pybuild.executors import BindMount, SandboxExecutor
 from pybuild.executors import _bridge as bridge
+from pybuild.executors import _netfiles as netfiles
 from pybuild.executors import _sandbox as sandbox
 from pybuild.executors import _netlink as netlink
 
@@ -447,3 +448,11 @@ def test_slirp4netns_without_asking_the_bridge(refused, monkeypatch) -> None:
     monkeypatch.setenv(bridge.DRIVER_ENV, "slirp4netns")
     assert monitor().bridge_lease() is None
     assert refused == []
+
+
+def test_resolv_conf_behind_the_bridge_names_the_reachable_resolvers() -> None:
+    host = "search example.org\noptions ndots:2\nnameserver 127.0.0.53\nnameserver 9.9.9.9\n"
+    text = netfiles.resolv_conf(host, "default", ["9.9.9.9"]).decode()
+    assert text == "search example.org\noptions ndots:2\nnameserver 9.9.9.9\n"
+    assert "nameserver 10.0.2.3" in netfiles.resolv_conf(host, "default").decode()
+    assert netfiles.nameservers(host) == ["9.9.9.9"]
