@@ -439,7 +439,7 @@ def _same_content(suspect: _Suspect, sha256: Any) -> None:
         raise ValueError("damaged (digest kind)")
     if current != digest[1:]:
         raise Miss(f"{shown} has other content")
-    if kind != SYMLINK and _has_xattrs(path):
+    if kind == DIRECTORY and _has_xattrs(path):  # a file's were looked at while it was open
         raise Miss(f"{shown} has extended attributes")
 
 
@@ -456,13 +456,15 @@ def _file_digest(path: bytes, now: tuple[int, ...], sha256: Any) -> bytes | None
         size = st.st_size
         if size < _WHOLE_READ:
             data = os.read(fd, size + 1)  # one call: a regular file gives all it has
-            return sha256(data).digest() if len(data) == size else None
-        h = sha256()
-        total = 0
-        while chunk := os.read(fd, _WHOLE_READ):
-            h.update(chunk)
-            total += len(chunk)
-        return h.digest() if total == size else None
+            digest = sha256(data).digest() if len(data) == size else None
+        else:
+            h = sha256()
+            total = 0
+            while chunk := os.read(fd, _WHOLE_READ):
+                h.update(chunk)
+                total += len(chunk)
+            digest = h.digest() if total == size else None
+        return None if digest is None or _has_xattrs(fd) else digest
     finally:
         os.close(fd)
 
@@ -472,9 +474,10 @@ def listing_bytes(names: list[bytes] | list[str]) -> bytes:
     return b"\0".join(sorted(os.fsencode(name) for name in names))
 
 
-def _has_xattrs(path: bytes) -> bool:
+def _has_xattrs(target: bytes | int) -> bool:
+    """Whether a path (not followed) or an open file has extended attributes the hasher counts."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(target) if isinstance(target, int) else os.listxattr(target, follow_symlinks=False)
     except OSError:
         return False  # not supported here: none can have been hashed either
     return any(name not in _HOST_XATTRS for name in names)

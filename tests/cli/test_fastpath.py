@@ -358,3 +358,12 @@ def test_a_build_without_the_cache_answers_the_same_command_with_it(root: Path, 
         if hit:
             break
     assert hit and noop == again
+
+
+def test_an_extended_attribute_added_to_a_copied_file(root: Path, project: Path) -> None:
+    old = first_build(root, project)
+    try:
+        os.setxattr(project / "src" / "a.txt", "user.note", b"1")
+    except OSError:
+        pytest.skip("this filesystem has no user extended attributes")
+    changed_build(root, project, old)
