@@ -97,6 +97,8 @@ def _refusal(finished: Finished) -> str | None:
             return f"a {type(op).__name__} reaches outside the host"
         if isinstance(op, ExecOp) and op.ignore_cache:
             return "a step runs whatever the cache holds"
+        if isinstance(op, ExecOp) and op.platform:  # a build asks first whether this machine can still run it
+            return "a step of a foreign platform depends on the emulators registered"
     if not finished.reads.consistent:
         return "the context changed while it was read"
     return None
