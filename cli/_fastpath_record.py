@@ -89,6 +89,11 @@ def _refusal(finished: Finished) -> str | None:
         return "RUN --device depends on the CDI registry"
     if finished.outcome.outputs:
         return "an --output"
+    from pybuild.executors import rootless
+
+    mapping = rootless()
+    if mapping is not None and mapping.one_id:  # entering the namespace warns on every command
+        return "a rootless build without subordinate ids warns each time"
     from pybuild.dag import ExecOp, FileOp, ImageSource, LocalSource, MergeOp
 
     for op in finished.outcome.plan.definition.ops.values():
