@@ -1,8 +1,11 @@
 """The scheduler: solve a graph of ops with trio, in parallel, each op once.
 
 One task per op; an op starts as soon as its inputs are done; at most
-``jobs`` ops execute at once (cache lookups are not limited); an op that
-several consumers share runs once and they all wait on its ``trio.Event``.
+``jobs`` ops execute at once, or every ready one with ``jobs=None`` (BuildKit's
+way, ``--jobs``'s default: a step that waits costs no CPU; pybuild's own CPU
+work for them is bounded apart, by ``executors.cpu_limiter``); cache lookups
+are not limited; an op that several consumers share runs once and they all
+wait on its ``trio.Event``.
 The first failure cancels everything else and is raised after every task
 has stopped, so no sandbox or temp dir outlives the solve.
 """
