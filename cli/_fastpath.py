@@ -68,7 +68,7 @@ def answer(argv: Sequence[str]) -> int | None:
     try:
         try:
             record, refresh = _checked(list(argv))
-            _write_files(record)  # the one step that may still fail: nothing is printed before it
+            _write_files(record, list(argv))  # the one step that may still fail: nothing is printed before it
         except Exception as error:  # noqa: BLE001 - whatever goes wrong here, the normal build decides
             debug(f"miss: {error}" if isinstance(error, Miss) else f"miss: {type(error).__name__}: {error}")
             return None
@@ -294,7 +294,7 @@ def _check_store_and_files(record: Record) -> None:
     """The files whose bytes must be the same, those that must not exist, the objects still there."""
     for entry in record.lists[b"file"]:
         path, _, expected = entry.partition(b"\0")
-        if _read_regular(path) != expected:
+        if _read_regular(path, len(expected) + 1) != expected:
             raise Miss(f"{os.fsdecode(path)} changed")
     for path in split_paths(record.fields[b"absent"]):
         try:
@@ -316,8 +316,8 @@ def _check_store_and_files(record: Record) -> None:
             raise Miss(f"{os.fsdecode(path)} was replaced")
 
 
-def _read_regular(path: bytes) -> bytes | None:
-    """A regular file's bytes, never through a symlink; None for anything else."""
+def _read_regular(path: bytes, limit: int = 1 << 30) -> bytes | None:
+    """A regular file's bytes (up to ``limit``), never through a symlink; None for anything else."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -326,8 +326,9 @@ def _read_regular(path: bytes) -> bytes | None:
         if os.fstat(fd).st_mode & _S_IFMT != 0o100000:
             return None
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
             chunks.append(chunk)
+            limit -= len(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -500,10 +501,20 @@ def _refreshed(record: Record, now: array[int], count: int, started: int) -> Rec
 # -- answering -----------------------------------------------------------------
 
 
-def _write_files(record: Record) -> None:
-    """``--iidfile``/``--metadata-file``, as the build writes them."""
+def _write_files(record: Record, argv: list[str]) -> None:
+    """``--iidfile``/``--metadata-file``, as the build writes them (only where this command
+    line names: a record cannot make the fast path write anywhere else)."""
+    named = set()
+    for i, word in enumerate(argv):
+        for flag in ("--iidfile", "--metadata-file"):
+            if word == flag and i + 1 < len(argv):
+                named.add(os.fsencode(os.path.abspath(argv[i + 1])))
+            elif word.startswith(flag + "="):
+                named.add(os.fsencode(os.path.abspath(word[len(flag) + 1 :])))
     for entry in record.lists[b"write"]:
         path, _, data = entry.partition(b"\0")
+        if path not in named:
+            raise Miss(f"the record writes {os.fsdecode(path)}, which this command does not name")
         _replace_file(path, data)
 
 

@@ -267,6 +267,14 @@ def test_a_corrupt_record_is_ignored(root: Path, project: Path) -> None:
     assert result.stdout.strip() == image
     record_file.write_bytes(b"garbage")
     assert pybuild(root, "build", "-q", str(project)).stdout.strip() == image
+    # a record whose checksum holds but that would write a file this command does not name
+    assert answered(root, project) == image
+    record = _fastpath.Record.parse(record_file.read_bytes())
+    evil = project.parent / "evil"
+    record.lists[b"write"].append(os.fsencode(evil) + b"\0owned")
+    record.save(str(record_file))
+    result = pybuild(root, "build", "-q", str(project))
+    assert HIT not in result.stderr and not evil.exists() and result.stdout.strip() == image
 
 
 def test_a_base_moved_in_the_registry_under_pull(docker_registry, busybox_tar: Path, root: Path, tmp_path: Path) -> None:  # noqa: F811
