@@ -35,7 +35,7 @@ from . import _paths as paths
 from . import _wire as wire
 from ._cpu import cpu_limiter
 from ._executor import _request_mounts
-from ._overlay import normalise_upper, probe_overlay, use_volatile_uppers
+from ._overlay import normalise_upper, probe_overlay, use_volatile_uppers, volatile_uppers_requested
 from ._sandbox import SetupError, mount_depth, mount_state_tmpfs, overlay_fd, open_detached_mount, remove_stubs
 from ._spec import Mount, Rootfs
 from ._userns import ROOTLESS_HINT
@@ -80,7 +80,8 @@ class NamespaceRootfsCaller:
         if not rootfs.readonly and not (os.path.isdir(rootfs.upper) and os.path.isdir(rootfs.work)):
             raise SandboxError("the step's upper and work directories must exist", hint="this is a pybuild bug")
         state = self._state_dir()
-        use_volatile_uppers()  # the step's upper dir is committed or thrown away, never remounted
+        if volatile_uppers_requested():
+            use_volatile_uppers()  # the step's upper dir is committed or thrown away, never remounted
         specs = _request_mounts(mounts)
         async with cpu_limiter():
             return await _in_own_thread(lambda: _call_mounted(rootfs, specs, state, function, args))

@@ -30,7 +30,7 @@ from pybuild.errors import PybuildError, SandboxError
 
 from . import _wire as wire
 from ._cgroups import CgroupError, CgroupLayout, StepCgroups, claim_delegated, detect_layout, release_delegated, remove_stale
-from ._overlay import OverlayDriver, probe_overlay
+from ._overlay import OverlayDriver, probe_overlay, volatile_uppers_requested
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 from ._userns import ROOTLESS_HINT
@@ -351,7 +351,7 @@ class _Zygote:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
-                    env={"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"},
+                    env=_zygote_environ(),
                     cwd="/",
                 )
         except OSError as e:
@@ -533,3 +533,11 @@ class _Step:
             sig = os.WTERMSIG(self.status)
             return ExecResult(exit_code=128 + sig, duration=duration, signal=sig, timed_out=self.timed_out, oom_killed=self.oom_killed)
         return ExecResult(exit_code=os.WEXITSTATUS(self.status), duration=duration, timed_out=self.timed_out, oom_killed=self.oom_killed)
+
+
+def _zygote_environ() -> dict[str, str]:
+    """The zygote's whole environment: nothing of the caller's but an asked-for volatile overlay."""
+    environ = {"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"}
+    if volatile_uppers_requested():
+        environ["PYBUILD_VOLATILE_OVERLAYS"] = "1"
+    return environ

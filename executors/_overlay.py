@@ -225,16 +225,22 @@ def flatten_key(bottom_up: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
-# A build's writable overlays are mounted ``volatile`` (Linux >= 5.10), as Buildah's are: without
-# it, every unmount of one syncs the whole file system the upper dir is on (``ovl_sync_fs``),
-# 4-10 ms of each RUN and COPY step here, more when other work keeps that disk busy.  The upper
-# dir is committed as a snapshot or thrown away right after, and never mounted again (the kernel
-# refuses to remount a volatile work dir).  The price: after a power loss (not a crash of
-# pybuild: the page cache outlives it) a step committed in the last seconds may have lost data
-# the kernel had not written back yet.  Only the processes that make build steps ask for it
+# With PYBUILD_VOLATILE_OVERLAYS=1, a build's writable overlays are mounted ``volatile``
+# (Linux >= 5.10): without it, every unmount of one syncs the whole file system the upper dir is
+# on (``ovl_sync_fs``), 4-10 ms of each RUN and COPY step here, more when other work keeps that
+# disk busy.  The upper dir is committed as a snapshot or thrown away right after, and never
+# mounted again (the kernel refuses to remount a volatile work dir).  It is not the default:
+# that sync is what makes a committed snapshot's files durable, and after a power loss (not a
+# crash of pybuild: the page cache outlives it) a step committed in the last seconds could have
+# lost data the root would still trust.  Only the processes that make build steps ask for it
 # (the zygote, the rootfs caller), so a container's upper dir stays synced as before.
 _VOLATILE_UPPERS = [False]
 _VOLATILE_SUPPORTED: list[bool] = []
+
+
+def volatile_uppers_requested() -> bool:
+    """Whether the user traded durability on power loss for speed (PYBUILD_VOLATILE_OVERLAYS=1)."""
+    return os.environ.get("PYBUILD_VOLATILE_OVERLAYS") == "1"
 
 
 def use_volatile_uppers() -> None:

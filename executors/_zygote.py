@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
     # Orphans (a slirp4netns whose monitor was killed) are reparented here and reaped.
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     linux.remember_id_maps()  # constant here: each step's monitor and init would read them again
-    overlay.use_volatile_uppers()  # a step's upper dir is committed or thrown away, never remounted
+    if overlay.volatile_uppers_requested():
+        overlay.use_volatile_uppers()  # a step's upper dir is committed or thrown away, never remounted
     overlay.ask_once()  # or each monitor would probe the kernel again
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()

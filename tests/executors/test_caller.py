@@ -110,11 +110,24 @@ def _rootfs_options(root: str) -> str:
     raise AssertionError(f"{root} is not mounted here")
 
 
-async def test_the_layer_is_mounted_volatile(caller, make_rootfs) -> None:
-    """No sync of the whole disk when the call's overlay goes away (see _overlay.use_volatile_uppers)."""
+async def test_the_layer_is_synced_by_default(caller, make_rootfs, monkeypatch) -> None:
+    """Without PYBUILD_VOLATILE_OVERLAYS the call's overlay is a normal one: its unmount syncs
+    the disk, which is what makes a committed snapshot durable on power loss."""
+    from pybuild.executors import _overlay
+
+    monkeypatch.delenv("PYBUILD_VOLATILE_OVERLAYS", raising=False)
+    monkeypatch.setattr(_overlay, "_VOLATILE_UPPERS", [False])
+    options = await caller.call(make_rootfs(), [], _rootfs_options)
+    assert not {"volatile", "fsync=volatile"} & set(options.split(","))
+
+
+async def test_the_layer_is_mounted_volatile_when_asked(caller, make_rootfs, monkeypatch) -> None:
+    """PYBUILD_VOLATILE_OVERLAYS=1: no sync of the whole disk when the call's overlay goes away."""
     from pybuild.executors import _overlay
 
     if not _overlay._volatile_supported():
         pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
+    monkeypatch.setenv("PYBUILD_VOLATILE_OVERLAYS", "1")
+    monkeypatch.setattr(_overlay, "_VOLATILE_UPPERS", [False])  # restored after: the flag is process-wide
     options = await caller.call(make_rootfs(), [], _rootfs_options)
     assert {"volatile", "fsync=volatile"} & set(options.split(","))

@@ -1,4 +1,5 @@
-"""A build's writable overlays are mounted ``volatile`` (no sync of the whole disk at each unmount)."""
+"""With PYBUILD_VOLATILE_OVERLAYS=1 a build's writable overlays are mounted ``volatile`` (no sync
+of the whole disk at each unmount); by default they are not (durable on power loss)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,33 @@ def is_volatile(options: str) -> bool:
     return bool({"volatile", "fsync=volatile"} & set(options.split(",")))
 
 
+def test_asked_for_only_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYBUILD_VOLATILE_OVERLAYS", raising=False)
+    assert not overlay.volatile_uppers_requested()
+    monkeypatch.setenv("PYBUILD_VOLATILE_OVERLAYS", "0")
+    assert not overlay.volatile_uppers_requested()
+    monkeypatch.setenv("PYBUILD_VOLATILE_OVERLAYS", "1")
+    assert overlay.volatile_uppers_requested()
+
+
+@pytest.fixture
+async def volatile_executor(require_root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A sandbox whose zygote was started with PYBUILD_VOLATILE_OVERLAYS=1."""
+    monkeypatch.setenv("PYBUILD_VOLATILE_OVERLAYS", "1")
+    state = tmp_path / "volatile-state"
+    state.mkdir()
+    async with SandboxExecutor(state_dir=str(state)) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.root
+async def test_a_run_steps_rootfs_is_synced_by_default(executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
+    rootfs = make_rootfs()
+    result, out, err = await sh(executor, rootfs, "echo kept > /made && cat /proc/self/mountinfo")
+    assert result.exit_code == 0, err
+    assert not is_volatile(root_mount_options(out))
+
+
 def test_only_asked_for_writable_kernel_mounts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(overlay, "_VOLATILE_SUPPORTED", [True])
     monkeypatch.setattr(overlay, "_VOLATILE_UPPERS", [False])
@@ -49,18 +77,18 @@ def test_legacy_options_carry_it_when_wanted(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.root
-async def test_a_run_steps_rootfs_is_volatile_and_its_layer_intact(executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
+async def test_a_run_steps_rootfs_is_volatile_and_its_layer_intact(volatile_executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
     if not overlay._volatile_supported():
         pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
     rootfs = make_rootfs()
-    result, out, err = await sh(executor, rootfs, "echo kept > /made && cat /proc/self/mountinfo")
+    result, out, err = await sh(volatile_executor, rootfs, "echo kept > /made && cat /proc/self/mountinfo")
     assert result.exit_code == 0, err
     assert is_volatile(root_mount_options(out))
     assert (Path(rootfs.upper) / "made").read_text() == "kept\n"
 
 
 @pytest.mark.root
-async def test_a_writable_step_mount_is_volatile_too(executor: SandboxExecutor, make_rootfs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_writable_step_mount_is_volatile_too(volatile_executor: SandboxExecutor, make_rootfs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if not overlay._volatile_supported():
         pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
     upper, work, lower = tmp_path / "u", tmp_path / "w", tmp_path / "l"
@@ -68,7 +96,7 @@ async def test_a_writable_step_mount_is_volatile_too(executor: SandboxExecutor, 
         directory.mkdir()
     (lower / "seen").write_text("lower\n")
     mounts = [OverlayMount((str(lower),), "/rw", str(upper), str(work)), BindMount(str(lower), "/ro", readonly=True)]
-    result, out, err = await sh(executor, make_rootfs(), "cat /rw/seen && grep ' /rw ' /proc/self/mountinfo", mounts)
+    result, out, err = await sh(volatile_executor, make_rootfs(), "cat /rw/seen && grep ' /rw ' /proc/self/mountinfo", mounts)
     assert result.exit_code == 0, err
     assert out.startswith("lower\n") and is_volatile(out.splitlines()[1].split()[-1])
 
