@@ -59,7 +59,7 @@ def runner_factory(
     if args.remote_executor is None and not reapi_caches:  # headers and TLS files go to the executor and the reapi caches
         raise UsageError("--remote-header and --remote-tls-* need --remote-executor or a type=reapi cache")
     from pybuild.dag import Notice, Worker, host_platform
-    from pybuild.dag.remote import RemoteRunner, RemoteSettings
+    from pybuild.dag.remote import RemoteRunner, RemoteSettings, remote_runner_factory
     from pybuild.reapi import RemoteUnavailable
 
     executor, cache_from, cache_to = _connect(args)
@@ -87,7 +87,10 @@ def runner_factory(
             return runner
         return RemoteRunner(runner, settings, emit=emit)
 
-    return make_runner
+    if executor is None:  # every step runs here: the build checks every platform it runs
+        return make_runner
+    # a RUN step for another platform that goes to the cluster needs no emulator here
+    return remote_runner_factory(make_runner, memory_limit=bool(args.memory))
 
 
 def _connect(args: argparse.Namespace) -> tuple[Remote | None, tuple[Remote, ...], tuple[Remote, ...]]:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         ImageStore, Layer, LayerSettings, Output, OutputResult, RegistryClient, ResolvedImage, StoredImage, StoredIndex,
     )
 
+    from ._graph import Definition
     from ._layers import SnapshotLayerStore
 
 MAX_PULL_ROUNDS = 5
@@ -62,6 +63,24 @@ class EmulationCheck(Protocol):
 
 
 Emulation = Callable[[str], EmulationCheck]
+
+# Why a RUN step runs on this machine when a build sends RUN steps elsewhere (None: it
+# goes to another machine, which runs its platform itself), asked before anything runs.
+StaysLocal = Callable[["Definition", str, ExecOp], "str | None"]
+
+
+@dataclass(frozen=True)
+class RunnerFactory:
+    """A ``make_runner`` whose runner sends RUN steps to other machines (``--remote-executor``):
+    ``stays_local`` is its rule, so ``check_platforms`` asks for an emulator only for the
+    foreign-platform steps that run here.  Made by ``dag.remote``: a local build passes a
+    plain callable and never loads the rule."""
+
+    make: Callable[[BuildPlan], BuildRunner]
+    stays_local: StaysLocal
+
+    def __call__(self, plan: BuildPlan) -> BuildRunner:
+        return self.make(plan)
 
 
 class Registries(Protocol):
@@ -169,30 +188,38 @@ def target_plans(plan: BuildPlan) -> tuple[BuildPlan, ...]:
     return plan.targets or (plan,)
 
 
-def check_platforms(plan: BuildPlan, file: str | None = None, emulation: Emulation | None = None) -> None:
+def check_platforms(
+    plan: BuildPlan, file: str | None = None, emulation: Emulation | None = None, stays_local: StaysLocal | None = None
+) -> None:
     """Every platform a needed RUN step runs as must be runnable here, checked
     before anything runs: a build that cannot finish does not start (the host's
     platform needs no check; others are asked of ``executors``, which tests an
-    emulator only for a platform asked about, and remembers the answer)."""
+    emulator only for a platform asked about, and remembers the answer).  With
+    ``stays_local`` (remote execution) only the steps that run here are checked:
+    another machine runs its own platform's steps; the error says why one stays."""
     targets = [t.target.op for t in target_plans(plan) if t.target.op]
     needed = plan.definition.needed_by(targets)
-    first: dict[str, str] = {}
+    first: dict[str, tuple[str, str | None]] = {}  # platform -> (its first step here, why it is here)
     for digest, op in needed.ops.items():
-        if isinstance(op, ExecOp) and op.platform and op.platform not in first:
-            first[op.platform] = digest
+        if not isinstance(op, ExecOp) or not op.platform or op.platform in first:
+            continue
+        why = stays_local(plan.definition, digest, op) if stays_local is not None else None
+        if stays_local is None or why is not None:
+            first[op.platform] = (digest, why)
     if not first:
         return
     if emulation is None:
         from pybuild.executors import emulation_status
 
         emulation = emulation_status
-    for platform, digest in first.items():
+    for platform, (digest, why) in first.items():
         status = emulation(platform)
         if not status.runnable:
             span = plan.definition.meta[digest].span
             location = Location(file, span[0], span[1]) if span and file else None
             reason = f": {status.reason}" if status.reason else ""
-            raise BuildError(f"this machine cannot run {platform} steps{reason}", hint=status.hint or None, location=location)
+            here = f" (this step runs here, not remotely: {why})" if why else ""
+            raise BuildError(f"this machine cannot run {platform} steps{reason}{here}", hint=status.hint or None, location=location)
 
 
 def check_devices(plan: BuildPlan, file: str | None, entitlements: frozenset[str], emit: EventSink = ignore_events) -> None:
@@ -238,7 +265,7 @@ async def build(
     emulation: Emulation | None = None,  # how a foreign platform is known runnable (default: executors')
 ) -> BuildOutcome:
     plan = await plan_build(dockerfile, options, store, puller, pull=pull, emit=emit)
-    check_platforms(plan, dockerfile.file, emulation)
+    check_platforms(plan, dockerfile.file, emulation, make_runner.stays_local if isinstance(make_runner, RunnerFactory) else None)
     check_devices(plan, dockerfile.file, options.entitlements, emit)
     runner = make_runner(plan)
     try:
@@ -455,6 +482,7 @@ def _platform_of_unshared_ops(plan: BuildPlan) -> dict[str, str]:
 
 
 __all__: Sequence[str] = [
-    "BuildOutcome", "Emulation", "EmulationCheck", "ExportOptions", "Puller", "Registries", "StoreImageChains", "build",
+    "BuildOutcome", "Emulation", "EmulationCheck", "ExportOptions", "Puller", "Registries", "RunnerFactory", "StaysLocal",
+    "StoreImageChains", "build",
     "check_devices", "check_platforms", "plan_build", "push_registries", "step_ids", "target_plans",
 ]

@@ -29,3 +29,5 @@ from ._runner import LocalRunner as LocalRunner
 from ._runner import RemoteRunner as RemoteRunner
 from ._runner import RemoteSettings as RemoteSettings
 from ._runner import local_reason as local_reason
+from ._runner import planned_local_reason as planned_local_reason
+from ._runner import remote_runner_factory as remote_runner_factory

@@ -40,8 +40,9 @@ import trio
 
 from pybuild.errors import BuildError, Location, PybuildError, StepFailed
 
+from .._build import RunnerFactory
 from .._events import EventSink, Notice, StepLog
-from .._ops import ExecOp, FileOp, LocalSource, Op
+from .._ops import ExecOp, FileOp, GitSource, HttpSource, LocalSource, Op
 from .._solver import CacheKey, Result
 from .._worker import OUTPUT_TAIL_LINES, output_key
 from ._action import (
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from pybuild.cache.remote import RemoteCache, RemoteRecord
     from pybuild.reapi import ActionResult, Digest, ExecuteResponse, RemoteApi
 
+    from .._convert import BuildPlan
     from .._graph import Definition
     from .._layers import SnapshotLayerStore
     from .._runner import BuildRunner
@@ -74,6 +76,7 @@ _EXECUTE_THREADS = 512
 DEADLINE_EXCEEDED = 4
 _REPORT_LIMIT = 64 * 1024  # result.json is a few dozen bytes
 _OUTPUT_LIMIT = 8 * 1024 * 1024  # a step's stdout or stderr read from the CAS to show
+MEMORY_LIMIT = "memory limit"
 
 
 class LocalRunner(Protocol):
@@ -143,6 +146,33 @@ def local_reason(op: Op, inputs: Mapping[str, Result], definition: Definition) -
         return "file operation"
     if not isinstance(op, ExecOp):
         return "not a RUN step"
+    if reason := _exec_reason(op):
+        return reason
+    for dependency in op.inputs():
+        if isinstance(definition.ops.get(dependency), LocalSource):
+            return "build context mounted"
+        if inputs[dependency].path is not None:
+            return "local input mounted"
+    return None
+
+
+def planned_local_reason(definition: Definition, digest: str, op: ExecOp, *, memory_limit: bool = False) -> str | None:
+    """Why the remote runner will run a RUN step here, told from the plan before anything
+    runs (``local_reason``'s rule: a source that is a host directory is known by its op);
+    ``memory_limit``: --memory is given, which a worker would not apply."""
+    if reason := _exec_reason(op):
+        return reason
+    for dependency in op.inputs():
+        source = definition.ops.get(dependency)
+        if isinstance(source, LocalSource):
+            return "build context mounted"
+        if isinstance(source, (HttpSource, GitSource)):
+            return "local input mounted"
+    return MEMORY_LIMIT if memory_limit else None
+
+
+def _exec_reason(op: ExecOp) -> str | None:
+    """What in the RUN step itself keeps it here: a secret, the host, a device."""
     for mount in op.mounts:
         if mount.kind in ("secret", "ssh"):
             return f"{mount.kind} mount"
@@ -152,12 +182,13 @@ def local_reason(op: Op, inputs: Mapping[str, Result], definition: Definition) -
         return "security insecure"
     if op.devices:
         return "device"
-    for dependency in op.inputs():
-        if isinstance(definition.ops.get(dependency), LocalSource):
-            return "build context mounted"
-        if inputs[dependency].path is not None:
-            return "local input mounted"
     return None
+
+
+def remote_runner_factory(make: Callable[[BuildPlan], BuildRunner], *, memory_limit: bool = False) -> RunnerFactory:
+    """``make`` (a factory of remote runners sending steps to an executor) with the rule
+    saying which RUN steps stay here, so the build checks emulators only for those."""
+    return RunnerFactory(make, functools.partial(planned_local_reason, memory_limit=memory_limit))
 
 
 def _private(op: Op) -> bool:
@@ -261,7 +292,7 @@ class RemoteRunner:
         if executor is not None:
             reason = local_reason(op, inputs, self.local.definition)
             if reason is None and isinstance(op, ExecOp) and self.local.options.memory_limit is not None:
-                reason = "memory limit"  # --memory is not part of the Action: a worker would not apply it
+                reason = MEMORY_LIMIT  # --memory is not part of the Action: a worker would not apply it
             if reason is None and isinstance(op, ExecOp):
                 made = await self._run_remote(executor, digest, op, key, inputs, emit)
                 if made is not None:
