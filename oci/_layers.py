@@ -50,7 +50,8 @@ WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 
 _NS = 1_000_000_000
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: never hang on a special file
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ZEROS = b"\0" * 512
 
 
@@ -105,10 +106,16 @@ class _HeaderFields(TypedDict):
 
 
 class _Writer:
+    """Walks a tree through directory descriptors (each name looked up once,
+    relative to its open directory, never through a symlink) and gathers the
+    tar's pieces in a list joined once per ``CHUNK``."""
+
     def __init__(self, out: BinaryIO, mtime: int | None) -> None:
         self._out = out
         self._clamp = mtime
-        self._buffer = bytearray()
+        self._root = b""
+        self._parts: list[bytes] = []
+        self._pending = 0
         self._links: dict[tuple[int, int], bytes] = {}
         self.entries = 0
         self.content_bytes = 0
@@ -117,15 +124,18 @@ class _Writer:
         self.whiteouts = 0
 
     def _emit(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= CHUNK:
+        self._parts.append(data)
+        self._pending += len(data)
+        if self._pending >= CHUNK:
             self._flush()
 
     def _flush(self) -> None:
-        if self._buffer:
-            self.tar_bytes += len(self._buffer)
-            self._out.write(bytes(self._buffer))
-            self._buffer.clear()
+        if self._parts:
+            data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+            self._parts.clear()
+            self._pending = 0
+            self.tar_bytes += len(data)
+            self._out.write(data)
 
     def _mtime(self, st: os.stat_result) -> int:
         seconds = st.st_mtime_ns // _NS
@@ -134,65 +144,59 @@ class _Writer:
         return seconds
 
     def run(self, root: bytes) -> None:
-        # Iterative depth-first walk: a stack of (prefix, sorted entries, index).
-        stack = [(b"", _sorted_entries(root), 0)]
-        while stack:
-            prefix, entries, index = stack[-1]
-            if index == len(entries):
-                stack.pop()
-                continue
-            stack[-1] = (prefix, entries, index + 1)
-            entry = entries[index]
-            name = prefix + entry.name
-            descend = self._entry(entry.path, name)
-            if descend:
-                stack.append((name + b"/", _sorted_entries(entry.path), 0))
+        # Iterative depth-first walk: a stack of (prefix, directory fd, sorted names, index).
+        self._root = root
+        top = os.open(root, _DIR_FLAGS)
+        stack = [(b"", top, _sorted_names(top), 0)]
+        try:
+            while stack:
+                prefix, fd, names, index = stack[-1]
+                if index == len(names):
+                    stack.pop()
+                    os.close(fd)
+                    continue
+                stack[-1] = (prefix, fd, names, index + 1)
+                name = prefix + names[index]
+                try:
+                    below = self._entry(fd, names[index], name)
+                    if below is not None:
+                        stack.append((name + b"/", below, _sorted_names(below), 0))
+                except OSError as error:
+                    raise OSError(error.errno, error.strerror, os.path.join(root, name)) from None
+        finally:
+            for _, fd, _, _ in stack:
+                os.close(fd)
         self._emit(END_OF_ARCHIVE)
         self._flush()
 
-    def _entry(self, path: bytes, name: bytes) -> bool:
-        """Write one entry; True when it is a directory to descend into."""
-        st = os.lstat(path)
+    def _entry(self, parent: int, base: bytes, name: bytes) -> int | None:
+        """Write one entry; for a directory, its open descriptor (to descend into)."""
+        st = os.lstat(base, dir_fd=parent)
         mode = st.st_mode
-        base = name.rpartition(b"/")[2]
         if base.startswith(WHITEOUT_PREFIX):
             raise StoreError(
                 f"cannot put {os.fsdecode(name)!r} in a layer: names starting with .wh. mean deletions in image layers",
                 hint="rename the file; OCI layers cannot hold it",
             )
         if is_whiteout(st):
-            parent, _, base = name.rpartition(b"/")
-            wh_name = (parent + b"/" if parent else b"") + WHITEOUT_PREFIX + base
+            parent_name = name.rpartition(b"/")[0]
+            wh_name = (parent_name + b"/" if parent_name else b"") + WHITEOUT_PREFIX + base
             self.whiteouts += 1
             self.entries += 1
             self._emit(
                 encode_header(wh_name, REGULAR, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=self._mtime(st))
             )
-            return False
-        xattrs, opaque = _xattrs(path)
+            return None
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return self._opened(parent, base, name, st)
+        xattrs, _ = _xattrs(os.path.join(self._root, name))  # a link or a node: no descriptor to ask
         common: _HeaderFields = {"mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self._mtime(st), "xattrs": xattrs}
         self.entries += 1
-        if stat.S_ISDIR(mode):
-            self._emit(encode_header(name, DIRECTORY, **common))
-            if opaque:
-                self.whiteouts += 1
-                self.entries += 1
-                self._emit(encode_header(name + b"/" + OPAQUE_MARKER, REGULAR, mode=0, mtime=common["mtime"]))
-            return True
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = self._links.get(key)
-            if first is not None:
-                # The link shares the first entry's inode: its xattrs are already there.
-                common["xattrs"] = None
-                self._emit(encode_header(name, HARDLINK, linkname=first, **common))
-                return False
-            self._links[key] = name
-        if stat.S_ISREG(mode):
-            self._regular(path, name, st.st_size, common)
-        elif stat.S_ISLNK(mode):
+        if self._linked(name, st, common):
+            return None
+        if stat.S_ISLNK(mode):
             self.link_target_bytes += st.st_size
-            self._emit(encode_header(name, SYMLINK, linkname=os.readlink(path), **common))
+            self._emit(encode_header(name, SYMLINK, linkname=os.readlink(base, dir_fd=parent), **common))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = CHARDEV if stat.S_ISCHR(mode) else BLOCKDEV
             major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
@@ -201,29 +205,68 @@ class _Writer:
             self._emit(encode_header(name, FIFO, **common))
         else:
             self.entries -= 1  # sockets cannot be archived (docker skips them too)
-        return False
+        return None
 
-    def _regular(self, path: bytes, name: bytes, size: int, common: _HeaderFields) -> None:
-        self._emit(encode_header(name, REGULAR, size=size, **common))
-        fd = os.open(path, _READ_FLAGS)
+    def _opened(self, parent: int, base: bytes, name: bytes, st: os.stat_result) -> int | None:
+        """A directory or regular file, read through a descriptor of its own."""
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not is_dir and st.st_nlink > 1 and (st.st_dev, st.st_ino) in self._links:
+            self.entries += 1
+            common: _HeaderFields = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self._mtime(st), "xattrs": None}
+            self._linked(name, st, common)
+            return None
+        fd = os.open(base, _DIR_FLAGS if is_dir else _READ_FLAGS, dir_fd=parent)
         try:
-            if size <= CHUNK:
-                data = os.read(fd, size) if size else b""
-                if len(data) != size:
-                    raise _changed(name)
-                self._emit(data)
-            else:
-                self._flush()
-                left = size
-                while left:
-                    data = os.read(fd, min(left, CHUNK))
-                    if not data:
-                        raise _changed(name)
-                    self.tar_bytes += len(data)
-                    self._out.write(data)
-                    left -= len(data)
-        finally:
+            xattrs, opaque = _xattrs(fd)
+            common = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": self._mtime(st), "xattrs": xattrs}
+            self.entries += 1
+            if is_dir:
+                self._emit(encode_header(name, DIRECTORY, **common))
+                if opaque:
+                    self.whiteouts += 1
+                    self.entries += 1
+                    self._emit(encode_header(name + b"/" + OPAQUE_MARKER, REGULAR, mode=0, mtime=common["mtime"]))
+                return fd
+            if st.st_nlink > 1:
+                self._links[(st.st_dev, st.st_ino)] = name
+            self._regular(fd, name, st.st_size, common)
+        except BaseException:
             os.close(fd)
+            raise
+        os.close(fd)
+        return None
+
+    def _linked(self, name: bytes, st: os.stat_result, common: _HeaderFields) -> bool:
+        """A hard link to an entry written before: True once its header is out."""
+        if st.st_nlink <= 1:
+            return False
+        key = (st.st_dev, st.st_ino)
+        first = self._links.get(key)
+        if first is None:
+            self._links[key] = name
+            return False
+        # The link shares the first entry's inode: its xattrs are already there.
+        common["xattrs"] = None
+        self._emit(encode_header(name, HARDLINK, linkname=first, **common))
+        return True
+
+    def _regular(self, fd: int, name: bytes, size: int, common: _HeaderFields) -> None:
+        self._emit(encode_header(name, REGULAR, size=size, **common))
+        if size <= CHUNK:
+            data = os.read(fd, size) if size else b""
+            if len(data) != size:
+                raise _changed(name)
+            self._emit(data)
+        else:
+            self._flush()
+            left = size
+            while left:
+                data = os.read(fd, min(left, CHUNK))
+                if not data:
+                    raise _changed(name)
+                self.tar_bytes += len(data)
+                self._out.write(data)
+                left -= len(data)
         pad = padding(size)
         if pad:
             self._emit(_ZEROS[:pad])
@@ -265,20 +308,19 @@ def opaque_xattr() -> str:
     return overlay_xattr_prefix() + "opaque"
 
 
-def _sorted_entries(path: bytes) -> list[os.DirEntry[bytes]]:
-    with os.scandir(path) as it:
-        entries = list(it)
-    entries.sort(key=lambda e: e.name)
-    return entries
+def _sorted_names(directory: int) -> list[bytes]:
+    """The names in an open directory, sorted bytewise."""
+    return sorted(os.fsencode(name) for name in os.listdir(directory))
 
 
-def layer_xattrs(path: bytes) -> tuple[list[tuple[str, bytes]], bool]:
-    """The xattrs of ``path`` a layer carries, and whether overlayfs marked the directory opaque.
+def layer_xattrs(path: bytes | int) -> tuple[list[tuple[str, bytes]], bool]:
+    """The xattrs of ``path`` (or of an open descriptor) a layer carries, and
+    whether overlayfs marked the directory opaque.
 
     overlayfs's own attributes (``trusted.overlay.*``, rootless ``user.overlay.*``)
     describe the upper directory, not the file: they never go into a layer.
     """
-    names = os.listxattr(path, follow_symlinks=False)
+    names = os.listxattr(path) if isinstance(path, int) else os.listxattr(path, follow_symlinks=False)
     if not names:
         return [], False
     opaque = False
@@ -287,13 +329,17 @@ def layer_xattrs(path: bytes) -> tuple[list[tuple[str, bytes]], bool]:
     for key in names:
         if key.startswith(prefix):
             if key == prefix + "opaque":
-                opaque = os.getxattr(path, key, follow_symlinks=False) == b"y"
+                opaque = _getxattr(path, key) == b"y"
             continue
-        out.append((key, os.getxattr(path, key, follow_symlinks=False)))
+        out.append((key, _getxattr(path, key)))
     return out, opaque
 
 
-def _xattrs(path: bytes) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
+def _getxattr(path: bytes | int, key: str) -> bytes:
+    return os.getxattr(path, key) if isinstance(path, int) else os.getxattr(path, key, follow_symlinks=False)
+
+
+def _xattrs(path: bytes | int) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
     """``layer_xattrs`` as a tar header takes them: encoded names, sorted, None for none."""
     xattrs, opaque = layer_xattrs(path)
     if not xattrs:

@@ -108,26 +108,28 @@ def _ustar_header(
     devmajor: bytes,
     devminor: bytes,
 ) -> bytes:
-    header = b"".join(
+    name, linkname = name[:100], linkname[:100]
+    fields = b"%07o\x00%s%s%s%s" % (mode, uid, gid, size, mtime)
+    devices = devmajor + devminor
+    # the checksum of the whole block: its zero padding adds nothing, the rest is constant
+    checksum = sum(name) + sum(fields) + typeflag[0] + sum(linkname) + sum(devices) + _CONSTANT_SUM
+    return b"".join(
         (
-            name[:100].ljust(100, b"\0"),
-            b"%07o\x00" % mode,
-            uid,
-            gid,
-            size,
-            mtime,
-            b"        ",
+            name.ljust(100, b"\0"),
+            fields,
+            b"%06o\x00 " % checksum,
             typeflag,
-            linkname[:100].ljust(100, b"\0"),
+            linkname.ljust(100, b"\0"),
             _USTAR_MAGIC,
             b"00",
             b"\0" * 64,  # uname, gname: numeric ids only
-            devmajor,
-            devminor,
+            devices,
             b"\0" * 167,  # prefix (unused: long names go to PAX) and padding
         )
     )
-    return b"%s%06o\x00 %s" % (header[:148], sum(header), header[156:])
+
+
+_CONSTANT_SUM = sum(b"        ") + sum(_USTAR_MAGIC) + sum(b"00")  # the checksum field counts as spaces
 
 
 _ZERO8 = b"0000000\x00"

@@ -250,3 +250,71 @@ def test_apply_reads_compressed_layers(rich_tree: Path, tmp_path: Path) -> None:
         stats = apply_layer(io.BytesIO(compressed), dest)
         assert describe(dest) == describe(rich_tree), tool
         assert stats.tar_bytes == len(data)
+
+
+def _reference_layer(tree: Path) -> bytes:
+    """The layer written the plain way: os.walk order rebuilt, whole files read, one buffer."""
+    from pybuild.oci._layers import OPAQUE_MARKER, WHITEOUT_PREFIX, _xattrs, is_whiteout
+    from pybuild.oci._tar_format import DIRECTORY, END_OF_ARCHIVE, HARDLINK, REGULAR, SYMLINK, encode_header, padding
+
+    out = bytearray()
+    links: dict[tuple[int, int], bytes] = {}
+
+    def walk(directory: bytes, prefix: bytes) -> None:
+        for base in sorted(os.listdir(directory)):
+            path, name = os.path.join(directory, base), prefix + base
+            st = os.lstat(path)
+            fields = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "mtime": st.st_mtime_ns // 10**9}
+            if is_whiteout(st):
+                out.extend(encode_header(prefix + WHITEOUT_PREFIX + base, REGULAR, **fields))
+                continue
+            xattrs, opaque = _xattrs(path)
+            if stat.S_ISDIR(st.st_mode):
+                out.extend(encode_header(name, DIRECTORY, xattrs=xattrs, **fields))
+                if opaque:
+                    out.extend(encode_header(name + b"/" + OPAQUE_MARKER, REGULAR, mode=0, mtime=fields["mtime"]))
+                walk(path, name + b"/")
+            elif st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
+                out.extend(encode_header(name, HARDLINK, linkname=links[(st.st_dev, st.st_ino)], **fields))
+            elif stat.S_ISREG(st.st_mode):
+                links.setdefault((st.st_dev, st.st_ino), name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                out.extend(encode_header(name, REGULAR, size=len(data), xattrs=xattrs, **fields))
+                out.extend(data + b"\0" * padding(len(data)))
+            elif stat.S_ISLNK(st.st_mode):
+                links.setdefault((st.st_dev, st.st_ino), name) if st.st_nlink > 1 else None
+                out.extend(encode_header(name, SYMLINK, linkname=os.readlink(path), xattrs=xattrs, **fields))
+
+    walk(os.fsencode(tree), b"")
+    return bytes(out + END_OF_ARCHIVE)
+
+
+def test_the_streamed_layer_is_the_plainly_written_one(tmp_path: Path, require_root: None) -> None:
+    tree = tmp_path / "tree"
+    for d in range(3):
+        (tree / f"d{d}" / "sub").mkdir(parents=True)
+        for f in range(40):  # enough small files to fill several chunks
+            (tree / f"d{d}" / "sub" / f"f{f}").write_bytes(os.urandom(f * 997))
+    (tree / "big").write_bytes(os.urandom(3 * (1 << 20) + 17))  # streamed past the buffer
+    os.link(tree / "d0" / "sub" / "f3", tree / "d2" / "hard")
+    os.symlink("d0/sub/f1", tree / "link")
+    os.setxattr(tree / "d1" / "sub" / "f5", "user.note", b"kept")
+    os.setxattr(tree / "d1", "trusted.overlay.opaque", b"y")
+    os.mknod(tree / "gone", stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    assert layer_bytes(tree) == _reference_layer(tree)
+
+
+def test_an_entry_that_cannot_be_read_is_named_by_its_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "bad").write_text("x")
+    real_read = os.read
+
+    def failing_read(fd: int, size: int) -> bytes:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/bad"):
+            raise OSError(5, "Input/output error")
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", failing_read)
+    with pytest.raises(StoreError, match=f"cannot read layer tree at {tmp_path}/a/b/bad: Input/output error"):
+        write_layer(tmp_path, io.BytesIO())
