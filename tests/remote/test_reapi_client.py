@@ -73,7 +73,7 @@ def test_a_blob_that_does_not_match_its_digest_is_refused(
     digest = reapi.Digest.of(data)
     remote.upload({digest: data})
     stored = cas_object(buildgrid_cas, digest)
-    stored.write_bytes(b"\0" + data[1:])  # a disk flipped a byte, or a server lies
+    stored.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # a disk flipped a byte, or a server lies (XOR: never the same byte)
     with pytest.raises(reapi.RemoteBlobCorrupt, match=f"does not match its digest {digest.hash[:16]}"):
         remote.read(digest)
     target = tmp_path / "out"
