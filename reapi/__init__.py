@@ -46,9 +46,15 @@ server by tests/remote/test_reapi_client.py):
   BOT_TERMINATING (4) get none (a draining worker reports BOT_TERMINATING).
 """
 
+import os
 from typing import TYPE_CHECKING
 
 from pybuild import _lazy
+
+# gRPC's own log lines ("I... chttp2_transport.cc ... GOAWAY" when a server closes a
+# connection) would sit between pybuild's one-line messages: only its errors are shown,
+# unless the user asks for more. Set before any module of this package imports grpc.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from ._api import RemoteApi as RemoteApi
 from ._digest import EMPTY as EMPTY
