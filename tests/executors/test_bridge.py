@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,6 +29,7 @@ from pybuild.executors import _netfiles as netfiles
 from pybuild.executors import _sandbox as sandbox
 from pybuild.executors import _netlink as netlink
 
+from .._peers import peer_unavailable
 from .test_network import outbound_address, serve_marker
 from .test_sandbox import sh
 
@@ -42,6 +44,8 @@ def has_iptables() -> bool:
 
 @pytest.fixture
 def bridged(require_root: None) -> None:
+    if shutil.which("iptables") is None:
+        peer_unavailable("iptables is not installed: the bridge falls back to slirp4netns", "iptables")
     if not has_iptables():
         pytest.skip("iptables is not usable here: the bridge falls back to slirp4netns")
     if not bridge.nameservers_for_bridge(Path("/etc/resolv.conf").read_text()):
