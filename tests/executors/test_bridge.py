@@ -460,3 +460,26 @@ def test_resolv_conf_behind_the_bridge_names_the_reachable_resolvers() -> None:
     assert text == "search example.org\noptions ndots:2\nnameserver 9.9.9.9\n"
     assert "nameserver 10.0.2.3" in netfiles.resolv_conf(host, "default").decode()
     assert netfiles.nameservers(host) == ["9.9.9.9"]
+
+
+IP_FORWARD_CHECK = textwrap.dedent("""
+    import sys
+    from pybuild.executors import _bridge as bridge
+    bridge.STATE_DIR = sys.argv[1]
+    forward = "/proc/sys/net/ipv4/ip_forward"
+    read = lambda: open(forward).read().strip()
+    with open(forward, "w") as f:
+        f.write("0")
+    bridge.make_bridge()
+    made = read()
+    bridge.remove_bridge()
+    print(made, read())
+""")
+
+
+def test_ip_forward_is_turned_on_only_while_the_bridge_lives(bridged, tmp_path) -> None:
+    """In a network namespace of its own (ip_forward and the rules are per namespace): pybuild
+    turns forwarding on for its bridge and back off with it, where Docker leaves it on."""
+    done = subprocess.run(["unshare", "--net", sys.executable, "-c", IP_FORWARD_CHECK, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0"]
