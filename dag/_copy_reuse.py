@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import stat
 import time
@@ -39,11 +38,12 @@ from pybuild.errors import StoreError
 if TYPE_CHECKING:
     from pybuild.cache import Root
 
-    from ._fileops import CopyReport, FileFacts
+    from ._fileops import CopyReport, DirFacts, FileFacts
 
 MANIFEST = "copy-files.json"
 _POINTER = "copy-reuse:"
-_VERSION = 1
+_HEADER = b"pybuild copy manifest 1\0"
+_FIELDS = 8  # origin, entry digest, then the facts: target, mode, uid, gid, mtime, size
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -96,30 +96,40 @@ def find(root: Root, key: str, entries: Mapping[str, str], lease: Callable[[list
 
 
 def manifest(report: CopyReport, entries: Mapping[str, str]) -> bytes:
-    """The manifest of a tree the copier reported on: each file's entry digest and facts."""
-    files = {origin: [entries[origin], *facts] for origin, facts in report.files.items() if origin in entries}
-    return json.dumps({"version": _VERSION, "files": files}, separators=(",", ":")).encode()
+    """The manifest of a tree the copier reported on: each file's entry digest and facts.
+
+    One NUL-separated record of eight fields per file (names cannot hold NUL),
+    cheaper to write and read than JSON for tens of thousands of files.
+    """
+    rows = [
+        "%s\0%s\0%s\0%d\0%d\0%d\0%d\0%d" % (origin, entries[origin], *facts)
+        for origin, facts in report.files.items()
+        if origin in entries
+    ]
+    return _HEADER + "\0".join(rows).encode("utf-8", "surrogateescape")
 
 
 def _read_manifest(data: bytes) -> dict[str, tuple[str, FileFacts]]:
-    """The manifest's files; whatever is malformed is left out (it is only a hint)."""
+    """The manifest's files; a malformed one is none (it is only a hint).
+
+    A target is not checked here: the copier reuses a file only where it would
+    write it itself, and ``link_reused`` checks each one it joins to a tree.
+    """
+    if not data.startswith(_HEADER):
+        return {}
+    fields = data[len(_HEADER) :].decode("utf-8", "surrogateescape").split("\0")
+    if len(fields) % _FIELDS:
+        return {}
     try:
-        document = json.loads(data)
+        numbers = [list(map(int, fields[k::_FIELDS])) for k in range(3, _FIELDS)]
     except ValueError:
         return {}
-    if not isinstance(document, dict) or document.get("version") != _VERSION or not isinstance(document.get("files"), dict):
-        return {}
-    out: dict[str, tuple[str, FileFacts]] = {}
-    for origin, row in document["files"].items():
-        if (
-            isinstance(row, list)
-            and len(row) == 7
-            and all(isinstance(v, str) for v in row[:2])
-            and all(type(v) is int for v in row[2:])
-            and _safe_target(row[1])
-        ):
-            out[origin] = (row[0], (row[1], row[2], row[3], row[4], row[5], row[6]))
-    return out
+    return {
+        origin: (entry, (target, mode, uid, gid, mtime, size))
+        for origin, entry, target, mode, uid, gid, mtime, size in zip(
+            fields[0::_FIELDS], fields[1::_FIELDS], fields[2::_FIELDS], *numbers, strict=True
+        )
+    }
 
 
 def _safe_target(target: str) -> bool:
@@ -128,18 +138,41 @@ def _safe_target(target: str) -> bool:
     return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
 
 
-def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str]) -> None:
-    """Hard-link each reused file from the earlier tree into ``upper``, where the copier
-    would have written it; ReuseFailed if one is not as the manifest says.
+def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str], dirs: Sequence[DirFacts] = ()) -> None:
+    """Finish in ``upper`` what the copier left out: make the directories ``dirs``
+    and hard-link each reused file from the earlier tree where the copier would
+    have written it; ReuseFailed if a file is not as the manifest says.
 
     Paths are walked one directory at a time without following symlinks, on both
-    sides; each directory linked into gets its times back (the copier set them).
+    sides.  The directories made here get their metadata last, the others linked
+    into get their times back (the copier set them).
     """
     wanted = sorted((reuse.reusable[origin] for origin in reused), key=lambda f: f[0].rpartition("/"))
+    if not all(_safe_target(path) for path in itertools.chain((f[0] for f in wanted), (d[0] for d in dirs))):
+        raise ReuseFailed("a path leaves the tree")
+    made = {facts[0]: facts for facts in dirs}
+    touched: dict[str, os.stat_result] = {}  # directory -> its times before
     old, new = _Dirs(reuse.tree), _Dirs(upper)
+
+    def changing(parent: str) -> int:
+        fd = new.fd(parent)
+        if parent not in made and parent not in touched:
+            touched[parent] = os.fstat(fd)
+        return fd
+
     try:
+        for target in sorted(made):  # parents first
+            parent, _, name = target.rpartition("/")
+            os.mkdir(name, 0o700, dir_fd=changing(parent))
         for parent, group in itertools.groupby(wanted, key=lambda f: f[0].rpartition("/")[0]):
-            _link_group(old.fd(parent), new.fd(parent), group)
+            _link_group(old.fd(parent), changing(parent), group)
+        for target, (_, mode, uid, gid, mtime) in made.items():
+            fd = new.fd(target)
+            os.chown(fd, uid, gid)  # first: a chown clears set-id bits
+            os.chmod(fd, mode)
+            os.utime(fd, ns=(mtime, mtime))
+        for parent, times in touched.items():
+            os.utime(new.fd(parent), ns=(times.st_atime_ns, times.st_mtime_ns))
     except OSError as error:
         raise ReuseFailed(f"{error.strerror}: {error.filename}") from None
     finally:
@@ -148,14 +181,12 @@ def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str]) -> None:
 
 
 def _link_group(old: int, new: int, group: Iterable[FileFacts]) -> None:
-    times = os.fstat(new)
     for target, *facts in group:
         name = target.rpartition("/")[2]
         st = os.stat(name, dir_fd=old, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode) or [stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size] != facts:
             raise ReuseFailed(f"{target} is not what the manifest says")
         os.link(name, name, src_dir_fd=old, dst_dir_fd=new, follow_symlinks=False)
-    os.utime(new, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 class _Dirs:

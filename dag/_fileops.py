@@ -42,6 +42,8 @@ MAX_SYMLINK_HOPS = 255
 # permission bits, uid, gid, mtime in ns, size).  Two copies of files with equal
 # content and equal facts are the same bytes in the same place of the tree.
 FileFacts = tuple[str, int, int, int, int, int]
+# A directory the same way: (target, permission bits, uid, gid, mtime in ns).
+DirFacts = tuple[str, int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,33 @@ class CopyReport:
 
     files: Mapping[str, FileFacts]
     reused: tuple[str, ...]
+    dirs: tuple[DirFacts, ...] = ()  # directories of reused files only, not made: the caller makes them
+
+
+class _LazyDir:
+    """A directory of a copy into a new tree (nothing of the image is there) made
+    only when something must be written into it through the overlay.
+
+    When a copy reuses files (``PlannedCopy.reusable``), a directory that holds
+    only reused files and such directories is not made here at all: the caller
+    makes it beside the links, after the overlay is gone, with the metadata
+    ``_finish`` would give it (overlayfs makes each directory through its work
+    directory, at many times the cost of a plain mkdir).
+    """
+
+    __slots__ = ("target", "parent", "made")
+
+    def __init__(self, target: str, parent: _LazyDir | None) -> None:
+        self.target = target
+        self.parent = parent
+        self.made = False
+
+    def make(self) -> None:
+        if not self.made:
+            if self.parent is not None:
+                self.parent.make()
+            os.mkdir(self.target, 0o700)
+            self.made = True
 
 
 class FileOpError(BuildError):
@@ -179,6 +208,7 @@ class _Copier:
         # source path -> facts of the files put in directories this copy made (None: not asked)
         self.files: dict[str, FileFacts] | None = {} if planned.report or planned.reusable else None
         self.reused: list[str] = []
+        self.lazy_dirs: list[DirFacts] = []  # directories left for the caller to make (see _LazyDir)
         self.origin = ""  # the copied directory's path relative to the source root, with a "/"
         self.selected: set[str] | None = None
         if planned.selected is not None:
@@ -221,6 +251,10 @@ class _Copier:
             return True
         relative = posixpath.relpath(source_path, self.planned.source_root)
         return relative == "." or relative in self.selected
+
+    def _selects(self, origin: str) -> bool:
+        """``_in_selection`` of a path already relative to the source root."""
+        return self.selected is None or origin in self.selected
 
     def matches(self) -> list[str]:
         root = self.planned.source_root
@@ -268,15 +302,17 @@ class _Copier:
         dest_dir_hint = dest.endswith("/") or len(sources) > 1
         for source in sources:
             self._copy_one(source, dest, dest_dir_hint)
-        return CopyReport(self.files, tuple(self.reused)) if self.files is not None else None
+        return CopyReport(self.files, tuple(self.reused), tuple(self.lazy_dirs)) if self.files is not None else None
 
-    def _copy_or_reuse(self, source: str, origin: str, target: str, st: os.stat_result) -> None:
+    def _copy_or_reuse(self, source: str, origin: str, target: str, st: os.stat_result, lazy: _LazyDir | None) -> None:
         """A new file, unless ``reusable`` says an earlier tree has it with the same facts."""
         assert self.files is not None
         facts = (target, self._mode(st), *self._ids(st), self._mtime_ns(st), st.st_size)
         if self.reusable.get(origin) == facts:
             self.reused.append(origin)
         else:
+            if lazy is not None:
+                lazy.make()
             self._copy_new_file(source, target, st)
         self.files[origin] = facts
 
@@ -338,13 +374,21 @@ class _Copier:
         self._copy_entry(source, target, st)
 
     def _copy_tree(
-        self, source_dir: str, target_dir: str, relative: str, *, fresh: bool = False, exclude_state: int = 0
+        self,
+        source_dir: str,
+        target_dir: str,
+        relative: str,
+        *,
+        fresh: bool = False,
+        exclude_state: int = 0,
+        lazy: _LazyDir | None = None,
     ) -> bool:
         """Copy the entries of ``source_dir``; True if any was copied.
 
         ``--exclude`` patterns are matched against each path relative to the
         copied source, with the state of its parent directory (see
-        ``DockerIgnore.check``), as fsutil's copier does.
+        ``DockerIgnore.check``), as fsutil's copier does.  ``lazy``: the
+        directory ``target_dir`` is not made yet (``_LazyDir``).
         """
         with os.scandir(source_dir) as entries:
             children = sorted(entries, key=lambda e: e.name)
@@ -352,10 +396,21 @@ class _Copier:
         for entry in children:
             child_relative = posixpath.join(relative, entry.name) if relative else entry.name
             excluded, child_state = self.excludes.check(child_relative, exclude_state) if self.excludes else (False, 0)
-            if not self._in_selection(entry.path):
+            if not self._selects(self.origin + child_relative):
                 continue
             st = entry.stat(follow_symlinks=False)
             target = posixpath.join(target_dir, entry.name)
+            if fresh and self.reusable and not self.excludes and stat.S_ISDIR(st.st_mode):
+                node = _LazyDir(target, lazy)
+                self._copy_tree(entry.path, target, child_relative, fresh=True, lazy=node)
+                if node.made:
+                    self._finish(target, st)
+                else:
+                    self.lazy_dirs.append((target, self._mode(st), *self._ids(st), self._mtime_ns(st)))
+                copied = True
+                continue
+            if lazy is not None and not (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
+                lazy.make()  # anything but a reusable file is written through the overlay
             if stat.S_ISDIR(st.st_mode):
                 if excluded and not self.excludes.could_include_below(child_relative):  # type: ignore[union-attr]  # excluded only with rules
                     continue
@@ -379,7 +434,7 @@ class _Copier:
                 if self.files is None:
                     self._copy_new_file(entry.path, target, st)
                 else:
-                    self._copy_or_reuse(entry.path, self.origin + child_relative, target, st)
+                    self._copy_or_reuse(entry.path, self.origin + child_relative, target, st, lazy)
             else:
                 self._copy_entry(entry.path, target, st)
             copied = True

@@ -737,9 +737,11 @@ class Worker:
             reports = await self.files.call(rootfs, mounts, apply_file_plan, FilePlan(tuple(steps)))
             await trio.to_thread.run_sync(_remove_mountpoints, Path(active.upper), self._lowers(base_chain))
             report = reports[0] if reported is not None and reports else None  # a reported copy is the only action
-            if report is not None and reuse is not None and report.reused:
+            if report is not None and reuse is not None and (report.reused or report.dirs):
                 try:
-                    await trio.to_thread.run_sync(_copy_reuse.link_reused, reuse, Path(active.upper), report.reused)
+                    await trio.to_thread.run_sync(
+                        _copy_reuse.link_reused, reuse, Path(active.upper), report.reused, report.dirs
+                    )
                 except _copy_reuse.ReuseFailed as error:
                     log.info("copying every file: the previous snapshot %s cannot be reused: %s", reuse.snapshot[:12], error)
                     retry = True

@@ -8,7 +8,6 @@ same diffID.  Each build here runs the real worker and file operations
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +59,8 @@ def make_context(context: Path) -> None:
     os.setxattr(context / "src" / "d1" / "e1" / "f1.txt", "user.origin", b"test")
     os.symlink("e0/f1.txt", context / "src" / "d2" / "link")
     os.link(context / "src" / "d2" / "e2" / "f3.txt", context / "src" / "d2" / "hard")
+    (context / "src" / "d1" / "empty").mkdir()
+    os.chmod(context / "src" / "d1" / "e0", 0o2750)
     for directory, _, _ in os.walk(context):  # times no build can make by accident
         os.utime(directory, ns=(3_000_000_000, 3_000_000_000))
 
@@ -136,6 +137,7 @@ async def test_one_changed_file_links_the_rest_and_gives_the_same_layer(roots, t
     assert (tree / "d1" / "e2" / "f3.txt").read_bytes() == b"changed"
     assert os.stat(tree / "d1" / "e2" / "f3.txt").st_nlink == 1
     assert os.stat(tree / "top.txt").st_nlink == 1  # the root directory was there: copied as before
+    assert sorted(os.listdir(tree / "d1" / "empty")) == [] and os.stat(tree / "d1" / "e0").st_mode & 0o7777 == 0o2750
     assert diff_id(tree) == await full_copy(tmp_path, context, COPY_TO_ROOT, 1)
 
 
@@ -219,14 +221,25 @@ async def test_a_later_step_writing_a_linked_file_leaves_both_snapshots_alone(ro
 # ---------------------------------------------------------------- the manifest and the links
 
 
-def test_a_manifest_keeps_only_well_formed_rows_with_safe_targets() -> None:
-    report = CopyReport({"a": ("/a", 0o644, 0, 0, 1, 2), "b/c": ("/x/c", 0o600, 1, 2, 3, 4), "gone": ("/g", 0, 0, 0, 0, 0)}, ())
-    data = json.loads(_copy_reuse.manifest(report, {"a": "sha256:1", "b/c": "sha256:2"}))
-    data["files"]["evil"] = ["sha256:3", "/x/../../etc/passwd", 0o644, 0, 0, 1, 2]
-    data["files"]["odd"] = ["sha256:4", "/y", "0644", 0, 0, 1, 2]
-    rows = _copy_reuse._read_manifest(json.dumps(data).encode())
-    assert rows == {"a": ("sha256:1", ("/a", 0o644, 0, 0, 1, 2)), "b/c": ("sha256:2", ("/x/c", 0o600, 1, 2, 3, 4))}
-    assert _copy_reuse._read_manifest(b"{not json") == {}
+def test_a_manifest_reads_back_what_was_written_and_nothing_malformed() -> None:
+    report = CopyReport({"a": ("/a", 0o644, 0, 0, 1, 2), "b/c\n d": ("/x/c\n d", 0o600, 1, 2, -3, 4), "gone": ("/g", 0, 0, 0, 0, 0)}, ())
+    data = _copy_reuse.manifest(report, {"a": "sha256:1", "b/c\n d": "sha256:2", "other": "sha256:3"})
+    rows = _copy_reuse._read_manifest(data)
+    assert rows == {"a": ("sha256:1", ("/a", 0o644, 0, 0, 1, 2)), "b/c\n d": ("sha256:2", ("/x/c\n d", 0o600, 1, 2, -3, 4))}
+    assert _copy_reuse._read_manifest(data[:-3]) == {}  # cut short
+    assert _copy_reuse._read_manifest(data.replace(b"\x00420\x00", b"\x00x\x00")) == {}  # not a number
+    assert _copy_reuse._read_manifest(data + b"\x00extra") == {}  # not whole records
+    assert _copy_reuse._read_manifest(b'{"version": 1}') == {}
+
+
+def test_a_path_leaving_the_tree_is_never_linked(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "upper").mkdir()
+    reuse = _copy_reuse.Reuse("s", tmp_path / "old", {"f": ("/../outside", 0o644, 0, 0, 0, 0)})
+    with pytest.raises(_copy_reuse.ReuseFailed, match="leaves the tree"):
+        _copy_reuse.link_reused(reuse, tmp_path / "upper", ["f"])
+    with pytest.raises(_copy_reuse.ReuseFailed, match="leaves the tree"):
+        _copy_reuse.link_reused(reuse, tmp_path / "upper", [], [("/a/../../b", 0o755, 0, 0, 0)])
 
 
 def test_links_never_follow_a_symlink_on_the_way(tmp_path: Path) -> None:
