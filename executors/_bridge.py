@@ -359,8 +359,11 @@ def make_bridge() -> None:
     subnet = choose_subnet(host_routes())
     with open(os.path.join(STATE_DIR, "subnet"), "w") as f:
         f.write(str(subnet))
-    _iptables_restore(rules(subnet))
-    if _read(_IP_FORWARD) != "1":
+    # Docker turns ip_forward on and leaves it; pybuild turns it back off with the bridge, and
+    # meanwhile forwards nothing but the bridge's traffic, as the host did not forward before.
+    turn_on = _read(_IP_FORWARD) != "1"
+    _iptables_restore(rules(subnet, only_the_bridge=turn_on))
+    if turn_on:
         with open(os.path.join(STATE_DIR, "forward"), "w") as f:
             f.write("0")
         _write(_IP_FORWARD, "1")
@@ -432,8 +435,10 @@ def _jump(parent: str, chain: str) -> tuple[str, ...]:
     return (*match, "-j", chain)
 
 
-def rules(subnet: ipaddress.IPv4Network) -> str:
-    """iptables-restore input (``--noflush``): pybuild's chains, and a jump to each at the top of its parent."""
+def rules(subnet: ipaddress.IPv4Network, only_the_bridge: bool = False) -> str:
+    """iptables-restore input (``--noflush``): pybuild's chains, and a jump to each at the top of its parent.
+
+    ``only_the_bridge``: every other forwarded packet is dropped (for a host that forwarded nothing)."""
     net, chain_in, chain_fwd, chain_nat = str(subnet), *(chain for _, _, chain in _chains())
     return "\n".join([
         "*filter",
@@ -448,6 +453,7 @@ def rules(subnet: ipaddress.IPv4Network) -> str:
         f"-A {chain_fwd} -i {BRIDGE} -j DROP",
         f"-A {chain_fwd} -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         f"-A {chain_fwd} -o {BRIDGE} -j DROP",
+        *([f"-A {chain_fwd} -j DROP"] if only_the_bridge else []),
         f"-I INPUT 1 {' '.join(_jump('INPUT', chain_in))}",
         f"-I FORWARD 1 {' '.join(_jump('FORWARD', chain_fwd))}",
         "COMMIT",

@@ -201,12 +201,15 @@ def private_bridge(bridged: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_bridge_and_rules_are_made_and_removed_whole(private_bridge) -> None:
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
     bridge.make_bridge()
     exists, chains = bridge_state()
     subnet = bridge._read_subnet()
     assert exists and f"-A {bridge.CHAIN_PREFIX}-INPUT -i {bridge.BRIDGE} -j DROP" in chains
     assert f"-A {bridge.CHAIN_PREFIX}-POSTROUTING -s {subnet} ! -o {bridge.BRIDGE} -j MASQUERADE" in chains
     assert f"-A INPUT -i {bridge.BRIDGE} -j {bridge.CHAIN_PREFIX}-INPUT" in chains
+    # A host that already forwards keeps forwarding what it did (Docker's containers ...).
+    assert (f"-A {bridge.CHAIN_PREFIX}-FORWARD -j DROP" in chains) == (not forwarding)
     bridge.remove_bridge()
     assert bridge_state() == (False, [])
     assert not os.path.exists(os.path.join(bridge.STATE_DIR, "subnet"))
@@ -472,8 +475,11 @@ IP_FORWARD_CHECK = textwrap.dedent("""
         f.write("0")
     bridge.make_bridge()
     made = read()
+    import subprocess
+    listing = subprocess.run(["iptables", "-w", "-S", "PYBUILD-FORWARD"], capture_output=True, text=True).stdout
+    others = "dropped" if "-A PYBUILD-FORWARD -j DROP" in listing.splitlines() else "forwarded"
     bridge.remove_bridge()
-    print(made, read())
+    print(made, others, read())
 """)
 
 
@@ -482,4 +488,5 @@ def test_ip_forward_is_turned_on_only_while_the_bridge_lives(bridged, tmp_path) 
     turns forwarding on for its bridge and back off with it, where Docker leaves it on."""
     done = subprocess.run(["unshare", "--net", sys.executable, "-c", IP_FORWARD_CHECK, str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "0"]
+    # While on, nothing but the bridge's traffic is forwarded: the host did not forward before.
+    assert done.stdout.split() == ["1", "dropped", "0"]
