@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import sys
 import tempfile
@@ -90,6 +91,14 @@ def two_workers(url: str, directory: Path, jobs: int) -> Iterator[list[WorkerPro
             worker.stop()
 
 
+def worker_times(workers: list[WorkerProcess]) -> tuple[float, float]:
+    """Medians over the chains' ``RUN true`` steps of the workers' own figures: the step's
+    run and the whole lease (``ran … (exit code 0, 0.05s, lease 0.09s)``)."""
+    found = re.compile(r"^ran RUN true \d+ \(exit code 0, ([0-9.]+)s.*, lease ([0-9.]+)s\)$")
+    pairs = [(float(m[1]), float(m[2])) for w in workers for line in w.lines("ran ") if (m := found.match(line))]
+    return median([p[0] for p in pairs]), median([p[1] for p in pairs])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -120,6 +129,7 @@ def main() -> None:
                     total = timed(chain(40, unique()), *extra)
                     results.setdefault(f"per RUN step, {where}", []).append((total - single) / 39)
             spread = {w.name: len(w.lines("ran ")) for w in workers}
+            step, lease = worker_times(workers)
     finally:
         engines.cleanup()
     rows = {name: median(values) for name, values in results.items()}
@@ -129,6 +139,7 @@ def main() -> None:
         print(f"| {name} | {value:.3f} |")
     added = rows["per RUN step, remote"] - rows["per RUN step, local"]
     print(f"| remote execution's overhead per RUN step (remote - local) | {added:.3f} |")
+    print(f"| of which on the worker: the step itself / the whole lease (its reads and uploads too), medians of `RUN true` | {step:.3f} / {lease:.3f} |")
     print(f"\nsteps each worker ran: {spread}; target for the overhead: under 0.100 s "
           f"({'met' if added < 0.1 else 'not met'}); load average at the end: {os.getloadavg()[0]:.1f}")
 
