@@ -3,10 +3,11 @@
 Selection follows BuildKit: a source is cleaned as an absolute path, so
 ``../x`` and ``/x`` both mean ``x`` at the context root; a source element may
 hold ``*``, ``?`` and ``[...]`` wildcards (Go's ``filepath.Match``, one path
-element each); a directory selects its subtree; a symlink named by a source
-is followed, but only inside the context (an absolute target or ``..`` stops
-at the context root), while symlinks met inside a selected directory are
-kept as symlinks.  Paths `.dockerignore` excludes do not exist, and COPY
+element each); a directory selects its subtree; a symlink named by a source,
+or standing for one of its directories, is followed, but only inside the
+context (an absolute target or ``..`` stops at the context root), and is an
+entry itself, under the path where it really is; symlinks met inside a
+selected directory are kept as symlinks.  Paths `.dockerignore` excludes do not exist, and COPY
 ``--exclude`` patterns apply relative to each matched source.
 
 Each selected entry gets a digest of its relative path's type, permission
@@ -402,10 +403,11 @@ class _Job:
             self.reads.seen(rel, st)
         return st
 
-    def resolve(self, parts: Sequence[str], follow_final: bool) -> str | None:
+    def resolve(self, parts: Sequence[str], follow_final: bool, followed: list[str] | None = None) -> str | None:
         """Resolve a path inside the context as if the context were ``/``: each
         symlink is followed (``..`` and absolute targets stop at the context
-        root).  None if it does not exist; the result holds no symlinks."""
+        root).  None if it does not exist; the result holds no symlinks.
+        ``followed`` gets where each symlink followed is (a path without symlinks)."""
         current: list[str] = []
         remaining = list(reversed(parts))
         links = 0
@@ -431,6 +433,8 @@ class _Job:
                 target = os.readlink(os.path.join(self.context_dir, rel))
                 if self.reads is not None:
                     self.reads.whole(rel, st, target)
+                if followed is not None:
+                    followed.append(rel)
                 if target.startswith("/"):
                     current = []
                 remaining.extend(reversed(target.split("/")))
@@ -534,8 +538,7 @@ class _Job:
 
     def add_root(self, match: ContextPath) -> None:
         if match.path != match.resolved:
-            # the symlink the source named is part of what is copied, too
-            self._add_single(match.path)
+            self._add_links(match)
         rel = match.resolved
         if rel in self.walked:
             return
@@ -585,6 +588,24 @@ class _Job:
             raise self._error(rel, error) from None
         finally:
             os.close(parent_fd)
+
+    def _add_links(self, match: ContextPath) -> None:
+        """Entries for the symlinks a source went through: those its directories
+        crossed, then the one it named, each where it really is.  The named path
+        cannot be opened as it is when a directory of it is a symlink, as every
+        open refuses to follow one; when none is, this is the named symlink
+        alone, as it always was."""
+        parts = match.path.split("/")
+        crossed: list[str] = []
+        parent = self.resolve(parts[:-1], follow_final=True, followed=crossed) if len(parts) > 1 else "."
+        if parent is None:  # it resolved a moment ago
+            raise _changed(match.path)
+        named = parts[-1] if parent == "." else f"{parent}/{parts[-1]}"
+        if named != match.resolved:  # else the name is no symlink: only its directories were
+            crossed.append(named)
+        for rel in crossed:
+            if rel not in self.entries:
+                self._add_single(rel)
 
     def _add_single(self, rel: str) -> None:
         parts = rel.split("/")

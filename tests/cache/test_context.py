@@ -190,6 +190,76 @@ def test_wildcards_do_not_descend_through_symlinked_directories(ctx: Path) -> No
     assert [m.path for m in sel.root_paths["*/main.py"]] == ["src/main.py"]
 
 
+def test_a_source_through_a_symlinked_directory_is_followed(ctx: Path) -> None:
+    make_tree(ctx, {"lib/inner/f.txt": "f", "lib/inner/flink": "->f.txt", "alias": "->lib", "chain": "->alias", "absolute": "->/lib"})
+    h = hasher(ctx)
+    direct = h.select(["lib/inner/f.txt"]).entries["lib/inner/f.txt"]
+    for source in ("alias/inner/f.txt", "absolute/inner/f.txt", "alias/../alias/inner/f.txt"):
+        sel = h.select([source])
+        assert sel.root_paths[source][0].resolved == "lib/inner/f.txt"
+        assert sel.entries["lib/inner/f.txt"] == direct
+    assert set(h.select(["alias/inner/f.txt"]).entries) == {"alias", "lib/inner/f.txt"}
+    assert set(h.select(["alias/inner/*.txt"]).entries) == {"alias", "lib/inner/f.txt"}
+    assert set(h.select(["alias/inner"]).entries) == {"alias", "lib/inner", "lib/inner/f.txt", "lib/inner/flink"}
+    # every link on the way counts, each where it really is: the named one too
+    chained = h.select(["chain/inner/flink"])
+    assert chained.root_paths["chain/inner/flink"] == (ContextPath("chain/inner/flink", "lib/inner/f.txt", "file"),)
+    assert set(chained.entries) == {"chain", "alias", "lib/inner/flink", "lib/inner/f.txt"}
+    assert set(h.select(["alias/*/flink"]).entries) == {"alias", "lib/inner/flink", "lib/inner/f.txt"}
+
+
+def test_a_named_symlink_in_a_plain_directory_is_its_only_link_entry(ctx: Path) -> None:
+    # as it always was (cache keys of such builds must not move): a chain it starts is not added
+    make_tree(ctx, {"first": "->second", "second": "->src/main.py"})
+    assert set(hasher(ctx).select(["first"]).entries) == {"first", "src/main.py"}
+
+
+def test_what_a_symlinked_directory_leads_to_counts(ctx: Path) -> None:
+    make_tree(ctx, {"lib/inner/f.txt": "f", "lib2/inner/f.txt": "f", "alias": "->lib"})
+    h = hasher(ctx)
+    before = h.select(["alias/inner/f.txt"])
+    (ctx / "lib/inner/f.txt").write_text("g")
+    edited = h.select(["alias/inner/f.txt"])
+    assert diff_entries(before.entries, edited.entries).modified == ("lib/inner/f.txt",)
+    os.unlink(ctx / "alias")
+    os.symlink("lib2", ctx / "alias")
+    moved = h.select(["alias/inner/f.txt"])
+    changes = diff_entries(edited.entries, moved.entries)
+    assert changes.modified == ("alias",) and changes.added == ("lib2/inner/f.txt",)
+    assert len({before.digest(), edited.digest(), moved.digest()}) == 3
+
+
+def test_a_symlinked_directory_never_leads_out_of_the_context(ctx: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret")
+    os.symlink(outside, ctx / "abs-out")  # means <context>/<tmp_path>/outside
+    os.symlink("../../../../outside", ctx / "src" / "up-out")  # climbs to the context root only
+    h = hasher(ctx)
+    for source in ("abs-out/secret.txt", "src/up-out/secret.txt", "abs-out/*.txt", "src/up-out"):
+        with pytest.raises(ContextError) as info:
+            h.select([source])
+        assert "not found" in str(info.value) or "no files match" in str(info.value)
+    make_tree(ctx, {"outside/secret.txt": "context's own"})
+    sel = h.select(["src/up-out/secret.txt"])
+    assert sel.root_paths["src/up-out/secret.txt"][0].resolved == "outside/secret.txt"
+    assert set(sel.entries) == {"src/up-out", "outside/secret.txt"}
+    assert sel.entries["outside/secret.txt"] == h.select(["outside/secret.txt"]).entries["outside/secret.txt"]
+    (outside / "secret.txt").write_text("host secret, changed")
+    assert h.select(["src/up-out/secret.txt"]).digest() == sel.digest(), "the file outside is never read"
+
+
+def test_a_symlinked_directory_swapped_for_one_leading_out_is_not_followed(ctx: Path, tmp_path: Path) -> None:
+    make_tree(ctx, {"lib/f.txt": "f", "alias": "->lib"})
+    (tmp_path / "f.txt").write_text("host")
+    select = hasher(ctx).select
+    assert select(["alias/f.txt"]).root_paths["alias/f.txt"][0].resolved == "lib/f.txt"
+    os.unlink(ctx / "alias")
+    os.symlink(tmp_path, ctx / "alias")
+    with pytest.raises(ContextError):
+        select(["alias/f.txt"])
+
+
 # -- what the digest depends on ----------------------------------------------
 
 
@@ -444,6 +514,18 @@ def test_reads_note_followed_links_crossed_directories_and_absent_paths(ctx: Pat
     assert reads.paths["."].whole and isinstance(reads.paths["."].content, tuple)  # a wildcard lists the root
     assert reads.paths["docs"].whole and reads.paths["docs"].content == ("guide.md",)
     assert reads.absent == {"gone"}  # made later, it would match
+
+
+def test_reads_note_a_symlinked_directory_a_source_crossed_and_its_target(ctx: Path) -> None:
+    make_tree(ctx, {"lib/inner/f.txt": "f", "alias": "->lib"})
+    reads = _reads(ctx, ["alias/inner/f.txt"])
+    assert reads.paths["alias"].whole and reads.paths["alias"].content == "lib"  # retargeting it changes what is copied
+    assert reads.paths["alias"].stat.st_ino == os.lstat(ctx / "alias").st_ino
+    assert reads.paths["lib"].stat.st_ino == os.lstat(ctx / "lib").st_ino  # the directory it leads to
+    assert not reads.paths["lib/inner"].whole
+    assert reads.paths["lib/inner/f.txt"].whole
+    assert not any(rel.startswith("alias/") for rel in reads.paths)  # only paths without symlinks in them
+    assert reads.consistent
 
 
 def test_reads_of_a_path_seen_in_two_states_are_not_consistent(ctx: Path) -> None:
