@@ -155,13 +155,17 @@ class Lease:
         try:
             os.makedirs(os.path.join(STATE_DIR, "addr"), 0o700, exist_ok=True)
             os.makedirs(os.path.join(STATE_DIR, "user"), 0o700, exist_ok=True)
+            refused = _refused_for(zygote)
+            if refused:  # once per pybuild process: a host that refuses does not change its mind
+                raise BridgeUnavailable(refused)
             with _global_lock():
                 if not _in_use() or netlink.link_index(BRIDGE) is None:
                     remove_bridge()  # what a killed pybuild may have left
                     try:
                         make_bridge()
-                    except BaseException:
+                    except BaseException as e:
                         remove_bridge()
+                        _remember_refusal(zygote, str(e))
                         raise
                 subnet = _read_subnet()
                 _ensure_keeper(zygote)
@@ -232,6 +236,39 @@ class Lease:
         if self.host_netns >= 0:
             os.close(self.host_netns)
             self.host_netns = -1
+
+
+def _refusal_path(zygote: int) -> str:
+    return os.path.join(STATE_DIR, "refused", _process_key(zygote))
+
+
+def _refused_for(zygote: int) -> str:
+    """Why making the bridge failed for an earlier step of this zygote ("" if it did not)."""
+    try:
+        with open(_refusal_path(zygote)) as f:
+            return f.read() or "refused"
+    except FileNotFoundError:
+        return ""
+
+
+def _remember_refusal(zygote: int, reason: str) -> None:
+    """Later steps of the zygote go straight to slirp4netns; the files of zygotes that have
+    ended are removed here, so the directory holds at most the live ones."""
+    directory = os.path.join(STATE_DIR, "refused")
+    try:
+        os.makedirs(directory, 0o700, exist_ok=True)
+        for name in os.listdir(directory):
+            pid = name.partition("-")[0]
+            try:
+                alive = pid.isdigit() and _process_key(int(pid)) == name
+            except OSError:
+                alive = False
+            if not alive:
+                os.unlink(os.path.join(directory, name))
+        with open(_refusal_path(zygote), "w") as f:
+            f.write(reason)
+    except OSError:
+        pass
 
 
 def _take_address(subnet: ipaddress.IPv4Network) -> tuple[int, int]:

@@ -249,6 +249,19 @@ def test_no_iptables_means_no_bridge(private_bridge, tmp_path, monkeypatch) -> N
     monkeypatch.setenv("PATH", path)
     assert bridge_state() == (False, [])
     assert not os.path.exists(os.path.join(bridge.STATE_DIR, "subnet"))
+    # The same process's later steps do not try again (each try costs iptables processes),
+    # even now that iptables would answer; another process tries afresh.
+    with pytest.raises(bridge.BridgeUnavailable, match="iptables"):
+        bridge.Lease.take(os.getpid())
+    assert bridge_state() == (False, [])
+    other = subprocess.Popen(["sleep", "2"])
+    keeper = os.path.join(bridge.STATE_DIR, "user", bridge._process_key(other.pid))
+    lease = bridge.Lease.take(other.pid)
+    lease.release()
+    os.close(lease.lock_fd)
+    assert bridge_state()[0]
+    other.wait()
+    assert settled_state(keeper)[1] == (False, [])
 
 
 def test_a_partial_state_is_removed_rule_by_rule(private_bridge) -> None:
