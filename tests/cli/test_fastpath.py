@@ -160,6 +160,27 @@ def test_a_changed_symlink_target(root: Path, project: Path) -> None:
     changed_build(root, project, old)
 
 
+def test_a_retargeted_or_replaced_symlinked_directory_a_source_crosses(root: Path, tmp_path: Path) -> None:
+    context = tmp_path / "linked"
+    for version in ("v1", "v2"):
+        (context / version / "inner").mkdir(parents=True)
+        (context / version / "inner" / "f.txt").write_text(f"{version}\n")
+    os.symlink("v1", context / "current")
+    (context / "Dockerfile").write_text("FROM busybox\nCOPY current/inner/f.txt /f.txt\n")
+    old = first_build(root, context, "-t", "linked")
+    assert read_image_file(root, "linked", "/f.txt") == "v1\n"
+    os.unlink(context / "current")
+    os.symlink("v2", context / "current")
+    retargeted = changed_build(root, context, old, "-t", "linked")
+    assert read_image_file(root, "linked", "/f.txt") == "v2\n"
+    assert answered(root, context, "-t", "linked") == retargeted
+    (context / "v2").rename(context / "v2-old")  # the link stays, the directory it names is another one
+    (context / "v2" / "inner").mkdir(parents=True)
+    (context / "v2" / "inner" / "f.txt").write_text("v3\n")
+    changed_build(root, context, retargeted, "-t", "linked")
+    assert read_image_file(root, "linked", "/f.txt") == "v3\n"
+
+
 def test_a_new_and_a_removed_file_in_a_copied_directory(root: Path, project: Path) -> None:
     old = first_build(root, project, "-t", "app:3")
     (project / "src" / "sub" / "new.txt").write_text("new\n")
