@@ -536,8 +536,11 @@ class _Step:
 
 
 def _zygote_environ() -> dict[str, str]:
-    """The zygote's whole environment: nothing of the caller's but an asked-for volatile overlay."""
+    """The zygote's whole environment: nothing of the caller's but the choices made through
+    pybuild's own variables (volatile overlays, the network driver), as they are now."""
     environ = {"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"}
     if volatile_uppers_requested():
         environ["PYBUILD_VOLATILE_OVERLAYS"] = "1"
+    if "PYBUILD_NETWORK_DRIVER" in os.environ:
+        environ["PYBUILD_NETWORK_DRIVER"] = os.environ["PYBUILD_NETWORK_DRIVER"]
     return environ
