@@ -50,18 +50,11 @@ from ._index import ImageRecord as ImageRecord
 from ._index import Lease as Lease
 from ._index import StatKey as StatKey
 from ._index import Tag as Tag
-from ._prune import PruneResult as PruneResult
-from ._prune import Usage as Usage
-from ._prune import disk_usage as disk_usage
-from ._prune import prune as prune
 from ._root import Root as Root
 from ._root import default_root_path as default_root_path
 from ._snapshots import ActiveSnapshot as ActiveSnapshot
 from ._snapshots import DirSnapshotter as DirSnapshotter
 from ._snapshots import Snapshotter as Snapshotter
-from ._tarctx import TarContext as TarContext
-from ._tarctx import extract_context_tar as extract_context_tar
-from ._tarctx import open_tar_context as open_tar_context
 from ._writeback import open_with_writeback as open_with_writeback
 
 __all__ = [
@@ -109,11 +102,22 @@ __all__ = [
 
 # The conformance checks are for tests of other implementations: loaded on first use.
 _LAZY = {name: "._conformance" for name in ("check_cache_index", "check_content_store", "check_snapshotter")}
+# Pruning and disk usage are their own commands: a build never prunes.
+_LAZY |= {name: "._prune" for name in ("PruneResult", "Usage", "disk_usage", "prune")}
+# A context sent as a tar (``-`` or a tar file) is rare; tarfile loads with it.
+_LAZY |= {name: "._tarctx" for name in ("TarContext", "extract_context_tar", "open_tar_context")}
 
 
 if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._conformance import check_cache_index as check_cache_index
     from ._conformance import check_content_store as check_content_store
     from ._conformance import check_snapshotter as check_snapshotter
+    from ._prune import PruneResult as PruneResult
+    from ._prune import Usage as Usage
+    from ._prune import disk_usage as disk_usage
+    from ._prune import prune as prune
+    from ._tarctx import TarContext as TarContext
+    from ._tarctx import extract_context_tar as extract_context_tar
+    from ._tarctx import open_tar_context as open_tar_context
 
 __getattr__ = _lazy.lazy_getattr(__name__, _LAZY)

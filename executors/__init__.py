@@ -35,9 +35,6 @@ from pybuild import _lazy
 
 from ._caps import DOCKER_DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPABILITIES
 from ._cgroups import memory_limit_unavailable as memory_limit_unavailable
-from ._cdi import CdiEdits as CdiEdits
-from ._cdi import CdiRegistry as CdiRegistry
-from ._cdi import load_cdi_registry as load_cdi_registry
 from ._passwd import parse_group as parse_group
 from ._passwd import parse_passwd as parse_passwd
 from ._protocol import Executor as Executor
@@ -78,6 +75,8 @@ _LAZY |= {name: "._containers_store" for name in (
 )}
 # ``pybuild logs`` cuts a container's log frames into lines.
 _LAZY |= {name: "._containers_log" for name in ("Frame", "iter_lines")}
+# CDI device specs (RUN --device) are read only when a step asks for a device.
+_LAZY |= {name: "._cdi" for name in ("CdiEdits", "CdiRegistry", "load_cdi_registry")}
 # Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
 _LAZY["load_seccomp_profile"] = "._seccomp"
 # What this machine can run (native, QEMU through binfmt_misc): asked only for a foreign platform.
@@ -90,6 +89,9 @@ _LAZY |= {name: "._binfmt" for name in (
 if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._binfmt import EmulationError as EmulationError
     from ._caller import NamespaceRootfsCaller as NamespaceRootfsCaller
+    from ._cdi import CdiEdits as CdiEdits
+    from ._cdi import CdiRegistry as CdiRegistry
+    from ._cdi import load_cdi_registry as load_cdi_registry
     from ._cpu import cpu_budget as cpu_budget
     from ._cpu import cpu_limiter as cpu_limiter
     from ._cpu import run_cpu_bound as run_cpu_bound

@@ -16,9 +16,12 @@ MAX_INSTRUCTION_SIZE characters; parsing takes time and memory linear in the
 input.
 """
 
+from typing import TYPE_CHECKING
+
+from pybuild import _lazy
+
 from ._dump import dump as dump
 from ._dump import go_quote as go_quote
-from ._format import format_ast as format_ast
 from ._heredoc import chomp_content as chomp_content
 from ._heredoc import parse_marker as parse_marker
 from ._instructions import Add as Add
@@ -60,6 +63,14 @@ from ._scanner import MAX_INSTRUCTION_SIZE as MAX_INSTRUCTION_SIZE
 from ._scanner import MAX_INSTRUCTIONS as MAX_INSTRUCTIONS
 from ._shell import ShellLex as ShellLex
 from ._shell import WordResult as WordResult
+
+# Writing instructions back as Dockerfile text is for tools and tests: a build never does.
+_LAZY = {"format_ast": "._format"}
+
+if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
+    from ._format import format_ast as format_ast
+
+__getattr__ = _lazy.lazy_getattr(__name__, _LAZY)
 
 
 def parse(text: str | bytes, file: str = "Dockerfile") -> Dockerfile:

@@ -9,7 +9,6 @@ scope of each stage.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -685,6 +684,8 @@ class UnknownInstruction(_Invalid):
 def parse_node(node: Node) -> Instruction:
     parser = PARSERS.get(node.keyword)
     if parser is None:
+        import difflib  # only for the hint of a misspelt instruction
+
         guess = difflib.get_close_matches(node.keyword, list(PARSERS), n=1)
         hint = f"did you mean {guess[0].upper()}?" if guess else "see the Dockerfile reference for the instruction list"
         raise UnknownInstruction(f"unknown instruction: {node.keyword.upper()}", hint=hint)

@@ -8,7 +8,6 @@ sandbox, and write only into the directory they are given.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 from pathlib import Path
@@ -85,6 +84,8 @@ class RemoteFetcher:
             raise BuildError(f"failed to load {source.url}: {reason}", hint="is the host reachable?") from None
         os.chmod(target, 0o600)
         if modified:
+            import email.utils  # only a download with Last-Modified needs its date parser
+
             parsed = email.utils.parsedate_to_datetime(modified)
             if parsed is not None:
                 stamp = parsed.timestamp()

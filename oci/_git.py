@@ -29,11 +29,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import trio
-
 from pybuild.errors import BuildError
 
-from . import _network
 from ._urls import join_userinfo, redact_urls
 
 
@@ -172,6 +169,8 @@ def git_environment(home: Path) -> dict[str, str]:
         GIT_ASKPASS="/bin/false",
         SSH_ASKPASS="/bin/false",
     )
+    from . import _network  # loaded with the first fetch: checking a source at conversion needs none of it
+
     env.update(_network.git_low_speed_env(_network.default_limits()))  # a stalled transfer fails, as ADD http does
     return env
 
@@ -269,6 +268,8 @@ class _Git:
         self.env = env
 
     async def __call__(self, args: list[str], what: str | None = None) -> str:
+        import trio  # loaded already by whoever runs this coroutine; `pybuild check` converts without it
+
         result = await trio.run_process(
             [*self.prefix, *args], env=self.env, stdin=b"", capture_stdout=True, capture_stderr=True, check=False
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,54 @@ def test_a_local_build_loads_nothing_of_remote_execution() -> None:
     """What `pybuild build` imports without a remote flag leaves reapi, gRPC and protobuf alone."""
     done = subprocess.run([sys.executable, "-c", LOCAL_BUILD_PROBE], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# What a plain local build never needs: the CDI specs (RUN --device), pruning, a context sent as a
+# tar, rewriting a Dockerfile, the hint for a misspelt instruction, HTTP dates of ADD <url>.
+NOT_IN_A_PLAIN_BUILD = (
+    "pybuild.executors._cdi",
+    "pybuild.cache._prune",
+    "pybuild.cache._tarctx",
+    "tarfile",
+    "pybuild.grammar._format",
+    "difflib",
+    "email.utils",
+)
+
+PLAIN_BUILD_PROBE = """
+import sys
+from pybuild.cli.main import main
+code = main(["build", "-q", "-t", "probe:lazy", sys.argv[1]])
+print(code, "pybuild.dag._worker" in sys.modules, [m for m in sys.argv[2:] if m in sys.modules])
+"""
+
+
+def test_a_plain_local_build_loads_only_what_it_uses(tmp_path: Path) -> None:
+    """A cold build pays for every import: the modules of rare paths load only on those paths."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    (context / "a").write_text("a\n")
+    env = {**os.environ, "PYBUILD_ROOT": str(tmp_path / "root")}
+    probe = [sys.executable, "-c", PLAIN_BUILD_PROBE, str(context), *NOT_IN_A_PLAIN_BUILD]
+    done = subprocess.run(probe, capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.splitlines()[-1] == "0 True []"  # it built, through the worker, loading none of them
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY a /a\nFORM scratch\n")
+    done = subprocess.run(probe, capture_output=True, text=True, check=True, env=env)
+    assert "did you mean FROM?" in done.stderr  # the deferred imports still load where they are used
+    assert "difflib" in done.stdout
+
+
+CHECK_PROBE = """
+import sys
+from pybuild.cli.main import main
+code = main(["check", sys.argv[1]])
+print(code, "pybuild.oci._git" in sys.modules, "trio" in sys.modules, "pybuild.oci._network" in sys.modules)
+"""
+
+
+def test_checking_a_git_source_loads_neither_trio_nor_the_network_limits(tmp_path: Path) -> None:
+    """`pybuild check` converts an ADD of a git URL (its URL and ref are checked) without fetching it."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nADD https://example.com/repo.git#v1.0 /src\n")
+    done = subprocess.run([sys.executable, "-c", CHECK_PROBE, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "0 True False False"
