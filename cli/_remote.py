@@ -8,7 +8,10 @@ of the remote machinery is imported.
 
 Every server is asked for its capabilities before the build starts, so an
 unreachable cluster is one error (or, with ``--remote-fallback=local``, one
-warning and a local build) instead of a failure halfway.
+warning and a local build) instead of a failure halfway.  With an executor the
+factory carries the rule saying which RUN steps stay here
+(``dag.remote.remote_runner_factory``): the build asks for an emulator only for
+foreign-platform steps that do, as the cluster's workers run their own platform.
 """
 
 from __future__ import annotations
