@@ -45,9 +45,12 @@ class LayerChains:
         """The snapshots of ``diff_ids`` (bottom first), top first; missing ones unpacked."""
         from pybuild.oci import chain_ids
 
+        ids = chain_ids(list(diff_ids))
+        if ids and (whole := self._whole(ids[-1], len(ids), lease)) is not None:
+            return whole
         chain: list[str] = []
         parent: str | None = None
-        for diff_id, chain_id in zip(diff_ids, chain_ids(list(diff_ids))):
+        for diff_id, chain_id in zip(diff_ids, ids):
             snapshot = self._snapshot(diff_id, chain_id, parent, fetch, lease)
             chain.append(snapshot)
             parent = snapshot
@@ -56,6 +59,26 @@ class LayerChains:
     def remember(self, diff_ids: Sequence[str], snapshots_top_first: Sequence[str]) -> None:
         """A step's new layer on its input chain: later Actions naming that chain use the snapshot."""
         self.store.remember_chain(list(diff_ids), list(reversed(snapshots_top_first)))
+
+    def _whole(self, chain_id: str, length: int, lease: Lease) -> tuple[str, ...] | None:
+        """The chain's snapshots (top first) when its top is here, else None.
+
+        A chain's snapshot has the snapshots of its shorter chains as parents (every
+        snapshot is committed on its parent chain's), so one walk down from the top
+        finds them all: a step on a long chain costs one walk, not one per layer."""
+        from pybuild.errors import StoreError
+
+        top = self.store.snapshot_of_chain(chain_id)
+        if top is None:
+            return None
+        try:
+            chain = self.root.snapshots.chain(top)
+        except StoreError:  # pruned meanwhile: made again layer by layer
+            return None
+        if len(chain) != length:
+            return None
+        lease.add(list(chain))  # leased, then checked again: a prune either kept them or took them
+        return chain if self.root.snapshots.exists(top) else None
 
     def _snapshot(self, diff_id: str, chain_id: str, parent: str | None, fetch: FetchLayer, lease: Lease) -> str:
         with self._guard:

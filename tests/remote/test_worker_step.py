@@ -117,6 +117,26 @@ async def test_a_step_on_the_layer_a_step_made_here_downloads_nothing(bench: Ben
     assert _members(tar)["copy"] == b"one\n"
 
 
+async def test_a_chain_whose_lower_snapshot_was_pruned_is_made_again_layer_by_layer(bench: Bench) -> None:
+    first = await bench.runner(_lease(bench, "echo one > /one", "l1"))
+    assert first.result is not None
+    made = first.result.output("layer.tar")
+    assert made is not None
+    diff_id = "sha256:" + made.digest.hash
+    base_snapshot = bench.steps.store.snapshot_of_chain(bench.base)
+    assert base_snapshot is not None and bench.steps.root.snapshots.remove(base_snapshot)
+    op = ExecOp(rootfs="base", args=("/bin/sh", "-c", "cat /one /bin/busybox > /dev/null && cat /one > /copy"), env=(PATH,), cwd="/", user="root")
+    step = remote_step(op, "sha256:" + "c" * 64, "linux/amd64", {"base": (diff_id, bench.base)})
+    encoded = encode_step(step, {bench.base: bench.base_size, diff_id: made.digest.size_bytes})
+    bench.remote.upload(dict(encoded.blobs))
+    second = await bench.runner(Assigned("l2", encoded.action_digest, encoded.action))
+    assert second.result is not None and second.result.exit_code == 0, bench.log
+    # busybox again, unpacked under its old name (its chain ID): the snapshot of "one" is whole again
+    assert bench.steps.chains.downloaded == 2
+    tar = bench.remote.read(second.result.output("layer.tar").digest)  # type: ignore[union-attr]
+    assert _members(tar)["copy"] == b"one\n"
+
+
 async def test_a_failing_step_is_a_result_with_its_exit_code(bench: Bench) -> None:
     finished = await bench.runner(_lease(bench, "echo broken >&2; exit 3"))
     assert finished.status == 0 and finished.result is not None
