@@ -45,6 +45,8 @@ _POINTER = "copy-reuse:"
 _HEADER = b"pybuild copy manifest 1\0"
 _FIELDS = 8  # origin, entry digest, then the facts: target, mode, uid, gid, mtime, size
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -138,21 +140,25 @@ def _safe_target(target: str) -> bool:
     return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
 
 
-def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str], dirs: Sequence[DirFacts] = ()) -> None:
-    """Finish in ``upper`` what the copier left out: make the directories ``dirs``
-    and hard-link each reused file from the earlier tree where the copier would
-    have written it; ReuseFailed if a file is not as the manifest says.
+def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyReport) -> None:
+    """Do in ``upper`` what the copier left out (``PlannedCopy.defer``): make the
+    directories ``report.dirs``, hard-link each reused file from the earlier tree
+    and copy each of ``report.copies`` from ``source`` where the copier would
+    have written it; ReuseFailed if anything is not as expected.
 
-    Paths are walked one directory at a time without following symlinks, on both
-    sides.  The directories made here get their metadata last, the others linked
+    Paths are walked one directory at a time without following symlinks, on every
+    side.  The directories made here get their metadata last, the others written
     into get their times back (the copier set them).
     """
-    wanted = sorted((reuse.reusable[origin] for origin in reused), key=lambda f: f[0].rpartition("/"))
-    if not all(_safe_target(path) for path in itertools.chain((f[0] for f in wanted), (d[0] for d in dirs))):
+    linked = [reuse.reusable[origin] for origin in report.reused] if reuse is not None else []
+    copies = [(origin, report.files[origin]) for origin in report.copies]
+    paths = itertools.chain((f[0] for f in linked), (f[0] for _, f in copies), (d[0] for d in report.dirs))
+    if not all(_safe_target(path) for path in paths) or not all(_safe_target("/" + origin) for origin, _ in copies):
         raise ReuseFailed("a path leaves the tree")
-    made = {facts[0]: facts for facts in dirs}
+    made = {facts[0]: facts for facts in report.dirs}
     touched: dict[str, os.stat_result] = {}  # directory -> its times before
-    old, new = _Dirs(reuse.tree), _Dirs(upper)
+    # the context's own path may be a symlink (the bind mount resolved it too); nothing below it is followed
+    old, new, src = _Dirs(reuse.tree if reuse is not None else upper), _Dirs(upper), _Dirs(Path(os.path.realpath(source)))
 
     def changing(parent: str) -> int:
         fd = new.fd(parent)
@@ -164,8 +170,11 @@ def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str], dirs: Sequence
         for target in sorted(made):  # parents first
             parent, _, name = target.rpartition("/")
             os.mkdir(name, 0o700, dir_fd=changing(parent))
-        for parent, group in itertools.groupby(wanted, key=lambda f: f[0].rpartition("/")[0]):
+        for parent, group in itertools.groupby(sorted(linked, key=_place), key=lambda f: _place(f)[0]):
             _link_group(old.fd(parent), changing(parent), group)
+        for origin, facts in sorted(copies, key=lambda c: c[0].rpartition("/")):
+            parent, _, name = facts[0].rpartition("/")
+            _copy_file(src.fd("/" + origin.rpartition("/")[0]), origin.rpartition("/")[2], changing(parent), name, facts)
         for target, (_, mode, uid, gid, mtime) in made.items():
             fd = new.fd(target)
             os.chown(fd, uid, gid)  # first: a chown clears set-id bits
@@ -178,6 +187,34 @@ def link_reused(reuse: Reuse, upper: Path, reused: Sequence[str], dirs: Sequence
     finally:
         old.close()
         new.close()
+        src.close()
+
+
+def _place(facts: FileFacts) -> tuple[str, str, str]:
+    return facts[0].rpartition("/")
+
+
+def _copy_file(source_dir: int, source_name: str, target_dir: int, name: str, facts: FileFacts) -> None:
+    """One file as the copier's ``_copy_new_file`` writes it, from a source opened without following a link."""
+    from ._fileops import copy_xattrs
+
+    _, mode, uid, gid, mtime, _ = facts
+    src = os.open(source_name, _READ_FLAGS, dir_fd=source_dir)
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise ReuseFailed(f"{source_name} is no longer a regular file")
+        dst = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=target_dir)
+        try:
+            while os.sendfile(dst, src, None, 1 << 30):
+                pass
+            os.fchown(dst, uid, gid)  # first: a chown drops file capabilities
+            copy_xattrs(src, dst)
+            os.fchmod(dst, mode)
+            os.utime(dst, ns=(mtime, mtime))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def _link_group(old: int, new: int, group: Iterable[FileFacts]) -> None:

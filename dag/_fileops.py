@@ -59,6 +59,10 @@ class PlannedCopy:
     # would get the same facts again is not copied but reported, to be hard-linked.
     reusable: Mapping[str, FileFacts] | None = None
     report: bool = False  # report the facts of each copied file (for a later reuse)
+    # Leave the directories of a new tree (nothing of the image there) and their
+    # regular files to the caller, who makes them in the upper dir after the
+    # overlay is gone (``CopyReport.dirs`` and ``copies``): see ``_LazyDir``.
+    defer: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,18 +81,20 @@ class CopyReport:
 
     files: Mapping[str, FileFacts]
     reused: tuple[str, ...]
-    dirs: tuple[DirFacts, ...] = ()  # directories of reused files only, not made: the caller makes them
+    dirs: tuple[DirFacts, ...] = ()  # directories left out: the caller makes them
+    copies: tuple[str, ...] = ()  # files left out (source paths): the caller copies them from the source
 
 
 class _LazyDir:
     """A directory of a copy into a new tree (nothing of the image is there) made
     only when something must be written into it through the overlay.
 
-    When a copy reuses files (``PlannedCopy.reusable``), a directory that holds
-    only reused files and such directories is not made here at all: the caller
-    makes it beside the links, after the overlay is gone, with the metadata
-    ``_finish`` would give it (overlayfs makes each directory through its work
-    directory, at many times the cost of a plain mkdir).
+    With ``PlannedCopy.defer``, a directory that holds only regular files and
+    such directories is not made here at all, nor are those files: the caller
+    makes the directory after the overlay is gone, with the metadata ``_finish``
+    would give it, and copies (or links, ``reusable``) the files into it the way
+    ``_copy_new_file`` does.  overlayfs makes each file and directory through its
+    work directory, at several times the cost of doing it in the upper dir.
     """
 
     __slots__ = ("target", "parent", "made")
@@ -209,6 +215,7 @@ class _Copier:
         self.files: dict[str, FileFacts] | None = {} if planned.report or planned.reusable else None
         self.reused: list[str] = []
         self.lazy_dirs: list[DirFacts] = []  # directories left for the caller to make (see _LazyDir)
+        self.copies: list[str] = []  # their files to copy, left to the caller too
         self.origin = ""  # the copied directory's path relative to the source root, with a "/"
         self.selected: set[str] | None = None
         if planned.selected is not None:
@@ -302,7 +309,9 @@ class _Copier:
         dest_dir_hint = dest.endswith("/") or len(sources) > 1
         for source in sources:
             self._copy_one(source, dest, dest_dir_hint)
-        return CopyReport(self.files, tuple(self.reused), tuple(self.lazy_dirs)) if self.files is not None else None
+        if self.files is None:
+            return None
+        return CopyReport(self.files, tuple(self.reused), tuple(self.lazy_dirs), tuple(self.copies))
 
     def _copy_or_reuse(self, source: str, origin: str, target: str, st: os.stat_result, lazy: _LazyDir | None) -> None:
         """A new file, unless ``reusable`` says an earlier tree has it with the same facts."""
@@ -310,9 +319,9 @@ class _Copier:
         facts = (target, self._mode(st), *self._ids(st), self._mtime_ns(st), st.st_size)
         if self.reusable.get(origin) == facts:
             self.reused.append(origin)
+        elif lazy is not None:
+            self.copies.append(origin)
         else:
-            if lazy is not None:
-                lazy.make()
             self._copy_new_file(source, target, st)
         self.files[origin] = facts
 
@@ -327,7 +336,7 @@ class _Copier:
                     pass
                 uid, gid = self._ids(st)
                 os.fchown(dst, uid, gid)  # first: a chown drops file capabilities
-                _copy_xattrs(src, dst)
+                copy_xattrs(src, dst)
                 os.fchmod(dst, self._mode(st))
                 mtime = self._mtime_ns(st)
                 os.utime(dst, ns=(mtime, mtime))
@@ -400,7 +409,7 @@ class _Copier:
                 continue
             st = entry.stat(follow_symlinks=False)
             target = posixpath.join(target_dir, entry.name)
-            if fresh and self.reusable and not self.excludes and stat.S_ISDIR(st.st_mode):
+            if fresh and self.planned.defer and self.files is not None and not self.excludes and stat.S_ISDIR(st.st_mode):
                 node = _LazyDir(target, lazy)
                 self._copy_tree(entry.path, target, child_relative, fresh=True, lazy=node)
                 if node.made:
@@ -410,7 +419,7 @@ class _Copier:
                 copied = True
                 continue
             if lazy is not None and not (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
-                lazy.make()  # anything but a reusable file is written through the overlay
+                lazy.make()  # anything but a plain file is written through the overlay
             if stat.S_ISDIR(st.st_mode):
                 if excluded and not self.excludes.could_include_below(child_relative):  # type: ignore[union-attr]  # excluded only with rules
                     continue
@@ -467,7 +476,7 @@ class _Copier:
             return  # sockets are not copied, as in BuildKit
         self._finish(target, st)
         if stat.S_ISREG(st.st_mode):
-            _copy_xattrs(source, target)  # after the chown, which would drop file capabilities
+            copy_xattrs(source, target)  # after the chown, which would drop file capabilities
 
 
 def _exclude_rules(patterns: tuple[str, ...]) -> DockerIgnore | None:
@@ -480,7 +489,7 @@ def _exclude_rules(patterns: tuple[str, ...]) -> DockerIgnore | None:
         raise FileOpError(error.message, hint=error.hint) from None
 
 
-def _copy_xattrs(source: str | int, target: str | int) -> None:
+def copy_xattrs(source: str | int, target: str | int) -> None:
     """User xattrs and file capabilities, as BuildKit copies them (paths or descriptors)."""
     by_path = {"follow_symlinks": False}
     try:

@@ -732,18 +732,24 @@ class Worker:
                 is_context = action.source is not None and isinstance(self.definition.ops[action.source], LocalSource)
                 selected = tuple(selection.entries) if selection is not None else None
                 reusable = reuse.reusable if reuse is not None else None
-                steps.append(PlannedCopy(action, target, is_context, selected, reusable, report=reported is not None))
+                steps.append(
+                    PlannedCopy(
+                        action, target, is_context, selected, reusable,
+                        report=reported is not None, defer=reported is not None and reuse_allowed,
+                    )
+                )
             rootfs = Rootfs(self._lowers(base_chain), str(active.upper), str(active.work))
             reports = await self.files.call(rootfs, mounts, apply_file_plan, FilePlan(tuple(steps)))
             await trio.to_thread.run_sync(_remove_mountpoints, Path(active.upper), self._lowers(base_chain))
             report = reports[0] if reported is not None and reports else None  # a reported copy is the only action
-            if report is not None and reuse is not None and (report.reused or report.dirs):
+            if report is not None and (report.reused or report.dirs or report.copies):
+                source_path = Path(self.context.path) if self.context is not None else None
                 try:
-                    await trio.to_thread.run_sync(
-                        _copy_reuse.link_reused, reuse, Path(active.upper), report.reused, report.dirs
-                    )
+                    if source_path is None:
+                        raise _copy_reuse.ReuseFailed("no context")
+                    await trio.to_thread.run_sync(_copy_reuse.finish_copy, reuse, Path(active.upper), source_path, report)
                 except _copy_reuse.ReuseFailed as error:
-                    log.info("copying every file: the previous snapshot %s cannot be reused: %s", reuse.snapshot[:12], error)
+                    log.info("copying every file through the overlay: %s", error)
                     retry = True
             if report is not None and reported is not None and not retry:
                 data = _copy_reuse.manifest(report, reported.entries)

@@ -39,9 +39,11 @@ class _Sha:
         return len(data)
 
 
-def diff_id(tree: Path) -> str:
+def diff_id(tree: Path, mtime: int | None = None) -> str:
+    """``mtime``: the clamp of rewrite-timestamp; the directory a copy makes gets the time its
+    last entry was made (in any path), so only a clamp makes two copies into a new one equal."""
     sink = _Sha()
-    write_layer(tree, sink)  # type: ignore[arg-type]  # it only writes
+    write_layer(tree, sink, mtime=mtime)  # type: ignore[arg-type]  # it only writes
     return "sha256:" + sink.hash.hexdigest()
 
 
@@ -68,7 +70,8 @@ def make_context(context: Path) -> None:
 class Builder:
     """One root; ``build`` runs the Dockerfile and returns the snapshot id of each step."""
 
-    def __init__(self, path: Path, context: Path) -> None:
+    def __init__(self, path: Path, context: Path, *, classic: bool = False) -> None:
+        self.classic = classic  # every file copied through the overlay, as before reuse existed
         path.parent.mkdir(parents=True, exist_ok=True)
         self.root = Root.open(path)
         self.context = context
@@ -82,6 +85,8 @@ class Builder:
             context=Context(self.context, ContextHasher(self.context, DockerIgnore(), self.root.index)),
             step_ids=step_ids(plan, "Dockerfile"),
         )
+        if self.classic:
+            worker._reported_copy = lambda digest, op: None  # type: ignore[method-assign]  # no report: no reuse, nothing deferred
         try:
             results = await Solver(plan.definition, worker).solve([plan.target.op])
         finally:
@@ -114,9 +119,10 @@ def changed(path: Path, data: bytes) -> None:
 
 
 async def full_copy(tmp_path: Path, context: Path, dockerfile: str, n: int, **options: object) -> str:
-    builder = Builder(tmp_path / f"full{n}" / "root", context)
+    builder = Builder(tmp_path / f"full{n}" / "root", context, classic=True)
     try:
-        return diff_id(builder.tree((await builder.build(dockerfile, **options))[-1]))
+        epoch = options.get("source_date_epoch")
+        return diff_id(builder.tree((await builder.build(dockerfile, **options))[-1]), epoch if isinstance(epoch, int) else None)
     finally:
         builder.close()
 
@@ -170,7 +176,18 @@ async def test_a_new_destination_directory_and_source_date_epoch(roots, tmp_path
     assert os.stat(tree / "app" / "d2" / "e2" / "f1.txt").st_nlink == 2
     st = os.stat(tree / "app" / "d2" / "e2" / "f1.txt")
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime) == (0o640, 7, 8, 1_700_000_000)
-    assert diff_id(tree) == await full_copy(tmp_path, context, dockerfile, 3, source_date_epoch=1_700_000_000)
+    assert diff_id(tree, 1_700_000_000) == await full_copy(tmp_path, context, dockerfile, 3, source_date_epoch=1_700_000_000)
+
+
+async def test_a_first_copy_leaves_files_and_directories_to_the_worker_with_the_same_result(roots, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    reusing, context = roots
+    for dockerfile, options in ((COPY_TO_ROOT, {}), ("FROM scratch\nCOPY --chown=3:4 src/ /new/dir/\n", {"source_date_epoch": 1_600_000_000})):
+        fresh = Builder(tmp_path / f"fresh-{len(options)}" / "root", context)
+        try:
+            tree = fresh.tree((await fresh.build(dockerfile, **options))[-1])
+            assert diff_id(tree, options.get("source_date_epoch")) == await full_copy(tmp_path, context, dockerfile, 5 + len(options), **options)
+        finally:
+            fresh.close()
 
 
 async def test_another_chmod_is_a_full_copy(roots) -> None:  # type: ignore[no-untyped-def]
@@ -237,25 +254,30 @@ def test_a_path_leaving_the_tree_is_never_linked(tmp_path: Path) -> None:
     (tmp_path / "upper").mkdir()
     reuse = _copy_reuse.Reuse("s", tmp_path / "old", {"f": ("/../outside", 0o644, 0, 0, 0, 0)})
     with pytest.raises(_copy_reuse.ReuseFailed, match="leaves the tree"):
-        _copy_reuse.link_reused(reuse, tmp_path / "upper", ["f"])
+        _copy_reuse.finish_copy(reuse, tmp_path / "upper", tmp_path, CopyReport({}, ("f",)))
     with pytest.raises(_copy_reuse.ReuseFailed, match="leaves the tree"):
-        _copy_reuse.link_reused(reuse, tmp_path / "upper", [], [("/a/../../b", 0o755, 0, 0, 0)])
+        _copy_reuse.finish_copy(None, tmp_path / "upper", tmp_path, CopyReport({}, (), ((("/a/../../b", 0o755, 0, 0, 0)),)))
+    with pytest.raises(_copy_reuse.ReuseFailed, match="leaves the tree"):
+        _copy_reuse.finish_copy(None, tmp_path / "upper", tmp_path, CopyReport({"../x": ("/x", 0o644, 0, 0, 0, 1)}, (), (), ("../x",)))
 
 
-def test_links_never_follow_a_symlink_on_the_way(tmp_path: Path) -> None:
-    old, outside = tmp_path / "old", tmp_path / "outside"
-    (old / "d").mkdir(parents=True)
-    outside.mkdir()
+def test_links_and_copies_never_follow_a_symlink_on_the_way(tmp_path: Path) -> None:
+    old, outside, upper, context = tmp_path / "old", tmp_path / "outside", tmp_path / "upper", tmp_path / "ctx"
+    for directory in (old / "d", outside, upper, context):
+        directory.mkdir(parents=True)
     (old / "d" / "f").write_text("x")
-    upper_real = tmp_path / "upper-real"
-    upper_real.mkdir()
-    os.symlink(outside, upper_real / "d")
+    (outside / "secret").write_text("secret")
+    os.symlink(outside, upper / "d")
+    os.symlink(outside, context / "s")
     st = os.stat(old / "d" / "f")
     reuse = _copy_reuse.Reuse("s", old, {"f": ("/d/f", st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_size)})
     with pytest.raises(_copy_reuse.ReuseFailed):
-        _copy_reuse.link_reused(reuse, upper_real, ["f"])
-    assert list(outside.iterdir()) == []
-    (upper_real / "d").unlink()
-    (upper_real / "d").mkdir()
-    _copy_reuse.link_reused(reuse, upper_real, ["f"])
-    assert os.stat(upper_real / "d" / "f").st_ino == st.st_ino
+        _copy_reuse.finish_copy(reuse, upper, context, CopyReport({}, ("f",)))
+    assert list(outside.iterdir()) == [outside / "secret"]
+    (upper / "d").unlink()
+    (upper / "d").mkdir()
+    with pytest.raises(_copy_reuse.ReuseFailed):  # the source through a symlink of the context
+        _copy_reuse.finish_copy(None, upper, context, CopyReport({"s/secret": ("/d/g", 0o644, 0, 0, 0, 6)}, (), (), ("s/secret",)))
+    assert not (upper / "d" / "g").exists()
+    _copy_reuse.finish_copy(reuse, upper, context, CopyReport({}, ("f",)))
+    assert os.stat(upper / "d" / "f").st_ino == st.st_ino
