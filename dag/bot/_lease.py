@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 INLINE_OUTPUT = 64 << 10  # stdout/stderr up to this size also go inline (the client then reads no blob)
 MESSAGE_LIMIT = 4 << 20  # step.json, the Command and Directory messages are small: a bigger one is refused
 KEY_VERSION = b"pybuild-worker/v1\0"
+SMALL_LAYER = 1 << 20  # a layer tar up to this size goes up with the step's small blobs, in one call
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class LeaseRunner:
     async def __call__(self, lease: Assigned) -> Finished:
         started = trio.current_time()
         try:
-            leased = await trio.to_thread.run_sync(self._read, lease)
+            leased = await self._read(lease)
             description = _describe(leased.step)
             self.say(f"running {description} (lease {lease.lease_id})")
             outcome = await self.steps.run(leased.step, leased.key, self._fetcher(leased), description, leased.timeout)
@@ -98,24 +99,29 @@ class LeaseRunner:
 
     # ------------------------------------------------------------ in
 
-    def _read(self, lease: Assigned) -> LeasedStep:
+    async def _read(self, lease: Assigned) -> LeasedStep:
         from pybuild import reapi
 
         from ..remote import SANDBOX_VERSION, STEP_FILE, BadStep, check_command, decode_step, layer_path
 
-        action = lease.action or reapi.parse_action(self._small(lease.action_digest, "the Action"))
-        check_command(reapi.parse_command(self._small(action.command_digest, "the Command")))
-        root = reapi.parse_directory(self._small(action.input_root_digest, "the input root"))
+        action = lease.action or reapi.parse_action((await self._small((lease.action_digest, "the Action")))[0])
+        # the Command and the input root at once, then step.json and the layers directory: two round trips
+        command, listing = await self._small((action.command_digest, "the Command"), (action.input_root_digest, "the input root"))
+        check_command(reapi.parse_command(command))
+        root = reapi.parse_directory(listing)
         files = {node.name: node.digest for node in root.files}
         if STEP_FILE not in files:
             raise BadStep(f"the input root has no {STEP_FILE}")
-        data = self._small(files[STEP_FILE], STEP_FILE)
-        step = decode_step(data)
         directories = {node.name: node.digest for node in root.directories}
-        layer_files: dict[str, Digest] = {}
+        wanted = [(files[STEP_FILE], STEP_FILE)]
         if "layers" in directories:
-            listing = reapi.parse_directory(self._small(directories["layers"], "the layers directory"))
-            layer_files = {node.name: node.digest for node in listing.files}
+            wanted.append((directories["layers"], "the layers directory"))
+        read = await self._small(*wanted)
+        data = read[0]
+        step = decode_step(data)
+        layer_files: dict[str, Digest] = {}
+        if len(read) > 1:
+            layer_files = {node.name: node.digest for node in reapi.parse_directory(read[1]).files}
         layers = {}
         for diff_id in step.diff_ids():
             name = layer_path(diff_id).split("/", 1)[1]
@@ -127,12 +133,26 @@ class LeaseRunner:
         key = "sha256:" + hashlib.sha256(KEY_VERSION + SANDBOX_VERSION.encode() + b"\0" + data).hexdigest()
         return LeasedStep(step, key, layers, action.timeout_seconds or None)
 
-    def _small(self, digest: Digest, what: str) -> bytes:
+    async def _small(self, *wanted: tuple[Digest, str]) -> list[bytes]:
+        """Small messages (each checked by digest as it is read), read at once, in order;
+        the first error is raised as itself."""
         from ..remote import BadStep
 
-        if digest.size_bytes > MESSAGE_LIMIT:
-            raise BadStep(f"{what} is {digest.size_bytes} bytes: more than a pybuild step ever sends")
-        return self.remote.read(digest)
+        for digest, what in wanted:
+            if digest.size_bytes > MESSAGE_LIMIT:
+                raise BadStep(f"{what} is {digest.size_bytes} bytes: more than a pybuild step ever sends")
+        found: list[bytes | Exception] = [b""] * len(wanted)
+
+        async def read(index: int, digest: Digest) -> None:
+            try:
+                found[index] = await trio.to_thread.run_sync(self.remote.read, digest)
+            except Exception as error:  # raised below, not as a group
+                found[index] = error
+
+        async with trio.open_nursery() as nursery:
+            for index, (digest, _) in enumerate(wanted):
+                nursery.start_soon(read, index, digest)
+        return [_raised(item) for item in found]
 
     def _fetcher(self, leased: LeasedStep) -> Callable[[str, Path], None]:
         def fetch(diff_id: str, path: Path) -> None:
@@ -157,16 +177,23 @@ class LeaseRunner:
             layer_digest = reapi.Digest(layer.diff_id.split(":", 1)[1], layer.size)
             report = _put(result_json(RemoteResult(layer.diff_id, layer.empty)), blobs)
             outputs = [reapi.OutputFile(LAYER_OUTPUT, layer_digest, False), reapi.OutputFile(RESULT_OUTPUT, report, False)]
-        missing = self.remote.find_missing([*blobs, *([layer_digest] if layer_digest else [])])
-        if layer_digest is not None and layer_digest in missing and outcome.layer is not None:
-            self.remote.upload_file(layer_digest, outcome.layer.path)
-        wanted = {digest: data for digest, data in blobs.items() if digest in missing}
-        if wanted:
-            self.remote.upload(wanted)
+        if layer_digest is not None and outcome.layer is not None:
+            if layer_digest.size_bytes <= SMALL_LAYER:
+                blobs[layer_digest] = outcome.layer.path.read_bytes()  # ``upload`` hashes it again
+            elif layer_digest in self.remote.find_missing([layer_digest]):
+                self.remote.upload_file(layer_digest, outcome.layer.path)
+        # small blobs go up in one batch, present or not: asking first would cost a round trip more
+        self.remote.upload(blobs)
         return reapi.ActionResult(
             exit_code=outcome.exit_code, output_files=tuple(outputs), stdout_digest=stdout, stderr_digest=stderr,
             stdout_raw=_inline(outcome.stdout), stderr_raw=_inline(outcome.stderr), worker=self.name,
         )
+
+
+def _raised(item: bytes | Exception) -> bytes:
+    if isinstance(item, Exception):
+        raise item
+    return item
 
 
 def _inline(data: bytes) -> bytes:

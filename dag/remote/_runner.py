@@ -391,19 +391,19 @@ class RemoteRunner:
             raise BadStep(f"the result has no {LAYER_OUTPUT} and {RESULT_OUTPUT}")
         if report.digest.size_bytes > _REPORT_LIMIT:  # never read what another machine says unbounded
             raise BadStep(f"{RESULT_OUTPUT} is {report.digest.size_bytes} bytes")
-        said = decode_result(await self._call(remote.read, report.digest))
         diff_id = "sha256:" + layer_file.digest.hash
-        if said.diff_id != diff_id:
-            raise BadStep(f"{RESULT_OUTPUT} names layer {said.diff_id}, but {LAYER_OUTPUT} is {diff_id}")
-        base = op.rootfs if isinstance(op, ExecOp) else op.base
-        base_chain = inputs[base].chain if base else ()
-        await self.local.ensure_local(base_chain)
         # a forced rerun (--no-cache) must not fold into the snapshot it replaces (as the Worker's)
         snapshot_id = key.key.split(":", 1)[1] if not op.ignore_cache else os.urandom(16).hex()
         scratch = self.root.tmp_dir("remote-layer-")
         try:
             tar = scratch / LAYER_OUTPUT
-            await self._call(remote.download, layer_file.digest, tar)  # checks the sha256 and the size
+            # both at once (one round trip), each checked by its sha256 and size; nothing is applied before
+            said = decode_result(await self._read_and_download(remote, report.digest, layer_file.digest, tar))
+            if said.diff_id != diff_id:
+                raise BadStep(f"{RESULT_OUTPUT} names layer {said.diff_id}, but {LAYER_OUTPUT} is {diff_id}")
+            base = op.rootfs if isinstance(op, ExecOp) else op.base
+            base_chain = inputs[base].chain if base else ()
+            await self.local.ensure_local(base_chain)
 
             def unpack() -> str:
                 active = self.root.snapshots.new_active()
@@ -427,11 +427,35 @@ class RemoteRunner:
         plain = Layer(diff_id, diff_id, size, layer_media_type(Compression.NONE))
         await trio.to_thread.run_sync(self.local.layers.adopt, layer, plain)
         self._plain[layer] = (diff_id, size)
+        self._uploaded.add((id(remote), layer_file.digest))  # read from there just now: a next step's input is not asked for
         from pybuild.cache import CacheRecord
 
         now = time.time()
         await trio.to_thread.run_sync(self.root.index.record, key.key, CacheRecord(snapshot_id=layer, created=now, last_used=now))
         return Result(output_key(key.key, layer), chain=(layer, *base_chain), layer=layer, cached=cached, created=now)
+
+    async def _read_and_download(self, remote: RemoteApi, blob: Digest, layer: Digest, path: Path) -> bytes:
+        """``blob``'s bytes, with ``layer`` downloaded to ``path`` meanwhile; the first error raised as itself."""
+        read: list[bytes | Exception] = []
+
+        async def read_blob() -> None:
+            try:
+                read.append(await self._call(remote.read, blob))
+            except Exception as error:  # raised below, not as a group
+                read.append(error)
+
+        failed: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_blob)
+            try:
+                await self._call(remote.download, layer, path)
+            except Exception as error:
+                failed = error
+        if isinstance(read[0], Exception):
+            raise read[0]
+        if failed is not None:
+            raise failed
+        return read[0]
 
     # ------------------------------------------------------------ results into the action caches
 
@@ -524,13 +548,15 @@ class RemoteRunner:
 
     async def _upload(self, remote: RemoteApi, blobs: Mapping[Digest, bytes], files: Mapping[Digest, Path]) -> None:
         """Put what the CAS misses of ``blobs`` and ``files`` there, each blob once per build."""
-        wanted = [d for d in (*blobs, *files) if (id(remote), d) not in self._uploaded]
+        small = {d: data for d, data in blobs.items() if (id(remote), d) not in self._uploaded}
+        wanted = [d for d in files if (id(remote), d) not in self._uploaded]
+        # the few small messages go up in one batch, present or not: asking first costs a round trip
+        if small:
+            await self._call(remote.upload, small)
+            self._uploaded.update((id(remote), d) for d in small)
         if not wanted:
             return
         missing = await self._call(remote.find_missing, wanted)
-        small = {d: data for d, data in blobs.items() if d in missing}
-        if small:
-            await self._call(remote.upload, small)
         for digest, path in files.items():
             if digest not in missing:
                 continue
