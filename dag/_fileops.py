@@ -346,6 +346,7 @@ class _Copier:
             os.close(src)
 
     def _copy_one(self, source: str, dest: str, dest_dir_hint: bool) -> None:
+        name = posixpath.basename(source)  # a followed symlink is copied under its own name (fsutil's Base(src))
         if self.action.follow_symlinks and os.path.islink(source):
             source = resolve_in(self.planned.source_root, posixpath.relpath(source, self.planned.source_root))
             if not os.path.lexists(source):
@@ -374,7 +375,7 @@ class _Copier:
             directory = existing
             if self.action.create_dest_path:
                 _mkdir_parents(directory, self.owner, self.action.mtime)
-            target = posixpath.join(directory, posixpath.basename(source))
+            target = posixpath.join(directory, name)
         else:
             parent = resolve_in("/", posixpath.dirname(dest) or "/")
             if self.action.create_dest_path:

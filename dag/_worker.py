@@ -18,10 +18,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._layers import SnapshotLayerStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SOURCE_MOUNTS = "/.pybuild-sources"
 OUTPUT_TAIL_LINES = 20
@@ -187,7 +188,7 @@ class Worker:
             explain["network"] = op.network
             for mount in op.mounts:
                 if mount.kind == "bind" and mount.source and isinstance(self.definition.ops[mount.source], LocalSource):
-                    whole = await trio.to_thread.run_sync(self.context.hasher.whole) if self.context else None
+                    whole = await run_cpu_bound(self.context.hasher.whole) if self.context else None
                     if whole is not None:
                         contents[f"bind:{mount.target}"] = whole.digest()
         for name, dependency in _named_inputs(op):
@@ -203,7 +204,7 @@ class Worker:
             f"{action.src.rstrip('/')}/{pattern}" for pattern in action.include_patterns
         ]
         hasher = self.context.hasher
-        return await trio.to_thread.run_sync(
+        return await run_cpu_bound(
             lambda: hasher.select(
                 sources, excludes=list(action.exclude_patterns), allow_empty_wildcard=action.allow_empty_wildcard
             )
@@ -329,7 +330,7 @@ class Worker:
         await trio.to_thread.run_sync(self.lease.add, [layer])
         if await trio.to_thread.run_sync(self.root.snapshots.exists, layer):
             # here already -- from an earlier import -- but only if it is that very layer
-            if await trio.to_thread.run_sync(self.layers.diff_id, layer) != record.layer.diff_id:
+            if await run_cpu_bound(self.layers.diff_id, layer) != record.layer.diff_id:
                 raise BuildError(f"its record names snapshot {layer[:12]}, which holds another layer here")
             await trio.to_thread.run_sync(self._record_remote, record, layer)
             del self.pending_remote[layer]
@@ -347,7 +348,7 @@ class Worker:
             self.root.snapshots.commit(active, parent, snapshot_id=layer)
             self._record_remote(record, layer)
 
-        await trio.to_thread.run_sync(unpack)
+        await run_cpu_bound(unpack)
         del self.pending_remote[layer]
 
     def _record_remote(self, record: RemoteRecord, layer: str) -> None:
@@ -362,7 +363,7 @@ class Worker:
             return
         async with self._blaming(layer):
             record, cache, _ = self.pending_remote[layer]
-            if await trio.to_thread.run_sync(self.layers.diff_id, layer) == record.layer.diff_id and await trio.to_thread.run_sync(
+            if await run_cpu_bound(self.layers.diff_id, layer) == record.layer.diff_id and await trio.to_thread.run_sync(
                 self.root.blobs.has, record.layer.digest
             ):
                 self._adopted.add(layer)  # adopted by an earlier build, blob checked then
@@ -371,7 +372,7 @@ class Worker:
             await trio.to_thread.run_sync(self.lease.add, [record.layer.digest])
             from ._cache_wiring import as_layer, check_diff_id
 
-            await trio.to_thread.run_sync(check_diff_id, self.root.blobs, record.layer)
+            await run_cpu_bound(check_diff_id, self.root.blobs, record.layer)
             await trio.to_thread.run_sync(self.layers.adopt, layer, as_layer(record.layer))
         self._adopted.add(layer)
 
@@ -418,12 +419,7 @@ class Worker:
         # a bounded set of lock files: unrelated steps rarely share one, and then just wait
         fd = os.open(directory / _hex(key)[:3], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await trio.sleep(0.05)  # polled, so a cancelled build stops waiting
+            await _flock_polled(fd)
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -591,7 +587,11 @@ class Worker:
         lock_path = str(directory) + ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if mount.sharing == "locked":
-            await trio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+            try:
+                await _flock_polled(fd)
+            except BaseException:
+                os.close(fd)
+                raise
             locks.append(fd)
         elif mount.sharing == "private":
             try:
@@ -623,7 +623,7 @@ class Worker:
                 continue
             try:
                 await cache.source.fetch(layer, self.root.blobs)
-                await trio.to_thread.run_sync(unpack_cache_mount, self.root.blobs, layer, directory)
+                await run_cpu_bound(unpack_cache_mount, self.root.blobs, layer, directory)
             except (PybuildError, OSError) as error:
                 # a cache mount is only ever a speed-up: start it empty instead
                 log.warning("cache mount %s not restored from %s: %s", mount_id, cache.source.name, error)
@@ -774,6 +774,24 @@ class Worker:
         if len(op.actions) != 1 or not isinstance(op.actions[0], CopyAction):
             return None
         return self._selections.get((digest, 0))
+
+
+async def _flock_polled(fd: int) -> None:
+    """An exclusive flock, polled: a waiter holds no thread (steps have no limit, and a blocked
+    thread each could starve the holder of one to finish with), and a cancelled build stops waiting."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            await trio.sleep(0.05)
+
+
+async def run_cpu_bound(function: Callable[..., T], *args: object) -> T:
+    """Hashing, unpacking: pybuild's own CPU work, a CPU count at once (steps have no limit)."""
+    from pybuild.executors import run_cpu_bound as bounded
+
+    return await bounded(function, *args)
 
 
 def _copy_seed(root: str, source_path: str) -> None:

@@ -97,6 +97,17 @@ def test_symlinks_and_hardlinks_inside_directories(cli, busybox_image: str, cont
     assert image.read("/ctx/deep/one/two/three.txt") == "3\n"
 
 
+def test_a_followed_symlink_keeps_its_own_name_in_a_directory(cli, busybox_image: str, context: Path, open_image) -> None:  # type: ignore[no-untyped-def]
+    """BuildKit's fsutil copies a followed source under Base(src): `COPY link-to-a /d/` makes
+    /d/link-to-a (a regular file with a.txt's bytes), and a wildcard matching the link and its
+    target copies both names."""
+    build(cli, context, "FROM busybox\nCOPY link-to-a /d/\nCOPY a.txt link-to-a /both/\n")
+    image = open_image("t")
+    assert image.read("/d/link-to-a") == "a\n" and not os.path.islink(image.find("/d/link-to-a"))
+    assert image.find("/d/a.txt") is None
+    assert image.read("/both/a.txt") == "a\n" and image.read("/both/link-to-a") == "a\n"
+
+
 def test_chown_and_chmod(cli, busybox_image: str, context: Path, open_image) -> None:  # type: ignore[no-untyped-def]
     build(cli, context, """\
 FROM busybox
