@@ -2,9 +2,10 @@
 
 The peak is the highest sum of the resident set sizes (VmRSS) of the command's
 process and all its descendants, sampled every 10 ms by a thread that walks
-``/proc/PID/task/TID/children``, and never less than the largest single
-process's own peak (``ru_maxrss`` of the command, from ``wait4``, which
-covers the descendants it waited for).
+``/proc/PID/task/TID/children``. Not ``ru_maxrss``: an exec'd child's keeps the
+high-water mark of the memory it had before the exec, a copy of its parent's,
+so a large measuring process would leak into every figure. A process shorter
+than a sample (10 ms) can be missed; a build's are not.
 
 Why not a cgroup's ``memory.peak``: this machine mounts cgroup v1's memory
 controller (no ``memory.peak``; v1's ``memory.max_usage_in_bytes`` counts the
@@ -112,12 +113,13 @@ def measure(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path
         process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=stdin, stdout=out.file, stderr=err.file)
         sampler = _Sampler(process.pid)
         sampler.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status = os.waitpid(process.pid, 0)
         seconds = time.perf_counter() - started
         sampler.done.set()
         sampler.join()
-        process.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it: tell Popen
-        peak = Peak(max(sampler.peak, usage.ru_maxrss * 1024), sampler.anon)
+        process.returncode = os.waitstatus_to_exitcode(status)  # waitpid reaped it: tell Popen
+        # not ru_maxrss: an exec'd child's carries its parent's high-water mark from before the exec
+        peak = Peak(sampler.peak, sampler.anon)
         return Measured(seconds, peak, process.returncode, out.read(), err.read())
 
 

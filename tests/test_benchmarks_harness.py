@@ -54,10 +54,14 @@ def test_file_pages_mapped_count_in_rss_but_not_in_anon(tmp_path: Path) -> None:
     assert result.peak.anon < 60 * MIB
 
 
-def test_peak_rss_of_one_short_process_is_seen_by_wait4() -> None:
-    # too quick for a sample to be sure of it: ru_maxrss still sees it
-    result = rss.measure([sys.executable, "-c", f"bytearray({150 * MIB})[::4096]"])
-    assert result.peak.rss >= 150 * MIB
+def test_peak_rss_of_one_process_is_its_own_not_its_parents() -> None:
+    # held for 0.3 s, many samples long; the measuring process's own size (large late in a test
+    # run) must not leak in, as it would through ru_maxrss (an exec keeps the pre-exec mm's mark)
+    ballast = bytearray(300 * MIB)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    result = rss.measure([sys.executable, "-c", f"import time; b = bytearray({150 * MIB}); b[::4096] = b'x' * len(b[::4096]); time.sleep(0.3)"])
+    assert 150 * MIB <= result.peak.rss < 300 * MIB
+    del ballast
 
 
 def test_measure_returns_the_exit_status_and_output() -> None:
