@@ -41,6 +41,7 @@ _RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "
 SYS_rt_sigaction = _RT_SIGACTION.get(platform.machine(), -1)
 
 # unshare(2) / clone(2) flags
+CLONE_FS = 0x00000200
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000

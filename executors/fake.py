@@ -30,6 +30,8 @@ from typing import TypeVar, Union
 
 import trio
 
+from . import _linux as linux
+from ._caller import _in_own_thread
 from ._spec import ExecResult, Mount, ProcessSpec, Rootfs
 
 T = TypeVar("T")
@@ -124,4 +126,11 @@ class FakeRootfsCaller:
     async def call(self, rootfs: Rootfs, mounts: Sequence[Mount], function: Callable[..., T], *args: object) -> T:
         self.calls.append((rootfs, tuple(mounts)))
         await trio.lowlevel.checkpoint()
-        return function(rootfs.upper, *args)
+
+        def in_own_fs_context() -> T:
+            # the function may chroot (apply_file_plan does): only this thread may see it, never
+            # the threads other steps' snapshot work runs in at the same time
+            linux.unshare(linux.CLONE_FS)
+            return function(rootfs.upper, *args)
+
+        return await _in_own_thread(in_own_fs_context)
