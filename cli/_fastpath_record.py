@@ -100,7 +100,9 @@ def _refusal(finished: Finished) -> str | None:
         # a download or a git checkout is asked again by a build with nothing else to do
         if not isinstance(op, (ImageSource, LocalSource, ExecOp, FileOp, MergeOp)):
             return f"a {type(op).__name__} reaches outside the host"
-        if isinstance(op, ExecOp) and op.ignore_cache:
+        # --no-cache (recorded for the same command without it: the steps it ran are what the
+        # cache now holds) is the one way to ignore_cache here; --no-cache-filter is refused above
+        if isinstance(op, ExecOp) and op.ignore_cache and not args.no_cache:
             return "a step runs whatever the cache holds"
         if isinstance(op, ExecOp) and op.platform:  # a build asks first whether this machine can still run it
             return "a step of a foreign platform depends on the emulators registered"

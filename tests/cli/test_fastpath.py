@@ -382,10 +382,7 @@ def test_a_build_without_the_cache_answers_the_same_command_with_it(root: Path, 
     assert not hit
     again, hit, _ = build(root, project, "--no-cache", "-t", "app:cold")
     assert not hit and again != cold  # --no-cache itself is never answered: its steps run again
-    for _ in range(3):
-        noop, hit, _ = build(root, project, "-t", "app:cold")
-        if hit:
-            break
+    noop, hit, _ = build(root, project, "-t", "app:cold")  # the first rebuild after it, as a benchmark's no-op
     assert hit and noop == again
 
 
