@@ -280,7 +280,6 @@ class _Request:
 
 
 def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
-    from pybuild.cache.remote import parse_cache_spec
     from pybuild.dag import BuildOptions, ExportOptions, WorkerOptions, host_platform
     from pybuild.oci import parse_outputs
 
@@ -315,9 +314,18 @@ def _request(args: argparse.Namespace, build_args: dict[str, str]) -> _Request:
         tags=tuple(args.tag), compression=args.compression, compression_level=args.compression_level,
         rewrite_timestamp=rewrite, outputs=outputs,
     )
-    cache_from = tuple(parse_cache_spec(value, export=False) for value in args.cache_from if not _remote.is_reapi_cache(value))
-    cache_to = tuple(parse_cache_spec(value, export=True) for value in args.cache_to if not _remote.is_reapi_cache(value))
-    return _Request(options, worker, export, cache_from, cache_to)
+    return _Request(options, worker, export, _cache_specs(args.cache_from, export=False), _cache_specs(args.cache_to, export=True))
+
+
+def _cache_specs(values: list[str], *, export: bool) -> tuple[CacheSpec, ...]:
+    """The --cache-from/--cache-to values pybuild.cache.remote reads (REAPI's are cli/_remote's);
+    a build given none does not load it."""
+    specs = [value for value in values if not _remote.is_reapi_cache(value)]
+    if not specs:
+        return ()
+    from pybuild.cache.remote import parse_cache_spec
+
+    return tuple(parse_cache_spec(value, export=export) for value in specs)
 
 
 def _build(
@@ -484,6 +492,8 @@ class _SharedClientPuller:
 
 async def _import_caches(specs: list[CacheSpec], registry: _LazyRegistry, platform: str, emit: Any) -> list[RemoteCache]:
     """Every --cache-from that can be read; the others warn (or fail with ignore-error=false)."""
+    if not specs:
+        return []  # the remote cache's modules load only for a build that reads one
     import trio
 
     from pybuild.dag import Notice, import_remote_cache

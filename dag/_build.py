@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
-from pybuild.cache.remote import INLINE_KEY, CacheSpec, RemoteCacheBroken
 from pybuild.errors import BuildError, Location, PybuildError
 from pybuild.grammar import Dockerfile
 
-from ._cache_wiring import export_cache, inline_records
 from ._convert import BuildOptions, BuildPlan, MissingImages, convert
 from ._devices import step_devices
 from ._events import EventSink, Notice, ignore_events
@@ -35,6 +33,7 @@ from ._runner import BuildRunner, ExportPreparer, RemoteCacheRunner
 from ._solver import Result, SolveStatistics, Solver
 
 if TYPE_CHECKING:
+    from pybuild.cache.remote import CacheSpec
     from pybuild.oci import (
         ImageStore, Layer, LayerSettings, Output, OutputResult, RegistryClient, ResolvedImage, StoredImage, StoredIndex,
     )
@@ -278,7 +277,7 @@ async def build(
         image, config = await trio.to_thread.run_sync(
             lambda: export_image(
                 plan, results, store, export, options.source_date_epoch, layers=runner.layers,
-                inline=(lambda layers: inline_records(plan, results, runner.keys, layers)) if inline else None,
+                inline=(lambda layers: _inline_records(plan, results, runner.keys, layers)) if inline else None,
                 cache_export=bool(cache_to),
             )
         )
@@ -303,7 +302,7 @@ async def _export_platforms(
 
     def export_one(target: BuildPlan) -> tuple[StoredImage, dict[str, Any]]:
         def records(layers: dict[str, Layer]) -> dict[str, Any]:
-            return inline_records(target, results, runner.keys, layers)
+            return _inline_records(target, results, runner.keys, layers)
 
         return export_image(
             target, results, store, untagged, options.source_date_epoch, layers=runner.layers,
@@ -344,8 +343,10 @@ async def _solve(
                 for target in target_plans(plan):
                     await _prepare_layers(runner, target, results, export)
             return solver, results
-        except RemoteCacheBroken as broken:
-            if not broken.cache.ignore_error:
+        except PybuildError as broken:
+            from pybuild.cache.remote import RemoteCacheBroken  # raised only by an imported cache: loaded by then
+
+            if not isinstance(broken, RemoteCacheBroken) or not broken.cache.ignore_error:
                 raise
             emit(Notice(f"WARNING: {broken}; building again without it", trio.current_time()))
             runner.drop_remote_cache(broken.cache)
@@ -402,6 +403,8 @@ async def _export_cache(
 ) -> None:
     """One --cache-to; a failure only warns unless the user said ignore-error=false."""
     where = spec.ref or spec.path
+    from ._cache_wiring import export_cache  # the remote cache's modules load only for a build that exports one
+
     emit(Notice(f"exporting cache to {where}", trio.current_time()))
     try:
         await export_cache(spec, plan, results, runner, store.root.blobs, client)
@@ -410,6 +413,13 @@ async def _export_cache(
         if not spec.ignore_error:
             raise BuildError(f"exporting cache to {where} failed: {message}") from None
         emit(Notice(f"WARNING: exporting cache to {where} failed: {message}", trio.current_time()))
+
+
+def _inline_records(plan: BuildPlan, results: Mapping[str, Result], keys: Mapping[str, str], layers: Mapping[str, Layer]) -> dict[str, Any]:
+    """``--cache-to type=inline``'s records; the remote cache's modules load only for a build that asks for them."""
+    from ._cache_wiring import inline_records
+
+    return inline_records(plan, results, keys, layers)
 
 
 def export_image(
@@ -429,6 +439,8 @@ def export_image(
     made = [layers.layer(s, settings.compression, settings.level, mtime=mtime) for s in snapshots]
     config = image_config(plan.target, results, created=time.time(), source_date_epoch=source_date_epoch)
     if inline is not None:
+        from pybuild.cache.remote import INLINE_KEY
+
         config[INLINE_KEY] = inline(dict(zip(snapshots, made)))
     config["rootfs"]["diff_ids"] = [layer.diff_id for layer in made]
     expected = sum(1 for entry in config["history"] if not entry.get("empty_layer"))

@@ -637,11 +637,11 @@ class Worker:
         image is pushed to) stays there: the push mounts it from the cache's
         repository, and ``self.layers`` knows it as remote only.
         """
-        from ._cache_wiring import as_layer
-
         for layer in chain:
             if layer not in self.pending_remote:
                 continue
+            from ._cache_wiring import as_layer  # a layer only a remote cache has: that cache loaded it already
+
             record, cache, _ = self.pending_remote[layer]
             where = cache.source.registry_ref()
             if where is not None and where.registry in leave_in:

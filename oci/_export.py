@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pybuild.errors import ImageError, NotFound, UsageError
 
-from ._archive import ArchiveImage, OciArchiveWriter, PendingBlob, write_docker_archive
 from ._export_layers import LayerSettings, bool_option, export_manifest, parse_compression_options
 from ._formats import MEDIA_TYPE_OCI_INDEX, Descriptor, ImagePlatform, index_document
 from ._platforms import host_platform
@@ -48,6 +47,7 @@ from ._snapshot_layers import layer_compression
 from ._store import ImageStore, Layer, StoredImage, StoredIndex
 
 if TYPE_CHECKING:  # the registry package imports httpx: loaded when a push runs
+    from ._archive import OciArchiveWriter, PendingBlob  # the archive writers load with an archive output
     from .registry import RegistryClient
 
 OUTPUT_TYPES = ("image", "registry", "oci", "docker", "local", "tar")
@@ -198,6 +198,8 @@ def write_images_archive(
     whole, and Docker's ``manifest.json`` names its image for this machine,
     else its first).
     """
+    from ._archive import ArchiveImage, OciArchiveWriter, write_docker_archive
+
     if format not in ("docker", "oci"):
         raise UsageError(f"unknown archive format {format!r}", hint="use docker or oci")
     named = [(image, tuple(str(parse_reference(n)) for n in names)) for image, names in images]
@@ -237,6 +239,8 @@ def _write_oci_archive(
     store: ImageStore, images: Sequence[tuple[StoredImage | StoredIndex, tuple[str, ...]]], settings: LayerSettings, writer: OciArchiveWriter
 ) -> None:
     """Layers are converted (if ``settings`` asks) straight into the archive, then the documents follow."""
+    from ._archive import ArchiveImage
+
     extra: dict[str, bytes] = {}
     source = _Blobs(store, extra)
     layers = _ArchiveLayers(writer, source)
