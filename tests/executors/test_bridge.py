@@ -30,7 +30,7 @@ from pybuild.executors import _sandbox as sandbox
 from pybuild.executors import _netlink as netlink
 
 from .._peers import peer_unavailable
-from .test_network import outbound_address, serve_marker
+from .test_network import at_once, outbound_address, serve_marker
 from .test_sandbox import sh
 
 pytestmark = pytest.mark.root
@@ -72,15 +72,17 @@ class RemoteNetns:
         run(*inside, "ip", "link", "set", "eth0", "up")
         run(*inside, "ip", "link", "set", "lo", "up")
         run(*inside, "ip", "route", "add", "default", "via", "10.231.77.1")
+        # socketserver's TCPServer, not http.server's HTTPServer: that one asks the resolver
+        # for its own name (getfqdn), which no resolver answers in this namespace (10 s).
         code = textwrap.dedent(f"""
-            import http.server, sys
+            import http.server, socketserver, sys
             class H(http.server.BaseHTTPRequestHandler):
                 def do_GET(self):
                     body = ("remote-marker from " + self.client_address[0] + "\\n").encode()
                     self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
                     self.wfile.write(body)
                 def log_message(self, *a): pass
-            s = http.server.HTTPServer(("{self.address}", {SERVER_PORT}), H)
+            s = socketserver.TCPServer(("{self.address}", {SERVER_PORT}), H)
             print("ready", flush=True)
             s.serve_forever()
         """)
@@ -135,8 +137,8 @@ async def test_a_step_cannot_reach_the_host(executor, make_rootfs, bridged) -> N
         targets = [f"127.0.0.1:{loopback_port}", f"GATEWAY:{any_port}"]
         if external is not None:
             targets.append(f"{external}:{any_port}")
-        script = "gw=$(ip route | awk '/default/ {print $3}'); " + "; ".join(
-            f"timeout 3 wget -q -O- http://{t.replace('GATEWAY', '$gw')}/ || echo refused" for t in targets
+        script = "gw=$(ip route | awk '/default/ {print $3}'); " + at_once(
+            [f"timeout 3 wget -q -O- http://{t.replace('GATEWAY', '$gw')}/ || echo refused" for t in targets]
         )
         result, out, err = await sh(executor, make_rootfs(), script, network="default")
         # Control: the same services answer the host itself, and a --network=host step.
@@ -223,18 +225,26 @@ def test_a_killed_pybuilds_state_is_reset_and_the_keeper_cleans_up(private_bridg
     os.makedirs(os.path.join(bridge.STATE_DIR, "addr"))
     stale_address = os.path.join(bridge.STATE_DIR, "addr", "7")
     os.close(os.open(stale_address, os.O_RDWR | os.O_CREAT, 0o600))
-    zygote = subprocess.Popen(["sleep", "2"])  # stands for the zygote the keeper watches
+    zygote = subprocess.Popen(["sleep", "600"])  # stands for the zygote the keeper watches (ended below)
     keeper = os.path.join(bridge.STATE_DIR, "user", bridge._process_key(zygote.pid))
-    lease = bridge.Lease.take(zygote.pid)
     try:
-        assert netlink.link_index(bridge.BRIDGE) not in (None, stale_index)
-        assert not os.path.exists(stale_address) and os.path.exists(keeper)
-        assert ipaddress.IPv4Address(lease.address) in bridge._read_subnet()
+        lease = bridge.Lease.take(zygote.pid)
+        try:
+            assert netlink.link_index(bridge.BRIDGE) not in (None, stale_index)
+            assert not os.path.exists(stale_address) and os.path.exists(keeper)
+            assert ipaddress.IPv4Address(lease.address) in bridge._read_subnet()
+        finally:
+            lease.release()
+            os.close(lease.lock_fd)
     finally:
-        lease.release()
-        os.close(lease.lock_fd)
-    zygote.wait()
+        end(zygote)
     assert settled_state(keeper)[1] == (False, [])
+
+
+def end(process: subprocess.Popen[bytes]) -> None:
+    """End a stand-in zygote now (rather than sleeping until it exits by itself)."""
+    process.kill()
+    process.wait()
 
 
 def test_no_iptables_means_no_bridge(private_bridge, tmp_path, monkeypatch) -> None:
@@ -254,13 +264,15 @@ def test_no_iptables_means_no_bridge(private_bridge, tmp_path, monkeypatch) -> N
     with pytest.raises(bridge.BridgeUnavailable, match="iptables"):
         bridge.Lease.take(os.getpid())
     assert bridge_state() == (False, [])
-    other = subprocess.Popen(["sleep", "2"])
+    other = subprocess.Popen(["sleep", "600"])
     keeper = os.path.join(bridge.STATE_DIR, "user", bridge._process_key(other.pid))
-    lease = bridge.Lease.take(other.pid)
-    lease.release()
-    os.close(lease.lock_fd)
-    assert bridge_state()[0]
-    other.wait()
+    try:
+        lease = bridge.Lease.take(other.pid)
+        lease.release()
+        os.close(lease.lock_fd)
+        assert bridge_state()[0]
+    finally:
+        end(other)
     assert settled_state(keeper)[1] == (False, [])
 
 
