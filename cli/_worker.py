@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     executor, files = executors(root)
 
     def say(line: str) -> None:
-        print(f"worker {options.name}: {line}", file=sys.stderr, flush=True)
+        print(f"worker {options.name}: {log_line(line)}", file=sys.stderr, flush=True)
 
     async def main() -> None:
         try:
@@ -74,3 +74,12 @@ def run(args: argparse.Namespace) -> int:
         remote.close()
     say("stopped")
     return 0
+
+
+def log_line(text: str) -> str:
+    """One line of the worker's log: what leases and servers said is quoted in it, so every
+    control or unprintable character is escaped (no escape sequence reaches a terminal, no
+    newline forges a line of its own)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)

@@ -1,14 +1,35 @@
-"""What goes wrong talking to a remote executor, as pybuild errors (one line each)."""
+"""What goes wrong talking to a remote executor, as pybuild errors (one line each).
+
+A message may quote what the server said (a status message, a lease id, a name): it is
+shown one line long with every unprintable character escaped, so nothing another machine
+sends can move the cursor, recolour or rewrite the user's terminal or a worker's log.
+"""
 
 from __future__ import annotations
 
 from pybuild.errors import PybuildError
+
+MESSAGE_LIMIT = 2000  # characters: a server's essay is cut in its middle
+
+
+def printable(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` as one line of a terminal: control and unprintable characters escaped
+    (``\\x1b``, ``\\n``, ``\\u202e``), cut in its middle beyond ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)
+    if len(text) > limit:
+        tail = limit // 4
+        text = f"{text[: limit - tail - 1]}…{text[-tail:]}"
+    return text
 
 
 class RemoteError(PybuildError):
     """The remote executor or cache refused or failed a request, or answered something invalid."""
 
     reference = "remote-error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(printable(message), hint=hint)
 
 
 class RemoteUnavailable(RemoteError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from pybuild.errors import PybuildError, SandboxError, StoreError, shortened
+from pybuild.errors import PybuildError, SandboxError, StoreError
 
 from ._session import FAILED_PRECONDITION, INTERNAL, INVALID_ARGUMENT, UNAVAILABLE, Assigned, Finished
 from ._step import StepOutcome, StepRunner
@@ -41,6 +41,7 @@ INLINE_OUTPUT = 64 << 10  # stdout/stderr up to this size also go inline (the cl
 MESSAGE_LIMIT = 4 << 20  # step.json, the Command and Directory messages are small: a bigger one is refused
 KEY_VERSION = b"pybuild-worker/v1\0"
 SMALL_LAYER = 1 << 20  # a layer tar up to this size goes up with the step's small blobs, in one call
+MAX_TIMEOUT = 366 * 86400.0  # seconds: a longer Action timeout is a forged one
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,19 @@ class LeaseRunner:
         self.say = say  # one line per step into the worker's log
 
     async def __call__(self, lease: Assigned) -> Finished:
+        from ..remote._action import shown
+
         started = trio.current_time()
+        name = shown(lease.lease_id)  # the server's word: never raw into the log
         try:
             leased = await self._read(lease)
             description = _describe(leased.step)
-            self.say(f"running {description} (lease {lease.lease_id})")
+            self.say(f"running {description} (lease {name})")
             outcome = await self.steps.run(leased.step, leased.key, self._fetcher(leased), description, leased.timeout)
             result = await trio.to_thread.run_sync(self._upload, outcome)
         except Exception as error:
             status, message = _status(error)
-            self.say(f"refused {lease.lease_id}: {message}" if status == INVALID_ARGUMENT else f"failed {lease.lease_id}: {message}")
+            self.say(f"refused {name}: {message}" if status == INVALID_ARGUMENT else f"failed {name}: {message}")
             return Finished(lease.lease_id, status=status, message=message)
         cached = ", cached here" if outcome.cached else ""
         took = trio.current_time() - started  # the step and the worker's reads and uploads around it
@@ -131,7 +135,7 @@ class LeaseRunner:
             layers[diff_id] = digest
         # the sandbox version too: a worker's own cache outlives an upgrade that changes results
         key = "sha256:" + hashlib.sha256(KEY_VERSION + SANDBOX_VERSION.encode() + b"\0" + data).hexdigest()
-        return LeasedStep(step, key, layers, action.timeout_seconds or None)
+        return LeasedStep(step, key, layers, _timeout(action.timeout_seconds))
 
     async def _small(self, *wanted: tuple[Digest, str]) -> list[bytes]:
         """Small messages (each checked by digest as it is read), read at once, in order;
@@ -156,7 +160,9 @@ class LeaseRunner:
 
     def _fetcher(self, leased: LeasedStep) -> Callable[[str, Path], None]:
         def fetch(diff_id: str, path: Path) -> None:
-            self.remote.download(leased.layers[diff_id], path)
+            digest = leased.layers[diff_id]
+            _check_room(path.parent, digest.size_bytes)
+            self.remote.download(digest, path)
 
         return fetch
 
@@ -214,10 +220,33 @@ def _put(data: bytes, blobs: dict[Digest, bytes]) -> Digest:
 
 
 def _describe(step: RemoteStep) -> str:
-    """``RUN <command>`` as the step's progress line shows it."""
+    """``RUN <command>`` as the step's progress line shows it (escaped: it is the client's text)."""
+    from ..remote._action import shown
+
     args = step.op.args
-    shown = args[2] if len(args) == 3 and args[1] == "-c" else " ".join(args)
-    return shortened(f"RUN {shown}", 120)
+    command = args[2] if len(args) == 3 and args[1] == "-c" else " ".join(args)
+    return shown(f"RUN {command}", 120)
+
+
+def _timeout(seconds: float | None) -> float | None:
+    """The Action's timeout: none when unset or zero (REAPI's "the server's default")."""
+    from ..remote import BadStep
+
+    if seconds is None or seconds == 0:
+        return None
+    if not 0 < seconds < MAX_TIMEOUT:  # a negative one, or one no step lives to see (NaN included)
+        raise BadStep(f"the Action's timeout of {seconds!r} seconds is out of range")
+    return seconds
+
+
+def _check_room(directory: Path, size: int) -> None:
+    """Refuse a layer the disk cannot hold before downloading it (it is unpacked beside, too):
+    a lease naming a huge blob must not fill this worker's disk."""
+    import os
+
+    stats = os.statvfs(directory)
+    if size > stats.f_bavail * stats.f_frsize:
+        raise StoreError(f"no room for a layer of {size} bytes in {directory}", hint="free space in the worker's root")
 
 
 def _status(error: Exception) -> tuple[int, str]:
@@ -228,9 +257,12 @@ def _status(error: Exception) -> tuple[int, str]:
 
     from ..remote import BadStep
 
+    from ..remote._action import shown
+
     while isinstance(error, ExceptionGroup) and error.exceptions:  # a failure inside the step's own tasks
         error = error.exceptions[0]
-    message = shortened(str(error) or type(error).__name__, 400)
+    # errors quote the step (its command, paths, user) and the server: escaped, one line
+    message = shown(str(error) or type(error).__name__, 400)
     if isinstance(error, BadStep):
         return INVALID_ARGUMENT, message
     if isinstance(error, reapi.RemoteUnavailable):
@@ -239,5 +271,7 @@ def _status(error: Exception) -> tuple[int, str]:
         return INTERNAL, message
     if isinstance(error, PybuildError):
         return FAILED_PRECONDITION, message
-    log.error("unexpected error in a lease", exc_info=error)
+    # a bug of this worker: one line in its log (the traceback only with debug logging on)
+    log.error("internal error in a lease: %s: %s", type(error).__name__, message)
+    log.debug("the internal error's traceback", exc_info=error)
     return INTERNAL, f"internal error: {message}"

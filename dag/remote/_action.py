@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pybuild.errors import BuildError
+from pybuild.errors import BuildError, shortened
 
 from .._ops import CdiDevice, ExecOp, RunMount
 
@@ -142,14 +142,11 @@ def _op_fields(op: ExecOp) -> dict[str, Any]:
 
 def decode_step(data: bytes) -> RemoteStep:
     """step.json back into the step; anything this pybuild would not write is refused (``BadStep``)."""
-    try:
-        document = json.loads(data.decode("utf-8", "surrogateescape"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise BadStep(f"{STEP_FILE} is not JSON: {error}") from None
+    document = _json(data, STEP_FILE, "surrogateescape")
     reader = _Reader(STEP_FILE)
     document = reader.mapping(document, "", {"version", "key", "platform", "op", "inputs"})
     if document["version"] != FORMAT_VERSION:
-        raise BadStep(f"{STEP_FILE} is format version {document['version']!r}; this pybuild reads {FORMAT_VERSION}",
+        raise BadStep(f"{STEP_FILE} is format version {shortened(repr(document['version']), 40)}; this pybuild reads {FORMAT_VERSION}",
                       hint="run the same pybuild version on the client and the workers")
     key = reader.string(document["key"], "key")
     if not _DIFF_ID.fullmatch(key):
@@ -157,15 +154,39 @@ def decode_step(data: bytes) -> RemoteStep:
     inputs = reader.mapping(document["inputs"], "inputs", None)
     chains = {}
     for name, chain in inputs.items():
-        diff_ids = tuple(reader.string(d, f"inputs.{name}") for d in reader.array(chain, f"inputs.{name}"))
+        where = f"inputs.{shown(name)}"
+        diff_ids = tuple(reader.string(d, where) for d in reader.array(chain, where))
         if not all(_DIFF_ID.fullmatch(d) for d in diff_ids):
-            raise BadStep(f"{STEP_FILE}: inputs.{name} holds something that is not a diffID")
+            raise BadStep(f"{STEP_FILE}: {where} holds something that is not a diffID")
         chains[name] = diff_ids
     op = _decode_op(reader, document["op"])
     named = ({op.rootfs} if op.rootfs else set()) | {m.source for m in op.mounts if m.source}
     if named != set(chains) or (op.rootfs not in (None, ROOTFS)):
         raise BadStep(f"{STEP_FILE}: the op's inputs and the layer chains do not agree")
-    return RemoteStep(op, key, reader.string(document["platform"], "platform"), chains)
+    return RemoteStep(op, key, _platform(reader.string(document["platform"], "platform")), chains)
+
+
+def _json(data: bytes, name: str, errors: str = "strict") -> Any:
+    """The JSON document in ``data``; BadStep for anything else, a hostile nesting included
+    (the decoder recurses: ``[[[[...]]]]`` would otherwise end as a RecursionError)."""
+    try:
+        return json.loads(data.decode("utf-8", errors))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        text = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise BadStep(f"{name} is not JSON: {text}") from None
+
+
+def _platform(text: str) -> str:
+    """The step's platform as written, once it is known to be one (the worker parses it again)."""
+    from .._platform import Platform
+
+    try:
+        platform = Platform.parse(text)
+    except ValueError:
+        platform = None
+    if platform is None or not text or platform.os != "linux" or not _WORD.fullmatch(platform.architecture + platform.variant):
+        raise BadStep(f"{STEP_FILE}: platform {text[:40]!r} is not os/arch[/variant] of linux")
+    return text
 
 
 _OP_REQUIRED = {"rootfs", "args", "env", "cwd", "user"}
@@ -176,6 +197,10 @@ _MOUNT_TYPES: dict[str, tuple[type[object], ...]] = {
     "gid": (int, type(None)), "size": (int, type(None)), "secret_id": (str, type(None)), "env": (str, type(None)),
     "required": (bool,),
 }
+_MOUNT_KINDS = frozenset({"bind", "cache", "tmpfs"})
+_SHARING = frozenset({"shared", "private", "locked"})
+_MOUNT_LIMITS = {"mode": 1 << 32, "uid": (1 << 32) - 1, "gid": (1 << 32) - 1, "size": 1 << 63}
+_WORD = re.compile(r"[a-z0-9_]+")
 
 
 def _decode_op(reader: _Reader, value: object) -> ExecOp:
@@ -192,6 +217,8 @@ def _decode_op(reader: _Reader, value: object) -> ExecOp:
             kwargs[name] = None if item is None else reader.string(item, "op.rootfs")
         else:
             kwargs[name] = reader.string(item, f"op.{name}")
+    if not kwargs["cwd"].startswith("/"):  # the sandbox would resolve a relative one against its own
+        raise BadStep(f"{STEP_FILE}: op.cwd is not an absolute path")
     return ExecOp(**kwargs)
 
 
@@ -212,7 +239,22 @@ def _decode_mount(reader: _Reader, value: object, where: str) -> RunMount:
             raise BadStep(f"{STEP_FILE}: {where}.{name} has the wrong type")
     if fields.get("kind") in ("secret", "ssh"):
         raise BadStep(f"{STEP_FILE}: {where} is a {fields['kind']} mount, which never runs remotely")
+    if fields["kind"] not in _MOUNT_KINDS or fields.get("sharing", "shared") not in _SHARING:
+        raise BadStep(f"{STEP_FILE}: {where} is not a bind, cache or tmpfs mount pybuild writes")
+    if not fields["target"].startswith("/"):
+        raise BadStep(f"{STEP_FILE}: {where}.target is not an absolute path")
+    for name, limit in _MOUNT_LIMITS.items():  # the kernel's types: beyond them os.chown/chmod raise
+        if fields.get(name) is not None and not 0 <= fields[name] < limit:
+            raise BadStep(f"{STEP_FILE}: {where}.{name} is out of range")
     return RunMount(**fields)
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """A name another machine chose, fit for one line of a log or terminal: control and
+    other unprintable characters escaped (no escape sequence reaches a terminal), cut short."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)
+    return shortened(text, limit)
 
 
 class _Reader:
@@ -228,7 +270,7 @@ class _Reader:
             unknown = set(value) - keys
             missing = keys - set(optional) - set(value)
             if unknown or missing:
-                what = f"unknown field {sorted(unknown)[0]}" if unknown else f"no field {sorted(missing)[0]}"
+                what = f"unknown field {shown(sorted(unknown)[0])}" if unknown else f"no field {sorted(missing)[0]}"
                 raise BadStep(f"{self.name}: {where or 'the document'} has {what}")
         return value
 
@@ -240,6 +282,8 @@ class _Reader:
     def string(self, value: object, where: str) -> str:
         if not isinstance(value, str):
             raise BadStep(f"{self.name}: {where} is not a string")
+        if "\0" in value:  # no argument, variable, path or name holds one: it could only cut a path short
+            raise BadStep(f"{self.name}: {where} holds a NUL character")
         return value
 
 
@@ -251,14 +295,11 @@ def result_json(result: RemoteResult) -> bytes:
 
 def decode_result(data: bytes) -> RemoteResult:
     """result.json from a worker, checked (``BadStep`` when it is not one)."""
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise BadStep(f"{RESULT_OUTPUT} is not JSON: {error}") from None
+    document = _json(data, RESULT_OUTPUT)
     reader = _Reader(RESULT_OUTPUT)
     document = reader.mapping(document, "", {"version", "diff_id", "empty"}, optional={"empty"})
     if document["version"] != FORMAT_VERSION:
-        raise BadStep(f"{RESULT_OUTPUT} is format version {document['version']!r}; this pybuild reads {FORMAT_VERSION}")
+        raise BadStep(f"{RESULT_OUTPUT} is format version {shortened(repr(document['version']), 40)}; this pybuild reads {FORMAT_VERSION}")
     diff_id = reader.string(document["diff_id"], "diff_id")
     if not _DIFF_ID.fullmatch(diff_id) or not isinstance(document.get("empty", False), bool):
         raise BadStep(f"{RESULT_OUTPUT}: diff_id or empty is malformed")
@@ -346,4 +387,4 @@ def _action(document: bytes, files: Mapping[str, Digest], platform: str, timeout
 def check_command(command: Command) -> None:
     """Refuse a Command that is not a pybuild step's (the worker's first check)."""
     if tuple(command.arguments) != COMMAND:
-        raise BadStep(f"not a pybuild step: the command is {' '.join(command.arguments)!r}")
+        raise BadStep(f"not a pybuild step: the command is {shortened(repr(' '.join(command.arguments)), 200)}")

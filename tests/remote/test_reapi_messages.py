@@ -68,6 +68,42 @@ def test_headers_become_metadata_and_never_show(tmp_path: Path) -> None:
             reapi.parse_endpoint("grpc://h:1", headers=[bad])
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["Authorization: Bearer s3cretTOKEN", "authorization Bearer s3cretTOKEN", "s3cretTOKEN", "Bearer s3cretTOKEN=x"],
+)
+def test_a_mistyped_header_never_shows_its_value(header: str) -> None:
+    """The usual slip, curl's ``NAME: VALUE`` for ``NAME=VALUE``, puts the token in the name."""
+    with pytest.raises(UsageError) as caught:
+        reapi.parse_endpoint("grpc://h:1", headers=[header])
+    assert "s3crettoken" not in caught.value.render().lower()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["grpc://user:s3cretTOKEN@host:1", "grpcs://s3cretTOKEN@host", "grpc://host:1/?token=s3cretTOKEN",
+     "grpc://host:1#s3cretTOKEN", "grpc://host:x/s3cretTOKEN?a"],
+)
+def test_a_url_holding_a_secret_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        reapi.parse_endpoint(url)
+    assert "s3cretTOKEN" not in caught.value.render() and "host" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["grpc://ho\nst:1", "grpc://host:1\t", "grpc://ho st:1", "grpc://ho\x1bst:1", "grpc://h%41:1"])
+def test_a_url_with_control_characters_is_refused(url: str) -> None:
+    url = url.encode().decode("unicode_escape")  # the escapes in the ids above
+    with pytest.raises(UsageError) as caught:
+        reapi.parse_endpoint(url)
+    assert str(caught.value).isprintable()
+
+
+def test_what_a_server_says_in_an_error_cannot_drive_the_terminal() -> None:
+    error = reapi.RemoteError("refused: \x1b[2J\x1b]0;title\x07\nforged: line \u202e")
+    assert error.message.isprintable() and "\\x1b[2J" in error.message and "\\n" in error.message
+    assert len(reapi.RemoteUnavailable("x" * 100_000).message) <= 2000
+
+
 def test_tls_files_need_grpcs_exist_and_come_in_pairs(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
