@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pybuild._frozen import frozen
 from pybuild.errors import PybuildError, UsageError
 
 from . import _remote
@@ -268,7 +269,7 @@ def _check(args: argparse.Namespace, context: _Context, data: bytes, name: str, 
     return 1 if report.failed else 0
 
 
-@dataclass(frozen=True)
+@frozen
 class _Request:
     """Everything the flags ask of one build, read and checked."""
 

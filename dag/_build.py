@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import trio
 
+from pybuild._frozen import frozen
 from pybuild.errors import BuildError, Location, PybuildError
 from pybuild.grammar import Dockerfile
 
@@ -68,7 +69,7 @@ Emulation = Callable[[str], EmulationCheck]
 StaysLocal = Callable[["Definition", str, ExecOp], "str | None"]
 
 
-@dataclass(frozen=True)
+@frozen
 class RunnerFactory:
     """A ``make_runner`` whose runner sends RUN steps to other machines (``--remote-executor``):
     ``stays_local`` is its rule, so ``check_platforms`` asks for an emulator only for the
@@ -92,7 +93,7 @@ class Registries(Protocol):
         """The same client giving up sooner, for the build cache's documents."""
 
 
-@dataclass(frozen=True)
+@frozen
 class ExportOptions:
     tags: tuple[str, ...] = ()
     compression: str | None = None  # None: new layers by reference, blobs made when exported
@@ -101,7 +102,7 @@ class ExportOptions:
     outputs: tuple[Output, ...] = ()  # every --output; none, or type=image alone: the image store only
 
 
-@dataclass(frozen=True)
+@frozen
 class BuildOutcome:
     plan: BuildPlan
     results: dict[str, Result] = field(repr=False)

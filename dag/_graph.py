@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any
 
+from .._frozen import frozen
 from ._canonical import _plain
 from ._ops import Op, OpMeta, op_digest
 
@@ -37,7 +38,7 @@ class GraphBuilder:
         return Definition(MappingProxyType(dict(self._ops)), MappingProxyType(dict(self._meta)))
 
 
-@dataclass(frozen=True)
+@frozen
 class Definition:
     """An immutable graph of ops.  Insertion order is a topological order."""
 

@@ -10,9 +10,10 @@ variables, for instance).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Union
 
+from .._frozen import frozen
 from ._canonical import digest_of
 
 # The field helpers return Any, as dataclasses.field does: it stands for the field's value.
@@ -37,7 +38,7 @@ def credentials() -> Any:
 # ---------------------------------------------------------------- sources
 
 
-@dataclass(frozen=True)
+@frozen
 class ImageSource:
     """A base image, pinned to its manifest digest for one platform."""
 
@@ -49,7 +50,7 @@ class ImageSource:
         return ()
 
 
-@dataclass(frozen=True)
+@frozen
 class LocalSource:
     """The build context (or another named local directory)."""
 
@@ -59,7 +60,7 @@ class LocalSource:
         return ()
 
 
-@dataclass(frozen=True)
+@frozen
 class HttpSource:
     """A file to download; ``url`` has no userinfo (see ``oci.split_userinfo``), ``userinfo`` holds it."""
 
@@ -72,7 +73,7 @@ class HttpSource:
         return ()
 
 
-@dataclass(frozen=True)
+@frozen
 class GitSource:
     remote: str  # without userinfo, as HttpSource.url
     ref: str | None = None
@@ -88,7 +89,7 @@ class GitSource:
 # ---------------------------------------------------------------- exec
 
 
-@dataclass(frozen=True)
+@frozen
 class RunMount:
     """One ``RUN --mount``; ``source`` is the digest of the op it mounts, if any."""
 
@@ -108,7 +109,7 @@ class RunMount:
     required: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class CdiDevice:
     """A CDI device a RUN step asks for (``vendor.com/class=name``); an unregistered one
     fails the step when ``required``, else it is skipped (BuildKit's ``CDIDevice.optional``)."""
@@ -117,7 +118,7 @@ class CdiDevice:
     required: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class ExecOp:
     rootfs: str | None  # digest of the op whose result is the root filesystem
     args: tuple[str, ...]
@@ -146,13 +147,13 @@ class ExecOp:
 # ---------------------------------------------------------------- files
 
 
-@dataclass(frozen=True)
+@frozen
 class Chown:
     user: str  # a name or a number, resolved against the destination rootfs
     group: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class CopyAction:
     """Copy ``src`` (a path or wildcard pattern in ``source``) to ``dest``."""
 
@@ -176,7 +177,7 @@ class CopyAction:
     exclude_syntax: str = added_later("")
 
 
-@dataclass(frozen=True)
+@frozen
 class MkdirAction:
     path: str
     mode: int = 0o755
@@ -185,7 +186,7 @@ class MkdirAction:
     mtime: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class MkfileAction:
     path: str
     data: str
@@ -194,7 +195,7 @@ class MkfileAction:
     mtime: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class RmAction:
     path: str
     allow_not_found: bool = True
@@ -203,7 +204,7 @@ class RmAction:
 FileAction = Union[CopyAction, MkdirAction, MkfileAction, RmAction]
 
 
-@dataclass(frozen=True)
+@frozen
 class FileOp:
     base: str | None  # digest of the op whose result is changed; None for scratch
     actions: tuple[FileAction, ...]
@@ -214,7 +215,7 @@ class FileOp:
         return own + tuple(a.source for a in self.actions if isinstance(a, CopyAction) and a.source)
 
 
-@dataclass(frozen=True)
+@frozen
 class MergeOp:
     """Layers stacked on each other (COPY --link): ``layers`` bottom first."""
 
@@ -231,7 +232,7 @@ def op_digest(op: Op) -> str:
     return digest_of(op)
 
 
-@dataclass(frozen=True)
+@frozen
 class OpMeta:
     """What is shown about an op; never part of its digest."""
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 import trio
 
+from pybuild._frozen import frozen
 from pybuild.errors import BuildError, Location, PybuildError, shortened
 
 from ._events import Event, EventSink, StepCached, StepFailed, StepFinished, StepMiss, StepStarted, ignore_events
@@ -26,7 +27,7 @@ from ._graph import Definition
 from ._ops import Op
 
 
-@dataclass(frozen=True)
+@frozen
 class Result:
     """A solved op.  ``chain`` is its filesystem as snapshot ids, top first;
     ``layer`` the snapshot this op added (None if it changed nothing);
@@ -40,7 +41,7 @@ class Result:
     created: float = 0.0  # when the layer was first made (kept across cached rebuilds)
 
 
-@dataclass(frozen=True)
+@frozen
 class CacheKey:
     """A cache key and the named inputs it was made of (to explain a miss)."""
 
@@ -67,7 +68,7 @@ class OpRunner(Protocol):
         """Execute the op and store its result under ``key``."""
 
 
-@dataclass(frozen=True)
+@frozen
 class SolveStatistics:
     ops: int
     cached: int

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from .._frozen import frozen
 from ._image import HistoryStep, StageImage
 from ._platform import Platform
 from ._scope import env_map
 
 
-@dataclass(frozen=True)
+@frozen
 class StageResult:
     index: int
     name: str  # the stage's name, or "stage-N"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+from .._frozen import frozen
 
 STRING, BOOL, LIST = "string", "bool", "list"
 
@@ -12,7 +13,7 @@ class FlagError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@frozen
 class FlagSpec:
     kind: str  # STRING | BOOL | LIST
     default: str | bool | tuple[str, ...] | None = None

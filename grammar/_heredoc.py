@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .._frozen import frozen
 from ._words import _GO_SPACE_SET
 
 HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$", re.S)
@@ -23,7 +23,7 @@ class HeredocSyntaxError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@frozen
 class HeredocMarker:
     name: str
     expand: bool

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from pybuild._frozen import frozen
 from pybuild.errors import DockerfileSyntaxError, Location, shortened
 
 from ._flags import BOOL, LIST, STRING, FlagError, FlagSpec, parse_flags
@@ -21,19 +22,19 @@ from ._nodes import KNOWN_KEYWORDS, Heredoc, Node, Span
 from ._parser import Ast
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class KeyValue:
     key: str
     value: str  # as written: quotes and $references are expanded later
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class ArgDecl:
     name: str
     default: str | None  # as written; None when ARG has no default
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Command:
     """A command line: exec form (``json``) or one shell-form string."""
 
@@ -45,7 +46,7 @@ class Command:
         return not self.json
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class InlineFile:
     """A heredoc used as a file (COPY <<EOF) or as a script (RUN <<EOF)."""
 
@@ -55,7 +56,7 @@ class InlineFile:
     chomp: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Instruction:
     node: Node = field(repr=False, compare=False)
 
@@ -72,14 +73,14 @@ class Instruction:
         return self.node.original
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class From(Instruction):
     image: str
     name: str | None
     platform: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Run(Instruction):
     command: Command
     mounts: tuple[str, ...]  # raw --mount values, parsed by the converter
@@ -89,7 +90,7 @@ class Run(Instruction):
     devices: tuple[RunDevice, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class RunDevice:
     """One ``RUN --device``: a CDI device name (``vendor.com/class=name``, ``vendor.com/class``
     for the class's first device, ``vendor.com/class=*`` for all of them) and whether a name
@@ -99,42 +100,42 @@ class RunDevice:
     required: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Cmd(Instruction):
     command: Command
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Entrypoint(Instruction):
     command: Command
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Shell(Instruction):
     shell: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Env(Instruction):
     pairs: tuple[KeyValue, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Label(Instruction):
     pairs: tuple[KeyValue, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Maintainer(Instruction):
     maintainer: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Arg(Instruction):
     args: tuple[ArgDecl, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Copy(Instruction):
     sources: tuple[str, ...]
     dest: str
@@ -147,7 +148,7 @@ class Copy(Instruction):
     excludes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Add(Instruction):
     sources: tuple[str, ...]
     dest: str
@@ -161,32 +162,32 @@ class Add(Instruction):
     unpack: bool | None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Workdir(Instruction):
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class User(Instruction):
     user: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Volume(Instruction):
     volumes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Expose(Instruction):
     ports: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class StopSignal(Instruction):
     signal: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Healthcheck(Instruction):
     """``test`` is ("NONE",) for HEALTHCHECK NONE; durations are in nanoseconds."""
 
@@ -198,13 +199,13 @@ class Healthcheck(Instruction):
     retries: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Onbuild(Instruction):
     expression: str  # the trigger as written, stored in the image config
     trigger: Instruction
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Stage:
     """``FROM base [AS name]`` and the instructions up to the next FROM."""
 
@@ -221,7 +222,7 @@ class Stage:
         return Span(self.from_.span.start, end)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Dockerfile:
     """A parsed Dockerfile: global ARGs, stages, and the AST they came from."""
 

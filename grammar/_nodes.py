@@ -10,8 +10,8 @@ triplets ``key, value, separator`` (``=`` for ``k=v``, empty for the legacy
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from .._frozen import frozen
 from ._words import (
     NotStringArray,
     decode_json_array,
@@ -25,7 +25,7 @@ from ._words import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Span:
     """First and last physical line (1-based, inclusive) of an instruction."""
 
@@ -33,7 +33,7 @@ class Span:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Heredoc:
     name: str
     content: str
@@ -42,7 +42,7 @@ class Heredoc:
     file_descriptor: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Node:
     keyword: str  # lower case: "run", "copy", ... or an unknown word
     flags: tuple[str, ...]

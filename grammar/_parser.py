@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from pybuild._frozen import frozen
 from pybuild.errors import DockerfileSyntaxError, Location, shortened
 
 from ._nodes import (
@@ -30,7 +30,7 @@ from ._scanner import MAX_DOCKERFILE_SIZE, LogicalLine, ScanError, scan
 from ._words import extract_flags, go_trim_space
 
 
-@dataclass(frozen=True)
+@frozen
 class Ast:
     """A parsed Dockerfile, before instructions are typed and grouped into stages."""
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._frozen import frozen
 from ._heredoc import HeredocMarker, HeredocSyntaxError, markers_in_line
 from ._words import GO_SPACE, go_trim_left_space
 
@@ -49,7 +50,7 @@ class ScanError(ValueError):
         self.end_line = end_line
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class HeredocBody:
     marker: HeredocMarker
     content: str

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Mapping
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, field
 from typing import Union
 
+from pybuild._frozen import frozen
 from pybuild.errors import ExpansionError
 
 from ._dump import go_quote
@@ -62,7 +63,7 @@ _SUPPORTED_FORMS = (
 _PATTERN_HINT = r"in a pattern only \*, \?, \\, \} and \/ are escapes"
 
 
-@dataclass(frozen=True)
+@frozen
 class WordResult:
     """One expanded word: the text, its split into words, and the names looked up."""
 
@@ -91,7 +92,7 @@ def _unsupported(modifier: str) -> _Failure:
     return _Failure(f"unsupported modifier ({modifier}) in substitution", _SUPPORTED_FORMS)
 
 
-@dataclass(frozen=True)
+@frozen
 class ShellLex:
     """BuildKit's ``shell.Lex``: expands one word with a given environment.
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+
+from .._frozen import frozen
 
 __all__ = ["Glob", "GlobError", "GoTemplate", "parse_glob", "reverse_pattern"]
 
@@ -51,7 +52,7 @@ class ResultTooLarge(ValueError):
     """A replacement would make a string longer than the caller allows."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class _Segment:
     """A fixed-length run of literal characters and ``?`` between two stars."""
 
@@ -92,7 +93,7 @@ def _make_segment(tokens: list[str | None]) -> _Segment:
     return _Segment(len(tokens), source, None, re.compile(source), re.compile(".*" + source))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class Glob:
     """A parsed shell pattern; ``segments`` are S0..Sk around k stars."""
 
@@ -318,7 +319,7 @@ def _is_go_name_char(char: str) -> bool:
     return char == "_" or char.isalpha() or char.isdecimal()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen(slots=True)
 class GoTemplate:
     """A replacement string read as Go's ``Regexp.Expand`` reads it.
 

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from pybuild._frozen import frozen
 from pybuild.errors import ImageError, NotFound, UsageError
 
 from ._export_layers import LayerSettings, bool_option, export_manifest, parse_compression_options
@@ -54,7 +55,7 @@ OUTPUT_TYPES = ("image", "registry", "oci", "docker", "local", "tar")
 STDOUT = "-"
 
 
-@dataclass(frozen=True)
+@frozen
 class Output:
     """One ``--output``: where the built image goes."""
 
@@ -296,7 +297,7 @@ def export_docker_archive(store: ImageStore, image: StoredImage, dest: Path | Bi
 # --- all outputs of a build ---------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class OutputResult:
     """What one output did: ``pushed`` holds (reference, manifest digest) pairs."""
 

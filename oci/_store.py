@@ -37,10 +37,11 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from pybuild._frozen import frozen
 from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError
 
 from ._compression import ByteSink, Compression, compress_layer, compress_stream, layer_media_type, open_decompressed
@@ -70,7 +71,7 @@ ORIGIN_RECORD = "origin:"  # blob digest -> {"repos": JSON list of registry/repo
 INDEX_META = "index"  # the key that makes an image record an image index (its meta says which images)
 
 
-@dataclass(frozen=True)
+@frozen
 class Layer:
     """One layer of an image: its diffID and one stored compressed form."""
 
@@ -80,7 +81,7 @@ class Layer:
     media_type: str
 
 
-@dataclass(frozen=True)
+@frozen
 class ResolvedImage:
     """What a build needs of a base image: the pinned digest and the config."""
 
@@ -89,7 +90,7 @@ class ResolvedImage:
     config: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@frozen
 class StoredImage:
     """An image of the store.  In ``ImageStore.images()`` listings ``config``
     holds only a summary: ``created`` and ``config.Labels``."""
@@ -130,7 +131,7 @@ class StoredImage:
         return not self.tags and not self.indexes
 
 
-@dataclass(frozen=True)
+@frozen
 class IndexEntry:
     """One platform's image in a stored index."""
 
@@ -139,7 +140,7 @@ class IndexEntry:
     manifest_digest: str
 
 
-@dataclass(frozen=True)
+@frozen
 class StoredIndex:
     """An OCI image index of the store: one image per platform under one tag.
 
@@ -191,7 +192,7 @@ class StoredIndex:
         return not self.tags
 
 
-@dataclass(frozen=True)
+@frozen
 class Removal:
     """What ``ImageStore.delete`` did, in ``docker rmi``'s order: references
     untagged (familiar form), then the image ID and the chain IDs of layers
