@@ -159,6 +159,7 @@ class Lease:
             if refused:  # once per pybuild process: a host that refuses does not change its mind
                 raise BridgeUnavailable(refused)
             with _global_lock():
+                made = False
                 if not _in_use() or netlink.link_index(BRIDGE) is None:
                     remove_bridge()  # what a killed pybuild may have left
                     try:
@@ -167,8 +168,13 @@ class Lease:
                         remove_bridge()
                         _remember_refusal(zygote, str(e))
                         raise
+                    made = True
                 subnet = _read_subnet()
-                _ensure_keeper(zygote)
+                if _ensure_keeper(zygote) and not made:
+                    # A build joining a bridge another pybuild made: a firewall reload or an
+                    # `iptables -F` since may have dropped or outranked the rules that keep
+                    # steps off the host; checked once per zygote (one iptables-save).
+                    ensure_rules(subnet)
                 host, fd = _take_address(subnet)
         except (OSError, ValueError) as e:
             raise BridgeUnavailable(str(e)) from None
@@ -339,16 +345,16 @@ def _process_key(pid: int) -> str:
         return f"{pid}-{int(f.read().rsplit(b')', 1)[1].split()[19])}"
 
 
-def _ensure_keeper(zygote: int) -> None:
-    """Fork the keeper of ``zygote`` unless one lives (under the global lock)."""
+def _ensure_keeper(zygote: int) -> bool:
+    """Fork the keeper of ``zygote`` unless one lives (under the global lock); whether one was forked."""
     fd = _try_lock(os.path.join(STATE_DIR, "user", _process_key(zygote)))
     if fd is None:
-        return
+        return False
     try:
         pidfd = os.pidfd_open(zygote)
     except ProcessLookupError:
         os.close(fd)
-        return
+        return False
     pid = os.fork()
     if pid == 0:
         try:
@@ -357,6 +363,7 @@ def _ensure_keeper(zygote: int) -> None:
             os._exit(0)
     os.close(fd)
     os.close(pidfd)
+    return True
 
 
 def _keeper_main(lock_fd: int, pidfd: int) -> None:
@@ -462,6 +469,49 @@ def _remove_rules() -> None:
         _iptables("-t", table, "-X", chain)
 
 
+def ensure_rules(subnet: ipaddress.IPv4Network) -> None:
+    """Make pybuild's rules again unless every one is in place, each jump first in its parent chain
+    (under the global lock).  The ``forward`` file says whether the host forwarded nothing before."""
+    only_the_bridge = os.path.exists(os.path.join(STATE_DIR, "forward"))
+    expected = rules(subnet, only_the_bridge=only_the_bridge)
+    if rules_in_place(expected, _iptables_save()):
+        return
+    _remove_rules()
+    _iptables_restore(expected)
+
+
+def rules_in_place(expected: str, saved: str) -> bool:
+    """Whether ``saved`` (iptables-save's output) holds the rules of ``expected`` (``rules()``'s):
+    pybuild's chains rule for rule, and each ``-I PARENT 1`` jump as the first rule of PARENT."""
+    wanted = _rule_lines(expected)
+    present = _rule_lines(saved)
+    for table, lines in wanted.items():
+        have = present.get(table, [])
+        for line in lines:
+            if line.startswith("-I "):
+                parent, jump = line[3:].split(" 1 ", 1)
+                first = next((rule for rule in have if rule.startswith(f"-A {parent} ")), None)
+                if first != f"-A {parent} {jump}":
+                    return False
+        for chain in {line.split()[1] for line in lines if line.startswith("-A ")}:
+            if [rule for rule in have if rule.split()[1] == chain] != [line for line in lines if line.split()[1] == chain]:
+                return False
+    return True
+
+
+def _rule_lines(text: str) -> dict[str, list[str]]:
+    """The ``-A``/``-I`` lines of iptables-restore text, by table."""
+    tables: dict[str, list[str]] = {}
+    table = ""
+    for line in text.splitlines():
+        line = " ".join(line.split())
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(("-A ", "-I ")) and table:
+            tables.setdefault(table, []).append(line)
+    return tables
+
+
 def _chains() -> tuple[tuple[str, str, str], ...]:
     """(table, parent chain, pybuild's chain) for each chain pybuild adds."""
     return tuple((table, parent, f"{CHAIN_PREFIX}-{parent}") for table, parent in (("filter", "INPUT"), ("filter", "FORWARD"), ("nat", "POSTROUTING")))
@@ -486,7 +536,7 @@ def rules(subnet: ipaddress.IPv4Network, only_the_bridge: bool = False) -> str:
         # Steps do not reach each other (their ports are isolated too), only the world, and only
         # from their own subnet; from outside only the replies of their own connections come in.
         f"-A {chain_fwd} -i {BRIDGE} -o {BRIDGE} -j DROP",
-        f"-A {chain_fwd} -i {BRIDGE} -s {net} -j ACCEPT",
+        f"-A {chain_fwd} -s {net} -i {BRIDGE} -j ACCEPT",  # in iptables-save's order: ensure_rules compares
         f"-A {chain_fwd} -i {BRIDGE} -j DROP",
         f"-A {chain_fwd} -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         f"-A {chain_fwd} -o {BRIDGE} -j DROP",
@@ -538,6 +588,15 @@ def _iptables(*args: str) -> bool:
     except OSError:
         return False  # no iptables: nothing of pybuild's can be in it either
     return done.returncode == 0
+
+
+def _iptables_save() -> str:
+    import subprocess
+
+    done = subprocess.run(["iptables-save"], stdin=subprocess.DEVNULL, capture_output=True)
+    if done.returncode != 0:
+        raise OSError(f"iptables-save: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout.decode(errors="replace")
 
 
 def _iptables_restore(text: str) -> None:
