@@ -40,7 +40,7 @@ import trio
 
 from pybuild.errors import BuildError, Location, PybuildError, StepFailed
 
-from .._build import RunnerFactory
+from .._build import Emulation, RunnerFactory
 from .._events import EventSink, Notice, StepLog
 from .._ops import ExecOp, FileOp, GitSource, HttpSource, LocalSource, Op
 from .._solver import CacheKey, Result
@@ -138,6 +138,9 @@ class RemoteSettings:
     cache_to: tuple[RemoteApi, ...] = ()
     fallback_local: bool = False
     host_platform: str = "linux/amd64"
+    # whether this machine runs a platform's steps (``executors.emulation_status`` when None):
+    # asked when a step sent away comes back to run here
+    emulation: Emulation | None = None
 
 
 def local_reason(op: Op, inputs: Mapping[str, Result], definition: Definition) -> str | None:
@@ -332,6 +335,7 @@ class RemoteRunner:
         except PybuildError as error:
             if not self.settings.fallback_local:
                 raise
+            self._check_runs_here(digest, op, f"{error.message} (--remote-fallback=local)")
             emit(Notice(f"warning: {error.message}; running the step here (--remote-fallback=local)", trio.current_time()))
             return None
         tail = await self._show_output(executor, digest, response.result, emit)
@@ -340,12 +344,35 @@ class RemoteRunner:
             made = await self._adopt(digest, op, key, inputs, executor, response.result, cached=response.cached)
         except (PybuildError, OSError) as error:
             text = error.message if isinstance(error, PybuildError) else str(error)
+            self._check_runs_here(digest, op, f"the layer {executor.url} made for step {self._name(digest)} is refused: {text}")
             emit(Notice(f"warning: the layer {executor.url} made for step {self._name(digest)} is refused: {text}; running it here", trio.current_time()))
             return None
         # the executor has the worker's result's blobs; another cache written to gets them from here
         await self._record_result(op, key, response.result, (executor,), emit)
         await self._record(op, key, made.layer, emit, [w for w in self._writers if w is not executor])
         return made
+
+    def _check_runs_here(self, digest: str, op: ExecOp, why: str) -> None:
+        """A step sent away that comes back (``why``) runs here only if this machine runs its
+        platform: the build asked for an emulator only for the steps planned to stay here, and
+        a foreign step must never run natively by mistake."""
+        if not op.platform:  # an ExecOp names its platform only when it is not this host's
+            return
+        if self.settings.emulation is not None:
+            status = self.settings.emulation(op.platform)
+        else:
+            from pybuild.executors import emulation_status
+
+            status = emulation_status(op.platform)
+        if status.runnable:
+            return
+        meta = self.local.definition.meta[digest]
+        reason = f": {status.reason}" if status.reason else ""
+        raise BuildError(
+            f"{why}; it cannot run here instead: this machine cannot run {op.platform} steps{reason}",
+            hint=status.hint or None,
+            location=Location(self.local.dockerfile_name, *meta.span) if meta.span else None,
+        )
 
     def _check_status(self, digest: str, op: ExecOp, response: ExecuteResponse, tail: str) -> None:
         """A step that did not complete fails as a local one does (its line, exit code, last output)."""
