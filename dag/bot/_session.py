@@ -141,8 +141,11 @@ class Session:
                 with trio.move_on_after(self.keepalive):
                     await self._wait_change()
             started = trio.current_time()
-            await self._update()
-            if trio.current_time() - started < MIN_POLL:  # a server that does not long-poll is not hammered
+            took_work = await self._update()
+            # a server that answers at once without work (it does not long-poll) is not hammered;
+            # one that answered with work is asked again at once: it may have more (BuildGrid
+            # assigns a bot's second lease between its updates, and hands it out on the next one)
+            if not took_work and trio.current_time() - started < MIN_POLL:
                 await trio.sleep(MIN_POLL)
 
     async def _report(self) -> None:
@@ -157,7 +160,8 @@ class Session:
         (sent twice, the second could complete the same lease's next attempt, re-queued here)."""
         return [f for f in self.unreported if f.lease_id not in self._sending]
 
-    async def _update(self) -> None:
+    async def _update(self) -> bool:
+        """One update; whether its answer started a lease."""
         finished = self._to_send()
         self._sending.update(f.lease_id for f in finished)
         running = sorted(self.running)
@@ -175,7 +179,7 @@ class Session:
                 self.say(f"bot session update failed (retrying): {error}")
             self._failing = True
             await trio.sleep(self.retry)
-            return
+            return False
         if self._failing:
             self.say("bot session updated again")
         self._failing = False
@@ -184,13 +188,16 @@ class Session:
         self._sending -= sent
         self.unreported = [f for f in self.unreported if f.lease_id not in sent]
         self._reported.update((lease_id, (number, self._sent)) for lease_id in sent)
-        self._take(assigned, number)
+        started = self._take(assigned, number)
         self._wake()
+        return started
 
     # ------------------------------------------------------------ leases
 
-    def _take(self, assigned: Sequence[Assigned], answering: int) -> None:
-        """Start the leases an answer to update ``answering`` names that are new to this bot."""
+    def _take(self, assigned: Sequence[Assigned], answering: int) -> bool:
+        """Start the leases an answer to update ``answering`` names that are new to this bot;
+        whether one started."""
+        started = False
         for lease in assigned:
             lease_id = lease.lease_id
             if lease_id in self.running or any(f.lease_id == lease_id for f in self.unreported):
@@ -205,6 +212,8 @@ class Session:
             scope = trio.CancelScope()
             self.running[lease_id] = scope
             self._nursery.start_soon(self._run, lease, scope)
+            started = True
+        return started
 
     async def _run(self, lease: Assigned, scope: trio.CancelScope) -> None:
         finished: Finished | None = None

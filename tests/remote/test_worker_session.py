@@ -7,8 +7,10 @@ import threading
 import time
 from collections.abc import Sequence
 
+import pytest
 import trio
 
+from pybuild.dag.bot import _session
 from pybuild.dag.bot._session import INTERNAL, OK, UNAVAILABLE, Assigned, Finished, Session
 from pybuild.reapi import Digest
 
@@ -103,6 +105,40 @@ async def test_runs_every_lease_once_and_never_more_than_the_capacity_at_once() 
     assert most == 3
     assert set(bots.finished) == set(ran)  # every result reported before serve returned
     assert all(f.status == OK and f.result is not None for f in bots.finished.values())
+
+
+async def test_an_answer_that_brings_work_is_followed_by_the_next_update_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BuildGrid assigns a bot's further leases between its updates and hands each out on the
+    next one, which may answer at once: the poller must not pause after such an answer (the
+    pause is for a server that answers at once with nothing)."""
+
+    class OneAtATime(FakeBots):
+        def open(self) -> Sequence[Assigned]:
+            return []
+
+        def _hand_out(self, running: Sequence[str]) -> list[Assigned]:
+            with self.lock:
+                answer = [self.queue.pop(0)] if self.queue else []
+                self.assigned.update((lease.lease_id, lease) for lease in answer)
+                return answer + [self.assigned[i] for i in running if i in self.assigned and i not in self.finished]
+
+    monkeypatch.setattr(_session, "MIN_POLL", 3600.0)  # a pause after a quick answer would hang this test
+    bots = OneAtATime(work=3, capacity=3)
+    all_running = trio.Event()
+    started: list[str] = []
+
+    async def run(lease: Assigned) -> Finished:
+        started.append(lease.lease_id)
+        if len(started) == 3:
+            all_running.set()
+        await all_running.wait()  # all three at once: each came on its own quick answer
+        return _result(lease)
+
+    session = Session(bots, run, capacity=3, keepalive=0.05)
+    with trio.fail_after(60):  # a hang guard, not a timing: the old pause is an hour here
+        await _serve_until(session, all_running)
+    assert sorted(started) == ["lease-0", "lease-1", "lease-2"]
+    assert set(bots.finished) == set(started)
 
 
 async def test_a_lease_that_arrives_while_draining_is_given_back_and_a_running_one_finishes() -> None:
