@@ -20,6 +20,8 @@ requests measured 25-65 ms for one step's veth, more than slirp4netns's start.
 
 ``pyseccomp`` (libseccomp's binding) is imported by ``_seccomp`` alone, when
 a filter is first compiled: the sandbox gets the compiled program's bytes.
+As root, ``_seccomp_cache`` keeps compiled programs in ``/run/pybuild/seccomp``
+so a build whose filter was compiled before imports neither.
 
 Inside this package the trio side (``_executor``, ``_caller``, ``_cgroups``,
 ``_seccomp``) may import anything above; the sandbox side (``_zygote``, ``_sandbox``,

@@ -105,7 +105,13 @@ def _default_text() -> str:
 
 @functools.lru_cache(maxsize=16)
 def _compiled(text: str, source: str, capabilities: int) -> bytes:
-    return _compile(text, source, capabilities)
+    from . import _seccomp_cache
+
+    program = _seccomp_cache.load(text, capabilities)
+    if program is None:
+        program = _compile(text, source, capabilities)
+        _seccomp_cache.store(text, capabilities, program)
+    return program
 
 
 def _compile(text: str, source: str, capabilities: int) -> bytes:
