@@ -10,8 +10,6 @@ here, how results are checked, adopted, cached, refused and reported.
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +29,8 @@ from pybuild.grammar import parse
 from pybuild.oci import ImageStore, SnapshotLayers
 from pybuild.reapi import Action, ActionResult, Digest, MemoryRemote, OutputFile, parse_command, parse_directory
 
+from ..layer_tars import layer_tar
+
 BASE = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
 SECRET = b"hunter2-very-secret-bytes"
 
@@ -48,16 +48,6 @@ class RecordingCaller:
 
     async def call(self, rootfs, mounts, function, *args):  # type: ignore[no-untyped-def]
         Path(rootfs.upper, "copied.txt").write_text("copied\n")
-
-
-def layer_tar(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 1, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 class Bot:

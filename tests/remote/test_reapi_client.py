@@ -8,11 +8,13 @@ unique ``pybuild-sandbox`` value), so workers of other tests never take its Acti
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -232,68 +234,74 @@ def test_a_bot_leases_an_executed_action_and_its_result_answers_execute(remote: 
     assert again.cached and again.result.output_files == result.output_files
 
 
-def test_a_failed_command_is_a_result_and_is_not_cached(remote: reapi.Remote) -> None:
+@dataclass(frozen=True)
+class Leased:
+    """An Action being executed (``running``) and leased to a bot session of this test's own."""
+
+    platform: reapi.Properties
+    action_digest: reapi.Digest
+    running: concurrent.futures.Future[reapi.ExecuteResponse]
+    session: reapi.BotSession
+    lease: reapi.Lease
+
+
+@contextlib.contextmanager
+def leased_execution(remote: reapi.Remote, tag: str, bot: str = "bot") -> Iterator[Leased]:
+    """Submit an Action of a platform only this test has, Execute it in a thread, and create a
+    bot session that waits until the server leases it the Action."""
     platform = unique_platform()
-    action_digest, _ = submit(remote, platform, "fails")
+    action_digest, _ = submit(remote, platform, tag)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(remote.execute, action_digest)
-        session = wait_for_lease(remote, remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
+        session = wait_for_lease(remote, remote.create_bot_session(f"{bot}-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
         (lease,) = session.leases
+        yield Leased(platform, action_digest, running, session, lease)
+
+
+def test_a_failed_command_is_a_result_and_is_not_cached(remote: reapi.Remote) -> None:
+    with leased_execution(remote, "fails") as leased:
         failed = reapi.ActionResult(exit_code=3, stderr_raw=b"boom\n")
-        remote.update_bot_session(session.with_leases((lease.completed(failed),)), timeout=BOT_TIMEOUT)
-        response = running.result(timeout=30)
+        remote.update_bot_session(leased.session.with_leases((leased.lease.completed(failed),)), timeout=BOT_TIMEOUT)
+        response = leased.running.result(timeout=30)
     assert response.status_code == 0 and response.result.exit_code == 3
     assert response.result.stderr_raw == b"boom\n"
-    assert remote.get_action_result(action_digest) is None
+    assert remote.get_action_result(leased.action_digest) is None
 
 
 def test_a_lease_reported_unavailable_is_queued_again(remote: reapi.Remote) -> None:
-    platform = unique_platform()
-    action_digest, _ = submit(remote, platform, "retry")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        running = pool.submit(remote.execute, action_digest)
-        session = wait_for_lease(remote, remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
-        (lease,) = session.leases
-        session = remote.update_bot_session(session.with_leases((lease.failed(14, "worker shutting down"),)), timeout=BOT_TIMEOUT)
+    with leased_execution(remote, "retry") as leased:
+        lease = leased.lease
+        session = remote.update_bot_session(leased.session.with_leases((lease.failed(14, "worker shutting down"),)), timeout=BOT_TIMEOUT)
         session = wait_for_lease(remote, session)
         (again,) = session.leases
-        assert again.id == lease.id and again.action_digest == action_digest
+        assert again.id == lease.id and again.action_digest == leased.action_digest
         remote.update_bot_session(session.with_leases((again.completed(reapi.ActionResult()),)), timeout=BOT_TIMEOUT)
-        assert running.result(timeout=30).status_code == 0
+        assert leased.running.result(timeout=30).status_code == 0
 
 
 def test_a_lease_the_bot_refuses_ends_execute_with_that_status(remote: reapi.Remote) -> None:
     """Any code but INTERNAL/UNAVAILABLE is final: Execute answers with it (status_code, message)."""
-    platform = unique_platform()
-    action_digest, _ = submit(remote, platform, "refused")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        running = pool.submit(remote.execute, action_digest)
-        session = wait_for_lease(remote, remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
-        (lease,) = session.leases
-        remote.update_bot_session(session.with_leases((lease.failed(3, "the step names a layer it lacks"),)), timeout=BOT_TIMEOUT)
-        response = running.result(timeout=30)
+    with leased_execution(remote, "refused") as leased:
+        refused = leased.lease.failed(3, "the step names a layer it lacks")
+        remote.update_bot_session(leased.session.with_leases((refused,)), timeout=BOT_TIMEOUT)
+        response = leased.running.result(timeout=30)
     assert (response.status_code, response.message, response.cached) == (3, "the step names a layer it lacks", False)
-    assert remote.get_action_result(action_digest) is None
+    assert remote.get_action_result(leased.action_digest) is None
 
 
 def test_a_silent_bots_lease_goes_to_another_bot(remote: reapi.Remote) -> None:
     """A worker killed mid-step stops calling UpdateBotSession: once its session misses the
     keepalive, the server closes it and re-queues the lease; the dead bot's next call (had
     it survived) is BotSessionClosed."""
-    platform = unique_platform()
-    action_digest, _ = submit(remote, platform, "killed")
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        running = pool.submit(remote.execute, action_digest)
-        dead = wait_for_lease(remote, remote.create_bot_session(f"dead-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT))
-        (lease,) = dead.leases
-        survivor = remote.create_bot_session(f"live-{uuid.uuid4().hex[:8]}", platform, timeout=BOT_TIMEOUT)
+    with leased_execution(remote, "killed", bot="dead") as dead:
+        survivor = remote.create_bot_session(f"live-{uuid.uuid4().hex[:8]}", dead.platform, timeout=BOT_TIMEOUT)
         survivor = wait_for_lease(remote, survivor, rounds=4 * BOT_KEEPALIVE_SECONDS)
         (moved,) = survivor.leases
-        assert moved.id == lease.id and moved.action_digest == action_digest
+        assert moved.id == dead.lease.id and moved.action_digest == dead.action_digest
         remote.update_bot_session(survivor.with_leases((moved.completed(reapi.ActionResult()),)), timeout=BOT_TIMEOUT)
-        assert running.result(timeout=30).status_code == 0
+        assert dead.running.result(timeout=30).status_code == 0
     with pytest.raises(reapi.BotSessionClosed):
-        remote.update_bot_session(dead, timeout=BOT_TIMEOUT)
+        remote.update_bot_session(dead.session, timeout=BOT_TIMEOUT)
 
 
 @pytest.mark.slow
@@ -316,7 +324,8 @@ def test_a_server_stopped_during_execute_is_one_line(postgres: Postgres, tmp_pat
 
 
 def test_an_interrupted_poll_returns_the_session_as_sent(remote: reapi.Remote) -> None:
-    session = remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", unique_platform(), timeout=5.0)
+    # Under BuildGrid's ~4 s floor the create waits for no lease: it answers at once.
+    session = remote.create_bot_session(f"bot-{uuid.uuid4().hex[:8]}", unique_platform(), timeout=2.0)
     interrupt = threading.Event()
     threading.Timer(0.3, interrupt.set).start()
     assert remote.update_bot_session(session, timeout=BOT_TIMEOUT, interrupt=interrupt) is session

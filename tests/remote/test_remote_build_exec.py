@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import os
-import signal
-import subprocess
-import sys
-import tarfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ..layer_tars import layer_tar
 from .conftest import BuildGrid, Postgres, start_buildgrid
 from .test_remote_build_cache import base_archive, blobs_containing, build, pybuild, tree  # noqa: F401  # base_archive: a fixture
+from .workers import running_workers
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -35,27 +30,9 @@ SECRET = b"s3cr3t-Only-Here-7f1e"  # the one test_remote_build_cache's build() p
 
 @contextlib.contextmanager
 def worker(url: str, directory: Path, name: str) -> Iterator[Path]:
-    """A ``pybuild worker`` process serving ``url``; yields its log file."""
-    log = directory / f"{name}.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pybuild", "worker", "--remote", url, "--root", str(directory / f"root-{name}"), "--name", name, "--jobs", "2"],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while b"serving" not in log.read_bytes():
-            assert process.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
-        yield log
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(30)
+    """A ``pybuild worker`` process (two steps at once) serving ``url``; yields its log file."""
+    with running_workers(url, directory, (name,), jobs=2) as (started,):
+        yield started.log_path
 
 
 def project(directory: Path, dockerfile: str) -> Path:
@@ -101,16 +78,6 @@ def test_run_steps_run_on_the_worker_and_a_secret_step_stays_here(tmp_path: Path
     assert blobs_containing(buildgrid.cas_dir, marker.encode())
 
 
-def layer_tar(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 1, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 class LyingBot:
     """A bot that answers every lease with a layer whose result.json names another diffID."""
 
@@ -126,7 +93,8 @@ class LyingBot:
         from pybuild import reapi
         from pybuild.dag.remote import LAYER_OUTPUT, RESULT_OUTPUT, RemoteResult, platform_properties, result_json
 
-        session = self.remote.create_bot_session("liar", platform_properties("linux/amd64"), timeout=6)
+        # Every long poll ends when the test is done (interrupt): no waiting out its 6 s.
+        session = self.remote.create_bot_session("liar", platform_properties("linux/amd64"), timeout=6, interrupt=self.stop)
         while not self.stop.is_set():
             done = []
             for lease in session.leases:
@@ -139,7 +107,7 @@ class LyingBot:
                 done.append(lease.completed(reapi.ActionResult(exit_code=0, output_files=outputs, worker="liar")))
                 self.leases += 1
             active = tuple(l for l in session.leases if l.state is reapi.LeaseState.ACTIVE and l.id not in {d.id for d in done})
-            session = self.remote.update_bot_session(session.with_leases(active + tuple(done)), timeout=6)
+            session = self.remote.update_bot_session(session.with_leases(active + tuple(done)), timeout=6, interrupt=self.stop)
 
     def __enter__(self) -> LyingBot:
         self.thread.start()

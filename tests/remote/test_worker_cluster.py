@@ -6,6 +6,7 @@ SIGTERM drains, a SIGKILL loses only the lease (re-queued to the other worker)."
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import json
@@ -124,44 +125,60 @@ def test_jobs_steps_run_at_once_on_one_worker(buildgrid: BuildGrid, client: Clie
         assert sum(1 for s, e in spans if s <= start < e) <= 2, spans
 
 
-def test_sigterm_drains_the_running_step_and_the_worker_exits(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
-    marker = _unique("drained")
-    worker = WorkerProcess(buildgrid.url, tmp_path, "drainer")
+class RunningStep:
+    """A worker of the test's own that has started a ``sleep`` step nobody else has (its
+    Execute is ``future``); other workers the test starts are stopped with it."""
+
+    def __init__(self, worker: WorkerProcess, future: concurrent.futures.Future[reapi.ExecuteResponse], marker: str) -> None:
+        self.worker = worker
+        self.future = future
+        self.marker = marker
+        self.started = [worker]
+
+    def another(self, name: str) -> WorkerProcess:
+        other = WorkerProcess(self.worker.url, self.worker.directory, name)
+        self.started.append(other)
+        return other
+
+    def check_done_by(self, client: Client, response: reapi.ExecuteResponse, name: str) -> None:
+        """The step succeeded on worker ``name`` and its layer holds what it wrote."""
+        assert response.status_code == 0 and response.result.worker == name
+        assert client.files(response.result)["out"] == f"{self.marker}\n".encode()
+
+
+@contextlib.contextmanager
+def step_running_on(name: str, url: str, client: Client, directory: Path, seconds: int) -> Iterator[RunningStep]:
+    marker = _unique(name)
+    worker = WorkerProcess(url, directory, name)
+    step: RunningStep | None = None
     try:
         worker.wait_for("serving")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(client.execute, f"sleep 2; echo {marker} > /out")
-            worker.wait_for(f"running RUN sleep 2; echo {marker}")
-            worker.signal(signal.SIGTERM)
-            response = future.result(timeout=60)
-        assert worker.process.wait(30) == 0
+            future = pool.submit(client.execute, f"sleep {seconds}; echo {marker} > /out")
+            worker.wait_for(f"running RUN sleep {seconds}; echo {marker}")
+            step = RunningStep(worker, future, marker)
+            yield step
     finally:
-        worker.stop()
-    assert response.status_code == 0 and response.result.worker == "drainer"
-    assert client.files(response.result)["out"] == f"{marker}\n".encode()
-    assert "draining" in worker.log() and worker.log().rstrip().endswith("stopped")
+        for started in step.started if step is not None else [worker]:
+            started.stop()
+
+
+def test_sigterm_drains_the_running_step_and_the_worker_exits(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
+    with step_running_on("drainer", buildgrid.url, client, tmp_path, seconds=2) as step:
+        step.worker.signal(signal.SIGTERM)
+        response = step.future.result(timeout=60)
+        assert step.worker.process.wait(30) == 0
+    step.check_done_by(client, response, "drainer")
+    assert "draining" in step.worker.log() and step.worker.log().rstrip().endswith("stopped")
 
 
 def test_a_killed_worker_loses_only_its_lease(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
-    marker = _unique("survived")
-    doomed = WorkerProcess(buildgrid.url, tmp_path, "doomed")
-    survivor: WorkerProcess | None = None
-    try:
-        doomed.wait_for("serving")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(client.execute, f"sleep 3; echo {marker} > /out")
-            doomed.wait_for(f"running RUN sleep 3; echo {marker}")
-            survivor = WorkerProcess(buildgrid.url, tmp_path, "survivor")
-            survivor.wait_for("serving")
-            doomed.kill()
-            response = future.result(timeout=120)  # re-queued once the killed session expires
-    finally:
-        doomed.stop()
-        if survivor is not None:
-            survivor.stop()
-    assert response.status_code == 0 and response.result.worker == "survivor"
-    assert client.files(response.result)["out"] == f"{marker}\n".encode()
-    assert not doomed.lines("ran ")
+    with step_running_on("doomed", buildgrid.url, client, tmp_path, seconds=3) as step:
+        step.another("survivor").wait_for("serving")
+        step.worker.kill()
+        response = step.future.result(timeout=120)  # re-queued once the killed session expires
+    step.check_done_by(client, response, "survivor")
+    assert not step.worker.lines("ran ")
 
 
 def test_an_unreachable_cluster_is_one_clear_error(tmp_path: Path) -> None:
@@ -214,27 +231,16 @@ def test_a_bad_platform_names_the_flag() -> None:
 
 
 def test_a_second_signal_gives_the_running_step_back_to_the_cluster(buildgrid: BuildGrid, client: Client, tmp_path: Path) -> None:
-    marker = _unique("given-back")
-    leaving = WorkerProcess(buildgrid.url, tmp_path, "leaving")
-    taker: WorkerProcess | None = None
-    try:
-        leaving.wait_for("serving")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            future = pool.submit(client.execute, f"sleep 4; echo {marker} > /out")
-            leaving.wait_for(f"running RUN sleep 4; echo {marker}")
-            leaving.signal(signal.SIGTERM)
-            leaving.wait_for("draining")
-            leaving.signal(signal.SIGTERM)  # no waiting for the step: it goes back to the queue
-            assert leaving.process.wait(30) == 0
-            taker = WorkerProcess(buildgrid.url, tmp_path, "taker")
-            response = future.result(timeout=120)
-    finally:
-        leaving.stop()
-        if taker is not None:
-            taker.stop()
+    with step_running_on("leaving", buildgrid.url, client, tmp_path, seconds=4) as step:
+        leaving = step.worker
+        leaving.signal(signal.SIGTERM)
+        leaving.wait_for("draining")
+        leaving.signal(signal.SIGTERM)  # no waiting for the step: it goes back to the queue
+        assert leaving.process.wait(30) == 0
+        step.another("taker")
+        response = step.future.result(timeout=120)
     assert "giving the running steps back" in leaving.log()
-    assert response.status_code == 0 and response.result.worker == "taker"
-    assert client.files(response.result)["out"] == f"{marker}\n".encode()
+    step.check_done_by(client, response, "taker")
 
 
 def test_the_bots_connection_has_the_behaviour_the_session_relies_on(buildgrid: BuildGrid, client: Client) -> None:

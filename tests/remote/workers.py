@@ -19,6 +19,8 @@ PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class WorkerProcess:
     def __init__(self, url: str, directory: Path, name: str, *, jobs: int = 1, extra: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.url = url
+        self.directory = directory
         self.root = directory / f"root-{name}"
         self.log_path = directory / f"{name}.log"
         with open(self.log_path, "wb") as log:
