@@ -10,8 +10,6 @@ the local check passes anyway: tests/remote/test_remote_platforms.py)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,18 +18,17 @@ import pytest
 import trio
 
 from pybuild.cache import Root
-from pybuild.dag import BuildOptions, ExportOptions, Platform, StoreImageChains, Worker, build, host_platform
+from pybuild.dag import BuildOptions, ExportOptions, build
 from pybuild.dag._build import RunnerFactory, check_platforms
 from pybuild.dag._convert import convert
 from pybuild.dag._ops import ExecOp
 from pybuild.dag.remote import planned_local_reason, remote_runner_factory
 from pybuild.errors import BuildError
-from pybuild.executors import FakeExecutor, FakeRootfsCaller
+from pybuild.executors import FakeExecutor
 from pybuild.grammar import parse
-from pybuild.oci import ImageStore, SnapshotLayers
+from pybuild.oci import ImageStore
 
-HOST = host_platform()
-OTHER = Platform("linux", "arm64") if HOST.architecture != "arm64" else Platform("linux", "amd64")
+from .fake_builds import OTHER, fake_runners, import_base
 
 
 @dataclass(frozen=True)
@@ -55,13 +52,7 @@ class NoEmulator:
 def _store(tmp_path: Path) -> tuple[Root, ImageStore]:
     root = Root.open(tmp_path / "root")
     store = ImageStore(root)
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        info = tarfile.TarInfo("etc/os-release")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"os\n"))
-    data.seek(0)
-    store.import_tarball(data, ["base:latest"], architecture=OTHER.architecture, variant=OTHER.variant)
+    import_base(store, OTHER)
     return root, store
 
 
@@ -74,15 +65,8 @@ def _plan(tmp_path: Path, text: str) -> Any:
 def _build(tmp_path: Path, text: str, make: Any, emulation: NoEmulator) -> tuple[Any, FakeExecutor]:
     root, store = _store(tmp_path)
     executor = FakeExecutor()
-
-    def make_runner(plan: Any) -> Worker:
-        return Worker(
-            plan.definition, root=root, executor=executor, files=FakeRootfsCaller(),
-            images=StoreImageChains(store), layers=SnapshotLayers(store),
-        )
-
     outcome = trio.run(lambda: build(
-        parse(text.encode(), "Dockerfile"), BuildOptions(platform=OTHER), store=store, make_runner=make(make_runner),
+        parse(text.encode(), "Dockerfile"), BuildOptions(platform=OTHER), store=store, make_runner=make(fake_runners(root, store, executor)),
         export=ExportOptions(tags=("placed:1",)), emulation=emulation,
     ))
     return outcome, executor

@@ -4,8 +4,6 @@ the build before any step runs."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,13 @@ import pytest
 import trio
 
 from pybuild.cache import Root
-from pybuild.dag import BuildOptions, ExportOptions, Platform, StoreImageChains, Worker, build, host_platform
+from pybuild.dag import BuildOptions, ExportOptions, Platform, Worker, build
 from pybuild.errors import BuildError
-from pybuild.executors import FakeExecutor, FakeRootfsCaller
+from pybuild.executors import FakeExecutor
 from pybuild.grammar import parse
-from pybuild.oci import ImageStore, SnapshotLayers
+from pybuild.oci import ImageStore
 
-HOST = host_platform()
-OTHER = Platform("linux", "arm64") if HOST.architecture != "arm64" else Platform("linux", "amd64")
+from .fake_builds import HOST, OTHER, fake_runners, import_base
 
 
 @dataclass(frozen=True)
@@ -32,30 +29,13 @@ class Status:
     hint: str = ""
 
 
-def _base(store: ImageStore) -> None:
-    """A one-file base image for the host, tagged ``base``."""
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        info = tarfile.TarInfo("etc/os-release")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"os\n"))
-    data.seek(0)
-    store.import_tarball(data, ["base:latest"], architecture=HOST.architecture, variant=HOST.variant)
-
-
 def _build(tmp_path: Path, text: str, platforms: tuple[Platform, ...], *, emulation: Any = None,
            events: list[Any] | None = None) -> tuple[Any, FakeExecutor, ImageStore]:
     root = Root.open(tmp_path / "root")
     store = ImageStore(root)
-    _base(store)
+    import_base(store, HOST)
     executor = FakeExecutor()
-
-    def make_runner(plan: Any) -> Worker:
-        return Worker(
-            plan.definition, root=root, executor=executor, files=FakeRootfsCaller(),
-            images=StoreImageChains(store), layers=SnapshotLayers(store),
-        )
-
+    make_runner = fake_runners(root, store, executor)
     options = BuildOptions(platform=platforms[0], platforms=platforms)
     emit = events.append if events is not None else (lambda event: None)
     outcome = trio.run(lambda: build(
@@ -144,14 +124,12 @@ def test_a_cache_export_holds_every_platforms_records(tmp_path: Path) -> None:
 
     root = Root.open(tmp_path / "root")
     store = ImageStore(root)
-    _base(store)
+    import_base(store, HOST)
     workers: list[Worker] = []
+    make = fake_runners(root, store, FakeExecutor())
 
     def make_runner(plan: Any) -> Worker:
-        workers.append(Worker(
-            plan.definition, root=root, executor=FakeExecutor(), files=FakeRootfsCaller(),
-            images=StoreImageChains(store), layers=SnapshotLayers(store),
-        ))
+        workers.append(make(plan))
         return workers[-1]
 
     text = "FROM --platform=$BUILDPLATFORM base\nARG TARGETARCH\nWORKDIR /out/$TARGETARCH\n"
