@@ -229,7 +229,9 @@ class Lease:
             index = netlink.link_index(name)
             if index is None:
                 raise OSError(f"the veth {name} vanished")
+            # Isolated before it is up: no frame of another step ever crosses a port that is not.
             self.host_side.isolate_port(index)
+            self.host_side.set_up(index)
             return
         raise OSError("no free veth name")
 

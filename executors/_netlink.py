@@ -106,11 +106,11 @@ class Netlink:
         self.request(_RTM_NEWLINK, ifinfo(index, IFF_UP, IFF_UP))
 
     def add_veth(self, name: str, master: int, peer: str, peer_netns_fd: int, peer_mac: bytes) -> None:
-        """A veth pair: ``name`` here, up and a port of ``master``; ``peer`` (down) in the namespace of ``peer_netns_fd``."""
+        """A veth pair: ``name`` here, down and a port of ``master``; ``peer`` (down) in the namespace of ``peer_netns_fd``."""
         peer_info = ifinfo() + attr(_IFLA_IFNAME, peer.encode() + b"\0") + attr(_IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
         peer_info += attr(_IFLA_ADDRESS, peer_mac)
         linkinfo = nested(_IFLA_LINKINFO, attr(_IFLA_INFO_KIND, b"veth"), nested(_IFLA_INFO_DATA, attr(_VETH_INFO_PEER, peer_info)))
-        body = ifinfo(0, IFF_UP, IFF_UP) + attr(_IFLA_IFNAME, name.encode() + b"\0") + attr(_IFLA_MASTER, struct.pack("=I", master))
+        body = ifinfo() + attr(_IFLA_IFNAME, name.encode() + b"\0") + attr(_IFLA_MASTER, struct.pack("=I", master))
         self.request(_RTM_NEWLINK, body + linkinfo, _NLM_F_CREATE | _NLM_F_EXCL)
 
     def isolate_port(self, index: int) -> None:
