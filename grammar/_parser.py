@@ -26,6 +26,7 @@ from ._nodes import (
     heredoc_capable,
     split_arguments,
 )
+from ._lines import Shape, direct_shapes
 from ._scanner import MAX_DOCKERFILE_SIZE, LogicalLine, ScanError, scan
 from ._words import extract_flags, go_trim_space
 
@@ -44,28 +45,18 @@ class Ast:
         return dict(self.directives).get(name)
 
 
-class _Shape(NamedTuple):
-    """What the grammar saw on one line: tokens, not yet interpreted."""
-
-    rule: str  # "instruction" | "healthcheck" | "onbuild"
-    keyword: Any  # the keyword token (carries .line, .end_pos)
-    flags: tuple[Any, ...]
-    arguments: Any | None
-    nested: _Shape | None
-
-
-def _shape(rule: str) -> Callable[[Any, list[Any]], _Shape]:
-    def callback(self: Any, children: list[Any]) -> _Shape:
+def _shape(rule: str) -> Callable[[Any, list[Any]], Shape]:
+    def callback(self: Any, children: list[Any]) -> Shape:
         flags = []
         arguments = nested = None
         for child in children[1:]:
-            if type(child) is _Shape:
+            if type(child) is Shape:
                 nested = child
             elif child.type == "FLAGS":
                 flags.append(child)
             else:
                 arguments = child
-        return _Shape(rule, children[0], tuple(flags), arguments, nested)
+        return Shape(rule, children[0], tuple(flags), arguments, nested)
 
     return callback
 
@@ -82,12 +73,12 @@ def _lark() -> Any:
     import lark
     from lark import Lark, Transformer
 
-    class Shapes(Transformer[Any, list[_Shape]]):
+    class Shapes(Transformer[Any, list[Shape]]):
         instruction = _shape("instruction")
         healthcheck = _shape("healthcheck")
         onbuild = _shape("onbuild")
 
-        def start(self, children: list[Any]) -> list[_Shape]:
+        def start(self, children: list[Any]) -> list[Shape]:
             return children
 
     cache = _cache_dir()
@@ -140,7 +131,7 @@ class _Finisher:
         self.text = text
         self.escape = escape
 
-    def finish(self, shape: _Shape, depth: int = 0) -> _Partial:
+    def finish(self, shape: Shape, depth: int = 0) -> _Partial:
         line = shape.keyword.line
         if depth > _MAX_ONBUILD_NESTING:
             # BuildKit's instructions refuse any chain; the generic nodes keep
@@ -193,17 +184,24 @@ class _Finisher:
 
 
 def _parse_lines(texts: list[str], escape: str, depth: int = 0) -> list[_Partial]:
+    joined = "\n".join(texts)
+    shapes = direct_shapes(texts)  # lark's tokens without loading lark (_lines.py)
+    if shapes is None:
+        shapes = _lark_shapes(joined)
+    finisher = _Finisher(joined, escape)
+    return [finisher.finish(shape, depth) for shape in shapes]
+
+
+def _lark_shapes(joined: str) -> list[Shape]:
     from lark.exceptions import LarkError, UnexpectedInput
 
-    joined = "\n".join(texts)
     try:
-        shapes = _lark().parse(joined)
+        shapes: list[Shape] = _lark().parse(joined)
     except UnexpectedInput as error:
         raise _LineError(f"unexpected input: {error.get_context(joined).strip()}", error.line) from None
     except LarkError as error:  # pragma: no cover - the grammar accepts every line
         raise _LineError(str(error), 1) from None
-    finisher = _Finisher(joined, escape)
-    return [finisher.finish(shape, depth) for shape in shapes]
+    return shapes
 
 
 def parse_ast(text: str | bytes, file: str = "Dockerfile") -> Ast:
