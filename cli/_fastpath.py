@@ -55,6 +55,7 @@ _DIGEST = 32
 _WHOLE_READ = 16 << 20  # files below this are read in one call; bigger ones in pieces of it
 _S_IFMT = 0o170000
 _HOST_XATTRS = ("security.selinux",)  # not content (the hasher ignores it too)
+_KIND_TYPES = {1: 0o100000, 2: 0o040000, 3: 0o120000}  # FILE, DIRECTORY, SYMLINK: the file type each is of
 
 
 class Miss(Exception):
@@ -68,12 +69,13 @@ def answer(argv: Sequence[str]) -> int | None:
     try:
         try:
             record, refresh = _checked(list(argv))
+            events = _events(record)  # all read before anything is written or printed
             _write_files(record, list(argv))  # the one step that may still fail: nothing is printed before it
         except Exception as error:  # noqa: BLE001 - whatever goes wrong here, the normal build decides
             debug(f"miss: {error}" if isinstance(error, Miss) else f"miss: {type(error).__name__}: {error}")
             return None
         try:
-            _print(record)
+            _print(record, events)
         except BrokenPipeError:  # the reader went away, as main says it
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 141
@@ -270,9 +272,10 @@ def _checked(argv: list[str]) -> tuple[Record, Callable[[], None]]:
     record = Record.parse(data)
     if record.fields[b"key"] != key or record.fields[b"root"] != os.fsencode(root):
         raise Miss("the record is of another invocation")
+    named = Named(argv, root)
     started = _time_ns()
-    _check_store_and_files(record)
-    refreshed = _check_paths(record, started)
+    _check_store_and_files(record, named)
+    refreshed = _check_paths(record, started, named)
 
     def refresh() -> None:
         if refreshed is not None:
@@ -290,10 +293,39 @@ def _time_ns() -> int:
     return time.time_ns()
 
 
-def _check_store_and_files(record: Record) -> None:
+class Named:
+    """The places this command line names: the root, pybuild's own code and every path
+    among its words (the context, ``-f``'s Dockerfile and the ignore file beside it).
+    The content a record makes the fast path read must be there: a record cannot make it
+    open, list or read anything else (lstat alone, of a path it lists, reads nothing)."""
+
+    def __init__(self, argv: Sequence[str], root: str) -> None:
+        cwd = os.getcwd()
+        bases = {root, os.path.realpath(root), os.path.dirname(os.path.abspath(sys.modules["pybuild"].__file__ or ""))}
+        for word in argv:
+            value = word.partition("=")[2] if word.startswith("-") else word
+            if value and not value.startswith("-"):  # normalized, and as pathlib's absolute() keeps it (with its "..")
+                bases.update((os.path.abspath(value), _without_dots(os.path.join(cwd, value))))
+        encoded = [os.fsencode(base).rstrip(b"/") for base in bases]
+        self.exact = frozenset([*encoded, *(base + b".dockerignore" for base in encoded)])
+        self.prefixes = tuple(base + b"/" for base in encoded)
+
+    def check(self, path: bytes) -> None:
+        """Miss unless ``path`` is one of the named places or inside one."""
+        if path not in self.exact and not path.startswith(self.prefixes):
+            raise Miss(f"the record reads {os.fsdecode(path)!r}, which this command does not name")
+
+
+def _without_dots(path: str) -> str:
+    """``path`` without its ``.`` components and repeated or trailing slashes; ``..`` kept."""
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
+
+
+def _check_store_and_files(record: Record, named: Named) -> None:
     """The files whose bytes must be the same, those that must not exist, the objects still there."""
     for entry in record.lists[b"file"]:
         path, _, expected = entry.partition(b"\0")
+        named.check(path)
         if _read_regular(path, len(expected) + 1) != expected:
             raise Miss(f"{os.fsdecode(path)} changed")
     for path in split_paths(record.fields[b"absent"]):
@@ -317,8 +349,12 @@ def _check_store_and_files(record: Record) -> None:
 
 
 def _read_regular(path: bytes, limit: int = 1 << 30) -> bytes | None:
-    """A regular file's bytes (up to ``limit``), never through a symlink; None for anything else."""
+    """A regular file's bytes (up to ``limit``), never through a symlink; None for anything else.
+    Anything else is never opened: opening a device may do something (a tape rewinds, a
+    watchdog starts), a FIFO's writer would be let go."""
     try:
+        if os.lstat(path).st_mode & _S_IFMT != 0o100000:
+            return None
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
@@ -334,7 +370,7 @@ def _read_regular(path: bytes, limit: int = 1 << 30) -> bytes | None:
         os.close(fd)
 
 
-def _check_paths(record: Record, started: int) -> Record | None:
+def _check_paths(record: Record, started: int, named: Named) -> Record | None:
     """Every recorded path against its signature; touched and racy ones by content.
 
     None when all matched and nothing is racy any more; else the record with the
@@ -347,12 +383,16 @@ def _check_paths(record: Record, started: int) -> Record | None:
         raise ValueError("damaged (sigs)")
     racy = array("q")
     racy.frombytes(record.fields[b"racy"])
+    if racy and not 0 <= min(racy) <= max(racy) < len(paths):
+        raise ValueError("damaged (racy)")
     now = _signatures(paths)
     if now is not None and now == wanted and not racy:
         return None
     if now is None:
         now = _signatures_one_by_one(paths)
     suspects = sorted(set(racy) | {i for i in range(len(paths)) if _sig(now, i) != _sig(wanted, i)})
+    for i in suspects:  # each is read by content below
+        named.check(paths[i])
     _verify([(paths[i], _sig(wanted, i), _sig(now, i), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)]) for i in suspects])
     debug(f"{len(suspects)} paths checked by content")
     return _refreshed(record, now, len(paths), started)
@@ -430,6 +470,8 @@ def _same_content(suspect: _Suspect, sha256: Any) -> None:
         raise Miss(f"{shown} changed")
     if now[5] != old[5] or (kind == FILE and now[2] != old[2]):
         raise Miss(f"{shown} changed its type, mode or size")
+    if now[5] & _S_IFMT != _KIND_TYPES.get(kind):  # a device or a FIFO is never opened
+        raise Miss(f"{shown} is not what the record says it is")
     if kind == FILE:
         current = _file_digest(path, now, sha256)
     elif kind == DIRECTORY:
@@ -518,11 +560,27 @@ def _write_files(record: Record, argv: list[str]) -> None:
         _replace_file(path, data)
 
 
-def _print(record: Record) -> None:
+def _events(record: Record) -> list[StepCached | Notice]:
+    """The events a live view replays, decoded (ValueError for a record that is not right)."""
+    if record.fields[b"mode"] not in (b"plain", b"quiet", b"rawjson", b"tty"):
+        raise ValueError("damaged (mode)")
+    events: list[StepCached | Notice] = []
+    for event in record.lists[b"event"] if record.fields[b"mode"] == b"tty" else ():
+        if event[:1] == b"C":
+            digest, _, name = event[1:].partition(b"\0")
+            events.append(StepCached(digest.decode("ascii"), name.decode("utf-8", "surrogateescape"), 0.0))
+        elif event[:1] == b"N":
+            events.append(Notice(event[1:].decode("utf-8", "surrogateescape"), 0.0))
+        else:
+            raise ValueError("damaged (event)")
+    return events
+
+
+def _print(record: Record, events: list[StepCached | Notice]) -> None:
     """What the build prints: its progress, then its report."""
     err = sys.stderr.buffer
     if record.fields[b"mode"] == b"tty":
-        _replay(record.lists[b"event"])
+        _replay(events)
     err.write(record.fields[b"progress"])
     err.flush()
     sys.stdout.buffer.write(record.fields[b"stdout"])
@@ -552,20 +610,14 @@ def encode_event(event: StepCached | Notice) -> bytes:
     return b"N" + event.message.encode("utf-8", "surrogateescape")
 
 
-def _replay(events: list[bytes]) -> None:
+def _replay(events: list[StepCached | Notice]) -> None:
     """The live terminal view of a build whose every step is cached: the build's own display, given its events."""
     from ._tty import TtyProgress
 
     display = TtyProgress()
     try:
         for event in events:
-            if event[:1] == b"C":
-                digest, _, name = event[1:].partition(b"\0")
-                display(StepCached(digest.decode(), name.decode("utf-8", "surrogateescape"), 0.0))
-            elif event[:1] == b"N":
-                display(Notice(event[1:].decode("utf-8", "surrogateescape"), 0.0))
-            else:
-                raise ValueError("damaged (event)")
+            display(event)
     finally:
         display.close()
 

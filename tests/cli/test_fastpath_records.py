@@ -1,0 +1,169 @@
+"""A fast-path record is read back from disk: a damaged or hostile one (its checksum made to
+hold) must fall through to a normal build, print nothing and write nothing, and never make
+``pybuild build`` open, list or read anything its command line does not name.
+
+In-process, without a build: each record is made by hand for the very invocation asked.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pybuild.cli import _fastpath
+from pybuild.cli._fastpath import FILE, Record
+
+IMAGE = b"sha256:" + b"f" * 64 + b"\n"
+
+
+@pytest.fixture
+def context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYBUILD_FASTPATH", raising=False)
+    monkeypatch.setenv("PYBUILD_DEBUG_FASTPATH", "1")
+    directory = tmp_path / "ctx"
+    directory.mkdir()
+    (directory / "Dockerfile").write_text("FROM busybox\n")
+    return directory
+
+
+def _argv(context: Path) -> list[str]:
+    return ["-q", "--root", str(context.parent / "root"), str(context)]
+
+
+def _save(argv: list[str], *, files: list[bytes] = (), paths: list[tuple[bytes, tuple[int, ...], bytes]] = (),  # type: ignore[assignment]
+          mode: bytes = b"quiet", events: list[bytes] = (), writes: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    """A record answering ``argv`` (its checksum right) with these dependencies."""
+    sigs = array("q", [v for _, sig, _ in paths for v in sig])
+    fields = {
+        b"key": _fastpath.invocation_key(argv), b"root": os.fsencode(_fastpath.root_path(argv)), b"time": b"0",
+        b"paths": b"\0".join(path for path, _, _ in paths), b"sigs": sigs.tobytes(),
+        b"digests": b"".join(digest for _, _, digest in paths), b"racy": b"", b"same_paths": b"", b"same_sigs": b"",
+        b"absent": b"", b"mode": mode, b"progress": b"", b"stdout": IMAGE, b"stderr": b"",
+    }
+    record = Record(fields, {b"file": list(files), b"write": list(writes), b"event": list(events)})
+    record.save(_fastpath.record_path(_fastpath.root_path(argv), _fastpath.invocation_key(argv)))
+
+
+def test_a_record_of_files_the_command_names_answers(context: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The control for the tests below: the hand-made record is one the fast path takes."""
+    dockerfile = context / "Dockerfile"
+    _save(_argv(context), files=[os.fsencode(dockerfile) + b"\0" + dockerfile.read_bytes()])
+    assert _fastpath.answer(_argv(context)) == 0
+    assert capfd.readouterr().out.encode() == IMAGE
+
+
+def test_a_record_cannot_make_it_read_a_file_the_command_does_not_name(context: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    secret = context.parent / "elsewhere" / "secret"
+    secret.parent.mkdir()
+    secret.write_bytes(b"guessed right\n")
+    _save(_argv(context), files=[os.fsencode(secret) + b"\0guessed right\n"])
+    assert _fastpath.answer(_argv(context)) is None  # a hit would tell the record's writer it guessed the bytes
+    captured = capfd.readouterr()
+    assert captured.out == "" and "which this command does not name" in captured.err
+
+
+def _older(path: Path) -> tuple[int, ...]:
+    """``path``'s signature with another mtime: a touched path, which is checked by content."""
+    dev, ino, size, _, ctime, mode = _fastpath.signature(os.lstat(path))
+    return (dev, ino, size, 1, ctime, mode)
+
+
+class _BlockedWriter:
+    """A FIFO whose writer waits in ``open`` until someone opens it for reading."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self.opened = threading.Event()
+        self.thread = threading.Thread(target=self._open, daemon=True)
+        self.thread.start()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        self.opened.set()
+        os.close(fd)
+
+    def release(self) -> None:
+        if not self.opened.is_set():
+            os.close(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK))
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fifo(context: Path) -> Iterator[_BlockedWriter]:
+    writer = _BlockedWriter(context / "fifo")
+    yield writer
+    writer.release()
+
+
+def test_a_record_never_opens_a_fifo_it_names_as_a_file(context: Path, fifo: _BlockedWriter) -> None:
+    _save(_argv(context), files=[os.fsencode(fifo.path) + b"\0"])
+    assert _fastpath.answer(_argv(context)) is None
+    assert not fifo.opened.wait(0.2)  # opening it (even non-blocking) would have let the writer go
+
+
+def test_a_record_never_opens_a_fifo_it_says_is_a_changed_file(context: Path, fifo: _BlockedWriter) -> None:
+    recorded = _older(fifo.path)
+    _save(_argv(context), paths=[(os.fsencode(fifo.path), recorded, bytes([FILE]) + b"\0" * 32)])
+    assert _fastpath.answer(_argv(context)) is None
+    assert not fifo.opened.wait(0.2)
+
+
+def test_a_record_cannot_make_it_list_a_directory_the_command_does_not_name(context: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    elsewhere = context.parent / "elsewhere"
+    elsewhere.mkdir()
+    recorded = _older(elsewhere)
+    import hashlib
+
+    digest = hashlib.sha256(_fastpath.listing_bytes(os.listdir(elsewhere))).digest()
+    _save(_argv(context), paths=[(os.fsencode(elsewhere), recorded, bytes([_fastpath.DIRECTORY]) + digest)])
+    assert _fastpath.answer(_argv(context)) is None
+    assert "which this command does not name" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("events", [[b"Xnot an event"], [b"C\xff\xfe\0name"]])
+def test_a_damaged_live_view_falls_through_before_anything_is_printed_or_written(
+    context: Path, events: list[bytes], capfd: pytest.CaptureFixture[str]
+) -> None:
+    iidfile = context.parent / "iid"
+    argv = ["--iidfile", str(iidfile), *_argv(context)]
+    _save(argv, mode=b"tty", events=events, writes=[os.fsencode(iidfile) + b"\0" + IMAGE])
+    assert _fastpath.answer(argv) is None
+    assert capfd.readouterr().out == "" and not iidfile.exists()
+
+
+def test_a_record_of_an_unknown_display_falls_through(context: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    _save(_argv(context), mode=b"fancy")
+    assert _fastpath.answer(_argv(context)) is None
+    assert capfd.readouterr().out == ""
+
+
+def test_racy_indices_outside_the_record_fall_through(context: Path) -> None:
+    argv = _argv(context)
+    _save(argv)
+    path = _fastpath.record_path(_fastpath.root_path(argv), _fastpath.invocation_key(argv))
+    with open(path, "rb") as file:
+        record = Record.parse(file.read())
+    record.fields[b"racy"] = array("q", [-1]).tobytes()
+    record.save(path)
+    assert _fastpath.answer(argv) is None
+
+
+def test_the_named_places_are_the_paths_as_the_build_records_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context or Dockerfile given as ``./../x/`` is recorded as pathlib writes it (``..`` kept)."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    named = _fastpath.Named(["-f", "./../Df", "--iidfile=out", "./../../ctx/"], str(tmp_path / "root"))
+    for allowed in (f"{work}/../../ctx/.dockerignore", f"{tmp_path}/ctx/src/a", f"{work}/../Df", f"{tmp_path}/a/Df.dockerignore",
+                    f"{tmp_path}/root/index.db.generation", f"{work}/out"):
+        named.check(os.fsencode(allowed))
+    for refused in ("/etc/shadow", f"{tmp_path}/ctx2/x", f"{tmp_path}/a/Dfx", f"{tmp_path}/rootx"):
+        with pytest.raises(_fastpath.Miss):
+            named.check(os.fsencode(refused))
