@@ -124,8 +124,11 @@ def _cache_spec(value: str, flag: str) -> tuple[str, str]:
         name, eq, content = part.partition("=")
         name = name.strip().lower()
         if not eq or name not in ("type", "url", "instance") or name in fields:
-            raise UsageError(f"{flag} {value}: expected type=reapi,url=grpc://HOST:PORT[,instance=NAME]")
+            # the value is never quoted: a token slipped in (token=..., header=...) must not be printed
+            what = f"a field {name!r}" if eq and name.isidentifier() and len(name) <= 32 else "a field without NAME="
+            raise UsageError(f"{flag} type=reapi: {what} where type=reapi,url=grpc://HOST:PORT[,instance=NAME] is expected",
+                             hint="a token goes in --remote-header NAME=VALUE")
         fields[name] = content.strip()
     if not fields.get("url"):
-        raise UsageError(f"{flag} {value}: type=reapi needs url=grpc://HOST:PORT")
+        raise UsageError(f"{flag} type=reapi: it needs url=grpc://HOST:PORT")
     return fields["url"], fields.get("instance", "")
