@@ -36,13 +36,13 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pybuild._frozen import frozen
-from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError
+from pybuild.errors import CorruptContent, ImageError, NotFound, PybuildError, StoreError
 
 from ._compression import ByteSink, Compression, compress_layer, compress_stream, layer_media_type, open_decompressed
 from ._formats import (
@@ -62,7 +62,7 @@ from ._tar_apply import apply_layer
 from ._tar_format import REGULAR, TarReader
 
 if TYPE_CHECKING:
-    from pybuild.cache import ActiveSnapshot, BlobRef, CacheRecord, Lease, Root
+    from pybuild.cache import ActiveSnapshot, BlobRef, CacheRecord, Lease, Root, Snapshotter
 
 SNAPSHOT_RECORD = "snapshot:"  # cache-index records describing a snapshot's layer forms
 CHAIN_RECORD = "chain:"  # cache-index records: chain ID -> snapshot
@@ -284,6 +284,35 @@ def oci_media_type(media_type: str) -> str:
     if media_type.startswith("application/vnd.docker.image.rootfs.diff.tar"):
         return layer_media_type(compression_of(media_type))
     return media_type
+
+
+class _CompleteSnapshots:
+    """``Snapshotter.exists`` for the snapshots of one chain (bottom first): a snapshot is
+    complete with its whole parent chain, so the first one of them asked about walks down
+    from the top once, and its answer holds for every snapshot on the way (asking for each
+    prefix of an n-layer chain walked it n times).  Any other snapshot is asked as before."""
+
+    def __init__(self, snapshots: Snapshotter, chain: Sequence[str]) -> None:
+        self.snapshots = snapshots
+        self.members = set(chain)
+        self.top = chain[-1] if chain else None
+        self.known: set[str] = set()
+
+    def __call__(self, snapshot_id: str) -> bool:
+        if snapshot_id in self.known:
+            return True
+        if snapshot_id in self.members and self.top is not None:
+            top, self.top = self.top, None  # walked once, complete or not
+            if self._walk(top) and snapshot_id in self.known:
+                return True
+        return self._walk(snapshot_id)
+
+    def _walk(self, snapshot_id: str) -> bool:
+        try:
+            self.known.update(self.snapshots.chain(snapshot_id))
+        except StoreError:
+            return False
+        return True
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -1199,20 +1228,22 @@ class ImageStore:
         """Record that these snapshots (bottom first) are the layers with these diffIDs."""
         from pybuild.cache import CacheRecord
 
+        complete = _CompleteSnapshots(self.root.snapshots, snapshots)
         for chain_id, snapshot in zip(chain_ids(diff_ids), snapshots, strict=True):
-            if self._snapshot_of_chain(chain_id) is None:
+            if self._snapshot_of_chain(chain_id, complete) is None:
                 self.root.index.record(CHAIN_RECORD + chain_id, CacheRecord(snapshot_id=snapshot))
 
     def snapshot_of_chain(self, chain_id: str) -> str | None:
         """The snapshot holding the top layer of this chain, if there is one."""
         return self._snapshot_of_chain(chain_id)
 
-    def _snapshot_of_chain(self, chain_id: str) -> str | None:
+    def _snapshot_of_chain(self, chain_id: str, exists: Callable[[str], bool] | None = None) -> str | None:
+        exists = exists or self.root.snapshots.exists
         record = self.root.index.lookup(CHAIN_RECORD + chain_id)
-        if record is not None and record.snapshot_id and self.root.snapshots.exists(record.snapshot_id):
+        if record is not None and record.snapshot_id and exists(record.snapshot_id):
             return record.snapshot_id
         hex_id = chain_id.split(":", 1)[1]
-        return hex_id if self.root.snapshots.exists(hex_id) else None
+        return hex_id if exists(hex_id) else None
 
     def snapshots_for(self, image: StoredImage) -> tuple[str, ...]:
         """The image's layers as snapshots, top first, unpacking any that are missing."""

@@ -306,3 +306,38 @@ def test_a_digest_reference_cannot_be_a_tag(store: ImageStore) -> None:
     image = image_of(store, [blob_layer(store, {"a": b"1"})], [])
     with pytest.raises(ImageError, match="digest"):
         store.tag(image.id, "app@sha256:" + "00" * 32)
+
+
+def committed_chain(store: ImageStore, length: int) -> list[str]:
+    """``length`` empty snapshots, each the parent of the next (bottom first)."""
+    chain: list[str] = []
+    for _ in range(length):
+        chain.append(store.root.snapshots.commit(store.root.snapshots.new_active(), chain[-1] if chain else None))
+    return chain
+
+
+def test_remembering_a_chain_walks_its_snapshots_once(store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots = committed_chain(store, 30)
+    diff_ids = ["sha256:" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(30)]
+    reads: list[str] = []
+    parent = store.root.snapshots.parent
+    monkeypatch.setattr(store.root.snapshots, "parent", lambda s: reads.append(s) or parent(s))
+    store.remember_chain(diff_ids, snapshots)
+    assert len(reads) == 30  # no records yet: one look for a snapshot named by each chain ID
+    assert [store.snapshot_of_chain(c) for c in chain_ids(diff_ids)] == snapshots
+    reads.clear()
+    store.remember_chain(diff_ids, snapshots)  # as every build's export does for its base's layers
+    assert len(reads) == 30  # each snapshot's metadata once (each prefix walking down: 465)
+    assert [store.snapshot_of_chain(c) for c in chain_ids(diff_ids)] == snapshots
+
+
+def test_a_chain_record_is_kept_while_its_snapshot_is_complete_and_replaced_after(store: ImageStore) -> None:
+    first, second = committed_chain(store, 1), committed_chain(store, 2)
+    diff_ids = ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
+    store.remember_chain(diff_ids[:1], first)
+    store.remember_chain(diff_ids, second)
+    bottom, top = chain_ids(diff_ids)
+    assert (store.snapshot_of_chain(bottom), store.snapshot_of_chain(top)) == (first[0], second[1])  # the first one stays
+    store.root.snapshots.remove(first[0])
+    store.remember_chain(diff_ids, second)
+    assert store.snapshot_of_chain(bottom) == second[0]
