@@ -48,6 +48,7 @@ _HOST_XATTRS = frozenset({"security.selinux"})  # host labelling, not content
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _PROC_FD = os.path.isdir("/proc/self/fd")
+FINE_RACY_WINDOW = 0.05  # seconds: the racy window of a file system keeping nanoseconds (settled_before)
 
 @runtime_checkable
 class StatCache(Protocol):
@@ -365,6 +366,7 @@ class _Job:
         self.cache_hits = 0
         self.started_ns = time.time_ns()
         self.racy_before_ns = self.started_ns - hasher.racy_window_ns
+        self.fine_racy_before_ns = self.started_ns - min(hasher.fine_racy_window_ns, hasher.racy_window_ns)
         self.reads = _JobReads() if hasher.reads is not None else None
         try:
             self.root_fd = os.open(self.context_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -680,7 +682,7 @@ class _Job:
             h.update(b"%s\0%s\n" % (os.fsencode(rel), self.entries[rel].encode()))
         for rel_dir, leaves in self.pending:
             for rel, _, st in leaves:
-                if st.st_ctime_ns >= self.racy_before_ns:
+                if not self.settled(st.st_ctime_ns):
                     return None
                 h.update(b"%s\0%d:%d:%d:%d:%d\n" % ((os.fsencode(rel),) + _stat_key(st)))
         return "sha256:" + h.hexdigest()
@@ -791,13 +793,35 @@ class _Job:
             self.bytes_hashed += before.st_size
             # "Racy" files, changed within the window before now, could change
             # again without a new mtime/ctime tick: do not remember them.
-            if cacheable and not xattrs and before.st_ctime_ns < self.racy_before_ns:
+            if cacheable and not xattrs and self.settled(before.st_ctime_ns):
                 self.new_stat_rows.append((_stat_key(before), content))
             out.append((content, before, xattrs))
         return out
 
+    def settled(self, ctime_ns: int) -> bool:
+        """Whether a file with this ctime, seen now, can be known by its stat key
+        (``settled_before``)."""
+        return settled_before(ctime_ns, self.racy_before_ns, self.fine_racy_before_ns)
+
     def stats(self) -> HashStats:
         return HashStats(len(self.entries), self.files_hashed, self.bytes_hashed, self.cache_hits)
+
+
+def settled_before(ctime_ns: int, racy_before_ns: int, fine_racy_before_ns: int) -> bool:
+    """Whether any later change of a file must give it another ctime ("racy", as git says).
+
+    A change at or after the hash started gets a ctime of at least the start less
+    one kernel clock tick (ctimes come from the coarse clock), truncated to the
+    file system's granularity.  A ctime with digits below the millisecond comes
+    from a file system keeping (nearly) nanoseconds, so a ctime older than the
+    start by more than a tick plus that is settled: ``fine_racy_before_ns``
+    (the start less 50 ms: ticks are 10 ms at most).  Any other ctime may be
+    whole seconds (or 10 ms, 2 s), so it must be older than
+    ``racy_before_ns`` (the start less a second): a file touched a moment
+    before a build is then read again by the next one, a second later, for
+    nothing (the rebuild after a ``touch`` of every file re-read them all).
+    """
+    return ctime_ns < racy_before_ns or (ctime_ns % 1_000_000 != 0 and ctime_ns < fine_racy_before_ns)
 
 
 def _not_found(rel: str, what: str) -> ContextError:
@@ -812,8 +836,9 @@ class ContextHasher:
 
     ``stat_cache`` (the cache index, usually) lets unchanged files skip
     re-reading.  Files whose ctime is within ``racy_window`` seconds of the
-    hash are not remembered, since a change in the same clock tick could go
-    unseen.  Thread-safe: concurrent ``select`` calls share nothing.
+    hash (``fine_racy_window`` where the file system keeps nanoseconds: see
+    ``settled_before``) are not remembered, since a change in the same clock
+    tick could go unseen.  Thread-safe: concurrent ``select`` calls share nothing.
     """
 
     def __init__(
@@ -823,12 +848,14 @@ class ContextHasher:
         stat_cache: StatCache | None = None,
         *,
         racy_window: float = 1.0,
+        fine_racy_window: float = FINE_RACY_WINDOW,
         reads: ContextReads | None = None,
     ) -> None:
         self.context_dir = Path(context_dir).absolute()
         self.ignore = ignore if ignore is not None else DockerIgnore()
         self.stat_cache = stat_cache
         self.racy_window_ns = int(racy_window * 1e9)
+        self.fine_racy_window_ns = int(fine_racy_window * 1e9)  # never more than racy_window: see settled_before
         self.reads = reads  # every path looked at goes there too, when given
 
     def select(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from pybuild.cache import CacheIndex, ContextHasher, ContextPath, ContextReads, DockerIgnore, diff_entries
+from pybuild.cache._context import settled_before
 from pybuild.errors import ContextError
 
 
@@ -409,10 +411,38 @@ def test_files_with_xattrs_are_never_taken_from_the_stat_cache(ctx: Path) -> Non
 
 def test_recently_changed_files_are_not_cached(ctx: Path) -> None:
     index = CacheIndex.memory()
-    h = hasher(ctx, stat_cache=index, racy_window=3600)
+    h = hasher(ctx, stat_cache=index, racy_window=3600, fine_racy_window=3600)
     h.select(["src"])
     again = h.select(["src"])
     assert again.stats.stat_cache_hits == 0 and again.stats.files_hashed == 4
+    index.close()
+
+
+def test_a_nanosecond_ctime_is_settled_sooner_than_a_whole_one() -> None:
+    start, second, fine = 10**12, 10**12 - 10**9, 10**12 - 5 * 10**7
+    assert settled_before(start - 2 * 10**9 + 1, second, fine) and settled_before(start - 2 * 10**9, second, fine)
+    assert settled_before(start - 10**8 + 7, second, fine)  # below the millisecond: 0.1 s is old enough
+    assert not settled_before(start - 10**7 + 7, second, fine)  # within 50 ms
+    assert not settled_before(start - 10**8, second, fine)  # whole milliseconds: maybe a coarse file system
+    assert not settled_before(start - 5 * 10**8, second, fine)  # whole seconds: within the second
+    assert not settled_before(start + 10**6 + 3, second, fine)  # ahead of the start
+
+
+def test_files_changed_a_moment_before_are_remembered_where_times_are_fine(ctx: Path) -> None:
+    """The rebuild after a `touch` of every file: the build right after it must read
+    them, the next one not (on a file system keeping nanoseconds, like this one)."""
+    index = CacheIndex.memory()
+    h = hasher(ctx, stat_cache=index)
+    for path in (ctx / "src").rglob("*"):
+        os.utime(path, follow_symlinks=False)
+    ctimes = [os.lstat(p).st_ctime_ns for p in (ctx / "src").rglob("*") if p.is_file()]
+    time.sleep(0.1)
+    first = h.select(["src"])
+    assert first.stats.files_hashed == 4
+    again = h.select(["src"])
+    fine = sum(1 for c in ctimes if c % 1_000_000)
+    assert (again.stats.stat_cache_hits, again.stats.files_hashed) == (fine, 4 - fine)
+    assert again.digest() == first.digest()
     index.close()
 
 
