@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from ._digest import Digest
+from ._errors import printable
 
 Properties = tuple[tuple[str, str], ...]
 """Platform properties (name, value), kept sorted as REAPI requires."""
@@ -95,6 +96,10 @@ class ExecuteResponse:
     cached: bool
     status_code: int = 0
     message: str = ""
+
+    def __post_init__(self) -> None:
+        # the server's words, shown in the build's error: kept printable, whoever makes this value
+        object.__setattr__(self, "message", printable(self.message))
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,12 @@ def test_a_url_with_control_characters_is_refused(url: str) -> None:
     assert str(caught.value).isprintable()
 
 
+def test_an_execute_status_message_is_kept_printable() -> None:
+    """The runner puts it in the build's error: "remote execution of RUN ... failed: <message>"."""
+    response = reapi.ExecuteResponse(reapi.ActionResult(), False, 9, "bad step\x1b[2J\r\nerror: forged")
+    assert response.message.isprintable() and "\\x1b[2J" in response.message
+
+
 def test_what_a_server_says_in_an_error_cannot_drive_the_terminal() -> None:
     error = reapi.RemoteError("refused: \x1b[2J\x1b]0;title\x07\nforged: line \u202e")
     assert error.message.isprintable() and "\\x1b[2J" in error.message and "\\n" in error.message

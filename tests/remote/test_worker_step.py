@@ -207,3 +207,19 @@ async def test_a_large_output_goes_by_digest_only(bench: Bench) -> None:
     result = finished.result
     assert result is not None and result.stdout_raw == b""
     assert result.stdout_digest is not None and bench.remote.read(result.stdout_digest) == b"x" * 200000
+
+
+async def test_a_cached_step_whose_layer_tar_this_worker_lost_makes_it_again(bench: Bench) -> None:
+    """A worker's own store missing a file (deleted, a crash) is never reported as the step's
+    failure: the layer tar is written again from the snapshot, the same bytes."""
+    first = await bench.runner(_lease(bench, "echo one > /one", "l1"))
+    assert first.result is not None
+    layer = first.result.output("layer.tar")
+    assert layer is not None
+    blob = bench.steps.root.blobs.path("sha256:" + layer.digest.hash)
+    assert blob is not None
+    blob.unlink()
+    bench.remote.blobs.pop(layer.digest)
+    again = await bench.runner(_lease(bench, "echo one > /one", "l2"))
+    assert again.result is not None and again.result.output("layer.tar") == layer, (again.status, again.message)
+    assert bench.remote.read(layer.digest) and "cached here" in bench.log[-1]
