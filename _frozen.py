@@ -19,6 +19,7 @@ sits beside the layers and imports nothing from them.
 """
 
 import dataclasses
+import inspect
 import operator
 import reprlib
 from collections.abc import Callable
@@ -71,6 +72,9 @@ def _make(cls: type[T], *, slots: bool, kw_only: bool) -> type[T]:
     # so the bases say non-frozen while it reads them.
     for base in bases:
         base.frozen = False
+    documented = bool(cls.__doc__)
+    if not documented:
+        cls.__doc__ = "-"  # else it would make one from the signature of object.__init__ (slow, and not ours)
     try:
         cls = dataclasses.dataclass(init=False, repr=False, eq=False, frozen=False, slots=slots, kw_only=kw_only)(cls)
     finally:
@@ -96,6 +100,8 @@ def _make(cls: type[T], *, slots: bool, kw_only: bool) -> type[T]:
     if slots:
         _set(cls, "__getstate__", _getstate)
         _set(cls, "__setstate__", _setstate)
+    if not documented:  # the standard library's: the class's name and signature
+        cls.__doc__ = cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
     return cls
 
 

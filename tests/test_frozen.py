@@ -203,6 +203,20 @@ def test_a_field_without_a_default_after_one_with_is_a_type_error() -> None:
                 b: int  # type: ignore[misc]  # the error under test
 
 
+def test_a_class_without_a_docstring_is_documented_as_the_standard_library_does_it() -> None:
+    made = []
+    for decorate in both(slots=True):
+
+        @decorate
+        class Bare:
+            a: int
+            b: str = "x"
+
+        made.append(Bare.__doc__)
+    assert made[0] == made[1] == "Bare(a: 'int', b: 'str' = 'x')"
+    assert point(frozen).__doc__ == "A point."
+
+
 def test_init_vars_go_to_the_standard_library() -> None:
     @frozen
     class WithInitVar:
