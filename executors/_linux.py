@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 TYPE_CHECKING = False  # not typing's: the zygote does not import typing
 if TYPE_CHECKING:
@@ -36,9 +35,9 @@ SYS_openat2 = 437
 SYS_mount_setattr = 442
 
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
-SYS_pivot_root = _PIVOT_ROOT.get(platform.machine(), -1)
+SYS_pivot_root = _PIVOT_ROOT.get(os.uname().machine, -1)  # platform.machine(), without importing platform
 _RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
-SYS_rt_sigaction = _RT_SIGACTION.get(platform.machine(), -1)
+SYS_rt_sigaction = _RT_SIGACTION.get(os.uname().machine, -1)
 
 # unshare(2) / clone(2) flags
 CLONE_FS = 0x00000200

@@ -34,13 +34,13 @@ Stdlib only (imported by the zygote, see ``_zygote.py``).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import shutil
 import stat
-import subprocess
-import tempfile
 from dataclasses import dataclass
+
+# hashlib, shutil, subprocess and tempfile are imported where used: the zygote loads this
+# module at every build's start, and they serve the fuse driver, deep chains and the probe
+# only (10-30 ms of its start here); ask_once() loads what the fuse driver needs per step.
 
 if __package__:
     from . import _linux as linux
@@ -102,6 +102,9 @@ def probe_overlay(directory: str) -> OverlayDriver:
         return OverlayDriver(FUSE, f"layers mounted through fuse-overlayfs ({DRIVER_ENV}={FUSE})")
     if not in_user_namespace():
         return OverlayDriver(KERNEL)
+    import shutil
+    import tempfile
+
     os.makedirs(directory, exist_ok=True)
     trial = tempfile.mkdtemp(prefix="overlay-probe-", dir=directory)
     try:
@@ -133,6 +136,8 @@ def mount_fuse_overlay_at(target: str, lowers: tuple[str, ...], upper: str | Non
     options = "lowerdir=" + ":".join(lowers)
     if upper is not None:
         options += f",upperdir={upper},workdir={work or ''}"
+    import subprocess  # loaded by ask_once() in the zygote when the fuse driver is used
+
     # fuse-overlayfs takes no "--"; the target is a mount point pybuild made, always absolute.
     target = os.path.abspath(target)
     done = subprocess.run(["fuse-overlayfs", "-o", options, target], stdin=subprocess.DEVNULL, capture_output=True, check=False)
@@ -218,6 +223,8 @@ def plan_chain(lowers: tuple[str, ...], max_lowers: int = MAX_LOWERS, chunk: int
 
 def flatten_key(bottom_up: list[str]) -> str:
     """A name for a flattened prefix: the layer paths and their directory identities."""
+    import hashlib
+
     digest = hashlib.sha256()
     for path in bottom_up:
         st = os.stat(path)
@@ -254,6 +261,8 @@ def ask_once() -> None:
     lowerdir_plus_supported()
     _volatile_supported()
     in_user_namespace()
+    if driver() == FUSE:
+        import subprocess  # noqa: F401  (each step's fuse-overlayfs mount runs it: loaded once here)
 
 
 def volatile_wanted(upper: str | None) -> bool:
@@ -415,6 +424,9 @@ def _flattened(lowers: tuple[str, ...], prefixes: tuple[int, ...], scratch: str,
 
 def _materialise(layers: tuple[str, ...], dest: str, scratch: str) -> None:
     """Copy the merged view of ``layers`` (top first, the bottom of a chain) to ``dest``."""
+    import shutil
+    import subprocess
+
     view = os.path.join(scratch, "flatten-view")
     os.makedirs(view, exist_ok=True)
     if len(layers) == 1:

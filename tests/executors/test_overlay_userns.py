@@ -184,7 +184,7 @@ def test_a_refused_kernel_mount_switches_the_process_to_fuse_overlayfs(tmp_path:
     monkeypatch.setenv(_overlay.DRIVER_ENV, _overlay.KERNEL)
     monkeypatch.setattr(_overlay, "in_user_namespace", lambda: True)
     monkeypatch.setattr(_overlay, "mount_overlay_fd", refuse)
-    monkeypatch.setattr(_overlay.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     chosen = _overlay.probe_overlay(str(tmp_path))
     assert chosen.name == "fuse-overlayfs"
     assert "refused" in chosen.reason and "Operation not permitted" in chosen.reason
@@ -192,7 +192,7 @@ def test_a_refused_kernel_mount_switches_the_process_to_fuse_overlayfs(tmp_path:
     assert os.listdir(tmp_path) == []  # the trial layers are gone
     # Without fuse-overlayfs the kernel's answer is kept, to be reported by the mount that fails.
     os.environ[_overlay.DRIVER_ENV] = _overlay.KERNEL
-    monkeypatch.setattr(_overlay.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     chosen = _overlay.probe_overlay(str(tmp_path))
     assert chosen.name == "kernel" and "fuse-overlayfs is not installed" in chosen.reason
     assert os.environ[_overlay.DRIVER_ENV] == _overlay.KERNEL
