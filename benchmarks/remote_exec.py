@@ -12,6 +12,10 @@ beside the same builds run locally, all on this one machine.
   with ``--no-cache``; per step = (t40 - t1) / 39 (start-up, base and export cancel out),
   locally and remotely; the remote figure minus the local one is what executing a step on
   the cluster adds (target: under 100 ms on this machine).
+- **where a remote step's time goes**: the CPU time each process group spends per step,
+  measured the same way ((cpu40 - cpu1) / 39): the client (``pybuild build`` and its
+  sandboxes), the two workers, BuildGrid, PostgreSQL.  On a machine others load too, wall
+  times wander; CPU times barely do, and on two cores they are what a step waits for.
 
 The cluster is the one tests/remote starts (PostgreSQL from Debian, BuildGrid 0.4.4 from
 ``build/buildgrid-venv``; ``.ci/setup`` installs both), in a temporary directory removed at
@@ -22,10 +26,12 @@ never answers.  Medians of --repeat rounds.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import pwd
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -99,6 +105,47 @@ def worker_times(workers: list[WorkerProcess]) -> tuple[float, float]:
     return median([p[0] for p in pairs]), median([p[1] for p in pairs])
 
 
+GROUPS = ("client", "workers", "BuildGrid", "PostgreSQL")
+
+
+def cpu_by_group() -> collections.Counter[str]:
+    """CPU seconds so far (user + system, reaped children included) of this process's children
+    by group: the builds (reaped by this process), and the live workers, BuildGrid and
+    PostgreSQL (each with the children it reaped: sandboxes, backends)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    commands: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                commands[int(entry.name)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        seconds[int(entry.name)] = sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
+    found: collections.Counter[str] = collections.Counter()
+    me = os.getpid()
+    for pid, spent in seconds.items():
+        top, walker = pid, pid
+        while walker in parents and parents[walker] != me:
+            walker = parents[walker]
+            top = walker
+        if parents.get(top) != me:
+            continue
+        command = commands.get(top, "")
+        group = "BuildGrid" if " server start " in command else "PostgreSQL" if "postgres" in command else "workers" if " worker " in command else None
+        if group:
+            found[group] += spent
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the builds, each reaped when it ended
+    found["client"] = usage.ru_utime + usage.ru_stime
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -116,6 +163,7 @@ def main() -> None:
         return f"{os.getpid()}-{time.time_ns()}-{next(rounds)}"
 
     results: dict[str, list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     try:
         with postgres() as database, cluster.start_buildgrid(database, engines.work / "buildgrid") as server, \
                 two_workers(server.url, engines.work, args.jobs) as workers:
@@ -125,9 +173,15 @@ def main() -> None:
                 results.setdefault("four stages, local", []).append(timed(four_stages(unique())))
                 results.setdefault("four stages, remote", []).append(timed(four_stages(unique()), *remote))
                 for where, extra in (("local", ()), ("remote", remote)):
+                    before = cpu_by_group()
                     single = timed(chain(1, unique()), *extra)
+                    between = cpu_by_group()
                     total = timed(chain(40, unique()), *extra)
+                    after = cpu_by_group()
                     results.setdefault(f"per RUN step, {where}", []).append((total - single) / 39)
+                    for group in GROUPS:
+                        spent = ((after[group] - between[group]) - (between[group] - before[group])) / 39
+                        cpu.setdefault((where, group), []).append(spent)
             spread = {w.name: len(w.lines("ran ")) for w in workers}
             step, lease = worker_times(workers)
     finally:
@@ -140,6 +194,10 @@ def main() -> None:
     added = rows["per RUN step, remote"] - rows["per RUN step, local"]
     print(f"| remote execution's overhead per RUN step (remote - local) | {added:.3f} |")
     print(f"| of which on the worker: the step itself / the whole lease (its reads and uploads too), medians of `RUN true` | {step:.3f} / {lease:.3f} |")
+    for where in ("local", "remote"):
+        spent = {group: median(cpu[(where, group)]) for group in GROUPS}
+        shown = ", ".join(f"{group} {value * 1000:.0f}" for group, value in spent.items() if where == "remote" or group == "client")
+        print(f"| CPU per RUN step, {where} (ms: {shown}) | {sum(spent.values()):.3f} |")
     print(f"\nsteps each worker ran: {spread}; target for the overhead: under 0.100 s "
           f"({'met' if added < 0.1 else 'not met'}); load average at the end: {os.getloadavg()[0]:.1f}")
 
