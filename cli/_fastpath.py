@@ -176,7 +176,7 @@ class Record:
     """A record's sections: ``fields`` (one each) and ``lists`` (``file``, ``write``: repeated)."""
 
     ONE = (b"key", b"root", b"time", b"paths", b"sigs", b"digests", b"racy", b"same_paths", b"same_sigs",
-           b"absent", b"mode", b"progress", b"stdout", b"stderr")
+           b"absent", b"mode", b"progress", b"stdout", b"stderr", b"context", b"ignore", b"wholes")
     MANY = (b"file", b"write", b"event")
 
     def __init__(self, fields: dict[bytes, bytes], lists: dict[bytes, list[bytes]]) -> None:
@@ -393,7 +393,8 @@ def _check_paths(record: Record, started: int, named: Named) -> Record | None:
     suspects = sorted(set(racy) | {i for i in range(len(paths)) if _sig(now, i) != _sig(wanted, i)})
     for i in suspects:  # each is read by content below
         named.check(paths[i])
-    _verify([(paths[i], _sig(wanted, i), _sig(now, i), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)]) for i in suspects])
+    listings = Listings(record.fields[b"context"], record.fields[b"ignore"], record.fields[b"wholes"])
+    _verify([(paths[i], _sig(wanted, i), _sig(now, i), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)]) for i in suspects], listings)
     debug(f"{len(suspects)} paths checked by content")
     return _refreshed(record, now, len(paths), started)
 
@@ -426,7 +427,7 @@ def _signatures_one_by_one(paths: list[bytes]) -> array[int]:
     return now
 
 
-def _verify(suspects: list[_Suspect]) -> None:
+def _verify(suspects: list[_Suspect], listings: Listings) -> None:
     """Each suspect's content against its digest; Miss at the first that differs.
 
     Reading and hashing release the GIL: big batches (a touched tree) are split
@@ -437,7 +438,7 @@ def _verify(suspects: list[_Suspect]) -> None:
     workers = min(len(os.sched_getaffinity(0)), 4) if len(suspects) >= 64 else 1
     if workers == 1:
         for suspect in suspects:
-            _same_content(suspect, sha256)
+            _same_content(suspect, sha256, listings)
         return
     import threading
 
@@ -448,7 +449,7 @@ def _verify(suspects: list[_Suspect]) -> None:
             for suspect in part:
                 if failures:
                     return
-                _same_content(suspect, sha256)
+                _same_content(suspect, sha256, listings)
         except BaseException as error:  # noqa: BLE001 - handed to the caller below
             failures.append(error)
 
@@ -461,7 +462,7 @@ def _verify(suspects: list[_Suspect]) -> None:
         raise failures[0]
 
 
-def _same_content(suspect: _Suspect, sha256: Any) -> None:
+def _same_content(suspect: _Suspect, sha256: Any, listings: Listings) -> None:
     """Miss unless the path holds what the build hashed: same type, mode and size, same content."""
     path, old, now, digest = suspect
     shown = os.fsdecode(path)
@@ -475,7 +476,7 @@ def _same_content(suspect: _Suspect, sha256: Any) -> None:
     if kind == FILE:
         current = _file_digest(path, now, sha256)
     elif kind == DIRECTORY:
-        current = sha256(listing_bytes(os.listdir(path))).digest()
+        current = listings.digest(path, digest[1:], sha256)
     elif kind == SYMLINK:
         current = sha256(os.readlink(path)).digest()
     else:
@@ -510,6 +511,63 @@ def _file_digest(path: bytes, now: tuple[int, ...], sha256: Any) -> bytes | None
         return None if digest is None or _has_xattrs(fd) else digest
     finally:
         os.close(fd)
+
+
+class Listings:
+    """A context directory's content as its build saw it: its names, less those
+    ``.dockerignore`` hides (a log file or another tool's Dockerfile written beside the
+    sources changes nothing a build reads).  The ignore rules are read only when a
+    listing differs from the one recorded: ``wholes`` pairs each directory's digest with
+    the digest of all its names then, so a directory as it was is known without them."""
+
+    def __init__(self, context: bytes, patterns: bytes, wholes: bytes) -> None:
+        self.context = context
+        self.patterns = patterns
+        if len(wholes) % (2 * _DIGEST):
+            raise ValueError("damaged (wholes)")
+        self.wholes = {wholes[i : i + 2 * _DIGEST] for i in range(0, len(wholes), 2 * _DIGEST)}
+        self._ignore: Any = None
+
+    def digest(self, path: bytes, recorded: bytes, sha256: Any) -> bytes:
+        names = os.listdir(path)
+        whole: bytes = sha256(listing_bytes(names)).digest()
+        if whole == recorded or not self.patterns:
+            return whole
+        if recorded + whole in self.wholes:  # all its names as they were: what it showed then
+            return recorded
+        if path == self.context:
+            rel = "."
+        elif path.startswith(self.context + b"/"):
+            rel = os.fsdecode(path[len(self.context) + 1 :])
+        else:
+            return whole
+        if self._ignore is None:  # threads may both make it: the same value
+            from pybuild.cache import DockerIgnore
+
+            self._ignore = DockerIgnore(tuple(self.patterns.decode("utf-8", "surrogateescape").split("\n")))
+        kept: bytes = sha256(listing_bytes(kept_names(self._ignore, path, rel, names))).digest()
+        return kept
+
+
+def kept_names(ignore: Any, directory: bytes, rel: str, names: Sequence[bytes] | Sequence[str]) -> list[bytes]:
+    """The names of context directory ``rel`` (at ``directory``) a build can see: without
+    those ``ignore`` (a ``cache.DockerIgnore``) hides, by the hasher's own rule (``hidden``):
+    ignored, unless a directory an exception may re-include something below."""
+    kept = []
+    for name in names:
+        raw = os.fsencode(name)
+        child = os.fsdecode(raw) if rel == "." else f"{rel}/{os.fsdecode(raw)}"
+        if ignore.matches(child) and not (ignore.has_exceptions and _is_directory(directory + b"/" + raw) and ignore.could_include_below(child)):
+            continue
+        kept.append(raw)
+    return kept
+
+
+def _is_directory(path: bytes) -> bool:
+    try:
+        return os.lstat(path).st_mode & _S_IFMT == 0o040000
+    except OSError:
+        return False
 
 
 def listing_bytes(names: list[bytes] | list[str]) -> bytes:

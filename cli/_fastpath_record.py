@@ -22,7 +22,7 @@ from . import _fastpath
 from ._fastpath import DIRECTORY, FILE, NO_CONTENT, SYMLINK, Invocation, Record, debug, listing_bytes, signature
 
 if TYPE_CHECKING:
-    from pybuild.cache import ContextReads, Root
+    from pybuild.cache import ContextReads, DockerIgnore, Root
 
 # flags whose whole effect is in the invocation key and the recorded dependencies;
 # any other flag away from its default (caches, outputs, --pull, secrets, remote
@@ -168,6 +168,7 @@ class _Builder:
         self.absent: list[bytes] = []
         self.files: list[bytes] = []
         self.seen: set[bytes] = set()
+        self.wholes: set[bytes] = set()  # a directory's digest (names less hidden ones) + that of all its names
 
     def whole(self, path: bytes, st: os.stat_result, kind: int, digest: bytes = b"\0" * 32) -> None:
         self.add(path, signature(st), bytes([kind]) + digest)
@@ -218,7 +219,10 @@ def _record(finished: Finished) -> Record | str:
     for reason in (_add_dockerfile(builder, finished), _add_store(builder, finished)):
         if reason is not None:
             return reason
-    _add_context(builder, finished, _Previous(finished))
+    ignore = _ignore_rules(finished)
+    if isinstance(ignore, str):
+        return ignore
+    _add_context(builder, finished, _Previous(finished), ignore)
     _add_sources(builder)
     since = min(started, finished.reads.started_ns or started)
     from array import array
@@ -240,6 +244,9 @@ def _record(finished: Finished) -> Record | str:
         b"progress": _progress_text(finished.args, events),
         b"stdout": stdout.encode("utf-8", "surrogateescape"),
         b"stderr": stderr.encode("utf-8", "surrogateescape"),
+        b"context": os.fsencode(finished.context_dir or ""),  # never None here: _refusal said so
+        b"ignore": "\n".join(ignore.patterns).encode("utf-8", "surrogateescape"),
+        b"wholes": b"".join(sorted(builder.wholes)),
     }
     writes = [os.fsencode(os.path.abspath(path)) + b"\0" + data for path, data in files]
     replayed = [_fastpath.encode_event(event) for event in events] if _progress_mode(finished.args) == "tty" else []
@@ -336,8 +343,24 @@ _SLOT = _fastpath._DIGEST + 1
 _UNKNOWN = bytes([NO_CONTENT]) + b"\0" * _fastpath._DIGEST
 
 
-def _add_context(builder: _Builder, finished: Finished, previous: _Previous) -> None:
-    """Every context path the build read: whole, with its content digest, or only as the same object."""
+def _ignore_rules(finished: Finished) -> DockerIgnore | str:
+    """The ``.dockerignore`` rules the build used (the files they come from are recorded by bytes)."""
+    from pybuild.cache import DockerIgnore
+    from pybuild.errors import PybuildError
+
+    assert finished.context_dir is not None
+    try:
+        ignore = DockerIgnore.load(finished.context_dir, Path(finished.dockerfile))
+    except PybuildError as error:
+        return f"the ignore file cannot be read again: {error.message}"
+    if any("\n" in pattern for pattern in ignore.patterns):
+        return "an ignore pattern holds a newline"
+    return ignore
+
+
+def _add_context(builder: _Builder, finished: Finished, previous: _Previous, ignore: DockerIgnore) -> None:
+    """Every context path the build read: whole, with its content digest, or only as the same object
+    (a directory's content is its names less those ``.dockerignore`` hides, as the fast path compares it)."""
     assert finished.context_dir is not None
     base = os.fsencode(finished.context_dir)
     prefix, fsencode = base + b"/", os.fsencode
@@ -350,7 +373,12 @@ def _add_context(builder: _Builder, finished: Finished, previous: _Previous) -> 
         if content is None:
             builder.add(path, sig, previous.digest(path, sig) if stat.S_ISREG(st.st_mode) else _UNKNOWN)
         else:
+            all_names = _content_digest(st, content)[1]
+            if isinstance(content, tuple) and ignore:
+                content = tuple(os.fsdecode(name) for name in _fastpath.kept_names(ignore, path, rel, content))
             kind, digest = _content_digest(st, content)
+            if kind == DIRECTORY and digest != all_names:
+                builder.wholes.add(digest + all_names)
             builder.add(path, sig, bytes([kind]) + digest)
     builder.absent += [prefix + fsencode(rel) for rel in sorted(finished.reads.absent)]
 

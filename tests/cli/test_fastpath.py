@@ -393,3 +393,18 @@ def test_an_extended_attribute_added_to_a_copied_file(root: Path, project: Path)
     except OSError:
         pytest.skip("this filesystem has no user extended attributes")
     changed_build(root, project, old)
+
+
+def test_a_file_the_dockerignore_hides_beside_the_sources_is_answered(root: Path, project: Path) -> None:
+    """A log, or another tool's Dockerfile, written into a directory a COPY lists changes
+    nothing the build reads (benchmarks: BuildKit's Dockerfile.buildkit beside pybuild's)."""
+    (project / ".dockerignore").write_text("src/*.log\nsrc/Dockerfile.*\n")
+    old = first_build(root, project, "-t", "app:hidden")
+    (project / "src" / "build.log").write_text("noise\n")
+    (project / "src" / "Dockerfile.other").write_text("FROM scratch\n")
+    first = pybuild(root, "build", "-q", "-t", "app:hidden", str(project))
+    assert "has other content" not in first.stderr and first.stdout.strip() == old  # (a racy source of a shared tree may miss)
+    assert answered(root, project, "-t", "app:hidden") == old
+    (project / "src" / "new.txt").write_text("seen\n")  # not hidden: the COPY takes it
+    changed_build(root, project, old, "-t", "app:hidden")
+    assert read_image_file(root, "app:hidden", "/src/new.txt") == "seen\n"

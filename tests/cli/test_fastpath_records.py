@@ -44,7 +44,7 @@ def _save(argv: list[str], *, files: list[bytes] = (), paths: list[tuple[bytes, 
         b"key": _fastpath.invocation_key(argv), b"root": os.fsencode(_fastpath.root_path(argv)), b"time": b"0",
         b"paths": b"\0".join(path for path, _, _ in paths), b"sigs": sigs.tobytes(),
         b"digests": b"".join(digest for _, _, digest in paths), b"racy": b"", b"same_paths": b"", b"same_sigs": b"",
-        b"absent": b"", b"mode": mode, b"progress": b"", b"stdout": IMAGE, b"stderr": b"",
+        b"absent": b"", b"mode": mode, b"progress": b"", b"stdout": IMAGE, b"stderr": b"", b"context": b"", b"ignore": b"", b"wholes": b"",
     }
     record = Record(fields, {b"file": list(files), b"write": list(writes), b"event": list(events)})
     record.save(_fastpath.record_path(_fastpath.root_path(argv), _fastpath.invocation_key(argv)))
