@@ -144,6 +144,13 @@ def run(args: argparse.Namespace) -> int:
     ``--output``), then what the build made is reported."""
     _check_flags(args)
     root = open_root(args.root)
+    try:
+        return _run(args, root)
+    finally:
+        root.close()  # SQLite checkpoints the index here, not in the interpreter's teardown (cli/main.py)
+
+
+def _run(args: argparse.Namespace, root: Root) -> int:
     context = _open_context(args, root)
     recording = _Recording(args) if args.fastpath is not None and not args.check else None
     try:
