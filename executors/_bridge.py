@@ -484,7 +484,13 @@ def ensure_rules(subnet: ipaddress.IPv4Network) -> None:
 
 def rules_in_place(expected: str, saved: str) -> bool:
     """Whether ``saved`` (iptables-save's output) holds the rules of ``expected`` (``rules()``'s):
-    pybuild's chains rule for rule, and each ``-I PARENT 1`` jump as the first rule of PARENT."""
+    pybuild's chains rule for rule, each jump in its parent chain, INPUT's as its first rule.
+
+    Only INPUT's order keeps the host safe: a rule above the jump must match
+    another interface only (``-A INPUT -i lo -j ACCEPT``), or it could accept
+    what the bridge brings in.  A rule above the FORWARD or POSTROUTING jump (Docker's
+    DOCKER-USER, re-inserted first when dockerd starts) is another tool's say on
+    forwarding, not a reason to make the rules again at every build."""
     wanted = _rule_lines(expected)
     present = _rule_lines(saved)
     for table, lines in wanted.items():
@@ -492,13 +498,27 @@ def rules_in_place(expected: str, saved: str) -> bool:
         for line in lines:
             if line.startswith("-I "):
                 parent, jump = line[3:].split(" 1 ", 1)
-                first = next((rule for rule in have if rule.startswith(f"-A {parent} ")), None)
-                if first != f"-A {parent} {jump}":
+                ours = f"-A {parent} {jump}"
+                if ours not in have:
                     return False
+                if parent == "INPUT":
+                    above = [rule for rule in have[: have.index(ours)] if rule.startswith("-A INPUT ")]
+                    if not all(_other_interface_only(rule) for rule in above):
+                        return False
         for chain in {line.split()[1] for line in lines if line.startswith("-A ")}:
             if [rule for rule in have if rule.split()[1] == chain] != [line for line in lines if line.split()[1] == chain]:
                 return False
     return True
+
+
+def _other_interface_only(rule: str) -> bool:
+    """Whether an iptables-save rule matches packets of one input interface, never the bridge's."""
+    words = rule.split()
+    for at, word in enumerate(words[:-1]):
+        if word == "-i" and (at == 0 or words[at - 1] != "!"):
+            name = words[at + 1]
+            return not (name == BRIDGE or (name.endswith("+") and BRIDGE.startswith(name[:-1])))
+    return False
 
 
 def _rule_lines(text: str) -> dict[str, list[str]]:
