@@ -14,7 +14,7 @@ image index names them all under the tags.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -28,7 +28,7 @@ from ._convert import BuildOptions, BuildPlan, MissingImages, convert
 from ._devices import step_devices
 from ._events import EventSink, Notice, ignore_events
 from ._export import image_config, layers_of
-from ._ops import ExecOp, ImageSource
+from ._ops import ExecOp, FileOp, ImageSource
 from ._platform import host_platform
 from ._runner import BuildRunner, ExportPreparer, RemoteCacheRunner
 from ._solver import Result, SolveStatistics, Solver
@@ -269,7 +269,8 @@ async def build(
     check_devices(plan, dockerfile.file, options.entitlements, emit)
     runner = make_runner(plan)
     try:
-        solver, results = await _solve(plan, runner, dockerfile, export, jobs, emit)
+        early = _early_layers(plan, runner.layers, export, cache_to)
+        solver, results = await _solve(plan, runner, dockerfile, export, jobs, emit, early)
         if export is None:
             return BuildOutcome(plan, results, solver.statistics())
         if plan.targets:
@@ -329,12 +330,13 @@ async def _export_caches(
 
 
 async def _solve(
-    plan: BuildPlan, runner: BuildRunner, dockerfile: Dockerfile, export: ExportOptions | None, jobs: int | None, emit: EventSink
+    plan: BuildPlan, runner: BuildRunner, dockerfile: Dockerfile, export: ExportOptions | None, jobs: int | None, emit: EventSink,
+    after: Callable[[str, Result], Awaitable[None]] | None = None,
 ) -> tuple[Solver, dict[str, Result]]:
     """Solve the plan (and bring here what the export needs); a broken imported
     cache that may be ignored is dropped and the plan solved again without it."""
     for _ in range(MAX_CACHE_RETRIES + 1):
-        solver = Solver(plan.definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile.file)
+        solver = Solver(plan.definition, runner, jobs=jobs, emit=emit, dockerfile=dockerfile.file, after=after)
         try:
             # every target platform in one solve: an op they share runs once
             await solver.solve([t.target.op for t in target_plans(plan) if t.target.op])
@@ -352,6 +354,45 @@ async def _solve(
             emit(Notice(f"WARNING: {broken}; building again without it", trio.current_time()))
             runner.drop_remote_cache(broken.cache)
     raise BuildError("imported caches keep failing", hint="build without --cache-from")
+
+
+def _early_layers(
+    plan: BuildPlan, layers: SnapshotLayerStore, export: ExportOptions | None, cache_to: Sequence[CacheSpec]
+) -> Callable[[str, Result], Awaitable[None]] | None:
+    """The solver's ``after``: each layer the image will have gets its diffID (the hash of
+    its tar) as soon as its step is done, beside the steps still to run, instead of all of
+    them one after the other at the export.  Only for what the export then asks for
+    exactly so (``layers.layer(snapshot, None)``: the plain store, one platform, no cache
+    export, no rewritten times); the export finds them made."""
+    if export is None or plan.targets or plan.target.op is None or cache_to or export.rewrite_timestamp:
+        return None
+    if _layer_settings(export, cache_export=False, inline_cache=False).compression is not None:
+        return None
+    chain = _filesystem_chain(plan.definition, plan.target.op)
+
+    async def after(digest: str, result: Result) -> None:
+        from pybuild.executors import run_cpu_bound
+
+        snapshot = result.layer
+        if digest in chain and snapshot is not None and not result.cached:
+            try:
+                await run_cpu_bound(layers.layer, snapshot, None)
+            except PybuildError:
+                pass  # the export asks again, and reports what is wrong in its own words
+
+    return after
+
+
+def _filesystem_chain(definition: Definition, top: str) -> frozenset[str]:
+    """``top`` and the ops below it whose layers its filesystem is made of (an ExecOp's
+    rootfs, a FileOp's base), down to a source or a merge."""
+    chain: set[str] = set()
+    digest: str | None = top
+    while digest is not None and digest not in chain:
+        chain.add(digest)
+        op = definition.ops[digest]
+        digest = op.rootfs if isinstance(op, ExecOp) else op.base if isinstance(op, FileOp) else None
+    return frozenset(chain)
 
 
 async def _prepare_layers(runner: ExportPreparer, plan: BuildPlan, results: dict[str, Result], export: ExportOptions) -> None:

@@ -13,7 +13,7 @@ has stopped, so no sandbox or temp dir outlives the solve.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import field
 from typing import Protocol
 
@@ -92,13 +92,18 @@ class Solver:
         jobs: int | None = 2,
         emit: EventSink = ignore_events,
         dockerfile: str | None = None,
+        after: Callable[[str, Result], Awaitable[None]] | None = None,
     ) -> None:
+        """``after(digest, result)`` runs in the op's own task once its result is there and
+        its dependents were let go (work that may overlap the rest of the build); the solve
+        ends when every one has returned, and one that raises fails the build."""
         if jobs is not None and jobs < 1:
             raise ValueError("jobs must be at least 1")
         self.definition = definition
         self.dockerfile = dockerfile
         self.runner = runner
         self.emit = emit
+        self.after = after
         self.limiter = trio.CapacityLimiter(math.inf if jobs is None else jobs)  # None: every ready op at once, as BuildKit
         self.results: dict[str, Result] = {}
         self._done: dict[str, trio.Event] = {}
@@ -154,6 +159,8 @@ class Solver:
                 result = await self._execute(digest, op, key, inputs, name)
             self.results[digest] = result
             self._done[digest].set()
+            if self.after is not None:
+                await self.after(digest, result)
         except trio.Cancelled:
             raise
         except BaseException as error:  # noqa: BLE001 - every failure cancels the solve

@@ -11,7 +11,7 @@ import trio
 
 from pybuild.cache import Root
 from pybuild.dag import BuildOptions, ExportOptions, StoreImageChains, Worker, build
-from pybuild.dag._build import push_registries
+from pybuild.dag._build import _filesystem_chain, plan_build, push_registries
 from pybuild.executors import FakeExecutor, FakeRootfsCaller
 from pybuild.grammar import parse
 from pybuild.oci import ImageStore, SnapshotLayers, parse_outputs
@@ -61,3 +61,64 @@ def test_layers_stay_in_a_registry_only_when_every_output_pushes_there() -> None
     also_archive = ExportOptions(tags=("registry.test:5000/app:1",), outputs=parse_outputs(["type=tar,dest=x.tar"], push=True))
     assert push_registries(also_archive) == frozenset()
     assert push_registries(ExportOptions(tags=("registry.test:5000/app:1",), outputs=parse_outputs([]))) == frozenset()
+
+
+class _CountedLayers(SnapshotLayers):
+    """The store's layers, each call noted with the diffID it answered."""
+
+    def __init__(self, store: ImageStore) -> None:
+        super().__init__(store)
+        self.calls: list[tuple[str, str]] = []
+
+    def layer(self, snapshot, compression, level=None, *, mtime=None):  # type: ignore[no-untyped-def, override]
+        made = super().layer(snapshot, compression, level, mtime=mtime)
+        self.calls.append((snapshot, made.diff_id))
+        return made
+
+
+CHAIN = b"FROM scratch\nWORKDIR /one\nWORKDIR /one/two\n"
+TWO_STAGES = b"FROM scratch AS other\nWORKDIR /other\nWORKDIR /other/x\nFROM other AS mid\nWORKDIR /mid\nFROM scratch\nWORKDIR /one\nCOPY --from=mid /mid /copied\n"
+
+
+def _build_counted(root: Root) -> tuple[_CountedLayers, object]:
+    store = ImageStore(root)
+    layers = _CountedLayers(store)
+
+    def make_runner(plan):  # type: ignore[no-untyped-def]
+        return Worker(
+            plan.definition, root=root, executor=FakeExecutor(), files=FakeRootfsCaller(),
+            images=StoreImageChains(store), layers=layers,
+        )
+
+    dockerfile = parse(CHAIN, "Dockerfile")
+    outcome = trio.run(lambda: build(dockerfile, BuildOptions(), store=store, make_runner=make_runner, export=ExportOptions(tags=("two:1",))))
+    return layers, outcome
+
+
+def test_the_image_layers_get_their_diff_ids_while_the_build_runs_and_the_export_reuses_them(tmp_path: Path) -> None:
+    root = Root.open(tmp_path / "root")
+    try:
+        layers, outcome = _build_counted(root)
+        diff_ids = outcome.config["rootfs"]["diff_ids"]  # type: ignore[attr-defined]
+        assert len(diff_ids) == 2
+        early, at_export = layers.calls[:2], layers.calls[2:]
+        assert [d for _, d in at_export] == diff_ids  # the export: every layer of the image, bottom first
+        assert sorted(early) == sorted(at_export)  # each made once before, the same answers
+        layers, _ = _build_counted(root)  # everything cached: nothing to make early
+        assert [d for _, d in layers.calls] == diff_ids
+    finally:
+        root.close()
+
+
+def test_only_the_ops_whose_layers_the_image_holds_are_made_early(tmp_path: Path) -> None:
+    root = Root.open(tmp_path / "root")
+    try:
+        plan = trio.run(lambda: plan_build(parse(TWO_STAGES, "Dockerfile"), BuildOptions(), ImageStore(root), None))
+        chain = _filesystem_chain(plan.definition, plan.target.op)
+        stages = {plan.definition.meta[d].stage for d in chain}
+        assert plan.target.op in chain and len(chain) >= 2  # the COPY and the WORKDIR below it
+        assert not stages & {"other", "mid"}  # a COPY --from stage is an input, not a layer of the image
+        everything = set(plan.definition.ops)
+        assert {plan.definition.meta[d].stage for d in everything - chain} >= {"other", "mid"}
+    finally:
+        root.close()
