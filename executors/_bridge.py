@@ -220,17 +220,24 @@ class Lease:
         bridge = netlink.link_index(BRIDGE)
         if bridge is None:
             raise OSError(f"the bridge {BRIDGE} is gone")
+        mac = netlink.mac_for(self.address)
         for _ in range(5):
             name = "pbv" + os.urandom(5).hex()[:10]
             try:
-                self.host_side.add_veth(name, bridge, STEP_IFNAME, step_netns, netlink.mac_for(self.address))
+                self.host_side.add_veth(name, bridge, STEP_IFNAME, step_netns, mac)
             except FileExistsError:
                 continue
             index = netlink.link_index(name)
             if index is None:
                 raise OSError(f"the veth {name} vanished")
-            # Isolated before it is up: no frame of another step ever crosses a port that is not.
+            # Isolated and locked before it is up: no frame of another step ever crosses a port
+            # that is not.  The bridge learns no MAC and the host no ARP answer from a step: with
+            # CAP_NET_RAW a step could otherwise claim another step's MAC or address (another
+            # build's, maybe another user's) and receive its downloads.  A MAC follows its address
+            # (mac_for), so the host's permanent entry stays right for the address's next holder.
             self.host_side.isolate_port(index)
+            self.host_side.add_static_fdb(index, mac)
+            self.host_side.add_permanent_neighbour(bridge, self.address, mac)
             self.host_side.set_up(index)
             return
         raise OSError("no free veth name")

@@ -23,15 +23,18 @@ import struct
 _NETLINK_ROUTE = 0
 _NLMSG_ERROR = 2
 _RTM_NEWLINK, _RTM_DELLINK, _RTM_SETLINK = 16, 17, 19
-_RTM_NEWADDR, _RTM_NEWROUTE = 20, 24
-_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_RTM_NEWADDR, _RTM_NEWROUTE, _RTM_NEWNEIGH = 20, 24, 28
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_REPLACE, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
 _NLA_F_NESTED = 0x8000
 
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MASTER, _IFLA_PROTINFO = 1, 3, 10, 12
 _IFLA_LINKINFO, _IFLA_NET_NS_FD = 18, 28
 _IFLA_INFO_KIND, _IFLA_INFO_DATA = 1, 2
 _VETH_INFO_PEER = 1
-_IFLA_BRPORT_ISOLATED = 33
+_IFLA_BRPORT_LEARNING, _IFLA_BRPORT_UNICAST_FLOOD, _IFLA_BRPORT_ISOLATED = 8, 9, 33
+_NDA_DST, _NDA_LLADDR = 1, 2
+_NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
+_NTF_MASTER = 0x04
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _RTA_GATEWAY, _RTA_OIF = 5, 4
 _RT_TABLE_MAIN, _RTPROT_BOOT, _RT_SCOPE_UNIVERSE, _RTN_UNICAST = 254, 3, 0, 1
@@ -42,6 +45,7 @@ _HEADER = struct.Struct("=IHHII")  # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
+_NDMSG = struct.Struct("=BBHiHBB")  # ndmsg
 _ATTR = struct.Struct("=HH")  # rtattr
 
 
@@ -114,9 +118,27 @@ class Netlink:
         self.request(_RTM_NEWLINK, body + linkinfo, _NLM_F_CREATE | _NLM_F_EXCL)
 
     def isolate_port(self, index: int) -> None:
-        """Make a bridge port isolated: it reaches the bridge itself but no other isolated port."""
-        protinfo = nested(_IFLA_PROTINFO, attr(_IFLA_BRPORT_ISOLATED, b"\x01"))
+        """Make a bridge port isolated: it reaches the bridge itself but no other isolated port;
+        and locked to its static entry: the bridge learns no address from what it sends (another
+        source MAC cannot draw a neighbour's traffic to it) and floods it no unknown unicast."""
+        protinfo = nested(
+            _IFLA_PROTINFO,
+            attr(_IFLA_BRPORT_ISOLATED, b"\x01"),
+            attr(_IFLA_BRPORT_LEARNING, b"\x00"),
+            attr(_IFLA_BRPORT_UNICAST_FLOOD, b"\x00"),
+        )
         self.request(_RTM_SETLINK, ifinfo(index, family=_AF_BRIDGE) + protinfo)
+
+    def add_static_fdb(self, port: int, mac: bytes) -> None:
+        """The bridge forwards frames for ``mac`` to ``port`` (``bridge fdb replace MAC dev PORT master static``)."""
+        body = _NDMSG.pack(_AF_BRIDGE, 0, 0, port, _NUD_NOARP, _NTF_MASTER, 0) + attr(_NDA_LLADDR, mac)
+        self.request(_RTM_NEWNEIGH, body, _NLM_F_CREATE | _NLM_F_REPLACE)
+
+    def add_permanent_neighbour(self, index: int, address: str, mac: bytes) -> None:
+        """``address`` is ``mac`` on interface ``index``, whatever ARP says later (``ip neigh replace ... nud permanent``)."""
+        body = _NDMSG.pack(socket.AF_INET, 0, 0, index, _NUD_PERMANENT, 0, 0)
+        body += attr(_NDA_DST, ipaddress.IPv4Address(address).packed) + attr(_NDA_LLADDR, mac)
+        self.request(_RTM_NEWNEIGH, body, _NLM_F_CREATE | _NLM_F_REPLACE)
 
     # -- addresses and routes -----------------------------------------------
 

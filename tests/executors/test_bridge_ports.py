@@ -1,4 +1,4 @@
-"""A step's port on the bridge is isolated before it comes up."""
+"""A step's port on the bridge is isolated and locked to the step's MAC before it comes up."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ class RecordingNetlink:
     def set_up(self, index: int) -> None:
         self.calls.append(("set_up", index))
 
+    def add_static_fdb(self, port: int, mac: bytes) -> None:
+        self.calls.append(("add_static_fdb", (port, mac)))
+
+    def add_permanent_neighbour(self, index: int, address: str, mac: bytes) -> None:
+        self.calls.append(("add_permanent_neighbour", (index, address, mac)))
+
 
 def test_the_port_is_isolated_before_it_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
     indexes = {bridge.BRIDGE: 3}
@@ -32,9 +38,12 @@ def test_the_port_is_isolated_before_it_is_up(monkeypatch: pytest.MonkeyPatch) -
     recorder = RecordingNetlink()
     lease.host_side = recorder  # type: ignore[assignment]
     lease.attach(step_netns=7)
-    [(_, name), isolate, up] = recorder.calls
+    [(_, name), isolate, fdb, neighbour, up] = recorder.calls
+    mac = netlink.mac_for(lease.address)
     assert isolate == ("isolate_port", indexes[name]) and up == ("set_up", indexes[name])
-    assert [call for call, _ in recorder.calls] == ["add_veth", "isolate_port", "set_up"]
+    # the bridge and the host know the step's MAC from pybuild, not from what the step sends
+    assert fdb == ("add_static_fdb", (indexes[name], mac))
+    assert neighbour == ("add_permanent_neighbour", (indexes[bridge.BRIDGE], lease.address, mac))
 
 
 def test_a_new_veth_is_asked_for_down() -> None:
