@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pybuild.errors import UsageError
 
+from ._errors import never_shown
+
 _SCHEMES = {"grpc": False, "http": False, "grpcs": True, "https": True}  # scheme -> TLS
 _HEADER_NAME = re.compile(r"[0-9a-z_.-]+")  # gRPC metadata keys (lowercase ASCII)
 _RESERVED_HEADERS = {"content-type", "te", "user-agent", "host", "grpc-timeout"}
@@ -47,6 +49,7 @@ def parse_header(value: str, *, flag: str = "--remote-header") -> tuple[str, str
         raise UsageError(f"{flag}: expected NAME=VALUE with a header name of a-z, 0-9, '-', '_', '.', not reserved{shown}")
     if name.endswith("-bin") or any(ord(c) < 0x20 or ord(c) > 0x7E for c in content):
         raise UsageError(f"{flag} {name}: the value must be printable ASCII")
+    never_shown(content)  # a server echoing it back in an error does not print it
     return name, content
 
 

@@ -10,6 +10,18 @@ from __future__ import annotations
 from pybuild.errors import PybuildError
 
 MESSAGE_LIMIT = 2000  # characters: a server's essay is cut in its middle
+_SECRETS: set[str] = set()  # header values (tokens) this process sends: never in a message
+_SHORTEST_SECRET = 6  # a shorter value would blank ordinary text out of messages
+_SHORTEST_WORD = 12  # a word of a value ("Bearer", "Basic" are not secrets; a token is long)
+
+
+def never_shown(value: str) -> None:
+    """Keep ``value`` (a ``--remote-header`` value) out of every RemoteError from now on,
+    whole and word by word: a server may echo a token back ("invalid token abc..."),
+    or only the part after ``Bearer``."""
+    if len(value) >= _SHORTEST_SECRET:
+        _SECRETS.add(value)
+    _SECRETS.update(word for word in value.split() if len(word) >= _SHORTEST_WORD)
 
 
 def printable(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -29,6 +41,8 @@ class RemoteError(PybuildError):
     reference = "remote-error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        for secret in sorted(_SECRETS, key=len, reverse=True):  # the whole value before its words
+            message = message.replace(secret, "…")
         super().__init__(printable(message), hint=hint)
 
 

@@ -104,6 +104,14 @@ def test_an_execute_status_message_is_kept_printable() -> None:
     assert response.message.isprintable() and "\\x1b[2J" in response.message
 
 
+def test_a_header_value_a_server_echoes_never_shows_in_an_error() -> None:
+    reapi.parse_endpoint("grpc://h:1", headers=["authorization=Bearer eyJhbGciOiJ.s3cret.TOKEN"])
+    for said in ("invalid token eyJhbGciOiJ.s3cret.TOKEN", "header 'Bearer eyJhbGciOiJ.s3cret.TOKEN' refused"):
+        error = reapi.RemoteError(f"the remote executor at grpc://h:1 refused GetCapabilities: UNAUTHENTICATED: {said}")
+        assert "s3cret" not in error.render() and "refused GetCapabilities" in error.message
+    assert "Bearer" in reapi.RemoteError("Bearer tokens are required").message  # short words stay
+
+
 def test_what_a_server_says_in_an_error_cannot_drive_the_terminal() -> None:
     error = reapi.RemoteError("refused: \x1b[2J\x1b]0;title\x07\nforged: line \u202e")
     assert error.message.isprintable() and "\\x1b[2J" in error.message and "\\n" in error.message
