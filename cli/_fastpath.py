@@ -517,8 +517,10 @@ class Listings:
     """A context directory's content as its build saw it: its names, less those
     ``.dockerignore`` hides (a log file or another tool's Dockerfile written beside the
     sources changes nothing a build reads).  The ignore rules are read only when a
-    listing differs from the one recorded: ``wholes`` pairs each directory's digest with
-    the digest of all its names then, so a directory as it was is known without them."""
+    listing differs from the one recorded: ``wholes`` holds, for each directory that had
+    hidden names, the digest of its path with that of all its names then, so a directory
+    as it was is known without them (by its path: the rules differ from one directory to
+    another, so the same names elsewhere may not hide the same way)."""
 
     def __init__(self, context: bytes, patterns: bytes, wholes: bytes) -> None:
         self.context = context
@@ -533,7 +535,7 @@ class Listings:
         whole: bytes = sha256(listing_bytes(names)).digest()
         if whole == recorded or not self.patterns:
             return whole
-        if recorded + whole in self.wholes:  # all its names as they were: what it showed then
+        if sha256(path).digest() + whole in self.wholes:  # all its names as they were: what it showed then
             return recorded
         if path == self.context:
             rel = "."

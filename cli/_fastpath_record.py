@@ -168,7 +168,7 @@ class _Builder:
         self.absent: list[bytes] = []
         self.files: list[bytes] = []
         self.seen: set[bytes] = set()
-        self.wholes: set[bytes] = set()  # a directory's digest (names less hidden ones) + that of all its names
+        self.wholes: set[bytes] = set()  # sha256 of a directory's path + that of all its names (some hidden)
 
     def whole(self, path: bytes, st: os.stat_result, kind: int, digest: bytes = b"\0" * 32) -> None:
         self.add(path, signature(st), bytes([kind]) + digest)
@@ -378,7 +378,7 @@ def _add_context(builder: _Builder, finished: Finished, previous: _Previous, ign
                 content = tuple(os.fsdecode(name) for name in _fastpath.kept_names(ignore, path, rel, content))
             kind, digest = _content_digest(st, content)
             if kind == DIRECTORY and digest != all_names:
-                builder.wholes.add(digest + all_names)
+                builder.wholes.add(hashlib.sha256(path).digest() + all_names)
             builder.add(path, sig, bytes([kind]) + digest)
     builder.absent += [prefix + fsencode(rel) for rel in sorted(finished.reads.absent)]
 

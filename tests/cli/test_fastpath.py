@@ -408,3 +408,20 @@ def test_a_file_the_dockerignore_hides_beside_the_sources_is_answered(root: Path
     (project / "src" / "new.txt").write_text("seen\n")  # not hidden: the COPY takes it
     changed_build(root, project, old, "-t", "app:hidden")
     assert read_image_file(root, "app:hidden", "/src/new.txt") == "seen\n"
+
+
+def test_names_hidden_in_one_directory_are_seen_in_another(root: Path, tmp_path: Path) -> None:
+    """The rules are by path: ``a/*.log`` hides a/y.log, not b/y.log -- the same names in b
+    are a change there, even though a once listed exactly them."""
+    context = tmp_path / "two"
+    (context / "a").mkdir(parents=True)
+    (context / "b").mkdir()
+    (context / "Dockerfile").write_text("FROM busybox\nCOPY a /a\nCOPY b /b\n")
+    (context / ".dockerignore").write_text("a/*.log\n")
+    for directory in ("a", "b"):
+        (context / directory / "x").write_text("x\n")
+    (context / "a" / "y.log").write_text("hidden\n")
+    old = first_build(root, context, "-t", "app:two")
+    (context / "b" / "y.log").write_text("seen\n")
+    changed_build(root, context, old, "-t", "app:two")
+    assert read_image_file(root, "app:two", "/b/y.log") == "seen\n"
