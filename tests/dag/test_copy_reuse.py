@@ -235,6 +235,47 @@ async def test_a_later_step_writing_a_linked_file_leaves_both_snapshots_alone(ro
     assert (reusing.tree(second[1]) / "d0" / "e0" / "f2.txt").read_text() == "overwritten\n"
 
 
+def linked(tree: Path) -> set[str]:
+    """The regular files of ``tree`` that share their inode with another path."""
+    return {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and not p.is_symlink() and os.stat(p).st_nlink > 1}
+
+
+async def test_a_no_cache_build_is_reused_by_the_next_one(roots, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The context benchmark's cold build runs with --no-cache: its snapshot (a random id) is
+    still the one the next build of the step reuses."""
+    reusing, context = roots
+    first = (await reusing.build(COPY_TO_ROOT, no_cache=True))[-1]
+    changed(context / "src" / "d2" / "e1" / "f2.txt", b"changed after a no-cache build")
+    tree = reusing.tree((await reusing.build(COPY_TO_ROOT))[-1])
+    files = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert files - linked(tree) == {"d2/e1/f2.txt", "top.txt"}  # the changed file, and one in the root, which was there
+    assert os.stat(tree / "d0" / "e0" / "f1.txt").st_ino == os.stat(reusing.tree(first) / "d0" / "e0" / "f1.txt").st_ino
+    assert diff_id(tree) == await full_copy(tmp_path, context, COPY_TO_ROOT, 8)
+
+
+async def test_a_touch_of_every_file_then_one_change_copies_every_file_anew(roots, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The context benchmark's "one file changed" follows a touch of every file: the touched
+    build is a cache hit (times are no part of the key), but COPY keeps each file's time, so
+    the next copy gives every file its new time and cannot share one inode with the earlier
+    tree; the one after that, with nothing touched, links them again."""
+    reusing, context = roots
+    await reusing.build(COPY_TO_ROOT)
+    for path in (context / "src").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.utime(path, ns=(9_000_000_000, 9_000_000_000))
+    touched = (await reusing.build(COPY_TO_ROOT))[-1]
+    changed(context / "src" / "d1" / "e2" / "f3.txt", b"changed after the touch")
+    after_touch = (await reusing.build(COPY_TO_ROOT))[-1]
+    tree = reusing.tree(after_touch)
+    assert linked(tree) == linked(reusing.tree(touched)) == {"d2/hard", "d2/e2/f3.txt"}  # the context's own pair, only
+    assert os.stat(tree / "d0" / "e1" / "f2.txt").st_mtime_ns == 9_000_000_000
+    assert diff_id(tree) == await full_copy(tmp_path, context, COPY_TO_ROOT, 9)
+    changed(context / "src" / "d1" / "e2" / "f2.txt", b"and one more")
+    again = reusing.tree((await reusing.build(COPY_TO_ROOT))[-1])
+    assert os.stat(again / "d0" / "e1" / "f2.txt").st_ino == os.stat(tree / "d0" / "e1" / "f2.txt").st_ino
+    assert diff_id(again) == await full_copy(tmp_path, context, COPY_TO_ROOT, 10)
+
+
 # ---------------------------------------------------------------- the manifest and the links
 
 
