@@ -1253,8 +1253,11 @@ class ImageStore:
             raise ImageError(f"image {image.short_id}: layers and config diff_ids disagree", hint="pull the image again")
         chain: list[str] = []
         parent: str | None = None
-        for layer, chain_id in zip(image.layers, chain_ids(diff_ids)):
-            snapshot = self._snapshot_of_chain(chain_id)
+        ids = chain_ids(diff_ids)
+        recorded = [r.snapshot_id for r in (self.root.index.lookup(CHAIN_RECORD + c) for c in ids) if r is not None and r.snapshot_id]
+        complete = _CompleteSnapshots(self.root.snapshots, recorded)  # the image's chain walked once, from its top
+        for layer, chain_id in zip(image.layers, ids):
+            snapshot = self._snapshot_of_chain(chain_id, complete)
             if snapshot is None:
                 if not self.root.blobs.has(layer.digest):
                     raise _damaged(image, f"layer {layer.digest} has neither a blob nor a snapshot in the store")

@@ -341,3 +341,16 @@ def test_a_chain_record_is_kept_while_its_snapshot_is_complete_and_replaced_afte
     store.root.snapshots.remove(first[0])
     store.remember_chain(diff_ids, second)
     assert store.snapshot_of_chain(bottom) == second[0]
+
+
+def test_an_images_snapshots_are_found_walking_its_chain_once(store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots = committed_chain(store, 20)
+    diff_ids = ["sha256:" + hashlib.sha256(str(i).encode()).hexdigest() for i in range(20)]
+    store.remember_chain(diff_ids, snapshots)
+    layers = [Layer(d, "sha256:" + "0" * 64, 1, "application/vnd.oci.image.layer.v1.tar") for d in diff_ids]
+    image = store.add_image({"rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []}, layers)
+    reads: list[str] = []
+    parent = store.root.snapshots.parent
+    monkeypatch.setattr(store.root.snapshots, "parent", lambda s: reads.append(s) or parent(s))
+    assert store.snapshots_for(image) == tuple(reversed(snapshots))
+    assert len(reads) == 20  # each snapshot's metadata once (each layer walking down: 210)
