@@ -16,7 +16,12 @@ its layer tar, diffID and the image ID are the same.
 
 Snapshots are never written after their commit (later steps see them as
 overlay lowers, whose copy-up leaves them alone), so two trees sharing an
-inode never see it change.  Anything unexpected (a damaged manifest, a file
+inode never see it change.  What ``finish_copy`` writes comes after the step's
+overlay is unmounted, whose unmount syncs the file system of a step's files
+(``ovl_sync_fs``): it syncs that file system itself (``syncfs``) before the
+snapshot is committed, unless the user traded that for speed
+(``PYBUILD_VOLATILE_OVERLAYS=1``), so a power loss never leaves the index
+trusting a tree whose files were lost.  Anything unexpected (a damaged manifest, a file
 whose facts differ, a link the file system refuses) means no reuse: the
 caller copies everything, as before.
 """
@@ -140,7 +145,7 @@ def _safe_target(target: str) -> bool:
     return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
 
 
-def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyReport) -> None:
+def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyReport, *, durable: bool = True) -> None:
     """Do in ``upper`` what the copier left out (``PlannedCopy.defer``): make the
     directories ``report.dirs``, hard-link each reused file from the earlier tree
     and copy each of ``report.copies`` from ``source`` where the copier would
@@ -148,7 +153,8 @@ def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyRepo
 
     Paths are walked one directory at a time without following symlinks, on every
     side.  The directories made here get their metadata last, the others written
-    into get their times back (the copier set them).
+    into get their times back (the copier set them).  ``durable``: then the file
+    system is synced (``sync_file_system``), as a step's overlay unmount does.
     """
     linked = [reuse.reusable[origin] for origin in report.reused] if reuse is not None else []
     copies = [(origin, report.files[origin]) for origin in report.copies]
@@ -188,6 +194,25 @@ def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyRepo
         old.close()
         new.close()
         src.close()
+    if durable:
+        sync_file_system(upper)
+
+
+def sync_file_system(path: Path) -> None:
+    """``syncfs(2)`` of the file system holding ``path``: every dirty page and inode
+    of it on disk, what the unmount of a step's overlay does for its upper dir."""
+    import ctypes
+
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise StoreError(
+                f"cannot write the files of a copy to disk: {os.strerror(code)}",
+                hint=f"check the file system of {path} (a full disk, an I/O error)",
+            )
+    finally:
+        os.close(fd)
 
 
 def _place(facts: FileFacts) -> tuple[str, str, str]:

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SOURCE_MOUNTS = "/.pybuild-sources"
+# executors' switch for volatile overlays (no sync at a step's unmount): a copy finished
+# after the unmount skips its own sync then too (``_copy_reuse.finish_copy``)
+VOLATILE_ENV = "PYBUILD_VOLATILE_OVERLAYS"
 OUTPUT_TAIL_LINES = 20
 
 
@@ -747,7 +750,10 @@ class Worker:
                 try:
                     if source_path is None:
                         raise _copy_reuse.ReuseFailed("no context")
-                    await trio.to_thread.run_sync(_copy_reuse.finish_copy, reuse, Path(active.upper), source_path, report)
+                    durable = os.environ.get(VOLATILE_ENV) != "1"
+                    await trio.to_thread.run_sync(
+                        lambda: _copy_reuse.finish_copy(reuse, Path(active.upper), source_path, report, durable=durable)
+                    )
                 except _copy_reuse.ReuseFailed as error:
                     log.info("copying every file through the overlay: %s", error)
                     retry = True

@@ -276,6 +276,37 @@ async def test_a_touch_of_every_file_then_one_change_copies_every_file_anew(root
     assert diff_id(again) == await full_copy(tmp_path, context, COPY_TO_ROOT, 10)
 
 
+async def test_what_a_copy_writes_after_its_overlay_is_synced_before_the_commit(roots, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The unmount of a step's overlay syncs the file system of its files; the files a copy
+    writes after it (all of a first copy, the changed ones of a reuse) get their own syncfs,
+    before the snapshot is committed, unless volatile overlays were asked for."""
+    reusing, context = roots
+    synced: list[tuple[Path, set[str]]] = []  # the path synced, the snapshots committed then
+    real = _copy_reuse.sync_file_system
+
+    def sync(path: Path) -> None:
+        synced.append((path, set(os.listdir(reusing.root.snapshots.directory))))
+        real(path)
+
+    monkeypatch.setattr(_copy_reuse, "sync_file_system", sync)
+    first = (await reusing.build(COPY_TO_ROOT))[-1]
+    assert len(synced) == 1 and first not in synced[0][1]  # synced before its commit
+    assert synced[0][0].name == "upper" and not synced[0][0].exists()  # the active upper dir, moved by the commit
+    changed(context / "src" / "top.txt", b"changed top")
+    await reusing.build(COPY_TO_ROOT)
+    assert len(synced) == 2
+    monkeypatch.setenv("PYBUILD_VOLATILE_OVERLAYS", "1")
+    changed(context / "src" / "top.txt", b"changed again")
+    await reusing.build(COPY_TO_ROOT)
+    assert len(synced) == 2
+
+
+def test_a_file_system_is_synced_and_a_missing_path_is_an_error(tmp_path: Path) -> None:
+    _copy_reuse.sync_file_system(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        _copy_reuse.sync_file_system(tmp_path / "missing")
+
+
 # ---------------------------------------------------------------- the manifest and the links
 
 
