@@ -101,6 +101,7 @@ class Invocation:
     a rootless pybuild entered its user namespace): a record is keyed by this."""
 
     def __init__(self, argv: Sequence[str]) -> None:
+        self.started_ns = _time_ns()  # before the build read anything (its ignore file first)
         self.argv = list(argv)
         self.root = root_path(self.argv)
         # a build with --no-cache answers the same command without it next time: its

@@ -262,10 +262,27 @@ def _add_dockerfile(builder: _Builder, finished: Finished) -> str | None:
     assert finished.context_dir is not None
     candidates = [path + b".dockerignore", os.fsencode(finished.context_dir / ".dockerignore")]
     for candidate in candidates:
+        # its bytes are read now, the build read them when it started: written or made
+        # between, the record would pair the new rules with what the old ones let the build see
+        if _changed_since(candidate, finished.invocation.started_ns):
+            return f"{os.fsdecode(candidate)} changed during the build"
         reason = builder.file_or_absent(candidate)
         if reason is not None:
             return reason
     return None
+
+
+def _changed_since(path: bytes, since_ns: int) -> bool:
+    """Whether ``path`` changed at ``since_ns`` or after, as far as its times can tell: the
+    kernel stamps files from a clock up to a tick behind ``time_ns`` (10 ms at HZ=100)."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return max(st.st_mtime_ns, st.st_ctime_ns) >= since_ns - _CLOCK_TICK_NS
+
+
+_CLOCK_TICK_NS = 10_000_000
 
 
 def _add_store(builder: _Builder, finished: Finished) -> str | None:

@@ -167,3 +167,39 @@ def test_the_named_places_are_the_paths_as_the_build_records_them(tmp_path: Path
     for refused in ("/etc/shadow", f"{tmp_path}/ctx2/x", f"{tmp_path}/a/Dfx", f"{tmp_path}/rootx"):
         with pytest.raises(_fastpath.Miss):
             named.check(os.fsencode(refused))
+
+
+@pytest.mark.parametrize("change", ["written", "made"])
+def test_an_ignore_file_changed_during_the_build_is_not_recorded(context: Path, change: str) -> None:
+    """The build read its rules when it started; the record reads the file's bytes at its end:
+    a change between would pair new rules with what the old ones let the build see."""
+    from types import SimpleNamespace
+
+    from pybuild.cli import _fastpath_record
+
+    ignore = context / ".dockerignore"
+    if change != "made":
+        ignore.write_text("*.log\n")
+    invocation = _fastpath.Invocation(_argv(context))  # the build starts
+    ignore.write_text("other\n" if change == "written" else "*.log\n")
+    dockerfile = context / "Dockerfile"
+    finished = SimpleNamespace(invocation=invocation, dockerfile=str(dockerfile), dockerfile_bytes=dockerfile.read_bytes(), context_dir=context)
+    reason = _fastpath_record._add_dockerfile(_fastpath_record._Builder(), finished)  # type: ignore[arg-type]
+    assert reason is not None and "changed during the build" in reason
+
+
+def test_an_ignore_file_unchanged_since_the_build_started_is_recorded(context: Path) -> None:
+    from types import SimpleNamespace
+
+    from pybuild.cli import _fastpath_record
+
+    (context / ".dockerignore").write_text("*.log\n")
+    import time
+
+    time.sleep(0.02)  # more than a tick of the clock the kernel stamps files with
+    invocation = _fastpath.Invocation(_argv(context))
+    dockerfile = context / "Dockerfile"
+    finished = SimpleNamespace(invocation=invocation, dockerfile=str(dockerfile), dockerfile_bytes=dockerfile.read_bytes(), context_dir=context)
+    builder = _fastpath_record._Builder()
+    assert _fastpath_record._add_dockerfile(builder, finished) is None  # type: ignore[arg-type]
+    assert os.fsencode(context / ".dockerignore") + b"\0*.log\n" in builder.files
