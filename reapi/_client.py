@@ -48,6 +48,10 @@ BATCH_COUNT = 500  # blobs per batch request (BuildGrid's own client's limit)
 FIND_MISSING_CHUNK = 4096  # digests per FindMissingBlobs request (~400 KiB)
 _SESSION_GONE = (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 STAGES = {0: "UNKNOWN", 1: "CACHE_CHECK", 2: "QUEUED", 3: "EXECUTING", 4: "COMPLETED"}
+# BuildGrid's scheduling hints (build.buildgrid.SchedulingMetadata, in the metadata of an
+# Execute); its one field, locality_hint (1, a string), is written here: buildgrid-common
+# does not ship that message
+SCHEDULING_METADATA = "build.buildgrid.schedulingmetadata-bin"
 
 
 class Remote:
@@ -67,6 +71,12 @@ class Remote:
         self._bots = bots_pb2_grpc.BotsStub(channel)
         self._capabilities: Capabilities | None = None
         self._lock = threading.Lock()
+        # One locality hint for every Execute of this client: a server that assigns by
+        # locality (BuildGrid's !assign-by-locality) then gives a build's next step to a bot
+        # that ran one of its steps and has room, where the layers it builds on are unpacked
+        # already, instead of to any bot (which downloads and unpacks them first).
+        hint: tuple[str, str | bytes] = (SCHEDULING_METADATA, _scheduling_metadata(uuid.uuid4().hex))
+        self._execute_metadata: tuple[tuple[str, str | bytes], ...] = (*self._metadata, hint)
 
     @classmethod
     def connect(cls, endpoint: Endpoint, *, connect_timeout: float = 2.0, timeout: float = 60.0) -> Remote:
@@ -337,7 +347,7 @@ class Remote:
         request = re_pb2.ExecuteRequest(
             instance_name=self.endpoint.instance, action_digest=digest_to_proto(action), skip_cache_lookup=skip_cache_lookup
         )
-        stream: Iterable[operations_pb2.Operation] = self._exec.Execute(request, metadata=self._metadata)
+        stream: Iterable[operations_pb2.Operation] = self._exec.Execute(request, metadata=self._execute_metadata)
         name, stage = "", ""
         for _attempt in range(100):
             try:
@@ -428,6 +438,13 @@ class Remote:
             if status_of(error)[0] in _SESSION_GONE and what == "UpdateBotSession":
                 raise BotSessionClosed(f"the remote executor at {self.url} closed the bot session: {status_of(error)[1]}") from None
             raise translate(self.url, what, error) from None
+
+
+def _scheduling_metadata(locality_hint: str) -> bytes:
+    """A SchedulingMetadata message naming ``locality_hint`` (field 1, length-delimited)."""
+    data = locality_hint.encode()
+    assert len(data) < 0x80, "a one-byte length"
+    return bytes((0x0A, len(data))) + data
 
 
 def _semver(version: semver_pb2.SemVer) -> str:

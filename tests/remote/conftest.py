@@ -226,6 +226,7 @@ schedulers:
         interval: {ASSIGN_INTERVAL_SECONDS}
         jitter-factor: {ASSIGN_INTERVAL_SECONDS / 5}
         failure-backoff: {ASSIGN_INTERVAL_SECONDS * 4}
+        bot-assignment-strategy: !assign-by-locality {{}}
 instances:
   - name: ''
     services:

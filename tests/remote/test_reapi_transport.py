@@ -32,6 +32,7 @@ class Recorder(re_grpc.CapabilitiesServicer, re_grpc.ExecutionServicer):
         self.metadata: list[dict[str, str]] = []
         self.instances: list[str] = []
         self.waited: list[str] = []
+        self.executed: list[dict[str, str | bytes]] = []  # the metadata of each Execute
 
     def GetCapabilities(self, request: re_pb2.GetCapabilitiesRequest, context: grpc.ServicerContext) -> re_pb2.ServerCapabilities:
         self.metadata.append({m.key: str(m.value) for m in context.invocation_metadata()})
@@ -44,6 +45,7 @@ class Recorder(re_grpc.CapabilitiesServicer, re_grpc.ExecutionServicer):
         return reply
 
     def Execute(self, request: re_pb2.ExecuteRequest, context: grpc.ServicerContext) -> Iterator[operations_pb2.Operation]:
+        self.executed.append({m.key: m.value for m in context.invocation_metadata()})
         yield operation("op-1", stage=re_pb2.ExecutionStage.QUEUED)  # then the stream ends: a server restart, a proxy
 
     def WaitExecution(self, request: re_pb2.WaitExecutionRequest, context: grpc.ServicerContext) -> Iterator[operations_pb2.Operation]:
@@ -111,6 +113,26 @@ def test_an_execute_stream_ended_early_is_resumed_with_wait_execution(recorder: 
 
 
 # --- TLS -----------------------------------------------------------------------------------
+
+
+def test_an_execute_names_one_locality_hint_per_client(recorder: Recorder, plain: int) -> None:
+    """BuildGrid's locality assigner gives a step to a bot that ran a step with the same hint:
+    every Execute of one client (one build) carries the same hint, another client another."""
+    endpoint = reapi.parse_endpoint(f"grpc://127.0.0.1:{plain}", headers=[f"authorization={TOKEN}"])
+    for _client in range(2):
+        with reapi.Remote.connect(endpoint) as remote:
+            for _step in range(2):
+                remote.execute(reapi.Digest.of(b"action"))
+    hints = []
+    for metadata in recorder.executed:
+        assert metadata["authorization"] == TOKEN  # the headers still go along
+        header = metadata["build.buildgrid.schedulingmetadata-bin"]
+        assert isinstance(header, bytes)
+        # SchedulingMetadata is one string field numbered 1, as Digest's hash is: its wire form parses as one
+        hint = re_pb2.Digest.FromString(header).hash
+        assert len(hint) >= 16
+        hints.append(hint)
+    assert hints[0] == hints[1] and hints[2] == hints[3] and hints[0] != hints[2]
 
 
 def openssl(*args: str, cwd: Path) -> None:
