@@ -9,10 +9,15 @@ mode, owner, mtime and size.  The next run of the same step (``pointer``: the
 step of this context, else the op) finds that snapshot, and the copier is told
 which files the earlier tree holds with the content the context has now
 (``Reuse.reusable``).  A file that would get the very same facts again is not
-copied: ``link_reused`` hard-links the earlier tree's file in instead, after
+copied: ``finish_copy`` hard-links the earlier tree's file in instead, after
 checking that file still has those facts, and restores the times of the
 directories it linked into.  The tree is then the one a full copy makes, so
 its layer tar, diffID and the image ID are the same.
+
+A file whose time changed cannot be reused, whatever its bytes: the layer keeps
+each file's mtime (cache keys ignore times, the tree does not) and an inode has
+one.  After a ``touch`` of every file (a checkout, the context benchmark before
+its one-file change) the next copy writes every file anew; the one after links.
 
 Snapshots are never written after their commit (later steps see them as
 overlay lowers, whose copy-up leaves them alone), so two trees sharing an
@@ -21,9 +26,15 @@ overlay is unmounted, whose unmount syncs the file system of a step's files
 (``ovl_sync_fs``): it syncs that file system itself (``syncfs``) before the
 snapshot is committed, unless the user traded that for speed
 (``PYBUILD_VOLATILE_OVERLAYS=1``), so a power loss never leaves the index
-trusting a tree whose files were lost.  Anything unexpected (a damaged manifest, a file
-whose facts differ, a link the file system refuses) means no reuse: the
-caller copies everything, as before.
+trusting a tree whose files were lost.
+
+Anything unexpected (a damaged manifest, a file whose facts differ, a link
+the file system refuses) means no reuse: the caller copies everything, as
+before.  The manifest is as trusted as the tree it sits beside (a cache hit
+uses that tree as it is); still, it can never make a link outside the trees
+or to another place: a file is reused only at the target the copier itself
+computes, its path is checked to hold plain names only, walked without
+following a symlink, and the earlier file's facts checked before the link.
 """
 
 from __future__ import annotations
