@@ -257,3 +257,34 @@ async def test_unexpected_errors_and_groups_carry_the_line_too(autojump_clock: t
     with pytest.raises(ImageError) as raised_group:
         await Solver(definition, runner, dockerfile="Dockerfile").solve([step])
     assert str(raised_group.value) == "Dockerfile:3: [2/2] COPY a /: cannot unpack"
+
+
+async def test_after_runs_once_per_op_beside_its_dependents(autojump_clock: trio.testing.MockClock) -> None:
+    """``after`` gets each op's result once the op is done, and its dependents do not wait for it."""
+    definition, base, (a1, a2), (b1, b2), _ = two_stages()
+    runner = FakeRunner({base: 0.0, a1: 10, a2: 10, b1: 10, b2: 10})
+    seen: list[tuple[str, str, float]] = []
+
+    async def after(digest: str, result: Result) -> None:
+        seen.append((digest, result.key, trio.current_time()))
+        await trio.sleep(25)  # longer than the next step: the solve must not wait for it in between
+
+    solver = Solver(definition, runner, jobs=None, after=after)
+    start = trio.current_time()
+    await solver.solve([a2, b2])
+    assert sorted(d for d, _, _ in seen) == sorted([base, a1, a2, b1, b2])
+    assert all(key == "key-" + digest for digest, key, _ in seen)
+    when = {d: t - start for d, _, t in seen}
+    assert when[a2] == 20  # a2 started right after a1 (at 10), not after a1's after (at 35)
+    assert trio.current_time() - start == 45  # the solve ends when the last after (a2's, b2's) returns
+
+
+async def test_an_after_that_raises_fails_the_solve(autojump_clock: trio.testing.MockClock) -> None:
+    definition, base, (a1, a2), _, _ = two_stages()
+
+    async def after(digest: str, result: Result) -> None:
+        if digest == a1:
+            raise StepFailedError("after failed", exit_code=1)
+
+    with pytest.raises(StepFailedError, match="after failed"):
+        await Solver(definition, FakeRunner({base: 0.0}), after=after).solve([a2])
