@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import pybuild
+
 BLOB = 20 * 1024 * 1024  # what the first RUN writes with dd
 JUNK = ("1", "22", "333")  # small files deleted together with it
 
@@ -48,14 +50,23 @@ def compare(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def twins(root: Path, cli, busybox_image: str, tmp_path: Path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    context = tmp_path / "context"
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One root for the module: its tests only read the twins, built once in it."""
+    return tmp_path_factory.mktemp("compare") / "pybuild-root"
+
+
+@pytest.fixture(scope="module")
+def twins(root: Path, busybox_tar: Path) -> tuple[str, str]:
+    if os.geteuid() != 0:  # (require_root is a per-test fixture)
+        pytest.skip("needs root (namespaces, overlayfs)")
+    context = root.parent / "context"
     context.mkdir()
     (context / "Dockerfile.single").write_text(SINGLE)
     (context / "Dockerfile.multi").write_text(MULTI)
-    cli("build", "-q", "-f", str(context / "Dockerfile.single"), "-t", "app:single", str(context))
-    cli("build", "-q", "-f", str(context / "Dockerfile.multi"), "-t", "app:multi", str(context))
+    pybuild("import", str(busybox_tar), "busybox:latest", root=root)
+    pybuild("build", "-q", "-f", str(context / "Dockerfile.single"), "-t", "app:single", str(context), root=root)
+    pybuild("build", "-q", "-f", str(context / "Dockerfile.multi"), "-t", "app:multi", str(context), root=root)
     return "app:single", "app:multi"
 
 
