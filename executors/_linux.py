@@ -127,6 +127,11 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
     _check(result, f"mount {fstype or 'bind'} on {target}", target)
 
 
+def syncfs(fd: int) -> None:
+    """Write out the file system of ``fd``; an error the file system hit since ``fd`` was opened raises."""
+    _check(_libc.syncfs(ctypes.c_int(fd)), "syncfs")
+
+
 def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}", target)
 

@@ -164,6 +164,7 @@ class _Monitor:
         self.host_resolv = _read_host_resolv()
         self.bridge_nameservers: list[str] = []
         self.mounted = False
+        self.sync_fd = -1  # the upper dir, opened before the step writes: syncfs reports errors since then
         self.stubs: list[tuple[str, str]] = []
         self.parents: dict[str, paths.DirMeta] = {}
 
@@ -191,6 +192,8 @@ class _Monitor:
             except OSError as e:
                 self.send(("error", f"sandbox failed: {e.strerror or e}", None))
                 return 0
+            if error is None and self.sync_fd >= 0:
+                error = sync_step_changes(self.sync_fd)
             if error is not None:
                 self.send(("error", error[0], error[1]))
             else:
@@ -222,6 +225,8 @@ class _Monitor:
             empty = os.path.join(self.state, "empty")
             os.mkdir(empty, 0o755)
             lowers = (empty,)
+        if not readonly and overlay.step_sync_wanted(upper):
+            self.sync_fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fd = overlay_fd(lowers, None if readonly else upper, None if readonly else work, scratch, request["flatten_dir"])
         except OSError as e:
@@ -371,6 +376,9 @@ class _Monitor:
     # -- after the step -------------------------------------------------------
 
     def teardown(self) -> None:
+        if self.sync_fd >= 0:
+            os.close(self.sync_fd)
+            self.sync_fd = -1
         if self.mounted:
             try:
                 linux.umount2(self.state, linux.MNT_DETACH)
@@ -384,6 +392,17 @@ class _Monitor:
             self.slirp.stop()
         if self.bridge is not None:
             self.bridge.release()
+
+
+def sync_step_changes(upper_fd: int) -> tuple[str, str | None] | None:
+    """Write out what the step left in its upper dir (its volatile mount did not), before pybuild
+    commits it: the one sync that a non-volatile mount made at its unmount.  An error the file
+    system hit while the step wrote (a failed writeback) fails the step instead of committing it."""
+    try:
+        linux.syncfs(upper_fd)
+    except OSError as e:
+        return f"cannot write the step's changes to disk: {e.strerror or e}", "check the disk pybuild's root is on (dmesg)"
+    return None
 
 
 def _read_host_resolv() -> str:

@@ -51,8 +51,9 @@ def main(argv: list[str]) -> int:
     # Orphans (a slirp4netns whose monitor was killed) are reparented here and reaped.
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     linux.remember_id_maps()  # constant here: each step's monitor and init would read them again
-    if overlay.volatile_uppers_requested():
-        overlay.use_volatile_uppers()  # a step's upper dir is committed or thrown away, never remounted
+    # A step's upper dir is committed or thrown away, never remounted: volatile, and synced by
+    # its monitor at the end unless the user traded that for speed (PYBUILD_VOLATILE_OVERLAYS=1).
+    overlay.volatile_steps(synced=not overlay.volatile_uppers_requested())
     overlay.ask_once()  # or each monitor would probe the kernel again
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()

@@ -1,5 +1,7 @@
-"""With PYBUILD_VOLATILE_OVERLAYS=1 a build's writable overlays are mounted ``volatile`` (no sync
-of the whole disk at each unmount); by default they are not (durable on power loss)."""
+"""A RUN step's overlay is mounted ``volatile`` (the step's own fsyncs cost nothing) and its monitor
+syncs the upper dir's file system once the step ends, before pybuild commits it (durable on power
+loss as the unmount's sync made it); with PYBUILD_VOLATILE_OVERLAYS=1 that sync is skipped too, and
+the rootfs caller's overlays (COPY) are volatile only then."""
 
 from __future__ import annotations
 
@@ -46,12 +48,68 @@ async def volatile_executor(require_root: None, tmp_path: Path, monkeypatch: pyt
         yield sandbox
 
 
+def dirty_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache not yet written out (cachestat(2), Linux >= 6.5)."""
+    import ctypes
+    import os
+
+    class Range(ctypes.Structure):
+        _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+    class Stat(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_uint64) for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stat = Stat()
+        if libc.syscall(451, fd, ctypes.byref(Range(0, 0)), ctypes.byref(stat), 0) != 0:
+            pytest.skip(f"no cachestat(2) here: {os.strerror(ctypes.get_errno())}")
+        return int(stat.dirty + stat.writeback)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.root
-async def test_a_run_steps_rootfs_is_synced_by_default(executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
+async def test_a_run_steps_rootfs_is_volatile_and_synced_at_its_end(executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
+    if not overlay._volatile_supported():
+        pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
     rootfs = make_rootfs()
-    result, out, err = await sh(executor, rootfs, "echo kept > /made && cat /proc/self/mountinfo")
+    script = "dd if=/dev/urandom of=/made bs=64k count=64 2>/dev/null && cat /proc/self/mountinfo"
+    result, out, err = await sh(executor, rootfs, script)
     assert result.exit_code == 0, err
-    assert not is_volatile(root_mount_options(out))
+    assert is_volatile(root_mount_options(out))
+    made = Path(rootfs.upper) / "made"
+    assert made.stat().st_size == 64 * 65536
+    assert dirty_pages(made) == 0  # written out before the step was reported done
+
+
+def test_the_monitor_syncs_only_a_volatile_writable_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(overlay, "_VOLATILE_SUPPORTED", [True])
+    monkeypatch.setattr(overlay, "_VOLATILE_UPPERS", [False])
+    monkeypatch.setattr(overlay, "_STEP_SYNC", [True])
+    assert not overlay.step_sync_wanted("/upper")  # not volatile: its unmount syncs
+    overlay.volatile_steps(synced=True)
+    assert overlay.step_sync_wanted("/upper") and not overlay.step_sync_wanted(None)
+    overlay.volatile_steps(synced=False)  # PYBUILD_VOLATILE_OVERLAYS=1
+    assert overlay.volatile_wanted("/upper") and not overlay.step_sync_wanted("/upper")
+    overlay.volatile_steps(synced=True)
+    monkeypatch.setattr(overlay, "_VOLATILE_SUPPORTED", [False])  # a kernel before 5.10: the unmount syncs
+    assert not overlay.step_sync_wanted("/upper")
+
+
+def test_a_failed_sync_fails_the_step(tmp_path: Path) -> None:
+    import os
+
+    from pybuild.executors import _sandbox
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _sandbox.sync_step_changes(fd) is None
+    finally:
+        os.close(fd)
+    error = _sandbox.sync_step_changes(fd)  # closed: the kernel refuses, as it would on a writeback error
+    assert error is not None and error[0].startswith("cannot write the step's changes to disk")
 
 
 def test_only_asked_for_writable_kernel_mounts(monkeypatch: pytest.MonkeyPatch) -> None:
