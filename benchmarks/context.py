@@ -1,4 +1,4 @@
-"""A big build context: cold build, no-op rebuild, `touch` of every file, one-file change (issues 5, 18).
+"""A big build context: cold, no-op, one-file change, `touch` of every file, one more change (issues 5, 18).
 
     .venv/bin/python benchmarks/context.py [--files 20000] [--megabytes 400] [--engines pybuild,buildkit]
                                            [--repeat 3] [--markdown FILE]
@@ -7,8 +7,8 @@ run_all.py's ``context`` workload alone: for each run and engine (the engines
 taking turns), a new context of N files totalling M megabytes (random bytes, in
 nested directories, new bytes every run) and a Dockerfile that copies it and
 runs one step on it; then, after the engine's state is reset, the cold build, a
-rebuild with nothing changed, a rebuild after `touch` of every file, and a
-rebuild after one file changed.  Before each timed build the page cache's dirty
+rebuild with nothing changed, a rebuild after one file changed, a rebuild after
+`touch` of every file, and a rebuild after one more file changed.  Before each timed build the page cache's dirty
 data is written out (``sync``), so that no build pays for the writes of the one
 before it.  The report has every run's times, the pybuild/BuildKit ratios,
 issue 18's targets (at most 0.5 for the rebuilds, 1.0 for the cold build, whose

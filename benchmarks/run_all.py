@@ -14,7 +14,7 @@ Workloads (benchmarks/README.md explains the method; ``workloads.py`` has the Do
   examples/base-images/make-gcc-rootfs: cold, no-op, one file touched.
 - ``context``: a big context (20,000 files / 400 MB, issue 18's size;
   ``--small-context``: 5,000 / 100 MB) copied and listed: cold, no-op,
-  ``touch`` of every file, one file changed.
+  one file changed, ``touch`` of every file, one file changed after that.
 - ``small``: a small project (20 files, COPY + RUN): no-op rebuild.
 - ``apt``: ``apt-get update && apt-get install -y python3`` from Debian's mirror
   on a Debian bookworm base made by debootstrap (cached in build/bench/): cold.
@@ -62,6 +62,7 @@ TARGETS = {
     "context.noop": 0.5,
     "context.touch": 0.5,
     "context.change": 0.5,
+    "context.touch_change": 0.5,
 }
 # Peak RSS of pybuild's process tree (bytes), issue 18: the cold 20,000-file build.
 RSS_TARGETS = {"context.cold": 200 * 2**20}
@@ -301,7 +302,10 @@ class Driver:
         return [self.row("apt-get install python3 from Debian's mirror: cold", cold, before_each=lambda e: self.reset(e, tag), key="apt.cold")]
 
     def context(self, files: int, megabytes: int) -> list[Row]:
-        phases = {"cold": "cold", "noop": "no-op rebuild", "touch": "touch every file", "change": "one file changed"}
+        phases = {
+            "cold": "cold", "noop": "no-op rebuild", "change": "one file changed",
+            "touch": "touch every file", "touch_change": "one file changed after touching every file",
+        }
         # one slot per run, so that each run's ratio pairs builds of the same round even when one failed
         times: dict[str, dict[str, list[float | None]]] = {p: {e: [None] * self.repeat for e in self.engines.available} for p in phases}
         rss: dict[str, list[Peak | None]] = {p: [None] * self.repeat for p in phases}
@@ -327,12 +331,16 @@ class Driver:
                     time.sleep(RACY_PAUSE)
                     timed("noop")
                     time.sleep(RACY_PAUSE)
+                    paths[len(paths) // 3].write_bytes(f"changed {r}".encode())
+                    timed("change")
+                    time.sleep(RACY_PAUSE)
                     for path in paths:
                         os.utime(path)
                     timed("touch")
                     time.sleep(RACY_PAUSE)
-                    paths[len(paths) // 2].write_bytes(f"changed {r}".encode())
-                    timed("change")
+                    # every file now has a new time, which COPY keeps: no earlier file can be reused
+                    paths[len(paths) // 2].write_bytes(f"changed again {r}".encode())
+                    timed("touch_change")
                 except RuntimeError as error:  # this run's later phases are left out; the next run starts afresh
                     self.notes.append(f"{engine}, big context, run {r + 1}: failed: {reason(error)}")
                     print(f"  {engine:8} context, run {r + 1}: FAILED\n{error}", file=sys.stderr)
