@@ -25,7 +25,9 @@ server by tests/remote/test_reapi_client.py):
   when that is under 3 s (its NETWORK_TIMEOUT): keep deadlines and the keepalive above ~4 s.
 - A lease arrives ACTIVE (the server flips PENDING itself); its id is the job's name. Its
   payload is ``Any(Action)`` (0.4.4 stores the Action with the job; a job without one would
-  send ``Any(Digest)``): ``Lease.action`` and ``Lease.action_digest`` cover both.
+  send ``Any(Digest)``): ``Lease.action`` and ``Lease.action_digest`` cover both. A lease that
+  does not decode (the Action BuildGrid queued names a malformed digest, an unknown payload
+  type or state) arrives as a ``MalformedLease``, its session's other leases as usual.
 - Queued Actions are handed to waiting bots by the scheduler's assigner threads, every
   ``interval`` (default 1 s + up to 1 s of jitter): set ``assigners: [!priority-age-assigner
   {interval: 0.05}]`` for short steps (tests/remote/conftest.py does); a bot that reports a
@@ -67,6 +69,7 @@ from ._errors import RemoteBlobCorrupt as RemoteBlobCorrupt
 from ._errors import RemoteBlobMissing as RemoteBlobMissing
 from ._errors import RemoteError as RemoteError
 from ._errors import RemoteUnavailable as RemoteUnavailable
+from ._malformed import MalformedLease as MalformedLease
 from ._messages import Action as Action
 from ._messages import ActionResult as ActionResult
 from ._messages import BotSession as BotSession
@@ -110,6 +113,7 @@ __all__ = [
     "FileNode",
     "Lease",
     "LeaseState",
+    "MalformedLease",
     "OutputFile",
     "RemoteApi",
     "RemoteBlobCorrupt",

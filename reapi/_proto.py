@@ -15,8 +15,9 @@ from buildgrid.common.protos.build.bazel.remote.execution.v2 import remote_execu
 from buildgrid.common.protos.google.devtools.remoteworkers.v1test2 import bots_pb2
 from google.protobuf.message import DecodeError, Message
 
-from ._digest import Digest, is_sha256_hex
+from ._digest import EMPTY, Digest, is_sha256_hex
 from ._errors import RemoteError
+from ._malformed import MalformedLease
 from ._messages import (
     Action,
     ActionResult,
@@ -323,12 +324,29 @@ def bot_session_from_proto(message: bots_pb2.BotSession, sent: BotSession) -> Bo
         name=message.name,
         bot_id=message.bot_id or sent.bot_id,
         status=status,
-        leases=tuple(lease_from_proto(lease) for lease in message.leases),
+        leases=tuple(_session_lease(lease) for lease in message.leases),
         properties=sent.properties,
         capacity=sent.capacity,
         version=message.version,
         expire_time=message.expire_time.seconds + message.expire_time.nanos / 1e9,
     )
+
+
+def _session_lease(message: bots_pb2.Lease) -> Lease:
+    """A lease of the server's answer; one that does not decode is a ``MalformedLease`` (in its
+    state when that is a known one, else ACTIVE: the bot reports it), never an error of the
+    whole answer: that would fail every update, and the bot would retry forever."""
+    try:
+        return lease_from_proto(message)
+    except RemoteError as error:
+        reason = str(error)
+    except DecodeError as error:  # an Any whose bytes are not the message its type names
+        reason = str(RemoteError(f"the remote sent lease {message.id[:80]!r} whose payload does not decode: {error}"))
+    try:
+        state = LeaseState(message.state)
+    except ValueError:
+        state = LeaseState.ACTIVE
+    return MalformedLease(id=message.id, action_digest=EMPTY, state=state, reason=reason)
 
 
 def input_root(files: Mapping[str, Digest]) -> tuple[Digest, dict[Digest, bytes]]:

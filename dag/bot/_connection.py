@@ -78,13 +78,15 @@ class BotsConnection:
         return lease.failed(finished.status, finished.message)
 
     def _new(self, leases: Sequence[Lease]) -> list[Assigned]:
-        """The leases to run: active ones (BuildGrid never sends a PENDING one) not reported yet."""
-        from pybuild.reapi import LeaseState
+        """The leases to run: active ones (BuildGrid never sends a PENDING one) not reported yet.
+        A malformed one is assigned too, with its reason: the session reports it failed."""
+        from pybuild.reapi import LeaseState, MalformedLease
 
         assigned = []
         for lease in leases:
             if lease.state is not LeaseState.ACTIVE:
                 continue
             self._leases.setdefault(lease.id, lease)
-            assigned.append(Assigned(lease.id, lease.action_digest, lease.action))
+            malformed = lease.reason if isinstance(lease, MalformedLease) else ""
+            assigned.append(Assigned(lease.id, lease.action_digest, lease.action, malformed=malformed))
         return assigned

@@ -52,6 +52,7 @@ class Assigned:
     lease_id: str
     action_digest: Digest
     action: Action | None = None  # the Action itself, when the server sent it (else read from the CAS)
+    malformed: str = ""  # why the lease cannot be read (escaped): reported failed at once, nothing runs
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,9 @@ class Session:
             if answering != reported and answering <= last:
                 continue  # maybe an answer from before the server heard this lease was done
             self._reported.pop(lease_id, None)
+            if lease.malformed:  # final (INVALID_ARGUMENT is not re-queued): another bot would find it as malformed
+                self._refuse(lease)
+                continue
             if self.draining:
                 self._finish(Finished(lease_id, status=UNAVAILABLE, message="the worker is stopping"))
                 continue
@@ -214,6 +218,12 @@ class Session:
             self._nursery.start_soon(self._run, lease, scope)
             started = True
         return started
+
+    def _refuse(self, lease: Assigned) -> None:
+        from ..remote._action import shown
+
+        self.say(f"refused lease {shown(lease.lease_id)}: {lease.malformed}")
+        self._finish(Finished(lease.lease_id, status=INVALID_ARGUMENT, message=lease.malformed))
 
     async def _run(self, lease: Assigned, scope: trio.CancelScope) -> None:
         finished: Finished | None = None
