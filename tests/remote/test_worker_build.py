@@ -35,13 +35,13 @@ def pybuild(root: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     return done
 
 
-@pytest.fixture
-def base_image(busybox_tar: Path, tmp_path: Path) -> Path:
-    """busybox as an OCI archive every root of the test loads: one base image (one manifest
+@pytest.fixture(scope="module")
+def base_image(busybox_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """busybox as an OCI archive every root of the module loads: one base image (one manifest
     digest, so one cache key per step) on every machine, as a pull of one tag would give."""
-    seed = tmp_path / "seed-root"
+    seed = tmp_path_factory.mktemp("busybox-oci") / "seed-root"
     pybuild(seed, "import", str(busybox_tar), "busybox:latest")
-    archive = tmp_path / "busybox-oci.tar"
+    archive = seed.parent / "busybox-oci.tar"
     pybuild(seed, "save", "--format", "oci", "-o", str(archive), "busybox:latest")
     return archive
 
