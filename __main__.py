@@ -1,5 +1,3 @@
-import sys
+from pybuild.cli.main import entry
 
-from pybuild.cli.main import main
-
-sys.exit(main())
+entry()

@@ -31,10 +31,11 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from pybuild._frozen import frozen
 from pybuild.errors import ContextError
 
 from ._gomatch import BadPattern, compile_element, go_clean, has_wildcards
@@ -61,7 +62,7 @@ class StatCache(Protocol):
     def put_stat_digests(self, rows: Iterable[tuple[StatKey, str]]) -> None: ...
 
 
-@dataclass(frozen=True)
+@frozen
 class ContextPath:
     """One thing a source matched: ``path`` as named, ``resolved`` after following
     a symlink at ``path`` (inside the context), and the kind of ``resolved``."""
@@ -71,7 +72,7 @@ class ContextPath:
     kind: str  # "dir" | "file" | "symlink" | "other"
 
 
-@dataclass(frozen=True)
+@frozen
 class HashStats:
     entries: int = 0
     files_hashed: int = 0
@@ -172,7 +173,7 @@ class _JobReads:
         return self.paths, self.absent
 
 
-@dataclass(frozen=True)
+@frozen
 class EntryChanges:
     """How two selections' entries differ, by relative path."""
 
@@ -205,7 +206,7 @@ def diff_entries(old: Mapping[str, str], new: Mapping[str, str]) -> EntryChanges
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class Selection:
     """The entries some sources select from a context, each with its digest.
 

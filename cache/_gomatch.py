@@ -22,7 +22,8 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from .._frozen import frozen
 
 # Go's unicode.IsSpace, which strings.TrimSpace uses (Python's str.strip()
 # would also strip U+001C..U+001F).
@@ -285,7 +286,7 @@ def compile_element(element: str) -> Callable[[str], bool]:
 _REGEX_ESCAPED = frozenset(".+()|{}$")
 
 
-@dataclass(frozen=True)
+@frozen
 class IgnoreMatcher:
     """A compiled patternmatcher pattern: one of four ways to compare a path."""
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
+from pybuild._frozen import frozen
 from pybuild.errors import ContextError
 
 from ._gomatch import (
@@ -34,7 +35,7 @@ from ._gomatch import (
 _BOM = "\ufeff"
 
 
-@dataclass(frozen=True)
+@frozen
 class _Pattern:
     text: str
     exclusion: bool
@@ -99,7 +100,7 @@ def _compile(raw: str, source: str) -> _Pattern | None:
     return _Pattern(text, exclusion, matcher, tuple(elements), unbounded)
 
 
-@dataclass(frozen=True)
+@frozen
 class DockerIgnore:
     """Compiled `.dockerignore` (or COPY ``--exclude``) patterns.
 

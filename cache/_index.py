@@ -34,10 +34,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pybuild._frozen import frozen
 from pybuild.errors import StoreError
 
 from ._journal import ImageJournal
@@ -47,7 +48,7 @@ StatKey = tuple[int, int, int, int, int]
 """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of a regular file."""
 
 
-@dataclass(frozen=True)
+@frozen
 class BlobRef:
     """A compressed form of a layer in the content store."""
 
@@ -56,7 +57,7 @@ class BlobRef:
     media_type: str
 
 
-@dataclass(frozen=True)
+@frozen
 class CacheRecord:
     """What a cache key resolved to.  ``created``/``last_used`` of 0 mean "now"."""
 
@@ -78,7 +79,7 @@ class Tag(NamedTuple):
     updated: float
 
 
-@dataclass(frozen=True)
+@frozen
 class ImageRecord:
     digest: str
     created: float

@@ -14,10 +14,10 @@ import io
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._frozen import frozen
 from . import _fastpath
 from ._fastpath import DIRECTORY, FILE, NO_CONTENT, SYMLINK, Invocation, Record, debug, listing_bytes, signature
 
@@ -36,7 +36,7 @@ SAFE_FLAGS = frozenset({
 _SOURCE_PACKAGES = ("cli", "dag", "oci", "cache", "grammar", "executors")
 
 
-@dataclass(frozen=True)
+@frozen
 class Finished:
     """A build that succeeded, as the build command saw it."""
 

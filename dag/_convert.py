@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from pybuild._frozen import frozen
 from pybuild.errors import DockerfileError, ExpansionError, Location, PybuildError
 from pybuild.grammar import (
     Add,
@@ -85,7 +86,7 @@ class MissingImages(Exception):
         self.where = dict(where or {})  # ref -> the first instruction naming it, for a failed pull's error
 
 
-@dataclass(frozen=True)
+@frozen
 class BuildOptions:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
@@ -103,7 +104,7 @@ class BuildOptions:
     entitlements: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@frozen
 class BuildPlan:
     definition: Definition
     target: StageResult

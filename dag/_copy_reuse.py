@@ -45,11 +45,12 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pybuild._frozen import frozen
 from pybuild.errors import StoreError
+
 
 if TYPE_CHECKING:
     from pybuild.cache import Root
@@ -65,7 +66,7 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True)
+@frozen
 class Reuse:
     """An earlier snapshot of the same copy and the files of it the copier may keep."""
 

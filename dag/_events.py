@@ -8,24 +8,25 @@ values, so tests with a MockClock see exact durations.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from .._frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class StepStarted:
     digest: str
     name: str
     time: float
 
 
-@dataclass(frozen=True)
+@frozen
 class StepCached:
     digest: str
     name: str
     time: float
 
 
-@dataclass(frozen=True)
+@frozen
 class StepMiss:
     """Why a step could not come from the cache (``COPY src/ /app: src/main.py changed``)."""
 
@@ -34,7 +35,7 @@ class StepMiss:
     reason: str
 
 
-@dataclass(frozen=True)
+@frozen
 class StepLog:
     digest: str
     stream: str  # stdout | stderr
@@ -42,7 +43,7 @@ class StepLog:
     time: float
 
 
-@dataclass(frozen=True)
+@frozen
 class StepFinished:
     digest: str
     name: str
@@ -50,7 +51,7 @@ class StepFinished:
     duration: float
 
 
-@dataclass(frozen=True)
+@frozen
 class StepFailed:
     digest: str
     name: str
@@ -58,7 +59,7 @@ class StepFailed:
     error: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Notice:
     """Anything else worth telling the user (a warning, an export phase)."""
 

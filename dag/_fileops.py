@@ -21,10 +21,10 @@ import posixpath
 import shutil
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from pybuild.cache import DockerIgnore
+from pybuild._frozen import frozen
 from pybuild.errors import BuildError, ContextError, ImageError, shortened
 from pybuild.executors import parse_group, parse_passwd
 
@@ -46,7 +46,7 @@ FileFacts = tuple[str, int, int, int, int, int]
 DirFacts = tuple[str, int, int, int, int]
 
 
-@dataclass(frozen=True)
+@frozen
 class PlannedCopy:
     """A CopyAction with its source resolved to a path inside the chroot."""
 
@@ -65,12 +65,12 @@ class PlannedCopy:
     defer: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class FilePlan:
     steps: tuple[PlannedCopy | MkdirAction | MkfileAction | RmAction, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class CopyReport:
     """What one PlannedCopy did with the regular files it put in directories it made.
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from .._frozen import frozen
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HISTORY_COMMENT = "buildkit.dockerfile.v0"
 
 
-@dataclass(frozen=True)
+@frozen
 class HistoryStep:
     """One history entry.  ``layer_op`` is the op whose layer this entry
     describes (None for metadata-only steps: ``empty_layer``)."""
@@ -27,7 +29,7 @@ class HistoryStep:
         return self.layer_op is None
 
 
-@dataclass(frozen=True)
+@frozen
 class StageImage:
     """Config and history of a stage's image (layers are known after solving).
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import platform as _platform
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from .._frozen import frozen
 
 _ARCH = {
     "x86_64": ("amd64", ""),
@@ -22,7 +23,7 @@ _ARCH = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Platform:
     os: str
     architecture: str

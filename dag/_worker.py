@@ -19,12 +19,13 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
+from pybuild._frozen import frozen
 from pybuild.errors import BuildError, Location, PybuildError, StepFailed
 
 from ._devices import step_devices
@@ -75,7 +76,7 @@ class Fetcher(Protocol):
         """Clone into ``dest``; return the commit it checked out."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Context:
     """The build context as the worker sees it."""
 
@@ -83,7 +84,7 @@ class Context:
     hasher: ContextHasher
 
 
-@dataclass(frozen=True)
+@frozen
 class WorkerOptions:
     allow_host_network: bool = False
     allow_insecure: bool = False  # RUN --security=insecure (--allow security.insecure)

@@ -28,7 +28,6 @@ import hashlib
 import io
 import lzma
 import mmap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Protocol
 
@@ -36,6 +35,7 @@ import zstandard
 from isal import igzip, igzip_threaded, isal_zlib
 
 from pybuild.cache import BlobWriter
+from pybuild._frozen import frozen
 from pybuild.errors import ImageError, UsageError
 
 from ._formats import (
@@ -122,7 +122,7 @@ def layer_media_type(kind: Compression, *, docker: bool = False) -> str:
     raise UsageError(f"cannot write {kind.value} layers", hint="use gzip, zstd or uncompressed")
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerBlob:
     """A written layer: its diffID, the blob's digest, size and media type."""
 

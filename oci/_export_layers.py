@@ -22,9 +22,9 @@ compressed when the output wants compressed ones.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pybuild._frozen import frozen
 from pybuild.errors import ImageError, UsageError
 
 from ._compression import ByteSink, Compression, layer_media_type
@@ -34,7 +34,7 @@ from ._store import ImageStore, Layer, StoredImage, chain_ids, compression_of
 CONVERT_RECORD = "convert:"  # cache-index records: diffID -> the layer's blobs in other compressions
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerSettings:
     """How an output wants layers: ``compression`` None keeps each layer's own
     (plain layers get gzip when ``compress_plain``); ``force`` recompresses
@@ -51,7 +51,7 @@ class LayerSettings:
             object.__setattr__(self, "compression", kind.value)
 
 
-@dataclass(frozen=True)
+@frozen
 class ExportManifest:
     """The manifest an output carries: the stored one, or one made for converted layers."""
 

@@ -25,9 +25,10 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Union
 
+from pybuild._frozen import frozen
 from pybuild.errors import ImageError
 
 from ._platforms import platform_json
@@ -216,7 +217,7 @@ def _put(out: dict[str, Any], key: str, value: Any) -> None:
 # --- descriptors -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class ImagePlatform:
     """A descriptor's platform: what an index entry runs on."""
 
@@ -260,7 +261,7 @@ class ImagePlatform:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class Descriptor:
     """A typed pointer to content: media type, digest, size (OCI content descriptor)."""
 
@@ -330,7 +331,7 @@ class Descriptor:
 # --- image config ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Healthcheck:
     """HEALTHCHECK: the test command and durations in nanoseconds (Docker's keys)."""
 
@@ -365,7 +366,7 @@ class Healthcheck:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerConfig:
     """The image config's ``config``: how a container of the image runs.
 
@@ -436,7 +437,7 @@ class ContainerConfig:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class HistoryEntry:
     created: str = ""
     created_by: str = ""
@@ -469,7 +470,7 @@ class HistoryEntry:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class ImageConfig:
     """The image config (``application/vnd.oci.image.config.v1+json``)."""
 
@@ -622,7 +623,7 @@ class _Document:
         return Descriptor.of(self.media_type, self.to_json(), **kwargs)
 
 
-@dataclass(frozen=True)
+@frozen
 class Manifest(_Document):
     """An image manifest: config and layer descriptors (OCI, or Docker schema 2)."""
 
@@ -661,7 +662,7 @@ class Manifest(_Document):
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class Index(_Document):
     """An image index (OCI) or manifest list (Docker): manifests per platform."""
 

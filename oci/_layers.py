@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
+from pybuild._frozen import frozen
 from pybuild.errors import StoreError
 
 from ._tar_format import (
@@ -55,7 +55,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ZEROS = b"\0" * 512
 
 
-@dataclass(frozen=True)
+@frozen
 class LayerStats:
     """What a layer held: tar entries, file bytes, the tar's length, whiteouts.
 

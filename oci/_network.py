@@ -44,7 +44,6 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -52,7 +51,9 @@ import trio
 if TYPE_CHECKING:  # httpx is imported where a request is made
     import httpx
 
+from pybuild._frozen import frozen
 from pybuild.errors import UsageError
+
 
 KiB = 1024
 
@@ -65,7 +66,7 @@ ENV_DEADLINE = "PYBUILD_NETWORK_DEADLINE"
 UPLOAD_PIECE = 64 * KiB
 
 
-@dataclass(frozen=True)
+@frozen
 class NetworkLimits:
     """How long network operations may take; see the module docstring."""
 
@@ -147,7 +148,7 @@ class DeadlineExceeded(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@frozen
 class ConnectFailure:
     """Why a connection to a host could not be made, and whether waiting may help."""
 

@@ -30,18 +30,19 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from pybuild.cache import open_with_writeback
+from pybuild._frozen import frozen
 from pybuild.errors import UsageError
+
 
 _TEMP_MARK = ".pybuild-"
 _TEMP_TAG = re.compile(r"(\d+)(?:-[0-9a-f]{8})?")
 _STALE_AFTER = 60.0  # seconds: an unlocked temp file this old is stale whatever its PID says
 
 
-@dataclass(frozen=True)
+@frozen
 class OutputFile:
     """Where to write: ``own`` is a temp file of pybuild's own, which the writer
     may seek back in and truncate (a FIFO or a device may not be)."""

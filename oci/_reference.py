@@ -9,9 +9,10 @@ contains a dot or a colon or is ``localhost``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from pybuild._frozen import frozen
 from pybuild.errors import ImageError
+
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
@@ -23,7 +24,7 @@ _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,}$")
 _DOMAIN = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$")
 
 
-@dataclass(frozen=True)
+@frozen
 class Reference:
     registry: str
     repository: str
