@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import posixpath
-from dataclasses import dataclass
 from typing import Any
+
+from .._frozen import frozen
 
 
 class MountSyntaxError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@frozen
 class ParsedMount:
     kind: str
     target: str | None
