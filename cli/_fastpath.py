@@ -45,7 +45,14 @@ if TYPE_CHECKING:
 MAGIC = b"pybuild-fastpath/1\n"
 DISABLE_ENV = "PYBUILD_FASTPATH"
 DEBUG_ENV = "PYBUILD_DEBUG_FASTPATH"
-RACY_WINDOW_NS = 1_000_000_000  # the hasher's too: changes closer than this to a signature are checked by content
+# Changes closer than this to a signature are checked by content ("racy", as git says); a ctime
+# with digits below the millisecond (a file system keeping nanoseconds) needs only the fine
+# window: a later change's ctime is at least the start less one coarse clock tick (10 ms at
+# most).  The context hasher's rule (pybuild.cache's settled_before), which decides which files
+# a build reads: a file it knows by its stat alone must not be racy here, since the record
+# then has no content to check it by.
+RACY_WINDOW_NS = 1_000_000_000
+FINE_RACY_WINDOW_NS = 50_000_000
 # the variables a build reads besides PYBUILD_* and the values of `--build-arg NAME`
 KEY_ENV = ("SOURCE_DATE_EPOCH", "HOME", "XDG_DATA_HOME", "DOCKER_CONFIG")
 SIG_FIELDS = 6  # dev, ino, size, mtime_ns, ctime_ns, mode
@@ -589,8 +596,14 @@ def _has_xattrs(target: bytes | int) -> bool:
 
 def racy_indices(sigs: array[int], count: int, since_ns: int) -> array[int]:
     """The entries changed (mtime or ctime) at ``since_ns`` minus the racy window or later."""
-    limit = since_ns - RACY_WINDOW_NS
-    return array("q", [i for i in range(count) if max(sigs[SIG_FIELDS * i + 3], sigs[SIG_FIELDS * i + 4]) >= limit])
+    limit, fine_limit = since_ns - RACY_WINDOW_NS, since_ns - FINE_RACY_WINDOW_NS
+    racy = array("q")
+    for i in range(count):
+        ctime = sigs[SIG_FIELDS * i + 4]
+        latest = max(sigs[SIG_FIELDS * i + 3], ctime)
+        if latest >= (fine_limit if ctime % 1_000_000 else limit):
+            racy.append(i)
+    return racy
 
 
 def _refreshed(record: Record, now: array[int], count: int, started: int) -> Record:
