@@ -65,6 +65,7 @@ def test_ctrl_c_cancels_cleanly(busybox_image: str, tmp_path: Path, root: Path) 
     process = subprocess.Popen(
         [sys.executable, "-m", "pybuild", "build", "--progress=plain", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_interruptible,
     )
     try:
         assert wait_for(lambda: sleepers("sleep 738") != []), "the step never started"
@@ -78,3 +79,10 @@ def test_ctrl_c_cancels_cleanly(busybox_image: str, tmp_path: Path, root: Path) 
     assert wait_for(lambda: sleepers("sleep 738") == [], timeout=10)
     assert mounts_under(root) == []
     assert leftover_temp(root) == []
+
+
+def _interruptible() -> None:
+    """Ctrl-C reaches the build as it does from a terminal: a test run started in the
+    background by a shell without job control (`make test &`) ignores SIGINT, its children
+    inherit that, and a program started so keeps ignoring it, as POSIX shells expect."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
