@@ -46,15 +46,29 @@ class LayerChains:
         from pybuild.oci import chain_ids
 
         ids = chain_ids(list(diff_ids))
-        if ids and (whole := self._whole(ids[-1], len(ids), lease)) is not None:
-            return whole
-        chain: list[str] = []
-        parent: str | None = None
-        for diff_id, chain_id in zip(diff_ids, ids):
+        have, below = self._longest(ids, lease)
+        if have == len(ids):
+            return below
+        # only the layers above the longest chain here are unpacked (or found: another step may
+        # have made them meanwhile), each on the one below
+        chain = list(reversed(below))
+        parent = chain[-1] if chain else None
+        for diff_id, chain_id in zip(diff_ids[have:], ids[have:]):
             snapshot = self._snapshot(diff_id, chain_id, parent, fetch, lease)
             chain.append(snapshot)
             parent = snapshot
         return tuple(reversed(chain))
+
+    def _longest(self, ids: Sequence[str], lease: Lease) -> tuple[int, tuple[str, ...]]:
+        """The longest of the chains ``ids`` (bottom first) this root has: its length and
+        snapshots (top first). Walked down from the top, one index lookup per depth until the
+        first hit, whose one walk gives the snapshots below it too (checking every depth with
+        ``exists``, which walks its parents, cost depth² reads)."""
+        for depth in range(len(ids), 0, -1):
+            found = self._whole(ids[depth - 1], depth, lease)
+            if found is not None:
+                return depth, found
+        return 0, ()
 
     def remember(self, diff_ids: Sequence[str], snapshots_top_first: Sequence[str]) -> None:
         """A step's new layer on its input chain: later Actions naming that chain use the snapshot."""
