@@ -4,7 +4,7 @@ it; ``check_remote`` is the conformance check run against both."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,9 @@ class RemoteApi(Protocol):
     def upload_file(self, digest: Digest, path: Path) -> None: ...
 
     def read(self, digest: Digest) -> bytes: ...
+
+    def read_blobs(self, digests: Sequence[Digest]) -> list[bytes]:
+        """Small blobs' bytes in order, each checked by digest, in as few calls as fit."""
 
     def download(self, digest: Digest, path: Path) -> None: ...
 

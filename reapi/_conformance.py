@@ -38,6 +38,8 @@ def _check_blobs(remote: RemoteApi, max_batch: int) -> None:
         assert remote.find_missing([*small, large, unknown]) == {unknown}
         for digest, data in small.items():
             assert remote.read(digest) == data, digest
+        both = [*small, large, *small]  # in order, a digest twice, a big one among them
+        assert remote.read_blobs(both) == [*small.values(), large_data, *small.values()]
         assert remote.read(large) == large_data
         target = Path(scratch, "downloaded")
         remote.download(large, target)
@@ -49,6 +51,12 @@ def _check_blobs(remote: RemoteApi, max_batch: int) -> None:
         pass
     else:
         raise AssertionError("reading a blob the CAS lacks did not raise RemoteBlobMissing")
+    try:
+        remote.read_blobs([*small, unknown])
+    except RemoteBlobMissing:
+        pass
+    else:
+        raise AssertionError("reading blobs, one the CAS lacks, did not raise RemoteBlobMissing")
 
 
 def _check_action_cache(remote: RemoteApi) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ class MemoryRemote:
         self.action_results: dict[Digest, ActionResult] = {}
         self.executed: list[Digest] = []
         self.unavailable = False
+        self.batch_reads = 0  # read_blobs calls (one round trip each on a real server)
         self._lock = threading.Lock()
 
     @property
@@ -84,6 +85,10 @@ class MemoryRemote:
         if Digest.of(data) != digest:
             raise RemoteBlobCorrupt(f"the remote CAS at {self._url} sent a blob that does not match its digest {digest.hash[:16]}…: refused")
         return data
+
+    def read_blobs(self, digests: Sequence[Digest]) -> list[bytes]:
+        self.batch_reads += 1
+        return [self.read(d) for d in digests]
 
     def download(self, digest: Digest, path: Path) -> None:
         data = self.read(digest)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -58,6 +58,8 @@ class BotsRemote(Protocol):
     """What a worker asks of the cluster (``reapi.Remote``; synchronous, thread-safe)."""
 
     def read(self, digest: Digest) -> bytes: ...
+
+    def read_blobs(self, digests: Sequence[Digest]) -> list[bytes]: ...
 
     def download(self, digest: Digest, path: Path) -> None: ...
 
@@ -138,25 +140,14 @@ class LeaseRunner:
         return LeasedStep(step, key, layers, _timeout(action.timeout_seconds))
 
     async def _small(self, *wanted: tuple[Digest, str]) -> list[bytes]:
-        """Small messages (each checked by digest as it is read), read at once, in order;
-        the first error is raised as itself."""
+        """Small messages, each checked by digest as it is read, in order: one round trip."""
         from ..remote import BadStep
 
         for digest, what in wanted:
             if digest.size_bytes > MESSAGE_LIMIT:
                 raise BadStep(f"{what} is {digest.size_bytes} bytes: more than a pybuild step ever sends")
-        found: list[bytes | Exception] = [b""] * len(wanted)
-
-        async def read(index: int, digest: Digest) -> None:
-            try:
-                found[index] = await trio.to_thread.run_sync(self.remote.read, digest)
-            except Exception as error:  # raised below, not as a group
-                found[index] = error
-
-        async with trio.open_nursery() as nursery:
-            for index, (digest, _) in enumerate(wanted):
-                nursery.start_soon(read, index, digest)
-        return [_raised(item) for item in found]
+        digests = [digest for digest, _ in wanted]
+        return await trio.to_thread.run_sync(self.remote.read_blobs, digests)
 
     def _fetcher(self, leased: LeasedStep) -> Callable[[str, Path], None]:
         def fetch(diff_id: str, path: Path) -> None:
@@ -194,12 +185,6 @@ class LeaseRunner:
             exit_code=outcome.exit_code, output_files=tuple(outputs), stdout_digest=stdout, stderr_digest=stderr,
             stdout_raw=_inline(outcome.stdout), stderr_raw=_inline(outcome.stderr), worker=self.name,
         )
-
-
-def _raised(item: bytes | Exception) -> bytes:
-    if isinstance(item, Exception):
-        raise item
-    return item
 
 
 def _inline(data: bytes) -> bytes:

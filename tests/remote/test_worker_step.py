@@ -9,7 +9,7 @@ import io
 import json
 import tarfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -88,6 +88,20 @@ async def test_a_step_runs_and_its_layer_and_output_are_uploaded(bench: Bench) -
     assert result.stderr_digest is not None and bench.remote.read(result.stderr_digest) == b"to-err\n"
     assert (result.stdout_raw, result.stderr_raw) == (b"to-out\n", b"to-err\n")  # small: inline too
     assert any(line.startswith("ran RUN echo made") for line in bench.log)
+
+
+async def test_a_lease_reads_its_small_messages_in_one_batch_call_per_round_trip(bench: Bench) -> None:
+    inline = _lease(bench, "echo one > /one", "l1")
+    by_digest = replace(_lease(bench, "echo two > /two", "l2"), action=None)
+    reads = []
+    for lease in (inline, by_digest):
+        before = bench.remote.batch_reads
+        finished = await bench.runner(lease)
+        assert finished.result is not None and finished.result.exit_code == 0, finished
+        reads.append(bench.remote.batch_reads - before)
+    # the Command and input root, then step.json and the layers directory (and the Action first
+    # when the server sent only its digest): one call each, where each blob was one call
+    assert reads == [2, 3]
 
 
 async def test_layers_are_fetched_once_and_the_same_step_again_is_this_workers_cache(bench: Bench) -> None:
