@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         try:
             await trio.to_thread.run_sync(remote.capabilities)  # an unreachable cluster: one error, at once
-            say(f"serving {endpoint.url} as {options.name} ({platform}, {options.jobs} at once)")
-            await serve(remote, root, executor, files, options, say)
+            serving = f"serving {endpoint.url} as {options.name} ({platform}, {options.jobs} at once)"
+            await serve(remote, root, executor, files, options, say, on_ready=lambda: say(serving))
         finally:
             with trio.CancelScope(shield=True):
                 await executor.aclose()

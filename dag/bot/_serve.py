@@ -35,10 +35,12 @@ def worker_properties(platform: str) -> tuple[tuple[str, str], ...]:
 
 
 async def serve(
-    remote: BotsRemote, root: Root, executor: Executor, files: RootfsCaller, options: BotOptions, say: Callable[[str], None]
+    remote: BotsRemote, root: Root, executor: Executor, files: RootfsCaller, options: BotOptions, say: Callable[[str], None],
+    on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Take leases and run them until SIGINT/SIGTERM drains the worker (a second one abandons
-    the running steps, giving their leases back)."""
+    the running steps, giving their leases back).  ``on_ready`` is called once those signals
+    are caught: a supervisor told the worker is serving may stop it from then on."""
     from pybuild.oci import ImageStore
 
     from .._worker import WorkerOptions
@@ -48,6 +50,7 @@ async def serve(
     session = Session(connection, LeaseRunner(remote, steps, options.name, say), capacity=options.jobs,
                       keepalive=options.keepalive, say=say)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        on_ready()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, signals, session, say)
             await session.serve()

@@ -18,7 +18,10 @@ it is unhealthy, and a lease that still arrives is given back at once
 (UNAVAILABLE, which BuildGrid re-queues) -- lets running steps finish and
 reports them, then ends.  ``abandon()`` (a second signal) gives the running
 leases back too.  A worker killed outright just stops calling: the server
-re-queues its leases when the session's keepalive runs out.
+re-queues its leases when the session's keepalive runs out.  So does one whose
+server stays away while it drains: after ``give_up`` seconds of failed updates
+(at once once abandoned) it stops reporting, says how many results it leaves,
+and ends.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class Session:
 
     def __init__(
         self, source: LeaseSource, run: RunLease, *, capacity: int, keepalive: float = 1.0, retry: float = 1.0,
-        say: Callable[[str], None] = log.warning,
+        give_up: float = 30.0, say: Callable[[str], None] = log.warning,
     ) -> None:
         self.source = source
         self.say = say
@@ -92,6 +95,7 @@ class Session:
         self.capacity = capacity
         self.keepalive = keepalive
         self.retry = retry
+        self.give_up = give_up
         self.running: dict[str, trio.CancelScope] = {}
         self.unreported: list[Finished] = []
         # Two updates may be in flight: an answer can still name a lease this bot has since
@@ -104,6 +108,8 @@ class Session:
         self._reported: dict[str, tuple[int, int]] = {}  # lease -> (R, N)
         self.draining = False
         self._failing = False  # the last update failed (said once until one succeeds)
+        self._failing_since = 0.0  # when the updates started failing (trio's clock)
+        self._abandoned = False
         self._announced = True  # what the server last heard: accepting work
         self._changed = trio.Event()  # a lease finished or the session started draining
         self._opening = trio.CancelScope()
@@ -117,6 +123,7 @@ class Session:
 
     def abandon(self) -> None:
         """Stop at once: the running leases are given back (the server re-queues them)."""
+        self._abandoned = True
         self.drain()
         for scope in self.running.values():
             scope.cancel()
@@ -178,7 +185,11 @@ class Session:
             self._sending.difference_update(f.lease_id for f in finished)
             if not self._failing:
                 self.say(f"bot session update failed (retrying): {error}")
+                self._failing_since = trio.current_time()
             self._failing = True
+            if self.draining and (self._abandoned or trio.current_time() - self._failing_since >= self.give_up):
+                self._leave_unreported()
+                return False
             await trio.sleep(self.retry)
             return False
         if self._failing:
@@ -240,6 +251,15 @@ class Session:
 
     def _finish(self, finished: Finished) -> None:
         self.unreported.append(finished)
+        self._wake()
+
+    def _leave_unreported(self) -> None:
+        """Stop reporting to a server that stays away: it re-queues the leases of a session
+        whose keepalive ran out, so another worker runs those steps again."""
+        if self.unreported:
+            self.say(f"giving up: {len(self.unreported)} finished step(s) not reported (the server re-queues them)")
+        self.unreported = []
+        self._sending.clear()
         self._wake()
 
     def _done(self) -> bool:

@@ -284,3 +284,58 @@ async def test_draining_while_the_session_is_being_created_ends_at_once() -> Non
         assert not release.is_set() and not session.running
     finally:
         release.set()  # let the abandoned thread go
+
+
+class _AwayAfterFirstResult:
+    """A server that answers until the first result is reported, then never again."""
+
+    def __init__(self, bots: FakeBots) -> None:
+        self.bots = bots
+        self.away = False
+
+    def open(self) -> Sequence[Assigned]:
+        return self.bots.open()
+
+    def update(self, running: Sequence[str], finished: Sequence[Finished], *, accepting: bool) -> Sequence[Assigned]:
+        self.away = self.away or bool(finished)
+        if self.away:
+            raise OSError("connection refused")
+        return self.bots.update(running, finished, accepting=accepting)
+
+
+async def test_a_draining_worker_whose_server_stays_away_gives_up_and_ends() -> None:
+    source = _AwayAfterFirstResult(FakeBots(work=1, capacity=1))
+    said: list[str] = []
+    done = trio.Event()
+
+    async def run(lease: Assigned) -> Finished:
+        done.set()
+        return _result(lease)
+
+    session = Session(source, run, capacity=1, keepalive=0.05, retry=0.01, give_up=0.3, say=said.append)
+    with trio.fail_after(5):
+        await _serve_until(session, done)
+    assert source.away
+    assert any(line.startswith("giving up: 1 finished step") for line in said), said
+    assert session.unreported == []
+
+
+async def test_an_abandoned_worker_whose_server_is_away_ends_at_once() -> None:
+    source = _AwayAfterFirstResult(FakeBots(work=1, capacity=1))
+    said: list[str] = []
+    done = trio.Event()
+
+    async def run(lease: Assigned) -> Finished:
+        done.set()
+        return _result(lease)
+
+    session = Session(source, run, capacity=1, keepalive=0.05, retry=0.01, give_up=3600, say=said.append)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.serve)
+            await done.wait()
+            await trio.sleep(0.05)
+            session.drain()
+            await trio.sleep(0.05)
+            session.abandon()
+    assert any(line.startswith("giving up") for line in said), said
