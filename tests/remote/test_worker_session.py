@@ -303,7 +303,8 @@ class _AwayAfterFirstResult:
         return self.bots.update(running, finished, accepting=accepting)
 
 
-async def test_a_draining_worker_whose_server_stays_away_gives_up_and_ends() -> None:
+def _one_lease_away(give_up: float) -> tuple[_AwayAfterFirstResult, Session, trio.Event, list[str]]:
+    """A session of one lease whose server goes away once it is reported; ``done`` when it ran."""
     source = _AwayAfterFirstResult(FakeBots(work=1, capacity=1))
     said: list[str] = []
     done = trio.Event()
@@ -312,7 +313,12 @@ async def test_a_draining_worker_whose_server_stays_away_gives_up_and_ends() -> 
         done.set()
         return _result(lease)
 
-    session = Session(source, run, capacity=1, keepalive=0.05, retry=0.01, give_up=0.3, say=said.append)
+    session = Session(source, run, capacity=1, keepalive=0.05, retry=0.01, give_up=give_up, say=said.append)
+    return source, session, done, said
+
+
+async def test_a_draining_worker_whose_server_stays_away_gives_up_and_ends() -> None:
+    source, session, done, said = _one_lease_away(give_up=0.3)
     with trio.fail_after(5):
         await _serve_until(session, done)
     assert source.away
@@ -321,15 +327,7 @@ async def test_a_draining_worker_whose_server_stays_away_gives_up_and_ends() -> 
 
 
 async def test_an_abandoned_worker_whose_server_is_away_ends_at_once() -> None:
-    source = _AwayAfterFirstResult(FakeBots(work=1, capacity=1))
-    said: list[str] = []
-    done = trio.Event()
-
-    async def run(lease: Assigned) -> Finished:
-        done.set()
-        return _result(lease)
-
-    session = Session(source, run, capacity=1, keepalive=0.05, retry=0.01, give_up=3600, say=said.append)
+    _, session, done, said = _one_lease_away(give_up=3600)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.serve)
