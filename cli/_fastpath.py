@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     _Suspect = tuple[bytes, tuple[int, ...], tuple[int, ...], bytes]  # path, recorded signature, now, kind + digest
+    StatKey = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns: the context hasher's
+    StatRow = tuple[StatKey, bytes]  # a file's stat key and the sha256 of its bytes
 
 MAGIC = b"pybuild-fastpath/1\n"
 DISABLE_ENV = "PYBUILD_FASTPATH"
@@ -283,7 +285,8 @@ def _checked(argv: list[str]) -> tuple[Record, Callable[[], None]]:
     named = Named(argv, root)
     started = _time_ns()
     _check_store_and_files(record, named)
-    refreshed = _check_paths(record, started, named)
+    verified: list[StatRow] = []
+    refreshed = _check_paths(record, started, named, verified)
 
     def refresh() -> None:
         if refreshed is not None:
@@ -291,6 +294,8 @@ def _checked(argv: list[str]) -> tuple[Record, Callable[[], None]]:
                 refreshed.save(path)
             except OSError as error:
                 debug(f"record not refreshed: {error}")
+        if verified:
+            remember_digests(root, verified)
 
     return record, refresh
 
@@ -378,11 +383,13 @@ def _read_regular(path: bytes, limit: int = 1 << 30) -> bytes | None:
         os.close(fd)
 
 
-def _check_paths(record: Record, started: int, named: Named) -> Record | None:
+def _check_paths(record: Record, started: int, named: Named, verified: list[StatRow]) -> Record | None:
     """Every recorded path against its signature; touched and racy ones by content.
 
     None when all matched and nothing is racy any more; else the record with the
-    signatures of now, to save (Miss raised for a path whose content differs)."""
+    signatures of now, to save (Miss raised for a path whose content differs).
+    ``verified`` gets the stat key and digest of each file read whose key the
+    context hasher may remember (``StatRow``)."""
     paths = split_paths(record.fields[b"paths"])
     wanted = array("q")
     wanted.frombytes(record.fields[b"sigs"])
@@ -402,7 +409,7 @@ def _check_paths(record: Record, started: int, named: Named) -> Record | None:
     for i in suspects:  # each is read by content below
         named.check(paths[i])
     listings = Listings(record.fields[b"context"], record.fields[b"ignore"], record.fields[b"wholes"])
-    _verify([(paths[i], _sig(wanted, i), _sig(now, i), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)]) for i in suspects], listings)
+    _verify([(paths[i], _sig(wanted, i), _sig(now, i), digests[(_DIGEST + 1) * i : (_DIGEST + 1) * (i + 1)]) for i in suspects], listings, Settled(started), verified)
     debug(f"{len(suspects)} paths checked by content")
     return _refreshed(record, now, len(paths), started)
 
@@ -435,7 +442,7 @@ def _signatures_one_by_one(paths: list[bytes]) -> array[int]:
     return now
 
 
-def _verify(suspects: list[_Suspect], listings: Listings) -> None:
+def _verify(suspects: list[_Suspect], listings: Listings, settled: Settled, verified: list[StatRow]) -> None:
     """Each suspect's content against its digest; Miss at the first that differs.
 
     Reading and hashing release the GIL: big batches (a touched tree) are split
@@ -446,20 +453,22 @@ def _verify(suspects: list[_Suspect], listings: Listings) -> None:
     workers = min(len(os.sched_getaffinity(0)), 4) if len(suspects) >= 64 else 1
     if workers == 1:
         for suspect in suspects:
-            _same_content(suspect, sha256, listings)
+            _same_content(suspect, sha256, listings, settled, verified)
         return
     import threading
 
     failures: list[BaseException] = []
 
     def run(part: list[_Suspect]) -> None:
+        rows: list[StatRow] = []
         try:
             for suspect in part:
                 if failures:
                     return
-                _same_content(suspect, sha256, listings)
+                _same_content(suspect, sha256, listings, settled, rows)
         except BaseException as error:  # noqa: BLE001 - handed to the caller below
             failures.append(error)
+        verified.extend(rows)  # one call: atomic under the GIL
 
     threads = [threading.Thread(target=run, args=(suspects[k::workers],)) for k in range(workers)]
     for thread in threads:
@@ -470,7 +479,7 @@ def _verify(suspects: list[_Suspect], listings: Listings) -> None:
         raise failures[0]
 
 
-def _same_content(suspect: _Suspect, sha256: Any, listings: Listings) -> None:
+def _same_content(suspect: _Suspect, sha256: Any, listings: Listings, settled: Settled, verified: list[StatRow]) -> None:
     """Miss unless the path holds what the build hashed: same type, mode and size, same content."""
     path, old, now, digest = suspect
     shown = os.fsdecode(path)
@@ -482,7 +491,9 @@ def _same_content(suspect: _Suspect, sha256: Any, listings: Listings) -> None:
     if now[5] & _S_IFMT != _KIND_TYPES.get(kind):  # a device or a FIFO is never opened
         raise Miss(f"{shown} is not what the record says it is")
     if kind == FILE:
-        current = _file_digest(path, now, sha256)
+        current, key = _file_digest(path, now, sha256)
+        if key is not None and current == digest[1:] and settled(key[4]):
+            verified.append((key, current))
     elif kind == DIRECTORY:
         current = listings.digest(path, digest[1:], sha256)
     elif kind == SYMLINK:
@@ -495,16 +506,17 @@ def _same_content(suspect: _Suspect, sha256: Any, listings: Listings) -> None:
         raise Miss(f"{shown} has extended attributes")
 
 
-def _file_digest(path: bytes, now: tuple[int, ...], sha256: Any) -> bytes | None:
-    """The sha256 of the regular file at ``path`` if it is still the one of signature ``now``."""
+def _file_digest(path: bytes, now: tuple[int, ...], sha256: Any) -> tuple[bytes | None, StatKey | None]:
+    """The sha256 of the regular file at ``path`` if it is still the one of signature ``now``,
+    and its stat key if that stayed the same while it was read (None if not)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return None
+        return None, None
     try:
         st = os.fstat(fd)
         if st.st_mode != now[5] or _s64(st.st_ino) != now[1] or st.st_size != now[2]:
-            return None
+            return None, None
         size = st.st_size
         if size < _WHOLE_READ:
             data = os.read(fd, size + 1)  # one call: a regular file gives all it has
@@ -516,9 +528,55 @@ def _file_digest(path: bytes, now: tuple[int, ...], sha256: Any) -> bytes | None
                 h.update(chunk)
                 total += len(chunk)
             digest = h.digest() if total == size else None
-        return None if digest is None or _has_xattrs(fd) else digest
+        if digest is None or _has_xattrs(fd):
+            return None, None
+        key = _stat_key(st)
+        return digest, key if _stat_key(os.fstat(fd)) == key else None
     finally:
         os.close(fd)
+
+
+# -- what the fast path read, for the context hasher ---------------------------------
+
+
+def _stat_key(st: os.stat_result) -> StatKey:
+    """The context hasher's key of a file (``pybuild.cache``'s ``StatKey``)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Settled:
+    """The context hasher's rule for a stat key it may remember (``settled_before``), for a
+    read that began at ``started``: any later change of the file must give it another ctime.
+    The windows are the hasher's defaults, which a build uses."""
+
+    def __init__(self, started: int) -> None:
+        self.before = started - RACY_WINDOW_NS
+        self.fine_before = started - FINE_RACY_WINDOW_NS
+
+    def __call__(self, ctime_ns: int) -> bool:
+        return ctime_ns < self.before or (ctime_ns % 1_000_000 != 0 and ctime_ns < self.fine_before)
+
+
+def remember_digests(root: str, rows: list[StatRow]) -> None:
+    """Hand the files whose content the fast path verified to the context hasher's stat
+    cache (the index), as a build that hashed them would: after a ``touch`` of every
+    file, the next build with one file changed then reads that file only, not all of
+    them again.  Only a help: an index that is not there, or any error, leaves it."""
+    index_path = os.path.join(root, "index.db")
+    if not os.path.isfile(index_path) or os.path.exists(index_path + ".damaged"):
+        return
+    try:
+        from pybuild.cache import CacheIndex
+
+        index = CacheIndex(index_path)
+        try:
+            index.put_stat_digests((key, "sha256:" + digest.hex()) for key, digest in rows)
+        finally:
+            index.close()
+    except Exception as error:  # noqa: BLE001 - a cache of the hasher's: the answer stands without it
+        debug(f"digests not remembered: {type(error).__name__}: {error}")
+        return
+    debug(f"{len(rows)} file digests remembered")
 
 
 class Listings:
