@@ -3,11 +3,15 @@
 Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 Only the module of the command being run is imported.  ``pybuild build`` first
 asks its fast path (``_fastpath``), which answers a rebuild with nothing to do
-from a record before argparse, the errors or anything heavy is imported.
+from a record before argparse, the errors or anything heavy is imported; then
+the root's fork server (``cli/server``), which runs the build in a child of a
+process that has imported everything already.  No server answered: the build
+runs here, and starts one for the next build.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from pybuild import __version__
@@ -49,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("pybuild.cli._prune", "Remove build cache (safe while builds run)"),
     "binfmt": ("pybuild.cli._binfmt", "Show the platforms this machine runs; register QEMU's handlers"),
     "worker": ("pybuild.cli._worker", "Run build steps for a Remote Execution API cluster"),
+    "server": ("pybuild.cli.server._command", "Serve builds from a resident process (builds start it; it leaves when idle)"),
 }
 
 
@@ -84,7 +89,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         answered = _fastpath.answer(args[1:])
         if answered is not None:
             return answered
+        return _build(args)
     return _guarded(lambda: _dispatch(args))
+
+
+def _build(args: list[str]) -> int:
+    """The build by the root's server when one answers, else here (then a server is started
+    for the next build, after this one, so it neither slows it down nor holds its pipes)."""
+    from . import server
+
+    if not server.wanted():
+        return _guarded(lambda: _dispatch(args))
+    from ._fastpath import root_path
+
+    asked = server.serve(args, root_path(args[1:]))
+    if asked.code is not None:
+        global _may_skip_teardown
+        _may_skip_teardown = True  # nothing of a build ran here: only output to flush
+        return asked.code
+    code = _guarded(lambda: _dispatch(args))
+    if asked.start_server and os.path.isdir(asked.root):
+        server.start_server(asked.root)
+    return code
+
+
+def serve_child(args: list[str]) -> int:
+    """A served build, in the server's child: what ``main`` and ``entry`` do after the fast
+    path and the server, ending the process (never returns into the server)."""
+    code = _guarded(lambda: _dispatch(args))
+    if _may_skip_teardown:
+        _exit_without_teardown(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _guarded(call: Callable[[], int]) -> int:

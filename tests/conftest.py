@@ -22,6 +22,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 
+# Builds run in their own process, as before the fork server (cli/server): a test's build
+# neither starts a server nor is served by one, and no server outlives the session.  The
+# server's own tests (tests/cli/test_server*.py) turn it on for the builds they run.
+os.environ["PYBUILD_SERVER"] = "off"
+
 
 def _load_example_rootfs():  # type: ignore[no-untyped-def]
     """The same busybox rootfs maker the examples use (examples/busybox_rootfs.py)."""

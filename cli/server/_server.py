@@ -1,0 +1,388 @@
+"""The fork server: a resident process that has imported what a build needs and forks
+one child per ``pybuild build`` a client hands it (see ``_child`` for what the child
+takes from the client).
+
+One per root: an exclusive flock on ``<root>/server/lock``; ``<root>/server`` is a
+0700 directory of root's; clients connect to its ``sock``.  Single-threaded, one
+``poll`` loop (the listening socket, each client's connection, the signal wake-up
+pipe): a fork needs a process without threads.  Per request it checks that the
+peer is of its own uid and namespaces, runs the same Python and that no loaded
+module's file changed (one did: it refuses, stops listening and exits once its
+children have ended, so an upgrade never runs stale code).  It relays the signals
+a client forwards to its child's process group, interrupts (SIGINT) a child whose
+client went away, and sends each client its child's wait status.  It exits after
+``idle_timeout`` seconds without a request or child, when its root directory is
+removed or replaced, and on SIGTERM/SIGINT once its children ended (at once on a
+second one).  It never logs a request's environment or argv.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _child, _identity, _wire
+
+ROOT_CHECK_INTERVAL = 2.0  # seconds between checks that the root is still there
+LOCK_WAIT = 3.0  # seconds a new server waits for one that is leaving to let go of the lock
+REQUEST_TIMEOUT = 2.0  # seconds a connected client has to send its request
+_PEERCRED = struct.Struct("3i")
+
+
+def log(text: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pybuild server[{os.getpid()}]: {text}\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class _Served:
+    """A client whose build runs in ``child``."""
+
+    conn: socket.socket
+    child: int
+    interrupted: bool = False
+
+
+@dataclass
+class Server:
+    root: str
+    idle_timeout: float
+    run_build: Callable[[list[str]], int]
+    directory: str = ""
+    listener: socket.socket | None = None
+    served: dict[int, _Served] = field(default_factory=dict)  # by the connection's fd
+    orphans: dict[int, _Served] = field(default_factory=dict)  # by child pid: its client went away
+    stopping: int = 0  # SIGTERM/SIGINT received (a second: leave at once)
+    last_activity: float = field(default_factory=time.monotonic)
+    code: dict[str, _identity.Signature] = field(default_factory=dict)
+    python: dict[str, Any] = field(default_factory=dict)
+    namespaces: list[str] | None = None
+    requests: int = 0
+
+    # -- start -------------------------------------------------------------------
+
+    def listen(self, directory_fd: int) -> None:
+        """Bind ``<root>/server/sock`` (through the directory's descriptor) and listen."""
+        path = f"/proc/self/fd/{directory_fd}/{_wire.SOCKET_NAME}"
+        try:
+            os.unlink(path)  # a dead server's (we hold the lock)
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        self.listener = listener
+        self.code = _identity.code_signatures()
+        self.python = _identity.python_fingerprint()
+        self.namespaces = _identity.namespaces("self")
+
+    # -- the loop ------------------------------------------------------------------
+
+    def serve(self, wakeup: int) -> int:
+        """Run until a reason to leave; the exit code."""
+        root_id = _identity_of(self.root)
+        next_root_check = time.monotonic() + ROOT_CHECK_INTERVAL
+        while True:
+            busy = bool(self.served or self.orphans)
+            if self.stopping and not busy:
+                log("stopping (signal)")
+                return 0
+            if self.stopping > 1:
+                self._interrupt_all()
+                log("stopping at once (second signal)")
+                return 0
+            if self.listener is None and not busy:
+                return 0
+            now = time.monotonic()
+            if not busy and now - self.last_activity > self.idle_timeout:
+                log(f"idle for {self.idle_timeout:g} s: exiting")
+                return 0
+            if now >= next_root_check:
+                next_root_check = now + ROOT_CHECK_INTERVAL
+                if _identity_of(self.root) != root_id or _identity_of(self.directory) is None:
+                    log("the root directory is gone or replaced: exiting")
+                    self._interrupt_all()
+                    return 0
+            self._poll_once(wakeup, timeout=min(ROOT_CHECK_INTERVAL, max(0.05, self.idle_timeout - (now - self.last_activity))))
+
+    def _poll_once(self, wakeup: int, timeout: float) -> None:
+        poller = select.poll()
+        poller.register(wakeup, select.POLLIN)
+        if self.listener is not None:
+            poller.register(self.listener.fileno(), select.POLLIN)
+        for fd in self.served:
+            poller.register(fd, select.POLLIN)
+        try:
+            events = poller.poll(timeout * 1000)
+        except InterruptedError:
+            events = []
+        for fd, _ in events:
+            if fd == wakeup:
+                _drain(wakeup)
+            elif self.listener is not None and fd == self.listener.fileno():
+                self._accept()
+            elif fd in self.served:
+                self._from_client(self.served[fd])
+        self._reap()
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        self.last_activity = time.monotonic()
+        self.requests += 1
+        conn.settimeout(REQUEST_TIMEOUT)
+        try:
+            self._handle(conn)
+        except Exception as error:  # noqa: BLE001 - one client's trouble never ends the server
+            log(f"request {self.requests}: {type(error).__name__}: {error}")
+            conn.close()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            message, fds = _wire.receive_with_fds(conn)
+        except (_wire.Malformed, OSError) as error:
+            self._refuse(conn, f"malformed request: {error}")
+            return
+        try:
+            checked = self._check(conn, message, fds)
+            if isinstance(checked, str):
+                self._refuse(conn, checked)
+                return
+            child = self._fork(conn, checked, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)  # at once: the caller reading the build's stdout must see its end
+        self.served[conn.fileno()] = _Served(conn, child)
+        conn.setblocking(False)
+        self._reply(conn, {"child": child})
+        log(f"request {self.requests}: child {child}")
+
+    def _check(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> _child.Request | str:
+        """The request to run, or why it is refused."""
+        pid, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        if uid != os.geteuid():
+            return f"uid {uid} is not the server's"
+        if _identity.namespaces(pid) != self.namespaces or self.namespaces is None:
+            return "the client runs in other namespaces"
+        request = _parse(message, pid)
+        if isinstance(request, str):
+            return request
+        if message.get("python") != self.python:
+            return "the client runs another Python or pybuild"
+        changed = _identity.changed_code(self.code)
+        if changed is not None:
+            self.stop_listening()
+            return f"exiting: pybuild's code changed ({os.path.basename(changed)})"
+        if not stat.S_ISDIR(os.fstat(fds[3]).st_mode):
+            return "the working directory descriptor is not a directory"
+        return request
+
+    def _fork(self, conn: socket.socket, request: _child.Request, fds: list[int]) -> int:
+        sockets = [conn, *(served.conn for served in self.served.values())]
+        if self.listener is not None:
+            sockets.append(self.listener)
+        child = os.fork()
+        if child == 0:
+            _child.become_build(request, fds, sockets, self.run_build)
+        try:
+            os.setpgid(child, child)  # also done by the child: whichever runs first
+        except OSError:
+            pass
+        return child
+
+    def _refuse(self, conn: socket.socket, reason: str) -> None:
+        log(f"request {self.requests} refused: {reason}")
+        self._reply(conn, {"refused": reason, "exiting": self.listener is None})
+        conn.close()
+
+    def _reply(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        try:
+            conn.settimeout(REQUEST_TIMEOUT)
+            _wire.send(conn, message)
+        except OSError:
+            pass
+        finally:
+            if conn.fileno() in self.served:
+                conn.setblocking(False)
+
+    def _from_client(self, served: _Served) -> None:
+        try:
+            message = _wire.receive(served.conn)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (OSError, _wire.Malformed):
+            message = None
+        if message is None:  # the client went away: cancel its build, as BuildKit does
+            self._forget(served)
+            if not served.interrupted:
+                served.interrupted = True
+                _killpg(served.child, signal.SIGINT)
+            return
+        number = message.get("signal")
+        if isinstance(number, int) and number in _FORWARDABLE:
+            _killpg(served.child, number)
+
+    def _forget(self, served: _Served) -> None:
+        fd = served.conn.fileno()
+        self.served.pop(fd, None)
+        self.orphans[served.child] = served
+        served.conn.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.last_activity = time.monotonic()
+            if self.orphans.pop(pid, None) is not None:
+                continue
+            for fd, served in list(self.served.items()):
+                if served.child == pid:
+                    del self.served[fd]
+                    served.conn.setblocking(True)
+                    served.conn.settimeout(REQUEST_TIMEOUT)
+                    try:
+                        _wire.send(served.conn, {"status": status})
+                    except OSError:
+                        pass
+                    served.conn.close()
+
+    def _interrupt_all(self) -> None:
+        for served in [*self.served.values(), *self.orphans.values()]:
+            _killpg(served.child, signal.SIGINT)
+
+    def stop_listening(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            try:
+                os.unlink(os.path.join(self.directory, _wire.SOCKET_NAME))
+            except OSError:
+                pass
+
+    def stop_signal(self, _number: int, _frame: object) -> None:
+        self.stopping += 1
+        self.stop_listening()
+
+
+_FORWARDABLE = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH})
+
+
+def _parse(message: dict[str, Any], pid: int) -> _child.Request | str:
+    argv, env, umask, path = message.get("argv"), message.get("env"), message.get("umask"), message.get("sys_path")
+    if not (isinstance(argv, list) and len(argv) >= 2 and all(isinstance(a, str) for a in argv) and argv[1] == "build"):
+        return "argv is not a pybuild build command line"
+    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v for k, v in env.items())):
+        return "malformed environment"
+    if any("\0" in word for word in argv):
+        return "argv holds a NUL"
+    if not (isinstance(umask, int) and 0 <= umask <= 0o777):
+        return "malformed umask"
+    if not (isinstance(path, list) and all(isinstance(p, str) for p in path)):
+        return "malformed sys.path"
+    return _child.Request(argv, env, umask, path, bool(message.get("unbuffered")), pid)
+
+
+def _killpg(pgid: int, number: int) -> None:
+    try:
+        os.killpg(pgid, number)
+    except ProcessLookupError:
+        try:
+            os.kill(pgid, number)  # before its setpgid
+        except ProcessLookupError:
+            pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def _identity_of(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+# -- the directory and the lock -------------------------------------------------
+
+
+class Unusable(Exception):
+    """The server directory cannot be used (the message says why)."""
+
+
+def open_directory(root: str) -> int:
+    """An O_PATH descriptor of ``<root>/server``: made 0700 if missing; a symlink, another
+    owner or another mode is refused (the clients would refuse it too)."""
+    path = os.path.join(root, _wire.DIRECTORY_NAME)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise Unusable(f"{path} belongs to uid {st.st_uid}")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)  # ours, made by an older umask: close it
+    return fd
+
+
+def take_lock(directory_fd: int, wait: float = LOCK_WAIT) -> int | None:
+    """The lock's descriptor, held; None when another server holds it for ``wait`` seconds."""
+    fd = os.open(f"/proc/self/fd/{directory_fd}/{_wire.LOCK_NAME}", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def write_file(directory_fd: int, name: str, text: str) -> None:
+    """``text`` into ``name`` of the directory, replaced whole."""
+    temporary = f"/proc/self/fd/{directory_fd}/.{name}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.rename(temporary, f"/proc/self/fd/{directory_fd}/{name}")
+
+
+def wakeup_pipe(server: Server) -> int:
+    """The signal wake-up pipe's read end; SIGCHLD, SIGTERM, SIGINT wake the loop."""
+    read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, server.stop_signal)
+    signal.signal(signal.SIGINT, server.stop_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return read
