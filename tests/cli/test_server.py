@@ -1,0 +1,416 @@
+"""The fork server (cli/server): a served build is the build an in-process one is.
+
+Each test has a root of its own; the ``served`` fixture stops every server of that
+root at the end (its pid file and the processes naming the root), so none outlives
+a test.  That a build was served is read from the server's log (one line per child),
+never guessed from timing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pybuild.cli.server import _wire
+
+pytestmark = pytest.mark.usefixtures("require_root")
+
+PYBUILD = [sys.executable, "-m", "pybuild"]
+READY_WAIT = 60.0  # seconds for a server to import everything and listen (a busy machine)
+
+
+class Served:
+    """A root, the environment of builds that may use its server, and ways to look at it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.root = tmp_path / "root"
+        self.root.mkdir(mode=0o700)
+        self.directory = self.root / _wire.DIRECTORY_NAME
+        self.env = {**os.environ, "PYBUILD_ROOT": str(self.root), "PYBUILD_SERVER": "on", "PYBUILD_FASTPATH": "0", "SOURCE_DATE_EPOCH": "0"}
+        self.env.pop("PYBUILD_SERVER_DEBUG", None)
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def pybuild(self, *args: str, cwd: Path | None = None, input: bytes | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*PYBUILD, *args], cwd=cwd, input=input, env={**self.env, **env}, capture_output=True, timeout=timeout)
+
+    def server_pid(self) -> int | None:
+        try:
+            pid = int((self.directory / _wire.PID_NAME).read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def log(self) -> str:
+        try:
+            return (self.directory / _wire.LOG_NAME).read_text()
+        except OSError:
+            return ""
+
+    def children_served(self) -> int:
+        return len(re.findall(r": child \d+", self.log()))
+
+    def start(self, *extra: str) -> int:
+        """A server started as a build starts one (in the background); its pid once it listens."""
+        process = subprocess.Popen(
+            [*PYBUILD, "server", "--root", str(self.root), "--background", *extra],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.started.append(process)
+        return self.wait_listening()
+
+    def wait_listening(self) -> int:
+        deadline = time.monotonic() + READY_WAIT
+        while time.monotonic() < deadline:
+            pid = self.server_pid()
+            if pid is not None and (self.directory / _wire.SOCKET_NAME).exists() and "listening" in self.log():
+                return pid
+            time.sleep(0.05)
+        raise AssertionError(f"no server listened within {READY_WAIT} s; log:\n{self.log()}")
+
+    def stop(self) -> None:
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for process in self.started:
+            process.wait(timeout=30)
+
+    def processes(self) -> list[int]:
+        """Every live process whose command line names this root (servers, their children)."""
+        found = []
+        needle = str(self.root).encode()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if needle in cmdline and b"server" in cmdline:
+                    found.append(int(entry))
+        pid = self.server_pid()
+        return found + ([pid] if pid is not None and pid not in found else [])
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_until(condition, seconds: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    state = Served(tmp_path)
+    try:
+        yield state
+    finally:
+        state.stop()
+        assert wait_until(lambda: not state.processes(), 30), "a server of the test's root outlived it"
+
+
+def small_context(where: Path, dockerfile: str = "FROM scratch\nCOPY a /a\n") -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "Dockerfile").write_text(dockerfile)
+    (where / "a").write_text("a\n")
+    return where
+
+
+# -- a served build is an in-process build ------------------------------------------
+
+
+def test_a_build_starts_a_server_and_the_next_is_served_with_the_same_result(served: Served) -> None:
+    context = small_context(served.tmp / "context")
+    first = served.pybuild("build", "-q", "--no-cache", str(context))
+    assert first.returncode == 0, first.stderr
+    pid = served.wait_listening()  # the in-process build started it
+    assert served.children_served() == 0
+    second = served.pybuild("build", "-q", "--no-cache", str(context))
+    assert served.children_served() == 1  # the server forked a child for it
+    assert (second.returncode, second.stdout, second.stderr) == (0, first.stdout, first.stderr)
+    assert first.stdout.startswith(b"sha256:")
+    off = served.pybuild("build", "-q", "--no-cache", str(context), PYBUILD_SERVER="off")
+    assert (off.returncode, off.stdout, off.stderr) == (0, first.stdout, first.stderr)
+    assert served.children_served() == 1  # PYBUILD_SERVER=off builds in-process
+    assert served.server_pid() == pid
+
+
+def test_plain_progress_text_is_the_same_served(served: Served) -> None:
+    context = small_context(served.tmp / "context")
+    args = ("build", "--progress=plain", "--no-cache", "-t", "same:1", str(context))
+    in_process = served.pybuild(*args, PYBUILD_SERVER="off")
+    served.start()
+    again = served.pybuild(*args)
+    assert served.children_served() == 1
+    assert again.returncode == in_process.returncode == 0
+    assert b"naming to docker.io/library/same:1" in again.stderr
+    assert timeless(again.stderr) == timeless(in_process.stderr)
+    assert again.stdout == in_process.stdout
+
+
+def timeless(progress: bytes) -> bytes:
+    return re.sub(rb"DONE \d+\.\d+s", b"DONE", progress)
+
+
+def test_a_failing_build_keeps_its_exit_code_and_one_line_error(served: Served) -> None:
+    context = small_context(served.tmp / "context", "FROM scratch\nFORM scratch\n")
+    in_process = served.pybuild("build", "-q", str(context), PYBUILD_SERVER="off")
+    served.start()
+    done = served.pybuild("build", "-q", str(context))
+    assert served.children_served() == 1
+    assert done.returncode == in_process.returncode != 0
+    assert done.stderr == in_process.stderr
+    assert b"did you mean FROM?" in done.stderr and b"Traceback" not in done.stderr
+    assert done.stderr.startswith(b"error: ") and done.stderr.count(b"error:") == 1  # one error, with its line and hint
+
+
+def test_dockerfile_from_stdin_relative_paths_build_args_and_umask(served: Served) -> None:
+    served.start()
+    work = served.tmp / "work"
+    small_context(work / "ctx")
+    (work / "out").mkdir()
+    dockerfile = b"FROM scratch\nARG FLAVOUR\nCOPY a /a-${FLAVOUR}\n"
+    done = subprocess.run(
+        ["sh", "-c", 'umask 077; exec "$@"', "sh", *PYBUILD, "build", "-q", "-f", "-", "--build-arg", "FLAVOUR", "--iidfile", "out/iid", "ctx"],
+        cwd=work, input=dockerfile, env={**served.env, "FLAVOUR": "mint"}, capture_output=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert served.children_served() == 1
+    iid = work / "out" / "iid"
+    assert iid.read_text() == done.stdout.decode().strip()  # --iidfile relative to the client's directory
+    assert iid.stat().st_mode & 0o777 == 0o600  # written under the client's umask
+    listed = served.pybuild("build", "-q", "-f", "-", "--build-arg", "FLAVOUR", "ctx", cwd=work, input=dockerfile, FLAVOUR="mint", PYBUILD_SERVER="off")
+    assert listed.stdout == done.stdout  # the same image: the argument came from the client's environment
+    other = served.pybuild("build", "-q", "-f", "-", "--build-arg", "FLAVOUR", "ctx", cwd=work, input=dockerfile, FLAVOUR="lime")
+    assert other.returncode == 0 and other.stdout != done.stdout
+
+
+def test_a_served_build_imports_nothing_the_server_did_not(served: Served) -> None:
+    served.start()
+    context = small_context(served.tmp / "context", "FROM scratch\nCOPY a /a\nCOPY a /b\n")
+    done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1")
+    assert done.returncode == 0, done.stderr
+    assert b"served by child" in done.stderr
+    imported = re.search(rb"the child imported (\d+) modules: (.*)", done.stderr)
+    assert imported is not None, done.stderr
+    assert imported.group(1) == b"0", imported.group(2)
+
+
+# -- signals and a client that goes away -------------------------------------------
+
+
+@pytest.fixture
+def busybox_root(served: Served, busybox_tar: Path) -> Served:
+    imported = served.pybuild("import", str(busybox_tar), "busybox:latest", PYBUILD_SERVER="off")
+    assert imported.returncode == 0, imported.stderr
+    return served
+
+
+def start_sleeping_build(served: Served) -> tuple[subprocess.Popen[bytes], int]:
+    context = small_context(served.tmp / "sleep", "FROM busybox\nRUN sleep 60\n")
+    client = subprocess.Popen(
+        [*PYBUILD, "build", "--no-cache", "--progress=plain", "--network=none", str(context)],
+        env={**served.env, "PYBUILD_SERVER_DEBUG": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert wait_until(lambda: served.children_served() == 1, 60), served.log()
+    child = int(re.findall(r": child (\d+)", served.log())[0])
+    assert wait_until(lambda: b"sleep 60" in _children_cmdlines(child), 60)  # the step runs
+    return client, child
+
+
+def _children_cmdlines(pid: int) -> bytes:
+    """The command lines of ``pid``'s process tree."""
+    members, out = [pid], b""
+    for member in members:
+        for task in _listdir(f"/proc/{member}/task"):
+            try:
+                members += [int(c) for c in Path(f"/proc/{member}/task/{task}/children").read_text().split()]
+            except OSError:
+                pass
+        try:
+            out += Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ") + b"\n"
+        except OSError:
+            pass
+    return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def test_ctrl_c_cancels_the_served_build_with_130(busybox_root: Served) -> None:
+    served = busybox_root
+    served.start()
+    client, child = start_sleeping_build(served)
+    client.send_signal(signal.SIGINT)
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 130, stderr
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    assert wait_until(lambda: not alive(child), 30)
+
+
+def test_a_client_killed_outright_cancels_its_build(busybox_root: Served) -> None:
+    served = busybox_root
+    served.start()
+    client, child = start_sleeping_build(served)
+    client.kill()
+    client.communicate(timeout=30)
+    assert wait_until(lambda: not alive(child), 60)  # the server interrupted it: no 60 s sleep left behind
+    assert served.server_pid() is not None  # and goes on serving
+
+
+def test_a_build_that_starts_a_server_returns_with_its_pipes_closed(served: Served) -> None:
+    context = small_context(served.tmp / "context")
+    try:
+        done = subprocess.run([*PYBUILD, "build", "-q", str(context)], env=served.env, capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the build's pipes stayed open: the server started in the background holds them")
+    assert done.returncode == 0, done.stderr
+    served.wait_listening()
+    done = subprocess.run([*PYBUILD, "build", "-q", str(context)], env=served.env, capture_output=True, timeout=60)
+    assert done.returncode == 0 and served.children_served() == 1
+
+
+# -- when the server is not used, and when it leaves -------------------------------
+
+
+def test_changed_code_makes_the_server_refuse_and_leave(served: Served) -> None:
+    """A module the server loaded changes (as an upgrade does): the next build runs in-process."""
+    module = served.tmp / "probe_module.py"
+    module.write_text("VALUE = 1\n")
+    loader = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('probe_module', {str(module)!r})\n"
+        "probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe); sys.modules['probe_module'] = probe\n"
+        "from pybuild.cli.main import main\n"
+        f"sys.exit(main(['server', '--root', {str(served.root)!r}, '--background']))\n"
+    )
+    served.started.append(subprocess.Popen([sys.executable, "-c", loader], env=served.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    pid = served.wait_listening()
+    context = small_context(served.tmp / "context")
+    assert served.pybuild("build", "-q", str(context)).returncode == 0
+    assert served.children_served() == 1
+    module.write_text("VALUE = 22\n")
+    done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1")
+    assert done.returncode == 0 and done.stdout.startswith(b"sha256:")
+    assert b"pybuild's code changed (probe_module.py)" in done.stderr
+    assert served.children_served() == 1  # not served
+    assert wait_until(lambda: not alive(pid), 30)
+
+
+@pytest.mark.parametrize("wrong", ["mode", "owner", "symlink"])
+def test_a_server_directory_that_is_not_ours_alone_is_not_used(served: Served, wrong: str) -> None:
+    served.start()
+    context = small_context(served.tmp / "context")
+    if wrong == "mode":
+        served.directory.chmod(0o755)
+    elif wrong == "owner":
+        os.chown(served.directory, 1000, 1000)
+    else:
+        served.directory.rename(served.root / "real-server")
+        served.directory.symlink_to(served.root / "real-server")
+    done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1")
+    assert done.returncode == 0, done.stderr
+    assert b"served by child" not in done.stderr
+    log = (served.root / "real-server" / _wire.LOG_NAME).read_text() if wrong == "symlink" else served.log()
+    assert ": child " not in log
+
+
+def test_a_second_server_leaves_while_one_runs(served: Served) -> None:
+    pid = served.start()
+    second = subprocess.run([*PYBUILD, "server", "--root", str(served.root)], env=served.env, capture_output=True, timeout=60)
+    assert second.returncode == 0
+    assert b"already runs" in second.stderr
+    assert served.server_pid() == pid
+
+
+def test_status_and_stop(served: Served) -> None:
+    assert served.pybuild("server", "--status").returncode == 3
+    pid = served.start()
+    status = served.pybuild("server", "--status")
+    assert status.returncode == 0 and str(pid).encode() in status.stdout
+    stopped = served.pybuild("server", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert wait_until(lambda: not alive(pid), 10)
+
+
+def test_an_idle_server_leaves(served: Served) -> None:
+    pid = served.start("--idle-timeout", "0.5")
+    assert wait_until(lambda: not alive(pid), 30)
+    assert "idle for 0.5 s" in served.log()
+
+
+def test_a_server_leaves_when_its_root_is_removed(served: Served) -> None:
+    pid = served.start()
+    (served.tmp / "gone").mkdir()
+    served.root.rename(served.tmp / "gone" / "root")
+    served.root.mkdir()  # replaced by another directory of the same name
+    assert wait_until(lambda: not alive(pid), 30)
+
+
+# -- what a client sends is checked ------------------------------------------------
+
+
+def raw_request(served: Served, data: bytes, fds: list[int]) -> dict[str, object] | None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(10)
+        sock.connect(str(served.directory / _wire.SOCKET_NAME))
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), 4 << 20)  # root: past wmem_max
+        try:
+            socket.send_fds(sock, [data], fds)
+        except OSError:
+            return None  # the kernel refused to send it at all
+        return _wire.receive(sock)
+
+
+def test_malformed_requests_are_refused_and_the_server_goes_on(served: Served) -> None:
+    pid = served.start()
+    cwd = os.open(served.tmp, os.O_PATH | os.O_DIRECTORY)
+    try:
+        good = {"argv": ["pybuild", "build", "."], "env": {}, "umask": 0o22, "sys_path": [], "python": {}}
+        cases = [
+            (b"garbage", [0, 1, 2, cwd]),
+            (b'{"argv": ["pybuild", "build"', [0, 1, 2, cwd]),  # truncated JSON
+            (_wire.encode(good), [0, 1, 2]),  # one descriptor short
+            (_wire.encode(good), [0, 1, 2, cwd, cwd]),  # one too many
+            (_wire.encode({**good, "argv": ["pybuild", "images"]}), [0, 1, 2, cwd]),  # not a build
+            (_wire.encode({**good, "env": {"A": 1}}), [0, 1, 2, cwd]),
+            (_wire.encode({**good, "umask": -1}), [0, 1, 2, cwd]),
+            (_wire.encode(good), [0, 1, 2, cwd]),  # well formed, another Python fingerprint
+            (_wire.encode(good), [0, 1, 2, 0]),  # its "directory" is not one
+            (b"[" * 100_000, [0, 1, 2, cwd]),  # deep nesting
+            (b"x" * (_wire.MAX_REQUEST + 10), [0, 1, 2, cwd]),  # longer than the server reads
+        ]
+        for data, fds in cases:
+            reply = raw_request(served, data, fds)
+            assert reply is None or "refused" in reply, (data[:40], reply)
+    finally:
+        os.close(cwd)
+    assert served.server_pid() == pid
+    assert served.children_served() == 0
+    context = small_context(served.tmp / "context")
+    assert served.pybuild("build", "-q", str(context)).returncode == 0
+    assert served.children_served() == 1
