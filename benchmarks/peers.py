@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rss import Peak, measure  # noqa: E402
+from rss import Peak, idle_server_rss, measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker"  # Debian's client; /usr/local/bin/docker is another one
@@ -120,14 +120,20 @@ class Engines:
             if no_cache:
                 argv.insert(2, "--no-cache")
         self.last_rss = None
-        result = measure(argv, env={**os.environ, **env})
+        # a pybuild build may run in its root's fork server: its child's tree counts too
+        result = measure(argv, env={**os.environ, **env}, server_root=self.pybuild_root if engine == "pybuild" else None)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr.decode(errors='replace')[-3000:]}")
         if engine == "pybuild":
             self.last_rss = result.peak
         return result.seconds
 
+    def server_rss(self) -> int | None:
+        """The resident set of pybuild's idle fork server of this root (None: none runs)."""
+        return idle_server_rss(self.pybuild_root)
+
     def cleanup(self) -> None:
+        subprocess.run([*PYBUILD, "server", "--stop"], env={**os.environ, **self.pybuild_env()}, capture_output=True)
         shutil.rmtree(self.work, ignore_errors=True)
         shutil.rmtree(self.pybuild_root, ignore_errors=True)
 

@@ -17,6 +17,11 @@ parent) twice: it is an upper bound of the tree's memory.  The anonymous part
 (RSS less the file-backed and shared pages, ``statm``'s resident - shared) is
 kept beside it: file pages a process maps (a blob read through mmap) count in
 RSS but are the page cache's, which the kernel may reclaim.
+
+A build that pybuild's fork server runs (cli/server) is a child of the server, not
+of the command: given the root (``server_root``), the trees of the server's
+children started during the command count too (their start times are after the
+command's), the idle server itself not; ``idle_server_rss`` reports that once.
 """
 
 from __future__ import annotations
@@ -90,10 +95,62 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return total, anon
 
 
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks after boot (/proc/PID/stat's 22nd field)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def server_pid(root: Path) -> int | None:
+    """The pid of pybuild's fork server of ``root`` (its pid file), if it runs."""
+    try:
+        pid = int((root / "server" / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if start_ticks(pid) is not None else None
+
+
+def served_rss(server: int, since: int) -> tuple[int, int]:
+    """The memory of the trees of ``server``'s children that started at ``since`` or later."""
+    total = anon = 0
+    for child in children(server):
+        started = start_ticks(child)
+        if started is not None and started >= since:
+            rss, private = tree_rss(child)
+            total, anon = total + rss, anon + private
+    return total, anon
+
+
+def children(pid: int) -> list[int]:
+    """``pid``'s own children (of every thread)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def idle_server_rss(root: Path) -> int | None:
+    """The resident set of ``root``'s idle fork server, or None when none runs."""
+    pid = server_pid(root)
+    return None if pid is None else tree_rss(pid)[0]
+
+
 class _Sampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, server: int | None = None) -> None:
         super().__init__(daemon=True)
         self.pid = pid
+        self.server = server
+        self.since = start_ticks(pid) or 0
         self.peak = 0
         self.anon = 0
         self.done = threading.Event()
@@ -101,17 +158,22 @@ class _Sampler(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             total, anon = tree_rss(self.pid)
+            if self.server is not None:
+                served, served_anon = served_rss(self.server, self.since)
+                total, anon = total + served, anon + served_anon
             self.peak, self.anon = max(self.peak, total), max(self.anon, anon)
             self.done.wait(INTERVAL)
 
 
-def measure(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Measured:
+def measure(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, server_root: Path | None = None) -> Measured:
     """Run ``argv`` (output captured in temporary files, so no pipe needs a reader)
-    and return its wall time, the peak RSS of its process tree and its output."""
+    and return its wall time, the peak RSS of its process tree and its output.
+    ``server_root``: a pybuild root whose fork server may run the build (counted too)."""
+    server = server_pid(server_root) if server_root is not None else None
     with open(os.devnull, "rb") as stdin, _Spool() as out, _Spool() as err:
         started = time.perf_counter()
         process = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=stdin, stdout=out.file, stderr=err.file)
-        sampler = _Sampler(process.pid)
+        sampler = _Sampler(process.pid, server)
         sampler.start()
         _, status = os.waitpid(process.pid, 0)
         seconds = time.perf_counter() - started
