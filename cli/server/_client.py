@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 SWITCH_ENV = "PYBUILD_SERVER"  # 0 or off: never use or start a server
 DEBUG_ENV = "PYBUILD_SERVER_DEBUG"
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
-CONNECT_TIMEOUT = 2.0  # seconds for the server to accept or refuse (it answers at once)
+CONNECT_TIMEOUT = 5.0  # seconds for the server to accept or refuse (it answers at once, when not overloaded)
 
 
 class Outcome:
@@ -71,12 +71,13 @@ def serve(argv: Sequence[str], root: str) -> Outcome:
         except (OSError, _wire.Malformed) as error:
             debug(f"request failed: {error}")
             return Outcome(None, False, root)
-        if reply is None or "refused" in reply:
-            reason = "closed" if reply is None else reply["refused"]
-            debug(f"refused: {reason}")
+        except KeyboardInterrupt:  # before the server took the build: nothing runs anywhere
+            sys.stderr.write("error: interrupted\n")
+            return Outcome(130, False, root)
+        if not (reply and reply.get("accepted") is True):
+            debug(f"refused: {reply.get('refused', '?') if reply else 'closed'}")
             return Outcome(None, bool(reply and reply.get("exiting")), root)
-        debug(f"served by child {reply.get('child')}")
-        return Outcome(_wait(sock), False, root)
+        return Outcome(_run(sock), False, root)
 
 
 class _Refused(Exception):
@@ -125,11 +126,17 @@ def _request(sock: socket.socket, argv: Sequence[str]) -> dict[str, Any] | None:
     return _wire.receive(sock)
 
 
-def _wait(sock: socket.socket) -> int:
-    """Forward signals until the server sends the child's wait status; the exit code."""
-    sock.settimeout(None)
+def _run(sock: socket.socket) -> int:
+    """Say go, forward signals until the server sends the child's wait status; the exit code.
+    A signal before the child exists is sent once it does (the server expects go first)."""
+    sock.settimeout(None)  # past go the build is the server's: no timeout may run it here too
+    pending: list[int] = []
+    started = False
 
     def forward(number: int, _frame: object) -> None:
+        if not started:
+            pending.append(number)
+            return
         try:
             _wire.send(sock, {"signal": number})
         except OSError:
@@ -138,21 +145,39 @@ def _wait(sock: socket.socket) -> int:
     for number in FORWARDED:
         signal.signal(number, forward)
     try:
+        _wire.send(sock, {"go": True})
+        reply = _receive(sock)
+        if reply is None or not isinstance(reply.get("child"), int):
+            return _lost()
+        debug(f"served by child {reply['child']}")
+        started = True
+        for waiting in pending:
+            forward(waiting, None)
         while True:
-            try:
-                reply = _wire.receive(sock)
-            except (OSError, _wire.Malformed) as error:
-                reply = None
-                debug(f"lost the server: {error}")
+            reply = _receive(sock)
             if reply is None:
-                sys.stderr.write("error: the pybuild server went away during the build\n")
-                return 1
+                return _lost()
             status = reply.get("status")
             if isinstance(status, int):
                 return _exit_code(status)
+    except OSError:
+        return _lost()
     finally:
         for number in FORWARDED:
             signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
+
+
+def _receive(sock: socket.socket) -> dict[str, Any] | None:
+    try:
+        return _wire.receive(sock)
+    except (OSError, _wire.Malformed) as error:
+        debug(f"lost the server: {error}")
+        return None
+
+
+def _lost() -> int:
+    sys.stderr.write("error: the pybuild server went away during the build\n")
+    return 1
 
 
 def _exit_code(status: int) -> int:

@@ -164,6 +164,8 @@ class Server:
             if isinstance(checked, str):
                 self._refuse(conn, checked)
                 return
+            if not self._client_goes_on(conn):
+                return
             child = self._fork(conn, checked, fds)
         finally:
             for fd in fds:
@@ -172,6 +174,20 @@ class Server:
         conn.setblocking(False)
         self._reply(conn, {"child": child})
         log(f"request {self.requests}: child {child}")
+
+    def _client_goes_on(self, conn: socket.socket) -> bool:
+        """Accepted; the client says go (it did not give up waiting and build in-process):
+        a build is forked only once both sides know it will be served."""
+        try:
+            _wire.send(conn, {"accepted": True})
+            answer = _wire.receive(conn)
+        except (OSError, _wire.Malformed):
+            answer = None
+        if not (answer and answer.get("go") is True):
+            log(f"request {self.requests}: the client went on without the server")
+            conn.close()
+            return False
+        return True
 
     def _check(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> _child.Request | str:
         """The request to run, or why it is refused."""
