@@ -414,3 +414,44 @@ def test_malformed_requests_are_refused_and_the_server_goes_on(served: Served) -
     context = small_context(served.tmp / "context")
     assert served.pybuild("build", "-q", str(context)).returncode == 0
     assert served.children_served() == 1
+
+
+def test_a_child_killed_by_a_signal_is_said_and_exits_128_plus_n(busybox_root: Served) -> None:
+    served = busybox_root
+    served.start()
+    client, child = start_sleeping_build(served)
+    os.kill(child, signal.SIGKILL)
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 128 + signal.SIGKILL
+    assert stderr.decode().splitlines()[-1] == "error: the build was killed by SIGKILL (signal 9)"
+
+
+def test_several_clients_at_once_get_a_child_each(busybox_root: Served) -> None:
+    served = busybox_root
+    served.start()
+    contexts = [small_context(served.tmp / f"c{i}", f"FROM busybox\nRUN sleep 1 && echo {i} > /n\n") for i in range(2)]
+    clients = [
+        subprocess.Popen([*PYBUILD, "build", "-q", "--network=none", str(c)], env=served.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for c in contexts
+    ]
+    results = [c.communicate(timeout=120) for c in clients]
+    assert [c.returncode for c in clients] == [0, 0], results
+    assert results[0][0] != results[1][0]  # two images
+    assert served.children_served() == 2
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "reason"),
+    [
+        (["unshare", "--uts"], b"other namespaces"),  # another hostname namespace
+        ([sys.executable, "-X", "utf8", "-m", "pybuild"], b"another Python"),  # other sys.flags
+    ],
+)
+def test_a_client_unlike_the_server_builds_in_process(served: Served, wrapper: list[str], reason: bytes) -> None:
+    served.start()
+    context = small_context(served.tmp / "context")
+    command = [*wrapper, *PYBUILD] if wrapper[0] == "unshare" else wrapper
+    done = subprocess.run([*command, "build", "-q", str(context)], env={**served.env, "PYBUILD_SERVER_DEBUG": "1"}, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert reason in done.stderr and done.stdout.startswith(b"sha256:")
+    assert served.children_served() == 0
