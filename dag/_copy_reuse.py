@@ -39,6 +39,7 @@ following a symlink, and the earlier file's facts checked before the link.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -157,7 +158,9 @@ def _safe_target(target: str) -> bool:
     return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
 
 
-def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyReport, *, durable: bool = True) -> None:
+def finish_copy(
+    reuse: Reuse | None, upper: Path, source: Path, report: CopyReport, *, durable: bool = True, spread: Spread | None = None
+) -> None:
     """Do in ``upper`` what the copier left out (``PlannedCopy.defer``): make the
     directories ``report.dirs``, hard-link each reused file from the earlier tree
     and copy each of ``report.copies`` from ``source`` where the copier would
@@ -165,18 +168,20 @@ def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyRepo
 
     Paths are walked one directory at a time without following symlinks, on every
     side.  The directories made here get their metadata last, the others written
-    into get their times back (the copier set them).  ``durable``: then the file
-    system is synced (``sync_file_system``), as a step's overlay unmount does.
+    into get their times back (the copier set them).  ``spread`` runs the copies'
+    parts (``Spread``), in turn without it.  ``durable``: then the file system is
+    synced (``sync_file_system``), as a step's overlay unmount does.
     """
     linked = [reuse.reusable[origin] for origin in report.reused] if reuse is not None else []
-    copies = [(origin, report.files[origin]) for origin in report.copies]
+    copies = sorted(((origin, report.files[origin]) for origin in report.copies), key=lambda c: c[0].rpartition("/"))
     paths = itertools.chain((f[0] for f in linked), (f[0] for _, f in copies), (d[0] for d in report.dirs))
     if not all(_safe_target(path) for path in paths) or not all(_safe_target("/" + origin) for origin, _ in copies):
         raise ReuseFailed("a path leaves the tree")
     made = {facts[0]: facts for facts in report.dirs}
     touched: dict[str, os.stat_result] = {}  # directory -> its times before
     # the context's own path may be a symlink (the bind mount resolved it too); nothing below it is followed
-    old, new, src = _Dirs(reuse.tree if reuse is not None else upper), _Dirs(upper), _Dirs(Path(os.path.realpath(source)))
+    src = Path(os.path.realpath(source))
+    old, new = _Dirs(reuse.tree if reuse is not None else upper), _Dirs(upper)
 
     def changing(parent: str) -> int:
         fd = new.fd(parent)
@@ -190,9 +195,18 @@ def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyRepo
             os.mkdir(name, 0o700, dir_fd=changing(parent))
         for parent, group in itertools.groupby(sorted(linked, key=_place), key=lambda f: _place(f)[0]):
             _link_group(old.fd(parent), changing(parent), group)
-        for origin, facts in sorted(copies, key=lambda c: c[0].rpartition("/")):
-            parent, _, name = facts[0].rpartition("/")
-            _copy_file(src.fd("/" + origin.rpartition("/")[0]), origin.rpartition("/")[2], changing(parent), name, facts)
+        for parent in sorted({_place(facts)[0] for _, facts in copies}):
+            changing(parent)  # its times, before a copy changes them
+        failures: list[str] = []
+        parts = _split(copies, PARTS if spread is not None and len(copies) >= _SPREAD_FROM else 1)
+        jobs: list[Callable[[], None]] = [functools.partial(_copy_part, upper, src, part, failures) for part in parts]
+        if spread is not None and len(jobs) > 1:
+            spread(jobs)
+        else:
+            for job in jobs:
+                job()
+        if failures:
+            raise ReuseFailed(failures[0])
         for target, (_, mode, uid, gid, mtime) in made.items():
             fd = new.fd(target)
             os.chown(fd, uid, gid)  # first: a chown clears set-id bits
@@ -205,9 +219,56 @@ def finish_copy(reuse: Reuse | None, upper: Path, source: Path, report: CopyRepo
     finally:
         old.close()
         new.close()
-        src.close()
     if durable:
         sync_file_system(upper)
+
+
+# Runs the functions it is given, each once, in any order or at once (``finish_copy``'s
+# copies, in parts that share nothing): the worker runs them on the CPU limiter's threads.
+Spread = Callable[[list[Callable[[], None]]], None]
+PARTS = 4  # the copies' parts when spread: more than the CPUs, so one slow part does not hold the rest
+_SPREAD_FROM = 64  # fewer copies go in one part
+_FILE_WEIGHT = 32 << 10  # a file's own cost (create, chown, chmod, utime), in bytes of copying
+
+
+def _split(copies: list[tuple[str, FileFacts]], count: int) -> list[list[tuple[str, FileFacts]]]:
+    """``copies`` in ``count`` runs of about the same cost, in their order (a run's
+    files share directories, which a ``_Dirs`` then opens once)."""
+    if count <= 1:
+        return [copies] if copies else []
+    total = sum(facts[5] + _FILE_WEIGHT for _, facts in copies)
+    parts: list[list[tuple[str, FileFacts]]] = [[]]
+    done = 0
+    for copy in copies:
+        if done >= total * len(parts) / count and len(parts) < count:
+            parts.append([])
+        parts[-1].append(copy)
+        done += copy[1][5] + _FILE_WEIGHT
+    return [part for part in parts if part]
+
+
+def _copy_part(upper: Path, source: Path, copies: list[tuple[str, FileFacts]], failures: list[str]) -> None:
+    """Copy these files from ``source`` into ``upper`` (their directories are there);
+    what went wrong goes into ``failures`` (several parts may run at once)."""
+    try:
+        new, src = _Dirs(upper), _Dirs(source)
+    except OSError as error:
+        failures.append(f"{error.strerror}: {error.filename}")
+        return
+    try:
+        for origin, facts in copies:
+            if failures:
+                return  # another part failed: everything is copied again anyway
+            parent, _, name = facts[0].rpartition("/")
+            source_dir, _, source_name = origin.rpartition("/")
+            _copy_file(src.fd("/" + source_dir if source_dir else ""), source_name, new.fd(parent), name, facts)
+    except OSError as error:
+        failures.append(f"{error.strerror}: {error.filename}")
+    except ReuseFailed as error:
+        failures.append(str(error))
+    finally:
+        new.close()
+        src.close()
 
 
 def sync_file_system(path: Path) -> None:

@@ -753,7 +753,9 @@ class Worker:
                         raise _copy_reuse.ReuseFailed("no context")
                     durable = os.environ.get(VOLATILE_ENV) != "1"
                     await trio.to_thread.run_sync(
-                        lambda: _copy_reuse.finish_copy(reuse, Path(active.upper), source_path, report, durable=durable)
+                        lambda: _copy_reuse.finish_copy(
+                            reuse, Path(active.upper), source_path, report, durable=durable, spread=_spread_from_thread
+                        )
                     )
                 except _copy_reuse.ReuseFailed as error:
                     log.info("copying every file through the overlay: %s", error)
@@ -781,6 +783,18 @@ class Worker:
         if len(op.actions) != 1 or not isinstance(op.actions[0], CopyAction):
             return None
         return self._selections.get((digest, 0))
+
+
+def _spread_from_thread(jobs: list[Callable[[], None]]) -> None:
+    """Run ``jobs`` at once on the CPU limiter's threads, from a worker thread of this trio run
+    (``_copy_reuse.Spread``): the kernel's copying releases the GIL, so the CPUs share it."""
+
+    async def run_all() -> None:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(run_cpu_bound, job)
+
+    trio.from_thread.run(run_all)
 
 
 async def _flock_polled(fd: int) -> None:
