@@ -16,13 +16,19 @@ same bytes, and with ``mtime`` (SOURCE_DATE_EPOCH) every time is clamped to
 at most that value.
 
 Output goes to ``out.write`` in chunks of about ``CHUNK`` bytes: small
-entries are gathered in one buffer, big files stream through.
+entries are gathered in one buffer, big files stream through.  From the
+second chunk on, ``out.write`` is called by a thread of its own (``_Pipe``), in
+order: hashing and compressing release the GIL, so they go on beside the walk
+of the tree, whose per-file work holds it (the two took turns before: a third
+of the diffID of a 400 MB layer of 20,000 files was its sha256).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import stat
+import threading
 from pathlib import Path
 from typing import BinaryIO, TypedDict
 
@@ -110,7 +116,7 @@ class _Writer:
     relative to its open directory, never through a symlink) and gathers the
     tar's pieces in a list joined once per ``CHUNK``."""
 
-    def __init__(self, out: BinaryIO, mtime: int | None) -> None:
+    def __init__(self, out: _Pipe, mtime: int | None) -> None:
         self._out = out
         self._clamp = mtime
         self._root = b""
@@ -347,6 +353,50 @@ def _xattrs(path: bytes | int) -> tuple[list[tuple[bytes, bytes]] | None, bool]:
     return sorted((os.fsencode(key), value) for key, value in xattrs), opaque
 
 
+class _Pipe:
+    """``out.write`` of each chunk given, in order: the first one here, the others by a
+    thread of its own, at most ``_PIPE_DEPTH`` chunks behind.  ``close`` waits for them
+    all and raises what ``out.write`` raised (``write`` does too, once it knows)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_PIPE_DEPTH)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._writes = 0
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._writes += 1
+        if self._writes == 1:  # a small layer is one chunk: no thread for it
+            self._out.write(data)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(data)
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(data)
+                except BaseException as error:  # noqa: BLE001 - raised again by write/close
+                    self._error = error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+
+_PIPE_DEPTH = 8  # chunks waiting for the writer thread (8 MiB)
+
+
 def write_layer(tree: Path, out: BinaryIO, *, mtime: int | None = None) -> LayerStats:
     """Write the layer tree ``tree`` as a deterministic PAX tar into ``out``.
 
@@ -354,9 +404,13 @@ def write_layer(tree: Path, out: BinaryIO, *, mtime: int | None = None) -> Layer
     seconds since the epoch (SOURCE_DATE_EPOCH, BuildKit's rewrite-timestamp).
     Sockets are skipped.  Raises ``StoreError`` when the tree cannot be read.
     """
-    writer = _Writer(out, mtime)
+    pipe = _Pipe(out)
+    writer = _Writer(pipe, mtime)
     try:
-        writer.run(os.fsencode(tree))
+        try:
+            writer.run(os.fsencode(tree))
+        finally:
+            pipe.close()  # every chunk written (or the first error) before anything else
     except OSError as e:
         where = os.fsdecode(e.filename) if e.filename else os.fspath(tree)
         raise StoreError(
