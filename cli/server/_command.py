@@ -104,7 +104,11 @@ def _serve(root: str, idle_timeout: float, *, background: bool) -> int:
     if background:
         _log_to(directory)
     os.chdir("/")  # hold no caller's directory
-    loaded = _preload.preload()
+    try:
+        loaded = _preload.preload()
+    except _preload.PreloadError as error:
+        _server.log(f"cannot serve: {error}")
+        return 1
     from pybuild.cli.main import serve_child  # what a served child runs: main's in-process build
 
     server = _server.Server(root, idle_timeout, serve_child, directory=os.path.join(root, _wire.DIRECTORY_NAME))

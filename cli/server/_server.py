@@ -97,6 +97,8 @@ class Server:
         next_root_check = time.monotonic() + ROOT_CHECK_INTERVAL
         while True:
             busy = bool(self.served or self.orphans)
+            if self.stopping:
+                self.stop_listening()  # here, not in the handler: the loop may be using the socket
             if self.stopping and not busy:
                 log("stopping (signal)")
                 return 0
@@ -297,7 +299,6 @@ class Server:
 
     def stop_signal(self, _number: int, _frame: object) -> None:
         self.stopping += 1
-        self.stop_listening()
 
 
 _FORWARDABLE = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH})
