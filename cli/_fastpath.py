@@ -640,7 +640,11 @@ def _is_directory(path: bytes) -> bool:
 
 def listing_bytes(names: list[bytes] | list[str]) -> bytes:
     """A directory's names as hashed for its content digest: sorted, NUL-separated."""
-    return b"\0".join(sorted(os.fsencode(name) for name in names))
+    encoding, errors = _FS_ENCODING
+    return b"\0".join(sorted(name if isinstance(name, bytes) else name.encode(encoding, errors) for name in names))
+
+
+_FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())  # os.fsencode's, without its call per name
 
 
 def _has_xattrs(target: bytes | int) -> bool:

@@ -381,21 +381,29 @@ def _add_context(builder: _Builder, finished: Finished, previous: _Previous, ign
     assert finished.context_dir is not None
     base = os.fsencode(finished.context_dir)
     prefix, fsencode = base + b"/", os.fsencode
+    file_kind, is_regular, fromhex = bytes([FILE]), stat.S_ISREG, bytes.fromhex
+    encoding, errors = _fastpath._FS_ENCODING
     for rel, (st, whole, content) in sorted(finished.reads.paths.items()):
-        path = base if rel == "." else prefix + fsencode(rel)
+        path = base if rel == "." else prefix + rel.encode(encoding, errors)  # os.fsencode, without its call
         if not whole:
             builder.same.append((path, st))
             continue
         sig = signature(st)
         if content is None:
-            builder.add(path, sig, previous.digest(path, sig) if stat.S_ISREG(st.st_mode) else _UNKNOWN)
-        else:
-            all_names = _content_digest(st, content)[1]
-            if isinstance(content, tuple) and ignore:
+            builder.add(path, sig, previous.digest(path, sig) if is_regular(st.st_mode) else _UNKNOWN)
+        elif isinstance(content, str) and content.startswith("sha256:") and is_regular(st.st_mode):
+            builder.add(path, sig, file_kind + fromhex(content[7:]))  # most paths: _content_digest's FILE, inline
+        elif isinstance(content, tuple):
+            kind, all_names = _content_digest(st, content)
+            digest = all_names
+            if ignore:
                 content = tuple(os.fsdecode(name) for name in _fastpath.kept_names(ignore, path, rel, content))
-            kind, digest = _content_digest(st, content)
+                kind, digest = _content_digest(st, content)
             if kind == DIRECTORY and digest != all_names:
                 builder.wholes.add(hashlib.sha256(path).digest() + all_names)
+            builder.add(path, sig, bytes([kind]) + digest)
+        else:
+            kind, digest = _content_digest(st, content)
             builder.add(path, sig, bytes([kind]) + digest)
     builder.absent += [prefix + fsencode(rel) for rel in sorted(finished.reads.absent)]
 
