@@ -18,10 +18,11 @@ import os
 import random
 import resource
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 # the limits a process carries that a build may feel (open files, processes, core size, ...)
 RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
@@ -34,7 +35,7 @@ C_LOCALES = ("C", "POSIX", "C.UTF-8", "C.utf8", "UTF-8")  # Python's surrogatees
 class Request:
     """A checked request: what the child is to become."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], umask: int, path: list[str], unbuffered: bool, client_pid: int) -> None:
+    def __init__(self, argv: list[str], env: dict[bytes, bytes], umask: int, path: list[str], unbuffered: bool, client_pid: int) -> None:
         self.argv = argv
         self.env = env
         self.umask = umask
@@ -43,7 +44,7 @@ class Request:
         self.client_pid = client_pid
 
 
-def become_build(request: Request, fds: list[int], keep_alive: list[Any], run: Callable[[list[str]], int]) -> NoReturn:
+def become_build(request: Request, fds: list[int], keep_alive: list[socket.socket], run: Callable[[list[str]], int]) -> NoReturn:
     """Never returns: runs ``run(argv[1:])`` as the client's build and exits with its code.
 
     ``keep_alive``: the server's socket objects, detached here so that freeing them later
@@ -91,7 +92,7 @@ def _report_imports_at_exit() -> None:
     atexit.register(report)
 
 
-def _leave_the_server(keep_alive: list[Any]) -> None:
+def _leave_the_server(keep_alive: list[socket.socket]) -> None:
     os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     for sock in keep_alive:
@@ -154,8 +155,8 @@ def _join_cgroup(pid: int) -> None:
 
 
 def _take_python_state(request: Request) -> None:
-    os.environ.clear()
-    os.environ.update(request.env)
+    os.environb.clear()
+    os.environb.update(request.env)
     try:
         locale.setlocale(locale.LC_CTYPE, "")  # as Python does at start-up, for the client's variables
     except locale.Error:

@@ -13,18 +13,18 @@ child builds, the signals a user sends pybuild are forwarded to it.
 
 from __future__ import annotations
 
+import _socket
 import os
 import signal
-import socket
 import stat
 import sys
+from array import array
 
 from . import _identity, _wire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any
 
 SWITCH_ENV = "PYBUILD_SERVER"  # 0 or off: never use or start a server
 DEBUG_ENV = "PYBUILD_SERVER_DEBUG"
@@ -65,32 +65,34 @@ def serve(argv: Sequence[str], root: str) -> Outcome:
     except _Refused as error:
         debug(f"not used: {error}")
         return Outcome(None, False, root)
-    with sock:
+    try:
         try:
-            reply = _request(sock, argv)
+            kind, value, reason = _request(sock, argv)
         except (OSError, _wire.Malformed) as error:
             debug(f"request failed: {error}")
             return Outcome(None, False, root)
         except KeyboardInterrupt:  # before the server took the build: nothing runs anywhere
             sys.stderr.write("error: interrupted\n")
             return Outcome(130, False, root)
-        if not (reply and reply.get("accepted") is True):
-            debug(f"refused: {reply.get('refused', '?') if reply else 'closed'}")
-            return Outcome(None, bool(reply and reply.get("exiting")), root)
+        if kind != _wire.ACCEPTED:
+            debug(f"refused: {reason or '?'}")
+            return Outcome(None, kind == _wire.REFUSED and value == 1, root)
         return Outcome(_run(sock), False, root)
+    finally:
+        sock.close()
 
 
 class _Refused(Exception):
     """The server directory is not one this client may trust."""
 
 
-def _connect(root: str) -> socket.socket:
+def _connect(root: str) -> _socket.socket:
     directory = os.open(os.path.join(root, _wire.DIRECTORY_NAME), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         st = os.fstat(directory)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
             raise _Refused(f"{root}/{_wire.DIRECTORY_NAME} is not a directory of uid {os.geteuid()} with mode 0700")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
         try:
             sock.settimeout(CONNECT_TIMEOUT)
             sock.connect(f"/proc/self/fd/{directory}/{_wire.SOCKET_NAME}")
@@ -102,31 +104,40 @@ def _connect(root: str) -> socket.socket:
         os.close(directory)
 
 
-def _request(sock: socket.socket, argv: Sequence[str]) -> dict[str, Any] | None:
+def _request(sock: _socket.socket, argv: Sequence[str]) -> tuple[int, int, str]:
     umask = os.umask(0o022)
     os.umask(umask)
-    message = {
-        "argv": [sys.argv[0] if sys.argv else "pybuild", *argv],
-        "env": dict(os.environ),
-        "umask": umask,
-        "sys_path": list(sys.path),
-        "unbuffered": bool(getattr(sys.stdout, "write_through", False)),
-        "python": _identity.python_fingerprint(),
-    }
-    data = _wire.encode(message)
+    words = [sys.argv[0] if sys.argv else "pybuild", *argv]
+    request = _wire.Request(
+        umask,
+        bool(getattr(sys.stdout, "write_through", False)),
+        [os.fsencode(word) for word in words],
+        [name + b"=" + value for name, value in os.environb.items()],
+        [os.fsencode(entry) for entry in sys.path],
+        _identity.python_fingerprint(),
+    )
+    data = request.encode()
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(len(data) * 2 + 4096, _wire.MAX_REQUEST))
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, min(len(data) * 2 + 4096, _wire.MAX_REQUEST))
         except OSError:
             pass
-        socket.send_fds(sock, [data], [0, 1, 2, cwd])
+        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array("i", [0, 1, 2, cwd]))])
     finally:
         os.close(cwd)
-    return _wire.receive(sock)
+    return _receive(sock)
 
 
-def _run(sock: socket.socket) -> int:
+def _receive(sock: _socket.socket) -> tuple[int, int, str]:
+    """The next message; (0, 0, "closed") when the server closed its end."""
+    data = sock.recv(_wire.MAX_MESSAGE)
+    if not data:
+        return 0, 0, "closed"
+    return _wire.parse_message(data)
+
+
+def _run(sock: _socket.socket) -> int:
     """Say go, forward signals until the server sends the child's wait status; the exit code.
     A signal before the child exists is sent once it does (the server expects go first)."""
     sock.settimeout(None)  # past go the build is the server's: no timeout may run it here too
@@ -138,41 +149,33 @@ def _run(sock: socket.socket) -> int:
             pending.append(number)
             return
         try:
-            _wire.send(sock, {"signal": number})
+            sock.send(_wire.message(_wire.SIGNAL, number))
         except OSError:
             pass
 
     for number in FORWARDED:
         signal.signal(number, forward)
     try:
-        _wire.send(sock, {"go": True})
-        reply = _receive(sock)
-        if reply is None or not isinstance(reply.get("child"), int):
+        sock.send(_wire.message(_wire.GO))
+        kind, child, _ = _receive(sock)
+        if kind != _wire.CHILD:
             return _lost()
-        debug(f"served by child {reply['child']}")
+        debug(f"served by child {child}")
         started = True
         for waiting in pending:
             forward(waiting, None)
         while True:
-            reply = _receive(sock)
-            if reply is None:
-                return _lost()
-            status = reply.get("status")
-            if isinstance(status, int):
+            kind, status, _ = _receive(sock)
+            if kind == _wire.STATUS:
                 return _exit_code(status)
-    except OSError:
+            if kind == 0:
+                return _lost()
+    except (OSError, _wire.Malformed) as error:
+        debug(f"lost the server: {error}")
         return _lost()
     finally:
         for number in FORWARDED:
             signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
-
-
-def _receive(sock: socket.socket) -> dict[str, Any] | None:
-    try:
-        return _wire.receive(sock)
-    except (OSError, _wire.Malformed) as error:
-        debug(f"lost the server: {error}")
-        return None
 
 
 def _lost() -> int:

@@ -5,7 +5,7 @@ version, flags, import path and pybuild package), so the modules the server has
 loaded are the ones the client would have loaded.  ``sys.path[0]`` is left out:
 it is the script's directory or the working directory (``python -m``), different
 for every caller; the child takes the client's whole ``sys.path`` for anything it
-still imports.  Light stdlib only: the client computes its fingerprint.
+still imports.  Light: the client computes its fingerprint.
 """
 
 from __future__ import annotations
@@ -13,23 +13,14 @@ from __future__ import annotations
 import os
 import sys
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 NAMESPACES = ("mnt", "net", "pid", "user", "uts", "ipc", "cgroup")
 
 
-def python_fingerprint() -> dict[str, Any]:
+def python_fingerprint() -> bytes:
     import pybuild
 
-    return {
-        "executable": sys.executable,
-        "version": sys.version,
-        "path": list(sys.path[1:]),
-        "flags": list(sys.flags),
-        "package": getattr(pybuild, "__file__", None),
-    }
+    words = [sys.executable, sys.version, repr(tuple(sys.flags)), str(getattr(pybuild, "__file__", None)), *sys.path[1:]]
+    return b"\0".join(os.fsencode(word) for word in words)
 
 
 def namespaces(pid: int | str) -> list[str] | None:

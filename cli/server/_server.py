@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import _child, _identity, _wire
 
@@ -66,7 +65,7 @@ class Server:
     stopping: int = 0  # SIGTERM/SIGINT received (a second: leave at once)
     last_activity: float = field(default_factory=time.monotonic)
     code: dict[str, _identity.Signature] = field(default_factory=dict)
-    python: dict[str, Any] = field(default_factory=dict)
+    python: bytes = b""
     namespaces: list[str] | None = None
     requests: int = 0
 
@@ -156,13 +155,23 @@ class Server:
             conn.close()
 
     def _handle(self, conn: socket.socket) -> None:
+        # first, before reading anything: a new pybuild may speak another protocol
+        changed = _identity.changed_code(self.code)
         try:
-            message, fds = _wire.receive_with_fds(conn)
+            request, fds = _receive_request(conn)
         except (_wire.Malformed, OSError) as error:
-            self._refuse(conn, f"malformed request: {error}")
+            if changed is None:
+                self._refuse(conn, f"malformed request: {error}")
+                return
+            request, fds = None, []
+        if changed is not None:
+            _wire.close_all(fds)
+            self.stop_listening()
+            self._refuse(conn, f"exiting: pybuild's code changed ({os.path.basename(changed)})")
             return
+        assert request is not None
         try:
-            checked = self._check(conn, message, fds)
+            checked = self._check(conn, request, fds)
             if isinstance(checked, str):
                 self._refuse(conn, checked)
                 return
@@ -170,46 +179,41 @@ class Server:
                 return
             child = self._fork(conn, checked, fds)
         finally:
-            for fd in fds:
-                os.close(fd)  # at once: the caller reading the build's stdout must see its end
+            _wire.close_all(fds)  # at once: the caller reading the build's stdout must see its end
         self.served[conn.fileno()] = _Served(conn, child)
+        self._send(conn, _wire.CHILD, child)
         conn.setblocking(False)
-        self._reply(conn, {"child": child})
         log(f"request {self.requests}: child {child}")
 
     def _client_goes_on(self, conn: socket.socket) -> bool:
         """Accepted; the client says go (it did not give up waiting and build in-process):
         a build is forked only once both sides know it will be served."""
+        self._send(conn, _wire.ACCEPTED)
         try:
-            _wire.send(conn, {"accepted": True})
-            answer = _wire.receive(conn)
+            kind, _, _ = _wire.parse_message(conn.recv(_wire.MAX_MESSAGE))
         except (OSError, _wire.Malformed):
-            answer = None
-        if not (answer and answer.get("go") is True):
+            kind = 0
+        if kind != _wire.GO:
             log(f"request {self.requests}: the client went on without the server")
             conn.close()
             return False
         return True
 
-    def _check(self, conn: socket.socket, message: dict[str, Any], fds: list[int]) -> _child.Request | str:
+    def _check(self, conn: socket.socket, request: _wire.Request, fds: list[int]) -> _child.Request | str:
         """The request to run, or why it is refused."""
         pid, uid, _ = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
         if uid != os.geteuid():
             return f"uid {uid} is not the server's"
-        if _identity.namespaces(pid) != self.namespaces or self.namespaces is None:
+        if self.namespaces is None or _identity.namespaces(pid) != self.namespaces:
             return "the client runs in other namespaces"
-        request = _parse(message, pid)
-        if isinstance(request, str):
-            return request
-        if message.get("python") != self.python:
+        if request.fingerprint != self.python:
             return "the client runs another Python or pybuild"
-        changed = _identity.changed_code(self.code)
-        if changed is not None:
-            self.stop_listening()
-            return f"exiting: pybuild's code changed ({os.path.basename(changed)})"
+        checked = _parse(request, pid)
+        if isinstance(checked, str):
+            return checked
         if not stat.S_ISDIR(os.fstat(fds[3]).st_mode):
             return "the working directory descriptor is not a directory"
-        return request
+        return checked
 
     def _fork(self, conn: socket.socket, request: _child.Request, fds: list[int]) -> int:
         sockets = [conn, *(served.conn for served in self.served.values())]
@@ -226,34 +230,34 @@ class Server:
 
     def _refuse(self, conn: socket.socket, reason: str) -> None:
         log(f"request {self.requests} refused: {reason}")
-        self._reply(conn, {"refused": reason, "exiting": self.listener is None})
+        self._send(conn, _wire.REFUSED, int(self.listener is None), reason)
         conn.close()
 
-    def _reply(self, conn: socket.socket, message: dict[str, Any]) -> None:
+    def _send(self, conn: socket.socket, kind: int, value: int = 0, reason: str = "") -> None:
         try:
             conn.settimeout(REQUEST_TIMEOUT)
-            _wire.send(conn, message)
+            conn.send(_wire.message(kind, value, reason))
         except OSError:
             pass
-        finally:
-            if conn.fileno() in self.served:
-                conn.setblocking(False)
 
     def _from_client(self, served: _Served) -> None:
         try:
-            message = _wire.receive(served.conn)
+            data = served.conn.recv(_wire.MAX_MESSAGE)
         except (BlockingIOError, InterruptedError):
             return
-        except (OSError, _wire.Malformed):
-            message = None
-        if message is None:  # the client went away: cancel its build, as BuildKit does
+        except OSError:
+            data = b""
+        if not data:  # the client went away: cancel its build, as BuildKit does
             self._forget(served)
             if not served.interrupted:
                 served.interrupted = True
                 _killpg(served.child, signal.SIGINT)
             return
-        number = message.get("signal")
-        if isinstance(number, int) and number in _FORWARDABLE:
+        try:
+            kind, number, _ = _wire.parse_message(data)
+        except _wire.Malformed:
+            return
+        if kind == _wire.SIGNAL and number in _FORWARDABLE:
             _killpg(served.child, number)
 
     def _forget(self, served: _Served) -> None:
@@ -276,12 +280,7 @@ class Server:
             for fd, served in list(self.served.items()):
                 if served.child == pid:
                     del self.served[fd]
-                    served.conn.setblocking(True)
-                    served.conn.settimeout(REQUEST_TIMEOUT)
-                    try:
-                        _wire.send(served.conn, {"status": status})
-                    except OSError:
-                        pass
+                    self._send(served.conn, _wire.STATUS, status)
                     served.conn.close()
 
     def _interrupt_all(self) -> None:
@@ -304,19 +303,32 @@ class Server:
 _FORWARDABLE = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH})
 
 
-def _parse(message: dict[str, Any], pid: int) -> _child.Request | str:
-    argv, env, umask, path = message.get("argv"), message.get("env"), message.get("umask"), message.get("sys_path")
-    if not (isinstance(argv, list) and len(argv) >= 2 and all(isinstance(a, str) for a in argv) and argv[1] == "build"):
+def _receive_request(conn: socket.socket) -> tuple[_wire.Request, list[int]]:
+    """The request and the descriptors that came with it; Malformed (every descriptor
+    received closed) for anything else."""
+    data, fds, flags, _ = socket.recv_fds(conn, _wire.MAX_REQUEST, _wire.PASSED_FDS + 1)
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise _wire.Malformed("request too long, or too many descriptors")
+        if len(fds) != _wire.PASSED_FDS:
+            raise _wire.Malformed(f"{len(fds)} descriptors instead of {_wire.PASSED_FDS}")
+        return _wire.Request.decode(data), fds
+    except _wire.Malformed:
+        _wire.close_all(fds)
+        raise
+
+
+def _parse(request: _wire.Request, pid: int) -> _child.Request | str:
+    argv = [os.fsdecode(word) for word in request.argv]
+    if len(argv) < 2 or argv[1] != "build":
         return "argv is not a pybuild build command line"
-    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v for k, v in env.items())):
+    if not all(b"=" in entry[1:] for entry in request.env):
         return "malformed environment"
-    if any("\0" in word for word in argv):
-        return "argv holds a NUL"
-    if not (isinstance(umask, int) and 0 <= umask <= 0o777):
+    if not 0 <= request.umask <= 0o777:
         return "malformed umask"
-    if not (isinstance(path, list) and all(isinstance(p, str) for p in path)):
-        return "malformed sys.path"
-    return _child.Request(argv, env, umask, path, bool(message.get("unbuffered")), pid)
+    env = dict(entry.split(b"=", 1) for entry in request.env)
+    path = [os.fsdecode(entry) for entry in request.path]
+    return _child.Request(argv, env, request.umask, path, request.unbuffered, pid)
 
 
 def _killpg(pgid: int, number: int) -> None:

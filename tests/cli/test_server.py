@@ -374,7 +374,7 @@ def test_a_server_leaves_when_its_root_is_removed(served: Served) -> None:
 # -- what a client sends is checked ------------------------------------------------
 
 
-def raw_request(served: Served, data: bytes, fds: list[int]) -> dict[str, object] | None:
+def raw_request(served: Served, data: bytes, fds: list[int]) -> tuple[int, int, str] | None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(10)
         sock.connect(str(served.directory / _wire.SOCKET_NAME))
@@ -383,34 +383,45 @@ def raw_request(served: Served, data: bytes, fds: list[int]) -> dict[str, object
             socket.send_fds(sock, [data], fds)
         except OSError:
             return None  # the kernel refused to send it at all
-        return _wire.receive(sock)
+        answer = sock.recv(_wire.MAX_MESSAGE)
+        return _wire.parse_message(answer) if answer else None
+
+
+def request(**changed: object) -> bytes:
+    fields: dict[str, object] = {
+        "umask": 0o22, "unbuffered": False, "argv": [b"pybuild", b"build", b"."], "env": [b"A=1"], "path": [], "fingerprint": b"",
+    }
+    fields.update(changed)
+    return _wire.Request(**fields).encode()  # type: ignore[arg-type]
 
 
 def test_malformed_requests_are_refused_and_the_server_goes_on(served: Served) -> None:
     pid = served.start()
     cwd = os.open(served.tmp, os.O_PATH | os.O_DIRECTORY)
     try:
-        good = {"argv": ["pybuild", "build", "."], "env": {}, "umask": 0o22, "sys_path": [], "python": {}}
+        good = request()
         cases = [
             (b"garbage", [0, 1, 2, cwd]),
-            (b'{"argv": ["pybuild", "build"', [0, 1, 2, cwd]),  # truncated JSON
-            (_wire.encode(good), [0, 1, 2]),  # one descriptor short
-            (_wire.encode(good), [0, 1, 2, cwd, cwd]),  # one too many
-            (_wire.encode({**good, "argv": ["pybuild", "images"]}), [0, 1, 2, cwd]),  # not a build
-            (_wire.encode({**good, "env": {"A": 1}}), [0, 1, 2, cwd]),
-            (_wire.encode({**good, "umask": -1}), [0, 1, 2, cwd]),
-            (_wire.encode(good), [0, 1, 2, cwd]),  # well formed, another Python fingerprint
-            (_wire.encode(good), [0, 1, 2, 0]),  # its "directory" is not one
-            (b"[" * 100_000, [0, 1, 2, cwd]),  # deep nesting
+            (good[:-3], [0, 1, 2, cwd]),  # truncated
+            (good + b"\0", [0, 1, 2, cwd]),  # bytes after the last section
+            (good[: len(_wire.MAGIC) + 3] + b"\xff\xff\xff\xff" + good[len(_wire.MAGIC) + 7 :], [0, 1, 2, cwd]),  # a huge length
+            (good, [0, 1, 2]),  # one descriptor short
+            (good, [0, 1, 2, cwd, cwd]),  # one too many
+            (request(argv=[b"pybuild", b"images"]), [0, 1, 2, cwd]),  # not a build
+            (request(env=[b"=x", b"NOEQUALS"]), [0, 1, 2, cwd]),
+            (request(umask=0o7777), [0, 1, 2, cwd]),
+            (good, [0, 1, 2, cwd]),  # well formed, another Python fingerprint
+            (good, [0, 1, 2, 0]),  # its "directory" is not one
             (b"x" * (_wire.MAX_REQUEST + 10), [0, 1, 2, cwd]),  # longer than the server reads
         ]
         for data, fds in cases:
             reply = raw_request(served, data, fds)
-            assert reply is None or "refused" in reply, (data[:40], reply)
+            assert reply is None or reply[0] == _wire.REFUSED, (data[:40], reply)
     finally:
         os.close(cwd)
     assert served.server_pid() == pid
     assert served.children_served() == 0
+    assert "Traceback" not in served.log()
     context = small_context(served.tmp / "context")
     assert served.pybuild("build", "-q", str(context)).returncode == 0
     assert served.children_served() == 1
