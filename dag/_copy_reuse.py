@@ -153,9 +153,13 @@ def _read_manifest(data: bytes) -> dict[str, tuple[str, FileFacts]]:
 
 
 def _safe_target(target: str) -> bool:
-    """An absolute path with plain names only: it stays inside the trees it is joined to."""
-    parts = target.split("/")
-    return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
+    """An absolute path with plain names only (no empty name, ``.`` or ``..``): it stays
+    inside the trees it is joined to.  String tests, not a split: it is asked of every file."""
+    closed = target + "/"
+    return (
+        target[:1] == "/" and not target.endswith("/") and "//" not in target and "\0" not in target
+        and "/./" not in closed and "/../" not in closed
+    )
 
 
 def finish_copy(
@@ -173,7 +177,9 @@ def finish_copy(
     synced (``sync_file_system``), as a step's overlay unmount does.
     """
     linked = [reuse.reusable[origin] for origin in report.reused] if reuse is not None else []
-    copies = sorted(((origin, report.files[origin]) for origin in report.copies), key=lambda c: c[0].rpartition("/"))
+    # in the copier's order: depth first, so each directory's files come together
+    # (``_Dirs`` keeps the ancestors open: each directory is opened about once)
+    copies = [(origin, report.files[origin]) for origin in report.copies]
     paths = itertools.chain((f[0] for f in linked), (f[0] for _, f in copies), (d[0] for d in report.dirs))
     if not all(_safe_target(path) for path in paths) or not all(_safe_target("/" + origin) for origin, _ in copies):
         raise ReuseFailed("a path leaves the tree")

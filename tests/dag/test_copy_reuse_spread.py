@@ -3,6 +3,7 @@ in turn makes, and a failure in any part is a ``ReuseFailed`` (everything copied
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -132,3 +133,15 @@ async def test_a_worker_spreads_a_big_copy_over_the_cpu_limiter(tmp_path: Path, 
         assert diff_id(tree, EPOCH) == diff_id(full, EPOCH)
     finally:
         classic.close()
+
+
+def test_a_safe_target_is_what_splitting_it_says() -> None:
+    def by_split(target: str) -> bool:
+        parts = target.split("/")
+        return len(parts) > 1 and parts[0] == "" and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:])
+
+    pieces = ["", "/", "//", ".", "..", "...", "a", ".a", "a.", "..a", "\0", "a\0b", "b c"]
+    for count in range(1, 5):
+        for combination in itertools.product(pieces, repeat=count):
+            target = "".join(combination)
+            assert _copy_reuse._safe_target(target) == by_split(target), repr(target)
