@@ -145,8 +145,7 @@ class Server:
             conn, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
-        self.last_activity = time.monotonic()
-        self.requests += 1
+        self.requests += 1  # a refused request is no activity: a server nobody can use leaves when idle
         conn.settimeout(REQUEST_TIMEOUT)
         try:
             self._handle(conn)
@@ -181,6 +180,7 @@ class Server:
         finally:
             _wire.close_all(fds)  # at once: the caller reading the build's stdout must see its end
         self.served[conn.fileno()] = _Served(conn, child)
+        self.last_activity = time.monotonic()
         self._send(conn, _wire.CHILD, child)
         conn.setblocking(False)
         log(f"request {self.requests}: child {child}")
