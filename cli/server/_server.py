@@ -154,21 +154,15 @@ class Server:
             conn.close()
 
     def _handle(self, conn: socket.socket) -> None:
-        # first, before reading anything: a new pybuild may speak another protocol
-        changed = _identity.changed_code(self.code)
+        changed = _identity.changed_code(self.code)  # first: a new pybuild may speak another protocol
+        if changed is not None:
+            self._leave_for_new_code(conn, os.path.basename(changed))
+            return
         try:
             request, fds = _receive_request(conn)
         except (_wire.Malformed, OSError) as error:
-            if changed is None:
-                self._refuse(conn, f"malformed request: {error}")
-                return
-            request, fds = None, []
-        if changed is not None:
-            _wire.close_all(fds)
-            self.stop_listening()
-            self._refuse(conn, f"exiting: pybuild's code changed ({os.path.basename(changed)})")
+            self._refuse(conn, f"malformed request: {error}")
             return
-        assert request is not None
         try:
             checked = self._check(conn, request, fds)
             if isinstance(checked, str):
@@ -184,6 +178,16 @@ class Server:
         self._send(conn, _wire.CHILD, child)
         conn.setblocking(False)
         log(f"request {self.requests}: child {child}")
+
+    def _leave_for_new_code(self, conn: socket.socket, changed: str) -> None:
+        """Refuse (the request read and dropped first, so the client is not cut off while
+        sending it), stop listening: the server leaves once its children have ended."""
+        try:
+            _wire.close_all(_receive_request(conn)[1])
+        except (_wire.Malformed, OSError):
+            pass
+        self.stop_listening()
+        self._refuse(conn, f"exiting: pybuild's code changed ({changed})")
 
     def _client_goes_on(self, conn: socket.socket) -> bool:
         """Accepted; the client says go (it did not give up waiting and build in-process):
