@@ -12,8 +12,8 @@ children have ended, so an upgrade never runs stale code).  It relays the signal
 a client forwards to its child's process group, interrupts (SIGINT) a child whose
 client went away, and sends each client its child's wait status.  It exits after
 ``idle_timeout`` seconds without a request or child, when its root directory is
-removed or replaced, and on SIGTERM/SIGINT once its children ended (at once on a
-second one).  It never logs a request's environment or argv.
+removed or replaced, and on SIGTERM/SIGINT once its children ended (a second one
+interrupts them, and it leaves when they ended or 10 s later; a third: at once).  It never logs a request's environment or argv.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from . import _child, _identity, _wire
 ROOT_CHECK_INTERVAL = 2.0  # seconds between checks that the root is still there
 LOCK_WAIT = 3.0  # seconds a new server waits for one that is leaving to let go of the lock
 REQUEST_TIMEOUT = 2.0  # seconds a connected client has to send its request
+INTERRUPT_WAIT = 10.0  # seconds interrupted builds have to end (and their clients to hear it) after a second signal
 _PEERCRED = struct.Struct("3i")
 
 
@@ -68,6 +69,7 @@ class Server:
     python: bytes = b""
     namespaces: list[str] | None = None
     requests: int = 0
+    interrupt_deadline: float | None = None  # after a second signal: leave by then at the latest
 
     # -- start -------------------------------------------------------------------
 
@@ -101,9 +103,12 @@ class Server:
             if self.stopping and not busy:
                 log("stopping (signal)")
                 return 0
-            if self.stopping > 1:
-                self._interrupt_all()
-                log("stopping at once (second signal)")
+            if self.stopping > 1 and self.interrupt_deadline is None:
+                self._interrupt_all()  # a second signal: the builds are cancelled, their clients told
+                self.interrupt_deadline = time.monotonic() + INTERRUPT_WAIT
+                log("interrupting the builds (second signal)")
+            if self.stopping > 2 or (self.interrupt_deadline is not None and time.monotonic() > self.interrupt_deadline):
+                log("stopping at once")
                 return 0
             if self.listener is None and not busy:
                 return 0

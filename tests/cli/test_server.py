@@ -466,3 +466,20 @@ def test_a_client_unlike_the_server_builds_in_process(served: Served, wrapper: l
     assert done.returncode == 0, done.stderr
     assert reason in done.stderr and done.stdout.startswith(b"sha256:")
     assert served.children_served() == 0
+
+
+def test_sigterm_waits_for_running_builds_and_a_second_one_interrupts_them(busybox_root: Served) -> None:
+    served = busybox_root
+    pid = served.start()
+    client, child = start_sleeping_build(served)
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not (served.directory / _wire.SOCKET_NAME).exists(), 10)  # no new builds
+    time.sleep(0.5)
+    assert alive(pid) and alive(child)  # the running build goes on
+    context = small_context(served.tmp / "context")
+    assert served.pybuild("build", "-q", str(context)).returncode == 0  # in-process meanwhile
+    assert served.children_served() == 1
+    os.kill(pid, signal.SIGTERM)  # a second: the builds are interrupted, the server leaves
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == 130, stderr
+    assert wait_until(lambda: not alive(pid), 30)
