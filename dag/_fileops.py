@@ -208,6 +208,8 @@ class _Copier:
         self.planned = planned
         self.action = planned.action
         self.owner = _Owner(self.action.chown).ids
+        # ``_ids`` when it does not depend on the file
+        self._fixed_ids = self.owner if self.owner is not None else (0, 0) if planned.context_files else None
         self.links: dict[tuple[int, int], str] = {}
         self.excludes = _exclude_rules(self.action.exclude_patterns)
         self.reusable: Mapping[str, FileFacts] = planned.reusable or {}
@@ -316,7 +318,9 @@ class _Copier:
     def _copy_or_reuse(self, source: str, origin: str, target: str, st: os.stat_result, lazy: _LazyDir | None) -> None:
         """A new file, unless ``reusable`` says an earlier tree has it with the same facts."""
         assert self.files is not None
-        facts = (target, self._mode(st), *self._ids(st), self._mtime_ns(st), st.st_size)
+        uid, gid = self._fixed_ids or (st.st_uid, st.st_gid)
+        mode = self._mode(st) if self.action.chmod else st.st_mode & 0o7777  # stat.S_IMODE, inline: once per file
+        facts = (target, mode, uid, gid, self._mtime_ns(st), st.st_size)
         if self.reusable.get(origin) == facts:
             self.reused.append(origin)
         elif lazy is not None:
@@ -403,13 +407,16 @@ class _Copier:
         with os.scandir(source_dir) as entries:
             children = sorted(entries, key=lambda e: e.name)
         copied = False
+        # posixpath.join's results, made once per directory (a name holds no "/")
+        relative_prefix = relative + "/" if relative else ""
+        target_prefix = target_dir if target_dir.endswith("/") else target_dir + "/"
         for entry in children:
-            child_relative = posixpath.join(relative, entry.name) if relative else entry.name
+            child_relative = relative_prefix + entry.name
             excluded, child_state = self.excludes.check(child_relative, exclude_state) if self.excludes else (False, 0)
             if not self._selects(self.origin + child_relative):
                 continue
             st = entry.stat(follow_symlinks=False)
-            target = posixpath.join(target_dir, entry.name)
+            target = target_prefix + entry.name
             if fresh and self.planned.defer and self.files is not None and not self.excludes and stat.S_ISDIR(st.st_mode):
                 node = _LazyDir(target, lazy)
                 self._copy_tree(entry.path, target, child_relative, fresh=True, lazy=node)
