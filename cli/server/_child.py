@@ -1,8 +1,8 @@
 """What a forked child of the server does to become the client's ``pybuild build``.
 
 It takes the client's standard streams and working directory (the descriptors it
-sent), environment, umask, resource limits, nice value and (cgroup v2, best
-effort) cgroup; gets a process group of its own, Python's default signal
+sent), environment, umask, resource limits, nice value, CPU affinity and (cgroup
+v2, best effort) cgroup; gets a process group of its own, Python's default signal
 handlers, a fresh random seed and ``sys.stdin``/``stdout``/``stderr`` made by
 Python's own rules for the client's environment; then runs the build as an
 in-process one does after its fast path, and leaves with ``os._exit``: nothing of
@@ -129,6 +129,10 @@ def _take_process_state(request: Request) -> None:
             pass  # best effort: the client's value where the kernel lets us take it
     try:
         os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, pid))
+    except OSError:
+        pass
+    try:  # `taskset`: the CPUs a build counts and runs its steps on
+        os.sched_setaffinity(0, os.sched_getaffinity(pid))
     except OSError:
         pass
     _join_cgroup(pid)

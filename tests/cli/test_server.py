@@ -483,3 +483,28 @@ def test_sigterm_waits_for_running_builds_and_a_second_one_interrupts_them(busyb
     _, stderr = client.communicate(timeout=60)
     assert client.returncode == 130, stderr
     assert wait_until(lambda: not alive(pid), 30)
+
+
+def test_the_child_takes_the_clients_limits_nice_value_and_cpus(busybox_root: Served) -> None:
+    """What the build's processes run under is the caller's, not the server's: a step sees
+    what it sees in an in-process build."""
+    served = busybox_root
+    served.start()
+    context = small_context(
+        served.tmp / "limits",
+        "FROM busybox\nRUN ulimit -n > /n && cut -d' ' -f19 /proc/self/stat > /nice && grep Cpus_allowed_list /proc/self/status > /cpus\n",
+    )
+
+    def build(out: str, mode: str) -> dict[str, str]:
+        done = subprocess.run(
+            ["sh", "-c", 'ulimit -n 512; exec taskset -c 0 "$@"', "sh", "nice", "-n", "7", *PYBUILD, "build", "-q", "--no-cache",
+             "--network=none", "-o", f"type=local,dest={served.tmp / out}", str(context)],
+            env={**served.env, "PYBUILD_SERVER": mode}, capture_output=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return {name: (served.tmp / out / name).read_text().strip() for name in ("n", "nice", "cpus")}
+
+    in_process = build("in-process", "off")
+    assert in_process == {"n": "512", "nice": "7", "cpus": "Cpus_allowed_list:\t0"}  # what the test sets reaches a step
+    assert build("served", "on") == in_process
+    assert served.children_served() == 1
