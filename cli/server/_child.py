@@ -139,7 +139,8 @@ def _take_process_state(request: Request) -> None:
 
 
 def _join_cgroup(pid: int) -> None:
-    """Into the client's cgroup v2 (a systemd unit's limits and accounting), best effort."""
+    """Into the client's cgroup v2 (a systemd unit's limits and accounting), best effort.
+    cgroup v1 hierarchies are left as they are (the child stays in the server's)."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             lines = f.read().splitlines()
@@ -149,7 +150,7 @@ def _join_cgroup(pid: int) -> None:
         if line.startswith("0::"):
             relative = line[3:].lstrip("/")
             for mount in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-                if os.path.exists(os.path.join(mount, "cgroup.controllers")) or mount.endswith("unified"):
+                if os.path.exists(os.path.join(mount, "cgroup.controllers")):  # a v2 mount (hybrid: unified/)
                     try:
                         with open(os.path.join(mount, relative, "cgroup.procs"), "w") as procs:
                             procs.write("0")

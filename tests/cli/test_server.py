@@ -226,10 +226,10 @@ def busybox_root(served: Served, busybox_tar: Path) -> Served:
     return served
 
 
-def start_sleeping_build(served: Served) -> tuple[subprocess.Popen[bytes], int]:
+def start_sleeping_build(served: Served, wrapper: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int]:
     context = small_context(served.tmp / "sleep", "FROM busybox\nRUN sleep 60\n")
     client = subprocess.Popen(
-        [*PYBUILD, "build", "--no-cache", "--progress=plain", "--network=none", str(context)],
+        [*wrapper, *PYBUILD, "build", "--no-cache", "--progress=plain", "--network=none", str(context)],
         env={**served.env, "PYBUILD_SERVER_DEBUG": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     assert wait_until(lambda: served.children_served() == 1, 60), served.log()
@@ -508,3 +508,32 @@ def test_the_child_takes_the_clients_limits_nice_value_and_cpus(busybox_root: Se
     assert in_process == {"n": "512", "nice": "7", "cpus": "Cpus_allowed_list:\t0"}  # what the test sets reaches a step
     assert build("served", "on") == in_process
     assert served.children_served() == 1
+
+
+def v2_mount() -> Path | None:
+    for mount in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (mount / "cgroup.controllers").exists():
+            return mount
+    return None
+
+
+def test_the_child_joins_the_clients_cgroup_v2(busybox_root: Served) -> None:
+    served = busybox_root
+    mount = v2_mount()
+    if mount is None:
+        pytest.skip("no cgroup v2 hierarchy on this machine")
+    group = mount / f"pybuild-test-server-{os.getpid()}"
+    group.mkdir()
+    try:
+        served.start()
+        client, child = start_sleeping_build(served, ("sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"))
+        try:
+            line = next(x for x in Path(f"/proc/{child}/cgroup").read_text().splitlines() if x.startswith("0::"))
+            assert line == f"0::/{group.relative_to(mount)}"
+        finally:
+            client.send_signal(signal.SIGINT)
+            client.communicate(timeout=60)
+            wait_until(lambda: not alive(child), 30)
+    finally:
+        wait_until(lambda: not (group / "cgroup.procs").read_text().strip(), 30)
+        group.rmdir()
