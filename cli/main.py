@@ -102,7 +102,11 @@ def _build(args: list[str]) -> int:
         return _guarded(lambda: _dispatch(args))
     from ._fastpath import root_path
 
-    asked = server.serve(args, root_path(args[1:]))
+    try:
+        root = root_path(args[1:])
+    except OSError:  # no working directory: the build says what it makes of that
+        return _guarded(lambda: _dispatch(args))
+    asked = server.serve(args, root)
     if asked.code is not None:
         global _may_skip_teardown
         _may_skip_teardown = True  # nothing of a build ran here: only output to flush
