@@ -349,6 +349,8 @@ def _build(
 
     store = image_store(root)
     executor, files = executors(root)
+    if _has_run_steps(dockerfile) and args.remote_executor is None:
+        executor.start_early()  # before trio.run starts threads: the zygote is forked, ready for the first RUN
     registry = _LazyRegistry(args.insecure_registry)
     progress = _progress(args) if recording is None else recording.display(_progress(args))
     reads = recording.reads if recording is not None else None
@@ -380,6 +382,13 @@ def _build(
     finally:
         if hasattr(progress, "close"):
             progress.close()
+
+
+def _has_run_steps(dockerfile: Dockerfile) -> bool:
+    """Whether the Dockerfile has a RUN instruction (in any stage: a guess that costs nothing)."""
+    from pybuild.grammar import Run
+
+    return any(isinstance(i, Run) for stage in dockerfile.stages for i in stage.instructions)
 
 
 def _runner_factory(

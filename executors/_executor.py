@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -34,6 +35,9 @@ from ._overlay import OverlayDriver, probe_overlay, volatile_uppers_requested
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 from ._userns import ROOTLESS_HINT
+
+if TYPE_CHECKING:
+    from ._zygote_fork import ForkedProcess
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZYGOTE = os.path.join(_HERE, "_zygote.py")
@@ -65,6 +69,7 @@ class SandboxExecutor:
         self._overlay: OverlayDriver | None = None
         self._overlay_told = False
         self._primer: _MigrationPrimer | None = None
+        self._early: tuple[ForkedProcess, socket.socket] | None = None  # forked by start_early, not used yet
 
     @property
     def cgroup_layout(self) -> CgroupLayout:
@@ -79,8 +84,28 @@ class SandboxExecutor:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def start_early(self) -> None:
+        """Have the zygote ready before the first RUN step asks for it: forked now from this
+        process (``_zygote_fork``) if nothing but the main thread runs in it, else left to the
+        first step.  Call it before the build's trio run starts threads.  It never fails: what
+        goes wrong here goes wrong again, and is reported, when the first step starts one."""
+        if self._zygote is not None or self._early is not None:
+            return
+        from ._zygote_fork import can_fork, fork_zygote
+
+        if not can_fork():
+            return
+        try:
+            self._prepare()
+            assert self._state is not None
+            self._early = fork_zygote(os.path.join(self._state, "zygote.log"), _zygote_environ())
+        except (OSError, PybuildError):
+            return
+
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
+            if self._zygote is None and self._early is not None:
+                self._zygote = self._adopt_early()  # closed as any zygote: it may be starting a keeper
             if self._zygote is not None:
                 await self._zygote.aclose()
                 self._zygote = None
@@ -141,20 +166,39 @@ class SandboxExecutor:
                 return self._zygote
             if self._zygote is not None:
                 await self._zygote.aclose()
-            if self._state is None:
-                self._state = tempfile.mkdtemp(prefix="pybuild-sandbox-", dir=self._state_parent)
-                os.mkdir(os.path.join(self._state, "mnt"), 0o700)
-                os.mkdir(os.path.join(self._state, "flat"), 0o700)
-                remove_stale(self.cgroup_layout)
-                try:  # rootless with a delegated cgroup: leave it before the zygote is forked there
-                    claim_delegated(self.cgroup_layout)
-                except CgroupError as e:
-                    raise SandboxError(str(e), hint="run pybuild in a systemd scope of its own") from None
-            if self._overlay is None:
-                # Before the zygote starts: the driver chosen travels to it in the environment.
-                self._overlay = probe_overlay(self._state)
+            early = self._adopt_early()
+            if early is not None and early.alive:
+                self._zygote = early
+                return early
+            if early is not None:  # died before its first step: the script's way, which says why
+                await early.aclose()
+            self._prepare()
+            assert self._state is not None
             self._zygote = await _Zygote.start(self._python, self._state)
             return self._zygote
+
+    def _prepare(self) -> None:
+        """The private directory, the cgroups and the overlay driver a zygote starts with."""
+        if self._state is None:
+            self._state = tempfile.mkdtemp(prefix="pybuild-sandbox-", dir=self._state_parent)
+            os.mkdir(os.path.join(self._state, "mnt"), 0o700)
+            os.mkdir(os.path.join(self._state, "flat"), 0o700)
+            remove_stale(self.cgroup_layout)
+            try:  # rootless with a delegated cgroup: leave it before the zygote is forked there
+                claim_delegated(self.cgroup_layout)
+            except CgroupError as e:
+                raise SandboxError(str(e), hint="run pybuild in a systemd scope of its own") from None
+        if self._overlay is None:
+            # Before the zygote starts: the driver chosen travels to it in the environment.
+            self._overlay = probe_overlay(self._state)
+
+    def _adopt_early(self) -> _Zygote | None:
+        """The zygote ``start_early`` forked, as the trio side talks to it (once)."""
+        if self._early is None or self._state is None:
+            return None
+        process, sock = self._early
+        self._early = None
+        return _Zygote(process, trio.socket.from_stdlib_socket(sock), os.path.join(self._state, "zygote.log"))
 
 
 class _MigrationPrimer:
@@ -333,7 +377,7 @@ def own_bounding_set() -> int:
 
 
 class _Zygote:
-    def __init__(self, process: trio.Process, sock: trio.socket.SocketType, log_path: str) -> None:
+    def __init__(self, process: trio.Process | ForkedProcess, sock: trio.socket.SocketType, log_path: str) -> None:
         self.process = process
         self.sock = sock
         self.log_path = log_path
