@@ -21,8 +21,13 @@ image (cache keys ignore times), so the record answers and is refreshed.
 Anything else -- no record, a damaged one, one path that differs -- returns None
 and the normal build runs, which stays the only judge.
 
+The files it read by content whose stat keys the context hasher would trust
+(``Settled``) go to the hasher's stat cache (``remember_digests``): the next
+build that misses (one file changed after a ``touch`` of all) reads only that one.
+
 This module imports nothing beyond the interpreter's built-ins at start-up:
-``hashlib`` only when content must be compared.  ``PYBUILD_FASTPATH=0`` turns it
+``hashlib`` only when content must be compared, ``pybuild.cache`` (and sqlite)
+only when files were read by content.  ``PYBUILD_FASTPATH=0`` turns it
 off; ``PYBUILD_DEBUG_FASTPATH=1`` says on stderr whether it answered and why not.
 """
 
