@@ -17,13 +17,11 @@ import math
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -35,9 +33,7 @@ from ._overlay import OverlayDriver, probe_overlay, volatile_uppers_requested
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 from ._userns import ROOTLESS_HINT
-
-if TYPE_CHECKING:
-    from ._zygote_fork import ForkedProcess
+from ._zygote_process import ZygoteProcess, spawn_zygote
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ZYGOTE = os.path.join(_HERE, "_zygote.py")
@@ -69,7 +65,7 @@ class SandboxExecutor:
         self._overlay: OverlayDriver | None = None
         self._overlay_told = False
         self._primer: _MigrationPrimer | None = None
-        self._early: tuple[ForkedProcess, socket.socket] | None = None  # forked by start_early, not used yet
+        self._early: tuple[ZygoteProcess, socket.socket] | None = None  # started by start_early, no step yet
 
     @property
     def cgroup_layout(self) -> CgroupLayout:
@@ -85,27 +81,27 @@ class SandboxExecutor:
         await self.aclose()
 
     def start_early(self) -> None:
-        """Have the zygote ready before the first RUN step asks for it: forked now from this
-        process (``_zygote_fork``) if nothing but the main thread runs in it, else left to the
-        first step.  Call it before the build's trio run starts threads.  It never fails: what
-        goes wrong here goes wrong again, and is reported, when the first step starts one."""
+        """Start the zygote now, without trio, for a build that will run a RUN step: its
+        interpreter start and imports (~40 ms) then pass beside the build's own work before
+        that step instead of in front of it.  It never fails: what goes wrong here goes wrong
+        again, and is reported, when the first step starts a zygote."""
         if self._zygote is not None or self._early is not None:
-            return
-        from ._zygote_fork import can_fork, fork_zygote
-
-        if not can_fork():
             return
         try:
             self._prepare()
             assert self._state is not None
-            self._early = fork_zygote(os.path.join(self._state, "zygote.log"), _zygote_environ())
+            self._early = _Zygote.spawn(self._python, self._state)
         except (OSError, PybuildError):
             return
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            if self._zygote is None and self._early is not None:
-                self._zygote = self._adopt_early()  # closed as any zygote: it may be starting a keeper
+            if self._early is not None:  # no step came (all cached, or a failure first): nothing of
+                process, sock = self._early  # its own yet (no monitor, mount or keeper), so no waiting
+                self._early = None  # for the end of its start
+                process.kill()
+                sock.close()
+                await process.wait()
             if self._zygote is not None:
                 await self._zygote.aclose()
                 self._zygote = None
@@ -170,11 +166,12 @@ class SandboxExecutor:
             if early is not None and early.alive:
                 self._zygote = early
                 return early
-            if early is not None:  # died before its first step: the script's way, which says why
+            if early is not None:  # ended before its first step: another one, whose failure is said
                 await early.aclose()
             self._prepare()
             assert self._state is not None
-            self._zygote = await _Zygote.start(self._python, self._state)
+            process, sock = _Zygote.spawn(self._python, self._state)
+            self._zygote = _Zygote(process, trio.socket.from_stdlib_socket(sock), _Zygote.log_path_in(self._state))
             return self._zygote
 
     def _prepare(self) -> None:
@@ -193,12 +190,12 @@ class SandboxExecutor:
             self._overlay = probe_overlay(self._state)
 
     def _adopt_early(self) -> _Zygote | None:
-        """The zygote ``start_early`` forked, as the trio side talks to it (once)."""
+        """The zygote ``start_early`` started, as the trio side talks to it (once)."""
         if self._early is None or self._state is None:
             return None
         process, sock = self._early
         self._early = None
-        return _Zygote(process, trio.socket.from_stdlib_socket(sock), os.path.join(self._state, "zygote.log"))
+        return _Zygote(process, trio.socket.from_stdlib_socket(sock), _Zygote.log_path_in(self._state))
 
 
 class _MigrationPrimer:
@@ -377,33 +374,22 @@ def own_bounding_set() -> int:
 
 
 class _Zygote:
-    def __init__(self, process: trio.Process | ForkedProcess, sock: trio.socket.SocketType, log_path: str) -> None:
+    def __init__(self, process: ZygoteProcess, sock: trio.socket.SocketType, log_path: str) -> None:
         self.process = process
         self.sock = sock
         self.log_path = log_path
         self.broken = False
 
-    @classmethod
-    async def start(cls, python: str, state: str) -> _Zygote:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        log_path = os.path.join(state, "zygote.log")
+    @staticmethod
+    def log_path_in(state: str) -> str:
+        return os.path.join(state, "zygote.log")
+
+    @staticmethod
+    def spawn(python: str, state: str) -> tuple[ZygoteProcess, socket.socket]:
         try:
-            with open(log_path, "wb") as log:
-                process = await trio.lowlevel.open_process(
-                    [python, "-I", "-S", _ZYGOTE, str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=_zygote_environ(),
-                    cwd="/",
-                )
+            return spawn_zygote([python, "-I", "-S", _ZYGOTE], _Zygote.log_path_in(state), _zygote_environ())
         except OSError as e:
-            ours.close()
             raise SandboxError(f"cannot start the sandbox helper: {e.strerror}", hint=f"check that {python} runs") from None
-        finally:
-            theirs.close()
-        return cls(process, trio.socket.from_stdlib_socket(ours), log_path)
 
     @property
     def alive(self) -> bool:
