@@ -111,7 +111,7 @@ def _serve(root: str, idle_timeout: float, *, background: bool) -> int:
         return 1
     from pybuild.cli.main import serve_child  # what a served child runs: main's in-process build
 
-    server = _server.Server(root, idle_timeout, serve_child, directory=os.path.join(root, _wire.DIRECTORY_NAME))
+    server = _server.Server(root, idle_timeout, serve_child, directory=os.path.join(root, _wire.DIRECTORY_NAME), lock=lock)
     wakeup = _server.wakeup_pipe(server)
     server.listen(directory)
     _server.write_file(directory, _wire.PID_NAME, f"{os.getpid()}\n")
@@ -120,7 +120,7 @@ def _serve(root: str, idle_timeout: float, *, background: bool) -> int:
         return server.serve(wakeup)
     finally:
         server.stop_listening()
-        os.close(lock)
+        server.release_lock()
 
 
 def _log_to(directory: int) -> None:

@@ -70,6 +70,7 @@ class Server:
     namespaces: list[str] | None = None
     requests: int = 0
     interrupt_deadline: float | None = None  # after a second signal: leave by then at the latest
+    lock: int = -1  # the held flock on server/lock (released when new code takes over)
 
     # -- start -------------------------------------------------------------------
 
@@ -186,12 +187,14 @@ class Server:
 
     def _leave_for_new_code(self, conn: socket.socket, changed: str) -> None:
         """Refuse (the request read and dropped first, so the client is not cut off while
-        sending it), stop listening: the server leaves once its children have ended."""
+        sending it), stop listening, let go of the lock: a server of the new code may start
+        at once; this one leaves once its children have ended."""
         try:
             _wire.close_all(_receive_request(conn)[1])
         except (_wire.Malformed, OSError):
             pass
         self.stop_listening()
+        self.release_lock()  # a server of the new code may start while this one's builds end
         self._refuse(conn, f"exiting: pybuild's code changed ({changed})")
 
     def _client_goes_on(self, conn: socket.socket) -> bool:
@@ -304,6 +307,11 @@ class Server:
                 os.unlink(os.path.join(self.directory, _wire.SOCKET_NAME))
             except OSError:
                 pass
+
+    def release_lock(self) -> None:
+        if self.lock >= 0:
+            os.close(self.lock)
+            self.lock = -1
 
     def stop_signal(self, _number: int, _frame: object) -> None:
         self.stopping += 1

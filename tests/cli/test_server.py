@@ -297,8 +297,8 @@ def test_a_build_that_starts_a_server_returns_with_its_pipes_closed(served: Serv
 # -- when the server is not used, and when it leaves -------------------------------
 
 
-def test_changed_code_makes_the_server_refuse_and_leave(served: Served) -> None:
-    """A module the server loaded changes (as an upgrade does): the next build runs in-process."""
+def start_with_probe_module(served: Served) -> tuple[int, Path]:
+    """A server that has also loaded a module of the test's (its file: the second value)."""
     module = served.tmp / "probe_module.py"
     module.write_text("VALUE = 1\n")
     loader = (
@@ -309,7 +309,12 @@ def test_changed_code_makes_the_server_refuse_and_leave(served: Served) -> None:
         f"sys.exit(main(['server', '--root', {str(served.root)!r}, '--background']))\n"
     )
     served.started.append(subprocess.Popen([sys.executable, "-c", loader], env=served.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    pid = served.wait_listening()
+    return served.wait_listening(), module
+
+
+def test_changed_code_makes_the_server_refuse_and_leave(served: Served) -> None:
+    """A module the server loaded changes (as an upgrade does): the next build runs in-process."""
+    pid, module = start_with_probe_module(served)
     context = small_context(served.tmp / "context")
     assert served.pybuild("build", "-q", str(context)).returncode == 0
     assert served.children_served() == 1
@@ -319,6 +324,23 @@ def test_changed_code_makes_the_server_refuse_and_leave(served: Served) -> None:
     assert b"pybuild's code changed (probe_module.py)" in done.stderr
     assert served.children_served() == 1  # not served
     assert wait_until(lambda: not alive(pid), 30)
+
+
+def test_a_server_of_the_new_code_starts_while_the_old_ones_builds_end(busybox_root: Served) -> None:
+    served = busybox_root
+    old, module = start_with_probe_module(served)
+    client, child = start_sleeping_build(served)
+    module.write_text("VALUE = 22\n")
+    context = small_context(served.tmp / "context")
+    done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1")
+    assert done.returncode == 0 and b"code changed" in done.stderr and b"started a server" in done.stderr
+    new = served.wait_listening()  # the build started it: the old one let go of the lock
+    assert new != old and alive(old) and alive(child)  # the old server still runs its build
+    assert served.pybuild("build", "-q", str(context)).returncode == 0
+    assert ": child " in served.log()  # the new server's log: it served that build
+    client.send_signal(signal.SIGINT)
+    assert client.wait(timeout=60) == 130
+    assert wait_until(lambda: not alive(old), 30)
 
 
 @pytest.mark.parametrize("wrong", ["mode", "owner", "symlink"])
