@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from . import _child, _identity, _wire
 
 ROOT_CHECK_INTERVAL = 2.0  # seconds between checks that the root is still there
-LOCK_WAIT = 3.0  # seconds a new server waits for one that is leaving to let go of the lock
+LOCK_WAIT = 0.5  # seconds a new server waits for the lock (one leaving for new code lets go at once)
 REQUEST_TIMEOUT = 2.0  # seconds a connected client has to send its request
 INTERRUPT_WAIT = 10.0  # seconds interrupted builds have to end (and their clients to hear it) after a second signal
 _PEERCRED = struct.Struct("3i")
