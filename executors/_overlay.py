@@ -36,7 +36,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 
 # hashlib, shutil, subprocess and tempfile are imported where used: the zygote loads this
 # module at every build's start, and they serve the fuse driver, deep chains and the probe
@@ -44,8 +43,10 @@ from dataclasses import dataclass
 
 if __package__:
     from . import _linux as linux
+    from ._values import value
 else:  # loaded by the zygote as a top-level module
     import _linux as linux
+    from _values import value
 
 MAX_LOWERS = 500  # the kernel's OVL_MAX_STACK
 FLATTEN_CHUNK = 250
@@ -76,7 +77,7 @@ _FUSE_OPAQUE_NAMES = (b".wh..wh..opq", b".wh..opq")  # fuse-overlayfs's marker f
 _WHITEOUT_PREFIX = b".wh."
 
 
-@dataclass(frozen=True)
+@value
 class OverlayDriver:
     """How layers are mounted in this process: ``kernel`` or ``fuse-overlayfs``, and why."""
 
@@ -197,7 +198,7 @@ def overlay_xattr_prefix() -> str:
     return "user.overlay." if in_user_namespace() else "trusted.overlay."
 
 
-@dataclass(frozen=True)
+@value
 class OverlayPlan:
     """How to mount a chain: ``direct`` layers (top first) above an optional flattened prefix.
 

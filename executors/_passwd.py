@@ -16,14 +16,17 @@ Stdlib only (imported by the zygote, see ``_zygote.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 TYPE_CHECKING = False  # not typing's: the zygote and the shim do not import typing
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+if __package__:
+    from ._values import value
+else:  # loaded by the zygote or the shim as a top-level module
+    from _values import value
 
-@dataclass(frozen=True)
+
+@value
 class ResolvedUser:
     uid: int
     gid: int
@@ -36,7 +39,7 @@ class UnknownUserError(LookupError):
     """The USER names a user or group the image does not define (message as Docker's)."""
 
 
-@dataclass(frozen=True)
+@value
 class PasswdEntry:
     name: str
     uid: int
@@ -44,7 +47,7 @@ class PasswdEntry:
     home: str
 
 
-@dataclass(frozen=True)
+@value
 class GroupEntry:
     name: str
     gid: int
