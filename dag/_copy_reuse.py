@@ -262,12 +262,20 @@ def _copy_part(upper: Path, source: Path, copies: list[tuple[str, FileFacts]], f
         failures.append(f"{error.strerror}: {error.filename}")
         return
     try:
+        from ._fileops import copy_xattrs
+
+        ids = (os.geteuid(), os.getegid())
+        places: tuple[str, str] | None = None  # the directories of the last file, open as fds below
         for origin, facts in copies:
             if failures:
                 return  # another part failed: everything is copied again anyway
             parent, _, name = facts[0].rpartition("/")
             source_dir, _, source_name = origin.rpartition("/")
-            _copy_file(src.fd("/" + source_dir if source_dir else ""), source_name, new.fd(parent), name, facts)
+            if places != (parent, source_dir):  # a directory's files come together: looked up once
+                places = (parent, source_dir)
+                source_fd, target_fd = src.fd("/" + source_dir if source_dir else ""), new.fd(parent)
+                owned = _new_file_ids(target_fd, ids)
+            _copy_file(source_fd, source_name, target_fd, name, facts, copy_xattrs, owned)
     except OSError as error:
         failures.append(f"{error.strerror}: {error.filename}")
     except ReuseFailed as error:
@@ -298,10 +306,20 @@ def _place(facts: FileFacts) -> tuple[str, str, str]:
     return facts[0].rpartition("/")
 
 
-def _copy_file(source_dir: int, source_name: str, target_dir: int, name: str, facts: FileFacts) -> None:
-    """One file as the copier's ``_copy_new_file`` writes it, from a source opened without following a link."""
-    from ._fileops import copy_xattrs
+def _new_file_ids(directory: int, ids: tuple[int, int]) -> tuple[int, int] | None:
+    """The owner a file made in ``directory`` gets by itself, if it is surely ``ids`` (this
+    thread's effective ones): a file takes the creator's uid, and its gid or the directory's
+    (set-group-ID bit, ``grpid`` mounts), the same when the directory's is the creator's."""
+    return ids if os.fstat(directory).st_gid == ids[1] else None
 
+
+def _copy_file(
+    source_dir: int, source_name: str, target_dir: int, name: str, facts: FileFacts,
+    copy_xattrs: Callable[[int, int], None], owned: tuple[int, int] | None = None,
+) -> None:
+    """One file as the copier's ``_copy_new_file`` writes it, from a source opened without following
+    a link; ``copy_xattrs`` is ``_fileops``' (imported once by the caller, not once per file).
+    ``owned``: the uid and gid a new file in ``target_dir`` gets (no chown needed for those)."""
     _, mode, uid, gid, mtime, _ = facts
     src = os.open(source_name, _READ_FLAGS, dir_fd=source_dir)
     try:
@@ -311,7 +329,8 @@ def _copy_file(source_dir: int, source_name: str, target_dir: int, name: str, fa
         try:
             while os.sendfile(dst, src, None, 1 << 30):
                 pass
-            os.fchown(dst, uid, gid)  # first: a chown drops file capabilities
+            if (uid, gid) != owned:
+                os.fchown(dst, uid, gid)  # first: a chown drops file capabilities
             copy_xattrs(src, dst)
             os.fchmod(dst, mode)
             os.utime(dst, ns=(mtime, mtime))

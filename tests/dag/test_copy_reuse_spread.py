@@ -145,3 +145,32 @@ def test_a_safe_target_is_what_splitting_it_says() -> None:
         for combination in itertools.product(pieces, repeat=count):
             target = "".join(combination)
             assert _copy_reuse._safe_target(target) == by_split(target), repr(target)
+
+
+def test_a_copy_chowns_unless_the_directory_gives_the_owner_itself(tmp_path: Path) -> None:
+    """A new file takes the creator's uid and the directory's gid (set-group-ID) or the
+    creator's: the chown is left out only when both are the ones the file must have."""
+    plain, shared = tmp_path / "plain", tmp_path / "shared"
+    plain.mkdir()
+    shared.mkdir()
+    os.chown(shared, 0, 5)
+    os.chmod(shared, 0o2775)  # its files get gid 5
+    ids = (os.geteuid(), os.getegid())
+    fds = [os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in (plain, shared)]
+    try:
+        assert _copy_reuse._new_file_ids(fds[0], ids) == ids
+        assert _copy_reuse._new_file_ids(fds[1], ids) is None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    context = tmp_path / "ctx"
+    report = _context(context, 100)
+    upper = tmp_path / "upper"
+    (upper / "app").mkdir(parents=True)
+    os.chown(upper / "app", 0, 5)
+    os.chmod(upper / "app", 0o2755)  # made dirs below inherit the bit and gid 5
+    report = CopyReport(report.files, (), report.dirs[1:], report.copies)  # /app is there already
+    _copy_reuse.finish_copy(None, upper, context, report, durable=False, spread=Threads())
+    for origin, (target, _, uid, gid, _, _) in report.files.items():
+        st = os.stat(upper / target.lstrip("/"))
+        assert (st.st_uid, st.st_gid) == (uid, gid), origin
