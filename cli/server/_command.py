@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if os.environ.get("PYBUILD_ROOTLESS") or os.geteuid() != 0:
         raise UsageError("pybuild server serves builds run as root only", hint="rootless builds run in their own process")
-    if args.idle_timeout <= 0:
-        raise UsageError(f"--idle-timeout {args.idle_timeout:g}: must be above 0")
+    if not args.idle_timeout > 0:  # nan too; inf: never idle (a systemd service)
+        raise UsageError(f"--idle-timeout {args.idle_timeout:g}: must be above 0", hint="inf: never leave when idle")
     root = _root(args)
     if args.status or args.stop:
         return _status_or_stop(root, stop=args.stop)
