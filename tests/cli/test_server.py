@@ -559,3 +559,17 @@ def test_the_child_joins_the_clients_cgroup_v2(busybox_root: Served) -> None:
     finally:
         wait_until(lambda: not (group / "cgroup.procs").read_text().strip(), 30)
         group.rmdir()
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii:backslashreplace"])
+def test_the_childs_streams_follow_the_clients_pythonioencoding(served: Served, encoding: str) -> None:
+    context = small_context(served.tmp / "context", "FROM scratch\nCOPY a /caf\u00e9\n")
+    args = ("build", "--progress=plain", "--no-cache", str(context))
+    in_process = served.pybuild(*args, PYBUILD_SERVER="off", PYTHONIOENCODING=encoding)
+    served.start()
+    again = served.pybuild(*args, PYTHONIOENCODING=encoding)
+    assert served.children_served() == 1
+    assert in_process.returncode == again.returncode == 0
+    expected = b"caf\xe9" if encoding == "latin-1" else b"caf\\xe9"
+    assert expected in in_process.stderr  # the encoding reached the output
+    assert timeless(again.stderr) == timeless(in_process.stderr)
