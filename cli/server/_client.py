@@ -119,14 +119,24 @@ def _request(sock: _socket.socket, argv: Sequence[str]) -> tuple[int, int, str]:
     data = request.encode()
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        try:
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, min(len(data) * 2 + 4096, _wire.MAX_REQUEST))
-        except OSError:
-            pass
+        _make_room(sock, len(data))
         sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array("i", [0, 1, 2, cwd]))])
     finally:
         os.close(cwd)
     return _receive(sock)
+
+
+def _make_room(sock: _socket.socket, size: int) -> None:
+    """A send buffer that holds the whole request (one datagram): root may go past
+    net.core.wmem_max (SO_SNDBUFFORCE); a request that still does not fit is sent in vain
+    (EMSGSIZE) and the build runs here."""
+    wanted = min(size * 2 + 4096, 2 * _wire.MAX_REQUEST)
+    for option in (getattr(_socket, "SO_SNDBUFFORCE", 32), _socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, option, wanted)
+            return
+        except OSError:
+            continue
 
 
 def _receive(sock: _socket.socket) -> tuple[int, int, str]:

@@ -573,3 +573,16 @@ def test_the_childs_streams_follow_the_clients_pythonioencoding(served: Served, 
     expected = b"caf\xe9" if encoding == "latin-1" else b"caf\\xe9"
     assert expected in in_process.stderr  # the encoding reached the output
     assert timeless(again.stderr) == timeless(in_process.stderr)
+
+
+def test_a_big_environment_is_served_and_a_too_big_one_builds_in_process(served: Served) -> None:
+    served.start()
+    context = small_context(served.tmp / "context")
+    value = "x" * 100_000  # one variable may hold 128 KiB (MAX_ARG_STRLEN)
+    big = {f"BIG{i}": value for i in range(5)}  # past net.core.wmem_max, within the server's 1 MiB
+    done = served.pybuild("build", "-q", str(context), **big)
+    assert done.returncode == 0 and served.children_served() == 1
+    too_big = {f"BIG{i}": value for i in range(12)}
+    done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1", **too_big)
+    assert done.returncode == 0 and b"request too long" in done.stderr
+    assert served.children_served() == 1 and served.server_pid() is not None
