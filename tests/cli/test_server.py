@@ -205,10 +205,11 @@ def test_dockerfile_from_stdin_relative_paths_build_args_and_umask(served: Serve
     assert other.returncode == 0 and other.stdout != done.stdout
 
 
-def test_a_served_build_imports_nothing_the_server_did_not(served: Served) -> None:
+def test_a_served_build_imports_nothing_the_server_did_not(busybox_root: Served) -> None:
+    served = busybox_root
     served.start()
-    context = small_context(served.tmp / "context", "FROM scratch\nCOPY a /a\nCOPY a /b\n")
-    done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1")
+    context = small_context(served.tmp / "context", "FROM busybox\nCOPY a /a\nRUN cp /a /b\nFROM scratch\nCOPY --from=0 /b /b\n")
+    done = served.pybuild("build", "-q", "--network=none", str(context), PYBUILD_SERVER_DEBUG="1")
     assert done.returncode == 0, done.stderr
     assert b"served by child" in done.stderr
     imported = re.search(rb"the child imported (\d+) modules: (.*)", done.stderr)
