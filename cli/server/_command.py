@@ -90,13 +90,13 @@ def _status_or_stop(root: str, *, stop: bool) -> int:
 
 
 def _serve(root: str, idle_timeout: float, *, background: bool) -> int:
-    from . import _preload, _server
+    from . import _place, _preload, _server
 
     try:
-        directory = _server.open_directory(root)
-    except (OSError, _server.Unusable) as error:
+        directory = _place.open_directory(root)
+    except (OSError, _place.Unusable) as error:
         raise UsageError(f"cannot use {root}/{_wire.DIRECTORY_NAME}: {error}") from None
-    lock = _server.take_lock(directory)
+    lock = _place.take_lock(directory)
     if lock is None:
         if not background:
             print(f"a server for {root} already runs", file=sys.stderr)
@@ -114,7 +114,7 @@ def _serve(root: str, idle_timeout: float, *, background: bool) -> int:
     server = _server.Server(root, idle_timeout, serve_child, directory=os.path.join(root, _wire.DIRECTORY_NAME), lock=lock)
     wakeup = _server.wakeup_pipe(server)
     server.listen(directory)
-    _server.write_file(directory, _wire.PID_NAME, f"{os.getpid()}\n")
+    _place.write_file(directory, _wire.PID_NAME, f"{os.getpid()}\n")
     _server.log(f"listening for {root} ({loaded} modules loaded, idle timeout {idle_timeout:g} s)")
     try:
         return server.serve(wakeup)
