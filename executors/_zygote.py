@@ -2,8 +2,13 @@
 
 pybuild's own process runs trio and worker threads, so it must never fork
 to run Python code.  It starts this script once per executor as
-``python -I -S _zygote.py FD`` (no site, no user paths: about 50 ms once, a
-fork per step after that) with FD a SOCK_SEQPACKET socket.  Each step is one
+``python -I -S _zygote.py FD`` (no site, no user paths: about 30 ms once, a
+fork per step after that; ``pybuild build`` starts it before its trio run
+when the Dockerfile has a RUN step, ``SandboxExecutor.start_early``, so that
+time passes beside the build's own work) with FD a SOCK_SEQPACKET socket.
+Forking it from pybuild instead was measured and dropped: every monitor and
+init forked from it would carry pybuild's memory (``_zygote_process``).  Each
+step is one
 message carrying three descriptors: the step's control socket and the write
 ends of its stdout and stderr pipes.  The zygote forks a monitor
 (``_sandbox.monitor_main``) for it and, when the monitor has been reaped,
