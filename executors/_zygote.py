@@ -8,9 +8,8 @@ when the Dockerfile has a RUN step, ``SandboxExecutor.start_early``, so that
 time passes beside the build's own work) with FD a SOCK_SEQPACKET socket.
 Forking it from pybuild instead was measured and dropped: every monitor and
 init forked from it would carry pybuild's memory (``_zygote_process``).  Each
-step is one
-message carrying three descriptors: the step's control socket and the write
-ends of its stdout and stderr pipes.  The zygote forks a monitor
+step is one message carrying three descriptors: the step's control socket and
+the write ends of its stdout and stderr pipes.  The zygote forks a monitor
 (``_sandbox.monitor_main``) for it and, when the monitor has been reaped,
 sends ``("reaped", wait_status)`` on the control socket: only then is every
 mount of the step gone and its cgroups empty.
