@@ -54,6 +54,8 @@ from rss import Peak  # noqa: E402
 WORKLOADS = ("stages", "runs", "c", "context", "small", "apt", "parallel", "export")
 RACY_PAUSE = 1.5  # seconds; see benchmarks/README.md ("the racy-window pause")
 ATTEMPTS = 3  # runs of a build that fails before its cell is left empty
+WARM_UP = "FROM busybox\nRUN true\n"  # each engine's untimed first build (Driver.warm_up)
+SERVER_START = 3.0  # seconds after it for pybuild's server to be listening
 
 # Issue 18's targets: pybuild's time over BuildKit's, in the same run.  Every row
 # at most DEFAULT_TARGET; these at most their own.
@@ -116,6 +118,19 @@ class Driver:
         self.qemu_seen: set[str] = set()  # QEMU handlers registered before some build (by someone else)
         self.qemu_builds = 0  # builds that started with one registered
         self.dangling_before = {e: dangling_before.get(e, set()) for e in engines.available}
+
+    def warm_up(self) -> None:
+        """One untimed build per engine before any measurement, as a user's machine has
+        done before: dockerd's first build after it started, and pybuild's first build of a
+        root, which starts that root's server (README, *Start-up*).  Its tag and cache go at
+        the first reset."""
+        context = self.engines.work / "warm-up"
+        context.mkdir(exist_ok=True)
+        for engine in self.engines.available:
+            self.build(engine, context, WARM_UP, "runall-warm-up", no_cache=True)
+            self.reset(engine, "runall-warm-up")
+        if "pybuild" in self.engines.available:
+            time.sleep(SERVER_START)  # the server imports what a build needs before it listens
 
     def build(self, engine: str, context: Path, body: str, tag: str, *, no_cache: bool = False, extra: Sequence[str] = (), network: bool = False) -> float:
         """One build's wall time.  A build that fails is run again, up to ATTEMPTS in all, and
@@ -603,6 +618,9 @@ def report_footer(engines: Engines, loads: list[float], notes: list[str]) -> lis
         "",
         *[f"- {line}" for line in versions(engines.available)],
     ]
+    idle = engines.server_rss() if "pybuild" in engines.available else None
+    if idle is not None:
+        lines.append(f"- pybuild's build server, idle between builds (not in the rows): {idle / 2**20:.0f} MiB RSS")
     if notes:
         lines += ["", "Notes:", "", *[f"- {note}" for note in notes]]
     return lines
@@ -643,6 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"WARNING: QEMU binfmt handlers are registered ({', '.join(qemu_handlers())}): BuildKit probes each one on every build", file=sys.stderr, flush=True)
     rows: list[Row] = []
     try:
+        driver.warm_up()
         if "c" in chosen:
             gcc_tar = engines.work / "gcc.tar"
             run([sys.executable, str(w.EXAMPLES / "base-images" / "make-gcc-rootfs"), str(gcc_tar)])

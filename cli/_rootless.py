@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 from pybuild.errors import SandboxError
 
-# commands that never enter: they read a Dockerfile, or need the host's root
-NEVER_ENTER = frozenset({"parse", "check", "binfmt"})
+# commands that never enter: they read a Dockerfile, or need the host's root (the build server
+# serves root's builds only, and says so)
+NEVER_ENTER = frozenset({"parse", "check", "binfmt", "server"})
 # commands on existing containers: join a running one's namespace
 JOIN_CONTAINER = frozenset({"exec", "stop", "logs", "diff", "commit", "rm"})
 
