@@ -174,3 +174,15 @@ def test_a_copy_chowns_unless_the_directory_gives_the_owner_itself(tmp_path: Pat
     for origin, (target, _, uid, gid, _, _) in report.files.items():
         st = os.stat(upper / target.lstrip("/"))
         assert (st.st_uid, st.st_gid) == (uid, gid), origin
+
+
+def test_a_file_at_the_top_of_the_context_is_copied(tmp_path: Path) -> None:
+    """``COPY . /app/``: a file's origin has no directory (it was looked up as "/" before: a full copy every time)."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "top.txt").write_bytes(b"top")
+    report = CopyReport({"top.txt": ("/app/top.txt", 0o644, 0, 0, MTIME, 3)}, (), (("/app", 0o755, 0, 0, MTIME),), ("top.txt",))
+    (tmp_path / "upper").mkdir()
+    _copy_reuse.finish_copy(None, tmp_path / "upper", context, report, durable=False)
+    assert (tmp_path / "upper" / "app" / "top.txt").read_bytes() == b"top"
+    assert os.stat(tmp_path / "upper" / "app" / "top.txt").st_mtime_ns == MTIME
