@@ -19,7 +19,7 @@ from ._io import read_dockerfile
 from ._runtime import image_store, open_root, positive_int
 
 if TYPE_CHECKING:  # the build's types, imported only for the checker: a no-op build loads little
-    from pybuild.cache import ContextReads, Root
+    from pybuild.cache import CacheIndex, ContextReads, Root
     from pybuild.cache.remote import CacheSpec, RemoteCache
     from pybuild.dag import BuildOptions, BuildOutcome, BuildPlan, ExportOptions, Platform, Worker, WorkerOptions
     from pybuild.executors import Executor, RootfsCaller
@@ -353,7 +353,10 @@ def _build(
     progress = _progress(args) if recording is None else recording.display(_progress(args))
     reads = recording.reads if recording is not None else None
     remote_caches: list[RemoteCache] = []  # filled from --cache-from before the build starts
-    make_runner = _remote.runner_factory(args, _runner_factory(root, store, context, name, executor, files, request, remote_caches, reads), progress)
+    # the zygote early (executor.start_early) for RUN steps that run here: not with --remote-executor
+    start_zygote = executor.start_early if args.remote_executor is None else None
+    local = _runner_factory(root, store, context, name, executor, files, request, remote_caches, reads, start_zygote)
+    make_runner = _remote.runner_factory(args, local, progress)
 
     async def main() -> BuildOutcome:
         try:
@@ -375,8 +378,6 @@ def _build(
                 await executor.aclose()
                 files.close()
 
-    if _has_run_steps(dockerfile) and args.remote_executor is None:
-        executor.start_early()  # its ~30 ms start passes beside the build's own work before the first RUN (main() closes it)
     try:
         return trio.run(main)
     finally:
@@ -384,18 +385,27 @@ def _build(
             progress.close()
 
 
-def _has_run_steps(dockerfile: Dockerfile) -> bool:
-    """Whether the Dockerfile has a RUN instruction (in any stage: a guess that costs nothing)."""
-    from pybuild.grammar import Run
+def _runs_soon(plan: BuildPlan, ids: dict[str, str], index: CacheIndex) -> bool:
+    """Whether a RUN step of the plan will most likely run: one the cache is off for, or one
+    this Dockerfile never ran (no history of its step).  A build whose RUN steps ran before
+    is most often cached there (a dependency install before a COPY of the sources), and
+    would start a zygote (~30 ms of CPU) only to stop it."""
+    from pybuild.dag import ExecOp
 
-    return any(isinstance(i, Run) for stage in dockerfile.stages for i in stage.instructions)
+    needed = plan.definition.needed_by([t.target.op for t in plan.targets or (plan,) if t.target.op])
+    for digest, op in needed.ops.items():
+        if isinstance(op, ExecOp) and (op.ignore_cache or digest not in ids or index.step_key(ids[digest]) is None):
+            return True
+    return False
 
 
 def _runner_factory(
     root: Root, store: ImageStore, context: _Context, name: str, executor: Executor, files: RootfsCaller, request: _Request,
-    remote_caches: list[RemoteCache], reads: ContextReads | None = None,
+    remote_caches: list[RemoteCache], reads: ContextReads | None = None, start_zygote: Callable[[], None] | None = None,
 ) -> Callable[[BuildPlan], Worker]:
-    """How the build makes its runner once the plan is known: a Worker on this root."""
+    """How the build makes its runner once the plan is known: a Worker on this root.
+    ``start_zygote`` is called then if a RUN step will most likely run (``_runs_soon``):
+    the zygote's start passes beside the steps before it and the runner's own set-up."""
     from pybuild.cache import ContextHasher, DockerIgnore
     from pybuild.dag import Context, StoreImageChains, Worker, step_ids
     from pybuild.oci import RemoteFetcher, SnapshotLayers
@@ -404,6 +414,9 @@ def _runner_factory(
     ignore = DockerIgnore.load(context_dir, None if dockerfile_path == "<stdin>" else Path(dockerfile_path))
 
     def make_runner(plan: BuildPlan) -> Worker:
+        ids = step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>")
+        if start_zygote is not None and _runs_soon(plan, ids, root.index):
+            start_zygote()
         hasher = Context(context_dir, ContextHasher(context_dir, ignore, root.index, reads=reads)) if plan.context_op else None
         return Worker(
             plan.definition,
@@ -414,7 +427,7 @@ def _runner_factory(
             context=hasher,
             fetcher=RemoteFetcher(),
             options=request.worker,
-            step_ids=step_ids(plan, str(Path(dockerfile_path).absolute()) if dockerfile_path != "-" else "<stdin>"),
+            step_ids=ids,
             dockerfile_name=name,
             remote_caches=remote_caches,
             layers=SnapshotLayers(store),

@@ -1,5 +1,7 @@
-"""``pybuild build`` starts the RUN sandbox's zygote before its trio run when the Dockerfile has a
-RUN step (``SandboxExecutor.start_early``), and a build that fails before any step stops it."""
+"""``pybuild build`` starts the RUN sandbox's zygote as soon as the plan is known when a RUN step
+will most likely run (``SandboxExecutor.start_early``): one the cache is off for, or one this
+Dockerfile never ran; not for a build whose RUN steps ran before (most often cached), nor for
+one without RUN steps.  A build that fails before its first step stops it."""
 
 from __future__ import annotations
 
@@ -7,57 +9,64 @@ from pathlib import Path
 
 import pytest
 
-from pybuild.cli import _build
 from pybuild.cli.main import main
 from pybuild.executors import SandboxExecutor
-from pybuild.grammar import parse
+
+pytestmark = pytest.mark.root
 
 
-@pytest.mark.parametrize(
-    ("text", "runs"),
-    [
-        ("FROM scratch\nCOPY a /a\n", False),
-        ("FROM busybox AS one\nRUN true\nFROM scratch\nCOPY --from=one /a /a\n", True),  # any stage's
-        ("FROM busybox\nRUN <<EOF\ntrue\nEOF\n", True),
-        ("FROM busybox\n# RUN true\nCMD [\"true\"]\n", False),
-    ],
-)
-def test_a_dockerfile_has_run_steps(text: str, runs: bool) -> None:
-    assert _build._has_run_steps(parse(text.encode(), "Dockerfile")) is runs
-
-
-def _started(monkeypatch: pytest.MonkeyPatch) -> list[SandboxExecutor]:
-    started: list[SandboxExecutor] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[SandboxExecutor]:
+    """The executors start_early was called on, in order."""
+    calls: list[SandboxExecutor] = []
     start_early = SandboxExecutor.start_early
 
     def spy(self: SandboxExecutor) -> None:
         start_early(self)
-        started.append(self)
+        calls.append(self)
 
     monkeypatch.setattr(SandboxExecutor, "start_early", spy)
-    return started
+    return calls
 
 
-@pytest.mark.root
-def test_a_build_failing_before_its_first_step_stops_the_early_zygote(
-    require_root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def _build(tmp_path: Path, *flags: str) -> int:
+    return main(["build", "-q", "--root", str(tmp_path / "root"), *flags, str(tmp_path / "context")])
+
+
+def test_a_dockerfile_first_run_starts_the_zygote_early_its_cached_rerun_not(
+    require_root: None, tmp_path: Path, busybox_tar: Path, started: list[SandboxExecutor]
 ) -> None:
-    started = _started(monkeypatch)
-    # a base the store lacks, from a registry that refuses at once (no network needed)
-    (tmp_path / "Dockerfile").write_text("FROM localhost:1/none:1\nRUN true\n")
-    assert main(["build", "-q", "--root", str(tmp_path / "root"), str(tmp_path)]) != 0
-    assert "localhost:1/none:1" in capsys.readouterr().err
+    assert main(["import", "--root", str(tmp_path / "root"), str(busybox_tar), "busybox:latest"]) == 0
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM busybox\nRUN echo ran > /ran\nCOPY a /a\n")
+    (context / "a").write_text("one\n")
+    assert _build(tmp_path) == 0
+    assert len(started) == 1  # this Dockerfile's RUN never ran
+    assert started[0]._zygote is None and started[0]._early is None  # used, then closed
+    (context / "a").write_text("two\n")  # the COPY misses, the RUN before it is cached
+    assert _build(tmp_path) == 0
     assert len(started) == 1
-    # killed by aclose (it had no step), and reaped
-    assert started[0]._early is None and started[0]._zygote is None
+    assert _build(tmp_path, "--no-cache") == 0
+    assert len(started) == 2
 
 
-@pytest.mark.root
-def test_a_build_without_run_steps_starts_no_zygote(
-    require_root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_build_failing_before_its_first_step_stops_the_early_zygote(
+    require_root: None, tmp_path: Path, started: list[SandboxExecutor], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    started = _started(monkeypatch)
-    (tmp_path / "a").write_text("a\n")
-    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
-    assert main(["build", "-q", "--root", str(tmp_path / "root"), str(tmp_path)]) == 0
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY missing /x\nRUN true\n")
+    assert _build(tmp_path) != 0
+    assert "missing" in capsys.readouterr().err
+    assert len(started) == 1
+    assert started[0]._early is None and started[0]._zygote is None  # killed at the end, and reaped
+
+
+def test_a_build_without_run_steps_starts_no_zygote(require_root: None, tmp_path: Path, started: list[SandboxExecutor]) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "a").write_text("a\n")
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
+    assert _build(tmp_path) == 0
     assert started == []
