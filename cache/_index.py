@@ -214,10 +214,13 @@ class Lease:
 
 class CacheIndex:
     """The SQLite cache index at ``path``.  ``CacheIndex.memory()`` is the same
-    code on a private in-memory database (the test double)."""
+    code on a private in-memory database (the test double).  ``busy_timeout_ms``: how long
+    a statement waits for another process's write lock (a best-effort writer, the fast
+    path's, passes a short one: it must never hold up an answer already printed)."""
 
-    def __init__(self, path: Path | str, journal: ImageJournal | None = None) -> None:
+    def __init__(self, path: Path | str, journal: ImageJournal | None = None, *, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> None:
         self.path = str(path)
+        self._busy_timeout_ms = busy_timeout_ms
         self._memory = self.path == ":memory:"
         self._journal = journal  # image records and tags also kept as files, to survive the index
         self._local = threading.local()
@@ -249,9 +252,9 @@ class CacheIndex:
         else:
             try:
                 conn = sqlite3.connect(
-                    self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+                    self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
                 )
-                conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
                 conn.execute("PRAGMA foreign_keys = ON")
                 conn.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.Error as error:

@@ -562,6 +562,9 @@ class Settled:
         return ctime_ns < self.before or (ctime_ns % 1_000_000 != 0 and ctime_ns < self.fine_before)
 
 
+REMEMBER_BUSY_MS = 250  # another build holding the index's write lock: give up, the answer is printed
+
+
 def remember_digests(root: str, rows: list[StatRow]) -> None:
     """Hand the files whose content the fast path verified to the context hasher's stat
     cache (the index), as a build that hashed them would: after a ``touch`` of every
@@ -573,7 +576,7 @@ def remember_digests(root: str, rows: list[StatRow]) -> None:
     try:
         from pybuild.cache import CacheIndex
 
-        index = CacheIndex(index_path)
+        index = CacheIndex(index_path, busy_timeout_ms=REMEMBER_BUSY_MS)
         try:
             index.put_stat_digests((key, "sha256:" + digest.hex()) for key, digest in rows)
         finally:

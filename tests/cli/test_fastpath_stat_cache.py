@@ -111,3 +111,33 @@ def test_the_rows_are_the_hashers_own(tmp_path: Path) -> None:
         assert selection.digest() == ContextHasher(tmp_path).select(["f.bin"]).digest()
     finally:
         index.close()
+
+
+def test_a_locked_index_does_not_hold_up_the_answer(tmp_path: Path) -> None:
+    """Another build holding the index's write lock: the hand-over gives up (writing
+    nothing) instead of waiting for it, since the fast path's answer is printed already."""
+    import sqlite3
+    import threading
+
+    CacheIndex(tmp_path / "index.db").close()
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"some bytes")
+    st = os.stat(path)
+    row = ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), hashlib.sha256(b"some bytes").digest())
+    holder = sqlite3.connect(tmp_path / "index.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (_fastpath.remember_digests(str(tmp_path), [row]), done.set()), daemon=True)
+        thread.start()
+        thread.join(20)  # the index's own busy timeout is 60 s
+        assert done.is_set(), "remember_digests waited for the write lock"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    index = CacheIndex(tmp_path / "index.db")
+    try:
+        selection = ContextHasher(tmp_path, stat_cache=index, racy_window=0, fine_racy_window=0).select(["f.bin"])
+        assert selection.stats.stat_cache_hits == 0 and selection.stats.files_hashed == 1
+    finally:
+        index.close()
