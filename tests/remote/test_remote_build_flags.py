@@ -70,7 +70,7 @@ def test_a_build_without_remote_flags_imports_nothing_remote(tmp_path: Path) -> 
         f"assert main(['build', '-q', '--cache-from', 'type=local,src={tmp_path}/none', {str(context)!r}]) == 0; "
         "print(sorted(m for m in sys.modules if m.startswith(('pybuild.reapi', 'pybuild.dag.remote', 'grpc'))))"
     )
-    env = {"PATH": "/usr/bin:/bin", "PYBUILD_ROOT": str(tmp_path / "root")}
+    env = {"PATH": "/usr/bin:/bin", "PYBUILD_ROOT": str(tmp_path / "root"), "PYBUILD_SERVER": "off"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "[]"
