@@ -118,6 +118,7 @@ class Driver:
         self.qemu_seen: set[str] = set()  # QEMU handlers registered before some build (by someone else)
         self.qemu_builds = 0  # builds that started with one registered
         self.dangling_before = {e: dangling_before.get(e, set()) for e in engines.available}
+        self.settle = 0.0  # seconds to wait after the context workload's reset and new context (--settle)
 
     def warm_up(self) -> None:
         """One untimed build per engine before any measurement, as a user's machine has
@@ -140,6 +141,7 @@ class Driver:
         self.tags[engine].add(tag)
         body = w.name_gcc(engine, body)
         for attempt in range(1, ATTEMPTS + 1):
+            os.sync()  # no build pays for the writes of the one before it (or of a reset)
             self.loads.append(load_average())
             handlers = qemu_handlers()  # another user's tests may register them for a while
             if handlers:
@@ -341,6 +343,9 @@ class Driver:
                 try:
                     self.reset(engine, tag)
                     paths = w.make_random_context(context, files, megabytes, seed + r)
+                    if self.settle:  # past ext4's avoidance of recently deleted inodes (README: --settle)
+                        os.sync()
+                        time.sleep(self.settle)
                     time.sleep(RACY_PAUSE)
                     timed("cold")
                     time.sleep(RACY_PAUSE)
@@ -636,6 +641,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--small-context", action="store_true", help="the big context at 5,000 files / 100 MB (quicker; the targets stay the same)")
     parser.add_argument("--full", action="store_true", help="accepted for older command lines: the big context is full size by default")
     parser.add_argument("--export-megabytes", type=int, default=100, help="size of the exported image's content (default 100)")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, metavar="SECONDS",
+        help="in the context workload, wait this long after each reset and new context before the cold build "
+        "(60: past ext4's avoidance of inodes deleted in the last minute, on a file system without a journal)",
+    )
     parser.add_argument("--quiet-load", type=float, default=0.0, metavar="LOAD", help="before each workload, wait (up to 10 min) for the 1-minute load average to fall below LOAD")
     parser.add_argument("--markdown", type=Path, help="also write the report (table, machine, versions, notes) to this file")
     args = parser.parse_args(argv)
@@ -657,6 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dangling_before = {e: dangling_images(e) for e in ("buildkit", "buildah")}
     engines = Engines.prepare(args.engines.split(","))
     driver = Driver(engines, args.repeat, dangling_before)
+    driver.settle = args.settle
+    if args.settle:
+        driver.notes.append(f"context workload: a wait of {args.settle:g} s after each reset and new context, before the cold build (--settle)")
     if qemu_handlers() and "buildkit" in engines.available:
         print(f"WARNING: QEMU binfmt handlers are registered ({', '.join(qemu_handlers())}): BuildKit probes each one on every build", file=sys.stderr, flush=True)
     rows: list[Row] = []
