@@ -717,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "Seconds are wall time of the engine's command; the ratio is pybuild's over the peer's in the same run (below 1: pybuild faster); "
             "`met` compares that run's pybuild/buildkit ratio (and, where given, pybuild's peak RSS) with issue 18's target, the median line the medians. "
-            "Peak RSS is the highest sum of the resident set sizes of pybuild's whole process tree during the build (sampled every 10 ms, benchmarks/rss.py; "
+            "Peak RSS is the highest sum of the resident set sizes of pybuild's whole process tree during the build (sampled every 10 ms for the first 100 ms, then every 100 ms, benchmarks/rss.py; "
             "shared pages counted in each process), and in brackets the highest sum of their anonymous parts (without file pages mapped from the page cache); "
             "the RSS target is on the first. It is pybuild's only: BuildKit's work happens in dockerd, a daemon.",
             "",
