@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pybuild._frozen import frozen
 from pybuild.errors import PybuildError, UsageError
 
-from . import _remote
+from . import _answer, _remote
 from ._io import read_dockerfile
 from ._runtime import image_store, open_root, positive_int
 
@@ -165,6 +165,8 @@ def _run(args: argparse.Namespace, root: Root) -> int:
     to_stdout = any(o.to_stdout for o in request.export.outputs)
     _report(args, outcome, to_stdout=to_stdout)
     if recording is not None:
+        if not recording.debugging():  # its account of the record goes to the caller's stderr
+            _answer.give(0)  # the result is final: what follows is for later builds
         recording.save(root, context, data, outcome, _report_output(args, outcome, to_stdout=to_stdout))
     return 0
 
@@ -195,6 +197,12 @@ class _Recording:
                     inner.close()
 
         return Kept()
+
+    def debugging(self) -> bool:
+        """Whether the record's writing is told on stderr (PYBUILD_DEBUG_FASTPATH)."""
+        from ._fastpath import DEBUG_ENV
+
+        return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
     def save(self, root: Root, context: _Context, data: bytes, outcome: Any, report: tuple[list[tuple[str, bytes]], str, str]) -> None:
         from . import _fastpath_record

@@ -117,9 +117,13 @@ def _build(args: list[str]) -> int:
     return code
 
 
-def serve_child(args: list[str]) -> int:
+def serve_child(args: list[str], answer: Callable[[int], None]) -> int:
     """A served build, in the server's child: what ``main`` and ``entry`` do after the fast
-    path and the server, ending the process (never returns into the server)."""
+    path and the server, ending the process (never returns into the server).  ``answer``
+    gives the client its exit code once the build has reported its result (``_answer``)."""
+    from . import _answer
+
+    _answer.give_with(answer)
     code = _guarded(lambda: _dispatch(args))
     if _may_skip_teardown:
         _exit_without_teardown(code)

@@ -24,12 +24,15 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from . import _wire
+
 # the limits a process carries that a build may feel (open files, processes, core size, ...)
 RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
 # what Python itself ignores at start-up (a write to a closed pipe is an error, not a death)
 IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 C_LOCALES = ("C", "POSIX", "C.UTF-8", "C.utf8", "UTF-8")  # Python's surrogateescape locales (PEP 538)
+REPLY_FD = 3  # the client's connection, kept until ``answer_client``
 
 
 class Request:
@@ -44,19 +47,24 @@ class Request:
         self.client_pid = client_pid
 
 
-def become_build(request: Request, fds: list[int], keep_alive: list[socket.socket], run: Callable[[list[str]], int]) -> NoReturn:
-    """Never returns: runs ``run(argv[1:])`` as the client's build and exits with its code.
+def become_build(
+    request: Request, fds: list[int], keep_alive: list[socket.socket], run: Callable[[list[str], Callable[[int], None]], int]
+) -> NoReturn:
+    """Never returns: runs ``run(argv[1:], answer)`` as the client's build and exits with its code.
 
-    ``keep_alive``: the server's socket objects, detached here so that freeing them later
-    can never close a descriptor number the build has reused."""
+    ``keep_alive``: the server's socket objects, the client's connection first, detached
+    here so that freeing them later can never close a descriptor number the build has
+    reused.  ``answer(code)`` sends the client its exit code before the child is done
+    (``answer_client``)."""
     code = 1
     try:
+        connection = keep_alive[0].fileno()
         _leave_the_server(keep_alive)
-        _take_descriptors(fds)
+        _take_descriptors(fds, connection)
         _take_process_state(request)
         _take_python_state(request)
         _report_imports_at_exit()
-        code = run(request.argv[1:])
+        code = run(request.argv[1:], _answer_at_exit if _debugging() else answer_client)
     except KeyboardInterrupt:
         code = 130
     except SystemExit as exit_:
@@ -75,10 +83,19 @@ def become_build(request: Request, fds: list[int], keep_alive: list[socket.socke
         os._exit(code)
 
 
+def _debugging() -> bool:
+    return os.environ.get("PYBUILD_SERVER_DEBUG", "") not in ("", "0")
+
+
+def _answer_at_exit(code: int) -> None:
+    """With PYBUILD_SERVER_DEBUG the client hears the code at the child's exit, as before
+    ``answer_client``: what the child says until then reaches the client's stderr."""
+
+
 def _report_imports_at_exit() -> None:
     """With PYBUILD_SERVER_DEBUG, the modules the build still had to import (the server's
     preload missed them) are named on stderr at exit."""
-    if os.environ.get("PYBUILD_SERVER_DEBUG", "") in ("", "0"):
+    if not _debugging():
         return
     import atexit
 
@@ -105,13 +122,39 @@ def _leave_the_server(keep_alive: list[socket.socket]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def _take_descriptors(fds: list[int]) -> None:
-    """The client's stdin, stdout, stderr on 0-2 and its working directory; nothing else open."""
+def _take_descriptors(fds: list[int], connection: int) -> None:
+    """The client's stdin, stdout, stderr on 0-2, its working directory, and the client's
+    connection on ``REPLY_FD`` (not inherited by what the build runs); nothing else open."""
     stdin, stdout, stderr, cwd = fds
     os.fchdir(cwd)
     for source, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(source, target, inheritable=True)
-    os.closerange(3, _max_fd())
+    os.dup2(connection, REPLY_FD, inheritable=False)
+    os.closerange(REPLY_FD + 1, _max_fd())
+
+
+def answer_client(code: int) -> None:
+    """Send the client the build's exit code now, and let go of everything of the client's:
+    its streams (a reader of the build's output sees their end as the command returns) and
+    the signals it forwards (the client is gone; what the child still does is for later
+    builds and must not be cut short).  The server's status at the child's exit then finds
+    the connection closed, which it expects."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the client hears the code all the same
+            pass
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(number, signal.SIG_IGN)
+    try:
+        os.write(REPLY_FD, _wire.message(_wire.STATUS, (code & 0xFF) << 8))  # a wait status, as the server's
+    except OSError:
+        pass  # the client went away meanwhile: nothing to tell
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for target in (0, 1, 2):
+        os.dup2(null, target, inheritable=True)
+    os.close(null)
+    os.close(REPLY_FD)
 
 
 def _max_fd() -> int:

@@ -55,7 +55,7 @@ class _Served:
 class Server:
     root: str
     idle_timeout: float
-    run_build: Callable[[list[str]], int]
+    run_build: Callable[[list[str], Callable[[int], None]], int]
     directory: str = ""
     listener: socket.socket | None = None
     served: dict[int, _Served] = field(default_factory=dict)  # by the connection's fd

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -587,3 +588,62 @@ def test_a_big_environment_is_served_and_a_too_big_one_builds_in_process(served:
     done = served.pybuild("build", "-q", str(context), PYBUILD_SERVER_DEBUG="1", **too_big)
     assert done.returncode == 0 and b"request too long" in done.stderr
     assert served.children_served() == 1 and served.server_pid() is not None
+
+
+# -- the answer comes before the work for later builds --------------------------------
+
+
+def test_the_child_answers_and_lets_go_of_the_clients_streams_before_it_is_done() -> None:
+    """``answer_client``: the status reaches the client and the build's stdout ends while the
+    child still works; the client's going away (the server's SIGINT) does not stop it."""
+    from pybuild.cli.server import _child
+
+    client, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    out_read, out_write = os.pipe()
+    done_read, done_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the served child, reduced to its streams and its connection
+        code = 1
+        try:
+            os.dup2(out_write, 1)
+            os.close(out_write)  # as the served child holds the client's stdout on 1 only
+            os.dup2(server_end.fileno(), _child.REPLY_FD)
+            os.write(1, b"result\n")
+            _child.answer_client(3)
+            os.kill(os.getpid(), signal.SIGINT)  # what the server sends once the client has gone
+            os.read(done_read, 1)  # the later work, until the test says it has seen everything
+            os.write(1, b"never seen\n")
+            code = 7
+        finally:  # the SIGINT, had it not been ignored, would have left code 1
+            os._exit(code)
+    os.close(out_write)
+    server_end.close()
+    try:
+        kind, status, _ = _wire.parse_message(client.recv(_wire.MAX_MESSAGE))
+        assert kind == _wire.STATUS and os.waitstatus_to_exitcode(status) == 3
+        output, ended = b"", False
+        while not ended and select.select([out_read], [], [], 10.0)[0]:  # the end of the stream, while the child runs
+            chunk = os.read(out_read, 4096)
+            output, ended = output + chunk, not chunk
+        assert ended, "the child still holds the client's stdout"
+        assert output == b"result\n"
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the child ended before it was told to"
+    finally:
+        os.write(done_write, b"x")
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7  # not killed by the SIGINT
+
+
+def test_a_served_build_still_writes_its_fast_path_record_after_answering(busybox_root: Served) -> None:
+    context = small_context(busybox_root.tmp / "context", "FROM busybox\nCOPY a /a\nRUN cat /a > /b\n")
+    records = busybox_root.root / "fastpath"
+    before = set(records.glob("*.rec")) if records.is_dir() else set()
+    time.sleep(1.1)  # the context is older than the record by more than its racy window
+    busybox_root.start()
+    done = busybox_root.pybuild("build", "-q", "--network=none", "-t", "recorded:1", str(context))
+    assert done.returncode == 0, done.stderr
+    assert busybox_root.children_served() == 1
+    assert wait_until(lambda: len(set(records.glob("*.rec")) - before) == 1, 30), "no record was written"
+    again = busybox_root.pybuild("build", "-q", "--network=none", "-t", "recorded:1", str(context), PYBUILD_FASTPATH="1")
+    assert again.returncode == 0 and again.stdout == done.stdout
+    assert busybox_root.children_served() == 1  # answered by the record, not by the server
