@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from pybuild import _lazy
 
 from ._content import BlobWriter as BlobWriter
+from ._util import syncfs as syncfs
 from ._util import tree_disk_usage as tree_disk_usage
 from ._content import ContentStore as ContentStore
 from ._content import FileContentStore as FileContentStore
@@ -62,6 +63,7 @@ __all__ = [
     "BlobRef",
     "BlobWriter",
     "tree_disk_usage",
+    "syncfs",
     "open_with_writeback",
     "CacheIndex",
     "CacheRecord",

@@ -14,6 +14,18 @@ either appears complete or not at all.  A file attached to the active snapshot
 (``attach``: what its maker knows about the tree, e.g. the facts of the files
 a COPY put there) is moved with it, so it exists only beside its very tree.  Removal renames it into the temp
 area first, so a half-deleted tree is never visible under its id.
+
+Durability.  A build's step used to sync the file system before its snapshot
+was committed, so a power loss never left a committed tree whose files were
+lost; that sync is most of what a step writing 400 MB waits for.  With
+``defer_durability`` a process commits without it: each commit's ``meta.json``
+names the boot it was made in (``unsynced``), and ``settle`` -- one ``syncfs``
+at the end of the build, after its answer -- writes everything out and then
+drops the mark.  A marked snapshot is trusted only in the boot that made it:
+in that boot its files are in the page cache, which a crash of pybuild does not
+lose; after a reboot an unsettled one counts as incomplete (a cache miss that
+rebuilds it), since its files may not have reached the disk.  A meta rewrite
+lost in a power loss only leaves the mark, which errs the same safe way.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import errno
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +43,7 @@ from typing import Protocol, runtime_checkable
 from pybuild._frozen import frozen
 from pybuild.errors import StoreError
 
-from ._util import check_name, remove_tree, store_error, tree_disk_usage
+from ._util import check_name, remove_tree, store_error, syncfs, tree_disk_usage
 
 _META = "meta.json"
 _TREE = "tree"
@@ -86,6 +99,35 @@ class Snapshotter(Protocol):
     def list(self) -> list[str]:
         """Ids of every snapshot directory present (complete or not)."""
 
+    def defer_durability(self) -> bool:
+        """From now on, commit without waiting for the disk: each new snapshot is trusted
+        only in this boot until ``settle``.  False (nothing changes) if the boot cannot be told."""
+
+    def durability_deferred(self) -> bool:
+        """Whether ``defer_durability`` is in force: a maker of a snapshot need not sync it."""
+
+    def settle(self) -> str | None:
+        """Write the snapshots this process committed since ``defer_durability`` to disk and
+        trust them in any boot; on a write error remove them instead and say why (else None).
+        The deferral ends here: later commits are synced by their makers again."""
+
+
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+_UNSYNCED = "unsynced"  # meta.json: the boot a snapshot was committed in, until it is settled
+_boot: list[str | None] = []
+
+
+def boot_id() -> str | None:
+    """This boot's id (the kernel's random one), None if it cannot be read."""
+    if not _boot:
+        try:
+            with open(_BOOT_ID, "rb") as f:
+                text = f.read().decode("ascii").strip()
+        except (OSError, ValueError):
+            text = ""
+        _boot.append(text or None)
+    return _boot[0]
+
 
 def _attachment_name(name: str) -> str:
     check_name("snapshot attachment", name)
@@ -105,9 +147,13 @@ class DirSnapshotter:
         self.directory = Path(directory)
         self._staging = staging
         self.directory.mkdir(parents=True, exist_ok=True)
-        # A complete snapshot's metadata never changes: remembered with the identity of its
-        # file, so a chain of n layers costs n stats, not n JSON reads, each time it is walked.
+        # A complete snapshot's metadata changes only when it is settled (a new file): remembered
+        # with the identity of its file, so a chain of n layers costs n stats, not n JSON reads.
         self._metas: dict[str, tuple[tuple[int, int, int], dict[str, object]]] = {}
+        self._deferred_boot: str | None = None  # defer_durability: the mark new commits carry
+        self._sync_fd = -1  # opened by defer_durability: settle's syncfs hears of write errors since
+        self._unsettled: list[str] = []
+        self._unsettled_lock = threading.Lock()
 
     def _dir(self, snapshot_id: str) -> Path:
         return self.directory / check_name("snapshot id", snapshot_id)
@@ -130,6 +176,9 @@ class DirSnapshotter:
             return None
         if not isinstance(meta, dict):
             return None
+        unsynced = meta.get(_UNSYNCED)
+        if unsynced is not None and unsynced != boot_id():
+            return None  # committed unsynced in another boot and never settled: its files may be lost
         self._metas[snapshot_id] = (identity, meta)
         return dict(meta)
 
@@ -153,7 +202,10 @@ class DirSnapshotter:
             )
         snapshot_id = check_name("snapshot id", snapshot_id or secrets.token_hex(16))
         base = active.base
-        meta = {"parent": parent, "created": time.time()}
+        meta: dict[str, object] = {"parent": parent, "created": time.time()}
+        deferred = self._deferred_boot
+        if deferred is not None:
+            meta[_UNSYNCED] = deferred
         try:
             with open(base / _META, "x") as f:
                 json.dump(meta, f)
@@ -165,6 +217,9 @@ class DirSnapshotter:
         for _ in range(3):
             try:
                 os.rename(base, target)
+                if deferred is not None:
+                    with self._unsettled_lock:
+                        self._unsettled.append(snapshot_id)
                 return snapshot_id
             except OSError as error:
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
@@ -182,6 +237,62 @@ class DirSnapshotter:
 
     def discard(self, active: ActiveSnapshot) -> None:
         remove_tree(active.base)
+
+    # -- durability ---------------------------------------------------------
+
+    def defer_durability(self) -> bool:
+        boot = boot_id()
+        if boot is None:
+            return False
+        with self._unsettled_lock:
+            if self._sync_fd < 0:
+                try:
+                    self._sync_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    return False
+                self._deferred_boot = boot
+        return True
+
+    def durability_deferred(self) -> bool:
+        return self._deferred_boot is not None
+
+    def settle(self) -> str | None:
+        with self._unsettled_lock:
+            settling, self._unsettled = self._unsettled, []
+            sync_fd, self._sync_fd, self._deferred_boot = self._sync_fd, -1, None
+        if sync_fd < 0:
+            return None
+        try:
+            if settling:
+                syncfs(sync_fd)
+        except OSError as error:
+            for snapshot_id in settling:  # never trusted with files the disk may not have
+                try:
+                    self.remove(snapshot_id)
+                except StoreError:
+                    pass
+            return f"cannot write the build's new layers to disk ({error.strerror or error}): they were removed"
+        finally:
+            os.close(sync_fd)
+        for snapshot_id in settling:
+            self._drop_mark(snapshot_id)
+        return None
+
+    def _drop_mark(self, snapshot_id: str) -> None:
+        """Its meta.json again, without the mark (a new file renamed over it): losing this
+        to a power loss only leaves the mark, trusted in this boot alone."""
+        d = self._dir(snapshot_id)
+        try:
+            with open(d / _META, "rb") as f:
+                meta = json.loads(f.read())
+            if not isinstance(meta, dict) or meta.pop(_UNSYNCED, None) is None:
+                return
+            temp = d / f".meta-{secrets.token_hex(4)}"
+            with open(temp, "x") as f:
+                json.dump(meta, f)
+            os.rename(temp, d / _META)
+        except (OSError, ValueError):
+            pass  # removed meanwhile (a prune), or never complete: nothing to settle
 
     def attach(self, active: ActiveSnapshot, name: str, data: bytes) -> None:
         """Keep ``data`` as ``name`` beside the tree; commit moves it along, atomically."""

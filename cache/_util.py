@@ -42,6 +42,16 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def syncfs(fd: int) -> None:
+    """``syncfs(2)`` of the file system ``fd`` is on; OSError for a write error the file
+    system met since ``fd`` was opened (what a later open would not hear of)."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
