@@ -288,16 +288,16 @@ def _copy_part(upper: Path, source: Path, copies: list[tuple[str, FileFacts]], f
 def sync_file_system(path: Path) -> None:
     """``syncfs(2)`` of the file system holding ``path``: every dirty page and inode
     of it on disk, what the unmount of a step's overlay does for its upper dir."""
-    import ctypes
+    from pybuild.cache import syncfs
 
     fd = os.open(path, _DIR_FLAGS)
     try:
-        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise StoreError(
-                f"cannot write the files of a copy to disk: {os.strerror(code)}",
-                hint=f"check the file system of {path} (a full disk, an I/O error)",
-            )
+        syncfs(fd)
+    except OSError as error:
+        raise StoreError(
+            f"cannot write the files of a copy to disk: {error.strerror or error}",
+            hint=f"check the file system of {path} (a full disk, an I/O error)",
+        ) from None
     finally:
         os.close(fd)
 

@@ -751,7 +751,8 @@ class Worker:
                 try:
                     if source_path is None:
                         raise _copy_reuse.ReuseFailed("no context")
-                    durable = os.environ.get(VOLATILE_ENV) != "1"
+                    # synced here unless traded for speed or left to the build's end (cache ``settle``)
+                    durable = os.environ.get(VOLATILE_ENV) != "1" and not self.root.snapshots.durability_deferred()
                     await trio.to_thread.run_sync(
                         lambda: _copy_reuse.finish_copy(
                             reuse, Path(active.upper), source_path, report, durable=durable, spread=_spread_from_thread

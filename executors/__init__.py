@@ -78,6 +78,8 @@ _LAZY |= {name: "._containers_store" for name in (
 _LAZY |= {name: "._containers_log" for name in ("Frame", "iter_lines")}
 # CDI device specs (RUN --device) are read only when a step asks for a device.
 _LAZY |= {name: "._cdi" for name in ("CdiEdits", "CdiRegistry", "load_cdi_registry")}
+# A build that syncs its steps' changes once, at its end (cache ``defer_durability``).
+_LAZY["defer_step_syncs"] = "._overlay"
 # Only ``pybuild run`` reads a profile file; a build compiles the default profile when its first step runs.
 _LAZY["load_seccomp_profile"] = "._seccomp"
 # What this machine can run (native, QEMU through binfmt_misc): asked only for a foreign platform.
@@ -116,6 +118,7 @@ if TYPE_CHECKING:  # the names below, loaded on first use, typed for the checker
     from ._containers_store import snapshots_in_use as snapshots_in_use
     from ._containers_store import validate_container_name as validate_container_name
     from ._executor import SandboxExecutor as SandboxExecutor
+    from ._overlay import defer_step_syncs as defer_step_syncs
     from ._seccomp import load_seccomp_profile as load_seccomp_profile
     from .fake import FakeExecutor as FakeExecutor
     from .fake import FakeRootfsCaller as FakeRootfsCaller

@@ -29,7 +29,7 @@ from pybuild.errors import PybuildError, SandboxError
 
 from . import _wire as wire
 from ._cgroups import CgroupError, CgroupLayout, StepCgroups, claim_delegated, detect_layout, release_delegated, remove_stale
-from ._overlay import OverlayDriver, probe_overlay, volatile_uppers_requested
+from ._overlay import DEFERRED_ENV, OverlayDriver, probe_overlay, step_syncs_deferred, volatile_uppers_requested
 from ._sandbox import DEFAULT_PATH
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 from ._userns import ROOTLESS_HINT
@@ -571,6 +571,8 @@ def _zygote_environ() -> dict[str, str]:
     environ = {"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"}
     if volatile_uppers_requested():
         environ["PYBUILD_VOLATILE_OVERLAYS"] = "1"
+    if step_syncs_deferred():
+        environ[DEFERRED_ENV] = "deferred"
     if "PYBUILD_NETWORK_DRIVER" in os.environ:
         environ["PYBUILD_NETWORK_DRIVER"] = os.environ["PYBUILD_NETWORK_DRIVER"]
     return environ

@@ -249,9 +249,25 @@ def flatten_key(bottom_up: list[str]) -> str:
 # the step makes is free (dpkg fsyncs each file it unpacks: some 1,600 journal commits for
 # `apt-get install python3`, where one syncfs at the end writes the same data).  A step's own
 # fsync has nothing to protect: after a crash its upper dir is thrown away.
+#
+# A build whose snapshots settle later (cache ``defer_durability``: one syncfs at the end of
+# the build, the snapshots trusted only in this boot until then) asks for neither sync:
+# ``defer_step_syncs``, told to the zygote through its environment (``DEFERRED_ENV``).
 _VOLATILE_UPPERS = [False]
 _VOLATILE_SUPPORTED: list[bool] = []
 _STEP_SYNC = [True]
+_DEFERRED = [False]
+DEFERRED_ENV = "PYBUILD_STEP_SYNC"  # "deferred": pybuild's own, set only in the zygote's environment
+
+
+def defer_step_syncs(deferred: bool = True) -> None:
+    """Whether this process's build steps (its zygotes started from now on, its COPY overlays)
+    leave their changes to the build's one sync at its end: set for a build, unset after it."""
+    _DEFERRED[0] = deferred
+
+
+def step_syncs_deferred() -> bool:
+    return _DEFERRED[0] or os.environ.get(DEFERRED_ENV) == "deferred"
 
 
 def volatile_uppers_requested() -> bool:
@@ -287,7 +303,7 @@ def ask_once() -> None:
 
 def volatile_wanted(upper: str | None) -> bool:
     """Whether a mount with this upper dir takes ``volatile``: asked for, writable, kernel driver, supported."""
-    return upper is not None and _VOLATILE_UPPERS[0] and driver() == KERNEL and _volatile_supported()
+    return upper is not None and (_VOLATILE_UPPERS[0] or _DEFERRED[0]) and driver() == KERNEL and _volatile_supported()
 
 
 def _volatile_supported() -> bool:

@@ -56,8 +56,9 @@ def main(argv: list[str]) -> int:
     linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
     linux.remember_id_maps()  # constant here: each step's monitor and init would read them again
     # A step's upper dir is committed or thrown away, never remounted: volatile, and synced by
-    # its monitor at the end unless the user traded that for speed (PYBUILD_VOLATILE_OVERLAYS=1).
-    overlay.volatile_steps(synced=not overlay.volatile_uppers_requested())
+    # its monitor at the end unless the user traded that for speed (PYBUILD_VOLATILE_OVERLAYS=1)
+    # or the build syncs once at its end (``defer_step_syncs``).
+    overlay.volatile_steps(synced=not overlay.volatile_uppers_requested() and not overlay.step_syncs_deferred())
     overlay.ask_once()  # or each monitor would probe the kernel again
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()

@@ -70,17 +70,22 @@ def dirty_pages(path: Path) -> int:
         os.close(fd)
 
 
-@pytest.mark.root
-async def test_a_run_steps_rootfs_is_volatile_and_synced_at_its_end(executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
-    if not overlay._volatile_supported():
-        pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
-    rootfs = make_rootfs()
+async def write_4_mib_on_a_volatile_rootfs(executor: SandboxExecutor, rootfs) -> Path:  # type: ignore[no-untyped-def]
+    """A step that writes 4 MiB to /made; its rootfs was mounted volatile; the file in its upper dir."""
     script = "dd if=/dev/urandom of=/made bs=64k count=64 2>/dev/null && cat /proc/self/mountinfo"
     result, out, err = await sh(executor, rootfs, script)
     assert result.exit_code == 0, err
     assert is_volatile(root_mount_options(out))
     made = Path(rootfs.upper) / "made"
     assert made.stat().st_size == 64 * 65536
+    return made
+
+
+@pytest.mark.root
+async def test_a_run_steps_rootfs_is_volatile_and_synced_at_its_end(executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
+    if not overlay._volatile_supported():
+        pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
+    made = await write_4_mib_on_a_volatile_rootfs(executor, make_rootfs())
     assert dirty_pages(made) == 0  # written out before the step was reported done
 
 
@@ -181,3 +186,47 @@ def test_probes_asked_once_are_inherited(monkeypatch: pytest.MonkeyPatch) -> Non
     os.close(read_r)
     os.waitpid(pid, 0)
     assert child == repr((overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace()))
+
+
+@pytest.fixture
+async def deferred_executor(require_root: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A sandbox started while the build defers its syncs to its end (``defer_step_syncs``)."""
+    monkeypatch.delenv("PYBUILD_VOLATILE_OVERLAYS", raising=False)
+    monkeypatch.setattr(overlay, "_DEFERRED", [False])
+    overlay.defer_step_syncs()
+    state = tmp_path / "deferred-state"
+    state.mkdir()
+    async with SandboxExecutor(state_dir=str(state)) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.root
+async def test_a_deferred_steps_rootfs_is_volatile_and_left_to_the_builds_sync(deferred_executor: SandboxExecutor, make_rootfs) -> None:  # type: ignore[no-untyped-def]
+    if not overlay._volatile_supported():
+        pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
+    made = await write_4_mib_on_a_volatile_rootfs(deferred_executor, make_rootfs())
+    assert dirty_pages(made) > 0  # not written out by the step: the build's settle does it
+
+
+def test_deferred_syncs_make_the_callers_overlays_volatile_until_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(overlay, "_VOLATILE_SUPPORTED", [True])
+    monkeypatch.setattr(overlay, "_VOLATILE_UPPERS", [False])
+    monkeypatch.setattr(overlay, "_DEFERRED", [False])
+    monkeypatch.delenv(overlay.DEFERRED_ENV, raising=False)
+    assert not overlay.volatile_wanted("/upper")
+    overlay.defer_step_syncs()
+    assert overlay.step_syncs_deferred() and overlay.volatile_wanted("/upper")
+    overlay.defer_step_syncs(False)  # the build ended: a container's overlay syncs at unmount again
+    assert not overlay.step_syncs_deferred() and not overlay.volatile_wanted("/upper")
+    monkeypatch.setenv(overlay.DEFERRED_ENV, "deferred")  # how the zygote hears of it
+    assert overlay.step_syncs_deferred()
+
+
+def test_the_zygote_is_told_of_deferred_syncs_through_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pybuild.executors import _executor
+
+    monkeypatch.delenv("PYBUILD_VOLATILE_OVERLAYS", raising=False)
+    monkeypatch.setattr(overlay, "_DEFERRED", [False])
+    assert overlay.DEFERRED_ENV not in _executor._zygote_environ()
+    overlay.defer_step_syncs()
+    assert _executor._zygote_environ()[overlay.DEFERRED_ENV] == "deferred"
