@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pybuild._frozen import frozen
-from pybuild.errors import PybuildError, UsageError
+from pybuild.errors import PybuildError, StoreError, UsageError
 
 from . import _answer, _remote
 from ._io import read_dockerfile
@@ -144,10 +144,39 @@ def run(args: argparse.Namespace) -> int:
     ``--output``), then what the build made is reported."""
     _check_flags(args)
     root = open_root(args.root)
+    deferred = _defer_durability(root)
     try:
-        return _run(args, root)
+        code = _run(args, root)
+    except BaseException:
+        root.snapshots.settle()  # the steps committed before the failure are kept: written out too
+        raise
+    else:
+        _settle(root)
+        return code
     finally:
+        if deferred:
+            from pybuild.executors import defer_step_syncs
+
+            defer_step_syncs(False)
         root.close()  # SQLite checkpoints the index here, not in the interpreter's teardown (cli/main.py)
+
+
+def _defer_durability(root: Root) -> bool:
+    """The build's new snapshots are written to disk once, at its end (``_settle``; a served
+    build's client has its answer by then), not step by step; trusted meanwhile in this boot
+    only.  Nothing changes when the user traded durability away (PYBUILD_VOLATILE_OVERLAYS=1)."""
+    if os.environ.get("PYBUILD_VOLATILE_OVERLAYS") == "1" or not root.snapshots.defer_durability():
+        return False
+    from pybuild.executors import defer_step_syncs
+
+    defer_step_syncs()
+    return True
+
+
+def _settle(root: Root) -> None:
+    error = root.snapshots.settle()
+    if error is not None:
+        raise StoreError(error, hint="check the disk pybuild's root is on (a full disk, dmesg), then build again")
 
 
 def _run(args: argparse.Namespace, root: Root) -> int:
@@ -164,9 +193,10 @@ def _run(args: argparse.Namespace, root: Root) -> int:
         context.close()
     to_stdout = any(o.to_stdout for o in request.export.outputs)
     _report(args, outcome, to_stdout=to_stdout)
+    if recording is None or not recording.debugging():  # (its account of the record goes to stderr)
+        _answer.give(0)  # the result is final: what follows (``_settle``, the record) is for later builds
+    _settle(root)  # before the record: a record may name only snapshots on disk
     if recording is not None:
-        if not recording.debugging():  # its account of the record goes to the caller's stderr
-            _answer.give(0)  # the result is final: what follows is for later builds
         recording.save(root, context, data, outcome, _report_output(args, outcome, to_stdout=to_stdout))
     return 0
 
