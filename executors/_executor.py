@@ -567,12 +567,14 @@ class _Step:
 
 def _zygote_environ() -> dict[str, str]:
     """The zygote's whole environment: nothing of the caller's but the choices made through
-    pybuild's own variables (volatile overlays, the network driver), as they are now."""
+    pybuild's own variables (volatile overlays, deferred syncs, the network driver, the steps'
+    scheduling), as they are now."""
     environ = {"PATH": DEFAULT_PATH, "LC_ALL": "C.UTF-8"}
     if volatile_uppers_requested():
         environ["PYBUILD_VOLATILE_OVERLAYS"] = "1"
     if step_syncs_deferred():
         environ[DEFERRED_ENV] = "deferred"
-    if "PYBUILD_NETWORK_DRIVER" in os.environ:
-        environ["PYBUILD_NETWORK_DRIVER"] = os.environ["PYBUILD_NETWORK_DRIVER"]
+    for name in ("PYBUILD_NETWORK_DRIVER", "PYBUILD_STEP_SCHED"):
+        if name in os.environ:
+            environ[name] = os.environ[name]
     return environ

@@ -141,10 +141,30 @@ def monitor_main(ctl: int, out_fd: int, err_fd: int) -> int:
     """Entry point of the monitor process (returns its exit status)."""
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     reset_signals()
+    batch_scheduling()
     request = wire.read_message(ctl)
     if request is None:
         return 1
     return _Monitor(ctl, out_fd, err_fd, request).run()
+
+
+SCHED_ENV = "PYBUILD_STEP_SCHED"  # "other": a build step keeps the caller's SCHED_OTHER
+
+
+def batch_scheduling() -> None:
+    """A build step (this monitor, its init, what the step runs) is batch work: SCHED_BATCH,
+    Linux's policy for non-interactive CPU work (the same nice value and CPU share, but a task
+    woken up does not preempt the running one).  A pipeline then hands over whole pipe buffers
+    instead of a page at a time: four CPU-bound ``dd | sha256sum`` steps on two cores took
+    2.35-2.42 s instead of 2.80-2.99 s.  Only from SCHED_OTHER (a caller that chose another
+    policy, SCHED_IDLE for one, keeps it); ``PYBUILD_STEP_SCHED=other`` keeps SCHED_OTHER."""
+    if os.environ.get(SCHED_ENV) == "other":
+        return
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError:
+        pass  # refused (a seccomp policy of the caller's): the step runs as it would have
 
 
 class _Monitor:
