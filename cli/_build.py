@@ -194,10 +194,15 @@ def _run(args: argparse.Namespace, root: Root) -> int:
     to_stdout = any(o.to_stdout for o in request.export.outputs)
     _report(args, outcome, to_stdout=to_stdout)
     if recording is None or not recording.debugging():  # (its account of the record goes to stderr)
+        if recording is not None:
+            recording.hold()  # a rebuild right after this answer waits for the record
         _answer.give(0)  # the result is final: what follows (``_settle``, the record) is for later builds
     _settle(root)  # before the record: a record may name only snapshots on disk
     if recording is not None:
-        recording.save(root, context, data, outcome, _report_output(args, outcome, to_stdout=to_stdout))
+        try:
+            recording.save(root, context, data, outcome, _report_output(args, outcome, to_stdout=to_stdout))
+        finally:
+            recording.release()
     return 0
 
 
@@ -211,6 +216,33 @@ class _Recording:
         self.args = args
         self.events: list[Any] = []
         self.reads = ContextReads()
+        self._lock = -1
+
+    def hold(self) -> None:
+        """Lock the record's place (``_fastpath.wait_for_writer``) until ``release``: taken
+        before the client's answer, so a rebuild it runs next waits for this record."""
+        import fcntl
+
+        from ._fastpath import LOCK_SUFFIX, record_path
+
+        invocation = self.args.fastpath
+        path = record_path(invocation.root, invocation.rebuild_key) + LOCK_SUFFIX
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return  # no record will be written there either: nothing to wait for
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another build of this invocation writes its record: it holds the place
+            os.close(fd)
+            return
+        self._lock = fd
+
+    def release(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def display(self, inner: Any) -> Any:
         """``inner``, also keeping each event but a step's output (which no record repeats)."""

@@ -184,6 +184,37 @@ def record_path(root: str, key: bytes) -> str:
     return os.path.join(root, "fastpath", "%08x%08x.rec" % (zlib.crc32(key), zlib.adler32(key)))
 
 
+# A served build answers its client before it writes its record (cli/_answer), holding an
+# exclusive flock on the record's ``.lock`` file until the record is written: a rebuild run
+# right after it waits that long (at most WRITER_WAIT) rather than miss a record on its way.
+WRITER_WAIT = 3.0  # seconds
+LOCK_SUFFIX = ".lock"
+
+
+def wait_for_writer(path: str) -> None:
+    """Return once no build holds ``path``'s lock (it is writing that record), or WRITER_WAIT later."""
+    try:
+        fd = os.open(path + LOCK_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # never written by a build that answered early: nothing to wait for
+    try:
+        import fcntl
+        import time
+
+        deadline = time.monotonic() + WRITER_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    debug("the record's writer is still at work: not waiting longer")
+                    return
+                time.sleep(0.005)
+    finally:
+        os.close(fd)
+
+
 # -- the record ----------------------------------------------------------------
 
 
@@ -279,6 +310,7 @@ def _checked(argv: list[str]) -> tuple[Record, Callable[[], None]]:
     key = invocation_key(argv)
     root = root_path(argv)
     path = record_path(root, key)
+    wait_for_writer(path)
     try:
         with open(path, "rb") as file:
             data = file.read()

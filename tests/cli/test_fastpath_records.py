@@ -203,3 +203,61 @@ def test_an_ignore_file_unchanged_since_the_build_started_is_recorded(context: P
     builder = _fastpath_record._Builder()
     assert _fastpath_record._add_dockerfile(builder, finished) is None  # type: ignore[arg-type]
     assert os.fsencode(context / ".dockerignore") + b"\0*.log\n" in builder.files
+
+
+# -- a record on its way (a served build answered before writing it) ------------------------
+
+
+def _hold_lock_in_child(path: str, seconds: float) -> int:
+    """A process that holds ``path``'s exclusive flock for ``seconds`` (as a writing build); its pid
+    once it holds it."""
+    import fcntl
+    import time
+
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(ready_w, b"x")
+            time.sleep(seconds)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"x"
+    os.close(ready_r)
+    return pid
+
+
+def test_a_reader_waits_for_the_records_writer_then_goes_on(tmp_path: Path) -> None:
+    import time
+
+    record = str(tmp_path / "r.rec")
+    started = time.monotonic()
+    _fastpath.wait_for_writer(record)  # no lock file: nothing written that way
+    assert time.monotonic() - started < 0.5
+    pid = _hold_lock_in_child(record + _fastpath.LOCK_SUFFIX, 0.6)
+    started = time.monotonic()
+    _fastpath.wait_for_writer(record)
+    waited = time.monotonic() - started
+    os.waitpid(pid, 0)
+    assert 0.3 < waited < _fastpath.WRITER_WAIT
+    started = time.monotonic()
+    _fastpath.wait_for_writer(record)  # the lock is free now
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_reader_does_not_wait_for_a_stuck_writer_past_its_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(_fastpath, "WRITER_WAIT", 0.3)
+    record = str(tmp_path / "r.rec")
+    pid = _hold_lock_in_child(record + _fastpath.LOCK_SUFFIX, 10)
+    try:
+        started = time.monotonic()
+        _fastpath.wait_for_writer(record)
+        assert 0.25 < time.monotonic() - started < 3
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)

@@ -634,16 +634,19 @@ def test_the_child_answers_and_lets_go_of_the_clients_streams_before_it_is_done(
     assert os.waitstatus_to_exitcode(status) == 7  # not killed by the SIGINT
 
 
-def test_a_served_build_still_writes_its_fast_path_record_after_answering(busybox_root: Served) -> None:
-    context = small_context(busybox_root.tmp / "context", "FROM busybox\nCOPY a /a\nRUN cat /a > /b\n")
+def test_a_rebuild_right_after_a_served_build_waits_for_its_record(busybox_root: Served) -> None:
+    """The record is written after the answer, under a lock taken before it: a rebuild at once
+    is answered by the record (not served again), the record having been waited for.  The build
+    writes 64 MiB, so its write-out (before the record) outlasts a new command's start."""
+    context = small_context(busybox_root.tmp / "context", "FROM busybox\nCOPY a big /\nRUN cat /a > /b\n")
+    (context / "big").write_bytes(os.urandom(64 << 20))
     records = busybox_root.root / "fastpath"
     before = set(records.glob("*.rec")) if records.is_dir() else set()
     time.sleep(1.1)  # the context is older than the record by more than its racy window
     busybox_root.start()
     done = busybox_root.pybuild("build", "-q", "--network=none", "-t", "recorded:1", str(context))
     assert done.returncode == 0, done.stderr
-    assert busybox_root.children_served() == 1
-    assert wait_until(lambda: len(set(records.glob("*.rec")) - before) == 1, 30), "no record was written"
     again = busybox_root.pybuild("build", "-q", "--network=none", "-t", "recorded:1", str(context), PYBUILD_FASTPATH="1")
     assert again.returncode == 0 and again.stdout == done.stdout
     assert busybox_root.children_served() == 1  # answered by the record, not by the server
+    assert len(set(records.glob("*.rec")) - before) == 1
