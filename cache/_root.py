@@ -20,7 +20,7 @@ from ._content import FileContentStore
 from ._index import CacheRecord
 from ._recover import open_index
 from ._snapshots import DirSnapshotter
-from ._tmp import clean_stale, process_area
+from ._tmp import clean_stale, process_area, spread_areas
 from ._util import store_error
 
 ENV_ROOT = "PYBUILD_ROOT"
@@ -95,6 +95,7 @@ class Root:
             for sub in ("blobs/sha256", "snapshots", "tmp", "cache-mounts"):
                 os.makedirs(path / sub, exist_ok=True)
             clean_stale(path / "tmp")
+            spread_areas(path / "tmp")
         except OSError as error:
             raise store_error(f"cannot use pybuild root {path}", error) from None
         return cls(path, warn)

@@ -18,6 +18,7 @@ import atexit
 import fcntl
 import os
 import secrets
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -25,6 +26,32 @@ from pathlib import Path
 from ._util import remove_tree
 
 _LOCK_SUFFIX = ".lock"
+# ext4's "top of a directory hierarchy" flag (chattr +T), read and set with FS_IOC_[GS]ETFLAGS
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_areas(tmp_root: Path) -> None:
+    """Mark ``tmp_root`` a top of directory hierarchies (ext4's ``chattr +T``), so each process
+    area made in it -- where the process builds its snapshots -- is placed as ext4 places a
+    top-level directory: in the block group with the fewest directories among those with
+    room, from a point the name picks, not beside its parent.  On ext4 without a journal, a
+    new inode is not taken from those freed in the last minutes while others are free, and
+    finding one scans past each of them; beside the parent, a build right after a prune
+    made its files where that prune had just freed theirs (a 20,000-file cold build right
+    after pruning 40,000 files: 4.0-4.8 s, 2.3-3.1 s with the flag).  Best effort: another
+    file system refuses the ioctl and nothing changes."""
+    try:
+        fd = os.open(tmp_root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        (flags,) = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(4)))
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("i", flags | _FS_TOPDIR_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class ProcessArea:

@@ -294,3 +294,37 @@ def test_a_new_root_is_not_taken_for_a_lost_index(tmp_path: Path) -> None:
     with Root.open(tmp_path / "r", warn=messages.append):
         pass
     assert messages == []
+
+
+def _dir_flags(path: Path) -> int:
+    import fcntl
+    import struct
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, 0x80086601, bytes(4)))[0])
+    finally:
+        os.close(fd)
+
+
+def test_the_temp_root_is_a_top_of_directory_hierarchies_on_ext4(tmp_path: Path) -> None:
+    """chattr +T: each process area (where snapshots are made) is spread as a top-level directory."""
+    try:
+        _dir_flags(tmp_path)
+    except OSError as error:
+        pytest.skip(f"this file system has no inode flags: {error}")
+    with Root.open(tmp_path / "r"):
+        pass
+    assert _dir_flags(tmp_path / "r" / "tmp") & 0x00020000
+
+
+def test_a_file_system_without_inode_flags_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import fcntl
+
+    def refuse(fd: int, request: int, arg: bytes = b"") -> bytes:
+        raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(fcntl, "ioctl", refuse)
+    with Root.open(tmp_path / "r") as root:
+        assert (root.path / "tmp").is_dir()
