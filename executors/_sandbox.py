@@ -141,7 +141,6 @@ def monitor_main(ctl: int, out_fd: int, err_fd: int) -> int:
     """Entry point of the monitor process (returns its exit status)."""
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     reset_signals()
-    batch_scheduling()
     request = wire.read_message(ctl)
     if request is None:
         return 1
@@ -152,7 +151,8 @@ SCHED_ENV = "PYBUILD_STEP_SCHED"  # "other": a build step keeps the caller's SCH
 
 
 def batch_scheduling() -> None:
-    """A build step (this monitor, its init, what the step runs) is batch work: SCHED_BATCH,
+    """Build steps are batch work: the zygote takes SCHED_BATCH, and every step's monitor,
+    init and processes, forked from it, inherit it.  SCHED_BATCH is
     Linux's policy for non-interactive CPU work (the same nice value and CPU share, but a task
     woken up does not preempt the running one).  A pipeline then hands over whole pipe buffers
     instead of a page at a time: four CPU-bound ``dd | sha256sum`` steps on two cores took

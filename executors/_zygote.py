@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     # or the build syncs once at its end (``defer_step_syncs``).
     overlay.volatile_steps(synced=not overlay.volatile_uppers_requested() and not overlay.step_syncs_deferred())
     overlay.ask_once()  # or each monitor would probe the kernel again
+    sandbox.batch_scheduling()  # once here: each step's monitor, init and processes inherit it
     monitors: dict[int, int] = {}  # pid -> control socket fd
     poller = select.poll()
     poller.register(requests.fileno(), select.POLLIN)
