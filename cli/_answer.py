@@ -20,6 +20,11 @@ def give_with(giver: Callable[[int], None]) -> None:
     _givers[:] = [giver]
 
 
+def early() -> bool:
+    """Whether someone waits for the code apart from the process's exit (a served build's client)."""
+    return bool(_givers)
+
+
 def give(code: int) -> None:
     """Tell the caller ``code`` now, once; nothing if no one waits for it separately."""
     if _givers:

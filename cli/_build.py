@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace, root: Root) -> int:
     to_stdout = any(o.to_stdout for o in request.export.outputs)
     _report(args, outcome, to_stdout=to_stdout)
     if recording is None or not recording.debugging():  # (its account of the record goes to stderr)
-        if recording is not None:
+        if recording is not None and _answer.early():
             recording.hold()  # a rebuild right after this answer waits for the record
         _answer.give(0)  # the result is final: what follows (``_settle``, the record) is for later builds
     _settle(root)  # before the record: a record may name only snapshots on disk
