@@ -230,6 +230,7 @@ def prune(
                 removed_mounts += 1
                 freed += size
 
+    root.note_freed(detached)
     for path in detached:
         remove_tree(path)
     return PruneResult(removed_records, len(removed_snapshots), removed_blobs, removed_mounts, freed)

@@ -4,7 +4,7 @@
     <root>/snapshots/<id>/        committed layer trees (meta.json + tree/)
     <root>/index.db               SQLite cache index (WAL)
     <root>/records/               image records and tags as files, to rebuild a lost index from
-    <root>/tmp/<process>/         per-process temp areas (+ <process>.lock)
+    <root>/tmp/slot-<n>/<process>/  per-process temp areas (+ <process>.lock)
     <root>/cache-mounts/<name>/   RUN --mount=type=cache directories
 """
 
@@ -20,7 +20,7 @@ from ._content import FileContentStore
 from ._index import CacheRecord
 from ._recover import open_index
 from ._snapshots import DirSnapshotter
-from ._tmp import clean_stale, process_area, spread_areas
+from ._tmp import clean_stale, note_freed, prepare_slots, process_area, temp_contents
 from ._util import store_error
 
 ENV_ROOT = "PYBUILD_ROOT"
@@ -95,7 +95,7 @@ class Root:
             for sub in ("blobs/sha256", "snapshots", "tmp", "cache-mounts"):
                 os.makedirs(path / sub, exist_ok=True)
             clean_stale(path / "tmp")
-            spread_areas(path / "tmp")
+            prepare_slots(path / "tmp")
         except OSError as error:
             raise store_error(f"cannot use pybuild root {path}", error) from None
         return cls(path, warn)
@@ -105,6 +105,17 @@ class Root:
             return process_area(self._tmp_root).path
         except OSError as error:
             raise store_error(f"cannot create a temp directory in {self._tmp_root}", error) from None
+
+    @staticmethod
+    def temp_contents(path: Path) -> list[Path]:
+        """The temp areas, their lock files and debris in the root at ``path`` (read without
+        opening it): empty once no process uses the root and the last one exited cleanly."""
+        return temp_contents(path / "tmp")
+
+    def note_freed(self, trees: list[Path]) -> None:
+        """Call just before deleting ``trees`` of many files: temp areas made in the next
+        minutes keep away from where they are (see ``choose_slot``)."""
+        note_freed(self._tmp_root, trees)
 
     def tmp_dir(self, prefix: str = "tmp-") -> Path:
         """A fresh empty directory in this process's temp area (removed at exit

@@ -41,7 +41,7 @@ def test_processes_writing_the_same_blob(tmp_path: Path) -> None:
     with Root.open(path) as root:
         assert [d for d, _ in root.blobs.list()] == [expected]
         assert root.blobs.verify(expected)
-    assert os.listdir(path / "tmp") == []
+    assert Root.temp_contents(path) == []
 
 
 _SAME_SNAPSHOT = """
@@ -71,7 +71,7 @@ def test_processes_committing_the_same_snapshot(tmp_path: Path) -> None:
         tree = root.snapshots.tree("shared-id")
         contents = {(tree / f"file{i}").read_text() for i in range(200)}
         assert len(contents) == 1, "one writer's tree, whole, not a mix"
-    assert os.listdir(path / "tmp") == []
+    assert Root.temp_contents(path) == []
 
 
 _BUSY = """
@@ -108,7 +108,7 @@ def test_kill_9_at_random_points_leaves_a_trustworthy_root(tmp_path: Path) -> No
 
         with Root.open(path) as root:
             # no temp debris of the dead process
-            assert os.listdir(path / "tmp") == [], f"round {round_number}: stale temp state"
+            assert Root.temp_contents(path) == [], f"round {round_number}: stale temp state"
             # every blob there is whole
             blobs = list(root.blobs.list())
             for digest, _ in blobs:

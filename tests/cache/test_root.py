@@ -71,7 +71,7 @@ def test_failed_writes_leave_no_temp_files(root: Root) -> None:
             w.commit()
     with root.blobs.writer() as w:
         w.write(b"abandoned")
-    area = [p for p in (root.path / "tmp").iterdir() if p.is_dir()]
+    area = [p for p in Root.temp_contents(root.path) if p.is_dir()]
     assert all(not any(p.iterdir()) for p in area)
     assert list(root.blobs.list()) == []
 
@@ -121,7 +121,7 @@ def test_temp_area_is_removed_at_exit(tmp_path: Path) -> None:
     out, _ = child.communicate(timeout=30)
     assert child.returncode == 0
     assert not Path(out.strip()).exists()
-    assert os.listdir(path / "tmp") == []
+    assert Root.temp_contents(path) == []
 
 
 def test_damaged_snapshot_is_detected(root: Root) -> None:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pybuild.cache import Root
+
 # An object freed only by the teardown says so; a thread that is not a daemon writes a
 # file after the command is done (an exit must wait for it); then the command itself.
 PROBE = """
@@ -46,7 +48,7 @@ def test_a_build_exits_without_teardown_after_doing_what_an_exit_must(tmp_path: 
     assert marker.read_text() == "joined"  # the thread was waited for
     root = tmp_path / "root"
     assert not (root / "index.db-wal").exists()  # the build closed its index: SQLite checkpointed it
-    assert not any(p.is_dir() for p in (root / "tmp").iterdir())  # the atexit handler removed the temp area
+    assert not any(p.is_dir() for p in Root.temp_contents(root))  # the atexit handler removed the temp area
 
 
 def test_a_failed_build_keeps_its_exit_code_and_error(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from pybuild.cache import Root
+
 
 def sleepers(tag: str) -> list[int]:
     """Pids of processes whose command line holds ``tag``."""
@@ -30,8 +32,7 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def leftover_temp(root: Path) -> list[Path]:
-    tmp = root / "tmp"
-    return [p for p in tmp.rglob("*")] if tmp.exists() else []
+    return [p for entry in Root.temp_contents(root) for p in (entry, *entry.rglob("*"))]
 
 
 def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pybuild.cache import Root
+
 DOCKERFILE = """\
 FROM busybox AS parts
 RUN for i in 1 2 3 4 5; do echo part $i > /part$i; sleep 0.05; done
@@ -49,7 +51,7 @@ def check_root_is_sound(root: Path) -> None:
     from pybuild.cache import Root
 
     with Root.open(root) as opened:  # opening removes the temp areas of dead processes
-        leftovers = list((root / "tmp").iterdir())
+        leftovers = Root.temp_contents(root)
         assert all(str(os.getpid()) in p.name for p in leftovers), leftovers
         for digest, _ in opened.blobs.list():
             data = opened.blobs.path(digest).read_bytes()
@@ -79,7 +81,7 @@ class Progress:
             except FileNotFoundError:
                 return 0
 
-        return cls(count("snapshots"), count("blobs/sha256"), count("records/images"), count("tmp"))
+        return cls(count("snapshots"), count("blobs/sha256"), count("records/images"), len(Root.temp_contents(root)))
 
 
 # Where each kill lands: a point in every phase of the build, in order (DOCKERFILE has six
