@@ -364,8 +364,9 @@ class Driver:
                 except RuntimeError as error:  # this run's later phases are left out; the next run starts afresh
                     self.notes.append(f"{engine}, big context, run {r + 1}: failed: {reason(error)}")
                     print(f"  {engine:8} context, run {r + 1}: FAILED\n{error}", file=sys.stderr)
-                finally:
-                    shutil.rmtree(context, ignore_errors=True)
+                # Each context stays until the end (Engines.cleanup): deleting its 20,000 files
+                # right before the other engine's cold build would slow that build, as chance
+                # places it (ext4 without a journal, benchmarks/README.md).
         label = f"context {files:,} files / {megabytes} MB"
         rows = []
         for phase, shown in phases.items():
