@@ -133,3 +133,20 @@ def test_checking_a_git_source_loads_neither_trio_nor_the_network_limits(tmp_pat
     (tmp_path / "Dockerfile").write_text("FROM scratch\nADD https://example.com/repo.git#v1.0 /src\n")
     done = subprocess.run([sys.executable, "-c", CHECK_PROBE, str(tmp_path)], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "0 True False False"
+
+
+IGNORE_RULES_PROBE = """
+import sys
+from pybuild.cache import DockerIgnore
+print(DockerIgnore(("*.log",)).matches("a.log"), [m for m in sys.argv[1:] if m in sys.modules])
+from pybuild.cache import CacheIndex
+print("sqlite3" in sys.modules)
+"""
+
+
+def test_the_ignore_rules_load_without_the_stores() -> None:
+    """The no-op fast path reads .dockerignore when a listing changed (a new ignored file): it
+    loads the rules, not the stores, the index (sqlite3) or the hasher, 30 ms of imports."""
+    heavy = ("sqlite3", "pybuild.cache._index", "pybuild.cache._content", "pybuild.cache._context", "pybuild.cache._root")
+    done = subprocess.run([sys.executable, "-c", IGNORE_RULES_PROBE, *heavy], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["True []", "True"]
