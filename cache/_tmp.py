@@ -145,7 +145,8 @@ def recently_freed_zones(tmp_root: Path) -> dict[int, int]:
 
 
 def choose_slot(tmp_root: Path) -> Path:
-    """The slot a new area is made in: the first whose zone nothing freed in the last minutes.
+    """The slot a new area is made in: the first whose zone, and the zone after it, nothing
+    freed in the last minutes.
 
     An area's snapshots are made in it and keep their inodes when they are committed, and an
     area's files join its slot's flex group.  On ext4 without a journal, each new inode costs
@@ -165,7 +166,9 @@ def choose_slot(tmp_root: Path) -> Path:
             zone = os.lstat(slot).st_ino >> _ZONE_SHIFT
         except FileNotFoundError:
             continue  # removed by hand since the root was opened
-        when = freed.get(zone)
+        # A slot's builds fill its flex group and go on in the next one (by hand, a run of the
+        # context benchmark: 22,105 new inodes in the slot's group, 24,211 in the next).
+        when = max((freed[z] for z in (zone, zone + 1) if z in freed), default=None)
         if when is None:
             return slot
         if least_recent is None or when < least_recent[0]:

@@ -63,10 +63,26 @@ def test_when_every_slot_was_freed_lately_the_longest_ago_is_taken(tmp_path: Pat
     Root.open(tmp_path / "r").close()
     tmp_root = tmp_path / "r" / "tmp"
     now = int(time.time())
-    order = [3, *(n for n in range(_tmp._SLOTS) if n != 3)]  # freed in this order, 3 first
-    lines = [f"{now - 100 + i} {os.lstat(tmp_root / f'slot-{n}').st_ino}\n" for i, n in enumerate(order)]
+    zones = [os.lstat(tmp_root / f"slot-{n}").st_ino for n in range(_tmp._SLOTS)]
+    # every slot's zone and the one after it freed lately, slot 3's longest ago (its line last,
+    # so that a zone it shares with another slot's counts as freed then)
+    lines = [f"{now - 50} {zone} {zone + 1}\n" for n, zone in enumerate(zones) if n != 3]
+    lines.append(f"{now - 100} {zones[3]} {zones[3] + 1}\n")
     (tmp_root / "freed-zones").write_text("".join(lines))
     assert _new_area_slot(tmp_root) == "slot-3"
+
+
+@pytest.mark.usefixtures("every_inode_a_zone")
+def test_a_slot_whose_next_zone_was_freed_lately_is_passed_over(tmp_path: Path) -> None:
+    """A slot's builds spill into the flex group after its own: that one must be clear too."""
+    Root.open(tmp_path / "r").close()
+    tmp_root = tmp_path / "r" / "tmp"
+    next_to_first = os.lstat(tmp_root / "slot-0").st_ino + 1
+    (tmp_root / "freed-zones").write_text(f"{int(time.time())} {next_to_first}\n")
+    chosen = _new_area_slot(tmp_root)
+    assert chosen != "slot-0"
+    zone = os.lstat(tmp_root / chosen).st_ino
+    assert next_to_first not in (zone, zone + 1)
 
 
 @pytest.mark.usefixtures("every_inode_a_zone")
