@@ -30,7 +30,7 @@ from pybuild.errors import PybuildError, SandboxError
 from . import _wire as wire
 from ._cgroups import CgroupError, CgroupLayout, StepCgroups, claim_delegated, detect_layout, release_delegated, remove_stale
 from ._overlay import DEFERRED_ENV, OverlayDriver, probe_overlay, step_syncs_deferred, volatile_uppers_requested
-from ._sandbox import DEFAULT_PATH
+from ._sandbox import DEFAULT_PATH, SCHED_ENV
 from ._spec import NETWORK_MODES, SECURITY_MODES, BindMount, ExecResult, Mount, OverlayMount, ProcessSpec, Rootfs, SecretMount, TmpfsMount
 from ._userns import ROOTLESS_HINT
 from ._zygote_process import ZygoteProcess, spawn_zygote
@@ -574,7 +574,7 @@ def _zygote_environ() -> dict[str, str]:
         environ["PYBUILD_VOLATILE_OVERLAYS"] = "1"
     if step_syncs_deferred():
         environ[DEFERRED_ENV] = "deferred"
-    for name in ("PYBUILD_NETWORK_DRIVER", "PYBUILD_STEP_SCHED"):
+    for name in ("PYBUILD_NETWORK_DRIVER", SCHED_ENV):
         if name in os.environ:
             environ[name] = os.environ[name]
     return environ

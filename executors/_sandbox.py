@@ -152,10 +152,10 @@ SCHED_ENV = "PYBUILD_STEP_SCHED"  # "other": a build step keeps the caller's SCH
 
 def batch_scheduling() -> None:
     """Build steps are batch work: the zygote takes SCHED_BATCH, and every step's monitor,
-    init and processes, forked from it, inherit it.  SCHED_BATCH is
-    Linux's policy for non-interactive CPU work (the same nice value and CPU share, but a task
-    woken up does not preempt the running one).  A pipeline then hands over whole pipe buffers
-    instead of a page at a time: four CPU-bound ``dd | sha256sum`` steps on two cores took
+    init and processes, forked from it, inherit it.  SCHED_BATCH is Linux's policy for
+    non-interactive CPU work (the same nice value and CPU share, but a task woken up does not
+    preempt the running one).  A pipeline then hands over whole pipe buffers instead of a
+    page at a time: four CPU-bound ``dd | sha256sum`` steps on two cores took
     2.35-2.42 s instead of 2.80-2.99 s.  Only from SCHED_OTHER (a caller that chose another
     policy, SCHED_IDLE for one, keeps it); ``PYBUILD_STEP_SCHED=other`` keeps SCHED_OTHER."""
     if os.environ.get(SCHED_ENV) == "other":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,23 @@ def descendants(pid: int) -> set[int]:
 
 def alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
+
+
+def answer_in_child(work: Callable[[], str]) -> str:
+    """What ``work`` returns when run in a forked child, so that what it changes (a scheduling
+    policy, a patched module) never reaches this process; empty if it raised."""
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_r)
+            os.write(write_w, work().encode())
+        finally:
+            os._exit(0)
+    os.close(write_w)
+    chunks = []
+    while chunk := os.read(read_r, 4096):
+        chunks.append(chunk)
+    os.close(read_r)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()

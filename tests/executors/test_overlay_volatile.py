@@ -12,6 +12,7 @@ import pytest
 from pybuild.executors import BindMount, OverlayMount, SandboxExecutor
 from pybuild.executors import _overlay as overlay
 
+from .conftest import answer_in_child
 from .test_sandbox import sh
 
 
@@ -166,26 +167,16 @@ async def test_a_writable_step_mount_is_volatile_too(volatile_executor: SandboxE
 
 def test_probes_asked_once_are_inherited(monkeypatch: pytest.MonkeyPatch) -> None:
     """The zygote asks before forking: a monitor (a fork) finds the answers and probes nothing."""
-    import os
-
     monkeypatch.setattr(overlay, "_VOLATILE_SUPPORTED", [])
     monkeypatch.setattr(overlay, "_LOWERDIR_PLUS", None)
     monkeypatch.setattr(overlay, "_IN_USERNS", None)
     overlay.ask_once()
-    read_r, write_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child must not touch the kernel's overlay to answer
-        try:
-            overlay.linux.fsopen = None  # type: ignore[assignment]
-            answers = (overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace())
-            os.write(write_w, repr(answers).encode())
-        finally:
-            os._exit(0)
-    os.close(write_w)
-    child = os.read(read_r, 200).decode()
-    os.close(read_r)
-    os.waitpid(pid, 0)
-    assert child == repr((overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace()))
+
+    def answers() -> str:  # the child must not touch the kernel's overlay to answer
+        overlay.linux.fsopen = None  # type: ignore[assignment]
+        return repr((overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace()))
+
+    assert answer_in_child(answers) == repr((overlay.lowerdir_plus_supported(), overlay._volatile_supported(), overlay.in_user_namespace()))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from pybuild.executors import SandboxExecutor, _sandbox
 
+from .conftest import answer_in_child
 from .test_sandbox import sh
 
 POLICY = "awk '{print $41}' /proc/self/stat"  # the scheduling policy field of proc(5)
@@ -40,21 +41,14 @@ async def test_pybuild_step_sched_other_keeps_sched_other(
 
 def test_only_sched_other_is_changed() -> None:
     """A caller run under SCHED_IDLE (``chrt -i``) is not raised to SCHED_BATCH."""
-    read_r, write_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.environ.pop(_sandbox.SCHED_ENV, None)
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            _sandbox.batch_scheduling()
-            idle_kept = os.sched_getscheduler(0)
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-            _sandbox.batch_scheduling()
-            os.write(write_w, f"{idle_kept} {os.sched_getscheduler(0)}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_w)
-    answer = os.read(read_r, 100).decode()
-    os.close(read_r)
-    os.waitpid(pid, 0)
-    assert answer == f"{os.SCHED_IDLE} {os.SCHED_BATCH}"
+
+    def policies() -> str:
+        os.environ.pop(_sandbox.SCHED_ENV, None)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        _sandbox.batch_scheduling()
+        idle_kept = os.sched_getscheduler(0)
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        _sandbox.batch_scheduling()
+        return f"{idle_kept} {os.sched_getscheduler(0)}"
+
+    assert answer_in_child(policies) == f"{os.SCHED_IDLE} {os.SCHED_BATCH}"
